@@ -1,0 +1,33 @@
+"""Connection and topic settings shared by the SDK, the processors and every CLI command.
+
+Deliberately free of third-party imports: the SDK (base install) reads it too. Kafka is found through
+``KAFKA_BOOTSTRAP_SERVERS``; everything else uses the ``LLMPULSE_`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+ENV_PREFIX = "LLMPULSE_"
+
+
+def env(name: str, default: str) -> str:
+    """``LLMPULSE_<name>`` from the environment, else ``default``."""
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def bootstrap_servers() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; each can be overridden with ``LLMPULSE_TOPIC_<NAME>``."""
+
+    calls: str = field(default_factory=lambda: env("TOPIC_CALLS", "llm-calls"))
+    alerts: str = field(default_factory=lambda: env("TOPIC_ALERTS", "llm-alerts"))
+    dead_letter: str = field(default_factory=lambda: env("TOPIC_DEAD_LETTER", "llm-dead-letter"))
+    alert_commands: str = field(default_factory=lambda: env("TOPIC_ALERT_COMMANDS", "llm-alert-commands"))
+    provider_state: str = field(default_factory=lambda: env("TOPIC_PROVIDER_STATE", "llm-provider-state"))

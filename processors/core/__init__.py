@@ -1,0 +1,1 @@
+"""The pure core: numpy in, state and decisions out. Nothing here imports Kafka, faust or does I/O."""
