@@ -1,0 +1,247 @@
+"""The producer SDK: record LLM calls without ever blocking or failing the caller's own call.
+
+    pulse = Pulse()                                   # service from LLMPULSE_SERVICE or the caller's package
+    with pulse.track(provider="openai", model="gpt-4o") as call:
+        reply = client.chat.completions.create(...)
+        call.set_usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
+
+The caller's thread only appends a dict to a deque. A background thread packs calls into columnar
+``llm_call_batch`` records (one Kafka record per micro-batch, keyed by service) and hands them to an
+idempotent confluent-kafka producer. Undelivered calls (queued or in flight) are capped at
+``max_buffered_calls``: beyond it new calls are dropped and counted, never raised, and everything within
+the bound is delivered once the broker is reachable again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from llmpulse.producers import pii
+from llmpulse.producers.batching import BatchEncoder, new_event_id
+from llmpulse.producers.settings import PulseSettings, detect_service
+from llmpulse.producers.tracking import CallTracker
+
+log = logging.getLogger("llmpulse.sdk")
+
+TEXT_FIELDS = (("prompt_text", "prompt_chars", "prompt_sha256"), ("response_text", "response_chars", None))
+
+
+@dataclass(frozen=True, slots=True)
+class PulseStats:
+    """Counters an operator can check: what was recorded, delivered, dropped, and why."""
+
+    recorded: int
+    delivered: int
+    dropped_buffer_full: int
+    dropped_delivery_failed: int
+    dropped_encoding: int
+    pending: int
+    broker_errors: int
+
+
+class Pulse:
+    """Thread-safe LLM call recorder. Create one per process and share it."""
+
+    def __init__(self, settings: PulseSettings | None = None, **overrides: Any) -> None:
+        settings = settings or PulseSettings()
+        if overrides:
+            settings = replace(settings, **overrides)
+        if not settings.service:
+            settings = replace(settings, service=detect_service())
+        self.settings = settings
+        self._queue: deque[dict[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pending = 0  # queued + in flight, the quantity the buffer bound applies to
+        self._counts = dict.fromkeys(
+            ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors"), 0
+        )
+        self._encoder = BatchEncoder(producer_id=f"{settings.service}-{new_event_id()[:8]}")
+        config = settings.producer_config()
+        config["error_cb"] = self._on_broker_error
+        self._producer = Producer(config)
+        self._thread = threading.Thread(target=self._run, name="llmpulse-sdk", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # ---- caller side: must stay cheap and must never raise ---------------------------------------
+    def record(self, **call: Any) -> bool:
+        """Queue one finished call (fields of schemas/llm_call.v1.avsc). False if it was dropped."""
+        try:
+            with self._lock:
+                if self._pending >= self.settings.max_buffered_calls:
+                    self._counts["buffer_full"] += 1
+                    return False
+                self._pending += 1
+                self._counts["recorded"] += 1
+            call.setdefault("timestamp_ms", int(time.time() * 1000))
+            self._queue.append(call)
+            if len(self._queue) >= self.settings.batch_max_calls:
+                self._wake.set()
+            return True
+        except Exception:  # telemetry must never break the caller
+            log.debug("llmpulse: record failed", exc_info=True)
+            return False
+
+    def track(self, provider: str, model: str, **fields: Any) -> CallTracker:
+        """Context manager timing one call; an exception inside is recorded as an error and re-raised."""
+        return CallTracker(self, provider=provider, request_model=model, **fields)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> int:
+        """Send everything queued and wait up to ``timeout`` s for delivery; returns calls still pending."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while time.monotonic() < deadline:
+            if not self._queue:
+                self._producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
+                if self._pending == 0:
+                    break
+            else:
+                time.sleep(0.005)
+        return self._pending
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within the shutdown timeout and stop the background thread. Safe to call twice."""
+        if self._stopping.is_set():
+            return
+        self.flush(self.settings.shutdown_timeout_s if timeout is None else timeout)
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        if self._pending:
+            log.warning("llmpulse: %d calls were not delivered before shutdown", self._pending)
+
+    def stats(self) -> PulseStats:
+        counts = self._counts
+        return PulseStats(
+            recorded=counts["recorded"],
+            delivered=counts["delivered"],
+            dropped_buffer_full=counts["buffer_full"],
+            dropped_delivery_failed=counts["delivery_failed"],
+            dropped_encoding=counts["encoding"],
+            pending=self._pending,
+            broker_errors=counts["broker_errors"],
+        )
+
+    def __enter__(self) -> Pulse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- background thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        linger = self.settings.linger_ms / 1000.0
+        while not self._stopping.is_set():
+            self._wake.wait(linger)
+            self._wake.clear()
+            try:
+                self._drain()
+                self._producer.poll(0)
+            except Exception:
+                log.exception("llmpulse: background sender error (continuing)")
+
+    def _drain(self) -> None:
+        while self._queue:
+            rows = self._take(self.settings.batch_max_calls)
+            by_service: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_service.setdefault(row.get("service") or self.settings.service, []).append(row)
+            for service, group in by_service.items():
+                self._send(service, group)
+
+    def _take(self, limit: int) -> list[dict[str, Any]]:
+        rows = []
+        queue = self._queue
+        while queue and len(rows) < limit:
+            rows.append(queue.popleft())
+        return rows
+
+    def _send(self, service: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            for row in rows:
+                self._complete(service, row)
+            payload = self._encoder.encode_batch(rows)
+        except Exception as exc:
+            self._send_individually(service, rows, exc)
+            return
+        self._produce(service, payload, len(rows))
+
+    def _send_individually(self, service: str, rows: list[dict[str, Any]], exc: Exception) -> None:
+        """One malformed call must not cost its batch-mates: retry them one by one."""
+        log.warning("llmpulse: batch encoding failed (%s); isolating the bad calls", exc)
+        for row in rows:
+            try:
+                payload = self._encoder.encode_batch([row])
+            except Exception as row_exc:
+                log.warning("llmpulse: dropping a call that does not fit the schema: %s", row_exc)
+                self._settle(1, "encoding")
+                continue
+            self._produce(service, payload, 1)
+
+    def _produce(self, service: str, payload: bytes, count: int) -> None:
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            self._settle(count, "delivery_failed" if err else "delivered")
+            if err:
+                log.warning("llmpulse: batch of %d calls not delivered: %s", count, err)
+
+        while True:
+            try:
+                self._producer.produce(self.settings.topic, payload, key=service.encode(), on_delivery=on_delivery)
+                return
+            except BufferError:  # librdkafka's own queue is full: let it drain, never drop silently
+                self._producer.poll(0.1)
+                if self._stopping.is_set():
+                    self._settle(count, "delivery_failed")
+                    return
+
+    def _settle(self, count: int, outcome: str) -> None:
+        with self._lock:
+            self._pending -= count
+            self._counts[outcome] += count
+
+    def _complete(self, service: str, row: dict[str, Any]) -> None:
+        """Fill what the caller left out and protect text; runs off the caller's thread."""
+        row.setdefault("event_id", new_event_id())
+        row["service"] = service
+        row.setdefault("status", "ok")
+        for text_field, length_field, hash_field in TEXT_FIELDS:
+            text = row.get(text_field)
+            if text is None:
+                continue
+            row[length_field] = len(text)
+            if hash_field:
+                row[hash_field] = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+            row[text_field] = self._protect(text)
+
+    def _protect(self, text: str) -> str | None:
+        if not self.settings.capture_text:
+            return None
+        text = text[: self.settings.max_text_chars]
+        return pii.redact(text) if self.settings.redact_pii else text
+
+    def _on_broker_error(self, err: KafkaError) -> None:
+        self._counts["broker_errors"] += 1
+
+
+@contextmanager
+def pulse_session(**overrides: Any) -> Iterator[Pulse]:
+    """A Pulse that is closed (flushed) on exit, for scripts and tests."""
+    pulse = Pulse(**overrides)
+    try:
+        yield pulse
+    finally:
+        pulse.close()

@@ -1,0 +1,72 @@
+"""SDK settings: one frozen object, read from ``LLMPULSE_*`` environment variables when not given."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from llmpulse.config import Topics, bootstrap_servers, env
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return env(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def detect_service() -> str:
+    """``LLMPULSE_SERVICE``, else the top-level package of the first caller outside llmpulse, else argv[0]."""
+    configured = os.environ.get("LLMPULSE_SERVICE")
+    if configured:
+        return configured
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module and not module.startswith(("llmpulse", "importlib", "runpy", "contextlib")):
+            if module != "__main__":
+                return module.split(".")[0]
+            break
+        frame = frame.f_back
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return os.path.splitext(script)[0] or "unknown-service"
+
+
+@dataclass(frozen=True, slots=True)
+class PulseSettings:
+    """How the SDK batches, buffers and protects text. Every field has an ``LLMPULSE_`` variable."""
+
+    bootstrap_servers: str = field(default_factory=bootstrap_servers)
+    topic: str = field(default_factory=lambda: Topics().calls)
+    service: str = ""  # empty: detected (see detect_service)
+    batch_max_calls: int = field(default_factory=lambda: _env_int("SDK_BATCH_MAX_CALLS", 500))
+    linger_ms: int = field(default_factory=lambda: _env_int("SDK_LINGER_MS", 100))
+    max_buffered_calls: int = field(default_factory=lambda: _env_int("SDK_MAX_BUFFERED_CALLS", 100_000))
+    capture_text: bool = field(default_factory=lambda: _env_bool("SDK_CAPTURE_TEXT", False))
+    redact_pii: bool = field(default_factory=lambda: _env_bool("SDK_REDACT_PII", True))
+    max_text_chars: int = field(default_factory=lambda: _env_int("SDK_MAX_TEXT_CHARS", 16_384))
+    compression: str = field(default_factory=lambda: env("SDK_COMPRESSION", "lz4"))
+    shutdown_timeout_s: float = 5.0
+    extra_producer_config: dict[str, str] = field(default_factory=dict)
+
+    def producer_config(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "enable.idempotence": True,
+            "compression.type": self.compression,
+            "linger.ms": 5,  # the SDK already lingers; librdkafka only needs to coalesce our records
+            # Never expire undelivered batches: the SDK's own bound decides what is dropped, so an outage
+            # of any length loses nothing within that bound.
+            "message.timeout.ms": 0,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "client.id": "llmpulse-sdk",
+            # librdkafka logs each failed reconnect; route it to a logger the host application controls.
+            "logger": logging.getLogger("llmpulse.sdk.librdkafka"),
+        }
+        config.update(self.extra_producer_config)
+        return config
+
