@@ -84,6 +84,10 @@ class SchemaCodec:
         self._writers.setdefault(fp, parsed)
         return fp
 
+    def knows(self, data: bytes) -> bool:
+        """True when ``data`` is single-object encoded with a known version of this contract."""
+        return data[:2] == MAGIC and data[2:HEADER_LEN] in self._writers
+
     def encode(self, record: dict[str, Any]) -> bytes:
         buffer = io.BytesIO()
         buffer.write(self._header)

@@ -30,7 +30,7 @@ class CallColumns:
     input_tokens: np.ndarray  # int64
     output_tokens: np.ndarray  # int64
     cached_tokens: np.ndarray  # int64
-    cost_micros: np.ndarray  # int64, NO_COST when the producer did not price it
+    cost_micros: np.ndarray  # int64, NO_COST (-1) when the producer did not price it
     confidence: np.ndarray  # float64, NaN when absent
     cache_hit: np.ndarray  # bool
     no_answer: np.ndarray  # bool

@@ -1,0 +1,71 @@
+"""Vectorised sanity checks on a batch of calls: which calls are malformed, and why.
+
+A call that fails any check is refused alone (its batch-mates are processed); the reason names the first
+failed check in a form an operator can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmpulse.processors.core.columns import NO_COST, CallColumns
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_name_chars: int = 256
+    max_text_chars: int = 100_000
+    max_labels: int = 32
+    max_label_chars: int = 256
+    max_latency_ms: float = 3_600_000.0
+    max_tokens: int = 10_000_000
+    max_future_skew_s: int = 300
+    max_age_s: int = 7 * 24 * 3600
+
+
+def _lengths(values: np.ndarray) -> np.ndarray:
+    return np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+
+
+def _label_sizes(labels: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.fromiter((len(m) for m in labels), dtype=np.int64, count=len(labels))
+    longest = np.fromiter(
+        (max((max(len(k), len(v)) for k, v in m.items()), default=0) for m in labels),
+        dtype=np.int64,
+        count=len(labels),
+    )
+    return counts, longest
+
+
+def find_invalid(calls: CallColumns, limits: Limits, now_ms: int) -> np.ndarray:
+    """Object array, one entry per call: None when valid, else the reason it was refused."""
+    reasons = np.full(len(calls), None, dtype=object)
+
+    def check(bad: np.ndarray, reason: str) -> None:
+        reasons[bad & (reasons == None)] = reason  # noqa: E711  (element-wise comparison on an object array)
+
+    latency, ttft = calls.latency_ms, calls.ttft_ms
+    check(~np.isfinite(latency) | (latency < 0), "latency_ms must be a finite number >= 0")
+    check(latency > limits.max_latency_ms, f"latency_ms exceeds {limits.max_latency_ms:.0f}")
+    check(np.isinf(ttft) | (ttft < 0) | (ttft > latency), "ttft_ms must be finite, >= 0 and <= latency_ms")
+    for name in ("input_tokens", "output_tokens", "cached_tokens"):
+        tokens = getattr(calls, name)
+        check((tokens < 0) | (tokens > limits.max_tokens), f"{name} must be in [0, {limits.max_tokens}]")
+    check((calls.cost_micros < 0) & (calls.cost_micros != NO_COST), "cost_micros must be >= 0")
+    confidence = calls.confidence
+    check(np.isinf(confidence) | (confidence < 0) | (confidence > 1), "confidence must be in [0, 1]")
+    skew_ms, age_ms = limits.max_future_skew_s * 1000, limits.max_age_s * 1000
+    check(calls.timestamp_ms > now_ms + skew_ms, f"timestamp_ms is more than {limits.max_future_skew_s}s ahead")
+    check(calls.timestamp_ms < now_ms - age_ms, f"timestamp_ms is older than {limits.max_age_s}s")
+    for name in ("service", "provider", "model"):
+        lengths = _lengths(getattr(calls, name))
+        check((lengths == 0) | (lengths > limits.max_name_chars), f"{name} must be 1-{limits.max_name_chars} chars")
+    for name in ("prompt_text", "response_text"):
+        check(_lengths(getattr(calls, name)) > limits.max_text_chars, f"{name} exceeds {limits.max_text_chars} chars")
+    if calls.labels:
+        counts, longest = _label_sizes(calls.labels)
+        check(counts > limits.max_labels, f"more than {limits.max_labels} labels")
+        check(longest > limits.max_label_chars, f"a label key or value exceeds {limits.max_label_chars} chars")
+    return reasons

@@ -1,0 +1,175 @@
+"""Kafka record bytes -> CallColumns, plus the refused parts with reasons (never an exception).
+
+Accepts both shapes on the calls topic: ``llm_call_batch`` (what the SDK writes) and single ``llm_call``
+records (other languages, hand-written producers). A single call is packed into the batch layout, so both
+take the same vectorised path: packed numbers become arrays with ``np.frombuffer`` and dictionary-encoded
+strings with one fancy-index, no per-call Python step.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmpulse import schemas
+from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.validation import Limits, find_invalid
+from llmpulse.producers.batching import (
+    DICTIONARY,
+    FIELDS,
+    NULLABLE_STRINGS,
+    PACKED,
+    STATUS_SYMBOLS,
+    BatchEncoder,
+)
+from llmpulse.schemas.codec import DecodeError, SchemaCodec
+
+_DTYPES = {"q": "<i8", "d": "<f8", "i": "<i4", "B": "u1"}
+_RENAMED = {"request_model": "model"}
+_IGNORED = {"prompt_chars", "response_chars", "feature_version", "prompt_version", "response_model",
+            "operation", "session_id", "trace_id", "span_id", "prompt_sha256"}
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Bytes the processor will not count, and why (becomes a dead-letter record)."""
+
+    code: str
+    reason: str
+    payload: bytes
+    batch_index: int | None = None
+
+
+class CallDecoder:
+    """Stateless apart from the parsed schemas, which are built once per worker."""
+
+    def __init__(self, limits: Limits, max_record_bytes: int, max_calls_per_batch: int) -> None:
+        self.limits = limits
+        self.max_record_bytes = max_record_bytes
+        self.max_calls_per_batch = max_calls_per_batch
+        self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH)
+        self.call_codec = SchemaCodec(schemas.LLM_CALL)
+        self._packer = BatchEncoder(producer_id="llmpulse-processor")
+
+    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+        try:
+            record = self._record_of(data)
+            calls = to_call_columns(record)
+        except DecodeError as exc:
+            return None, [Refused(exc.code, str(exc), data)]
+        reasons = find_invalid(calls, self.limits, now_ms)
+        bad = reasons != None  # noqa: E711  (element-wise on an object array)
+        if not bad.any():
+            return calls, []
+        refused = [
+            Refused("invalid_field", str(reasons[i]), self._reencode(record, int(i)), int(i))
+            for i in np.flatnonzero(bad)
+        ]
+        return (calls.take(~bad) if not bad.all() else None), refused
+
+    def _record_of(self, data: bytes) -> dict[str, Any]:
+        if len(data) > self.max_record_bytes:
+            raise DecodeError("oversized", f"record of {len(data)} bytes exceeds {self.max_record_bytes}")
+        if self.batch_codec.knows(data):
+            record = self.batch_codec.decode(data)
+            if not 0 < record["count"] <= self.max_calls_per_batch:
+                raise DecodeError(
+                    "invalid_batch", f"batch count {record['count']} not in 1..{self.max_calls_per_batch}"
+                )
+            return record
+        if self.call_codec.knows(data):
+            call = self.call_codec.decode(data)
+            try:
+                return self._packer.columns([call])
+            except (ValueError, TypeError, OverflowError, KeyError) as exc:
+                raise DecodeError("invalid_field", f"call does not fit the columnar layout: {exc}") from None
+        self.call_codec.writer_for(data)  # raises the precise bad_magic / unknown_schema / truncated error
+        raise DecodeError("unknown_schema", "not an llm_call or llm_call_batch record")
+
+    def _reencode(self, record: dict[str, Any], index: int) -> bytes:
+        """The one refused call alone, as a single llm_call record, so it can be inspected and replayed."""
+        call = row_at(record, index)
+        try:
+            return self.call_codec.encode(call)
+        except Exception:  # a value the row schema cannot hold: keep a readable trace instead
+            return repr(call).encode("utf-8", "replace")[:4096]
+
+
+def _unpacked(record: dict[str, Any], name: str, count: int) -> np.ndarray:
+    typecode = PACKED[name][0]
+    buffer = record[name]
+    dtype = np.dtype(_DTYPES[typecode])
+    if len(buffer) != count * dtype.itemsize:
+        raise DecodeError("invalid_batch", f"column {name} holds {len(buffer)} bytes, expected {count} values")
+    return np.frombuffer(buffer, dtype=dtype)
+
+
+def _strings(column: dict[str, Any], name: str, count: int) -> np.ndarray:
+    codes = np.frombuffer(column["codes"], dtype="<i4") if len(column["codes"]) == 4 * count else None
+    values = np.empty(len(column["values"]) + 1, dtype=object)
+    values[:-1] = column["values"]  # the extra last slot is None, which code -1 selects
+    if codes is None or (codes.size and (codes.min() < -1 or codes.max() >= len(values) - 1)):
+        raise DecodeError("invalid_batch", f"column {name} has codes that do not match its dictionary")
+    return values[codes]
+
+
+def _nullable(column: list[Any] | None, name: str, count: int) -> np.ndarray:
+    array = np.full(count, None, dtype=object)
+    if column is not None:
+        if len(column) != count:
+            raise DecodeError("invalid_batch", f"column {name} has {len(column)} values, expected {count}")
+        array[:] = column
+    return array
+
+
+def to_call_columns(record: dict[str, Any]) -> CallColumns:
+    """A decoded batch record -> typed numpy arrays; DecodeError when its columns disagree in length."""
+    count = record["count"]
+    arrays: dict[str, Any] = {}
+    for name in PACKED:
+        if name not in _IGNORED:
+            arrays[name] = _unpacked(record, name, count)
+    for name in DICTIONARY:
+        if name not in _IGNORED:
+            arrays[_RENAMED.get(name, name)] = _strings(record[name], name, count)
+    for name in NULLABLE_STRINGS:
+        if name not in _IGNORED:
+            arrays[name] = _nullable(record[name], name, count)
+    arrays["event_id"] = _nullable(record["event_id"], "event_id", count)
+    arrays["status"] = arrays["status"].astype(np.int8)
+    arrays["cache_hit"] = arrays["cache_hit"].astype(bool)
+    arrays["no_answer"] = arrays["no_answer"].astype(bool)
+    for name in ("input_tokens", "output_tokens", "cached_tokens"):
+        arrays[name] = arrays[name].astype(np.int64)
+    labels = record.get("labels")
+    if labels is not None and len(labels) != count:
+        raise DecodeError("invalid_batch", f"labels has {len(labels)} values, expected {count}")
+    arrays["labels"] = labels or []
+    return CallColumns(**arrays)
+
+
+def row_at(record: dict[str, Any], index: int) -> dict[str, Any]:
+    """Call ``index`` of a decoded batch record as an llm_call dict (for dead-letter payloads)."""
+    row: dict[str, Any] = {}
+    for name, (typecode, _missing) in PACKED.items():
+        size = struct.calcsize("<" + typecode)
+        value = struct.unpack_from("<" + typecode, record[name], index * size)[0]
+        row[name] = value
+    for name in DICTIONARY:
+        code = struct.unpack_from("<i", record[name]["codes"], index * 4)[0]
+        row[name] = None if code < 0 else record[name]["values"][code]
+    for name in (*NULLABLE_STRINGS, "event_id", "labels"):
+        column = record.get(name)
+        row[name] = column[index] if column is not None else None
+    row["status"] = STATUS_SYMBOLS[row["status"]]
+    for name, missing in (("ttft_ms", None), ("confidence", None)):
+        if row[name] != row[name]:  # NaN means absent
+            row[name] = missing
+    if row["cost_micros"] == -1:
+        row["cost_micros"] = None
+    row["cache_hit"], row["no_answer"] = bool(row["cache_hit"]), bool(row["no_answer"])
+    row["labels"] = row["labels"] or {}
+    return {name: row.get(name, default) for name, default, _ in FIELDS}

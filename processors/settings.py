@@ -1,0 +1,102 @@
+"""Every processor threshold, window, limit and price file in one typed, frozen settings object.
+
+Sources, highest priority first: constructor arguments, ``LLMPULSE_*`` environment variables (nested groups
+with ``__``, e.g. ``LLMPULSE_LATENCY__P95_WARNING_S=1.5``), the YAML file named by ``LLMPULSE_CONFIG_FILE``,
+then the defaults below, which are the thresholds of the user's seed documents.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from llmpulse.config import DEFAULT_BOOTSTRAP, Topics
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LatencyRules(_Group):
+    p95_warning_s: float = 2.0
+    p99_critical_s: float = 5.0
+    alert_window_s: int = 60
+    windows_s: tuple[int, ...] = (60, 300, 3600)
+    interval_s: int = 10
+    min_samples: int = 20
+    relative_accuracy: float = 0.01
+
+
+class ErrorRules(_Group):
+    warning_ratio: float = 0.05
+    critical_ratio: float = 0.10
+    window_s: int = 300
+    min_requests: int = 20
+
+
+class AlertRules(_Group):
+    cooldown_s: int = 900
+    resolve_hold_s: int = 120
+
+
+class ValidationLimits(_Group):
+    """What a well-formed call looks like; anything outside goes to the dead-letter topic with a reason."""
+
+    max_record_bytes: int = 8 * 1024 * 1024
+    max_calls_per_batch: int = 10_000
+    max_name_chars: int = 256
+    max_text_chars: int = 100_000
+    max_labels: int = 32
+    max_label_chars: int = 256
+    max_latency_ms: float = 3_600_000.0
+    max_tokens: int = 10_000_000
+    max_future_skew_s: int = 300
+    max_age_s: int = 7 * 24 * 3600
+    dead_letter_payload_bytes: int = 64 * 1024
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LLMPULSE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    bootstrap_servers: str = Field(
+        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+    )
+    app_id: str = "llmpulse"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    api_token: SecretStr | None = None
+    data_dir: Path = Path(".llmpulse-data")
+    exactly_once: bool = True
+    topic_partitions: int = 3
+    max_series_per_metric: int = 2000
+
+    latency: LatencyRules = LatencyRules()
+    errors: ErrorRules = ErrorRules()
+    alerts: AlertRules = AlertRules()
+    validation: ValidationLimits = ValidationLimits()
+
+    @property
+    def topics(self) -> Topics:
+        return Topics()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("LLMPULSE_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"LLMPULSE_CONFIG_FILE={config_file} does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
