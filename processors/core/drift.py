@@ -1,0 +1,287 @@
+"""Drift of a metric against its baseline: mean shift, and distribution shift over fixed bins (KS, PSI).
+
+Everything here only computes; thresholds (e.g. 10 % mean change = warning, 15 % = critical; PSI bands) are
+the alert policy's business. ``MeanDrift`` compares the running mean of a baseline (the first N
+observations, or everything before a reference time) with a recent window. ``BinnedDistribution`` keeps
+counts over edges the caller fixes once, so reference and current can be compared at any time without
+keeping raw values: ``ks_statistic`` (two-sample Kolmogorov-Smirnov on the binned CDFs, asymptotic p-value)
+wants fine bins (200+); ``psi`` wants coarse ones (about 10), since with many bins and few observations
+sampling noise alone inflates it, hence ``BinnedDistribution.coarsen``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Literal, NamedTuple
+
+import numpy as np
+from llmpulse.processors.core.abtest import Welford
+from llmpulse.processors.core.sketch import decode_counts, encode_counts
+
+PsiBand = Literal["stable", "moderate", "significant"]
+PSI_MODERATE = 0.1
+PSI_SIGNIFICANT = 0.2
+
+_MEAN_DRIFT = struct.Struct("<4sqqqq")  # magic, baseline size, current size, min current, reference end
+_BINNED = struct.Struct("<4sI")  # magic, number of edges
+_NO_REFERENCE_END = -1
+
+
+class MeanDrift:
+    """Percent change of a recent mean against a baseline mean, from running Welford statistics.
+
+    Baseline: the first ``baseline_size`` observations, or when ``reference_end_ms`` is set, every observation
+    timestamped before it. Current: two tumbling blocks of ``current_size`` observations (the last completed
+    one plus the one filling), i.e. the latest ``current_size`` to ``2 * current_size`` observations.
+    """
+
+    __slots__ = ("_baseline", "_block", "_previous", "baseline_size", "current_size", "min_current",
+                 "reference_end_ms")
+
+    def __init__(
+        self,
+        baseline_size: int = 1000,
+        current_size: int = 1000,
+        min_current: int = 30,
+        reference_end_ms: int | None = None,
+    ) -> None:
+        if baseline_size < 2 or current_size < 1 or min_current < 1:
+            raise ValueError("baseline_size must be >= 2, current_size and min_current >= 1")
+        self.baseline_size = baseline_size
+        self.current_size = current_size
+        self.min_current = min_current
+        self.reference_end_ms = reference_end_ms
+        self._baseline = Welford()
+        self._previous = Welford()
+        self._block = Welford()
+
+    @property
+    def baseline(self) -> Welford:
+        return self._baseline.copy()
+
+    @property
+    def current(self) -> Welford:
+        merged = self._previous.copy()
+        merged.merge(self._block)
+        return merged
+
+    @property
+    def baseline_ready(self) -> bool:
+        if self.reference_end_ms is not None:
+            return self._baseline.count >= 2
+        return self._baseline.count >= self.baseline_size
+
+    def update(self, values: np.ndarray, timestamps_ms: np.ndarray | None = None) -> None:
+        """Add a batch (NaN skipped); ``timestamps_ms`` is required when a reference period is configured."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if self.reference_end_ms is not None:
+            if timestamps_ms is None:
+                raise ValueError("timestamps_ms is required when reference_end_ms is set")
+            in_reference = np.asarray(timestamps_ms) < self.reference_end_ms
+            self._baseline.update(v[in_reference])
+            self._update_current(v[~in_reference])
+            return
+        v = v[~np.isnan(v)]
+        room = self.baseline_size - self._baseline.count
+        if room > 0:
+            self._baseline.update(v[:room])
+            v = v[room:]
+        self._update_current(v)
+
+    def _update_current(self, v: np.ndarray) -> None:
+        v = v[~np.isnan(v)]
+        while v.size:  # one pass per block boundary crossed: batch / current_size + 1 iterations
+            room = self.current_size - self._block.count
+            self._block.update(v[:room])
+            v = v[room:]
+            if self._block.count >= self.current_size:
+                self._previous, self._block = self._block, Welford()
+
+    def percent_change(self) -> float:
+        """100 * (current mean - baseline mean) / |baseline mean|; NaN until both sides have enough data."""
+        current = self.current
+        base = self._baseline.mean
+        if not self.baseline_ready or current.count < self.min_current or base == 0.0:
+            return math.nan
+        return 100.0 * (current.mean - base) / abs(base)
+
+    def rebaseline(self) -> None:
+        """Accept the current window as the new baseline (e.g. after an intended change); topped up to
+        ``baseline_size`` by the next observations in count mode."""
+        self._baseline = self.current
+        self._previous, self._block = Welford(), Welford()
+
+    def to_bytes(self) -> bytes:
+        end = _NO_REFERENCE_END if self.reference_end_ms is None else self.reference_end_ms
+        header = _MEAN_DRIFT.pack(b"MDR1", self.baseline_size, self.current_size, self.min_current, end)
+        return header + self._baseline.to_bytes() + self._previous.to_bytes() + self._block.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, buf: bytes | memoryview) -> MeanDrift:
+        try:
+            magic, baseline_size, current_size, min_current, end = _MEAN_DRIFT.unpack_from(buf, 0)
+            if magic != b"MDR1":
+                raise ValueError("not a MeanDrift serialization")
+            out = cls(baseline_size, current_size, min_current, None if end == _NO_REFERENCE_END else end)
+            size = len(Welford().to_bytes())
+            offset = _MEAN_DRIFT.size
+            out._baseline = Welford.from_bytes(buf, offset)
+            out._previous = Welford.from_bytes(buf, offset + size)
+            out._block = Welford.from_bytes(buf, offset + 2 * size)
+        except struct.error as exc:
+            raise ValueError("truncated MeanDrift bytes") from exc
+        return out
+
+
+def log_edges(lo: float, hi: float, n: int) -> np.ndarray:
+    """n log-spaced bins between lo and hi (n + 1 edges), for latencies and token counts."""
+    if not 0 < lo < hi or n < 1:
+        raise ValueError("need 0 < lo < hi and n >= 1")
+    return np.geomspace(lo, hi, n + 1)
+
+
+def linear_edges(lo: float, hi: float, n: int) -> np.ndarray:
+    """n equal-width bins between lo and hi (n + 1 edges), e.g. confidence in [0, 1]."""
+    if not lo < hi or n < 1:
+        raise ValueError("need lo < hi and n >= 1")
+    return np.linspace(lo, hi, n + 1)
+
+
+class BinnedDistribution:
+    """Counts over fixed edges, plus an underflow and an overflow bin: len(edges) + 1 bins in all.
+
+    Bin i holds values in [edges[i-1], edges[i]); NaN is skipped, infinities land in the outer bins.
+    """
+
+    __slots__ = ("_counts", "_edges")
+
+    def __init__(self, edges: np.ndarray) -> None:
+        e = np.asarray(edges, dtype=np.float64).ravel()
+        if e.size == 0 or not np.isfinite(e).all() or (np.diff(e) <= 0).any():
+            raise ValueError("edges must be finite and strictly increasing")
+        self._edges = e
+        self._edges.flags.writeable = False
+        self._counts = np.zeros(e.size + 1, dtype=np.int64)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return self._edges
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts.copy()
+
+    @property
+    def total(self) -> int:
+        return int(self._counts.sum())
+
+    def update(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[~np.isnan(v)]
+        if v.size:
+            bins = np.searchsorted(self._edges, v, side="right")
+            self._counts += np.bincount(bins, minlength=self._counts.size)
+
+    def merge(self, other: BinnedDistribution) -> None:
+        if not np.array_equal(self._edges, other._edges):
+            raise ValueError("cannot merge distributions with different edges")
+        self._counts += other._counts
+
+    def clear(self) -> None:
+        self._counts[:] = 0
+
+    def copy(self) -> BinnedDistribution:
+        out = BinnedDistribution(self._edges)
+        out._counts += self._counts
+        return out
+
+    def coarsen(self, factor: int) -> BinnedDistribution:
+        """The same data over every ``factor``-th edge (last edge kept): fine bins for KS, coarse for PSI."""
+        if factor < 1:
+            raise ValueError("factor must be >= 1")
+        kept = np.arange(0, self._edges.size, factor)
+        if kept[-1] != self._edges.size - 1:
+            kept = np.append(kept, self._edges.size - 1)
+        out = BinnedDistribution(self._edges[kept])
+        # Old bin i covers [edges[i-1], edges[i]); new bin j gathers old bins kept[j-1] + 1 .. kept[j].
+        out._counts[:] = np.add.reduceat(self._counts, np.concatenate(([0], kept + 1)))
+        return out
+
+    def to_bytes(self) -> bytes:
+        header = _BINNED.pack(b"BIN1", self._edges.size)
+        return header + self._edges.astype("<f8").tobytes() + encode_counts(self._counts)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes | memoryview) -> BinnedDistribution:
+        try:
+            magic, n = _BINNED.unpack_from(buf, 0)
+            if magic != b"BIN1":
+                raise ValueError("not a BinnedDistribution serialization")
+            out = cls(np.frombuffer(buf, dtype="<f8", count=n, offset=_BINNED.size))
+            counts, _ = decode_counts(buf, _BINNED.size + 8 * n)
+        except struct.error as exc:
+            raise ValueError("truncated BinnedDistribution bytes") from exc
+        if counts.size != out._counts.size:
+            raise ValueError("bin count does not match the edges")
+        out._counts[:] = counts
+        return out
+
+
+class KSResult(NamedTuple):
+    statistic: float
+    p_value: float
+
+
+def kolmogorov_sf(lam: float) -> float:
+    """P(K > lam) for the Kolmogorov distribution, from whichever of its two series converges fast."""
+    if lam <= 0.0:
+        return 1.0
+    if lam < 1.18:
+        # Jacobi-theta form of the CDF: sqrt(2 pi)/lam * sum_k exp(-(2k-1)^2 pi^2 / (8 lam^2)).
+        y = math.exp(-(math.pi**2) / (8.0 * lam * lam))
+        cdf = math.sqrt(2.0 * math.pi) / lam * (y + y**9 + y**25 + y**49)
+        return min(1.0, max(0.0, 1.0 - cdf))
+    # Alternating series 2 sum_k (-1)^(k-1) exp(-2 k^2 lam^2); four terms reach double precision here.
+    x = math.exp(-2.0 * lam * lam)
+    return min(1.0, max(0.0, 2.0 * (x - x**4 + x**9 - x**16)))
+
+
+def _check_same_edges(reference: BinnedDistribution, current: BinnedDistribution) -> None:
+    if not np.array_equal(reference.edges, current.edges):
+        raise ValueError("distributions must share their edges")
+
+
+def ks_statistic(reference: BinnedDistribution, current: BinnedDistribution) -> KSResult:
+    """Two-sample KS: largest gap between the binned CDFs, p-value from the asymptotic Kolmogorov law with
+    n_eff = n1 n2 / (n1 + n2) and Stephens' small-sample correction. NaN when either side is empty."""
+    _check_same_edges(reference, current)
+    n1, n2 = reference.total, current.total
+    if n1 == 0 or n2 == 0:
+        return KSResult(math.nan, math.nan)
+    gap = np.cumsum(reference.counts) / n1 - np.cumsum(current.counts) / n2
+    d = float(np.abs(gap).max())
+    root = math.sqrt(n1 * n2 / (n1 + n2))
+    return KSResult(d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d))
+
+
+def psi(reference: BinnedDistribution, current: BinnedDistribution, eps: float = 1e-4) -> float:
+    """Population stability index, sum((a - e) * ln(a / e)) over bins, with a the current and e the reference
+    proportions, each floored at ``eps`` so empty bins stay finite. NaN when either side is empty."""
+    _check_same_edges(reference, current)
+    n1, n2 = reference.total, current.total
+    if n1 == 0 or n2 == 0:
+        return math.nan
+    e = np.maximum(reference.counts / n1, eps)
+    a = np.maximum(current.counts / n2, eps)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def psi_band(value: float) -> PsiBand:
+    """Conventional reading: below 0.1 stable, 0.1 up to 0.2 moderate shift, 0.2 and above significant.
+    NaN (a side without data) reads as stable: there is no evidence of a shift."""
+    if math.isnan(value) or value < PSI_MODERATE:
+        return "stable"
+    if value < PSI_SIGNIFICANT:
+        return "moderate"
+    return "significant"
