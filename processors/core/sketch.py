@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,42 @@ def decode_counts(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray,
     dtype = _WIDTHS[code]
     counts = np.frombuffer(buf, dtype=dtype, count=n, offset=offset).astype(np.int64)
     return counts, offset + n * dtype.itemsize
+
+
+def encode_bucket_counts(counts: np.ndarray) -> bytes:
+    """Bucket counters as their length, a bitmap of the non-zero ones and those values (encode_counts).
+
+    Sparse slots (few values spread over many buckets) cost about 1 bit per empty bucket instead of a byte.
+    """
+    flat = np.asarray(counts, dtype=np.int64).ravel()
+    present = flat != 0
+    return struct.pack("<I", flat.size) + np.packbits(present).tobytes() + encode_counts(flat[present])
+
+
+def decode_bucket_counts(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray, int]:
+    """Inverse of encode_bucket_counts: (int64 counters, offset just past them)."""
+    (n,) = struct.unpack_from("<I", buf, offset)
+    offset += 4
+    n_bitmap = (n + 7) // 8
+    bitmap = np.frombuffer(buf, dtype=np.uint8, count=n_bitmap, offset=offset)
+    present = np.unpackbits(bitmap, count=n).astype(bool)
+    values, end = decode_counts(buf, offset + n_bitmap)
+    if values.size != int(np.count_nonzero(present)):
+        raise ValueError("bucket bitmap and values disagree")
+    counts = np.zeros(n, dtype=np.int64)
+    counts[present] = values
+    return counts, end
+
+
+class SketchState(NamedTuple):
+    """A sketch's data without its configuration: counts[i] is the count of bucket lo_key + i."""
+
+    zero_count: int
+    lo_key: int
+    counts: np.ndarray
+    sum: float
+    min: float
+    max: float
 
 
 def _fold_into(dst: np.ndarray, dst_lo: int, src: np.ndarray, src_lo: int) -> None:
@@ -279,22 +316,32 @@ class LatencySketch:
         return float(self.quantiles(np.array([q]))[0])
 
     # ----------------------------------------------------------------- bytes
+    def export_state(self) -> SketchState:
+        """The counters and totals (sharing the counter array: treat it as read-only)."""
+        return SketchState(self._zero_count, self._lo, self._counts, self._sum, self._min, self._max)
+
+    def import_state(self, state: SketchState) -> None:
+        """Replace this sketch's data with ``state`` (from a sketch of the same configuration)."""
+        counts = np.asarray(state.counts, dtype=np.int64)
+        if counts.size > self._max_buckets:
+            raise ValueError("state has more buckets than max_buckets")
+        nz = np.flatnonzero(counts)  # keep the store tight: growth logic assumes non-zero ends
+        self._counts = counts[nz[0] : nz[-1] + 1].copy() if nz.size else counts[:0].copy()
+        self._lo = int(state.lo_key) + (int(nz[0]) if nz.size else 0)
+        self._zero_count = int(state.zero_count)
+        self._count = self._zero_count + int(self._counts.sum())
+        self._sum, self._min, self._max = float(state.sum), float(state.min), float(state.max)
+
     def state_to_bytes(self) -> bytes:
-        """Counters and totals only; the configuration is the caller's to restore (see from_state_bytes)."""
-        nz = np.flatnonzero(self._counts)
-        lo = self._lo + int(nz[0]) if nz.size else 0
-        used = self._counts[nz[0] : nz[-1] + 1] if nz.size else self._counts[:0]
-        state = _STATE.pack(self._zero_count, lo, self._sum, self._min, self._max)
-        return state + encode_counts(used)
+        """Counters and totals only; the configuration is the caller's to restore (see load_state)."""
+        head = _STATE.pack(self._zero_count, self._lo, self._sum, self._min, self._max)
+        return head + encode_bucket_counts(self._counts)
 
     def load_state(self, buf: bytes | memoryview, offset: int = 0) -> int:
-        """Replace this sketch's state with one written by state_to_bytes; returns the offset past it."""
-        self._zero_count, self._lo, self._sum, self._min, self._max = _STATE.unpack_from(buf, offset)
-        counts, end = decode_counts(buf, offset + _STATE.size)
-        if counts.size > self._max_buckets:
-            raise ValueError("serialized sketch has more buckets than max_buckets")
-        self._counts = counts
-        self._count = self._zero_count + int(counts.sum())
+        """Replace this sketch's data with bytes from state_to_bytes; returns the offset just past them."""
+        zero_count, lo, total, low, high = _STATE.unpack_from(buf, offset)
+        counts, end = decode_bucket_counts(buf, offset + _STATE.size)
+        self.import_state(SketchState(zero_count, lo, counts, total, low, high))
         return end
 
     def to_bytes(self) -> bytes:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from llmpulse.processors.core.sketch import (
     DEFAULT_MAX_BUCKETS,
     DEFAULT_RELATIVE_ACCURACY,
     LatencySketch,
+    SketchState,
+    decode_bucket_counts,
     decode_counts,
+    encode_bucket_counts,
     encode_counts,
 )
 
@@ -33,7 +37,6 @@ _EMPTY_SLOT = np.iinfo(np.int64).min
 _NO_HEAD = _EMPTY_SLOT // 2  # far above _EMPTY_SLOT so "head - ring length" never overflows int64
 _RING = struct.Struct("<4sIIqqqH")  # magic, interval s, tolerance s, head, dropped, rejected, n windows
 _SKETCHES = struct.Struct("<dIdI")  # accuracy, max buckets, min indexable, live slots
-_SLOT = struct.Struct("<qI")  # slot id, state length
 _MAGIC_SKETCHES = b"SWS1"
 _MAGIC_COUNTERS = b"SWC1"
 
@@ -73,20 +76,34 @@ class _SlotRing:
         self.dropped_late = 0
         self.rejected_future = 0
 
-    def accept(self, timestamps_ms: np.ndarray, now_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of events to keep, their slots), updating the head and the tallies."""
+    def accept(self, timestamps_ms: np.ndarray, now_ms: int | None) -> _Accepted:
+        """Which events to keep and their slots, updating the head and the late/future tallies."""
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         slots = ts // self.spec.interval_ms
-        keep = np.ones(ts.shape, dtype=bool)
+        keep: np.ndarray | None = None  # None: every event (the common case, no mask to build or apply)
         if now_ms is not None:
-            keep = ts <= now_ms + self.spec.future_tolerance_s * 1000
-            self.rejected_future += int(ts.size - np.count_nonzero(keep))
-        if keep.any():
-            self.head = max(self.head, int(slots[keep].max()))
-            too_old = keep & (slots <= self.head - self.spec.ring_length)
-            self.dropped_late += int(np.count_nonzero(too_old))
-            keep &= ~too_old
-        return keep, slots[keep]
+            future = ts > now_ms + self.spec.future_tolerance_s * 1000
+            n_future = int(np.count_nonzero(future))
+            if n_future:
+                self.rejected_future += n_future
+                keep = ~future
+                slots = slots[keep]
+        if slots.size == 0:
+            return _Accepted(keep, slots, 0, -1)
+        lo, hi = int(slots.min()), int(slots.max())
+        self.head = max(self.head, hi)
+        floor = self.head - self.spec.ring_length
+        if lo > floor:
+            return _Accepted(keep, slots, lo, hi)
+        recent = slots > floor
+        self.dropped_late += int(slots.size - np.count_nonzero(recent))
+        if keep is None:
+            keep = recent
+        else:
+            keep[keep] = recent
+        slots = slots[recent]
+        lo = int(slots.min()) if slots.size else 0
+        return _Accepted(keep, slots, lo, hi if slots.size else -1)
 
     def claim(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ring positions for distinct ``slots``, and which of them held an older slot (to be reset)."""
@@ -94,6 +111,12 @@ class _SlotRing:
         stale = self.slot_ids[positions] != slots
         self.slot_ids[positions] = slots
         return positions, stale
+
+    def claim_one(self, slot: int) -> tuple[int, bool]:
+        position = slot % self.spec.ring_length
+        stale = bool(self.slot_ids[position] != slot)
+        self.slot_ids[position] = slot
+        return position, stale
 
     def in_window(self, window_s: int, now_ms: int) -> np.ndarray:
         if window_s % self.spec.interval_s or not 0 < window_s <= max(self.spec.windows_s):
@@ -126,16 +149,22 @@ class _SlotRing:
         return ring, _RING.size + 4 * n
 
 
-def _groups(slots: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """(slot, indices of its events); a batch usually spans one or two slots, so the fast path matters."""
-    if slots.size == 0:
+class _Accepted(NamedTuple):
+    keep: np.ndarray | None  # mask over the batch, None when every event was kept
+    slots: np.ndarray  # slot of each kept event
+    lo: int  # smallest and largest kept slot (lo > hi when none)
+    hi: int
+
+
+def _groups(accepted: _Accepted) -> Iterator[tuple[int, slice | np.ndarray]]:
+    """(slot, its events among the kept ones); a batch usually fits one slot, so that path copies nothing."""
+    if accepted.lo == accepted.hi:
+        yield accepted.lo, slice(None)
         return
-    first = slots[0]
-    if (slots == first).all():
-        yield int(first), np.arange(slots.size)
+    if accepted.lo > accepted.hi:
         return
-    order = np.argsort(slots, kind="stable")
-    distinct, starts = np.unique(slots[order], return_index=True)
+    order = np.argsort(accepted.slots, kind="stable")
+    distinct, starts = np.unique(accepted.slots[order], return_index=True)
     yield from zip((int(s) for s in distinct), np.split(order, starts[1:]), strict=True)
 
 
@@ -174,18 +203,19 @@ class SlidingWindowSketches:
 
     def add_many(self, timestamps_ms: np.ndarray, values: np.ndarray, now_ms: int | None = None) -> int:
         """Add (timestamp, value) pairs; returns how many events were inside the ring and kept."""
-        keep, slots = self._ring.accept(timestamps_ms, now_ms)
-        kept = np.asarray(values, dtype=np.float64)[keep]
-        for slot, idx in _groups(slots):
-            position, stale = self._ring.claim(np.array([slot]))
-            pos = int(position[0])
+        accepted = self._ring.accept(timestamps_ms, now_ms)
+        kept = np.asarray(values, dtype=np.float64)
+        if accepted.keep is not None:
+            kept = kept[accepted.keep]
+        for slot, idx in _groups(accepted):
+            pos, stale = self._ring.claim_one(slot)
             sketch = self._sketches[pos]
             if sketch is None:
                 sketch = self._sketches[pos] = self._new_sketch()
-            elif stale[0]:
+            elif stale:
                 sketch.clear()
             sketch.add_many(kept[idx])
-        return int(slots.size)
+        return int(accepted.slots.size)
 
     def window_sketch(self, window_s: int, now_ms: int) -> LatencySketch:
         """One sketch merging every slot in the window (empty when nothing fell in it)."""
@@ -200,34 +230,64 @@ class SlidingWindowSketches:
         return sum(s.count for s in sketches if s is not None)
 
     def to_bytes(self) -> bytes:
-        """Ring header, sketch configuration, then (slot, state) for each slot still inside the horizon."""
-        body = []
+        """Ring header, sketch configuration, then every live slot's data as columns.
+
+        Columnar so the cost is a handful of numpy calls whatever the number of slots: slot offsets from the
+        head, zero counts, lowest keys, bucket spans, (sum, min, max) as float64, and all bucket counters
+        concatenated (bitmap of non-zero buckets + values, see encode_bucket_counts).
+        """
+        slots, states = [], []
         for pos in self._ring.live():
             sketch = self._sketches[pos]
             if sketch is not None and sketch.count:
-                state = sketch.state_to_bytes()
-                body.append(_SLOT.pack(int(self._ring.slot_ids[pos]), len(state)) + state)
-        config = _SKETCHES.pack(self._accuracy, self._max_buckets, self._min_indexable, len(body))
-        return self._ring.to_bytes(_MAGIC_SKETCHES) + config + b"".join(body)
+                slots.append(int(self._ring.slot_ids[pos]))
+                states.append(sketch.export_state())
+        config = _SKETCHES.pack(self._accuracy, self._max_buckets, self._min_indexable, len(states))
+        parts = [self._ring.to_bytes(_MAGIC_SKETCHES), config]
+        if states:
+            lo_keys = np.array([st.lo_key for st in states], dtype=np.int64)
+            base = int(lo_keys.min())
+            parts += [
+                encode_counts(self._ring.head - np.array(slots, dtype=np.int64)),
+                encode_counts(np.array([st.zero_count for st in states], dtype=np.int64)),
+                struct.pack("<q", base),
+                encode_counts(lo_keys - base),
+                encode_counts(np.array([st.counts.size for st in states], dtype=np.int64)),
+                np.array([(st.sum, st.min, st.max) for st in states], dtype="<f8").tobytes(),
+                encode_bucket_counts(np.concatenate([st.counts for st in states])),
+            ]
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, buf: bytes | memoryview) -> SlidingWindowSketches:
         try:
             ring, offset = _SlotRing.from_bytes(buf, _MAGIC_SKETCHES)
             accuracy, max_buckets, min_indexable, n_live = _SKETCHES.unpack_from(buf, offset)
-            offset += _SKETCHES.size
             out = cls(ring.spec, accuracy, max_buckets, min_indexable)
             out._ring = ring
-            for _ in range(n_live):
-                slot, length = _SLOT.unpack_from(buf, offset)
-                offset += _SLOT.size
-                pos = slot % ring.spec.ring_length
-                sketch = out._sketches[pos] = out._new_sketch()
-                sketch.load_state(buf, offset)
-                ring.slot_ids[pos] = slot
-                offset += length
+            if n_live == 0:
+                return out
+            offset += _SKETCHES.size
+            behind, offset = decode_counts(buf, offset)
+            zeros, offset = decode_counts(buf, offset)
+            (base,) = struct.unpack_from("<q", buf, offset)
+            lo_keys, offset = decode_counts(buf, offset + 8)
+            spans, offset = decode_counts(buf, offset)
+            totals = np.frombuffer(buf, dtype="<f8", count=3 * n_live, offset=offset).reshape(n_live, 3)
+            counts, _ = decode_bucket_counts(buf, offset + 24 * n_live)
         except struct.error as exc:
             raise ValueError("truncated window bytes") from exc
+        if not behind.size == zeros.size == lo_keys.size == spans.size == n_live:
+            raise ValueError("window columns disagree on the number of slots")
+        per_slot = np.split(counts, np.cumsum(spans)[:-1])
+        for i in range(n_live):
+            slot = ring.head - int(behind[i])
+            pos = slot % ring.spec.ring_length
+            sketch = out._sketches[pos] = out._new_sketch()
+            total, low, high = totals[i]
+            lo_key = base + int(lo_keys[i])
+            sketch.import_state(SketchState(int(zeros[i]), lo_key, per_slot[i], total, low, high))
+            ring.slot_ids[pos] = slot
         return out
 
 
@@ -267,19 +327,26 @@ class SlidingCounters:
         unknown = set(columns) - set(self._index)
         if unknown:
             raise ValueError(f"unknown counter columns: {sorted(unknown)}")
-        keep, slots = self._ring.accept(timestamps_ms, now_ms)
-        if slots.size == 0:
+        accepted = self._ring.accept(timestamps_ms, now_ms)
+        if accepted.slots.size == 0:
             return 0
-        increments = np.zeros((slots.size, len(self._columns)), dtype=np.int64)
-        for name, values in columns.items():
-            increments[:, self._index[name]] = np.asarray(values)[keep]
-        distinct, inverse = np.unique(slots, return_inverse=True)
+        kept = {name: np.asarray(v) if accepted.keep is None else np.asarray(v)[accepted.keep]
+                for name, v in columns.items()}
+        if accepted.lo == accepted.hi:  # one slot: plain column sums, no grouping
+            pos, stale = self._ring.claim_one(accepted.lo)
+            if stale:
+                self._counts[pos] = 0
+            for name, v in kept.items():
+                self._counts[pos, self._index[name]] += int(v.sum())
+            return int(accepted.slots.size)
+        distinct, inverse = np.unique(accepted.slots, return_inverse=True)
         positions, stale = self._ring.claim(distinct)
         self._counts[positions[stale]] = 0
-        sums = np.zeros((distinct.size, len(self._columns)), dtype=np.int64)
-        np.add.at(sums, inverse, increments)
-        self._counts[positions] += sums
-        return int(slots.size)
+        for name, v in kept.items():
+            # Float weights are exact for per-slot sums below 2^53.
+            sums = np.bincount(inverse, weights=v, minlength=distinct.size)
+            self._counts[positions, self._index[name]] += np.rint(sums).astype(np.int64)
+        return int(accepted.slots.size)
 
     def totals(self, window_s: int, now_ms: int) -> dict[str, int]:
         summed = self._counts[self._ring.in_window(window_s, now_ms)].sum(axis=0)

@@ -140,6 +140,16 @@ def test_serialization_round_trips_and_is_compact() -> None:
     assert restored.count == 2 * sketch.count - 1
 
 
+def test_sparse_sketch_serializes_about_a_bit_per_empty_bucket() -> None:
+    sketch = LatencySketch()
+    sketch.add_many(np.array([1.0, 10.0, 100.0, 1000.0, 10_000.0]))  # 5 values over ~460 buckets
+    assert sketch.num_buckets > 450
+    # 64 B of configuration and totals, then length, bitmap, and 5 one-byte counts with their header.
+    assert len(sketch.to_bytes()) <= 64 + 4 + sketch.num_buckets // 8 + 1 + 5 + 5
+    restored = LatencySketch.from_bytes(sketch.to_bytes())
+    np.testing.assert_array_equal(restored.quantiles(QS), sketch.quantiles(QS))
+
+
 def test_from_bytes_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         LatencySketch.from_bytes(b"nope")
@@ -157,7 +167,7 @@ def test_memory_bounded_under_a_million_wide_range_values() -> None:
         sketch.add_many(chunk)
     assert sketch.count == values.size
     assert sketch.num_buckets <= 2048
-    assert len(sketch.to_bytes()) <= 4 * 2048 + 80
+    assert len(sketch.to_bytes()) <= 4 * 2048 + 2048 // 8 + 80  # 32-bit counters, bitmap, header
     # 2,048 buckets at 1 % cover ~17 decades: the top 2.5 % of 600 uniform decades keep full accuracy.
     _assert_accurate(sketch, values, np.array([0.98, 0.99, 0.999, 1.0]))
     assert sketch.quantile(0.0) == values.min()  # collapsed low end still reports the exact minimum

@@ -70,6 +70,16 @@ def test_events_too_far_in_the_future_are_rejected() -> None:
     assert windows.dropped_late == 0
 
 
+def test_mixed_batch_keeps_values_aligned_with_their_timestamps() -> None:
+    windows = SlidingWindowSketches()
+    windows.add_many(np.array([T0 + HOUR_MS]), np.array([1.0]))
+    now = T0 + HOUR_MS + 10_000
+    ts = np.array([T0, now, now + 10 * HOUR_MS, T0 + HOUR_MS - 20_000])  # late, ok, future, ok
+    assert windows.add_many(ts, np.array([100.0, 2.0, 200.0, 3.0]), now) == 2
+    assert (windows.dropped_late, windows.rejected_future) == (1, 1)
+    assert windows.quantiles(3600, [0.0, 0.5, 1.0], now).tolist() == [1.0, pytest.approx(2.0, rel=0.01), 3.0]
+
+
 def test_reused_ring_position_forgets_the_old_slot() -> None:
     windows = SlidingWindowSketches()
     windows.add_many(np.full(10, T0), np.full(10, 1000.0))
@@ -103,6 +113,18 @@ def test_sketch_windows_round_trip_through_bytes() -> None:
         )
     restored.add_many(np.array([now]), np.array([5.0]))
     assert restored.count(60, now) == windows.count(60, now) + 1
+
+
+def test_an_hour_of_light_traffic_serializes_compactly() -> None:
+    ts, latency = _traffic(3600, 1, seed=6)  # 10 events per 10 s slot
+    windows = SlidingWindowSketches()
+    _feed(windows, ts, latency)
+    blob = windows.to_bytes()
+    assert len(blob) < 360 * 80  # per slot: 24 B of totals, a ~20 B bucket bitmap, ~10 B of counts, ids
+    restored = SlidingWindowSketches.from_bytes(blob)
+    now = int(ts[-1])
+    for q in (0.5, 0.9):
+        assert restored.quantiles(3600, [q], now)[0] == windows.quantiles(3600, [q], now)[0]
 
 
 def test_expired_slots_are_not_serialized() -> None:
