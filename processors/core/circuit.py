@@ -13,10 +13,12 @@ Events older than a key's clock are applied at the clock (event time never runs 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.pricing import factorize
 from llmpulse.producers.circuit_breaker import CLOSED, OPEN, BreakerConfig, CircuitBreaker, Transition
 
@@ -35,6 +37,22 @@ class CircuitTransition:
     error_rate: float
     consecutive_failures: int
     updated_at_ms: int
+
+    def observation(self, error_rate_threshold: float = 0.5) -> Observation:
+        """Rule ``provider_circuit``: ERROR while OPEN or HALF_OPEN, clear once CLOSED again."""
+        severity = None if self.state == CLOSED else "ERROR"
+        summary = f"{self.provider}/{self.model} circuit {self.state}: {self.reason}"
+        labels = (("model", self.model), ("provider", self.provider))
+        return Observation(
+            "provider_circuit",
+            labels,
+            severity,
+            self.error_rate,
+            error_rate_threshold,
+            "calls",
+            summary,
+            self.updated_at_ms,
+        )
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -123,6 +141,14 @@ class StreamCircuitTracker:
                 for k, e in self._entries.items()
             ]
         }
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON of ``to_dict()`` (the KeyedState ``Serializable`` protocol)."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: BreakerConfig | None = None) -> StreamCircuitTracker:
+        return cls.from_dict(json.loads(blob), config)
 
     @classmethod
     def from_dict(

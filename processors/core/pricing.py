@@ -296,14 +296,16 @@ def _price_at_threshold(price: Any, threshold: int) -> int | None:
 def factorize(*columns: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """Group code per row (int64, first-seen order) and the distinct value tuple of each code.
 
-    A dict pass over the rows: on object columns it is about 5x faster than ``np.unique`` (which sorts Python
-    objects) at ~0.13 us a row for two columns. None stays None in the keys.
+    Hash-based, with the per-row work inside C builtins (dict.fromkeys, map): on object columns it is several
+    times faster than ``np.unique``, which sorts Python objects. None stays None in the keys.
     """
-    seen: dict[tuple[Any, ...], int] = {}
     n = int(columns[0].shape[0])
-    rows = zip(*(np.asarray(column, dtype=object).tolist() for column in columns), strict=True)
-    codes = np.fromiter((seen.setdefault(row, len(seen)) for row in rows), dtype=np.int64, count=n)
-    return codes, list(seen)
+    lists = [np.asarray(column, dtype=object).tolist() for column in columns]
+    rows: list[Any] = lists[0] if len(lists) == 1 else list(zip(*lists, strict=True))
+    index = {value: code for code, value in enumerate(dict.fromkeys(rows))}
+    codes = np.fromiter(map(index.__getitem__, rows), dtype=np.int64, count=n)
+    keys = [(value,) for value in index] if len(lists) == 1 else list(index)
+    return codes, keys
 
 
 def _pair_codes(provider: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:

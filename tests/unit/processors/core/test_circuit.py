@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from llmpulse.processors.core.alert_policy import AlertConfig, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.producers.circuit_breaker import CLOSED, HALF_OPEN, OPEN
 
@@ -105,3 +106,15 @@ def test_missing_provider_is_grouped_as_unknown() -> None:
     tracker = StreamCircuitTracker()
     out = tracker.apply_batch(*batch([(T0 + i, None, "m", False) for i in range(5)]))  # type: ignore[misc]
     assert states(out) == [("unknown", "m", OPEN)]
+
+
+def test_transitions_drive_one_provider_circuit_incident() -> None:
+    tracker = StreamCircuitTracker()
+    policy = AlertPolicy(AlertConfig(resolve_hold_ms=0))
+    opened = tracker.apply_batch(*batch([(T0 + i, "openai", "gpt-4o", False) for i in range(5)]))
+    recovered = tracker.apply_batch(*batch([(T0 + 31_000, "openai", "gpt-4o", True)] * 2))
+    events = policy.observe_many(t.observation() for t in opened + recovered)
+    assert [(e.rule, e.status, e.provider, e.model, e.priority) for e in events] == [
+        ("provider_circuit", "firing", "openai", "gpt-4o", "P1"),
+        ("provider_circuit", "resolved", "openai", "gpt-4o", "P1"),
+    ]

@@ -1,0 +1,228 @@
+"""Budget ledger: exact integer spend, crossings once per bucket, UTC roll-over, projection, bounded keys."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+from llmpulse.processors.core.alert_policy import AlertPolicy
+from llmpulse.processors.core.columns import NO_COST
+from llmpulse.processors.core.ledger import (
+    USD,
+    BudgetLedger,
+    BudgetLimits,
+    PeriodLimits,
+    bucket_starts,
+    month_bounds,
+)
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+
+
+T0 = ms(2025, 3, 10, 12, 0)
+
+
+def charge(
+    ledger: BudgetLedger,
+    costs: list[int],
+    at: int | list[int] = T0,
+    service: str = "search",
+    user: str | None = "u1",
+    model: str = "gpt-4o",
+) -> list:
+    n = len(costs)
+    ts = np.array(at if isinstance(at, list) else [at + i for i in range(n)], dtype=np.int64)
+    return ledger.apply_batch(
+        ts,
+        np.array([service] * n, dtype=object),
+        np.array([user] * n, dtype=object),
+        np.array([model] * n, dtype=object),
+        np.array(costs, dtype=np.int64),
+    )
+
+
+def test_spend_sums_are_exact_integers_per_scope() -> None:
+    ledger = BudgetLedger()
+    rng = np.random.default_rng(3)
+    costs = rng.integers(0, 300_000, 5000)
+    services = np.array(["a", "b", "c"], dtype=object)[rng.integers(0, 3, 5000)]
+    users = np.array(["u1", "u2", None], dtype=object)[rng.integers(0, 3, 5000)]
+    models = np.array(["m1", "m2"], dtype=object)[rng.integers(0, 2, 5000)]
+    ts = np.full(5000, T0, dtype=np.int64)
+    ledger.apply_batch(ts, services, users, models, costs)
+    assert ledger.spent("global", "all", "hour", T0) == int(costs.sum())
+    assert ledger.spent("service", "b", "day", T0) == int(costs[services == "b"].sum())
+    assert ledger.spent("user", "u2", "month", T0) == int(costs[users == "u2"].sum())
+    assert ledger.spent("model", "m1", "hour", T0) == int(costs[models == "m1"].sum())
+    assert ledger.spent("user", "None", "hour", T0) == 0  # calls without a user are not a user
+
+
+def test_unpriced_calls_are_not_charged() -> None:
+    ledger = BudgetLedger()
+    charge(ledger, [100, NO_COST, 250])
+    assert ledger.spent("global", "all", "day", T0) == 350
+
+
+NO_REQUEST_LIMIT = BudgetLimits(per_request_micros=None)
+
+
+def test_each_threshold_crosses_exactly_once_per_bucket() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)  # global: $10/hour
+    out = charge(ledger, [7_900_000])
+    assert [c.period for c in out] == []
+    out = charge(ledger, [100_000], at=T0 + 1000)  # exactly 80 % of $10
+    assert [(c.scope, c.period, c.threshold) for c in out] == [("global", "hour", 0.8)]
+    assert out[0].at_ms == T0 + 1000 and out[0].spent_micros == 8 * USD and out[0].severity == "WARNING"
+    assert charge(ledger, [10_000], at=T0 + 2000) == []  # 80 % again: not repeated
+    # One batch jumps 90 % and 95 %: two crossings, each stamped at the call that reached it.
+    out = charge(ledger, [600_000, 100_000, 900_000], at=[T0 + 5000, T0 + 3000, T0 + 4000])
+    assert [(c.threshold, c.at_ms) for c in out] == [(0.9, T0 + 4000), (0.95, T0 + 5000)]
+    assert out[1].severity == "ERROR"
+
+
+def test_limit_crossing_and_hour_rollover_at_utc_boundary() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)
+    late = ms(2025, 3, 10, 12, 59, 59)
+    out = charge(ledger, [10 * USD], at=late)
+    assert [c.threshold for c in out if c.period == "hour"] == [0.8, 0.9, 0.95, 1.0]
+    assert [c.severity for c in out if c.period == "hour"][-1] == "CRITICAL"
+    # One second later is a new UTC hour: spend restarts and the 80 % threshold may cross again.
+    out = charge(ledger, [8 * USD], at=ms(2025, 3, 10, 13, 0, 0))
+    assert [(c.period, c.threshold, c.bucket_start_ms) for c in out if c.period == "hour"] == [
+        ("hour", 0.8, ms(2025, 3, 10, 13))
+    ]
+    assert ledger.spent("global", "all", "hour", ms(2025, 3, 10, 13, 30)) == 8 * USD
+    assert ledger.spent("global", "all", "hour", late) == 10 * USD  # previous bucket still kept
+    assert ledger.spent("global", "all", "day", late) == 18 * USD  # same UTC day
+
+
+def test_day_and_month_buckets_follow_the_utc_calendar() -> None:
+    stamps = np.array([ms(2025, 2, 28, 23, 59, 59), ms(2025, 3, 1), ms(2024, 2, 29, 12)], dtype=np.int64)
+    assert bucket_starts(stamps, "day").tolist() == [ms(2025, 2, 28), ms(2025, 3, 1), ms(2024, 2, 29)]
+    assert bucket_starts(stamps, "month").tolist() == [ms(2025, 2, 1), ms(2025, 3, 1), ms(2024, 2, 1)]
+    assert month_bounds(ms(2024, 2, 15)) == (ms(2024, 2, 1), ms(2024, 3, 1))
+
+
+def test_old_buckets_are_evicted_and_late_calls_dropped() -> None:
+    ledger = BudgetLedger()
+    for hour in range(5):
+        charge(ledger, [1000], at=ms(2025, 3, 10, hour))
+    assert ledger.spent("global", "all", "hour", ms(2025, 3, 10, 0)) == 0  # evicted
+    assert ledger.spent("global", "all", "hour", ms(2025, 3, 10, 3)) == 1000  # previous
+    charge(ledger, [1000], at=ms(2025, 3, 10, 1))  # too late for the hour view
+    assert ledger.late_dropped == 1
+    assert ledger.spent("global", "all", "day", ms(2025, 3, 10, 1)) == 6000  # the day still counts it
+
+
+def test_per_request_limit_is_checked_per_call_and_aggregated() -> None:
+    ledger = BudgetLedger()
+    out = charge(ledger, [500_000, 500_001, 2 * USD, 100])
+    requests = [c for c in out if c.period == "request"]
+    assert len(requests) == 1
+    crossing = requests[0]
+    assert (crossing.count, crossing.spent_micros, crossing.at_ms) == (2, 2 * USD, T0 + 2)
+    assert (crossing.service, crossing.model) == ("search", "gpt-4o")
+    assert crossing.observation().rule == "cost_per_request"
+
+
+def test_service_user_model_limits_apply_per_key() -> None:
+    limits = BudgetLimits(
+        global_limits=PeriodLimits(),
+        user_limits=PeriodLimits(day=USD),
+        model_limits=PeriodLimits(month=3 * USD),
+        per_request_micros=None,
+    )
+    ledger = BudgetLedger(limits)
+    out = charge(ledger, [USD], user="heavy") + charge(ledger, [10], user="light")
+    assert [(c.scope, c.key, c.threshold) for c in out] == [
+        ("user", "heavy", 0.8), ("user", "heavy", 0.9), ("user", "heavy", 0.95), ("user", "heavy", 1.0)
+    ]  # fmt: skip
+    out = charge(ledger, [2 * USD], user="light", at=T0 + 10)
+    assert {(c.scope, c.key, c.threshold) for c in out} >= {("model", "gpt-4o", 1.0), ("user", "light", 1.0)}
+    assert next(c for c in out if c.scope == "model").model == "gpt-4o"
+
+
+def test_month_projection_alerts_once_per_month() -> None:
+    ledger = BudgetLedger(BudgetLimits(global_limits=PeriodLimits(), per_request_micros=None))
+    start, end = month_bounds(T0)
+    # 10 days into a 31-day March with $400 spent: projected $400 * 31 / 10 = $1,240 > $1,000.
+    ten_days = start + 10 * 86_400_000
+    out = charge(ledger, [400 * USD], at=ten_days)
+    projection = [c for c in out if c.period == "projection"]
+    assert len(projection) == 1
+    assert projection[0].spent_micros == 1_240 * USD
+    assert projection[0].observation().rule == "budget_projection"
+    view = ledger.projection(ten_days)
+    assert view["over_limit"] and view["elapsed_fraction"] == 10 / 31
+    assert [c for c in charge(ledger, [USD], at=ten_days + 1) if c.period == "projection"] == []
+    # A new month starts a new projection (and needs a day of data first).
+    april = end + 2 * 86_400_000
+    out = charge(ledger, [100 * USD], at=april)
+    assert [c.bucket_start_ms for c in out if c.period == "projection"] == [end]
+
+
+def test_projection_is_quiet_in_the_first_day() -> None:
+    ledger = BudgetLedger()
+    start, _ = month_bounds(T0)
+    out = charge(ledger, [20 * USD], at=start + 3_600_000)  # projects $14,880 but only 1 h in
+    assert [c for c in out if c.period == "projection"] == []
+    assert not ledger.projection(start + 3_600_000)["reliable"]
+
+
+def test_user_keys_are_capped_least_recent_first() -> None:
+    ledger = BudgetLedger(BudgetLimits(max_keys_per_scope=100))
+    users = np.array([f"u{i}" for i in range(300)], dtype=object)
+    n = users.shape[0]
+    ledger.apply_batch(
+        np.full(n, T0, dtype=np.int64),
+        np.array(["s"] * n, dtype=object),
+        users,
+        np.array(["m"] * n, dtype=object),
+        np.ones(n, dtype=np.int64),
+    )
+    snap = [row for row in ledger.snapshot(top=1000) if row["scope"] == "user" and row["period"] == "day"]
+    assert len(snap) == 100
+    assert ledger.spent("user", "u299", "day", T0) == 1 and ledger.spent("user", "u0", "day", T0) == 0
+    assert ledger.spent("global", "all", "day", T0) == 300  # global totals are unaffected
+
+
+def test_snapshot_reports_ratio_and_round_trips_through_json() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)
+    charge(ledger, [2_500_000], service="a")
+    row = next(r for r in ledger.snapshot() if r["scope"] == "global" and r["period"] == "hour")
+    assert (row["spent_micros"], row["limit_micros"], row["used_ratio"]) == (2_500_000, 10 * USD, 0.25)
+    restored = BudgetLedger.from_dict(json.loads(json.dumps(ledger.to_dict())), NO_REQUEST_LIMIT)
+    assert restored.snapshot() == ledger.snapshot()
+    out = charge(restored, [5_500_000], at=T0 + 10)  # reaches 80 % only with the restored spend
+    assert [(c.scope, c.threshold) for c in out] == [("global", 0.8)]
+
+
+def test_crossings_become_one_escalating_budget_alert_per_bucket() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)
+    policy = AlertPolicy()
+    crossings = (
+        charge(ledger, [8 * USD]) + charge(ledger, [USD], at=T0 + 10) + charge(ledger, [USD], at=T0 + 20)
+    )
+    hourly = [c for c in crossings if c.period == "hour"]
+    assert [c.threshold for c in hourly] == [0.8, 0.9, 0.95, 1.0]
+    events = policy.observe_many(c.observation() for c in hourly)
+    # 80 % fires (WARNING), 90 % is the same severity (quiet), 95 % escalates (ERROR), 100 % escalates again.
+    assert [(e.status, e.severity, e.rule) for e in events] == [
+        ("firing", "WARNING", "budget"), ("firing", "ERROR", "budget"), ("firing", "CRITICAL", "budget")
+    ]  # fmt: skip
+    assert len({e.alert_id for e in events}) == 1
+    assert events[-1].labels["bucket"] == "2025-03-10T12:00Z"
+    assert events[-1].observed == 10.0 and events[-1].threshold == 10.0
+    # The next hour is a new bucket, hence a new incident.
+    next_hour = [c for c in charge(ledger, [8 * USD], at=ms(2025, 3, 10, 13)) if c.period == "hour"]
+    assert [e.status for e in policy.observe_many(c.observation() for c in next_hour)] == ["firing"]
+
+
+def test_sums_stay_exact_beyond_float_precision() -> None:
+    ledger = BudgetLedger(BudgetLimits(per_request_micros=None, projection_limit_micros=None))
+    big = 2**52 + 1  # float64 would round these
+    charge(ledger, [big, big, 3])
+    assert ledger.spent("global", "all", "day", T0) == 2 * big + 3
