@@ -44,6 +44,7 @@ PICO_PER_MICRO = 1_000_000
 MAX_RATE_PICO = 1_000_000_000  # $1000 per 1M tokens
 MAX_TOKENS = 2**31 - 1
 _COMPONENTS = ("input", "output", "cached")
+OTHER_MODELS = "(other)"  # unknown-model bucket once max_pairs distinct names are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,11 @@ class Pricer:
         overrides: Mapping[str, Rate] | None = None,
         use_catalogue: bool = True,
         price_at: datetime | None = None,
+        max_pairs: int = 10_000,
     ) -> None:
+        self._max_pairs = (
+            max_pairs  # bounds the rate cache and the unknown-model counts (garbage model names)
+        )
         self._overrides: dict[str, Rate] = dict(overrides or {})
         if overrides_path is not None:
             self._overrides.update(load_overrides(overrides_path))
@@ -121,6 +126,8 @@ class Pricer:
         """The cached rate for one pair (None: unknown model)."""
         key = (provider or "", model or "")
         if key not in self._rates:
+            if len(self._rates) >= self._max_pairs:
+                self._rates.clear()  # rare: re-resolving the live pairs is cheaper than tracking recency
             self._rates[key] = self._resolve(*key)
         return self._rates[key]
 
@@ -230,6 +237,8 @@ class Pricer:
         missed = ~known[codes]
         names, counts = np.unique(_as_str(np.asarray(model, dtype=object)[missed]), return_counts=True)
         for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+            if name not in self._unknown and len(self._unknown) >= self._max_pairs:
+                name = OTHER_MODELS
             if name not in self._unknown:
                 log.warning("no price for model %r: its calls are left unpriced", name)
             self._unknown[name] = self._unknown.get(name, 0) + count

@@ -159,3 +159,11 @@ def test_factorize_groups_in_first_seen_order() -> None:
     codes, keys = factorize(obj("a", "b", "a", None), obj("x", "y", "x", "z"))
     assert codes.tolist() == [0, 1, 0, 2]
     assert keys == [("a", "x"), ("b", "y"), (None, "z")]
+
+
+def test_unknown_model_counts_are_bounded() -> None:
+    pricer = Pricer(use_catalogue=False, max_pairs=3)
+    names = obj(*(f"junk-{i}" for i in range(10)))
+    pricer.price_batch(obj(*["p"] * 10), names, ints(*[1] * 10), ints(*[1] * 10), ints(*[0] * 10))
+    counts = pricer.unknown_models()
+    assert len(counts) == 4 and counts["(other)"] == 7 and sum(counts.values()) == 10
