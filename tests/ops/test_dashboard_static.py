@@ -1,0 +1,200 @@
+"""The Grafana dashboard, checked without Grafana: layout, data source wiring, and every panel query is
+valid PromQL over catalogued metrics. A live check against a real Prometheus is the integration tests' job."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llmpulse.json"
+PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
+RULES = REPO / "deploy" / "prometheus" / "rules" / "llmpulse.rules.yml"
+CATALOGUE = REPO / "docs" / "metrics.md"
+
+ROWS = [
+    "Overview",
+    "Latency",
+    "Cost and budgets",
+    "Quality and drift",
+    "Security",
+    "Providers",
+    "Alerts and pipeline",
+]
+DS_UID = "${DS_PROMETHEUS}"
+# Series Prometheus makes itself, not the worker.
+BUILTIN_METRICS = {"up", "ALERTS"}
+# What Grafana substitutes before a query reaches Prometheus.
+GRAFANA_VARS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "service": ".*", "model": ".*"}
+METRIC_RE = re.compile(r"\b(llmpulse(?:_[a-z0-9_]+|:[a-z0-9_:]+))")
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    tools = Path(os.environ.get("LLMPULSE_TOOLS_DIR", Path.home() / ".cache" / "llmpulse" / "tools"))
+    candidate = tools / "bin" / name
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def queries() -> list[tuple[str, str]]:
+    """(panel title, expr) for every target of every panel."""
+    return [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
+
+
+def substitute(expr: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        assert name in GRAFANA_VARS, f"unknown dashboard variable ${name} in {expr}"
+        return GRAFANA_VARS[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
+
+
+def used_metrics(expr: str) -> set[str]:
+    names = set()
+    for name in METRIC_RE.findall(expr):
+        for suffix in ("_bucket", "_sum", "_count"):
+            name = name.removesuffix(suffix)
+        names.add(name)
+    if re.search(r"\bup\{", expr):
+        names.add("up")
+    if "ALERTS{" in expr:
+        names.add("ALERTS")
+    return names
+
+
+def catalogue_names() -> set[str]:
+    return set(re.findall(r"^\| `([a-zA-Z_:][a-zA-Z0-9_:]*)` \|", CATALOGUE.read_text(), flags=re.M))
+
+
+def recording_rules() -> dict[str, str]:
+    doc = yaml.safe_load(RULES.read_text())
+    return {r["record"]: r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+
+
+def test_dashboard_identity_and_schema() -> None:
+    dash = dashboard()
+    assert dash["uid"] == "llmpulse"
+    assert dash["schemaVersion"] >= 36  # Grafana 9.x and later
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    # The provisioned data source's uid is the variable's default.
+    provisioned = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())["datasources"]
+    prom_uids = {d["uid"] for d in provisioned if d["type"] == "prometheus"}
+    assert variables["DS_PROMETHEUS"]["current"]["value"] in prom_uids
+
+
+def test_rows_in_order_and_none_empty() -> None:
+    items = dashboard()["panels"]
+    titles = [p["title"] for p in items if p["type"] == "row"]
+    assert titles == ROWS
+    kinds = [p["type"] for p in items]
+    for i, kind in enumerate(kinds):
+        if kind == "row":
+            assert i + 1 < len(kinds) and kinds[i + 1] != "row", f"row {items[i]['title']} has no panel"
+
+
+def test_panels_use_the_prometheus_variable() -> None:
+    for panel in panels():
+        assert panel["datasource"]["uid"] == DS_UID, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == DS_UID, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_panel_ids_unique_and_grid_without_overlap() -> None:
+    items = dashboard()["panels"]
+    ids = [p["id"] for p in items]
+    assert len(ids) == len(set(ids))
+    taken: set[tuple[int, int]] = set()
+    for p in items:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & taken, f"{p['title']} overlaps another panel"
+        taken |= cells
+
+
+def test_queries_read_only_catalogued_metrics() -> None:
+    known = catalogue_names() | BUILTIN_METRICS
+    for title, expr in queries():
+        unknown = used_metrics(expr) - known
+        assert not unknown, f"panel {title!r} reads {unknown}, not in docs/metrics.md"
+    assert set(recording_rules()) <= catalogue_names()
+
+
+def test_every_catalogued_worker_metric_is_on_the_dashboard() -> None:
+    """Directly, or through a recording rule a panel shows."""
+    rules = recording_rules()
+    shown: set[str] = set()
+    for _, expr in queries():
+        for name in used_metrics(expr):
+            shown.add(name)
+            shown |= used_metrics(rules.get(name, ""))
+    worker_metrics = {n for n in catalogue_names() if ":" not in n}
+    assert worker_metrics - shown == set()
+
+
+def test_queries_parse_as_promql() -> None:
+    parser = pytest.importorskip("promql_parser", reason="promql-parser not installed (install-ops-tools.sh)")
+    for title, expr in queries():
+        try:
+            parser.parse(substitute(expr))
+        except Exception as exc:  # the binding raises plain ValueError/RuntimeError with the position
+            pytest.fail(f"panel {title!r}: {exc}\n{expr}")
+
+
+def test_a_broken_query_is_caught() -> None:
+    parser = pytest.importorskip("promql_parser", reason="promql-parser not installed (install-ops-tools.sh)")
+    with pytest.raises(Exception, match=r"."):
+        parser.parse(
+            substitute(
+                'sum by (le (rate(llmpulse_llm_requests_total{service=~"$service"}[$__rate_interval]))'
+            )
+        )
+
+
+@pytest.mark.ops
+def test_queries_pass_promtool(tmp_path: Path) -> None:
+    """promtool parses each query as the expression of a recording rule: the real Prometheus parser."""
+    promtool = find_tool("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed: run scripts/install-ops-tools.sh")
+    rules = [
+        {"record": f"dashboard:query_{i}:check", "expr": substitute(expr)}
+        for i, (_, expr) in enumerate(queries())
+    ]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+def test_dashboard_provider_points_at_the_dashboard_mount() -> None:
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "llmpulse.yml").read_text())["providers"][0]
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./{DASHBOARD.parent.relative_to(REPO)}:{provider['options']['path']}:ro" in mounts
