@@ -1,0 +1,184 @@
+"""Tier-2 prompt-injection detector: hashed character n-grams and words -> logistic regression, numpy only.
+
+Featurisation is vectorised over a whole batch: texts are lower-cased, truncated, joined with NUL separators
+and turned into one uint32 code-point array. A polynomial prefix hash (mod 2**64, so numpy's wrapping uint64
+arithmetic is the modulus) gives the hash of any substring in O(1), which makes every 3-5 character n-gram
+and every word a handful of array operations instead of a Python loop per token.
+
+Length must not leak into the score (attacks in the training data are ~8x longer than benign texts), so each
+text's vector is scaled to unit norm and no length feature exists (training adds long benign texts too, see
+``training.train_injection``). Texts are truncated to ``max_chars`` to bound cost; the decisive part of an
+injection is almost always near its start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "injection_model.npz"
+
+_U64 = np.uint64
+_BASE = 0x100000001B3  # odd, so it has an inverse mod 2**64
+_BASE_INV = pow(_BASE, -1, 2**64)
+_MIX = _U64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of h * _MIX are well spread
+_WORD_SALT = _U64(0x5BD1E9955BD1E995)
+_BIGRAM_MULT = _U64(0xC2B2AE3D27D4EB4F)
+_SPACE_CODES = np.array([9, 10, 11, 12, 13, 32, 0xA0], dtype=np.uint32)
+
+
+@dataclass(frozen=True, slots=True)
+class HasherConfig:
+    """How texts become hashed sparse vectors; stored with the weights so training and inference agree."""
+
+    bits: int = 18
+    ngram_min: int = 3
+    ngram_max: int = 5
+    max_chars: int = 2048
+    words: bool = True
+
+
+class SparseBatch(NamedTuple):
+    """COO entries of an (n_docs x 2**bits) matrix, scaled to unit L2 norm per document (see featurize)."""
+
+    doc: np.ndarray  # int64
+    bucket: np.ndarray  # int64
+    value: np.ndarray  # float64; a (doc, bucket) pair may repeat, its values add up
+    n_docs: int
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) mod 2**64 (cumprod on uint64 wraps, which is exactly the modulus)."""
+    out = np.full(n, base, dtype=_U64)
+    out[0] = 1
+    return np.cumprod(out, dtype=_U64)
+
+
+def _encode(texts: Sequence[str], max_chars: int) -> np.ndarray:
+    """Lower-cased, truncated texts as one code-point array: NUL before, between and after documents."""
+    # A NUL inside a text would be read as a document boundary, so it becomes a space.
+    joined = "\0" + "\0".join(t[:max_chars].lower().replace("\0", " ") for t in texts) + "\0"
+    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).copy()
+    is_space = np.isin(codes, _SPACE_CODES)
+    codes[is_space] = 32
+    # Collapse whitespace runs: layout (indentation, CRLF) is style, not content.
+    keep = ~(is_space & np.concatenate(([False], is_space[:-1])))
+    return codes[keep]
+
+
+def _bucketise(h: np.ndarray, bits: int) -> np.ndarray:
+    return ((h * _MIX) >> _U64(64 - bits)).astype(np.int64)
+
+
+class _Prefix(NamedTuple):
+    hashes: np.ndarray  # H[i] = sum_{j<i} (c_j + 1) * B**j
+    inv_pow: np.ndarray  # B**-i
+    nul_count: np.ndarray  # number of NULs before position i
+    doc_of: np.ndarray  # document index of position i (-1 before the first text)
+
+
+def _prefix(codes: np.ndarray) -> _Prefix:
+    n = codes.shape[0]
+    terms = (codes.astype(_U64) + _U64(1)) * _powers(_BASE, n)
+    hashes = np.concatenate(([_U64(0)], np.cumsum(terms, dtype=_U64)))
+    is_nul = codes == 0
+    nul_count = np.concatenate(([0], np.cumsum(is_nul)))
+    return _Prefix(hashes, _powers(_BASE_INV, n + 1), nul_count, np.cumsum(is_nul) - 1)
+
+
+def _substring_hash(p: _Prefix, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Position-independent hash of codes[start:stop] for arrays of spans."""
+    return (p.hashes[stop] - p.hashes[start]) * p.inv_pow[start]
+
+
+def _char_ngrams(p: _Prefix, n_codes: int, cfg: HasherConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    docs, buckets = [], []
+    for n in range(cfg.ngram_min, cfg.ngram_max + 1):
+        # The n-gram starting at i is codes[i:i+n]; slices instead of gathers keep this memory-bound.
+        stop = n_codes - n + 1
+        valid = p.nul_count[n : stop + n] == p.nul_count[:stop]  # drop n-grams spanning a separator
+        h = (p.hashes[n : stop + n] - p.hashes[:stop]) * p.inv_pow[:stop]
+        docs.append(p.doc_of[:stop][valid])
+        buckets.append(_bucketise(h[valid] ^ _U64(n), cfg.bits))
+    return docs, buckets
+
+
+def _is_word_char(codes: np.ndarray) -> np.ndarray:
+    digit = (codes >= 48) & (codes <= 57)
+    lower = (codes >= 97) & (codes <= 122)
+    return digit | lower | (codes == 95) | ((codes >= 0xC0) & (codes != 0xA0))
+
+
+def _words(p: _Prefix, codes: np.ndarray, cfg: HasherConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    is_w = _is_word_char(codes)
+    prev_w = np.concatenate(([False], is_w[:-1]))
+    next_w = np.concatenate((is_w[1:], [False]))
+    starts = np.flatnonzero(is_w & ~prev_w)
+    stops = np.flatnonzero(is_w & ~next_w) + 1
+    unigram = _substring_hash(p, starts, stops) ^ _WORD_SALT
+    doc = p.doc_of[starts]
+    same_doc = doc[1:] == doc[:-1]
+    bigram = (unigram[:-1] * _BIGRAM_MULT + unigram[1:])[same_doc]
+    return [doc, doc[:-1][same_doc]], [_bucketise(unigram, cfg.bits), _bucketise(bigram, cfg.bits)]
+
+
+def featurize(texts: Sequence[str], cfg: HasherConfig) -> SparseBatch:
+    """Hashed, length-normalised n-gram and word features of a batch of texts."""
+    n_docs = len(texts)
+    codes = _encode(texts, cfg.max_chars)
+    p = _prefix(codes)
+    docs, buckets = _char_ngrams(p, codes.shape[0], cfg)
+    if cfg.words:
+        word_docs, word_buckets = _words(p, codes, cfg)
+        docs += word_docs
+        buckets += word_buckets
+    doc = np.concatenate(docs)
+    # Each occurrence weighs 1/sqrt(occurrences in its text): the exact L2 normalisation when no feature
+    # repeats, and close to it otherwise. Repeats need no merging (the dot product adds them up), which
+    # spares sorting millions of keys per batch; measured as accurate as sublinear-tf L2 on held-out data.
+    counts = np.bincount(doc, minlength=n_docs)
+    value = 1.0 / np.sqrt(np.maximum(counts, 1))[doc]
+    return SparseBatch(doc, np.concatenate(buckets), value, n_docs)
+
+
+class InjectionClassifier:
+    """Logistic regression over hashed features. Weights are stored int8-quantised to keep the file small."""
+
+    __slots__ = ("bias", "config", "weights")
+
+    def __init__(self, weights: np.ndarray, bias: float, config: HasherConfig) -> None:
+        if weights.shape != (1 << config.bits,):
+            raise ValueError(f"expected {1 << config.bits} weights, got {weights.shape}")
+        self.weights = weights.astype(np.float64)
+        self.bias = float(bias)
+        self.config = config
+
+    def decision(self, batch: SparseBatch) -> np.ndarray:
+        contributions = batch.value * self.weights[batch.bucket]
+        return np.bincount(batch.doc, weights=contributions, minlength=batch.n_docs) + self.bias
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(injection) per text; an empty batch gives an empty array."""
+        if len(texts) == 0:
+            return np.zeros(0)
+        z = self.decision(featurize(texts, self.config))
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+    def save(self, path: Path) -> None:
+        scale = float(np.abs(self.weights).max()) / 127.0 or 1.0
+        quantised = np.round(self.weights / scale).astype(np.int8)
+        c = self.config
+        meta = np.array([c.bits, c.ngram_min, c.ngram_max, c.max_chars, int(c.words)], dtype=np.int64)
+        np.savez_compressed(path, weights=quantised, scale=scale, bias=self.bias, meta=meta)
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_MODEL_PATH) -> InjectionClassifier:
+        with np.load(path) as data:
+            bits, ngram_min, ngram_max, max_chars, words = (int(v) for v in data["meta"])
+            config = HasherConfig(bits, ngram_min, ngram_max, max_chars, bool(words))
+            weights = data["weights"].astype(np.float64) * float(data["scale"])
+            return cls(weights, float(data["bias"]), config)

@@ -1,0 +1,95 @@
+"""Hallucination risk of responses: claims in high-stakes domains stated without hedging.
+
+A response is a risk when it talks about money, health, law or statistics (where a confident wrong answer
+costs the most) and does not hedge. Levels:
+
+- ``low``: no domain claim, or a claim that is hedged ("may", "typically", "consult a doctor", ...);
+- ``medium``: a domain claim with no hedging;
+- ``high``: a domain claim with no hedging and an explicit certainty marker ("guaranteed", "always", "100%").
+
+This is a cheap screen for review and metrics, not a fact check: it says where a wrong answer would hurt and
+the text gives no sign of doubt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from llmpulse.processors.core.guards import flags, join_texts
+
+LEVELS: tuple[str, ...] = ("low", "medium", "high")
+LOW, MEDIUM, HIGH = range(len(LEVELS))
+DOMAINS: tuple[str, ...] = ("financial", "medical", "legal", "statistical")
+
+
+def _words(*alternatives: str) -> re.Pattern[str]:
+    # Lower-case input, no leading \b: see guards.matching_docs(word_start=True).
+    return re.compile(r"(?:" + "|".join(alternatives) + r")\b")
+
+
+_DOMAIN_REGEXES: tuple[re.Pattern[str], ...] = (
+    _words(
+        r"stocks?", r"shares", r"invest(?:s|ed|ing|ment|ments|or|ors)?", r"portfolios?", r"dividends?",
+        r"interest\s+rates?", r"returns?\s+on", r"roi", r"crypto(?:currency|currencies)?", r"bitcoin",
+        r"bonds?", r"profits?", r"earnings", r"inflation", r"mortgages?", r"loans?", r"tax(?:es)?",
+        r"retirement\s+savings", r"price\s+target", r"\d+\s*(?:dollars|usd|eur|euros)",
+    ),
+    _words(
+        r"doses?", r"dosage", r"\d+\s*(?:mg|mcg|ml)", r"medications?", r"drugs?",
+        r"prescri(?:be|bed|ption)s?", r"symptoms?", r"diagnos(?:is|es|ed|e)", r"treatments?", r"cures?",
+        r"cured", r"diseases?", r"cancer", r"diabetes", r"vaccines?", r"side\s+effects?", r"therapy",
+        r"surgery", r"antibiotics?", r"blood\s+pressure", r"infections?",
+    ),
+    _words(
+        r"legal(?:ly)?", r"illegal", r"laws?", r"lawsuits?", r"statutes?", r"courts?", r"liable",
+        r"liability", r"contracts?", r"sue", r"copyright", r"patents?", r"attorneys?", r"lawyers?",
+        r"jurisdictions?", r"regulations?", r"gdpr", r"felony", r"misdemeanou?r", r"tenants?\s+rights",
+    ),
+    re.compile(
+        r"\d+(?:\.\d+)?\s?%|(?:percent(?:age)?|statistic(?:s|al|ally)?|on\s+average|median"
+        r"|stud(?:y|ies)\s+(?:shows?|proves?|found|confirms?)|research\s+(?:shows|proves)|surveys?"
+        r"|probability|\d+\s+(?:out\s+of|in)\s+\d+|majority\s+of|correlat(?:ed|ion))\b"
+    ),
+)
+
+_HEDGE = _words(
+    r"may", r"might", r"could", r"possibly", r"perhaps", r"probably", r"likely", r"unlikely",
+    r"approximately", r"roughly", r"estimated?", r"suggests?", r"appears?", r"seems?", r"generally",
+    r"typically", r"usually", r"often", r"in\s+some\s+cases", r"it\s+depends", r"depending\s+on",
+    r"can\s+vary", r"varies", r"not\s+(?:financial|medical|legal|professional)\s+advice",
+    r"consult(?:ing)?\s+(?:a|an|your)", r"i'?m\s+not\s+(?:sure|certain)", r"i\s+(?:think|believe)",
+    r"according\s+to", r"uncertain", r"as\s+far\s+as\s+i\s+know", r"not\s+guaranteed", r"no\s+guarantee",
+)
+
+_CERTAIN = re.compile(
+    r"(?:guarantee[ds]?|definitely|certainly|always|never|proven|undoubtedly|absolutely|risk-free|no\s+risk"
+    r"|without\s+(?:a|any)\s+doubt|will\s+(?:double|triple|rise|fall|increase|cure|win)|everyone\s+knows"
+    r"|it\s+is\s+a\s+fact)\b|100\s?%"
+)
+
+
+class HallucinationRisk(NamedTuple):
+    level: np.ndarray  # int8 index into LEVELS
+    domains: np.ndarray  # bool (n, len(DOMAINS))
+
+
+def assess(texts: Sequence[str]) -> HallucinationRisk:
+    """Risk level and claim domains of each text in a batch."""
+    joined, starts = join_texts(texts, lower=True)
+    columns = [flags(r, joined, starts, word_start=True) for r in _DOMAIN_REGEXES]
+    domains = np.column_stack(columns).reshape(len(texts), -1)
+    claim = domains.any(axis=1)
+    unhedged = claim & ~flags(_HEDGE, joined, starts, word_start=True)
+    level = np.full(len(texts), LOW, dtype=np.int8)
+    level[unhedged] = MEDIUM
+    level[unhedged & flags(_CERTAIN, joined, starts, word_start=True)] = HIGH
+    return HallucinationRisk(level, domains)
+
+
+def domain_names(row: np.ndarray) -> list[str]:
+    """The names of the domains flagged in one row of ``HallucinationRisk.domains``."""
+    return [name for name, hit in zip(DOMAINS, row.tolist(), strict=True) if hit]

@@ -1,0 +1,133 @@
+"""Tier-1 prompt-injection detector: eleven named regex patterns, each with a severity.
+
+A batch is lower-cased and scanned in one pass per pattern over the NUL-joined texts (see
+``guards.join_texts``), so the per-event cost is the regex engine's scan, with no Python loop over events.
+Patterns are written in lower case and match at word starts only (``guards.matching_docs``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from llmpulse.processors.core.guards import join_texts, matching_docs
+from llmpulse.processors.core.guards.classifier import InjectionClassifier
+
+SEVERITY_SCORE: dict[str, float] = {"low": 0.4, "medium": 0.7, "high": 0.95}
+
+_S = r"[^\S\x00]+"  # whitespace that never crosses a text boundary
+_ANY = r"[^\x00]{0,40}?"  # a short gap within one text
+
+
+class InjectionPattern(NamedTuple):
+    name: str
+    severity: str  # key of SEVERITY_SCORE
+    regex: re.Pattern[str]  # run on lower-cased text
+    cased: re.Pattern[str] | None = None  # run on the original text, for names that are only telling in caps
+
+
+def _p(name: str, severity: str, pattern: str, cased: str | None = None) -> InjectionPattern:
+    # "_S" is a placeholder for whitespace within one text, so the regexes below stay readable.
+    expanded = pattern.replace("_S?", "(?:_S)?").replace("_S", _S)
+    return InjectionPattern(name, severity, re.compile(expanded), re.compile(cased) if cased else None)
+
+
+# Each pattern names one tactic; regexes stay narrow so a benign prompt needs the tactic's wording to match.
+PATTERNS: tuple[InjectionPattern, ...] = (
+    _p("instruction_override", "high",
+       r"(?:ignore|disregard|forget|skip|override|bypass)_S(?:(?:all|any|the|your|my|of|these|those)_S)*"
+       r"(?:previous|prior|above|earlier|preceding|initial|original|system|old)_S(?:and_S\w+_S)?"
+       r"(?:instructions?|prompts?|rules|directions|directives|guidelines|messages?|commands?)"
+       r"|(?:ignore|disregard)_S(?:\w+_S){0,3}(?:instructions|directives|guidelines|prompts)\b"),
+    _p("new_instructions", "medium",
+       r"(?:new|updated|real|actual)_S(?:system_S)?instructions?_S?:"
+       rf"|from_Snow_Son\b{_ANY}\byou(?:_Sare|_Swill|'re|_Smust|_Sshall)\b"),
+    _p("role_manipulation", "medium",
+       r"you_Sare_S(?:now|no_Slonger)\b"
+       r"|(?:act|behave|respond)_Sas_S(?:if_Syou_S(?:are|were)_S)?(?:an?_S)?"
+       r"(?:unrestricted|unfiltered|uncensored|evil|jailbroken|amoral|rogue)"
+       r"|pretend_S(?:to_Sbe_S(?:an?_S)?(?:ai|assistant|chatbot|model)|you_Sare_S(?:an?_S)?(?:ai|unrestricted))"),
+    _p("jailbreak_persona", "high",
+       r"do_Sanything_Snow\b|developer_Smode\b|jailbr(?:eak|oken)\b|god_Smode\b"
+       r"|anti-?gpt\b|evil_Sconfidant\b",
+       cased=r"DAN\b"),  # "Do Anything Now"; "Dan" and "dan" are names and words
+    _p("prompt_extraction", "high",
+       r"(?:reveal|show|print|repeat|output|display|tell_Sme|give_Sme|leak|what_S(?:is|are|was))_S"
+       r"(?:me_S)?(?:your|the)_S(?:system_Sprompt|(?:initial|original|hidden|secret|first)_S(?:prompt|instructions)"
+       r"|password|pass_Scode|secret_S(?:key|code|word))"
+       r"|(?:repeat|print|output|reveal|format|translate|convert|rewrite|list|share|summari[sz]e)_S(?:\w+_S){0,3}"
+       r"(?:(?:your|previous|prior|above|initial|original|system)_S(?:instructions|rules|prompt)"
+       r"|(?:text|words|everything|instructions|rules|prompt)_S(?:so_Sfar|above|before))"
+       r"|repeat_Severything_Sin_S(?:the|your)_S(?:system_S)?prompt"),
+    _p("fake_delimiter", "high",
+       r"<\|im_(?:start|end)\|>|<\|(?:system|endoftext|assistant)\|>|\[/?(?:system|inst)\]|<</?sys>>"
+       r"|(?:^|(?<=[\n\x00]))[^\S\x00]*#{2,}_S?(?:system|instructions?|new_Stask)\b|-{3,}_S?end_Sof_S(?:prompt|instructions)"
+       r"|%{3,}_S?end_S(?:of_S)?(?:user|prompt|input)"),
+    _p("memory_manipulation", "medium",
+       r"(?:forget|erase|clear|reset|wipe)_S(?:everything|all_Syou|your_S(?:memory|context|training|programming"
+       r"|instructions|guidelines))"
+       r"|your_S(?:previous_S)?(?:memory|context)_S(?:has_Sbeen|is_Snow|was)_S(?:reset|cleared|erased|wiped)"),
+    _p("restriction_removal", "medium",
+       r"(?:without|free_S(?:of|from)|no_Slonger_Sbound_Sby)_S(?:any_S)?(?:restrictions|filters?|filtering"
+       r"|limitations|censorship|guidelines|content_Spolic(?:y|ies)|ethical_S(?:guidelines|constraints))\b"
+       r"|do(?:es)?(?:_Snot|n't)_S(?:have_Sto_S)?(?:follow|abide_Sby|adhere_Sto|comply_Swith)_S(?:any_S)?"
+       r"(?:rules|polic(?:y|ies)|guidelines|restrictions)"),
+    _p("safety_bypass", "high",
+       r"(?:bypass|disable|override|circumvent|turn_Soff|ignore|break)_S(?:(?:your|the|all|any|its)_S)*"
+       r"(?:safety|content|openai|ethical|moral|security)_S(?:filters?|polic(?:y|ies)|guidelines|restrictions"
+       r"|protocols|settings|measures|rules)"),
+    _p("obfuscation", "low",
+       r"(?:base64|rot13|rot-13|hex)[-\s]*(?:encoded|decode[ds]?)\b"
+       r"|decode_S(?:this|the_Sfollowing)\b|execute_Sthe_Sfollowing_S(?:code|instructions)\b"),
+    _p("output_hijack", "medium",
+       r"(?:say|print|output|write|respond_Swith|reply_Swith|begin_Syour_S(?:reply|response)_Swith)_S"
+       r"(?:only_S)?[\"'\u201c\u2018]?_S?access_Sgranted\b|i_Shave_Sbeen_Spwned\b"),
+)
+
+
+class PatternHits(NamedTuple):
+    score: np.ndarray  # float64 in [0, 1]: the highest severity matched, 0 when none
+    names: list[list[str]]  # per text, the names of the patterns that matched, in PATTERNS order
+
+
+def scan(texts: Sequence[str], patterns: Sequence[InjectionPattern] = PATTERNS) -> PatternHits:
+    """Match every pattern against a batch of texts."""
+    lowered, lowered_starts = join_texts(texts, lower=True)
+    needs_cased = any(p.cased is not None for p in patterns)
+    joined, starts = join_texts(texts) if needs_cased else ("", lowered_starts)
+    score = np.zeros(len(texts))
+    names: list[list[str]] = [[] for _ in texts]
+    for pattern in patterns:
+        docs = matching_docs(pattern.regex, lowered, lowered_starts, word_start=True)
+        if pattern.cased is not None:
+            docs = np.union1d(docs, matching_docs(pattern.cased, joined, starts, word_start=True))
+        if docs.size:
+            np.maximum.at(score, docs, SEVERITY_SCORE[pattern.severity])
+            for i in docs.tolist():
+                names[i].append(pattern.name)
+    return PatternHits(score, names)
+
+
+class InjectionDetector:
+    """Both tiers: ``score`` is the larger of the pattern severity and the classifier's probability.
+
+    The max keeps each tier's evidence intact: a high-severity pattern flags even a text the classifier has
+    never seen the like of, and the classifier catches paraphrases no regex anticipates.
+    """
+
+    __slots__ = ("classifier", "patterns")
+
+    def __init__(
+        self, classifier: InjectionClassifier | None, patterns: Sequence[InjectionPattern] = PATTERNS
+    ) -> None:
+        self.classifier = classifier
+        self.patterns = tuple(patterns)
+
+    def score(self, texts: Sequence[str]) -> PatternHits:
+        hits = scan(texts, self.patterns)
+        if self.classifier is None or not len(texts):
+            return hits
+        return PatternHits(np.maximum(hits.score, self.classifier.predict_proba(texts)), hits.names)

@@ -1,0 +1,1 @@
+"""Offline training scripts; not imported by the processors at run time."""
