@@ -107,13 +107,13 @@ def _unpacked(record: dict[str, Any], name: str, count: int) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype)
 
 
-def _strings(column: dict[str, Any], name: str, count: int) -> np.ndarray:
+def _strings(column: dict[str, Any], name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     codes = np.frombuffer(column["codes"], dtype="<i4") if len(column["codes"]) == 4 * count else None
     values = np.empty(len(column["values"]) + 1, dtype=object)
     values[:-1] = column["values"]  # the extra last slot is None, which code -1 selects
     if codes is None or (codes.size and (codes.min() < -1 or codes.max() >= len(values) - 1)):
         raise DecodeError("invalid_batch", f"column {name} has codes that do not match its dictionary")
-    return values[codes]
+    return codes, values
 
 
 def _nullable(column: list[Any] | None, name: str, count: int) -> np.ndarray:
@@ -132,9 +132,12 @@ def to_call_columns(record: dict[str, Any]) -> CallColumns:
     for name in PACKED:
         if name not in _IGNORED:
             arrays[name] = _unpacked(record, name, count)
+    codes = {}
     for name in DICTIONARY:
         if name not in _IGNORED:
-            arrays[_RENAMED.get(name, name)] = _strings(record[name], name, count)
+            column_name = _RENAMED.get(name, name)
+            codes[column_name] = _strings(record[name], name, count)
+            arrays[column_name] = codes[column_name][1][codes[column_name][0]]
     for name in NULLABLE_STRINGS:
         if name not in _IGNORED:
             arrays[name] = _nullable(record[name], name, count)
@@ -148,7 +151,7 @@ def to_call_columns(record: dict[str, Any]) -> CallColumns:
     if labels is not None and len(labels) != count:
         raise DecodeError("invalid_batch", f"labels has {len(labels)} values, expected {count}")
     arrays["labels"] = labels or []
-    return CallColumns(**arrays)
+    return CallColumns(**arrays, codes=codes)
 
 
 def row_at(record: dict[str, Any], index: int) -> dict[str, Any]:

@@ -11,7 +11,12 @@ import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from llmpulse.config import DEFAULT_BOOTSTRAP, Topics
 
@@ -71,7 +76,6 @@ class ProcessorSettings(BaseSettings):
     web_port: int = 6066
     api_token: SecretStr | None = None
     data_dir: Path = Path(".llmpulse-data")
-    exactly_once: bool = True
     topic_partitions: int = 3
     max_series_per_metric: int = 2000
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.pricing import factorize
 from llmpulse.producers.circuit_breaker import CLOSED, OPEN, BreakerConfig, CircuitBreaker, Transition

@@ -43,6 +43,9 @@ class CallColumns:
     response_text: np.ndarray  # object[str | None]
     event_id: np.ndarray  # object[str]
     labels: list[dict[str, str]] = field(default_factory=list)
+    # Dictionary codes of string columns as they came off the wire (name -> (int32 codes, values with a
+    # trailing None for code -1)); lets group_by factorize with integer maths instead of string sorting.
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.latency_ms.shape[0])
@@ -52,8 +55,39 @@ class CallColumns:
         picked = {
             name: getattr(self, name)[index]
             for name in self.__dataclass_fields__
-            if name != "labels"
+            if name not in ("labels", "codes")
         }
         positions = np.arange(len(self))[index]
         picked["labels"] = [self.labels[i] for i in positions] if self.labels else []
+        picked["codes"] = {name: (codes[index], values) for name, (codes, values) in self.codes.items()}
         return CallColumns(**picked)
+
+    def factorize(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, values) of a string column: values[codes] == column, codes are dense ints >= 0."""
+        known = self.codes.get(name)
+        if known is not None:
+            codes, values = known
+            return np.where(codes < 0, len(values) - 1, codes), values
+        column = getattr(self, name)
+        as_text = np.array(["\x00" if v is None else v for v in column], dtype=object)
+        uniques, inverse = np.unique(as_text, return_inverse=True)
+        values = np.array([None if u == "\x00" else u for u in uniques], dtype=object)
+        return inverse.astype(np.int64), values
+
+    def group_by(self, *names: str) -> tuple[list[tuple[str | None, ...]], np.ndarray]:
+        """Distinct key tuples over ``names`` and, per call, the index of its key (vectorised)."""
+        combined = np.zeros(len(self), dtype=np.int64)
+        factors = []
+        for name in names:
+            codes, values = self.factorize(name)
+            combined = combined * len(values) + codes
+            factors.append(values)
+        uniques, inverse = np.unique(combined, return_inverse=True)
+        keys = []
+        for code in uniques.tolist():
+            parts = []
+            for values in reversed(factors):
+                code, part = divmod(code, len(values))
+                parts.append(values[part])
+            keys.append(tuple(reversed(parts)))
+        return keys, inverse

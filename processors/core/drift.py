@@ -16,6 +16,7 @@ import struct
 from typing import Literal, NamedTuple
 
 import numpy as np
+
 from llmpulse.processors.core.abtest import Welford
 from llmpulse.processors.core.sketch import decode_counts, encode_counts
 

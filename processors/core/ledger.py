@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.pricing import factorize
 

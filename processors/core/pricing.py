@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from llmpulse.processors.core.columns import NO_COST
 
 log = logging.getLogger(__name__)

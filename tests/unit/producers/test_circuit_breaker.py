@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from llmpulse.producers.circuit_breaker import (
     CLOSED,
     HALF_OPEN,

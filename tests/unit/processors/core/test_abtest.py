@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import special, stats
+
 from llmpulse.processors.core.abtest import (
     Welford,
     cohens_d,
@@ -13,7 +15,6 @@ from llmpulse.processors.core.abtest import (
     student_t_two_sided_p,
     welch_t_test,
 )
-from scipy import special, stats
 
 
 def _welford(values: np.ndarray, batches: int = 1) -> Welford:

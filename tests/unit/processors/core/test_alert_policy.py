@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from llmpulse.processors.core.alert_policy import (
     AlertConfig,
     AlertPolicy,

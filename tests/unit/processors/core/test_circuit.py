@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.producers.circuit_breaker import CLOSED, HALF_OPEN, OPEN

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from llmpulse.processors.core.drift import (
     BinnedDistribution,
     MeanDrift,
@@ -16,7 +18,6 @@ from llmpulse.processors.core.drift import (
     psi,
     psi_band,
 )
-from scipy import stats
 
 
 def _binned(edges: np.ndarray, values: np.ndarray) -> BinnedDistribution:

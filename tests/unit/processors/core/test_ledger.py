@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import numpy as np
+
 from llmpulse.processors.core.alert_policy import AlertPolicy
 from llmpulse.processors.core.columns import NO_COST
 from llmpulse.processors.core.ledger import (

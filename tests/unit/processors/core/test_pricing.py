@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from genai_prices import Usage, calc_price
+
 from llmpulse.processors.core.columns import NO_COST
 from llmpulse.processors.core.pricing import (
     Pricer,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from llmpulse.processors.core.sketch import LatencySketch, decode_counts, encode_counts
 
 ACCURACY = 0.01

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from llmpulse.processors.core.windows import RingSpec, SlidingCounters, SlidingWindowSketches
 
 T0 = 1_700_000_000_000  # a multiple of 10 s, so slot k starts at T0 + 10_000 k

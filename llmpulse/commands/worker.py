@@ -1,0 +1,50 @@
+"""``llmpulse worker``: run one stream-processing worker (faust-streaming) in the foreground."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="worker")(worker)
+
+
+def worker(
+    web_port: Annotated[
+        int | None, typer.Option(help="HTTP port for /metrics, /health and /api (default LLMPULSE_WEB_PORT or 6066).")
+    ] = None,
+    web_host: Annotated[str | None, typer.Option(help="Address to bind the HTTP server (default 127.0.0.1).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Worker data directory (default LLMPULSE_DATA_DIR).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
+) -> None:
+    """Consume LLM calls from Kafka, keep windowed statistics, emit alerts and serve Prometheus metrics.
+
+    Kafka is KAFKA_BOOTSTRAP_SERVERS; thresholds come from LLMPULSE_* variables or the YAML file named by
+    LLMPULSE_CONFIG_FILE (see README). Stops cleanly on Ctrl-C or SIGTERM; state is recovered from Kafka
+    changelogs on the next start.
+    """
+    import faust
+
+    from llmpulse.processors.app import Worker
+    from llmpulse.processors.settings import ProcessorSettings
+
+    overrides = {
+        name: value
+        for name, value in (("web_port", web_port), ("web_host", web_host), ("data_dir", data_dir))
+        if value is not None
+    }
+    settings = ProcessorSettings(**overrides)
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from llmpulse.processors.topics import ensure_topics
+
+    ensure_topics(settings.bootstrap_servers, settings.topics, settings.topic_partitions)
+    built = Worker(settings)
+    typer.echo(
+        f"llmpulse worker: kafka {settings.bootstrap_servers}, topic {settings.topics.calls}, "
+        f"http://{settings.web_host}:{settings.web_port}/metrics"
+    )
+    faust.Worker(built.app, loglevel=loglevel, quiet=True).execute_from_commandline()

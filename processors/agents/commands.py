@@ -1,0 +1,38 @@
+"""Agent: operator commands (acknowledge) -> the engine owning the alert -> an acknowledged event.
+
+Commands are written to the partition the alert came from, so they reach the worker that owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import faust
+
+from llmpulse.schemas.codec import DecodeError
+
+if TYPE_CHECKING:
+    from llmpulse.processors.app import Worker
+
+log = logging.getLogger("llmpulse.worker.commands")
+
+
+def register(worker: Worker, app: faust.App) -> None:
+    from llmpulse.processors.app import now_ms
+
+    @app.agent(worker.commands_topic, name="llmpulse.commands")
+    async def apply_commands(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            try:
+                command = worker.codecs.command.decode(event.value or b"")
+            except DecodeError as exc:
+                log.warning("ignoring unreadable alert command: %s", exc)
+                continue
+            engine = worker.engine_for(partition)
+            if command["action"] == "acknowledge":
+                acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
+                if acked is not None:
+                    worker.persist(engine)
+                    await worker.emit_alerts([acked], partition)

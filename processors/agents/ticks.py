@@ -1,0 +1,26 @@
+"""Timer: evaluate windows without new data (quiet series clear, alerts resolve), refresh gauges."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import faust
+
+if TYPE_CHECKING:
+    from llmpulse.processors.app import Worker
+
+
+def register(worker: Worker, app: faust.App) -> None:
+    from llmpulse.processors.app import TICK_SECONDS, now_ms
+
+    @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
+    async def tick() -> None:
+        now = now_ms()
+        if worker.is_ready():
+            worker.adopt_assigned_partitions()
+        for partition, engine in list(worker.engines.items()):
+            events = engine.tick(now)
+            worker.persist(engine)
+            await worker.emit_alerts(events, partition)
+        worker.exporter.refresh(list(worker.engines.values()), now)
+        worker.metrics.ready.set(1 if worker.is_ready() else 0)

@@ -1,0 +1,110 @@
+"""Every worker's view of all alerts, read from the alerts topic itself.
+
+A worker only computes the alerts of its own partitions, but ``GET /api/alerts`` must answer the same on
+every worker. Each worker therefore tails the whole alerts topic (no consumer group, every partition from
+the beginning) in a background thread and keeps the newest event per alert id, plus the partition it
+came from so an acknowledgement can be routed to the worker that owns the incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from llmpulse.schemas.codec import DecodeError, SchemaCodec
+
+log = logging.getLogger(__name__)
+_SEVERITY_RANK = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2, "INFO": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class KnownAlert:
+    record: dict[str, Any]
+    partition: int
+
+
+class AlertDirectory:
+    def __init__(self, bootstrap: str, topic: str, codec: SchemaCodec, max_alerts: int = 10_000) -> None:
+        self.topic = topic
+        self.codec = codec
+        self.max_alerts = max_alerts
+        self._alerts: dict[str, KnownAlert] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._config = {
+                "bootstrap.servers": bootstrap,
+                "group.id": "llmpulse-alert-directory",  # never committed: assign() reads everything
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "topic.metadata.refresh.interval.ms": 5000,
+        }
+        self._consumer: Consumer | None = None
+        self._thread = threading.Thread(target=self._run, name="llmpulse-alert-directory", daemon=True)
+
+    def start(self) -> None:
+        self._consumer = Consumer(self._config)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _assign_all(self) -> int:
+        assert self._consumer is not None
+        metadata = self._consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+        partitions = list(metadata.partitions) if metadata and not metadata.error else []
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        return len(partitions)
+
+    def _run(self) -> None:
+        assert self._consumer is not None
+        assigned = 0
+        while not self._stop.is_set():
+            try:
+                if not assigned:
+                    assigned = self._assign_all()
+                    if not assigned:
+                        self._stop.wait(1.0)
+                        continue
+                for message in self._consumer.consume(num_messages=500, timeout=0.5):
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("alert directory: %s", message.error())
+                        continue
+                    self._apply(message.value(), message.partition())
+            except Exception:
+                log.exception("alert directory: consumer error (retrying)")
+                self._stop.wait(1.0)
+        self._consumer.close()
+
+    def _apply(self, value: bytes | None, partition: int) -> None:
+        if not value:
+            return
+        try:
+            record = self.codec.decode(value)
+        except DecodeError as exc:
+            log.warning("alert directory: unreadable alert record: %s", exc)
+            return
+        with self._lock:
+            self._alerts.pop(record["alert_id"], None)
+            self._alerts[record["alert_id"]] = KnownAlert(record, partition)
+            while len(self._alerts) > self.max_alerts:  # oldest first: dicts keep insertion order
+                self._alerts.pop(next(iter(self._alerts)))
+
+    def get(self, alert_id: str) -> KnownAlert | None:
+        with self._lock:
+            return self._alerts.get(alert_id)
+
+    def query(self, status: str | None = None, severity: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            records = [known.record for known in self._alerts.values()]
+        chosen = [
+            r for r in records
+            if (status is None or r["status"] == status) and (severity is None or r["severity"] == severity)
+        ]
+        chosen.sort(key=lambda r: (_SEVERITY_RANK.get(r["severity"], 9), -r["updated_at_ms"]))
+        return chosen

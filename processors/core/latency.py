@@ -1,0 +1,134 @@
+"""Latency and time-to-first-token percentiles per (service, model, provider) over sliding windows.
+
+Values are kept in seconds in 1%-relative-error sketches, one per series per time slot (see slots.py).
+Alert rules (seed 000): p95 over the alert window above ``p95_warning_s`` is WARNING, p99 above
+``p99_critical_s`` is CRITICAL; nothing is judged on fewer than ``min_samples`` calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.slots import SlotSeries, series_parts
+
+QUANTILES = (0.5, 0.95, 0.99)
+SERIES_LABELS = ("service", "model", "provider")
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyConfig:
+    p95_warning_s: float = 2.0
+    p99_critical_s: float = 5.0
+    alert_window_s: int = 60
+    windows_s: tuple[int, ...] = (60, 300, 3600)
+    interval_s: int = 10
+    min_samples: int = 20
+    relative_accuracy: float = 0.01
+
+
+def _window_label(seconds: int) -> str:
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+class LatencyMonitor:
+    """Sketch windows for one partition's series; decisions as alert observations."""
+
+    def __init__(self, config: LatencyConfig) -> None:
+        self.config = config
+        horizon = max(config.windows_s)
+
+        def create() -> LatencySketch:
+            return LatencySketch(config.relative_accuracy)
+
+        self.latency = SlotSeries("latency", config.interval_s, horizon, create, LatencySketch.from_bytes)
+        self.ttft = SlotSeries("ttft", config.interval_s, horizon, create, LatencySketch.from_bytes)
+
+    def update(
+        self,
+        series: list[str],
+        inverse: np.ndarray,
+        timestamps_ms: np.ndarray,
+        latency_ms: np.ndarray,
+        ttft_ms: np.ndarray,
+        offset: int,
+        now_ms: int,
+    ) -> None:
+        """Add one batch; ``series[inverse[i]]`` is call i's series key."""
+        slots = self.latency.slots_of(timestamps_ms)
+        combined = inverse.astype(np.int64) * (1 << 40) + (slots - slots.min())
+        groups, group_of = np.unique(combined, return_inverse=True)
+        base = int(slots.min())
+        seconds = latency_ms / 1000.0
+        ttft_seconds = ttft_ms / 1000.0
+        for g, code in enumerate(groups.tolist()):
+            member = group_of == g
+            key, slot = series[code >> 40], base + (code & ((1 << 40) - 1))
+            sketch = self.latency.for_update(key, slot, offset, now_ms)
+            if sketch is not None:
+                sketch.add_many(seconds[member])
+            ttft = ttft_seconds[member]
+            ttft = ttft[~np.isnan(ttft)]
+            if ttft.size:
+                ttft_sketch = self.ttft.for_update(key, slot, offset, now_ms)
+                if ttft_sketch is not None:
+                    ttft_sketch.add_many(ttft)
+
+    def window(self, series: str, window_s: int, now_ms: int, ttft: bool = False) -> LatencySketch:
+        parts = (self.ttft if ttft else self.latency).window(series, window_s, now_ms)
+        return LatencySketch.merge_all(parts) if parts else LatencySketch(self.config.relative_accuracy)
+
+    def quantiles(self, series: str, window_s: int, now_ms: int) -> tuple[int, np.ndarray]:
+        sketch = self.window(series, window_s, now_ms)
+        return sketch.count, sketch.quantiles(QUANTILES)
+
+    def observe(self, series: str, now_ms: int) -> list[Observation]:
+        """p95 and p99 rule evaluations for one series over the alert window."""
+        config = self.config
+        count, (_p50, p95, p99) = self.quantiles(series, config.alert_window_s, now_ms)
+        labels = tuple(zip(SERIES_LABELS, series_parts(series), strict=True))
+        window = _window_label(config.alert_window_s)
+        enough = count >= config.min_samples
+        where = "/".join(series_parts(series))
+        return [
+            Observation(
+                rule="latency_p95",
+                labels=labels,
+                severity="WARNING" if enough and p95 > config.p95_warning_s else None,
+                observed=float(p95) if enough else 0.0,
+                threshold=config.p95_warning_s,
+                window=window,
+                summary=f"p95 latency {p95:.2f}s > {config.p95_warning_s:g}s over {window} for {where}",
+                now_ms=now_ms,
+            ),
+            Observation(
+                rule="latency_p99",
+                labels=labels,
+                severity="CRITICAL" if enough and p99 > config.p99_critical_s else None,
+                observed=float(p99) if enough else 0.0,
+                threshold=config.p99_critical_s,
+                window=window,
+                summary=f"p99 latency {p99:.2f}s > {config.p99_critical_s:g}s over {window} for {where}",
+                now_ms=now_ms,
+            ),
+        ]
+
+    def series(self) -> list[str]:
+        return self.latency.series()
+
+    def restore(self, namespace: str, key: str, blob: bytes) -> bool:
+        for slots in (self.latency, self.ttft):
+            if slots.state.namespace == namespace:
+                slots.restore(key, blob)
+                return True
+        return False
+
+    def evict(self, now_ms: int) -> None:
+        self.latency.evict(now_ms)
+        self.ttft.evict(now_ms)
+
+    def states(self) -> list:  # type: ignore[type-arg]
+        return [self.latency.state, self.ttft.state]

@@ -1,0 +1,154 @@
+"""Every Prometheus metric a worker exports, declared once, on a registry that is passed in.
+
+Label cardinality is bounded: each metric accepts at most ``max_series`` distinct label sets; further
+label values fold into ``other`` and ``llmpulse_metric_series_folded_total{metric}`` counts those samples,
+so one misbehaving producer cannot blow up Prometheus. Label children are cached so the hot path does
+one dict lookup per (metric, label set) per batch, never per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+from llmpulse.processors.core.summary import SECONDS_BUCKETS
+
+OTHER = "other"
+
+
+class BoundedLabels:
+    """Caches label children of one metric and folds label sets beyond the cap into ``other``."""
+
+    def __init__(self, metric: MetricWrapperBase, max_series: int, folded: Counter, name: str) -> None:
+        self.metric = metric
+        self.max_series = max_series
+        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+        self._folded = folded.labels(metric=name)
+        self._other: MetricWrapperBase | None = None
+
+    def child(self, *values: str) -> MetricWrapperBase:
+        child = self._children.get(values)
+        if child is not None:
+            return child
+        if len(self._children) >= self.max_series:
+            self._folded.inc()
+            if self._other is None:
+                self._other = self.metric.labels(*([OTHER] * len(values)))
+            return self._other
+        child = self._children[values] = self.metric.labels(*values)
+        return child
+
+    def series(self) -> int:
+        return len(self._children)
+
+    def known(self) -> list[tuple[str, ...]]:
+        return list(self._children)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram fed whole bucket-count vectors per batch (one numpy add, not N observes).
+
+    Counts are non-cumulative per bucket of ``SECONDS_BUCKETS`` plus +Inf; collect() cumulates them. The same
+    series cap as BoundedLabels applies.
+    """
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], max_series: int, folded: Counter) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.max_series = max_series
+        self._folded = folded.labels(metric=name)
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
+
+    def add(self, label_values: tuple[str, ...], bucket_counts: np.ndarray, total: float) -> None:
+        entry = self._series.get(label_values)
+        if entry is None:
+            if len(self._series) >= self.max_series:
+                self._folded.inc(int(bucket_counts.sum()))
+                label_values = (OTHER,) * len(self.labels)
+                entry = self._series.get(label_values)
+            if entry is None:
+                entry = self._series[label_values] = (np.zeros(len(SECONDS_BUCKETS) + 1, dtype=np.int64), [0.0])
+        entry[0][:] += bucket_counts
+        entry[1][0] += total
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        bounds = [*(str(b) for b in SECONDS_BUCKETS), "+Inf"]
+        for label_values, (counts, total) in list(self._series.items()):
+            cumulative = np.cumsum(counts).tolist()
+            family.add_metric(list(label_values), list(zip(bounds, cumulative, strict=True)), total[0])
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+
+
+class WorkerMetrics:
+    """The metric catalogue (docs/metrics.md). Names follow Prometheus conventions: base units, _total."""
+
+    def __init__(self, registry: CollectorRegistry, max_series: int = 2000) -> None:
+        self.registry = registry
+        self.max_series = max_series
+        self.folded = Counter(
+            "llmpulse_metric_series_folded_total",
+            "Samples whose label set exceeded the per-metric series cap and was folded into 'other'",
+            ["metric"],
+            registry=registry,
+        )
+        call = ["service", "model", "provider"]
+        counter = self._counter
+        self.requests = counter("llmpulse_llm_requests_total", "LLM calls processed", [*call, "status"])
+        self.errors = counter("llmpulse_llm_errors_total", "Failed LLM calls by error.type", [*call, "error_type"])
+        self.tokens = counter("llmpulse_llm_tokens_total", "Tokens by type (input, output, cached)", [*call, "type"])
+        self.cost = counter("llmpulse_llm_cost_usd_total", "Spend in US dollars", call)
+        self.cache_hits = counter("llmpulse_llm_cache_hits_total", "Calls answered from cache", ["service", "model"])
+        self.no_answer = self._counter("llmpulse_llm_no_answer_total", "'I don't know' answers", ["service", "model"])
+        self.duration = self._histogram(
+            "llmpulse_llm_request_duration_seconds", "LLM call latency", call
+        )
+        self.ttft = self._histogram(
+            "llmpulse_llm_time_to_first_token_seconds", "Time to first streamed token", call
+        )
+        self.latency_quantile = self._gauge(
+            "llmpulse_llm_latency_seconds",
+            "Latency quantile from the 1%-accurate sketch over a sliding window",
+            ["service", "model", "window", "quantile"],
+        )
+        self.error_ratio = self._gauge(
+            "llmpulse_llm_error_ratio", "Share of failed calls over a sliding window", ["service", "model", "window"]
+        )
+        self.alerts_emitted = self._counter(
+            "llmpulse_alerts_emitted_total", "Alert lifecycle events emitted", ["rule", "severity", "status"]
+        )
+        self.alerts_firing = self._gauge("llmpulse_alerts_firing", "Incidents currently firing", ["rule", "severity"])
+        self.dead_letter = self._counter(
+            "llmpulse_dead_letter_total", "Inputs refused and sent to the dead-letter topic", ["reason"]
+        )
+        self.unpriced = self._counter(
+            "llmpulse_unpriced_calls_total", "Calls with no cost and no known price", ["model"]
+        )
+        self.events = Counter(
+            "llmpulse_events_processed_total", "LLM calls accepted by the worker", registry=registry
+        )
+        self.batches = Counter(
+            "llmpulse_batches_processed_total", "Kafka records (micro-batches) processed", registry=registry
+        )
+        self.ready = Gauge("llmpulse_worker_ready", "1 once assigned partitions are recovered", registry=registry)
+        self.lag = Gauge(
+            "llmpulse_consumer_lag_records", "Records behind the log end", ["topic", "partition"], registry=registry
+        )
+
+    def _counter(self, name: str, doc: str, labels: Sequence[str]) -> BoundedLabels:
+        return BoundedLabels(Counter(name, doc, labels, registry=self.registry), self.max_series, self.folded, name)
+
+    def _gauge(self, name: str, doc: str, labels: Sequence[str]) -> BoundedLabels:
+        return BoundedLabels(Gauge(name, doc, labels, registry=self.registry), self.max_series, self.folded, name)
+
+    def _histogram(self, name: str, doc: str, labels: Sequence[str]) -> BatchHistogram:
+        histogram = BatchHistogram(name, doc, labels, self.max_series, self.folded)
+        self.registry.register(histogram)
+        return histogram

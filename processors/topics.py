@@ -1,0 +1,48 @@
+"""Create the topics llmpulse uses (idempotent), before a worker subscribes to them.
+
+faust only declares its own internal topics (changelogs); the calls, alerts, dead-letter, command and
+provider-state topics are ours to create, with the same partition count so faust co-partitions them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from llmpulse.config import Topics
+
+log = logging.getLogger(__name__)
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def topic_specs(topics: Topics, partitions: int) -> list[NewTopic]:
+    def topic(name: str, **config: str) -> NewTopic:
+        return NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
+
+    return [
+        topic(topics.calls, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(16 * 1024 * 1024)}),
+        topic(topics.alerts, **{"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        topic(topics.dead_letter, **{"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        topic(topics.alert_commands, **{"retention.ms": _WEEK_MS}),
+        topic(topics.provider_state, **{"cleanup.policy": "compact"}),
+    ]
+
+
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int, timeout: float = 30.0) -> list[str]:
+    """Create missing topics; returns the names created. Existing topics are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [spec for spec in topic_specs(topics, partitions) if spec.topic not in existing]
+    created = []
+    for name, future in (admin.create_topics(wanted, operation_timeout=timeout) if wanted else {}).items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won the race
+                raise
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    return created

@@ -1,0 +1,104 @@
+"""The worker's HTTP API (faust's web server, one per process, port LLMPULSE_WEB_PORT).
+
+GET  /metrics                      Prometheus text format
+GET  /health/live, /health/ready   liveness; readiness once assigned partitions are recovered
+GET  /api/metrics                  JSON summary per service/model from this worker's partitions
+GET  /api/alerts?status=&severity= every alert known on the alerts topic (same answer on every worker)
+POST /api/alerts/{alert_id}/acknowledge   bearer token required (401 missing, 403 wrong or unset)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from llmpulse.processors.app import Worker
+
+MAX_BODY_BYTES = 16 * 1024
+_STATUSES = {"firing", "acknowledged", "resolved"}
+_SEVERITIES = {"INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def check_token(worker: Worker, header: str | None) -> tuple[int, str] | None:
+    """None when the bearer token matches the configured one, else (HTTP status, reason)."""
+    if not header or not header.startswith("Bearer "):
+        return 401, "missing bearer token (Authorization: Bearer <LLMPULSE_API_TOKEN>)"
+    configured = worker.settings.api_token
+    if configured is None:
+        return 403, "mutations are disabled: no LLMPULSE_API_TOKEN is configured on this worker"
+    if not hmac.compare_digest(header[len("Bearer "):].encode(), configured.get_secret_value().encode()):
+        return 403, "wrong bearer token"
+    return None
+
+
+def register_views(worker: Worker, app: faust.App) -> None:
+    from llmpulse.processors.app import now_ms
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            worker.exporter.refresh(list(worker.engines.values()), now_ms())
+            response = self.bytes(generate_latest(worker.registry))
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
+
+    @app.page("/health/live")
+    class Live(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "live"})
+
+    @app.page("/health/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready = worker.is_ready()
+            return self.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/api/metrics")
+    class ApiMetrics(View):
+        async def get(self, request: Request) -> Response:
+            now = now_ms()
+            series = [row for engine in worker.engines.values() for row in engine.summary(now)]
+            return self.json({"generated_at_ms": now, "partitions": sorted(worker.engines), "series": series})
+
+    @app.page("/api/alerts")
+    class ApiAlerts(View):
+        async def get(self, request: Request) -> Response:
+            status = request.query.get("status")
+            severity = request.query.get("severity")
+            if status is not None and status not in _STATUSES:
+                return self.json({"error": f"status must be one of {sorted(_STATUSES)}"}, status=400)
+            if severity is not None and severity.upper() not in _SEVERITIES:
+                return self.json({"error": f"severity must be one of {sorted(_SEVERITIES)}"}, status=400)
+            alerts = worker.directory.query(status, severity.upper() if severity else None)
+            return self.json({"alerts": alerts, "count": len(alerts)})
+
+    @app.page("/api/alerts/{alert_id}/acknowledge")
+    class Acknowledge(View):
+        async def post(self, request: Request, alert_id: str) -> Response:
+            refused = check_token(worker, request.headers.get("Authorization"))
+            if refused:
+                return self.json({"error": refused[1]}, status=refused[0])
+            body: dict[str, Any] = {}
+            raw = await request.content.read(MAX_BODY_BYTES + 1)  # type: ignore[attr-defined]
+            if len(raw) > MAX_BODY_BYTES:
+                return self.json({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, status=413)
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                return self.json({"error": "body must be JSON"}, status=400)
+            known = worker.directory.get(alert_id)
+            if known is None:
+                return self.json({"error": f"no alert {alert_id!r} on the alerts topic"}, status=404)
+            actor = str(body.get("actor", "api"))[:128] if isinstance(body, dict) else "api"
+            await worker.commands_topic.send(
+                key=alert_id.encode(),
+                value=worker.codecs.encode_command(alert_id, "acknowledge", actor),
+                partition=known.partition,
+            )
+            return self.json({"alert_id": alert_id, "status": "acknowledge requested", "actor": actor}, status=202)
