@@ -1,0 +1,32 @@
+"""Fixtures for tests that run real worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.worker import WorkerProcess
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers (``make(**extra_env)``); every one is stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def make(start: bool = True, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(kafka_bootstrap, tmp_path / f"w{len(started)}", extra_env=extra_env)
+        if started:  # a second worker of the same app joins the first one's group and topics
+            worker.app_id = started[0].app_id
+        started.append(worker)
+        return worker.start() if start else worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return worker_factory()

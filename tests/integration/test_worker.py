@@ -1,0 +1,122 @@
+"""SDK -> real Kafka -> real worker process -> alerts, dead letters, metrics and the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from llmpulse import schemas
+from llmpulse.producers import Pulse
+from llmpulse.schemas.codec import SchemaCodec
+from tests.support.kafka import read_topic
+from tests.support.worker import API_TOKEN, WorkerProcess
+
+pytestmark = pytest.mark.timeout(180)
+ALERTS = SchemaCodec(schemas.ALERT)
+DEAD = SchemaCodec(schemas.DEAD_LETTER)
+
+
+def _pulse(worker: WorkerProcess, service: str) -> Pulse:
+    return Pulse(service=service, bootstrap_servers=worker.bootstrap, topic=worker.topic("calls"), linger_ms=20)
+
+
+def _send_slow_calls(worker: WorkerProcess, service: str, n: int, latency_ms: float, batches: int = 1) -> None:
+    with _pulse(worker, service) as pulse:
+        for _ in range(batches):
+            for i in range(n):
+                pulse.record(provider="openai", request_model="gpt-4o", latency_ms=latency_ms + i,
+                             input_tokens=120, output_tokens=40)
+            assert pulse.flush(15) == 0
+            time.sleep(0.3)
+
+
+def _wait(predicate, timeout: float = 30.0, step: float = 0.3):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+def test_slow_calls_fire_one_p95_alert_however_many_batches_cross(worker: WorkerProcess) -> None:
+    _send_slow_calls(worker, "checkout", n=60, latency_ms=3000.0, batches=4)
+
+    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: len(v) >= 1,
+                        timeout=30, decode=ALERTS.decode)
+    time.sleep(2)  # later batches had every chance to fire again
+    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: False, timeout=3,
+                        decode=ALERTS.decode)
+
+    p95 = [a for a in alerts if a["rule"] == "latency_p95" and a["status"] == "firing"]
+    assert len(p95) == 1, alerts
+    alert = p95[0]
+    assert (alert["service"], alert["model"], alert["provider"]) == ("checkout", "gpt-4o", "openai")
+    assert alert["severity"] == "WARNING" and alert["priority"] == "P2"
+    assert 3.0 <= alert["observed"] <= 3.1 and alert["threshold"] == 2.0
+    assert alert["mitigation"]
+    assert worker.metric("llmpulse_llm_requests_total", service="checkout", status="ok") == 240
+    assert worker.metric("llmpulse_alerts_emitted_total", rule="latency_p95", status="firing") == 1
+
+
+def test_fast_calls_raise_no_alert(worker: WorkerProcess) -> None:
+    _send_slow_calls(worker, "search", n=100, latency_ms=300.0)
+    assert _wait(lambda: worker.metric("llmpulse_events_processed_total") >= 100)
+    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: False, timeout=3)
+    assert alerts == []
+
+
+def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_still_count(worker: WorkerProcess) -> None:
+    producer = Producer({"bootstrap.servers": worker.bootstrap})
+    topic = worker.topic("calls")
+    producer.produce(topic, b"not avro at all")
+    producer.produce(topic, b"\xc3\x01" + b"\x00" * 8 + b"\x02")  # unknown fingerprint
+    producer.produce(topic, b"")
+    producer.flush(10)
+    with _pulse(worker, "billing") as pulse:
+        pulse.record(provider="openai", request_model="gpt-4o", latency_ms=120.0)
+        pulse.record(provider="openai", request_model="gpt-4o", latency_ms=float("nan"))
+        pulse.record(provider="openai", request_model="gpt-4o", latency_ms=80.0, input_tokens=-3)
+        pulse.record(provider="openai", request_model="gpt-4o", latency_ms=90.0)
+        assert pulse.flush(10) == 0
+
+    dead = read_topic(worker.bootstrap, worker.topic("dead_letter"), until=lambda v: len(v) >= 5,
+                      decode=DEAD.decode)
+
+    reasons = sorted(d["reason_code"] for d in dead)
+    assert reasons == ["bad_magic", "empty", "invalid_field", "invalid_field", "unknown_schema"]
+    by_reason = {d["reason"] for d in dead}
+    assert "latency_ms must be a finite number >= 0" in by_reason
+    assert any("input_tokens" in r for r in by_reason)
+    single = [d for d in dead if d["batch_index"] is not None]
+    assert all(SchemaCodec(schemas.LLM_CALL).decode(d["payload"])["service"] == "billing" for d in single)
+    assert _wait(lambda: worker.metric("llmpulse_llm_requests_total", service="billing") == 2)
+    assert worker.metric("llmpulse_dead_letter_total") == 5
+    assert worker.process is not None and worker.process.poll() is None
+
+
+def test_acknowledge_needs_the_token_and_reaches_every_view(worker: WorkerProcess) -> None:
+    _send_slow_calls(worker, "support", n=50, latency_ms=2600.0)
+    listed = _wait(lambda: worker.get("/api/alerts?status=firing")[1]["alerts"], timeout=30)
+    alert_id = listed[0]["alert_id"]
+    path = f"/api/alerts/{alert_id}/acknowledge"
+
+    assert worker.request("POST", path)[0] == 401
+    assert worker.request("POST", path, headers={"Authorization": "Bearer nope"})[0] == 403
+    too_big = json.dumps({"actor": "x" * 20000}).encode()
+    assert worker.request("POST", path, too_big, {"Authorization": f"Bearer {API_TOKEN}"})[0] == 413
+    status, body = worker.request("POST", path, json.dumps({"actor": "oncall"}).encode(),
+                                  {"Authorization": f"Bearer {API_TOKEN}"})
+    assert status == 202, body
+
+    acked = _wait(lambda: worker.get("/api/alerts?status=acknowledged")[1]["alerts"], timeout=30)
+    assert acked[0]["alert_id"] == alert_id and acked[0]["acknowledged_by"] == "oncall"
+    assert worker.get("/api/alerts?severity=bogus")[0] == 400
+    assert worker.get("/health/live")[0] == 200
+    _, summary = worker.get("/api/metrics")
+    row = next(r for r in summary["series"] if r["service"] == "support")
+    assert row["1m"]["count"] == 50 and 2.6 <= row["1m"]["p95"] <= 2.7

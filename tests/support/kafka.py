@@ -1,0 +1,41 @@
+"""Test helpers that talk to the real broker: read a topic, decode Avro records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+    decode: Callable[[bytes], Any] = lambda raw: raw,
+) -> list[Any]:
+    """Decoded values of ``topic`` from the beginning, polling until ``until(values)`` or ``timeout``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    values: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        partitions: list[int] = []
+        while not partitions and time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            partitions = sorted(meta.partitions) if meta and meta.error is None else []
+            if not partitions:
+                time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while time.monotonic() < deadline and not until(values):
+            for message in consumer.consume(num_messages=500, timeout=0.3):
+                if message.error() is None:
+                    values.append(decode(message.value()))
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(message.error())
+    finally:
+        consumer.close()
+    return values
