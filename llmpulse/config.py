@@ -31,3 +31,5 @@ class Topics:
     dead_letter: str = field(default_factory=lambda: env("TOPIC_DEAD_LETTER", "llm-dead-letter"))
     alert_commands: str = field(default_factory=lambda: env("TOPIC_ALERT_COMMANDS", "llm-alert-commands"))
     provider_state: str = field(default_factory=lambda: env("TOPIC_PROVIDER_STATE", "llm-provider-state"))
+    # Internal: one partition; per-record spend and outcome summaries for fleet-wide budgets and circuits.
+    fleet: str = field(default_factory=lambda: env("TOPIC_FLEET", "llm-fleet"))

@@ -1,10 +1,13 @@
 """The worker: a faust-streaming app whose agents feed decoded batches to per-partition engines.
 
-Thin by design: decode -> core -> emit. State lives in one raw-bytes faust table (changelog-backed) whose
-keys are ``<partition>|<namespace>/<key>``; each engine is rebuilt from it lazily after recovery.
+Thin by design: decode -> core -> emit. Per-partition state lives in one raw-bytes faust table
+(changelog-backed, keys ``<partition>|<namespace>/<key>``); fleet-wide state (global and model budgets,
+provider circuits) in a one-partition table fed by the single-partition fleet topic. Engines are rebuilt
+from the tables lazily after recovery.
+
 Delivery is at-least-once and state is exactly-once: every state object is stamped with the offset it last
-applied, so records replayed after a crash change nothing twice (see agents/calls.py and docs/design.md for
-why this beats faust's per-partition transactions here: timers and HTTP commands produce outside a stream).
+applied, so records replayed after a crash change nothing twice (docs/design.md explains why this beats
+faust's per-partition transactions here: timers and HTTP commands produce outside any stream).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from llmpulse.processors import configure
 from llmpulse.processors.alert_directory import AlertDirectory
-from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent
-from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
-from llmpulse.processors.core.latency import LatencyConfig
-from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.circuit import CircuitTransition
+from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.fleet import FleetEngine
+from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.decode import CallDecoder, Refused
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
@@ -29,6 +35,9 @@ from llmpulse.processors.settings import ProcessorSettings
 
 log = logging.getLogger("llmpulse.worker")
 STATE_TABLE = "llmpulse-state"
+FLEET_TABLE = "llmpulse-fleet"
+FLEET_KEY = b"fleet"
+FLEET_ALERTS_PARTITION = 0
 TICK_SECONDS = 5.0
 
 
@@ -36,42 +45,23 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def engine_config(settings: ProcessorSettings) -> EngineConfig:
-    lat = settings.latency
-    return EngineConfig(
-        latency=LatencyConfig(
-            p95_warning_s=lat.p95_warning_s,
-            p99_critical_s=lat.p99_critical_s,
-            alert_window_s=lat.alert_window_s,
-            windows_s=lat.windows_s,
-            interval_s=lat.interval_s,
-            min_samples=lat.min_samples,
-            relative_accuracy=lat.relative_accuracy,
-        ),
-        alerts=AlertConfig(
-            cooldown_ms=settings.alerts.cooldown_s * 1000, resolve_hold_ms=settings.alerts.resolve_hold_s * 1000
-        ),
-    )
-
-
 class Worker:
     """Builds the faust app and owns everything its agents share."""
 
     def __init__(self, settings: ProcessorSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.config = engine_config(settings)
+        self.config = configure.engine_config(settings)
+        self.fleet_config = configure.fleet_config(settings)
         v = settings.validation
-        limits = Limits(
-            max_name_chars=v.max_name_chars, max_text_chars=v.max_text_chars, max_labels=v.max_labels,
-            max_label_chars=v.max_label_chars, max_latency_ms=v.max_latency_ms, max_tokens=v.max_tokens,
-            max_future_skew_s=v.max_future_skew_s, max_age_s=v.max_age_s,
-        )
-        self.decoder = CallDecoder(limits, v.max_record_bytes, v.max_calls_per_batch)
+        self.decoder = CallDecoder(configure.validation_limits(settings), v.max_record_bytes, v.max_calls_per_batch)
         self.codecs = RecordCodecs(v.dead_letter_payload_bytes)
+        self.pricer = Pricer(settings.prices_file)
+        self.guard = GuardMonitor(self.config.guarding)
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry, settings.max_series_per_metric)
         self.exporter = MetricsExporter(self.metrics)
         self.engines: dict[int, PartitionEngine] = {}
+        self.fleet: FleetEngine | None = None
         self.directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts, self.codecs.alert)
         self.app = self._build_app()
 
@@ -98,16 +88,20 @@ class Worker:
             autodiscover=False,
         )
         topics = s.topics
-        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw", "partitions": partitions}
-        self.calls_topic = app.topic(topics.calls, **raw)
-        self.alerts_topic = app.topic(topics.alerts, **raw)
-        self.dead_letter_topic = app.topic(topics.dead_letter, **raw)
-        self.commands_topic = app.topic(topics.alert_commands, **raw)
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.calls_topic = app.topic(topics.calls, partitions=partitions, **raw)
+        self.alerts_topic = app.topic(topics.alerts, partitions=partitions, **raw)
+        self.dead_letter_topic = app.topic(topics.dead_letter, partitions=partitions, **raw)
+        self.commands_topic = app.topic(topics.alert_commands, partitions=partitions, **raw)
+        self.provider_state_topic = app.topic(topics.provider_state, partitions=partitions, **raw)
+        self.fleet_topic = app.topic(topics.fleet, partitions=1, **raw)
         self.state = app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=partitions)
-        from llmpulse.processors.agents import calls, commands, ticks
+        self.fleet_state = app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1)
+        from llmpulse.processors.agents import calls, commands, fleet, ticks
         from llmpulse.processors.web import register_views
 
         calls.register(self, app)
+        fleet.register(self, app)
         commands.register(self, app)
         ticks.register(self, app)
         register_views(self, app)
@@ -119,6 +113,8 @@ class Worker:
         for tp in revoked:
             if tp.topic == self.calls_topic.get_topic_name():
                 self.engines.pop(tp.partition, None)
+            elif tp.topic == self.fleet_topic.get_topic_name():
+                self.fleet = None
 
     async def _start_directory(self) -> None:
         self.directory.start()
@@ -128,12 +124,22 @@ class Worker:
         """The partition's engine, rebuilt from the recovered state table on first use."""
         engine = self.engines.get(partition)
         if engine is None:
-            engine = self.engines[partition] = PartitionEngine(partition, self.config)
+            engine = self.engines[partition] = PartitionEngine(partition, self.config, self.pricer, self.guard)
             prefix = f"{partition}|".encode()
             for key, blob in list(self.state.data.items()):
                 if key.startswith(prefix) and blob is not None:
                     engine.restore(key[len(prefix):].decode(), blob)
         return engine
+
+    def fleet_engine(self) -> FleetEngine:
+        if self.fleet is None:
+            blob = self.fleet_state.data.get(FLEET_KEY)
+            self.fleet = FleetEngine.from_bytes(blob, self.fleet_config) if blob else FleetEngine(self.fleet_config)
+        return self.fleet
+
+    def owns_fleet(self) -> bool:
+        name = self.fleet_topic.get_topic_name()
+        return any(tp.topic == name for tp in self.app.consumer.assignment())
 
     def adopt_assigned_partitions(self) -> None:
         """Build engines for every assigned calls partition, so quiet partitions also tick and answer."""
@@ -152,6 +158,12 @@ class Worker:
                 self.state.data[table_key] = blob
             self.state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
 
+    def persist_fleet(self) -> None:
+        if self.fleet is not None:
+            blob = self.fleet.to_bytes()
+            self.fleet_state.data[FLEET_KEY] = blob
+            self.fleet_state.send_changelog(0, FLEET_KEY, blob, "raw", "raw")
+
     async def emit_alerts(self, events: list[AlertEvent], partition: int, wait: bool = False) -> None:
         """Send alert events to the partition they came from; ``wait`` awaits the broker's ack."""
         pending = []
@@ -166,6 +178,13 @@ class Worker:
             for future in pending:
                 await future
         self.exporter.record_alerts(events)
+
+    async def emit_provider_states(self, transitions: list[CircuitTransition]) -> None:
+        for transition in transitions:
+            key = f"{transition.provider}/{transition.model}".encode()
+            value = self.codecs.provider_state.encode(transition.to_record())
+            await self.provider_state_topic.send(key=key, value=value)
+            self.exporter.record_circuit(transition)
 
     async def dead_letter(self, refused: Refused, topic: str, partition: int, offset: int) -> None:
         log.warning("dead letter %s:%d@%d: %s %s", topic, partition, offset, refused.code, refused.reason)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter as Tally
 from collections.abc import Iterable
 
 from llmpulse.processors.core.alert_policy import AlertEvent
-from llmpulse.processors.core.columns import STATUSES
+from llmpulse.processors.core.circuit import CircuitTransition
+from llmpulse.processors.core.columns import STATUSES, CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.fleet import FleetEngine
+from llmpulse.processors.core.guarding import GuardVerdicts
 from llmpulse.processors.core.summary import SeriesTotals
-from llmpulse.processors.metrics import WorkerMetrics
+from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
 
 _MICROS_PER_USD = 1_000_000
+_CIRCUIT_CODE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 
 
 class MetricsExporter:
@@ -42,27 +47,93 @@ class MetricsExporter:
             if t.ttft_buckets.sum():
                 m.ttft.add(t.series, t.ttft_buckets, t.ttft_sum_s)
 
+    def record_guard(self, verdicts: GuardVerdicts, calls: CallColumns) -> None:
+        """Guard counts; the SDK writes one service per batch, so a batch's service labels them all."""
+        if not verdicts.checked:
+            return
+        m = self.metrics
+        services = set(calls.service.tolist())
+        service = services.pop() if len(services) == 1 else "mixed"
+        for severity, count in verdicts.injection_by_severity.items():
+            m.injection.child(service, severity).inc(count)
+        for kind, count in verdicts.pii_by_kind.items():
+            m.pii.child(service, kind).inc(count)
+        for level, count in verdicts.hallucination_by_level.items():
+            m.hallucination.child(service, str(calls.model[0]), level).inc(count)
+        toxic = int(verdicts.toxic.sum())
+        if toxic:
+            m.unsafe.child(service, "toxicity").inc(toxic)
+
+    def record_unpriced(self, models: dict[str, int]) -> None:
+        for model, count in models.items():
+            self.metrics.unpriced.child(model).inc(count)
+
     def record_alerts(self, events: Iterable[AlertEvent]) -> None:
         for event in events:
             self.metrics.alerts_emitted.child(event.rule, event.severity, event.status).inc()
+            if event.rule == "security_incident" and event.status == "firing":
+                labels = event.labels
+                self.metrics.security_incidents.child(event.service or labels.get("user", "unknown"),
+                                                      labels.get("type", "unknown")).inc()
+
+    def record_circuit(self, transition: CircuitTransition) -> None:
+        self.metrics.circuit.child(transition.provider, transition.model).set(_CIRCUIT_CODE[transition.state])
 
     def record_dead_letter(self, reason_code: str) -> None:
         self.metrics.dead_letter.child(reason_code).inc()
 
-    def refresh(self, engines: Iterable[PartitionEngine], now_ms: int) -> None:
+    def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         """Recompute sliding-window gauges (called on a timer and before each scrape)."""
         m = self.metrics
         firing: Tally[tuple[str, str]] = Tally()
         for engine in engines:
-            for row in engine.summary(now_ms):
-                for window, values in row.items():
-                    if not isinstance(values, dict):
-                        continue
-                    for name, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-                        value = values.get(name)
-                        if value is not None:
-                            m.latency_quantile.child(row["service"], row["model"], window, label).set(value)
+            self._refresh_series(engine, now_ms)
+            self._refresh_budgets(engine.budget.snapshot())
+            for row in engine.experiment_results():
+                m.effect_size.child(row["experiment"], row["variant"], row["metric"]).set(row["effect_size"])
             for alert in engine.policy.active():
                 firing[(alert.rule, alert.severity)] += 1
-        for labels in set(m.alerts_firing.known()) | set(firing):
-            m.alerts_firing.child(*labels).set(firing.get(labels, 0))
+        if fleet is not None:
+            self._refresh_budgets(fleet.ledger.snapshot())
+            projection = fleet.ledger.projection(now_ms)
+            m.budget_projected.child("global", "all").set(projection["projected_micros"] / _MICROS_PER_USD)
+            for alert in fleet.policy.active():
+                firing[(alert.rule, alert.severity)] += 1
+        _set_all(m.alerts_firing, firing)
+
+    def _refresh_series(self, engine: PartitionEngine, now_ms: int) -> None:
+        m = self.metrics
+        for row in engine.summary(now_ms):
+            service, model = row["service"], row["model"]
+            for window, values in row.items():
+                if not isinstance(values, dict) or "p95" not in values:
+                    continue
+                for name, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+                    if values.get(name) is not None:
+                        m.latency_quantile.child(service, model, window, label).set(values[name])
+            rates = row["rates"]
+            m.error_ratio.child(service, model, rates["window"]).set(rates["error_ratio"])
+            m.no_answer_ratio.child(service, model, rates["window"]).set(rates["no_answer_ratio"])
+            m.cache_hit_ratio.child(service, model, rates["window"]).set(rates["cache_hit_ratio"])
+            drift = row["drift"]
+            change = drift.get("confidence_change_pct")
+            if change is not None and not math.isnan(change):
+                m.confidence_drift.child(service, model).set(change / 100.0)
+            for feature in ("confidence", "latency", "tokens"):
+                if drift.get(f"{feature}_psi") is not None:
+                    m.psi.child(service, model, feature).set(drift[f"{feature}_psi"])
+                    m.ks.child(service, model, feature).set(drift[f"{feature}_ks"])
+
+    def _refresh_budgets(self, snapshot: list[dict]) -> None:  # type: ignore[type-arg]
+        m = self.metrics
+        for row in snapshot:
+            labels = (row["scope"], str(row["key"]), row["period"])
+            m.budget_spent.child(*labels).set(row["spent_micros"] / _MICROS_PER_USD)
+            if row.get("limit_micros"):
+                m.budget_limit.child(*labels).set(row["limit_micros"] / _MICROS_PER_USD)
+                m.budget_used.child(*labels).set(row["used_ratio"])
+
+
+def _set_all(gauge: BoundedLabels, values: Tally[tuple[str, str]]) -> None:
+    for labels in set(gauge.known()) | set(values):
+        gauge.child(*labels).set(values.get(labels, 0))

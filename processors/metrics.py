@@ -118,9 +118,35 @@ class WorkerMetrics:
             "Latency quantile from the 1%-accurate sketch over a sliding window",
             ["service", "model", "window", "quantile"],
         )
-        self.error_ratio = self._gauge(
-            "llmpulse_llm_error_ratio", "Share of failed calls over a sliding window", ["service", "model", "window"]
-        )
+        gauge = self._gauge
+        sm, smw = ["service", "model"], ["service", "model", "window"]
+        self.error_ratio = gauge("llmpulse_llm_error_ratio", "Share of failed calls over a sliding window", smw)
+        self.no_answer_ratio = gauge("llmpulse_no_answer_ratio", "Share of declined answers over a window", smw)
+        self.cache_hit_ratio = gauge("llmpulse_cache_hit_ratio", "Share of cached answers over a window", smw)
+        self.injection = counter("llmpulse_prompt_injection_attempts_total", "Prompt-injection attempts",
+                                 ["service", "severity"])
+        self.hallucination = counter("llmpulse_hallucination_flags_total", "Unhedged high-risk claims",
+                                     ["service", "model", "risk"])
+        self.pii = counter("llmpulse_pii_detections_total", "Calls carrying PII, by kind", ["service", "pii_type"])
+        self.unsafe = counter("llmpulse_unsafe_content_total", "Unsafe content hits", ["service", "category"])
+        self.security_incidents = counter("llmpulse_security_incidents_total", "Security incidents",
+                                          ["service", "type"])
+        budget = ["scope", "key", "period"]
+        self.budget_spent = gauge("llmpulse_budget_spent_usd", "Spend so far in the budget period", budget)
+        self.budget_limit = gauge("llmpulse_budget_limit_usd", "Configured budget limit", budget)
+        self.budget_used = gauge("llmpulse_budget_used_ratio", "Spent / limit (1 = exhausted)", budget)
+        self.budget_projected = gauge("llmpulse_budget_projected_month_usd", "Month-end spend at the current rate",
+                                      ["scope", "key"])
+        self.confidence_drift = gauge("llmpulse_confidence_drift_ratio",
+                                      "Signed relative change of mean confidence vs the reference", sm)
+        self.psi = gauge("llmpulse_distribution_psi", "Population stability index vs the reference",
+                         [*sm, "feature"])
+        self.ks = gauge("llmpulse_distribution_ks_statistic", "Kolmogorov-Smirnov statistic vs the reference",
+                        [*sm, "feature"])
+        self.circuit = gauge("llmpulse_provider_circuit_state", "0 closed, 1 half-open, 2 open",
+                             ["provider", "model"])
+        self.effect_size = gauge("llmpulse_experiment_effect_size", "Cohen's d of a variant against control",
+                                 ["experiment", "variant", "metric"])
         self.alerts_emitted = self._counter(
             "llmpulse_alerts_emitted_total", "Alert lifecycle events emitted", ["rule", "severity", "status"]
         )

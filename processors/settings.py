@@ -36,10 +36,75 @@ class LatencyRules(_Group):
 
 
 class ErrorRules(_Group):
+    """Error, timeout and rate-limit share of calls over the traffic window (seed 000)."""
+
     warning_ratio: float = 0.05
     critical_ratio: float = 0.10
+
+
+class TrafficRules(_Group):
     window_s: int = 300
     min_requests: int = 20
+    cost_per_request_warning_usd: float = 0.015
+    no_answer_warning_ratio: float = 0.20
+    token_average_limit: int = 500
+    injection_warning_count: int = 5
+    hallucination_warning_count: int = 3
+    pii_warning_count: int = 1
+    unsafe_warning_count: int = 3
+
+
+class BudgetRules(_Group):
+    """Limits in US dollars; None = tracked, never alerted. Thresholds are fractions of each limit."""
+
+    per_request_usd: float | None = 0.50
+    global_hour_usd: float | None = 10.0
+    global_day_usd: float | None = 50.0
+    global_month_usd: float | None = 500.0
+    service_hour_usd: float | None = None
+    service_day_usd: float | None = None
+    service_month_usd: float | None = None
+    user_hour_usd: float | None = None
+    user_day_usd: float | None = None
+    user_month_usd: float | None = None
+    model_hour_usd: float | None = None
+    model_day_usd: float | None = None
+    model_month_usd: float | None = None
+    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 1.0)
+    projection_month_usd: float | None = 1000.0
+    max_keys_per_scope: int = 100_000
+
+
+class DriftRules(_Group):
+    reference_size: int = 500
+    block_size: int = 500
+    min_current: int = 100
+    confidence_warning_pct: float = 10.0
+    confidence_critical_pct: float = 15.0
+    psi_warning: float = 0.2
+
+
+class GuardRules(_Group):
+    injection_threshold: float = 0.5
+    hallucination_min_level: str = "medium"
+    max_prompt_chars: int = 16_000
+    max_response_chars: int = 32_000
+    incident_attempts: int = 3
+    incident_window_s: int = 600
+
+
+class CircuitRules(_Group):
+    failure_threshold: int = 5
+    error_rate_threshold: float = 0.5
+    open_seconds: float = 30.0
+    success_threshold: int = 2
+
+
+class ExperimentRules(_Group):
+    control_variants: tuple[str, ...] = ("control", "a", "baseline")
+    min_samples: int = 50
+    alpha: float = 0.01
+    min_effect: float = 0.2
 
 
 class AlertRules(_Group):
@@ -81,8 +146,15 @@ class ProcessorSettings(BaseSettings):
 
     latency: LatencyRules = LatencyRules()
     errors: ErrorRules = ErrorRules()
+    traffic: TrafficRules = TrafficRules()
+    budgets: BudgetRules = BudgetRules()
+    drift: DriftRules = DriftRules()
+    guards: GuardRules = GuardRules()
+    circuit: CircuitRules = CircuitRules()
+    experiments: ExperimentRules = ExperimentRules()
     alerts: AlertRules = AlertRules()
     validation: ValidationLimits = ValidationLimits()
+    prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue
 
     @property
     def topics(self) -> Topics:

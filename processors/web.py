@@ -43,7 +43,7 @@ def register_views(worker: Worker, app: faust.App) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            worker.exporter.refresh(list(worker.engines.values()), now_ms())
+            worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now_ms())
             response = self.bytes(generate_latest(worker.registry))
             response.headers["Content-Type"] = CONTENT_TYPE_LATEST
             return response

@@ -48,6 +48,9 @@ def register(worker: Worker, app: faust.App) -> None:
                 engine = worker.engine_for(message.partition)
                 outcome = engine.process(calls, message.offset, now_ms())
                 worker.exporter.record_batch(outcome.totals, outcome.accepted)
+                worker.exporter.record_guard(outcome.guard, calls)
+                worker.exporter.record_unpriced(outcome.unpriced_models)
+                await worker.fleet_topic.send(value=outcome.fleet_summary, partition=0)
                 touched.add(message.partition)
                 if outcome.alerts:
                     alerts.append((outcome.alerts, message.partition))

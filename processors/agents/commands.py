@@ -30,9 +30,15 @@ def register(worker: Worker, app: faust.App) -> None:
             except DecodeError as exc:
                 log.warning("ignoring unreadable alert command: %s", exc)
                 continue
+            if command["action"] != "acknowledge":
+                continue
             engine = worker.engine_for(partition)
-            if command["action"] == "acknowledge":
-                acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
+            acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
+            if acked is not None:
+                worker.persist(engine)
+            elif worker.owns_fleet():  # fleet-wide alerts (budgets, circuits) live in the fleet engine
+                acked = worker.fleet_engine().policy.acknowledge(command["alert_id"], command["actor"], now_ms())
                 if acked is not None:
-                    worker.persist(engine)
-                    await worker.emit_alerts([acked], partition)
+                    worker.persist_fleet()
+            if acked is not None:
+                await worker.emit_alerts([acked], partition)

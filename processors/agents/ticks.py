@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def register(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import TICK_SECONDS, now_ms
+    from llmpulse.processors.app import FLEET_ALERTS_PARTITION, TICK_SECONDS, now_ms
 
     @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
     async def tick() -> None:
@@ -22,5 +22,10 @@ def register(worker: Worker, app: faust.App) -> None:
             events = engine.tick(now)
             worker.persist(engine)
             await worker.emit_alerts(events, partition)
-        worker.exporter.refresh(list(worker.engines.values()), now)
+        if worker.fleet is not None and worker.owns_fleet():
+            events = worker.fleet.tick(now)
+            if events:
+                worker.persist_fleet()
+                await worker.emit_alerts(events, FLEET_ALERTS_PARTITION)
+        worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now)
         worker.metrics.ready.set(1 if worker.is_ready() else 0)

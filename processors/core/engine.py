@@ -1,8 +1,9 @@
 """One partition's analytics: every monitor's state, the alert policy, and what a batch changes.
 
-The faust agent hands each decoded batch to the engine of its source partition together with the record's
-offset; the engine updates state (skipping what that offset already changed, see keyed_state.py) and
-returns alert events and per-series totals. State leaves through ``drain_state`` as (store key, bytes).
+The faust agent hands each decoded batch to the engine of its source partition with the record's offset;
+the engine updates state (skipping what that offset already changed, see keyed_state.py) and returns alert
+events, per-series totals for the exporter and a summary for the fleet stage (fleet.py). State leaves
+through ``drain_state`` as (store key, bytes).
 """
 
 from __future__ import annotations
@@ -14,28 +15,43 @@ from typing import Any
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy, Observation
-from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.columns import ERROR, FILTERED, NO_COST, RATE_LIMITED, TIMEOUT, CallColumns
+from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
+from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMonitor
+from llmpulse.processors.core.fleet import summarize_for_fleet
+from llmpulse.processors.core.guarding import AttemptLog, GuardingConfig, GuardMonitor, GuardVerdicts
 from llmpulse.processors.core.keyed_state import KeyedState
-from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, _window_label
+from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits
+from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.summary import SeriesTotals, summarize
+from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
 
 POLICY_KEY = "policy"
+BUDGET_KEY = "ledger"
+ATTEMPTS_KEY = "attempts"
+PARTITION_SCOPES = ("service", "user")  # global and model budgets are fleet-wide (fleet.py)
 
 
-class _PolicyBlob:
-    """Adapter giving the alert policy the to_bytes/from_bytes shape KeyedState persists."""
+class _Json:
+    """Adapter giving JSON-dict state the to_bytes shape KeyedState persists."""
 
-    def __init__(self, policy: AlertPolicy) -> None:
-        self.policy = policy
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.policy.to_dict(), separators=(",", ":")).encode()
+        return self.value.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    guarding: GuardingConfig = field(default_factory=GuardingConfig)
+    experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
+    limits: BudgetLimits = field(default_factory=BudgetLimits)
     alerts: AlertConfig = field(default_factory=AlertConfig)
 
 
@@ -44,39 +60,120 @@ class BatchOutcome:
     alerts: list[AlertEvent]
     totals: list[SeriesTotals]
     accepted: int
+    guard: GuardVerdicts
+    unpriced_models: dict[str, int]
+    fleet_summary: bytes
 
 
 class PartitionEngine:
     """All state derived from one source partition."""
 
-    def __init__(self, partition: int, config: EngineConfig) -> None:
+    def __init__(self, partition: int, config: EngineConfig, pricer: Pricer, guard: GuardMonitor) -> None:
         self.partition = partition
         self.config = config
+        self.pricer = pricer
+        self.guard = guard
         self.latency = LatencyMonitor(config.latency)
-        self._policy = KeyedState(
+        self.traffic = TrafficMonitor(config.traffic)
+        self.drift = DriftMonitor(config.drift)
+        self.experiments = ExperimentMonitor(config.experiments)
+
+        def ledger(blob: bytes | None = None) -> BudgetLedger:
+            options: dict[str, Any] = {"scopes": PARTITION_SCOPES, "projection": False}
+            if blob is None:
+                return BudgetLedger(config.limits, **options)
+            return BudgetLedger.from_bytes(blob, config.limits, **options)
+
+        self._budget: KeyedState[BudgetLedger] = KeyedState("budget", lambda _k: ledger(), ledger)
+        self._attempts: KeyedState[AttemptLog] = KeyedState("attempts", lambda _k: AttemptLog(), AttemptLog.from_bytes)
+        self._policy: KeyedState[_Json] = KeyedState(
             "alerts",
-            lambda _key: _PolicyBlob(AlertPolicy(config.alerts)),
-            lambda blob: _PolicyBlob(AlertPolicy.from_dict(json.loads(blob), config.alerts)),
+            lambda _key: _Json(_PolicyState(AlertPolicy(config.alerts))),
+            lambda blob: _Json(_PolicyState(AlertPolicy.from_dict(json.loads(blob), config.alerts))),
         )
 
     # ---- stream ------------------------------------------------------------------------------------
     def process(self, calls: CallColumns, offset: int, now_ms: int) -> BatchOutcome:
         """Absorb one record's calls. Decisions use the batch's event time, so a replay decides the same."""
         event_ms = min(int(calls.timestamp_ms.max()), now_ms)
+        before = dict(self.pricer.unknown_models())
+        cost = self.pricer.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
+                                        calls.output_tokens, calls.cached_tokens)
+        unpriced = {m: n - before.get(m, 0) for m, n in self.pricer.unknown_models().items() if n > before.get(m, 0)}
         keys, inverse = calls.group_by("service", "model", "provider")
         series = [series_key(key) for key in keys]
+        verdicts = self.guard.check(calls)
+
         self.latency.update(series, inverse, calls.timestamp_ms, calls.latency_ms, calls.ttft_ms, offset, now_ms)
-        observations = [obs for s in series for obs in self.latency.observe(s, event_ms)]
-        alerts = self._decide(observations, offset, event_ms)
-        totals = summarize(calls, keys, inverse, calls.cost_micros)  # type: ignore[arg-type]
-        return BatchOutcome(alerts=alerts, totals=totals, accepted=len(calls))
+        self.traffic.update(series, inverse, calls.timestamp_ms, self._counts(calls, cost, verdicts), offset, now_ms)
+        model_keys, model_inverse = calls.group_by("service", "model")
+        model_series = [series_key(key) for key in model_keys]
+        self.drift.update(model_series, model_inverse, {
+            "confidence": calls.confidence,
+            "latency": calls.latency_ms / 1000.0,
+            "tokens": (calls.input_tokens + calls.output_tokens).astype(np.float64),
+        }, offset)
+        experiments = self.experiments.update(calls.experiment_id, calls.variant, {
+            "latency": calls.latency_ms / 1000.0, "cost": np.where(cost >= 0, cost / 1e6, np.nan),
+            "confidence": calls.confidence,
+        }, offset)
+
+        observations: list[Observation] = []
+        for s in series:
+            observations += self.latency.observe(s, event_ms) + self.traffic.observe(s, event_ms)
+        for s in model_series:
+            observations += self.drift.observe(s, event_ms)
+        for experiment in experiments:
+            observations += self.experiments.observe(experiment, event_ms)
+        ledger = self._budget.for_update(BUDGET_KEY, offset)
+        if ledger is not None:
+            crossings = ledger.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost)
+            observations += [crossing.observation() for crossing in crossings]
+        attempts = self._attempts.for_update(ATTEMPTS_KEY, offset)
+        if attempts is not None and verdicts.injection.any():
+            observations += self.guard.escalate(attempts, calls, verdicts.injection, event_ms)
+        alerts = self._decide(observations, offset)
+        return BatchOutcome(
+            alerts=alerts,
+            totals=summarize(calls, keys, inverse, cost),  # type: ignore[arg-type]
+            accepted=len(calls),
+            guard=verdicts,
+            unpriced_models=unpriced,
+            fleet_summary=summarize_for_fleet(calls, cost, self.partition, offset),
+        )
+
+    @staticmethod
+    def _counts(calls: CallColumns, cost: np.ndarray, verdicts: GuardVerdicts) -> dict[str, np.ndarray]:
+        status = calls.status
+        priced = cost != NO_COST
+        return {
+            "requests": np.ones(len(calls), dtype=np.int64),
+            "errors": status == ERROR,
+            "timeouts": status == TIMEOUT,
+            "rate_limited": status == RATE_LIMITED,
+            "filtered": status == FILTERED,
+            "cache_hits": calls.cache_hit,
+            "no_answer": calls.no_answer,
+            "cost_micros": np.where(priced, cost, 0),
+            "priced": priced,
+            "tokens": calls.input_tokens + calls.output_tokens,
+            "injection": verdicts.injection,
+            "hallucination": verdicts.hallucination,
+            "pii": verdicts.pii,
+            "toxic": verdicts.toxic,
+        }
 
     def tick(self, now_ms: int) -> list[AlertEvent]:
         """Periodic evaluation without new data: quiet series clear, held alerts resolve, old slots go."""
         self.latency.evict(now_ms)
+        self.traffic.slots.evict(now_ms)
+        observations: list[Observation] = []
+        for s in self.latency.series():
+            observations += self.latency.observe(s, now_ms)
+        for s in self.traffic.series():
+            observations += self.traffic.observe(s, now_ms)
         policy = self.policy
-        events = policy.observe_many(obs for s in self.latency.series() for obs in self.latency.observe(s, now_ms))
-        events += policy.tick(now_ms)
+        events = policy.observe_many(observations) + policy.tick(now_ms)
         if events:
             self._policy.touch(POLICY_KEY)
         return events
@@ -88,19 +185,23 @@ class PartitionEngine:
             self._policy.touch(POLICY_KEY)
         return event
 
-    def _decide(self, observations: list[Observation], offset: int, now_ms: int) -> list[AlertEvent]:
-        blob = self._policy.for_update(POLICY_KEY, offset)
-        if blob is None:  # replayed record: its alerts were already decided and emitted
+    def _decide(self, observations: list[Observation], offset: int) -> list[AlertEvent]:
+        state = self._policy.for_update(POLICY_KEY, offset)
+        if state is None:  # replayed record: its alerts were already decided and emitted
             return []
-        return blob.policy.observe_many(observations)
+        return state.value.policy.observe_many(observations)
 
     # ---- views ---------------------------------------------------------------------------------------
     @property
     def policy(self) -> AlertPolicy:
-        return self._policy.get_or_create(POLICY_KEY).policy
+        return self._policy.get_or_create(POLICY_KEY).value.policy
+
+    @property
+    def budget(self) -> BudgetLedger:
+        return self._budget.get_or_create(BUDGET_KEY)
 
     def summary(self, now_ms: int) -> list[dict[str, Any]]:
-        """Per-series latency quantiles over every configured window (for /api/metrics and gauges)."""
+        """Per-series figures over every configured window (for /api/metrics and gauges)."""
         rows = []
         for s in self.latency.series():
             row: dict[str, Any] = dict(zip(("service", "model", "provider"), series_parts(s), strict=True))
@@ -110,20 +211,64 @@ class PartitionEngine:
                     f"p{int(q * 100)}": (None if np.isnan(v) else float(v))
                     for q, v in zip(QUANTILES, values, strict=True)
                 }
-                row[_window_label(window_s)] = {"count": count, **quantiles}
+                row[window_label(window_s)] = {"count": count, **quantiles}
+            totals = self.traffic.totals(s, self.config.traffic.window_s, now_ms)
+            n = totals["requests"] or 1
+            row["rates"] = {
+                "window": window_label(self.config.traffic.window_s),
+                "requests": totals["requests"],
+                "error_ratio": (totals["errors"] + totals["timeouts"] + totals["rate_limited"]) / n,
+                "cache_hit_ratio": totals["cache_hits"] / n,
+                "no_answer_ratio": totals["no_answer"] / n,
+                "cost_usd": totals["cost_micros"] / 1e6,
+                "tokens_per_request": totals["tokens"] / n,
+                "guard": {k: totals[k] for k in ("injection", "hallucination", "pii", "toxic")},
+            }
+            row["drift"] = {k: _plain(v) for k, v in self.drift.figures(series_key(series_parts(s)[:2])).items()}
             rows.append(row)
         return rows
 
+    def experiment_results(self) -> list[dict[str, Any]]:
+        return [
+            {"experiment": c.experiment, "variant": c.variant, "metric": c.metric, "effect_size": c.effect_size,
+             "p_value": c.p_value, "control_mean": c.control_mean, "variant_mean": c.variant_mean,
+             "regression": c.regression}
+            for experiment in self.experiments.experiments() for c in self.experiments.compare(experiment)
+        ]
+
     # ---- persistence -------------------------------------------------------------------------------------
     def _states(self) -> list[KeyedState]:  # type: ignore[type-arg]
-        return [*self.latency.states(), self._policy]
+        return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
+                self.experiments.state, self._budget, self._attempts, self._policy]
 
     def drain_state(self) -> list[tuple[str, bytes | None]]:
         return [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
 
     def restore(self, store_key: str, blob: bytes) -> None:
         namespace, _, key = store_key.partition("/")
-        if namespace == self._policy.namespace:
-            self._policy.restore(key, blob)
-        elif not self.latency.restore(namespace, key, blob):
-            raise KeyError(f"unknown state namespace {namespace!r}")
+        if namespace == self.experiments.state.namespace:
+            self.experiments.restore(key, blob)
+            return
+        for slots in (self.latency.latency, self.latency.ttft, self.traffic.slots):
+            if slots.state.namespace == namespace:
+                slots.restore(key, blob)
+                return
+        for state in (self.drift.state, self._budget, self._attempts, self._policy):
+            if state.namespace == namespace:
+                state.restore(key, blob)
+                return
+        raise KeyError(f"unknown state namespace {namespace!r}")
+
+
+class _PolicyState:
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.policy.to_dict(), separators=(",", ":")).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -30,7 +30,7 @@ class LatencyConfig:
     relative_accuracy: float = 0.01
 
 
-def _window_label(seconds: int) -> str:
+def window_label(seconds: int) -> str:
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
@@ -90,7 +90,7 @@ class LatencyMonitor:
         config = self.config
         count, (_p50, p95, p99) = self.quantiles(series, config.alert_window_s, now_ms)
         labels = tuple(zip(SERIES_LABELS, series_parts(series), strict=True))
-        window = _window_label(config.alert_window_s)
+        window = window_label(config.alert_window_s)
         enough = count >= config.min_samples
         where = "/".join(series_parts(series))
         return [

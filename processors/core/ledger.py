@@ -103,7 +103,7 @@ class BudgetCrossing:
         labels = [("scope", self.scope), ("key", self.key), ("period", self.period)]
         labels += [(name, v) for name, v in (("service", self.service), ("model", self.model)) if v]
         if self.period == "request":
-            rule, summary = "cost_per_request", f"{self.count} call(s) over ${limit:,.2f}; max ${spent:,.4f}"
+            rule, summary = "request_budget", f"{self.count} call(s) over ${limit:,.2f}; max ${spent:,.4f}"
         elif self.period == "projection":
             rule, summary = "budget_projection", f"month-end spend projected at ${spent:,.2f} > ${limit:,.2f}"
         else:
@@ -128,8 +128,19 @@ class _Bucket:
 class BudgetLedger:
     """Spend per scope/key/period with threshold crossings; see the module docstring."""
 
-    def __init__(self, limits: BudgetLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: BudgetLimits | None = None,
+        scopes: tuple[str, ...] = SCOPES,
+        per_request: bool = True,
+        projection: bool = True,
+    ) -> None:
+        """``scopes``/``per_request``/``projection`` select what this ledger tracks, so a deployment can
+        split scopes between ledgers (per-partition service and user spend, fleet-wide global and model)."""
         self.limits = limits or BudgetLimits()
+        self.scopes = scopes
+        self.per_request = per_request
+        self.projection_enabled = projection
         self._bp = self.limits.threshold_bp()
         self._fractions = self._bp / 10_000
         self._buckets: dict[str, list[_Bucket]] = {p: [] for p in PERIODS}  # [previous, current]
@@ -161,7 +172,8 @@ class BudgetLedger:
             "user": _factorize_skipping_none(np.asarray(user_hash, dtype=object)[keep]),
             "model": factorize(model),
         }
-        out = self._per_request(ts, service, model, cost)
+        groups = {scope: groups[scope] for scope in self.scopes}
+        out = self._per_request(ts, service, model, cost) if self.per_request else []
         for period in PERIODS:
             starts = bucket_starts(ts, period)
             for start in np.unique(starts).tolist():
@@ -173,7 +185,7 @@ class BudgetLedger:
                 for scope, (codes, keys) in groups.items():
                     out.extend(self._charge(bucket, period, scope, codes, keys, rows, ts, cost))
             self._evict(period)
-        crossing = self.check_projection(int(ts.max()))
+        crossing = self.check_projection(int(ts.max())) if self.projection_enabled else None
         if crossing is not None:
             out.append(crossing)
         return out
@@ -360,12 +372,13 @@ class BudgetLedger:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, blob: bytes, limits: BudgetLimits | None = None) -> BudgetLedger:
-        return cls.from_dict(json.loads(blob), limits)
+    def from_bytes(cls, blob: bytes, limits: BudgetLimits | None = None, **options: Any) -> BudgetLedger:
+        """``options``: the constructor's scope selection (scopes, per_request, projection)."""
+        return cls.from_dict(json.loads(blob), limits, **options)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], limits: BudgetLimits | None = None) -> BudgetLedger:
-        ledger = cls(limits)
+    def from_dict(cls, data: dict[str, Any], limits: BudgetLimits | None = None, **options: Any) -> BudgetLedger:
+        ledger = cls(limits, **options)
         for period, buckets in data.get("buckets", {}).items():
             ledger._buckets[period] = [
                 _Bucket(

@@ -14,6 +14,7 @@ _MITIGATIONS: dict[str, str] = {
     ),
     "error_rate": "Enable the fallback model/provider; check upstream dependencies and provider status.",
     "cost_per_request": "Cap max tokens; trim prompts and context; route simple requests to a cheaper model.",
+    "request_budget": "Find the call that exceeded the per-request limit (trace id); cap max_tokens and context size.",
     "budget": "Route to a cheaper model; enable rate limiting per service/user; review the top spenders.",
     "budget_projection": (
         "Review the monthly trend and top spenders; cut volume or switch models before month end."

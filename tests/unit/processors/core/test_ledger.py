@@ -126,7 +126,7 @@ def test_per_request_limit_is_checked_per_call_and_aggregated() -> None:
     crossing = requests[0]
     assert (crossing.count, crossing.spent_micros, crossing.at_ms) == (2, 2 * USD, T0 + 2)
     assert (crossing.service, crossing.model) == ("search", "gpt-4o")
-    assert crossing.observation().rule == "cost_per_request"
+    assert crossing.observation().rule == "request_budget"
 
 
 def test_service_user_model_limits_apply_per_key() -> None:

@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test` (both set everything up first).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cache/llmpulse/tools/bin:$(PATH)
+
+.PHONY: setup test test-fast lint demo bench bench-quick clean
+
+setup:
+	bash scripts/setup.sh
+
+lint: setup
+	$(PY) -m ruff check .
+
+## test: lint, then every test (unit, integration against a real Kafka broker, ops, reliability)
+test: lint
+	$(PY) -m pytest -q
+
+## test-fast: the tests that need no broker and no external binaries
+test-fast:
+	$(PY) -m pytest -q -m "not integration and not ops and not reliability and not instrumentation"
+
+## demo: broker + worker + simulated traffic with an incident; shows alerts and metrics; stops all it started
+demo: setup
+	bash scripts/demo.sh
+
+bench: setup
+	$(PY) -m bench.run --full
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf .demo .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,39 @@
+"""Agent: per-record summaries from every calls partition -> fleet-wide budgets and provider circuits.
+
+One partition, so one owner and one order; summaries carry their source offsets (see core/fleet.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import faust
+
+from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.circuit import CircuitTransition
+
+if TYPE_CHECKING:
+    from llmpulse.processors.app import Worker
+
+
+def register(worker: Worker, app: faust.App) -> None:
+    from llmpulse.processors.app import FLEET_ALERTS_PARTITION
+
+    @app.agent(worker.fleet_topic, name="llmpulse.fleet")
+    async def apply_fleet(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(64, within=0.05):
+            fleet = worker.fleet_engine()
+            alerts: list[AlertEvent] = []
+            transitions: list[CircuitTransition] = []
+            changed = False
+            for event in events:
+                if not event.value:
+                    continue
+                outcome = fleet.apply(event.value)
+                changed |= outcome.applied
+                alerts += outcome.alerts
+                transitions += outcome.transitions
+            await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)
+            await worker.emit_provider_states(transitions)
+            if changed:
+                worker.persist_fleet()

@@ -1,0 +1,119 @@
+"""Fleet-wide state that no single calls partition can own: global and per-model budgets, the month-end
+projection, and provider circuits. Every calls partition sends a compact summary of each record to one
+single-partition topic; this engine applies them in order.
+
+Exactly-once: each summary carries its source (partition, offset); the engine keeps the highest offset
+applied per source partition inside the same state blob as the ledger and circuits, so a summary sent twice
+(a calls partition replayed after a crash) or read twice (this stage replayed) is applied once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
+from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
+from llmpulse.processors.core.columns import OK, CallColumns
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits
+from llmpulse.producers.circuit_breaker import BreakerConfig
+
+_HOUR_MS = 3_600_000
+_OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker and fill its rate window
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    limits: BudgetLimits = field(default_factory=BudgetLimits)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+
+
+def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int) -> bytes:
+    """The fleet summary of one calls record: spend per (model, hour) and ordered outcomes per provider."""
+    spend: list[list[Any]] = []
+    priced = cost_micros >= 0
+    if priced.any():
+        hours = calls.timestamp_ms[priced] // _HOUR_MS
+        keys, inverse = calls.take(priced).group_by("model")
+        for g, (model,) in enumerate(keys):
+            member = inverse == g
+            for hour in np.unique(hours[member]).tolist():
+                rows = member & (hours == hour)
+                spend.append([model, int(calls.timestamp_ms[priced][rows].max()),
+                              int(cost_micros[priced][rows].sum())])
+    outcomes: list[list[Any]] = []
+    keys, inverse = calls.group_by("provider", "model")
+    for g, (provider, model) in enumerate(keys):
+        member = np.flatnonzero(inverse == g)
+        ok = calls.status[member] == OK
+        ts = calls.timestamp_ms[member]
+        if ok.all():  # healthy keys travel as a handful of successes, not one row per call
+            member = member[-_OK_ROWS_FOR_HEALTHY_KEYS:]
+            ts, ok = ts[-_OK_ROWS_FOR_HEALTHY_KEYS:], ok[-_OK_ROWS_FOR_HEALTHY_KEYS:]
+        outcomes.append([provider, model, ts.tolist(), "".join("1" if v else "0" for v in ok.tolist())])
+    return json.dumps({"p": partition, "o": offset, "spend": spend, "outcomes": outcomes},
+                      separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class FleetOutcome:
+    alerts: list[AlertEvent]
+    transitions: list[CircuitTransition]
+    applied: bool
+
+
+class FleetEngine:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.ledger = BudgetLedger(config.limits, scopes=("global", "model"), per_request=False)
+        self.circuits = StreamCircuitTracker(config.breaker)
+        self.policy = AlertPolicy(config.alerts)
+        self.applied: dict[int, int] = {}
+
+    def apply(self, summary: bytes) -> FleetOutcome:
+        data = json.loads(summary)
+        source, offset = int(data["p"]), int(data["o"])
+        if self.applied.get(source, -1) >= offset:
+            return FleetOutcome([], [], applied=False)
+        self.applied[source] = offset
+        observations = []
+        if data["spend"]:
+            model = np.array([row[0] for row in data["spend"]], dtype=object)
+            ts = np.array([row[1] for row in data["spend"]], dtype=np.int64)
+            cost = np.array([row[2] for row in data["spend"]], dtype=np.int64)
+            nobody = np.full(len(model), None, dtype=object)
+            for crossing in self.ledger.apply_batch(ts, nobody, nobody, model, cost):
+                observations.append(crossing.observation())
+        transitions = []
+        for provider, model, timestamps, oks in data["outcomes"]:
+            n = len(timestamps)
+            transitions += self.circuits.apply_batch(
+                np.array(timestamps, dtype=np.int64), np.full(n, provider, dtype=object),
+                np.full(n, model, dtype=object), np.array([c == "1" for c in oks], dtype=bool),
+            )
+        observations += [t.observation() for t in transitions]
+        return FleetOutcome(self.policy.observe_many(observations), transitions, applied=True)
+
+    def tick(self, now_ms: int) -> list[AlertEvent]:
+        return self.policy.tick(now_ms)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({
+            "ledger": self.ledger.to_dict(), "circuits": self.circuits.to_dict(),
+            "policy": self.policy.to_dict(), "applied": {str(k): v for k, v in self.applied.items()},
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: FleetConfig) -> FleetEngine:
+        data = json.loads(blob)
+        out = cls(config)
+        out.ledger = BudgetLedger.from_dict(data["ledger"], config.limits, scopes=("global", "model"),
+                                            per_request=False)
+        out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
+        out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)
+        out.applied = {int(k): int(v) for k, v in data["applied"].items()}
+        return out

@@ -1,0 +1,133 @@
+"""Runs the text guard over the calls of a batch that carry text, and escalates repeat attackers.
+
+Calls without text cost one vectorised test. The SDK redacts PII before sending by default, so a
+``[REDACTED_<KIND>]`` marker counts as PII found: the text did carry it. Per-user escalation: a user
+with ``incident_attempts`` injection attempts inside ``incident_window_s`` is a CRITICAL security incident.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.guards.guard import GuardConfig, TextGuard
+from llmpulse.processors.core.guards.hallucination import LEVELS
+
+_REDACTED = re.compile(r"\[REDACTED_([A-Z0-9_]+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardingConfig:
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    incident_attempts: int = 3
+    incident_window_s: int = 600
+    max_tracked_users: int = 10_000
+
+
+@dataclass(slots=True)
+class GuardVerdicts:
+    """Per call flags for the batch (all False where there was no text) plus counts for the exporter."""
+
+    injection: np.ndarray
+    hallucination: np.ndarray
+    pii: np.ndarray
+    toxic: np.ndarray
+    injection_by_severity: dict[str, int]
+    pii_by_kind: dict[str, int]
+    hallucination_by_level: dict[str, int]
+    checked: int
+
+
+class AttemptLog:
+    """Recent injection attempts per user (bounded); persisted as JSON."""
+
+    def __init__(self, attempts: dict[str, list[int]] | None = None, reported: dict[str, int] | None = None) -> None:
+        self.attempts: dict[str, deque[int]] = {u: deque(ts) for u, ts in (attempts or {}).items()}
+        self.reported = reported or {}
+
+    def to_bytes(self) -> bytes:
+        data = {"attempts": {u: list(ts) for u, ts in self.attempts.items()}, "reported": self.reported}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> AttemptLog:
+        data = json.loads(blob)
+        return cls(data.get("attempts"), data.get("reported"))
+
+
+def _severity(score: float) -> str:
+    return "high" if score >= 0.9 else "medium" if score >= 0.7 else "low"
+
+
+class GuardMonitor:
+    def __init__(self, config: GuardingConfig) -> None:
+        self.config = config
+        self.guard = TextGuard(config.guard)
+
+    def check(self, calls: CallColumns) -> GuardVerdicts:
+        n = len(calls)
+        has_text = (calls.prompt_text != None) | (calls.response_text != None)  # noqa: E711
+        flags = {name: np.zeros(n, dtype=bool) for name in ("injection", "hallucination", "pii", "toxic")}
+        verdicts = GuardVerdicts(**flags, injection_by_severity={}, pii_by_kind={}, hallucination_by_level={},
+                                 checked=int(has_text.sum()))
+        if not has_text.any():
+            return verdicts
+        rows = np.flatnonzero(has_text)
+        result = self.guard.check_batch(calls.prompt_text[rows], calls.response_text[rows])
+        verdicts.injection[rows] = result.injection
+        verdicts.hallucination[rows] = result.hallucination_risk
+        verdicts.toxic[rows] = result.toxic
+        for i, row in enumerate(rows.tolist()):
+            kinds = set(result.pii[i]) | self._redacted_kinds(calls, row)
+            if kinds:
+                verdicts.pii[row] = True
+                for kind in kinds:
+                    verdicts.pii_by_kind[kind] = verdicts.pii_by_kind.get(kind, 0) + 1
+            if result.injection[i]:
+                severity = _severity(float(result.injection_score[i]))
+                verdicts.injection_by_severity[severity] = verdicts.injection_by_severity.get(severity, 0) + 1
+            if result.hallucination_risk[i]:
+                level = LEVELS[int(result.hallucination_level[i])]
+                verdicts.hallucination_by_level[level] = verdicts.hallucination_by_level.get(level, 0) + 1
+        return verdicts
+
+    @staticmethod
+    def _redacted_kinds(calls: CallColumns, row: int) -> set[str]:
+        kinds = set()
+        for text in (calls.prompt_text[row], calls.response_text[row]):
+            if text and "[REDACTED_" in text:
+                kinds.update(kind.lower() for kind in _REDACTED.findall(text))
+        return kinds
+
+    def escalate(self, log: AttemptLog, calls: CallColumns, injection: np.ndarray,
+                 now_ms: int) -> list[Observation]:
+        """Record this batch's attempts per user; observations for users over the incident threshold."""
+        c = self.config
+        horizon = now_ms - c.incident_window_s * 1000
+        out = []
+        for row in np.flatnonzero(injection).tolist():
+            user = calls.user_hash[row] or "anonymous"
+            times = log.attempts.setdefault(user, deque(maxlen=max(c.incident_attempts * 4, 16)))
+            times.append(int(calls.timestamp_ms[row]))
+        for user, times in list(log.attempts.items()):
+            while times and times[0] < horizon:
+                times.popleft()
+            if not times:
+                del log.attempts[user]
+                continue
+            if len(times) >= c.incident_attempts:
+                out.append(Observation(
+                    "security_incident", (("type", "prompt_injection_campaign"), ("user", user)), "CRITICAL",
+                    float(len(times)), float(c.incident_attempts), f"{c.incident_window_s // 60}m",
+                    f"user {user} made {len(times)} prompt-injection attempts in {c.incident_window_s // 60} min",
+                    now_ms,
+                ))
+        while len(log.attempts) > c.max_tracked_users:
+            log.attempts.pop(next(iter(log.attempts)))
+        return out

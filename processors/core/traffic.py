@@ -1,0 +1,138 @@
+"""Windowed rates per (service, model, provider): errors, cost and tokens per request, no-answer, cache
+hits, and the guard verdict counts. One small integer vector per series per time slot (see slots.py).
+
+Rules (defaults from the seeds): error ratio over the window >= 5% WARNING, >= 10% CRITICAL; mean cost
+per request > $0.015 WARNING; no-answer ratio > 20% WARNING; mean tokens per request > 500 WARNING
+(seed 004's token limiter); guard counts over the window (injection, hallucination, PII, unsafe content).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.slots import SlotSeries, series_parts
+
+COLUMNS: tuple[str, ...] = (
+    "requests", "errors", "timeouts", "rate_limited", "filtered", "cache_hits", "no_answer",
+    "cost_micros", "priced", "tokens", "injection", "hallucination", "pii", "toxic",
+)
+INDEX = {name: i for i, name in enumerate(COLUMNS)}
+LABELS = ("service", "model", "provider")
+
+
+class CounterVector:
+    """A fixed vector of int64 counts; persisted as its raw little-endian bytes."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray | None = None) -> None:
+        self.values = np.zeros(len(COLUMNS), dtype=np.int64) if values is None else values
+
+    def to_bytes(self) -> bytes:
+        return self.values.astype("<i8").tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> CounterVector:
+        values = np.zeros(len(COLUMNS), dtype=np.int64)
+        stored = np.frombuffer(blob, dtype="<i8")
+        values[: min(stored.size, values.size)] = stored[: values.size]  # tolerate added columns
+        return cls(values)
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficConfig:
+    window_s: int = 300
+    interval_s: int = 10
+    horizon_s: int = 3600
+    min_requests: int = 20
+    error_warning_ratio: float = 0.05
+    error_critical_ratio: float = 0.10
+    cost_per_request_warning_micros: int = 15_000
+    no_answer_warning_ratio: float = 0.20
+    token_average_limit: int = 500
+    injection_warning_count: int = 5
+    hallucination_warning_count: int = 3
+    pii_warning_count: int = 1
+    unsafe_warning_count: int = 3
+
+
+def _obs(rule: str, labels: tuple[tuple[str, str], ...], severity: str | None, observed: float,
+         threshold: float, window: str, summary: str, now_ms: int) -> Observation:
+    return Observation(rule, labels, severity, observed, threshold, window, summary, now_ms)
+
+
+class TrafficMonitor:
+    def __init__(self, config: TrafficConfig) -> None:
+        self.config = config
+        self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes)
+
+    def update(self, series: list[str], inverse: np.ndarray, timestamps_ms: np.ndarray,
+               counts: dict[str, np.ndarray], offset: int, now_ms: int) -> None:
+        """``counts[column][i]`` is call i's contribution to that column (bool or int arrays)."""
+        slots = self.slots.slots_of(timestamps_ms)
+        base = int(slots.min())
+        combined = inverse.astype(np.int64) * (1 << 40) + (slots - base)
+        groups, group_of = np.unique(combined, return_inverse=True)
+        matrix = np.zeros((len(groups), len(COLUMNS)), dtype=np.int64)
+        for name, values in counts.items():
+            np.add.at(matrix[:, INDEX[name]], group_of, values.astype(np.int64))
+        for g, code in enumerate(groups.tolist()):
+            vector = self.slots.for_update(series[code >> 40], base + (code & ((1 << 40) - 1)), offset, now_ms)
+            if vector is not None:
+                vector.values += matrix[g]
+
+    def totals(self, series: str, window_s: int, now_ms: int) -> dict[str, int]:
+        parts = self.slots.window(series, window_s, now_ms)
+        summed = np.sum([p.values for p in parts], axis=0) if parts else np.zeros(len(COLUMNS), dtype=np.int64)
+        return dict(zip(COLUMNS, summed.tolist(), strict=True))
+
+    def observe(self, series: str, now_ms: int) -> list[Observation]:
+        c = self.config
+        t = self.totals(series, c.window_s, now_ms)
+        labels = tuple(zip(LABELS, series_parts(series), strict=True))
+        where = "/".join(series_parts(series))
+        window = f"{c.window_s // 60}m"
+        n = t["requests"]
+        enough = n >= c.min_requests
+        out = []
+        failed = t["errors"] + t["timeouts"] + t["rate_limited"]
+        ratio = failed / n if n else 0.0
+        severity = None
+        if enough and ratio >= c.error_critical_ratio:
+            severity = "CRITICAL"
+        elif enough and ratio >= c.error_warning_ratio:
+            severity = "WARNING"
+        out.append(_obs("error_rate", labels, severity, ratio, c.error_warning_ratio, window,
+                        f"error rate {ratio:.1%} over {window} for {where} ({failed}/{n}: "
+                        f"{t['errors']} errors, {t['timeouts']} timeouts, {t['rate_limited']} rate-limited)", now_ms))
+        per_request = t["cost_micros"] / t["priced"] if t["priced"] else 0.0
+        out.append(_obs("cost_per_request", labels,
+                        "WARNING" if enough and per_request > c.cost_per_request_warning_micros else None,
+                        per_request / 1e6, c.cost_per_request_warning_micros / 1e6, window,
+                        f"mean cost ${per_request / 1e6:.4f}/request over {window} for {where}", now_ms))
+        no_answer = t["no_answer"] / n if n else 0.0
+        out.append(_obs("no_answer_rate", labels,
+                        "WARNING" if enough and no_answer > c.no_answer_warning_ratio else None,
+                        no_answer, c.no_answer_warning_ratio, window,
+                        f"'I don't know' rate {no_answer:.1%} over {window} for {where}", now_ms))
+        tokens = t["tokens"] / n if n else 0.0
+        out.append(_obs("token_average", labels,
+                        "WARNING" if enough and tokens > c.token_average_limit else None,
+                        tokens, float(c.token_average_limit), window,
+                        f"{tokens:.0f} tokens/request (prompt+response) over {window} for {where}", now_ms))
+        for rule, column, limit, noun in (
+            ("prompt_injection", "injection", c.injection_warning_count, "prompt-injection attempts"),
+            ("hallucination", "hallucination", c.hallucination_warning_count, "unhedged high-risk claims"),
+            ("pii_leak", "pii", c.pii_warning_count, "calls carrying PII"),
+            ("unsafe_content", "toxic", c.unsafe_warning_count, "unsafe-content hits"),
+        ):
+            count = t[column]
+            out.append(_obs(rule, labels, "WARNING" if count >= limit else None, float(count), float(limit),
+                            window, f"{count} {noun} over {window} for {where}", now_ms))
+        return out
+
+    def series(self) -> list[str]:
+        return self.slots.series()

@@ -1,0 +1,246 @@
+"""Pick the first healthy provider/model from a preference list, using the fleet's circuit view when it has one.
+
+    router = ProviderRouter([("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")], bootstrap="kafka:9092")
+    provider, model = router.choose()            # in-memory read: never waits for Kafka
+    ...make the call...
+    router.record(provider, model, ok=True)      # feeds the local fallback breaker
+
+Two sources of health, in this order for each preference:
+
+1. **Fleet state**: the processors publish every circuit transition of every provider/model to the compacted
+   ``llm-provider-state`` topic (``provider_state`` Avro records keyed ``provider/model``). A background
+   thread reads it from the beginning (partitions assigned, no consumer group, nothing committed) and keeps
+   the newest state per key in memory. CLOSED and HALF_OPEN count as healthy, OPEN does not.
+2. **Local breaker**: one :class:`CircuitBreaker` per preference, fed by :meth:`ProviderRouter.record`. It
+   decides for a preference while the topic is unreachable, when the topic holds no state for that key, or
+   when the fleet state is older than ``stale_after_s`` (off by default: the processors publish transitions
+   only, so an old CLOSED is still current).
+
+The local breakers are fed all the time, so they are warm when the broker goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmpulse import schemas
+from llmpulse.producers.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
+from llmpulse.schemas.codec import DecodeError, SchemaCodec
+
+log = logging.getLogger("llmpulse.router")
+
+HEALTHY = (CLOSED, HALF_OPEN)
+Preference = tuple[str, str]
+
+
+class NoHealthyProvider(RuntimeError):
+    """Every preference is open; ``states`` maps each ``provider/model`` to the state that ruled it out."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        listed = ", ".join(f"{key} {state}" for key, state in states.items())
+        super().__init__(f"no healthy provider: {listed}")
+        self.states = states
+
+
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    """The newest provider_state record for one key, as the router last read it."""
+
+    state: str
+    reason: str
+    error_rate: float
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouterTiming:
+    """How the follower thread paces itself against the broker (seconds)."""
+
+    poll: float = 0.2
+    heartbeat: float = 2.0  # how often reachability is re-checked
+    request_timeout: float = 2.0
+    retry: float = 1.0  # back-off after a failed connect
+
+
+def key_of(provider: str, model: str) -> str:
+    return f"{provider}/{model}"
+
+
+class ProviderRouter:
+    """Thread-safe router; see the module docstring. ``bootstrap=None`` uses the local breakers only."""
+
+    def __init__(
+        self,
+        preferences: Sequence[Preference],
+        bootstrap: str | None = None,
+        topic: str = "llm-provider-state",
+        breaker_config: BreakerConfig | None = None,
+        *,
+        stale_after_s: float | None = None,
+        timing: RouterTiming | None = None,
+        consumer_config: dict[str, Any] | None = None,
+    ) -> None:
+        if not preferences:
+            raise ValueError("ProviderRouter needs at least one (provider, model) preference")
+        self.preferences: tuple[Preference, ...] = tuple((str(p), str(m)) for p, m in preferences)
+        self.topic = topic
+        self.stale_after_s = stale_after_s
+        self._breakers = {key_of(*pref): CircuitBreaker(breaker_config) for pref in self.preferences}
+        self._fleet: dict[str, FleetState] = {}
+        self._reachable = False
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._timing = timing or RouterTiming()
+        self._codec = SchemaCodec(schemas.PROVIDER_STATE)
+        self._thread: threading.Thread | None = None
+        if bootstrap:
+            config = {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"llmpulse-router-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "logger": logging.getLogger("llmpulse.router.librdkafka"),
+                **(consumer_config or {}),
+            }
+            self._thread = threading.Thread(target=self._follow, args=(config,), name="llmpulse-router", daemon=True)
+            self._thread.start()
+
+    # ---- caller side: in-memory only ---------------------------------------------------------------
+    def choose(self) -> Preference:
+        """The first healthy preference; NoHealthyProvider when none is. Never blocks on Kafka."""
+        ruled_out: dict[str, str] = {}
+        for provider, model in self.preferences:
+            key = key_of(provider, model)
+            fleet = self._fleet_state(key)
+            if fleet is not None:
+                if fleet.state in HEALTHY:
+                    return provider, model
+                ruled_out[key] = f"{fleet.state} (fleet)"
+                continue
+            breaker = self._breakers[key]
+            if breaker.allow():  # in HALF_OPEN this takes the trial permit the chosen call will use
+                return provider, model
+            ruled_out[key] = f"{breaker.state} (local)"
+        raise NoHealthyProvider(ruled_out)
+
+    def record(self, provider: str, model: str, ok: bool) -> None:
+        """The outcome of a call made to a preference (other keys are ignored)."""
+        breaker = self._breakers.get(key_of(provider, model))
+        if breaker is None:
+            return
+        if ok:
+            breaker.record_success()
+        else:
+            breaker.record_failure()
+
+    def state(self, provider: str, model: str) -> tuple[str, str]:
+        """(state, source) that choose() would act on for one preference: source is "fleet" or "local"."""
+        key = key_of(provider, model)
+        fleet = self._fleet_state(key)
+        if fleet is not None:
+            return fleet.state, "fleet"
+        return self._breakers[key].state, "local"
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the provider-state topic answered within the last heartbeat."""
+        return self._reachable
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the topic has been read up to its end once (for start-up); False on timeout."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> ProviderRouter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fleet_state(self, key: str) -> FleetState | None:
+        if not self._reachable:
+            return None
+        fleet = self._fleet.get(key)
+        if fleet is None or self.stale_after_s is None:
+            return fleet
+        age_s = time.time() - fleet.updated_at_ms / 1000.0
+        return fleet if age_s <= self.stale_after_s else None
+
+    # ---- follower thread ---------------------------------------------------------------------------
+    def _follow(self, config: dict[str, Any]) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(config)
+        try:
+            while not self._stop.is_set():
+                try:
+                    partitions = self._assign(consumer)
+                    self._read(consumer, partitions)
+                except Exception as exc:  # broker down, topic missing: fall back, retry later
+                    self._reachable = False
+                    log.debug("llmpulse router: provider-state topic unavailable: %s", exc)
+                    self._stop.wait(self._timing.retry)
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Any) -> list[Any]:
+        """Assign every partition from the beginning; remember where the end was, to know when caught up."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+        metadata = consumer.list_topics(self.topic, timeout=self._timing.request_timeout).topics.get(self.topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise KafkaException(metadata.error if metadata is not None else "no metadata")
+        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)]
+        self._catch_up = {}
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=self._timing.request_timeout, cached=False)
+            if high > low:
+                self._catch_up[tp.partition] = high
+        self._fleet.clear()  # re-read from the beginning: the compacted topic is the whole truth
+        consumer.assign(partitions)
+        self._reachable = True
+        if not self._catch_up:
+            self._ready.set()
+        return partitions
+
+    def _read(self, consumer: Any, partitions: list[Any]) -> None:
+        next_heartbeat = time.monotonic() + self._timing.heartbeat
+        while not self._stop.is_set():
+            message = consumer.poll(self._timing.poll)
+            if message is not None and message.error() is None:
+                self._apply(message.partition(), message.offset(), message.key(), message.value())
+            if time.monotonic() >= next_heartbeat:
+                # A cheap round trip: poll() alone cannot tell an idle topic from a dead broker.
+                consumer.get_watermark_offsets(partitions[0], timeout=self._timing.request_timeout, cached=False)
+                self._reachable = True
+                next_heartbeat = time.monotonic() + self._timing.heartbeat
+
+    def _apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # a tombstone: the processors forgot this key
+            if key is not None:
+                self._fleet.pop(key.decode("utf-8", "replace"), None)
+        else:
+            try:
+                record = self._codec.decode(value)
+            except DecodeError as exc:
+                log.warning("llmpulse router: skipping unreadable provider_state record: %s", exc)
+            else:
+                fleet_key = key_of(record["provider"], record["model"])
+                self._fleet[fleet_key] = FleetState(
+                    record["state"], record["reason"], record["error_rate"], record["updated_at_ms"]
+                )
+        high = self._catch_up.get(partition)
+        if high is not None and offset + 1 >= high:
+            del self._catch_up[partition]
+            if not self._catch_up:
+                self._ready.set()
