@@ -93,6 +93,7 @@ class ProviderRouter:
         self.stale_after_s = stale_after_s
         self._breakers = {key_of(*pref): CircuitBreaker(breaker_config) for pref in self.preferences}
         self._fleet: dict[str, FleetState] = {}
+        self._catch_up: dict[int, int] = {}  # partition -> end offset still to reach at start-up
         self._reachable = False
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -206,7 +207,7 @@ class ProviderRouter:
             low, high = consumer.get_watermark_offsets(tp, timeout=self._timing.request_timeout, cached=False)
             if high > low:
                 self._catch_up[tp.partition] = high
-        self._fleet.clear()  # re-read from the beginning: the compacted topic is the whole truth
+        # Known states stay while the topic is re-read from the beginning: newer records overwrite them.
         consumer.assign(partitions)
         self._reachable = True
         if not self._catch_up:
