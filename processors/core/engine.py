@@ -22,7 +22,7 @@ from llmpulse.processors.core.fleet import summarize_for_fleet
 from llmpulse.processors.core.guarding import AttemptLog, GuardingConfig, GuardMonitor, GuardVerdicts
 from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
-from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.summary import SeriesTotals, summarize
@@ -128,7 +128,7 @@ class PartitionEngine:
         ledger = self._budget.for_update(BUDGET_KEY, offset)
         if ledger is not None:
             crossings = ledger.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost)
-            observations += [crossing.observation() for crossing in crossings]
+            observations += [crossing.observation() for crossing in highest_crossings(crossings)]
         attempts = self._attempts.for_update(ATTEMPTS_KEY, offset)
         if attempts is not None and verdicts.injection.any():
             observations += self.guard.escalate(attempts, calls, verdicts.injection, event_ms)

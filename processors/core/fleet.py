@@ -18,7 +18,7 @@ import numpy as np
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
-from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.producers.circuit_breaker import BreakerConfig
 
 _HOUR_MS = 3_600_000
@@ -86,7 +86,7 @@ class FleetEngine:
             ts = np.array([row[1] for row in data["spend"]], dtype=np.int64)
             cost = np.array([row[2] for row in data["spend"]], dtype=np.int64)
             nobody = np.full(len(model), None, dtype=object)
-            for crossing in self.ledger.apply_batch(ts, nobody, nobody, model, cost):
+            for crossing in highest_crossings(self.ledger.apply_batch(ts, nobody, nobody, model, cost)):
                 observations.append(crossing.observation())
         transitions = []
         for provider, model, timestamps, oks in data["outcomes"]:

@@ -443,3 +443,14 @@ def month_bounds(now_ms: int) -> tuple[int, int]:
     days = calendar.monthrange(now.year, now.month)[1]
     start_ms = int(start.timestamp() * 1000)
     return start_ms, start_ms + days * DAY_MS
+
+
+def highest_crossings(crossings: list[BudgetCrossing]) -> list[BudgetCrossing]:
+    """One crossing per (scope, key, period, bucket): the highest threshold a batch reached. A batch that
+    jumps from 50% to 100% is one CRITICAL incident, not four escalating ones."""
+    best: dict[tuple[str, str, str, int], BudgetCrossing] = {}
+    for crossing in crossings:
+        key = (crossing.scope, crossing.key, crossing.period, crossing.bucket_start_ms)
+        if key not in best or crossing.threshold > best[key].threshold:
+            best[key] = crossing
+    return list(best.values())

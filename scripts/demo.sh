@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# make demo: a broker, a worker and simulated traffic with a latency incident; shows the alerts arriving
+# and a sample of /metrics, then stops everything it started (also on Ctrl-C or failure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+DEMO_DIR="$PWD/.demo"
+BROKER_PORT="${DEMO_BROKER_PORT:-19092}"
+WEB_PORT="${DEMO_WEB_PORT:-16066}"
+RATE="${DEMO_RATE:-40}"
+DURATION="${DEMO_DURATION:-90}"
+export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$BROKER_PORT"
+export LLMPULSE_WEB_PORT="$WEB_PORT" LLMPULSE_API_TOKEN="demo-token" LLMPULSE_DATA_DIR="$DEMO_DIR/worker"
+export LLMPULSE_ALERTS__RESOLVE_HOLD_S=20
+
+rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
+started=$(date +%s)
+pids=()
+cleanup() {
+    echo
+    echo "== stopping what the demo started"
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    llmpulse broker stop --port "$BROKER_PORT" --data-dir "$DEMO_DIR/broker" >/dev/null 2>&1 || true
+    echo "demo finished in $(( $(date +%s) - started )) s"
+}
+trap cleanup EXIT
+
+echo "== 1/5 Kafka broker on 127.0.0.1:$BROKER_PORT"
+llmpulse broker start --port "$BROKER_PORT" --data-dir "$DEMO_DIR/broker"
+
+echo "== 2/5 worker (http://127.0.0.1:$WEB_PORT), log in $DEMO_DIR/worker.log"
+llmpulse worker --loglevel warning > "$DEMO_DIR/worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do
+    curl -fs "http://127.0.0.1:$WEB_PORT/health/ready" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+curl -fs "http://127.0.0.1:$WEB_PORT/health/ready" >/dev/null || { tail -30 "$DEMO_DIR/worker.log"; exit 1; }
+
+echo "== 3/5 following the alerts topic"
+llmpulse alerts tail --timeout $((DURATION + 40)) > "$DEMO_DIR/alerts.log" 2>&1 &
+pids+=($!)
+tail -n +1 -f "$DEMO_DIR/alerts.log" &
+pids+=($!)
+
+echo "== 4/5 simulated traffic: $RATE calls/s for ${DURATION}s, a latency spike from 15 s to 50 s"
+llmpulse simulate --rate "$RATE" --duration "$DURATION" --scenario latency-spike \
+    --scenario-start 15 --scenario-duration 35
+sleep 8
+
+echo
+echo "== 5/5 what the worker shows"
+echo "-- GET /api/alerts"
+curl -fs "http://127.0.0.1:$WEB_PORT/api/alerts" | python -c '
+import json, sys
+alerts = json.load(sys.stdin)["alerts"]
+for a in alerts:
+    print(f"{a[\"severity\"]:<8} {a[\"status\"]:<12} {a[\"rule\"]:<16} {a[\"summary\"]}")
+print(f"{len(alerts)} alert(s)")'
+echo "-- GET /metrics (sample)"
+curl -fs "http://127.0.0.1:$WEB_PORT/metrics" | grep -E '^llmpulse_(llm_latency_seconds\{.*window="1m"|llm_requests_total|alerts_emitted_total|llm_cost_usd_total|events_processed_total)' | head -25

@@ -1,0 +1,51 @@
+"""The fleet stage: global budgets and circuits from per-partition summaries, each applied once."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from llmpulse.processors.core.fleet import FleetConfig, FleetEngine, summarize_for_fleet
+from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
+from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.decode import CallDecoder
+from llmpulse.producers.batching import BatchEncoder
+
+NOW = int(time.time() * 1000)
+USD = 1_000_000
+
+
+def _calls(n: int, **fields: object):  # type: ignore[no-untyped-def]
+    rows = [{"event_id": str(i), "timestamp_ms": NOW - 500 + i, "service": "svc", "provider": "openai",
+             "request_model": "gpt-4o", "status": "ok", "latency_ms": 100.0, **fields} for i in range(n)]
+    calls, _ = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
+    return calls
+
+
+def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_threshold() -> None:
+    limits = BudgetLimits(global_limits=PeriodLimits(hour=10 * USD, day=None, month=None),
+                          projection_limit_micros=None)
+    fleet = FleetEngine(FleetConfig(limits=limits))
+    calls = _calls(100, cost_micros=50_000)  # $5 per summary
+    first = summarize_for_fleet(calls, calls.cost_micros, partition=0, offset=7)
+    second = summarize_for_fleet(calls, calls.cost_micros, partition=1, offset=7)
+    third = summarize_for_fleet(calls, calls.cost_micros, partition=1, offset=8)
+
+    assert fleet.apply(first).alerts == []
+    assert not fleet.apply(first).applied  # duplicate from a replayed partition
+    crossed = fleet.apply(second).alerts
+    assert [(a.rule, a.labels["period"], a.severity) for a in crossed] == [("budget", "hour", "CRITICAL")]
+    assert fleet.ledger.spent("global", "all", "hour", NOW) == 10 * USD
+    restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig(limits=limits))
+    assert not restored.apply(second).applied
+    restored.apply(third)
+    assert restored.ledger.spent("global", "all", "hour", NOW) == 15 * USD
+
+
+def test_provider_outage_opens_the_circuit_and_publishes_a_transition() -> None:
+    fleet = FleetEngine(FleetConfig())
+    failing = _calls(6, status="error", error_type="APIError:500")
+    outcome = fleet.apply(summarize_for_fleet(failing, np.full(6, -1), partition=2, offset=1))
+    assert [(t.provider, t.model, t.state) for t in outcome.transitions] == [("openai", "gpt-4o", "OPEN")]
+    assert [a.rule for a in outcome.alerts] == ["provider_circuit"]
