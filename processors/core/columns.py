@@ -46,6 +46,9 @@ class CallColumns:
     # Dictionary codes of string columns as they came off the wire (name -> (int32 codes, values with a
     # trailing None for code -1)); lets group_by factorize with integer maths instead of string sorting.
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _groups: dict[tuple[str, ...], tuple[list[tuple[str | None, ...]], np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __len__(self) -> int:
         return int(self.latency_ms.shape[0])
@@ -55,7 +58,7 @@ class CallColumns:
         picked = {
             name: getattr(self, name)[index]
             for name in self.__dataclass_fields__
-            if name not in ("labels", "codes")
+            if name not in ("labels", "codes", "_groups")
         }
         positions = np.arange(len(self))[index]
         picked["labels"] = [self.labels[i] for i in positions] if self.labels else []
@@ -75,7 +78,13 @@ class CallColumns:
         return inverse.astype(np.int64), values
 
     def group_by(self, *names: str) -> tuple[list[tuple[str | None, ...]], np.ndarray]:
-        """Distinct key tuples over ``names`` and, per call, the index of its key (vectorised)."""
+        """Distinct key tuples over ``names`` and, per call, the index of its key (vectorised, cached)."""
+        cached = self._groups.get(names)
+        if cached is None:
+            cached = self._groups[names] = self._group_by(names)
+        return cached
+
+    def _group_by(self, names: tuple[str, ...]) -> tuple[list[tuple[str | None, ...]], np.ndarray]:
         combined = np.zeros(len(self), dtype=np.int64)
         factors = []
         for name in names:

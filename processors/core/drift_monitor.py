@@ -44,6 +44,7 @@ class DriftConfig:
     confidence_critical_pct: float = 15.0
     psi_warning: float = 0.2
     psi_bins: int = 10
+    evaluate_every_ms: int = 5_000  # KS/PSI cost ~0.3 ms per series: judge at most this often per series
 
 
 class SeriesDrift:
@@ -116,6 +117,10 @@ class DriftMonitor:
         self.state: KeyedState[SeriesDrift] = KeyedState(
             "drift", lambda _key: SeriesDrift(config), lambda blob: SeriesDrift.from_bytes(blob, config)
         )
+        self._judged_at: dict[str, int] = {}
+
+    def series(self) -> list[str]:
+        return [key for key, _ in self.state.items()]
 
     def update(self, series: list[str], inverse: np.ndarray, values: dict[str, np.ndarray], offset: int) -> None:
         for s, key in enumerate(series):
@@ -141,8 +146,12 @@ class DriftMonitor:
             out[f"{feature}_psi"], out[f"{feature}_psi_band"] = value, psi_band(value)
         return out
 
-    def observe(self, key: str, now_ms: int) -> list[Observation]:
+    def observe(self, key: str, now_ms: int, force: bool = False) -> list[Observation]:
+        """Drift rule evaluations for one series; at most once per ``evaluate_every_ms`` unless forced."""
         c = self.config
+        if not force and now_ms - self._judged_at.get(key, -c.evaluate_every_ms) < c.evaluate_every_ms:
+            return []
+        self._judged_at[key] = now_ms
         figures = self.figures(key)
         if not figures:
             return []

@@ -172,6 +172,8 @@ class PartitionEngine:
             observations += self.latency.observe(s, now_ms)
         for s in self.traffic.series():
             observations += self.traffic.observe(s, now_ms)
+        for s in self.drift.series():
+            observations += self.drift.observe(s, now_ms, force=True)
         policy = self.policy
         events = policy.observe_many(observations) + policy.tick(now_ms)
         if events:

@@ -37,14 +37,13 @@ def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: 
     spend: list[list[Any]] = []
     priced = cost_micros >= 0
     if priced.any():
-        hours = calls.timestamp_ms[priced] // _HOUR_MS
-        keys, inverse = calls.take(priced).group_by("model")
+        hours = calls.timestamp_ms // _HOUR_MS
+        keys, inverse = calls.group_by("model")
         for g, (model,) in enumerate(keys):
-            member = inverse == g
+            member = priced & (inverse == g)
             for hour in np.unique(hours[member]).tolist():
                 rows = member & (hours == hour)
-                spend.append([model, int(calls.timestamp_ms[priced][rows].max()),
-                              int(cost_micros[priced][rows].sum())])
+                spend.append([model, int(calls.timestamp_ms[rows].max()), int(cost_micros[rows].sum())])
     outcomes: list[list[Any]] = []
     keys, inverse = calls.group_by("provider", "model")
     for g, (provider, model) in enumerate(keys):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmpulse.processors.core.columns import NO_COST, CallColumns
+from llmpulse.processors.core.columns import NO_COST, STATUSES, CallColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,20 @@ class Limits:
 
 
 def _lengths(values: np.ndarray) -> np.ndarray:
-    return np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    present = values != None  # noqa: E711
+    out = np.zeros(len(values), dtype=np.int64)
+    if present.any():
+        out[present] = np.fromiter(map(len, values[present]), dtype=np.int64, count=int(present.sum()))
+    return out
+
+
+def _column_lengths(calls: CallColumns, name: str) -> np.ndarray:
+    """Lengths of a string column; for dictionary-encoded columns, measured once per distinct value."""
+    known = calls.codes.get(name)
+    if known is None:
+        return _lengths(getattr(calls, name))
+    codes, values = known
+    return _lengths(values)[codes]  # code -1 picks the trailing None slot: length 0
 
 
 def _label_sizes(labels: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +59,8 @@ def find_invalid(calls: CallColumns, limits: Limits, now_ms: int) -> np.ndarray:
     def check(bad: np.ndarray, reason: str) -> None:
         reasons[bad & (reasons == None)] = reason  # noqa: E711  (element-wise comparison on an object array)
 
+    status = calls.status
+    check((status < 0) | (status >= len(STATUSES)), f"status must be a code in 0..{len(STATUSES) - 1}")
     latency, ttft = calls.latency_ms, calls.ttft_ms
     check(~np.isfinite(latency) | (latency < 0), "latency_ms must be a finite number >= 0")
     check(latency > limits.max_latency_ms, f"latency_ms exceeds {limits.max_latency_ms:.0f}")
@@ -60,7 +75,7 @@ def find_invalid(calls: CallColumns, limits: Limits, now_ms: int) -> np.ndarray:
     check(calls.timestamp_ms > now_ms + skew_ms, f"timestamp_ms is more than {limits.max_future_skew_s}s ahead")
     check(calls.timestamp_ms < now_ms - age_ms, f"timestamp_ms is older than {limits.max_age_s}s")
     for name in ("service", "provider", "model"):
-        lengths = _lengths(getattr(calls, name))
+        lengths = _column_lengths(calls, name)
         check((lengths == 0) | (lengths > limits.max_name_chars), f"{name} must be 1-{limits.max_name_chars} chars")
     for name in ("prompt_text", "response_text"):
         check(_lengths(getattr(calls, name)) > limits.max_text_chars, f"{name} exceeds {limits.max_text_chars} chars")
