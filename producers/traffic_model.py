@@ -204,14 +204,12 @@ def _token_fit(spec: Mapping[str, Any]) -> TokenFit:
     return TokenFit(float(spec["mu"]), float(spec["sigma"]), int(spec["min"]), int(spec["max"]))
 
 
-def load_workloads(path: str | Path = DEFAULT_PARAMS_PATH) -> dict[str, Workload]:
-    """The fitted workloads; FileNotFoundError names the command that writes them."""
+def load_workloads(path: str | Path = DEFAULT_PARAMS_PATH) -> tuple[dict[str, Workload], float]:
+    """The fitted workloads and arrival gap CV; FileNotFoundError names the command that writes them."""
     try:
         params = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} is missing: run python -m llmpulse.producers.derive_traffic_model"
-        ) from None
+        raise FileNotFoundError(f"{path} is missing: run python -m llmpulse.producers.derive_traffic_model") from None
     workloads = {}
     for name, spec in params["workloads"].items():
         cache = spec.get("prefix_cache", {})
@@ -223,11 +221,7 @@ def load_workloads(path: str | Path = DEFAULT_PARAMS_PATH) -> dict[str, Workload
             prefix_cache_share=float(cache.get("share", 0.0)),
             prefix_cache_fraction=float(cache.get("fraction", 0.0)),
         )
-    return workloads
-
-
-def load_arrival_gap_cv(path: str | Path = DEFAULT_PARAMS_PATH) -> float:
-    return float(json.loads(Path(path).read_text(encoding="utf-8"))["burstiness"]["arrival_gap_cv"])
+    return workloads, float(params["burstiness"]["arrival_gap_cv"])
 
 
 @dataclass(slots=True)
@@ -249,7 +243,8 @@ class TrafficModel:
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PARAMS_PATH, **overrides: Any) -> TrafficModel:
-        return cls(workloads=load_workloads(path), arrival_gap_cv=load_arrival_gap_cv(path), **overrides)
+        workloads, gap_cv = load_workloads(path)
+        return cls(workloads=workloads, arrival_gap_cv=gap_cv, **overrides)
 
     def restricted(self, names: Iterable[str]) -> TrafficModel:
         """The same model over a subset of services; ValueError on an unknown name."""
