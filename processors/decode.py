@@ -125,9 +125,21 @@ def _nullable(column: list[Any] | None, name: str, count: int) -> np.ndarray:
     return array
 
 
+def _check_unused(record: dict[str, Any], count: int) -> None:
+    """Columns the detectors skip must still fit the batch: a refused call is re-encoded from all of them."""
+    for name in _IGNORED:
+        if name in PACKED:
+            _unpacked(record, name, count)
+        elif name in DICTIONARY:
+            _strings(record[name], name, count)
+        elif record[name] is not None and len(record[name]) != count:
+            raise DecodeError("invalid_batch", f"column {name} has {len(record[name])} values, expected {count}")
+
+
 def to_call_columns(record: dict[str, Any]) -> CallColumns:
     """A decoded batch record -> typed numpy arrays; DecodeError when its columns disagree in length."""
     count = record["count"]
+    _check_unused(record, count)
     arrays: dict[str, Any] = {}
     for name in PACKED:
         if name not in _IGNORED:
@@ -167,7 +179,8 @@ def row_at(record: dict[str, Any], index: int) -> dict[str, Any]:
     for name in (*NULLABLE_STRINGS, "event_id", "labels"):
         column = record.get(name)
         row[name] = column[index] if column is not None else None
-    row["status"] = STATUS_SYMBOLS[row["status"]]
+    if row["status"] < len(STATUS_SYMBOLS):  # an unknown code stays a number; the re-encode then falls back
+        row["status"] = STATUS_SYMBOLS[row["status"]]
     for name, missing in (("ttft_ms", None), ("confidence", None)):
         if row[name] != row[name]:  # NaN means absent
             row[name] = missing
