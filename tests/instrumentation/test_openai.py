@@ -258,3 +258,23 @@ def test_real_pulse_delivers_to_kafka(fake_api: Any, topic_factory: Any, kafka_b
     for row in (plain, streamed):
         assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (4, 3, 2)
     assert streamed["ttft_ms"] >= ttft_floor(fake_api) and plain["ttft_ms"] != plain["ttft_ms"]  # NaN: no stream
+
+
+def test_example_service_fails_over_and_records(fake_api: Any, recorder: Any) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from examples.llm_service.app import ServiceConfig, create_app
+
+    config = ServiceConfig(base_url=fake_api.openai_base_url, models=("gpt-status-500", "gpt-4o"))
+    with TestClient(create_app(config, pulse=recorder)) as http:
+        codes = [http.post("/ask", json={"question": f"q{i}"}).status_code for i in range(6)]
+        assert codes == [502] * 5 + [200]  # the local breaker opens after 5 failures, then gpt-4o answers
+        ready = http.get("/health/ready").json()
+        assert ready["circuits"]["openai/gpt-status-500"]["state"] == "OPEN" and ready["ready"]
+        assert http.post("/ask", json={"question": "q5"}).json()["cached"] is True
+        assert 'ai_circuit_open{model="gpt-status-500"} 1.0' in http.get("/metrics").text
+        assert http.get("/cost").json()["total_spend_usd"] > 0
+    statuses = [(c["request_model"], c.get("status", "ok"), c.get("cache_hit", False)) for c in recorder.calls]
+    assert statuses == [("gpt-status-500", "error", False)] * 5 + [("gpt-4o", "ok", False), ("gpt-4o", "ok", True)]
+    assert {c["feature"] for c in recorder.calls if not c.get("cache_hit")} == {"ask"}
