@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from llmpulse.producers import pii
 from llmpulse.producers.batching import BatchEncoder, new_event_id
@@ -159,7 +159,12 @@ class Pulse:
             rows = self._take(self.settings.batch_max_calls)
             by_service: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
-                by_service.setdefault(row.get("service") or self.settings.service, []).append(row)
+                service = row.get("service") or self.settings.service
+                if not isinstance(service, str):  # e.g. a list: unhashable, and no schema would take it
+                    log.warning("llmpulse: dropping a call whose service is a %s", type(service).__name__)
+                    self._settle(1, "encoding")
+                    continue
+                by_service.setdefault(service, []).append(row)
             for service, group in by_service.items():
                 self._send(service, group)
 
@@ -171,14 +176,36 @@ class Pulse:
         return rows
 
     def _send(self, service: str, rows: list[dict[str, Any]]) -> None:
+        # Completed one by one: _complete is not idempotent (it replaces text by its redaction), so a call
+        # that fails here is dropped alone and its batch-mates are never completed twice.
+        completed = [row for row in rows if self._completed(service, row)]
+        if completed:
+            self._ship(service, completed)
+
+    def _completed(self, service: str, row: dict[str, Any]) -> bool:
         try:
-            for row in rows:
-                self._complete(service, row)
+            self._complete(service, row)
+            return True
+        except Exception as exc:
+            log.warning("llmpulse: dropping a call with unusable fields: %s", exc)
+            self._settle(1, "encoding")
+            return False
+
+    def _ship(self, service: str, rows: list[dict[str, Any]]) -> None:
+        try:
             payload = self._encoder.encode_batch(rows)
         except Exception as exc:
             self._send_individually(service, rows, exc)
             return
-        self._produce(service, payload, len(rows))
+        if self._produce(service, payload, len(rows)):
+            return
+        if len(rows) == 1:
+            log.warning("llmpulse: dropping a call of %d bytes, larger than a Kafka record may be", len(payload))
+            self._settle(1, "delivery_failed")
+            return
+        half = len(rows) // 2  # too large for one Kafka record: halve until each part fits
+        self._ship(service, rows[:half])
+        self._ship(service, rows[half:])
 
     def _send_individually(self, service: str, rows: list[dict[str, Any]], exc: Exception) -> None:
         """One malformed call must not cost its batch-mates: retry them one by one."""
@@ -190,9 +217,13 @@ class Pulse:
                 log.warning("llmpulse: dropping a call that does not fit the schema: %s", row_exc)
                 self._settle(1, "encoding")
                 continue
-            self._produce(service, payload, 1)
+            if not self._produce(service, payload, 1):
+                log.warning("llmpulse: dropping a call of %d bytes, larger than a Kafka record may be", len(payload))
+                self._settle(1, "delivery_failed")
 
-    def _produce(self, service: str, payload: bytes, count: int) -> None:
+    def _produce(self, service: str, payload: bytes, count: int) -> bool:
+        """Hand one record to librdkafka; False (nothing settled) when it is too large to be sent at all."""
+
         def on_delivery(err: KafkaError | None, _msg: object) -> None:
             self._settle(count, "delivery_failed" if err else "delivered")
             if err:
@@ -201,12 +232,18 @@ class Pulse:
         while True:
             try:
                 self._producer.produce(self.settings.topic, payload, key=service.encode(), on_delivery=on_delivery)
-                return
+                return True
             except BufferError:  # librdkafka's own queue is full: let it drain, never drop silently
                 self._producer.poll(0.1)
                 if self._stopping.is_set():
                     self._settle(count, "delivery_failed")
-                    return
+                    return True
+            except KafkaException as exc:  # refused before queueing: settle here or the calls stay pending
+                if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    return False
+                log.warning("llmpulse: batch of %d calls refused by the Kafka client: %s", count, exc)
+                self._settle(count, "delivery_failed")
+                return True
 
     def _settle(self, count: int, outcome: str) -> None:
         with self._lock:
