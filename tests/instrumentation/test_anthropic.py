@@ -117,7 +117,7 @@ def test_async_create_stream_and_helper(fake_api: Any, recorder: Any) -> None:
     [
         ("claude-status-429", anthropic.RateLimitError, "rate_limited", "RateLimitError"),
         ("claude-status-500", anthropic.InternalServerError, "error", "InternalServerError:500"),
-        ("claude-status-529", anthropic.APIStatusError, "error", "OverloadedError:529"),
+        ("claude-status-529", anthropic.APIStatusError, "error", None),  # OverloadedError in newer SDKs
     ],
 )
 def test_http_errors_propagate_and_are_classified(
@@ -131,7 +131,8 @@ def test_http_errors_propagate_and_are_classified(
         create(plain, model=model)
     assert type(raised.value) is type(baseline.value)
     call = recorder.only()
-    assert (call["status"], call["error_type"]) == (status, error_type)
+    expected_type = error_type or f"{type(baseline.value).__name__}:529"
+    assert (call["status"], call["error_type"]) == (status, expected_type)
 
 
 def test_timeout_and_errors_from_the_stream_helper(fake_api: Any, recorder: Any) -> None:

@@ -134,6 +134,8 @@ def test_embeddings(fake_api: Any, recorder: Any) -> None:
 
 def test_responses_api(fake_api: Any, capturing_recorder: Any) -> None:
     client = instrument_openai(clients(fake_api)[1], pulse=capturing_recorder)
+    if not hasattr(client, "responses"):
+        pytest.skip("this openai version has no Responses API (instrumentation skips the endpoint)")
     got = client.responses.create(model="gpt-4o", input="hello you")
     assert got.output_text == "echo: hello you"
     call = capturing_recorder.only()
