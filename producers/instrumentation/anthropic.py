@@ -17,11 +17,16 @@ from typing import Any
 
 from llmpulse.producers.instrumentation.common import (
     Endpoint,
+    Proxy,
     Reader,
     Recorder,
+    Target,
     count,
+    dont_throw,
+    finish,
     instrument_client,
     require,
+    start,
     text_of,
 )
 
@@ -80,9 +85,67 @@ class MessagesReader(Reader):
         self.usage(uncached + read + created, output_tokens, read)
 
 
+class StreamManagerProxy(Proxy):
+    """A ``messages.stream(...)`` manager: the request happens in ``__enter__``; its raw stream gets our proxy.
+
+    The SDK's helper stream reads events from its ``_raw_stream``; swapping that for a proxy (before anything
+    is read) lets us see every raw event while ``text_stream``, ``get_final_message()`` and friends keep working.
+    """
+
+    __slots__ = ("_llmpulse_call", "_llmpulse_kwargs", "_llmpulse_target")
+
+    def __init__(self, wrapped: Any, target: Target, kwargs: dict[str, Any]) -> None:
+        super().__init__(wrapped)
+        object.__setattr__(self, "_llmpulse_target", target)
+        object.__setattr__(self, "_llmpulse_kwargs", kwargs)
+        object.__setattr__(self, "_llmpulse_call", None)
+
+    def __enter__(self) -> Any:
+        object.__setattr__(self, "_llmpulse_call", start(self._llmpulse_target, self._llmpulse_kwargs))
+        try:
+            stream = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._attach(stream)
+        return stream
+
+    async def __aenter__(self) -> Any:
+        object.__setattr__(self, "_llmpulse_call", start(self._llmpulse_target, self._llmpulse_kwargs))
+        try:
+            stream = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._attach(stream)
+        return stream
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc_info)
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self.__wrapped__.__aexit__(*exc_info)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._llmpulse_call is not None:
+            self._llmpulse_call.end(exc)
+
+    @dont_throw
+    def _attach(self, stream: Any) -> None:
+        call = self._llmpulse_call
+        if call is None:
+            return
+        raw = stream._raw_stream
+        proxy = finish(call, raw)
+        if proxy is raw:  # not a stream type we know: record what we have rather than nothing
+            call.end()
+            return
+        stream._raw_stream = proxy
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(("messages",), "create", "chat", MessagesReader),
-    Endpoint(("messages",), "stream", "chat", MessagesReader, stream_manager=True),
+    Endpoint(("messages",), "stream", "chat", MessagesReader, manager_proxy=StreamManagerProxy),
 )
 
 

@@ -116,7 +116,9 @@ class Endpoint:
     method: str
     operation: str  # gen_ai.operation.name
     reader: type[Reader]
-    stream_manager: bool = False  # returns a context manager whose __enter__ makes the request (messages.stream)
+    # For methods returning a context manager that makes the request in __enter__ (messages.stream): the
+    # proxy class wrapping that manager, called as manager_proxy(manager, target, kwargs).
+    manager_proxy: Callable[[Any, Target, dict[str, Any]], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +199,8 @@ def finish(call: Call | None, result: Any) -> Any:
 
 def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., Any]:
     """A drop-in for ``original`` that records each call; only the SDK call itself differs sync vs async."""
-    if target.endpoint.stream_manager:
-        return _wrap_manager(original, target)
+    if target.endpoint.manager_proxy is not None:
+        return _wrap_manager(original, target, target.endpoint.manager_proxy)
     if inspect.iscoroutinefunction(inspect.unwrap(original)):
 
         @functools.wraps(original)
@@ -228,11 +230,10 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
     return wrapper
 
 
-def _wrap_manager(original: Callable[..., Any], target: Target) -> Callable[..., Any]:
+def _wrap_manager(original: Callable[..., Any], target: Target, proxy: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        manager = original(*args, **kwargs)
-        return StreamManagerProxy(manager, target, kwargs)
+        return proxy(original(*args, **kwargs), target, kwargs)
 
     return wrapper
 
@@ -240,7 +241,7 @@ def _wrap_manager(original: Callable[..., Any], target: Target) -> Callable[...,
 # ---- proxies ------------------------------------------------------------------------------------------
 
 
-class _Proxy:
+class Proxy:
     """Forwards every attribute to the wrapped object and reports its class, so ``isinstance`` holds."""
 
     __slots__ = ("__wrapped__",)
@@ -265,7 +266,7 @@ class _Proxy:
         return repr(self.__wrapped__)
 
 
-class _RecordingProxy(_Proxy):
+class _RecordingProxy(Proxy):
     __slots__ = ("_llmpulse_call",)
 
     def __init__(self, wrapped: Any, call: Call) -> None:
@@ -350,64 +351,6 @@ class AsyncStreamProxy(_RecordingProxy):
             await self.__wrapped__.close()
         finally:
             self._llmpulse_call.end()
-
-
-class StreamManagerProxy(_Proxy):
-    """A ``messages.stream(...)`` manager: the request happens in ``__enter__``; its raw stream gets our proxy.
-
-    The SDK's helper stream reads events from its ``_raw_stream``; swapping that for a proxy (before anything
-    is read) lets us see every raw event while ``text_stream``, ``get_final_message()`` and friends keep working.
-    """
-
-    __slots__ = ("_llmpulse_call", "_llmpulse_kwargs", "_llmpulse_target")
-
-    def __init__(self, wrapped: Any, target: Target, kwargs: dict[str, Any]) -> None:
-        super().__init__(wrapped)
-        object.__setattr__(self, "_llmpulse_target", target)
-        object.__setattr__(self, "_llmpulse_kwargs", kwargs)
-        object.__setattr__(self, "_llmpulse_call", None)
-
-    def __enter__(self) -> Any:
-        object.__setattr__(self, "_llmpulse_call", start(self._llmpulse_target, self._llmpulse_kwargs))
-        try:
-            stream = self.__wrapped__.__enter__()
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-        self._attach(stream)
-        return stream
-
-    async def __aenter__(self) -> Any:
-        object.__setattr__(self, "_llmpulse_call", start(self._llmpulse_target, self._llmpulse_kwargs))
-        try:
-            stream = await self.__wrapped__.__aenter__()
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-        self._attach(stream)
-        return stream
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self.__wrapped__.__exit__(*exc_info)
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self.__wrapped__.__aexit__(*exc_info)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._llmpulse_call is not None:
-            self._llmpulse_call.end(exc)
-
-    @dont_throw
-    def _attach(self, stream: Any) -> None:
-        call = self._llmpulse_call
-        if call is None:
-            return
-        raw = stream._raw_stream
-        proxy = finish(call, raw)
-        if proxy is raw:  # not a stream type we know: record what we have rather than nothing
-            call.end()
-            return
-        stream._raw_stream = proxy
 
 
 # ---- patching the client instance -------------------------------------------------------------------------
