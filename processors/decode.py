@@ -17,6 +17,7 @@ import numpy as np
 from llmpulse import schemas
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.validation import Limits, find_invalid
+from llmpulse.processors.registry_decode import RegistryDecoder, is_registry_framed
 from llmpulse.producers.batching import (
     DICTIONARY,
     FIELDS,
@@ -46,8 +47,10 @@ class Refused:
 class CallDecoder:
     """Stateless apart from the parsed schemas, which are built once per worker."""
 
-    def __init__(self, limits: Limits, max_record_bytes: int, max_calls_per_batch: int) -> None:
+    def __init__(self, limits: Limits, max_record_bytes: int, max_calls_per_batch: int,
+                 registry: RegistryDecoder | None = None) -> None:
         self.limits = limits
+        self.registry = registry  # reads the Confluent Schema Registry framing when a registry is configured
         self.max_record_bytes = max_record_bytes
         self.max_calls_per_batch = max_calls_per_batch
         self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH)
@@ -73,21 +76,30 @@ class CallDecoder:
     def _record_of(self, data: bytes) -> dict[str, Any]:
         if len(data) > self.max_record_bytes:
             raise DecodeError("oversized", f"record of {len(data)} bytes exceeds {self.max_record_bytes}")
+        if is_registry_framed(data):
+            if self.registry is None:
+                raise DecodeError("unknown_schema", "schema registry framing (magic byte 0) but no "
+                                                    "LLMPULSE_SCHEMA_REGISTRY_URL is configured")
+            name, record = self.registry.decode(data)
+            return self._checked(record) if name == schemas.LLM_CALL_BATCH else self._packed(record)
         if self.batch_codec.knows(data):
-            record = self.batch_codec.decode(data)
-            if not 0 < record["count"] <= self.max_calls_per_batch:
-                raise DecodeError(
-                    "invalid_batch", f"batch count {record['count']} not in 1..{self.max_calls_per_batch}"
-                )
-            return record
+            return self._checked(self.batch_codec.decode(data))
         if self.call_codec.knows(data):
-            call = self.call_codec.decode(data)
-            try:
-                return self._packer.columns([call])
-            except (ValueError, TypeError, OverflowError, KeyError) as exc:
-                raise DecodeError("invalid_field", f"call does not fit the columnar layout: {exc}") from None
+            return self._packed(self.call_codec.decode(data))
         self.call_codec.writer_for(data)  # raises the precise bad_magic / unknown_schema / truncated error
         raise DecodeError("unknown_schema", "not an llm_call or llm_call_batch record")
+
+    def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
+        if not 0 < record["count"] <= self.max_calls_per_batch:
+            raise DecodeError("invalid_batch", f"batch count {record['count']} not in 1..{self.max_calls_per_batch}")
+        return record
+
+    def _packed(self, call: dict[str, Any]) -> dict[str, Any]:
+        """A single llm_call in the batch layout, so both shapes take the same columnar path."""
+        try:
+            return self._packer.columns([call])
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise DecodeError("invalid_field", f"call does not fit the columnar layout: {exc}") from None
 
     def _reencode(self, record: dict[str, Any], index: int) -> bytes:
         """The one refused call alone, as a single llm_call record, so it can be inspected and replayed."""

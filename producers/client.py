@@ -28,7 +28,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from llmpulse.producers import pii
-from llmpulse.producers.batching import BatchEncoder, new_event_id
+from llmpulse.producers.batching import new_event_id
+from llmpulse.producers.registry import encoder_for
 from llmpulse.producers.settings import PulseSettings, detect_service
 from llmpulse.producers.tracking import CallTracker
 
@@ -68,7 +69,8 @@ class Pulse:
         self._counts = dict.fromkeys(
             ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors"), 0
         )
-        self._encoder = BatchEncoder(producer_id=f"{settings.service}-{new_event_id()[:8]}")
+        self._encoder = encoder_for(f"{settings.service}-{new_event_id()[:8]}", settings.topic,
+                                    settings.schema_registry_url, settings.schema_registry_auth or None)
         config = settings.producer_config()
         config["error_cb"] = self._on_broker_error
         self._producer = Producer(config)

@@ -50,6 +50,9 @@ class PulseSettings:
     max_text_chars: int = field(default_factory=lambda: _env_int("SDK_MAX_TEXT_CHARS", 16_384))
     compression: str = field(default_factory=lambda: env("SDK_COMPRESSION", "lz4"))
     shutdown_timeout_s: float = 5.0
+    # Optional Confluent Schema Registry: when set, records use its wire format (producers/registry.py).
+    schema_registry_url: str = field(default_factory=lambda: env("SCHEMA_REGISTRY_URL", ""))
+    schema_registry_auth: str = field(default_factory=lambda: env("SCHEMA_REGISTRY_AUTH", ""), repr=False)
     extra_producer_config: dict[str, str] = field(default_factory=dict)
 
     def producer_config(self) -> dict[str, object]:

@@ -1,0 +1,322 @@
+"""Daily usage per service and model, and what routing its easy calls to the cheapest model would save.
+
+State. Per UTC day and service, one ``DayUsage``: for each (model, provider) a vector of integer counters
+(requests, failures by kind, tokens, priced cost, and the same figures for the *easy* calls) plus a latency
+sketch (1 % relative error, see sketch.py), and the priced spend per hashed user (at most ``max_users`` per
+day and service; later users share one ``(other)`` entry). Days older than ``retention_days`` are dropped.
+Each (day, service) object is persisted on its own, so a batch rewrites one small object, never the month.
+The same state answers ``llmpulse report`` for a day, an ISO week or a month (see processors/report.py).
+
+Easy calls. A call is easy when it succeeded, was priced, was not a cache hit, and stayed within both token
+thresholds (``easy_max_input_tokens``, ``easy_max_output_tokens``): the share a small model can usually serve.
+
+Savings estimate, per service and period. The candidate targets are the configured ``target_models``
+(``provider/model`` or ``model``), else every model the service already uses. The target is the candidate
+whose prices make the service's whole easy token mix cheapest; each source model's easy calls would then
+cost their tokens at the target's rates, and the estimate is ``sum(max(actual - routed, 0))`` over source
+models (routing never moves calls to a pricier model). Prompt-size price tiers are ignored: easy calls are
+far below every tier threshold. It is an upper bound on savings that assumes the target answers as well.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmpulse.processors.core.columns import ERROR, FILTERED, OK, RATE_LIMITED, TIMEOUT, CallColumns
+from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.pricing import PICO_PER_MICRO, Rate
+from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.slots import SEP
+
+DAY_MS = 86_400_000
+COUNTERS: tuple[str, ...] = (
+    "requests", "errors", "timeouts", "rate_limited", "filtered", "cache_hits",
+    "input_tokens", "output_tokens", "cached_tokens", "cost_micros", "priced",
+    "easy", "easy_input_tokens", "easy_output_tokens", "easy_cached_tokens", "easy_cost_micros",
+)
+INDEX = {name: i for i, name in enumerate(COUNTERS)}
+OTHER_USERS = "(other)"
+_LEN = struct.Struct("<I")
+_DAY_BITS = 12  # days of one batch packed under the series code; retention stays far below 4096 days
+
+
+@dataclass(frozen=True, slots=True)
+class SavingsConfig:
+    easy_max_input_tokens: int = 1000
+    easy_max_output_tokens: int = 300
+    target_models: tuple[str, ...] = ()  # "provider/model" or "model"; empty: the models a service uses
+    retention_days: int = 35  # a calendar month plus the days a report's week may reach back
+    max_users: int = 1000  # per day and service
+    relative_accuracy: float = 0.01
+
+
+class DayUsage:
+    """One service's calls of one UTC day: counters and latency per (model, provider), spend per user."""
+
+    __slots__ = ("accuracy", "latency", "rows", "users")
+
+    def __init__(self, accuracy: float = 0.01) -> None:
+        self.accuracy = accuracy
+        self.rows: dict[tuple[str, str], np.ndarray] = {}
+        self.latency: dict[tuple[str, str], LatencySketch] = {}
+        self.users: dict[str, int] = {}
+
+    def add(self, model: str, provider: str, counts: np.ndarray, latency_s: np.ndarray) -> None:
+        key = (model, provider)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = np.zeros(len(COUNTERS), dtype=np.int64)
+            self.latency[key] = LatencySketch(self.accuracy)
+        row += counts
+        self.latency[key].add_many(latency_s)
+
+    def charge_users(self, users: Iterable[str], micros: Iterable[int], max_users: int) -> None:
+        for user, amount in zip(users, micros, strict=True):
+            if user not in self.users and len(self.users) >= max_users:
+                user = OTHER_USERS  # bounded: the spend still counts, only the name is lost
+            self.users[user] = self.users.get(user, 0) + amount
+
+    def to_bytes(self) -> bytes:
+        keys = list(self.rows)
+        head = json.dumps({"a": self.accuracy, "rows": [[m, p, self.rows[(m, p)].tolist()] for m, p in keys],
+                           "users": self.users}, separators=(",", ":")).encode()
+        parts = [_LEN.pack(len(head)), head]
+        for key in keys:
+            blob = self.latency[key].to_bytes()
+            parts += [_LEN.pack(len(blob)), blob]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> DayUsage:
+        (size,) = _LEN.unpack_from(blob, 0)
+        head = json.loads(blob[_LEN.size : _LEN.size + size])
+        out = cls(float(head["a"]))
+        at = _LEN.size + size
+        for model, provider, counts in head["rows"]:
+            row = np.zeros(len(COUNTERS), dtype=np.int64)
+            row[: min(len(counts), row.size)] = counts[: row.size]  # tolerate counters added later
+            (length,) = _LEN.unpack_from(blob, at)
+            out.rows[(model, provider)] = row
+            out.latency[(model, provider)] = LatencySketch.from_bytes(blob[at + _LEN.size : at + _LEN.size + length])
+            at += _LEN.size + length
+        out.users = {str(k): int(v) for k, v in head["users"].items()}
+        return out
+
+
+def usage_key(day: int, service: str) -> str:
+    return f"{day}{SEP}{service}"
+
+
+class SavingsTracker:
+    """Daily usage of one partition, persisted through ``state`` (namespace ``usage``)."""
+
+    def __init__(self, config: SavingsConfig | None = None) -> None:
+        self.config = config or SavingsConfig()
+        accuracy = self.config.relative_accuracy
+        self.state: KeyedState[DayUsage] = KeyedState("usage", lambda _key: DayUsage(accuracy), DayUsage.from_bytes)
+        self._newest_day = -1
+
+    def restore(self, key: str, blob: bytes) -> None:
+        self.state.restore(key, blob)
+        self._newest_day = max(self._newest_day, int(key.split(SEP, 1)[0]))
+
+    def update(self, calls: CallColumns, cost_micros: np.ndarray, offset: int) -> None:
+        """Absorb one record's calls; ``cost_micros`` is the priced cost (NO_COST where still unknown)."""
+        if not len(calls):
+            return
+        days = calls.timestamp_ms // DAY_MS
+        newest = int(days.max())
+        if newest > self._newest_day:
+            self._newest_day = newest
+            self.evict()
+        keep = days > self._newest_day - self.config.retention_days
+        if not keep.all():  # older than what is kept: counting it would resurrect an evicted day
+            calls, cost_micros, days = calls.take(keep), cost_micros[keep], days[keep]
+            if not len(calls):
+                return
+        keys, inverse = calls.group_by("service", "model", "provider")
+        day0 = int(days.min())
+        groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (days - day0), return_inverse=True)
+        matrix = self._counters(calls, cost_micros, group_of, len(groups))
+        order = np.argsort(group_of, kind="stable")
+        bounds = np.searchsorted(group_of[order], np.arange(len(groups) + 1))
+        latency_s = calls.latency_ms[order] / 1000.0
+        touched: dict[str, DayUsage | None] = {}
+        for g, code in enumerate(groups.tolist()):
+            service, model, provider = keys[code >> _DAY_BITS]
+            key = usage_key(day0 + (code & ((1 << _DAY_BITS) - 1)), service or "")
+            if key not in touched:  # for_update stamps the offset: ask once per key and batch
+                touched[key] = self.state.for_update(key, offset)
+            usage = touched[key]
+            if usage is not None:
+                usage.add(model or "", provider or "", matrix[g], latency_s[bounds[g] : bounds[g + 1]])
+        self._charge_users(calls, cost_micros, days, touched)
+
+    def _counters(self, calls: CallColumns, cost: np.ndarray, group_of: np.ndarray, n: int) -> np.ndarray:
+        c = self.config
+        status, priced = calls.status, cost >= 0
+        easy = ((status == OK) & priced & ~calls.cache_hit & (calls.input_tokens <= c.easy_max_input_tokens)
+                & (calls.output_tokens <= c.easy_max_output_tokens))
+        values = {
+            "requests": np.ones(len(calls)), "errors": status == ERROR, "timeouts": status == TIMEOUT,
+            "rate_limited": status == RATE_LIMITED, "filtered": status == FILTERED, "cache_hits": calls.cache_hit,
+            "input_tokens": calls.input_tokens, "output_tokens": calls.output_tokens,
+            "cached_tokens": calls.cached_tokens, "cost_micros": np.where(priced, cost, 0), "priced": priced,
+            "easy": easy, "easy_input_tokens": np.where(easy, calls.input_tokens, 0),
+            "easy_output_tokens": np.where(easy, calls.output_tokens, 0),
+            "easy_cached_tokens": np.where(easy, calls.cached_tokens, 0),
+            "easy_cost_micros": np.where(easy, cost, 0),
+        }
+        matrix = np.zeros((n, len(COUNTERS)), dtype=np.int64)
+        for name, column in values.items():
+            # float64 sums are exact here: one batch stays far below 2**53 tokens or micro-dollars.
+            matrix[:, INDEX[name]] = np.rint(np.bincount(group_of, weights=column, minlength=n))
+        return matrix
+
+    def _charge_users(self, calls: CallColumns, cost: np.ndarray, days: np.ndarray,
+                      touched: dict[str, DayUsage | None]) -> None:
+        charged = (cost > 0) & np.not_equal(calls.user_hash, None)
+        if not charged.any():
+            return
+        picked = calls.take(charged)
+        keys, inverse = picked.group_by("service", "user_hash")
+        picked_days = days[charged]
+        day0 = int(picked_days.min())
+        groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (picked_days - day0),
+                                     return_inverse=True)
+        sums = np.rint(np.bincount(group_of, weights=cost[charged], minlength=len(groups))).astype(np.int64)
+        per_key: dict[str, tuple[list[str], list[int]]] = {}
+        for g, code in enumerate(groups.tolist()):
+            service, user = keys[code >> _DAY_BITS]
+            key = usage_key(day0 + (code & ((1 << _DAY_BITS) - 1)), service or "")
+            names, amounts = per_key.setdefault(key, ([], []))
+            names.append(str(user))
+            amounts.append(int(sums[g]))
+        for key, (names, amounts) in per_key.items():
+            usage = touched.get(key)
+            if usage is not None:
+                usage.charge_users(names, amounts, self.config.max_users)
+
+    def evict(self) -> None:
+        """Drop days that left the retention window (called when a newer day first appears)."""
+        oldest = self._newest_day - self.config.retention_days
+        for key, _usage in self.state.items():
+            if int(key.split(SEP, 1)[0]) <= oldest:
+                self.state.delete(key)
+
+    def days(self, start_ms: int, end_ms: int) -> Iterator[tuple[str, DayUsage]]:
+        """(service, usage) of every kept day overlapping [start_ms, end_ms)."""
+        first, last = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
+        for key, usage in self.state.items():
+            day, service = key.split(SEP, 1)
+            if first <= int(day) <= last:
+                yield service, usage
+
+
+@dataclass(slots=True)
+class UsageRow:
+    service: str
+    model: str
+    provider: str
+    counts: np.ndarray
+    latency: LatencySketch
+
+    def __getitem__(self, name: str) -> int:
+        return int(self.counts[INDEX[name]])
+
+
+@dataclass(slots=True)
+class Usage:
+    """Usage summed over a period and over partitions: rows per (service, model, provider), users per service."""
+
+    rows: dict[tuple[str, str, str], UsageRow] = field(default_factory=dict)
+    users: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, service: str, day: DayUsage) -> None:
+        for (model, provider), counts in day.rows.items():
+            row = self.rows.get((service, model, provider))
+            if row is None:
+                row = self.rows[(service, model, provider)] = UsageRow(
+                    service, model, provider, np.zeros(len(COUNTERS), dtype=np.int64), LatencySketch(day.accuracy))
+            row.counts += counts
+            row.latency.merge(day.latency[(model, provider)])
+        spend = self.users.setdefault(service, {})
+        for user, micros in day.users.items():
+            spend[user] = spend.get(user, 0) + micros
+
+    @classmethod
+    def collect(cls, trackers: Iterable[SavingsTracker], start_ms: int, end_ms: int) -> Usage:
+        out = cls()
+        for tracker in trackers:
+            for service, day in tracker.days(start_ms, end_ms):
+                out.add(service, day)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSavings:
+    service: str
+    target: str | None  # "provider/model"; None when no candidate has a known price
+    requests: int
+    easy_calls: int
+    cost_micros: int
+    easy_cost_micros: int
+    routed_easy_cost_micros: int
+    savings_micros: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "service": self.service, "target": self.target, "requests": self.requests,
+            "easy_calls": self.easy_calls, "easy_share": self.easy_calls / self.requests if self.requests else 0.0,
+            "cost_usd": self.cost_micros / 1e6, "easy_cost_usd": self.easy_cost_micros / 1e6,
+            "routed_easy_cost_usd": self.routed_easy_cost_micros / 1e6, "savings_usd": self.savings_micros / 1e6,
+            "savings_ratio": self.savings_micros / self.cost_micros if self.cost_micros else 0.0,
+        }
+
+
+RateLookup = Callable[[str, str], Rate | None]
+
+
+def estimate_savings(usage: Usage, rate_of: RateLookup, targets: tuple[str, ...] = ()) -> list[ServiceSavings]:
+    """Per service: the routing saving described in the module docstring, largest saving first."""
+    by_service: dict[str, list[UsageRow]] = {}
+    for row in usage.rows.values():
+        by_service.setdefault(row.service, []).append(row)
+    out = [_service_savings(service, rows, rate_of, targets) for service, rows in by_service.items()]
+    return sorted(out, key=lambda s: (-s.savings_micros, s.service))
+
+
+def _candidates(rows: list[UsageRow], targets: tuple[str, ...]) -> list[tuple[str, str]]:
+    if not targets:
+        return sorted({(row.provider, row.model) for row in rows})
+    return [tuple(t.split("/", 1)) if "/" in t else ("", t) for t in targets]  # type: ignore[misc]
+
+
+def _service_savings(service: str, rows: list[UsageRow], rate_of: RateLookup,
+                     targets: tuple[str, ...]) -> ServiceSavings:
+    def total(name: str) -> int:
+        return int(sum(row[name] for row in rows))
+
+    # Easy tokens per source row as (uncached input, output, cache read): the pricer's three components.
+    tokens = np.array([[max(r["easy_input_tokens"] - r["easy_cached_tokens"], 0), r["easy_output_tokens"],
+                        r["easy_cached_tokens"]] for r in rows], dtype=np.float64)
+    actual = np.array([r["easy_cost_micros"] for r in rows], dtype=np.float64)
+    priced = [(c, rate) for c in _candidates(rows, targets) if (rate := rate_of(*c)) is not None]
+    base = dict(service=service, requests=total("requests"), easy_calls=total("easy"),
+                cost_micros=total("cost_micros"), easy_cost_micros=total("easy_cost_micros"))
+    if not priced:
+        return ServiceSavings(target=None, routed_easy_cost_micros=base["easy_cost_micros"], savings_micros=0,
+                              **base)  # type: ignore[arg-type]
+    rates = np.array([[r.input, r.output, r.cached] for _, r in priced], dtype=np.float64).T  # (3, candidates)
+    routed = tokens @ rates / PICO_PER_MICRO  # (rows, candidates) micro-dollars; float: an estimate, no overflow
+    best = int(np.argmin(routed.sum(axis=0)))
+    per_row = np.minimum(routed[:, best], actual)  # a row already cheaper than the target stays where it is
+    provider, model = priced[best][0]
+    return ServiceSavings(target=f"{provider}/{model}" if provider else model,
+                          routed_easy_cost_micros=round(float(per_row.sum())),
+                          savings_micros=round(float((actual - per_row).sum())), **base)  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+"""Daily usage state and the model-routing savings estimate, against hand-computed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.pricing import Pricer, parse_overrides
+from llmpulse.processors.core.savings import (
+    DAY_MS,
+    OTHER_USERS,
+    SavingsConfig,
+    SavingsTracker,
+    Usage,
+    estimate_savings,
+)
+from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.decode import CallDecoder
+from llmpulse.producers.batching import BatchEncoder
+
+DAY0 = 20_000 * DAY_MS  # a fixed UTC midnight
+# $/1M tokens: big 10 in / 30 out, small 0.5 / 1.5 (20x cheaper), mid 2 / 6.
+PRICES = {"big": {"input": 10, "output": 30}, "small": {"input": 0.5, "output": 1.5}, "mid": {"input": 2, "output": 6}}
+PRICER = Pricer(overrides=parse_overrides(PRICES), use_catalogue=False)
+
+
+def _calls(rows: list[dict]) -> tuple[CallColumns, np.ndarray]:  # type: ignore[type-arg]
+    full = []
+    for i, row in enumerate(rows):
+        call = {"event_id": f"e{i}", "timestamp_ms": DAY0 + 3_600_000, "service": "chat", "provider": "p",
+                "request_model": "big", "status": "ok", "latency_ms": 100.0, "input_tokens": 100,
+                "output_tokens": 50}
+        call.update(row)
+        full.append(call)
+    now = max(call["timestamp_ms"] for call in full) + 1
+    calls, refused = CallDecoder(Limits(max_age_s=10**9), 1 << 24, 10_000).decode(
+        BatchEncoder("t").encode_batch(full), now)
+    assert not refused and calls is not None
+    cost = PRICER.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
+                               calls.output_tokens, calls.cached_tokens)
+    return calls, cost
+
+
+def _usage(tracker: SavingsTracker, days: int = 1) -> Usage:
+    return Usage.collect([tracker], DAY0, DAY0 + days * DAY_MS)
+
+
+def _mixed_traffic() -> tuple[CallColumns, np.ndarray]:
+    easy_big = [{} for _ in range(10)]  # 100 in / 50 out on big: $0.0025 each
+    hard_big = [{"input_tokens": 5000, "output_tokens": 800} for _ in range(5)]
+    easy_small = [{"request_model": "small"} for _ in range(4)]
+    failed = [{"status": "error", "input_tokens": 10, "output_tokens": 0} for _ in range(2)]
+    return _calls(easy_big + hard_big + easy_small + failed)
+
+
+def test_easy_calls_on_the_big_model_would_save_their_cost_minus_the_small_model_price() -> None:
+    tracker = SavingsTracker()
+    tracker.update(*_mixed_traffic(), offset=1)
+
+    (chat,) = estimate_savings(_usage(tracker), PRICER.rate)
+
+    big_easy, small_easy = 10 * 2500, 10 * 125  # micro-dollars: 100*10 + 50*30 = 2500; 100*0.5 + 50*1.5 = 125
+    assert chat.target == "p/small"
+    assert (chat.requests, chat.easy_calls) == (21, 14)  # hard and failed calls are never "easy"
+    assert chat.savings_micros == big_easy - small_easy
+    assert chat.easy_cost_micros == big_easy + 4 * 125
+    hard = 5 * (5000 * 10 + 800 * 30)
+    assert chat.cost_micros == big_easy + hard + 4 * 125 + 2 * 100  # errors are priced (10 input tokens)
+    assert chat.as_dict()["savings_ratio"] == pytest.approx(chat.savings_micros / chat.cost_micros)
+
+
+def test_thresholds_decide_what_is_easy() -> None:
+    tracker = SavingsTracker(SavingsConfig(easy_max_input_tokens=50))
+    tracker.update(*_mixed_traffic(), offset=1)
+    (chat,) = estimate_savings(_usage(tracker), PRICER.rate)
+    assert chat.easy_calls == 0 and chat.savings_micros == 0
+
+
+def test_configured_target_is_used_and_calls_already_cheaper_are_not_moved() -> None:
+    tracker = SavingsTracker()
+    tracker.update(*_mixed_traffic(), offset=1)
+    (chat,) = estimate_savings(_usage(tracker), PRICER.rate, targets=("p/mid",))
+    assert chat.target == "p/mid"
+    # big easy calls move to mid (100*2 + 50*6 = 500 each); the small calls are cheaper than mid and stay put.
+    assert chat.savings_micros == 10 * (2500 - 500)
+    assert chat.routed_easy_cost_micros == 10 * 500 + 4 * 125
+
+
+def test_unknown_target_prices_give_no_estimate() -> None:
+    tracker = SavingsTracker()
+    tracker.update(*_mixed_traffic(), offset=1)
+    (chat,) = estimate_savings(_usage(tracker), PRICER.rate, targets=("nobody/knows",))
+    assert chat.target is None and chat.savings_micros == 0
+
+
+def test_replayed_offset_changes_nothing_and_state_survives_a_restore() -> None:
+    calls, cost = _mixed_traffic()
+    tracker = SavingsTracker()
+    tracker.update(calls, cost, offset=7)
+    tracker.update(calls, cost, offset=7)  # at-least-once redelivery
+    restored = SavingsTracker()
+    for key, blob in tracker.state.drain():
+        assert blob is not None
+        restored.restore(key, blob)
+    for state in (tracker, restored):
+        (chat,) = estimate_savings(_usage(state), PRICER.rate)
+        assert chat.requests == 21
+    restored.update(calls, cost, offset=8)
+    (chat,) = estimate_savings(_usage(restored), PRICER.rate)
+    assert chat.requests == 42
+
+
+def test_usage_keeps_latency_percentiles_per_model_across_days() -> None:
+    tracker = SavingsTracker()
+    slow = [{"latency_ms": float(ms), "timestamp_ms": DAY0 + (ms % 2) * DAY_MS} for ms in range(1, 1001)]
+    tracker.update(*_calls(slow), offset=1)
+    usage = _usage(tracker, days=2)
+    row = usage.rows[("chat", "big", "p")]
+    assert row["requests"] == 1000
+    p50, p99 = row.latency.quantiles([0.5, 0.99])
+    assert p50 == pytest.approx(0.5, rel=0.02) and p99 == pytest.approx(0.99, rel=0.02)
+    assert _usage(tracker, days=1).rows[("chat", "big", "p")]["requests"] == 500  # one day only
+
+
+def test_old_days_are_dropped_once_past_retention() -> None:
+    tracker = SavingsTracker(SavingsConfig(retention_days=3))
+    tracker.update(*_calls([{}]), offset=1)
+    tracker.update(*_calls([{"timestamp_ms": DAY0 + 5 * DAY_MS}]), offset=2)
+    tracker.update(*_calls([{}]), offset=3)  # late call for an evicted day: ignored, not resurrected
+    assert _usage(tracker).rows == {}
+    assert [key for key, blob in tracker.state.drain() if blob is None]  # a tombstone for the changelog
+    assert Usage.collect([tracker], DAY0, DAY0 + 6 * DAY_MS).rows[("chat", "big", "p")]["requests"] == 1
+
+
+def test_user_spend_is_summed_and_bounded() -> None:
+    tracker = SavingsTracker(SavingsConfig(max_users=2))
+    rows = [{"user_hash": f"u{i % 3}"} for i in range(9)] + [{"user_hash": None}]
+    tracker.update(*_calls(rows), offset=1)
+    users = _usage(tracker).users["chat"]
+    assert sum(users.values()) == 9 * 2500  # the call without a user is charged to nobody
+    assert len(users) == 3 and users[OTHER_USERS] == 3 * 2500
