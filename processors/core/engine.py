@@ -130,8 +130,10 @@ class PartitionEngine:
             crossings = ledger.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost)
             observations += [crossing.observation() for crossing in highest_crossings(crossings)]
         attempts = self._attempts.for_update(ATTEMPTS_KEY, offset)
-        if attempts is not None and verdicts.injection.any():
-            observations += self.guard.escalate(attempts, calls, verdicts.injection, event_ms)
+        if attempts is not None:
+            self.guard.record_attempts(attempts, calls, verdicts.injection)
+            if attempts.attempts or attempts.reported:
+                observations += self.guard.escalate(attempts, event_ms)
         alerts = self._decide(observations, offset)
         return BatchOutcome(
             alerts=alerts,
@@ -174,6 +176,10 @@ class PartitionEngine:
             observations += self.traffic.observe(s, now_ms)
         for s in self.drift.series():
             observations += self.drift.observe(s, now_ms, force=True)
+        attempts = self._attempts.get(ATTEMPTS_KEY)
+        if attempts is not None and (attempts.attempts or attempts.reported):
+            observations += self.guard.escalate(attempts, now_ms)
+            self._attempts.touch(ATTEMPTS_KEY)
         policy = self.policy
         events = policy.observe_many(observations) + policy.tick(now_ms)
         if events:

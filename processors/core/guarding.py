@@ -105,29 +105,41 @@ class GuardMonitor:
                 kinds.update(kind.lower() for kind in _REDACTED.findall(text))
         return kinds
 
-    def escalate(self, log: AttemptLog, calls: CallColumns, injection: np.ndarray,
-                 now_ms: int) -> list[Observation]:
-        """Record this batch's attempts per user; observations for users over the incident threshold."""
+    def record_attempts(self, log: AttemptLog, calls: CallColumns, injection: np.ndarray) -> None:
+        """Remember this batch's injection attempts per user (bounded per user and in users)."""
         c = self.config
-        horizon = now_ms - c.incident_window_s * 1000
-        out = []
         for row in np.flatnonzero(injection).tolist():
             user = calls.user_hash[row] or "anonymous"
             times = log.attempts.setdefault(user, deque(maxlen=max(c.incident_attempts * 4, 16)))
             times.append(int(calls.timestamp_ms[row]))
+        while len(log.attempts) > c.max_tracked_users:
+            log.attempts.pop(next(iter(log.attempts)))
+
+    def escalate(self, log: AttemptLog, now_ms: int) -> list[Observation]:
+        """Per-user incident observations: active while a user is over the threshold inside the window,
+        clear once a previously reported user falls below it (so the incident can resolve)."""
+        c = self.config
+        horizon = now_ms - c.incident_window_s * 1000
+        window = f"{c.incident_window_s // 60}m"
+        out = []
         for user, times in list(log.attempts.items()):
             while times and times[0] < horizon:
                 times.popleft()
             if not times:
                 del log.attempts[user]
+        for user in set(log.attempts) | set(log.reported):
+            attempts = len(log.attempts.get(user, ()))
+            over = attempts >= c.incident_attempts
+            if not over and user not in log.reported:
                 continue
-            if len(times) >= c.incident_attempts:
-                out.append(Observation(
-                    "security_incident", (("type", "prompt_injection_campaign"), ("user", user)), "CRITICAL",
-                    float(len(times)), float(c.incident_attempts), f"{c.incident_window_s // 60}m",
-                    f"user {user} made {len(times)} prompt-injection attempts in {c.incident_window_s // 60} min",
-                    now_ms,
-                ))
-        while len(log.attempts) > c.max_tracked_users:
-            log.attempts.pop(next(iter(log.attempts)))
+            if over:
+                log.reported[user] = now_ms
+            else:
+                del log.reported[user]
+            out.append(Observation(
+                "security_incident", (("type", "prompt_injection_campaign"), ("user", user)),
+                "CRITICAL" if over else None, float(attempts), float(c.incident_attempts), window,
+                f"user {user} made {attempts} prompt-injection attempts in {c.incident_window_s // 60} min",
+                now_ms,
+            ))
         return out

@@ -52,6 +52,7 @@ class WorkerProcess:
             "LLMPULSE_TOPIC_DEAD_LETTER": f"dlq-{suffix}",
             "LLMPULSE_TOPIC_ALERT_COMMANDS": f"commands-{suffix}",
             "LLMPULSE_TOPIC_PROVIDER_STATE": f"provider-state-{suffix}",
+            "LLMPULSE_TOPIC_FLEET": f"fleet-{suffix}",
             **self.extra_env,
         }
 

@@ -1,0 +1,151 @@
+"""Every simulator scenario, end to end: simulator -> real broker -> real worker -> its alert fires exactly once
+per incident and (where the condition can clear) resolves.
+
+Each scenario gets its own worker and topics; all run at once to keep the suite short. Traffic is sent with
+--fast: 300 s of calls with event timestamps ending now, so windows, holds and cooldowns run on event time.
+Windows and holds are shortened through the same LLMPULSE_ variables a user would set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmpulse import schemas
+from llmpulse.schemas.codec import SchemaCodec
+from tests.support.kafka import read_topic
+from tests.support.worker import WorkerProcess
+
+pytestmark = pytest.mark.timeout(300)
+ALERTS = SchemaCodec(schemas.ALERT)
+DURATION_S = 240
+QUIET = {
+    "LLMPULSE_ALERTS__RESOLVE_HOLD_S": "15",
+    "LLMPULSE_LATENCY__ALERT_WINDOW_S": "30",
+    "LLMPULSE_TRAFFIC__WINDOW_S": "30",
+    "LLMPULSE_DRIFT__REFERENCE_SIZE": "300",
+    "LLMPULSE_DRIFT__BLOCK_SIZE": "150",
+    "LLMPULSE_DRIFT__MIN_CURRENT": "100",
+    "LLMPULSE_TRAFFIC__TOKEN_AVERAGE_LIMIT": "1000000",
+    "LLMPULSE_BUDGETS__GLOBAL_HOUR_USD": "1000000",
+    "LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "1000000",
+    "LLMPULSE_BUDGETS__GLOBAL_MONTH_USD": "1000000",
+    "LLMPULSE_BUDGETS__PROJECTION_MONTH_USD": "1000000000",
+}
+# scenario -> (rules that must fire, must they resolve?, extra worker settings)
+EXPECTED: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {
+    "latency-spike": (("latency_p95", "latency_p99"), True, {}),
+    "error-burst": (("error_rate",), True, {}),
+    "cost-spike": (("cost_per_request",), True, {}),
+    # Spend never "un-happens": a budget incident ends with its period (or after an hour without news).
+    "budget-exhaustion": (("budget",), False, {"LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "60"}),
+    "confidence-drift": (("confidence_drift",), True, {}),
+    "injection-campaign": (("prompt_injection", "security_incident"), True, {}),
+    "hallucination": (("hallucination",), True, {}),
+    "pii-leak": (("pii_leak",), True, {}),
+    "provider-outage": (("provider_circuit",), True, {}),
+    # Welch statistics are cumulative over the experiment: a regressed variant stays regressed.
+    "ab-regression": (("ab_regression",), False, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, WorkerProcess]]:
+    workers = {
+        name: WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp(name), extra_env={**QUIET, **extra})
+        for name, (_, _, extra) in EXPECTED.items()
+    }
+    try:
+        _start_all(list(workers.values()))  # startups overlap
+        sims = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "llmpulse.cli", "simulate", "--fast", "--json", "--seed", "7",
+                 "--rate", "50", "--duration", str(DURATION_S), "--scenario", name],
+                env=worker.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            for name, worker in workers.items()
+        }
+        for name, sim in sims.items():
+            output = sim.communicate(timeout=180)[0].decode(errors="replace")
+            assert sim.returncode == 0, f"simulate {name} failed:\n{output[-2000:]}"
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
+def _start_all(workers: list[WorkerProcess], timeout: float = 120.0) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def start(worker: WorkerProcess) -> None:
+        try:
+            worker.start(timeout=timeout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _alerts_until(worker: WorkerProcess, rules: tuple[str, ...], resolve: bool, timeout: float) -> list[dict[str, Any]]:
+    def done(alerts: list[dict[str, Any]]) -> bool:
+        incidents = _incidents(alerts, rules)
+        if not all(any(rule == r for r, _ in incidents) for rule in rules):
+            return False
+        return not resolve or all("resolved" in statuses for statuses in incidents.values())
+
+    deadline = time.monotonic() + timeout
+    alerts: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda _v: False, timeout=2,
+                            decode=ALERTS.decode)
+        if done(alerts):
+            break
+        time.sleep(2)
+    return alerts
+
+
+def _incidents(alerts: list[dict[str, Any]], rules: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:
+    """(rule, alert_id) -> statuses seen."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for alert in alerts:
+        if alert["rule"] in rules:
+            out[(alert["rule"], alert["alert_id"])].add(alert["status"])
+    return out
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str, WorkerProcess],
+                                                                 scenario: str) -> None:
+    worker = runs[scenario]
+    rules, resolves, _ = EXPECTED[scenario]
+    alerts = _alerts_until(worker, rules, resolves, timeout=90)
+    incidents = _incidents(alerts, rules)
+    fired = {rule for rule, _ in incidents}
+    assert fired == set(rules), f"{scenario}: fired {fired}, log:\n{worker.log_tail(20)}"
+
+    firing_ids: dict[str, set[str]] = defaultdict(set)
+    for alert in alerts:
+        if alert["rule"] in rules and alert["status"] == "firing":
+            firing_ids[alert["fingerprint"]].add(alert["alert_id"])
+    assert all(len(ids) == 1 for ids in firing_ids.values()), f"{scenario}: an incident fired twice: {firing_ids}"
+    if resolves:
+        unresolved = [key for key, statuses in incidents.items() if "resolved" not in statuses]
+        assert not unresolved, f"{scenario}: never resolved: {unresolved}"
+    for alert in alerts:
+        if alert["rule"] in rules:
+            assert alert["mitigation"], alert
