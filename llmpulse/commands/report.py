@@ -78,11 +78,12 @@ def _latency(row: dict[str, Any]) -> list[str]:
 def _sections(data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table, shared by the terminal and the Markdown renderings."""
     t = data["totals"]
-    sections = [("Totals", ["requests", "spend", "input tokens", "output tokens", "tokens/req", "error rate",
-                            "p50", "p95", "p99", "unpriced"],
-                 [[f"{t['requests']:,}", _usd(t["cost_usd"]), f"{t['input_tokens']:,}", f"{t['output_tokens']:,}",
-                   f"{t['tokens_per_request']:,.0f}", _pct(t["error_ratio"]), *_latency(t),
-                   f"{t['unpriced_requests']:,}"]])]
+    totals = [("requests", f"{t['requests']:,}"), ("spend", _usd(t["cost_usd"])),
+              ("input / output tokens", f"{t['input_tokens']:,} / {t['output_tokens']:,}"),
+              ("tokens per request", f"{t['tokens_per_request']:,.0f}"), ("error rate", _pct(t["error_ratio"])),
+              ("latency p50 / p95 / p99", " / ".join(_latency(t))),
+              ("unpriced requests", f"{t['unpriced_requests']:,}")]
+    sections = [("Totals", ["figure", "value"], [list(pair) for pair in totals])]
     sections.append(("Services", ["service", "requests", "spend", "tokens/req", "error rate", "p50", "p95", "p99"],
                      [[s["service"], f"{s['requests']:,}", _usd(s["cost_usd"]), f"{s['tokens_per_request']:,.0f}",
                        _pct(s["error_ratio"]), *_latency(s)] for s in data["services"]]))
@@ -125,7 +126,8 @@ def _projection_line(data: dict[str, Any]) -> str | None:
 
 def _title(data: dict[str, Any]) -> str:
     parts = ", ".join(map(str, data["partitions"])) or "none"
-    return f"llmpulse {data['period']} report: {data['start']} to {data['end']} (calls partitions {parts})"
+    start, end = (data[k][:16].replace("T", " ") for k in ("start", "end"))
+    return f"llmpulse {data['period']} report, {start} to {end} UTC (calls partitions {parts})"
 
 
 def to_markdown(data: dict[str, Any]) -> str:
