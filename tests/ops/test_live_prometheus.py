@@ -247,10 +247,7 @@ def expected(problems: dict[str, str]) -> dict[str, str]:
 def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     exe = binary("prometheus")
     workdir = tmp_path_factory.mktemp("live")
-    worker = WorkerProcess(kafka_bootstrap, workdir / "worker", extra_env=WORKER_ENV)
-    # WorkerProcess leaves the fleet topic at its shared default; summaries of other tests' workers would mix in.
-    worker.extra_env["LLMPULSE_TOPIC_FLEET"] = f"fleet-{worker.app_id}"
-    worker.start()
+    worker = WorkerProcess(kafka_bootstrap, workdir / "worker", extra_env=WORKER_ENV).start()
     port = free_port()
     prom_dir = workdir / "prometheus"
     prom_dir.mkdir()
