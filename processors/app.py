@@ -31,6 +31,7 @@ from llmpulse.processors.decode import CallDecoder, Refused
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
 from llmpulse.processors.records import RecordCodecs
+from llmpulse.processors.registry_decode import registry_decoder
 from llmpulse.processors.settings import ProcessorSettings
 
 log = logging.getLogger("llmpulse.worker")
@@ -53,7 +54,9 @@ class Worker:
         self.config = configure.engine_config(settings)
         self.fleet_config = configure.fleet_config(settings)
         v = settings.validation
-        self.decoder = CallDecoder(configure.validation_limits(settings), v.max_record_bytes, v.max_calls_per_batch)
+        auth = settings.schema_registry_auth.get_secret_value() if settings.schema_registry_auth else None
+        self.decoder = CallDecoder(configure.validation_limits(settings), v.max_record_bytes, v.max_calls_per_batch,
+                                   registry=registry_decoder(settings.schema_registry_url, auth))
         self.codecs = RecordCodecs(v.dead_letter_payload_bytes)
         self.pricer = Pricer(settings.prices_file)
         self.guard = GuardMonitor(self.config.guarding)
@@ -99,12 +102,14 @@ class Worker:
         self.fleet_state = app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1)
         from llmpulse.processors.agents import calls, commands, fleet, ticks
         from llmpulse.processors.web import register_views
+        from llmpulse.processors.web_report import register_report_views
 
         calls.register(self, app)
         fleet.register(self, app)
         commands.register(self, app)
         ticks.register(self, app)
         register_views(self, app)
+        register_report_views(self, app)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.task(self._start_directory)
         return app

@@ -11,6 +11,7 @@ from llmpulse.processors.core.guarding import GuardingConfig
 from llmpulse.processors.core.guards.guard import GuardConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
+from llmpulse.processors.core.savings import SavingsConfig
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
@@ -75,6 +76,13 @@ def engine_config(s: ProcessorSettings) -> EngineConfig:
         experiments=ExperimentConfig(e.control_variants, e.min_samples, e.alpha, e.min_effect),
         limits=budget_limits(s),
         alerts=alert_config(s),
+        savings=SavingsConfig(
+            easy_max_input_tokens=s.savings.easy_max_input_tokens,
+            easy_max_output_tokens=s.savings.easy_max_output_tokens,
+            target_models=s.savings.target_models,
+            retention_days=s.savings.retention_days,
+            max_users=s.savings.max_users,
+        ),
     )
 
 

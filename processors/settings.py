@@ -107,6 +107,16 @@ class ExperimentRules(_Group):
     min_effect: float = 0.2
 
 
+class SavingsRules(_Group):
+    """What counts as an "easy" call a cheaper model could have answered (seed 003's model routing)."""
+
+    easy_max_input_tokens: int = 1000
+    easy_max_output_tokens: int = 300
+    target_models: tuple[str, ...] = ()  # "provider/model" or "model"; empty: the models a service already uses
+    retention_days: int = 35
+    max_users: int = 1000
+
+
 class AlertRules(_Group):
     cooldown_s: int = 900
     resolve_hold_s: int = 120
@@ -152,8 +162,11 @@ class ProcessorSettings(BaseSettings):
     guards: GuardRules = GuardRules()
     circuit: CircuitRules = CircuitRules()
     experiments: ExperimentRules = ExperimentRules()
+    savings: SavingsRules = SavingsRules()
     alerts: AlertRules = AlertRules()
     validation: ValidationLimits = ValidationLimits()
+    schema_registry_url: str | None = None  # read Confluent-framed records too (docs: README, Reports and export)
+    schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth
     prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue
 
     @property

@@ -4,6 +4,7 @@ GET  /metrics                      Prometheus text format
 GET  /health/live, /health/ready   liveness; readiness once assigned partitions are recovered
 GET  /api/metrics                  JSON summary per service/model from this worker's partitions
 GET  /api/alerts?status=&severity= every alert known on the alerts topic (same answer on every worker)
+GET  /api/budgets                  exact spend (integer micro-dollars) of this worker's ledgers; read-only
 POST /api/alerts/{alert_id}/acknowledge   bearer token required (401 missing, 403 wrong or unset)
 """
 
@@ -17,10 +18,13 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from llmpulse.processors.web_report import savings_rows
+
 if TYPE_CHECKING:
     from llmpulse.processors.app import Worker
 
 MAX_BODY_BYTES = 16 * 1024
+BUDGET_TOP = 1000  # keys per scope and period in /api/budgets
 _STATUSES = {"firing", "acknowledged", "resolved"}
 _SEVERITIES = {"INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -64,7 +68,22 @@ def register_views(worker: Worker, app: faust.App) -> None:
         async def get(self, request: Request) -> Response:
             now = now_ms()
             series = [row for engine in worker.engines.values() for row in engine.summary(now)]
-            return self.json({"generated_at_ms": now, "partitions": sorted(worker.engines), "series": series})
+            return self.json({"generated_at_ms": now, "partitions": sorted(worker.engines), "series": series,
+                              "experiments": [r for e in worker.engines.values() for r in e.experiment_results()],
+                              "savings": savings_rows(worker, now)})
+
+    @app.page("/api/budgets")
+    class ApiBudgets(View):
+        """Read-only: the fleet ledger (when this worker owns the fleet partition) and every partition ledger."""
+
+        async def get(self, request: Request) -> Response:
+            fleet = _fleet_ledger_view(worker) if worker.owns_fleet() else None
+            partitions = {
+                str(partition): engine.budget.snapshot(top=BUDGET_TOP)
+                for partition, engine in sorted(worker.engines.items())
+            }
+            body = {"generated_at_ms": now_ms(), "ready": worker.is_ready(), "fleet": fleet, "partitions": partitions}
+            return self.json(body)
 
     @app.page("/api/alerts")
     class ApiAlerts(View):
@@ -102,3 +121,15 @@ def register_views(worker: Worker, app: faust.App) -> None:
                 partition=known.partition,
             )
             return self.json({"alert_id": alert_id, "status": "acknowledge requested", "actor": actor}, status=202)
+
+
+def _fleet_ledger_view(worker: Worker) -> list[dict[str, Any]]:
+    """The fleet ledger's snapshot without caching an engine (a view must not pin state mid-recovery)."""
+    from llmpulse.processors.app import FLEET_KEY
+    from llmpulse.processors.core.fleet import FleetEngine
+
+    fleet = worker.fleet
+    if fleet is None:
+        blob = worker.fleet_state.data.get(FLEET_KEY)
+        fleet = FleetEngine.from_bytes(blob, worker.fleet_config) if blob else FleetEngine(worker.fleet_config)
+    return fleet.ledger.snapshot(top=BUDGET_TOP)

@@ -24,6 +24,7 @@ from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
 from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.summary import SeriesTotals, summarize
 from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
@@ -53,6 +54,7 @@ class EngineConfig:
     experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
     limits: BudgetLimits = field(default_factory=BudgetLimits)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    savings: SavingsConfig = field(default_factory=SavingsConfig)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class PartitionEngine:
         self.traffic = TrafficMonitor(config.traffic)
         self.drift = DriftMonitor(config.drift)
         self.experiments = ExperimentMonitor(config.experiments)
+        self.savings = SavingsTracker(config.savings)
 
         def ledger(blob: bytes | None = None) -> BudgetLedger:
             options: dict[str, Any] = {"scopes": PARTITION_SCOPES, "projection": False}
@@ -118,6 +121,7 @@ class PartitionEngine:
             "confidence": calls.confidence,
         }, offset)
 
+        self.savings.update(calls, cost, offset)
         observations: list[Observation] = []
         for s in series:
             observations += self.latency.observe(s, event_ms) + self.traffic.observe(s, event_ms)
@@ -247,7 +251,7 @@ class PartitionEngine:
     # ---- persistence -------------------------------------------------------------------------------------
     def _states(self) -> list[KeyedState]:  # type: ignore[type-arg]
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
-                self.experiments.state, self._budget, self._attempts, self._policy]
+                self.experiments.state, self.savings.state, self._budget, self._attempts, self._policy]
 
     def drain_state(self) -> list[tuple[str, bytes | None]]:
         return [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
@@ -265,6 +269,9 @@ class PartitionEngine:
             if state.namespace == namespace:
                 state.restore(key, blob)
                 return
+        if namespace == self.savings.state.namespace:
+            self.savings.restore(key, blob)  # the tracker's own restore also tracks the newest day
+            return
         raise KeyError(f"unknown state namespace {namespace!r}")
 
 

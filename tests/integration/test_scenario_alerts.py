@@ -47,7 +47,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {
     # Spend never "un-happens": a budget incident ends with its period (or after an hour without news).
     "budget-exhaustion": (("budget",), False, {"LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "60"}),
     "confidence-drift": (("confidence_drift",), True, {}),
-    "injection-campaign": (("prompt_injection", "security_incident"), True, {}),
+    # The per-user incident window is 10 min by default; the campaign must age out of it to resolve.
+    "injection-campaign": (("prompt_injection", "security_incident"), True,
+                           {"LLMPULSE_GUARDS__INCIDENT_WINDOW_S": "60"}),
     "hallucination": (("hallucination",), True, {}),
     "pii-leak": (("pii_leak",), True, {}),
     "provider-outage": (("provider_circuit",), True, {}),
