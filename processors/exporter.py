@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
@@ -22,6 +23,7 @@ _CIRCUIT_CODE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 class MetricsExporter:
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
+        self._lag_seen: set[tuple[str, int]] = set()
 
     def record_batch(self, totals: Iterable[SeriesTotals], accepted: int) -> None:
         m = self.metrics
@@ -78,6 +80,19 @@ class MetricsExporter:
 
     def record_circuit(self, transition: CircuitTransition) -> None:
         self.metrics.circuit.child(transition.provider, transition.model).set(_CIRCUIT_CODE[transition.state])
+
+    def record_lag(self, end_offsets: Mapping[Any, int], read_offsets: Mapping[Any, int],
+                   assigned: set[tuple[str, int]]) -> None:
+        """Records between the last one read and the log end, per assigned partition (0 for lost ones)."""
+        lag = self.metrics.lag
+        for tp, end in list(end_offsets.items()):
+            if (tp.topic, tp.partition) in assigned:
+                read = read_offsets.get(tp)
+                behind = end if read is None else end - read - 1
+                lag.labels(tp.topic, str(tp.partition)).set(max(0, behind))
+        for topic, partition in list(self._lag_seen - assigned):
+            lag.labels(topic, str(partition)).set(0)
+        self._lag_seen = assigned | self._lag_seen
 
     def record_dead_letter(self, reason_code: str) -> None:
         self.metrics.dead_letter.child(reason_code).inc()

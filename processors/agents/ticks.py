@@ -28,4 +28,6 @@ def register(worker: Worker, app: faust.App) -> None:
                 worker.persist_fleet()
                 await worker.emit_alerts(events, FLEET_ALERTS_PARTITION)
         worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now)
+        worker.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
+                                   {(tp.topic, tp.partition) for tp in app.consumer.assignment()})
         worker.metrics.ready.set(1 if worker.is_ready() else 0)
