@@ -11,10 +11,4 @@ _MODULES = ("broker", "worker", "simulate", "alerts", "forward", "guard", "repor
 
 def register_all(app: typer.Typer) -> None:
     for name in _MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue  # command not built yet in this checkout
-            raise
-        module.register(app)
+        importlib.import_module(f"{__name__}.{name}").register(app)
