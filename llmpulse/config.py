@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 ENV_PREFIX = "LLMPULSE_"
@@ -16,6 +17,15 @@ ENV_PREFIX = "LLMPULSE_"
 def env(name: str, default: str) -> str:
     """``LLMPULSE_<name>`` from the environment, else ``default``."""
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def shared_data_dir() -> Path:
+    """The user's reference data (traces, labelled prompts): ``LLMPULSE_SHARED_DATA``, else ``../shared/data``
+    beside a source checkout. It may not exist (e.g. in an installed wheel); callers treat it as optional."""
+    configured = os.environ.get(ENV_PREFIX + "SHARED_DATA")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def bootstrap_servers() -> str:

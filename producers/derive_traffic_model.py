@@ -31,9 +31,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+from llmpulse.config import shared_data_dir
 from llmpulse.producers.trace_replay import Trace, read_trace
 
-DEFAULT_TRACES_DIR = Path("/work/shared/data/traces")
+DEFAULT_TRACES_DIR = shared_data_dir() / "traces"
 DEFAULT_OUT = Path(__file__).parent / "data" / "traffic_model.json"
 WORKLOAD_FILES = {
     "azure-code": "AzureLLMInferenceTrace_code.csv",

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from llmpulse.config import shared_data_dir
 from llmpulse.processors.core.guards.classifier import (
     DEFAULT_MODEL_PATH,
     HasherConfig,
@@ -37,7 +38,7 @@ from llmpulse.processors.core.guards.classifier import (
 )
 from llmpulse.processors.core.guards.injection import InjectionDetector
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "injection"
+DEFAULT_DATA_DIR = shared_data_dir() / "injection"
 TEST_PERCENT = 20
 LENGTH_EDGES = (128, 512, 2048)  # buckets: <128, 128-511, 512-2047, >=2048 chars
 

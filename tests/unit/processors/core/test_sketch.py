@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from llmpulse.config import shared_data_dir
 from llmpulse.processors.core.sketch import LatencySketch, decode_counts, encode_counts
 
 ACCURACY = 0.01
 TOLERANCE = ACCURACY + 1e-12  # float rounding at bucket boundaries only
 QS = np.concatenate([np.linspace(0.0, 1.0, 101), [0.001, 0.005, 0.995, 0.999, 0.9999]])
-TRACE = Path("/work/shared/data/traces/AzureLLMInferenceTrace_conv.csv")
+TRACE = shared_data_dir() / "traces" / "AzureLLMInferenceTrace_conv.csv"
 
 
 def _dataset(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
