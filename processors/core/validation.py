@@ -6,6 +6,7 @@ failed check in a form an operator can act on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,24 @@ def _column_lengths(calls: CallColumns, name: str) -> np.ndarray:
         return _lengths(getattr(calls, name))
     codes, values = known
     return _lengths(values)[codes]  # code -1 picks the trailing None slot: length 0
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _has_control(values: np.ndarray) -> np.ndarray:
+    return np.fromiter((v is not None and _CONTROL.search(v) is not None for v in values), dtype=bool,
+                       count=len(values))
+
+
+def _column_has_control(calls: CallColumns, name: str) -> np.ndarray:
+    """Names carrying control characters (checked once per distinct value). They would corrupt series keys,
+    which join names with \\x1f, and they are never a legitimate service, provider or model name."""
+    known = calls.codes.get(name)
+    if known is None:
+        return _has_control(getattr(calls, name))
+    codes, values = known
+    return _has_control(values)[codes]
 
 
 def _label_sizes(labels: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +96,7 @@ def find_invalid(calls: CallColumns, limits: Limits, now_ms: int) -> np.ndarray:
     for name in ("service", "provider", "model"):
         lengths = _column_lengths(calls, name)
         check((lengths == 0) | (lengths > limits.max_name_chars), f"{name} must be 1-{limits.max_name_chars} chars")
+        check(_column_has_control(calls, name), f"{name} must not contain control characters")
     for name in ("prompt_text", "response_text"):
         check(_lengths(getattr(calls, name)) > limits.max_text_chars, f"{name} exceeds {limits.max_text_chars} chars")
     if calls.labels:
