@@ -44,7 +44,7 @@ class ErrorRules(_Group):
 
 class TrafficRules(_Group):
     window_s: int = 300
-    min_requests: int = 20
+    min_requests: int = 50  # below this a single failure is already 5%: no rate is judged on fewer calls
     cost_per_request_warning_usd: float = 0.015
     no_answer_warning_ratio: float = 0.20
     token_average_limit: int = 500

@@ -41,7 +41,7 @@ def tail(
         raise typer.BadParameter(f"unknown severity {severity!r}", param_hint="--severity")
     topic = Topics().alerts
     codec = SchemaCodec(schemas.ALERT)
-    console = Console()
+    console = Console(soft_wrap=True)
     consumer = Consumer({"bootstrap.servers": bootstrap_servers(), "group.id": "llmpulse-alerts-tail",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     deadline = time.monotonic() + timeout if timeout else None

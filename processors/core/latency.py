@@ -101,7 +101,7 @@ class LatencyMonitor:
                 observed=float(p95) if enough else 0.0,
                 threshold=config.p95_warning_s,
                 window=window,
-                summary=f"p95 latency {p95:.2f}s > {config.p95_warning_s:g}s over {window} for {where}",
+                summary=f"p95 latency {p95:.2f}s over {window} for {where} (threshold {config.p95_warning_s:g}s)",
                 now_ms=now_ms,
             ),
             Observation(
@@ -111,7 +111,7 @@ class LatencyMonitor:
                 observed=float(p99) if enough else 0.0,
                 threshold=config.p99_critical_s,
                 window=window,
-                summary=f"p99 latency {p99:.2f}s > {config.p99_critical_s:g}s over {window} for {where}",
+                summary=f"p99 latency {p99:.2f}s over {window} for {where} (threshold {config.p99_critical_s:g}s)",
                 now_ms=now_ms,
             ),
         ]

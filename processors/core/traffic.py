@@ -47,7 +47,7 @@ class TrafficConfig:
     window_s: int = 300
     interval_s: int = 10
     horizon_s: int = 3600
-    min_requests: int = 20
+    min_requests: int = 50
     error_warning_ratio: float = 0.05
     error_critical_ratio: float = 0.10
     cost_per_request_warning_micros: int = 15_000
