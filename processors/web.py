@@ -34,7 +34,7 @@ def check_token(worker: Worker, header: str | None) -> tuple[int, str] | None:
     if not header or not header.startswith("Bearer "):
         return 401, "missing bearer token (Authorization: Bearer <LLMPULSE_API_TOKEN>)"
     configured = worker.settings.api_token
-    if configured is None:
+    if configured is None or not configured.get_secret_value():  # an empty token would match "Bearer "
         return 403, "mutations are disabled: no LLMPULSE_API_TOKEN is configured on this worker"
     if not hmac.compare_digest(header[len("Bearer "):].encode(), configured.get_secret_value().encode()):
         return 403, "wrong bearer token"
