@@ -1,0 +1,150 @@
+"""How long an incident takes to become an alert on the alerts topic, at half the worker's top rate.
+
+A worker runs on fresh topics while ``LiveTraffic`` offers 50% of the throughput measured earlier in the
+run. Twenty incidents are injected, each a record of slow calls (6 s) for a service never seen before, so
+each one opens a new alert; latency runs from just before that record is produced to the arrival of its
+first alert on the alerts topic (one process, one clock). The baseline is a raw confluent-kafka
+consume -> produce passthrough on the same broker, timed the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from bench import dataset, workerproc
+from bench.common import GroupResult, percentile
+from bench.traffic import LiveTraffic, TopicWatcher
+from llmpulse import schemas
+from llmpulse.producers.batching import BatchEncoder, new_event_id
+from llmpulse.schemas.codec import SchemaCodec
+
+INCIDENTS = 20
+INCIDENT_CALLS = 40  # above the latency rules' min_samples (20)
+INCIDENT_LATENCY_MS = 6_000.0
+WARMUP_S = 3.0
+GAP_S = 0.5
+SETTLE_S = 15.0
+PASSTHROUGH_MESSAGES = 400
+PASSTHROUGH_RATE = 100.0
+
+
+def incident_rows(service: str, template: dict[str, Any]) -> list[dict[str, Any]]:
+    stamp = int(time.time() * 1000)
+    return [{**template, "service": service, "latency_ms": INCIDENT_LATENCY_MS, "timestamp_ms": stamp,
+             "event_id": new_event_id(), "status": "ok", "prompt_text": None, "response_text": None}
+            for _ in range(INCIDENT_CALLS)]
+
+
+def alert_latencies(bootstrap: str, rate: float, tag: str) -> tuple[list[float], int, int]:
+    """Seconds from each incident's production to its first alert; incidents sent; producer ticks late."""
+    codec = SchemaCodec(schemas.ALERT)
+    produced: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+
+    def on_alert(message: Any, when: float) -> None:
+        service = codec.decode(message.value()).get("service") or ""
+        if service in produced and service not in arrived:
+            arrived[service] = when
+
+    app_id = f"{tag}-alerts-{uuid.uuid4().hex[:6]}"
+    calls_topic, alerts_topic = f"{tag}-{app_id}-calls", f"{tag}-{app_id}-alerts"
+    dataset.create_topics(bootstrap, [calls_topic, alerts_topic])
+    pool = dataset.realistic_rows(20_000, seed=11)
+    template = {k: v for k, v in pool[0].items() if k not in ("labels",)}
+    with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as tmp:
+        worker = workerproc.launch(bootstrap, Path(tmp), app_id, calls_topic, tag,
+                                   {"LLMPULSE_TOPIC_ALERTS": alerts_topic})
+        watcher = traffic = None
+        try:
+            workerproc.wait_ready(worker)
+            watcher = TopicWatcher(bootstrap, alerts_topic, on_alert)
+            watcher.start()
+            traffic = LiveTraffic(bootstrap, calls_topic, rate, pool)
+            traffic.start()
+            time.sleep(WARMUP_S)
+            encoder = BatchEncoder(producer_id="bench-incidents")
+            for k in range(INCIDENTS):
+                service = f"incident-{k:02d}-{uuid.uuid4().hex[:4]}"
+                payload = encoder.encode_batch(incident_rows(service, template))
+                produced[service] = time.time()
+                traffic.produce(service, payload)
+                traffic.producer.poll(0)
+                time.sleep(GAP_S)
+            deadline = time.monotonic() + SETTLE_S
+            while len(arrived) < len(produced) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            if traffic is not None:
+                traffic.stop()
+            if watcher is not None:
+                watcher.stop()
+            worker.stop()
+    latencies = [arrived[s] - produced[s] for s in produced if s in arrived]
+    return latencies, len(produced), traffic.late_ticks if traffic is not None else 0
+
+
+def passthrough_latencies(bootstrap: str, tag: str) -> list[float]:
+    """Seconds from produce to arrival through a plain consume -> produce loop (the broker's floor)."""
+    source, sink = f"{tag}-pt-src", f"{tag}-pt-sink"
+    dataset.create_topics(bootstrap, [source, sink])
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def forward() -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{tag}-pt", "auto.offset.reset": "earliest"})
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        consumer.subscribe([source])
+        while not stop.is_set():
+            for message in consumer.consume(num_messages=100, timeout=0.05):
+                if message.error() is None:
+                    producer.produce(sink, message.value(), key=message.key())
+            producer.poll(0)
+        producer.flush(10)
+        consumer.close()
+
+    forwarder = threading.Thread(target=forward, daemon=True)
+    forwarder.start()
+    def on_arrival(message: Any, when: float) -> None:
+        latencies.append(when - struct.unpack("<d", message.value())[0])
+
+    watcher = TopicWatcher(bootstrap, sink, on_arrival)
+    watcher.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    time.sleep(3.0)  # let the forwarder join its group: its first fetch is start-up, not latency
+    for _ in range(PASSTHROUGH_MESSAGES):
+        producer.produce(source, struct.pack("<d", time.time()))
+        producer.poll(0)
+        time.sleep(1.0 / PASSTHROUGH_RATE)
+    producer.flush(10)
+    deadline = time.monotonic() + 10
+    while len(latencies) < PASSTHROUGH_MESSAGES and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    forwarder.join(15)
+    watcher.stop()
+    return latencies
+
+
+def run(bootstrap: str, tag: str, max_worker_eps: float) -> GroupResult:
+    result = GroupResult()
+    rate = 0.5 * max_worker_eps
+    latencies, sent, late_ticks = alert_latencies(bootstrap, rate, tag)
+    passthrough = passthrough_latencies(bootstrap, tag)
+    note = (f"{INCIDENTS} incidents ({INCIDENT_CALLS} calls at 6 s, new service each) under {rate:,.0f} calls/s "
+            f"offered (50% of max worker rate); produce -> first alert on the alerts topic")
+    result.put("alert_latency_p50_s", percentile(latencies, 0.5) if latencies else None, note)
+    result.put("alert_latency_p99_s", percentile(latencies, 0.99) if latencies else None,
+               f"{len(latencies)} samples: p99 is the largest but one at most")
+    result.put("passthrough_p99_s", percentile(passthrough, 0.99) if passthrough else None,
+               f"confluent consume->produce loop, {len(passthrough)} messages at {PASSTHROUGH_RATE:.0f}/s")
+    result.put("alert_incidents_missed", sent - len(latencies),
+               f"no alert within {SETTLE_S:.0f} s; traffic producer missed its tick {late_ticks} times")
+    return result

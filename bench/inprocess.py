@@ -1,0 +1,104 @@
+"""The worker's pure path in one process: decode + ``PartitionEngine.process`` + metrics export per record.
+
+The worker has no switches for sketches or metrics, so their cost is measured here instead: the engine
+built as processors/app.py builds it, once with the latency monitor's update replaced by a no-op (sketches
+off) and once without ``MetricsExporter`` calls (metrics off), against the full path, interleaved.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from bench import dataset
+from bench.common import GroupResult, Scale, describe, medians, now_ms
+from bench.throughput import build_decoder
+from llmpulse.processors import configure
+from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.exporter import MetricsExporter
+from llmpulse.processors.metrics import WorkerMetrics
+from llmpulse.processors.settings import ProcessorSettings
+
+
+class Pipeline:
+    """One worker's per-record work without Kafka or faust; ``sketches``/``metrics`` switch those parts."""
+
+    def __init__(self, sketches: bool = True, metrics: bool = True) -> None:
+        settings = ProcessorSettings()
+        config = configure.engine_config(settings)
+        self.decoder = build_decoder(settings)
+        self.engine = PartitionEngine(0, config, Pricer(settings.prices_file), GuardMonitor(config.guarding))
+        if not sketches:
+            self.engine.latency.update = _noop  # type: ignore[method-assign]
+        registry = CollectorRegistry()
+        self.exporter = MetricsExporter(WorkerMetrics(registry, settings.max_series_per_metric)) if metrics else None
+
+    def feed(self, values: Sequence[bytes], first_offset: int = 0) -> int:
+        """Process every record as the calls agent does; returns the calls accepted."""
+        accepted = 0
+        for offset, value in enumerate(values, start=first_offset):
+            now = now_ms()
+            calls, _refused = self.decoder.decode(value, now)
+            if calls is None:
+                continue
+            outcome = self.engine.process(calls, offset, now)
+            if self.exporter is not None:
+                self.exporter.record_batch(outcome.totals, outcome.accepted)
+                self.exporter.record_guard(outcome.guard, calls)
+                self.exporter.record_unpriced(outcome.unpriced_models)
+            accepted += outcome.accepted
+        self.engine.drain_state()  # the agent persists the changed state once per group of records
+        return accepted
+
+
+def _noop(*_args: object, **_kwargs: object) -> None:
+    return None
+
+
+def interleaved_rates(values: Sequence[bytes], variants: dict[str, dict[str, bool]],
+                      chunk: int = 16) -> dict[str, float]:
+    """Calls/s of each variant, fed the same records side by side in small chunks, the order rotating.
+
+    Every pipeline keeps its own state and sees every record, and drains its state once per chunk as the
+    agent persists once per group of records; interleaving at this grain (~0.1 s) means a burst of load
+    from a neighbour on the machine slows all variants alike instead of whichever ran then.
+    """
+    pipelines = {name: Pipeline(**switches) for name, switches in variants.items()}
+    spent = dict.fromkeys(pipelines, 0.0)
+    accepted = dict.fromkeys(pipelines, 0)
+    names = list(pipelines)
+    for turn, start in enumerate(range(0, len(values), chunk)):
+        part = values[start : start + chunk]
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            began = time.perf_counter()
+            accepted[name] += pipelines[name].feed(part, first_offset=start)
+            spent[name] += time.perf_counter() - began
+    return {name: accepted[name] / spent[name] for name in names}
+
+
+VARIANTS = {"full": {}, "sketches_off": {"sketches": False}, "metrics_off": {"metrics": False}}
+
+
+def run(scale: Scale) -> GroupResult:
+    result = GroupResult()
+    records = dataset.batch_records(dataset.realistic_rows(scale.calls))
+    values = [value for _, value, _ in records]
+    rounds = [interleaved_rates(values, VARIANTS) for _ in range(scale.rounds)]
+    samples = {name: [r[name] for r in rounds] for name in VARIANTS}
+    mid = medians(samples)
+    sketch = statistics.median(r["sketches_off"] / r["full"] for r in rounds)
+    metrics = statistics.median(r["metrics_off"] / r["full"] for r in rounds)
+    method = ("in-process decode + PartitionEngine.process + MetricsExporter; variants fed the same records "
+              "interleaved 16 records at a time. The worker has no switches for sketches or metrics, so their "
+              "cost is measured on this pure path")
+    result.put("inprocess_eps", mid["full"], f"{method}; " + describe(samples))
+    result.put("sketch_overhead_ratio", sketch,
+               "time with sketches / with LatencyMonitor.update a no-op (1.10 = sketches cost 10%), median of rounds")
+    result.put("metrics_overhead_ratio", metrics,
+               "time with / without MetricsExporter.record_batch+record_guard+record_unpriced, median of rounds")
+    return result

@@ -1,0 +1,105 @@
+"""Goals, pass/fail, and the markdown table of a benchmark run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    text: str
+    check: Callable[[float, Mapping[str, float | None]], bool]
+
+
+def _at_least(limit: float) -> Callable[[float, Mapping[str, float | None]], bool]:
+    return lambda value, _figures: value >= limit
+
+
+def _at_most(limit: float) -> Callable[[float, Mapping[str, float | None]], bool]:
+    return lambda value, _figures: value <= limit
+
+
+def _rss_growth(value: float, figures: Mapping[str, float | None]) -> bool:
+    warm = figures.get("rss_mb_warm")
+    return bool(warm) and value < 1.10 * warm  # type: ignore[operator]
+
+
+GOALS: dict[str, Goal] = {
+    "worker_vs_decode": Goal(">= 0.50 (stretch 0.75)", _at_least(0.50)),
+    "worker_vs_faust_noop": Goal(">= 5", _at_least(5.0)),
+    "alert_latency_p99_s": Goal("<= 1 s", _at_most(1.0)),
+    "sdk_emit_p99_us": Goal("<= 50 us", _at_most(50.0)),
+    "sdk_emit_p99_us_broker_down": Goal("<= 50 us", _at_most(50.0)),
+    "percentile_rel_err_max": Goal("<= 0.01", _at_most(0.01)),
+    "rss_mb_end": Goal("< 1.10 x rss_mb_warm", _rss_growth),
+    "throughput_drift_ratio": Goal(">= 0.95", _at_least(0.95)),
+}
+
+# Every key the JSON must carry (null when a part was skipped or failed), in table order.
+REQUIRED = (
+    "raw_consume_eps", "decode_eps", "worker_eps", "faust_noop_eps",
+    "worker_vs_raw", "worker_vs_decode", "worker_vs_faust_noop",
+    "sketch_overhead_ratio", "metrics_overhead_ratio",
+    "alert_latency_p50_s", "alert_latency_p99_s", "passthrough_p99_s",
+    "sdk_emit_p50_us", "sdk_emit_p99_us", "sdk_emit_p99_us_broker_down",
+    "percentile_rel_err_max",
+    "rss_mb_warm", "rss_mb_end", "throughput_drift_ratio",
+    "guard_us_per_event", "drift_us_per_event",
+)
+
+
+def verdicts(figures: Mapping[str, float | None]) -> dict[str, bool | None]:
+    """key -> passed (None when the figure is missing)."""
+    out: dict[str, bool | None] = {}
+    for key, goal in GOALS.items():
+        value = figures.get(key)
+        out[key] = None if value is None else goal.check(value, figures)
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 0.1:
+        return f"{value:.3f}"
+    return f"{value:.4g}"
+
+
+def markdown(figures: Mapping[str, float | None], notes: Mapping[str, str], meta: Mapping[str, object]) -> str:
+    passed = verdicts(figures)
+    keys = list(REQUIRED) + sorted(k for k in figures if k not in REQUIRED)
+    lines = [
+        f"# llmpulse benchmarks ({meta.get('mode')})",
+        "",
+        f"{meta.get('generated_at')} · Python {meta.get('python')} · {meta.get('cpus')} CPUs · "
+        f"broker {meta.get('broker')} · load average at start {meta.get('loadavg')}",
+        "",
+        "Shared, noisy machines: judge the ratios (measured in the same run against a baseline on the same "
+        "data), not the absolute rates. Each figure is the median of three runs in alternating order unless "
+        "its note says otherwise.",
+        "",
+        "| key | value | goal | pass | notes |",
+        "| --- | ---: | --- | :---: | --- |",
+    ]
+    for key in keys:
+        goal = GOALS.get(key)
+        verdict = passed.get(key)
+        mark = "" if goal is None else ("n/a" if verdict is None else ("pass" if verdict else "**FAIL**"))
+        note = notes.get(key, "").replace("|", "/")
+        lines.append(f"| `{key}` | {_fmt(figures.get(key))} | {goal.text if goal else ''} | {mark} | {note} |")
+    errors = meta.get("errors") or {}
+    if errors:
+        lines += ["", "## Parts that did not run", ""]
+        lines += [f"- `{group}`: {message}" for group, message in errors.items()]  # type: ignore[union-attr]
+    hot = meta.get("hot_spots") or []
+    if hot:
+        lines += ["", "## Hot spots (bench/results/profile.txt)", "", "```"]
+        lines += list(hot)  # type: ignore[arg-type]
+        lines += ["```"]
+    return "\n".join(lines) + "\n"

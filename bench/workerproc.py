@@ -1,0 +1,68 @@
+"""A real ``llmpulse worker`` subprocess on benchmark topics, watched through its /metrics endpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.worker import WorkerProcess
+
+PROCESSED = "llmpulse_events_processed_total"
+
+
+def fleet_topic(tag: str, app_id: str) -> str:
+    """The worker's fleet topic: one summary record per calls record it processed, stamped at send time."""
+    return f"fleet-{tag}-{app_id}"
+
+
+def launch(bootstrap: str, workdir: Path, app_id: str, calls_topic: str, tag: str,
+           extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    """Start a worker without waiting for readiness: the caller times everything from this moment."""
+    worker = WorkerProcess(bootstrap, workdir, app_id=app_id, extra_env={
+        "LLMPULSE_TOPIC_CALLS": calls_topic,
+        # Its own fleet topic: the default one is shared by every worker on the broker.
+        "LLMPULSE_TOPIC_FLEET": fleet_topic(tag, app_id),
+        **(extra_env or {}),
+    })
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = worker.log_path.open("ab")
+    worker.process = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse.cli", "worker", "--loglevel", "warning"],
+        env=worker.env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+    )
+    return worker
+
+
+def processed(worker: WorkerProcess) -> float | None:
+    """Calls the worker has processed, or None while its web server is not answering yet."""
+    status, text = worker.get("/metrics")
+    if status != 200:
+        return None
+    return worker.metric(PROCESSED) if PROCESSED in (text or "") else 0.0
+
+
+def wait_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+        if worker.get("/health/ready")[0] == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"worker not ready after {timeout} s:\n{worker.log_tail()}")
+
+
+def rss_mb(worker: WorkerProcess) -> float | None:
+    """Resident set size of the worker process from /proc (Linux); None elsewhere."""
+    if worker.process is None:
+        return None
+    try:
+        status = Path(f"/proc/{worker.process.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return None
