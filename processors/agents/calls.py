@@ -9,6 +9,7 @@ decided again carries the same alert_id, so consumers see at most a repeat, neve
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import faust
@@ -19,6 +20,7 @@ from llmpulse.processors.decode import Refused
 if TYPE_CHECKING:
     from llmpulse.processors.app import Worker
 
+log = logging.getLogger("llmpulse.worker.calls")
 TAKE_MAX_RECORDS = 64
 TAKE_WITHIN_S = 0.05
 
@@ -45,8 +47,15 @@ def register(worker: Worker, app: faust.App) -> None:
                     await worker.dead_letter(item, topic_name, message.partition, message.offset)
                 if calls is None:
                     continue
-                engine = worker.engine_for(message.partition)
-                outcome = engine.process(calls, message.offset, now_ms())
+                try:
+                    engine = worker.engine_for(message.partition)
+                    outcome = engine.process(calls, message.offset, now_ms())
+                except Exception as exc:  # a bug must cost one record (kept on the dead-letter topic), not the agent
+                    log.exception("processing %s:%d@%d failed", topic_name, message.partition, message.offset)
+                    reason = f"processing failed: {type(exc).__name__}: {exc}"
+                    await worker.dead_letter(Refused("internal_error", reason, value or b""), topic_name,
+                                             message.partition, message.offset)
+                    continue
                 worker.exporter.record_batch(outcome.totals, outcome.accepted)
                 worker.exporter.record_guard(outcome.guard, calls)
                 worker.exporter.record_unpriced(outcome.unpriced_models)
