@@ -74,7 +74,7 @@ def run(bootstrap: str, tag: str, max_worker_eps: float, duration_s: float, warm
             worker.stop()
     first = _rate_over(samples, warmup_s, warmup_s + 60.0)
     last = _rate_over(samples, duration_s - 60.0, duration_s)
-    note = (f"{duration_s / 60:.0f} min at {rate:,.0f} calls/s offered (50% of max worker rate); "
+    note = (f"{duration_s / 60:.3g} min at {rate:,.0f} calls/s offered (50% of max worker rate); "
             f"{SERVICES * MODELS:,} service/model series, {USERS:,} users; warm-up {warmup_s:.0f} s")
     result.put("rss_mb_warm", rss_warm, note)
     result.put("rss_mb_end", rss_end, "VmRSS from /proc at the end")
