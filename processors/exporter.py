@@ -33,9 +33,9 @@ class MetricsExporter:
             service, model, provider = t.series
             for code, count in enumerate(t.status_counts.tolist()):
                 if count:
-                    m.requests.child(service, model, provider, STATUSES[code]).inc(count)
+                    m.requests.child(service, model, provider, STATUSES[code], samples=count).inc(count)
             for error_type, count in t.errors_by_type.items():
-                m.errors.child(service, model, provider, error_type).inc(count)
+                m.errors.child(service, model, provider, error_type, samples=count).inc(count)
             for kind, count in (("input", t.input_tokens), ("output", t.output_tokens), ("cached", t.cached_tokens)):
                 if count:
                     m.tokens.child(service, model, provider, kind).inc(count)

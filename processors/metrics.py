@@ -31,12 +31,14 @@ class BoundedLabels:
         self._folded = folded.labels(metric=name)
         self._other: MetricWrapperBase | None = None
 
-    def child(self, *values: str) -> MetricWrapperBase:
+    def child(self, *values: str, samples: int = 1) -> MetricWrapperBase:
+        """The label child for ``values``; ``samples`` is how many samples the caller is about to record,
+        counted as folded when the label set goes to ``other``."""
         child = self._children.get(values)
         if child is not None:
             return child
         if len(self._children) >= self.max_series:
-            self._folded.inc()
+            self._folded.inc(samples)
             if self._other is None:
                 self._other = self.metric.labels(*([OTHER] * len(values)))
             return self._other

@@ -94,7 +94,7 @@ class BatchEncoder:
         for name, (typecode, missing) in PACKED.items():
             column = [row.get(name, missing) for row in rows]
             if name == "status":
-                column = [_status_code(value) for value in column]
+                column = [_status_code(row.get("status") or "ok") for row in rows]
             elif missing is not None:
                 column = [missing if value is None else value for value in column]
             record[name] = _packed(column, typecode)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,7 +77,9 @@ class Pulse:
         self._producer = Producer(config)
         self._thread = threading.Thread(target=self._run, name="llmpulse-sdk", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        # A weak reference: registering the bound method would keep every Pulse alive until the process exits.
+        closer = weakref.WeakMethod(self.close)
+        atexit.register(lambda: (method := closer()) is not None and method())
 
     # ---- caller side: must stay cheap and must never raise ---------------------------------------
     def record(self, **call: Any) -> bool:
