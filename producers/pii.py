@@ -20,6 +20,11 @@ EMAIL, PHONE, SSN, CREDIT_CARD, IPV4 = "email", "phone", "ssn", "credit_card", "
 _MAYBE_PII = re.compile(r"[\d@]")
 
 
+def may_contain_pii(text: str) -> bool:
+    """False when ``text`` cannot hold any PII kind (no digit, no '@'): a one-regex reject before five scans."""
+    return bool(text) and _MAYBE_PII.search(text) is not None
+
+
 def luhn_valid(digits: str) -> bool:
     """Luhn checksum of a string of ASCII digits."""
     total = 0
@@ -83,7 +88,7 @@ def _patterns(ipv4: bool) -> tuple[PiiPattern, ...]:
 
 def find_pii(text: str, *, ipv4: bool = True) -> list[str]:
     """The kinds of PII present in ``text``, in ``PII_PATTERNS`` order, each at most once."""
-    if not text or not _MAYBE_PII.search(text):
+    if not may_contain_pii(text):
         return []
     found = []
     for pattern in _patterns(ipv4):

@@ -18,7 +18,7 @@ from llmpulse.processors.core.guards.classifier import DEFAULT_MODEL_PATH, Injec
 from llmpulse.processors.core.guards.hallucination import DOMAINS, LEVELS, assess, domain_names
 from llmpulse.processors.core.guards.injection import InjectionDetector
 from llmpulse.processors.core.guards.safety import DEFAULT_TOXIC_TERMS, LengthLimits, ToxicityFilter, lengths
-from llmpulse.producers.pii import PII_PATTERNS, PiiPattern
+from llmpulse.producers.pii import PII_PATTERNS, PiiPattern, may_contain_pii
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,18 @@ def _as_objects(texts: np.ndarray | list[str | None]) -> np.ndarray:
 
 
 def scan_pii(texts: list[str], patterns: tuple[PiiPattern, ...]) -> list[list[str]]:
-    """PII kinds per text: one regex pass per kind over the batch, with the SDK redactor's patterns."""
+    """PII kinds per text: one regex pass per kind over the texts that may hold PII (see may_contain_pii),
+    with the SDK redactor's patterns."""
+    found: list[list[str]] = [[] for _ in texts]
+    candidates = [i for i, text in enumerate(texts) if may_contain_pii(text)]
+    if not candidates:
+        return found
+    for i, kinds in zip(candidates, _scan_pii([texts[i] for i in candidates], patterns), strict=True):
+        found[i] = kinds
+    return found
+
+
+def _scan_pii(texts: list[str], patterns: tuple[PiiPattern, ...]) -> list[list[str]]:
     joined, starts = join_texts(texts)
     found: list[list[str]] = [[] for _ in texts]
     for pattern in patterns:

@@ -79,15 +79,23 @@ class HallucinationRisk(NamedTuple):
 
 def assess(texts: Sequence[str]) -> HallucinationRisk:
     """Risk level and claim domains of each text in a batch."""
-    joined, starts = join_texts(texts, lower=True)
+    lowered = [t.lower() for t in texts]
+    joined, starts = join_texts(lowered)
     columns = [flags(r, joined, starts, word_start=True) for r in _DOMAIN_REGEXES]
     domains = np.column_stack(columns).reshape(len(texts), -1)
-    claim = domains.any(axis=1)
-    unhedged = claim & ~flags(_HEDGE, joined, starts, word_start=True)
     level = np.full(len(texts), LOW, dtype=np.int8)
+    claims = np.flatnonzero(domains.any(axis=1))  # hedging and certainty only matter where there is a claim
+    unhedged = claims[~_any_match(_HEDGE, [lowered[i] for i in claims])]
     level[unhedged] = MEDIUM
-    level[unhedged & flags(_CERTAIN, joined, starts, word_start=True)] = HIGH
+    level[unhedged[_any_match(_CERTAIN, [lowered[i] for i in unhedged])]] = HIGH
     return HallucinationRisk(level, domains)
+
+
+def _any_match(regex: re.Pattern[str], texts: list[str]) -> np.ndarray:
+    if not texts:
+        return np.zeros(0, dtype=bool)
+    joined, starts = join_texts(texts)
+    return flags(regex, joined, starts, word_start=True)
 
 
 def domain_names(row: np.ndarray) -> list[str]:
