@@ -8,6 +8,7 @@ Windows and holds are shortened through the same LLMPULSE_ variables a user woul
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -57,6 +58,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {
 }
 
 
+INCIDENT_START_MS: dict[str, int] = {}  # scenario -> event time its window opened (from the simulator)
+
+
 @pytest.fixture(scope="module")
 def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, WorkerProcess]]:
     workers = {
@@ -69,13 +73,15 @@ def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             name: subprocess.Popen(
                 [sys.executable, "-m", "llmpulse.cli", "simulate", "--fast", "--json", "--seed", "7",
                  "--rate", "50", "--duration", str(DURATION_S), "--scenario", name],
-                env=worker.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=worker.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
             for name, worker in workers.items()
         }
         for name, sim in sims.items():
-            output = sim.communicate(timeout=180)[0].decode(errors="replace")
-            assert sim.returncode == 0, f"simulate {name} failed:\n{output[-2000:]}"
+            output, errors = sim.communicate(timeout=180)
+            assert sim.returncode == 0, f"simulate {name} failed:\n{errors.decode(errors='replace')[-2000:]}"
+            summary = json.loads(output)
+            INCIDENT_START_MS[name] = min(w["start_ms"] for w in summary["scenarios"])
         yield workers
     finally:
         for worker in workers.values():
@@ -150,3 +156,6 @@ def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str,
     for alert in alerts:
         if alert["rule"] in rules:
             assert alert["mitigation"], alert
+    first = min(a["started_at_ms"] for a in alerts if a["rule"] in rules and a["status"] == "firing")
+    # Detection delay in event time (the run is --fast): shown with `pytest -s`, quoted in the issue notes.
+    print(f"\n{scenario}: first alert {(first - INCIDENT_START_MS[scenario]) / 1000:.1f} s after the incident began")
