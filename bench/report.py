@@ -28,6 +28,8 @@ def _rss_growth(value: float, figures: Mapping[str, float | None]) -> bool:
 GOALS: dict[str, Goal] = {
     "worker_vs_decode": Goal(">= 0.50 (stretch 0.75)", _at_least(0.50)),
     "worker_vs_faust_noop": Goal(">= 5", _at_least(5.0)),
+    "sketch_overhead_ratio": Goal(">= 0.90", _at_least(0.90)),
+    "metrics_overhead_ratio": Goal(">= 0.95", _at_least(0.95)),
     "alert_latency_p99_s": Goal("<= 1 s", _at_most(1.0)),
     "sdk_emit_p99_us": Goal("<= 50 us", _at_most(50.0)),
     "sdk_emit_p99_us_broker_down": Goal("<= 50 us", _at_most(50.0)),
