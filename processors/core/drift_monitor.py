@@ -149,9 +149,10 @@ class DriftMonitor:
     def observe(self, key: str, now_ms: int, force: bool = False) -> list[Observation]:
         """Drift rule evaluations for one series; at most once per ``evaluate_every_ms`` unless forced."""
         c = self.config
-        if not force and now_ms - self._judged_at.get(key, -c.evaluate_every_ms) < c.evaluate_every_ms:
-            return []
-        self._judged_at[key] = now_ms
+        if not force:  # forced (timer) judgements run on wall-clock time and must not throttle event-time ones
+            if now_ms - self._judged_at.get(key, -c.evaluate_every_ms) < c.evaluate_every_ms:
+                return []
+            self._judged_at[key] = now_ms
         figures = self.figures(key)
         if not figures:
             return []
