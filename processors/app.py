@@ -198,6 +198,12 @@ class Worker:
         self.exporter.record_dead_letter(refused.code)
 
     def is_ready(self) -> bool:
+        """Assigned partitions are recovered. faust sets ``recovery.completed`` once and never clears it, so a
+        later rebalance's recovery is only visible as ``in_recovery``: an engine built from the table during it
+        would miss state and then overwrite the changelog with short totals."""
         app = self.app
         recovery = app.tables.recovery
-        return bool(app.consumer is not None and not app.rebalancing and recovery.completed.is_set())
+        return bool(
+            app.consumer is not None and not app.rebalancing and not recovery.in_recovery
+            and recovery.completed.is_set()
+        )
