@@ -142,6 +142,13 @@ class Worker:
             self.fleet = FleetEngine.from_bytes(blob, self.fleet_config) if blob else FleetEngine(self.fleet_config)
         return self.fleet
 
+    def owns(self, partition: int) -> bool:
+        """Is this calls partition assigned to us right now? Records buffered before a rebalance may still
+        reach the agent afterwards; processing them would rebuild an engine from a table the new owner is
+        writing, and persisting it would overwrite that owner's totals."""
+        name = self.calls_topic.get_topic_name()
+        return any(tp.topic == name and tp.partition == partition for tp in self.app.consumer.assignment())
+
     def owns_fleet(self) -> bool:
         name = self.fleet_topic.get_topic_name()
         return any(tp.topic == name for tp in self.app.consumer.assignment())

@@ -37,6 +37,8 @@ def register(worker: Worker, app: faust.App) -> None:
             alerts: list[tuple[list[AlertEvent], int]] = []
             for event in events:
                 message = event.message
+                if not worker.owns(message.partition):
+                    continue  # revoked while buffered: the new owner reprocesses it from the committed offset
                 value = event.value
                 if not value:
                     refused = [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
@@ -66,4 +68,5 @@ def register(worker: Worker, app: faust.App) -> None:
             for decided, partition in alerts:
                 await worker.emit_alerts(decided, partition, wait=True)
             for partition in touched:
-                worker.persist(worker.engine_for(partition))
+                if worker.owns(partition):
+                    worker.persist(worker.engine_for(partition))

@@ -22,6 +22,8 @@ def register(worker: Worker, app: faust.App) -> None:
     @app.agent(worker.fleet_topic, name="llmpulse.fleet")
     async def apply_fleet(stream: faust.StreamT) -> None:
         async for events in stream.take_events(64, within=0.05):
+            if not worker.owns_fleet():
+                continue  # revoked while buffered: the new owner applies these summaries itself
             fleet = worker.fleet_engine()
             alerts: list[AlertEvent] = []
             transitions: list[CircuitTransition] = []
