@@ -83,6 +83,7 @@ class PricedTraffic:
     calls: int = 0
 
     def __post_init__(self) -> None:
+        self.delivery_errors: list[str] = []
         self._rng = random.Random(self.seed)
         self._encoder = BatchEncoder(producer_id=f"reliability-{uuid.uuid4().hex[:6]}")
         self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
@@ -120,13 +121,18 @@ class PricedTraffic:
     def _produce(self, key: str, value: bytes) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value, key=key.encode())
+                self._producer.produce(self.topic, value, key=key.encode(), on_delivery=self._delivered)
                 return
             except BufferError:
                 self._producer.poll(0.1)
 
+    def _delivered(self, err: object, _msg: object) -> None:
+        if err is not None:  # expectations already count this batch: a failed delivery must fail the test
+            self.delivery_errors.append(str(err))
+
     def flush(self, timeout: float = 30.0) -> None:
         assert self._producer.flush(timeout) == 0, "traffic was not delivered to the broker"
+        assert not self.delivery_errors, f"the broker refused traffic: {self.delivery_errors[:3]}"
 
 
 SCOPES = ("global", "service", "user", "model")
