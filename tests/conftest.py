@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 import warnings
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import free_port_pair
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 # cp-kafka 8.x is Apache Kafka 4.x, the protocol floor (KIP-896) the project targets.
@@ -38,21 +39,6 @@ def _docker_answers() -> bool:
         return False
 
 
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the local broker's controller listens on port + 1)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
-
-
 @contextlib.contextmanager
 def _container_broker() -> Iterator[str]:
     from testcontainers.community.kafka import KafkaContainer
@@ -66,7 +52,7 @@ def _container_broker() -> Iterator[str]:
 def _local_broker(data_dir: Path) -> Iterator[str]:
     from llmpulse.broker import BrokerConfig, LocalBroker
 
-    broker = LocalBroker(BrokerConfig.from_env(port=_free_port_pair(), data_dir=data_dir))
+    broker = LocalBroker(BrokerConfig.from_env(port=free_port_pair(), data_dir=data_dir))
     try:
         yield broker.start().bootstrap
     finally:

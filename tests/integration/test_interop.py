@@ -15,6 +15,7 @@ import pytest
 
 from llmpulse.processors.core import engine as engine_module
 from llmpulse.producers.batching import DEFAULTS
+from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -105,16 +106,6 @@ def _iso(ms: int) -> str:
 _WIRED = hasattr(engine_module, "SavingsTracker")
 
 
-def _wait(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    return predicate()
-
-
 @pytest.mark.skipif(not _WIRED, reason="PartitionEngine does not keep a SavingsTracker yet")
 def test_worker_report_token_alert_and_alert_export(worker: WorkerProcess, tmp_path: Path) -> None:
     # 60 calls averaging 1117 tokens: over the 500-token average limit (seed 004's token limiter).
@@ -132,7 +123,7 @@ def test_worker_report_token_alert_and_alert_export(worker: WorkerProcess, tmp_p
              env=worker.env)
         return [a for a in _read_alerts(alerts) if a["rule"] == "token_average"]
 
-    (alert,) = _wait(token_alert)
+    (alert,) = wait_until(token_alert, 60)
     assert alert["service"] == "chat" and alert["severity"] == "WARNING"
     assert alert["observed"] == pytest.approx((40 * 1600 + 20 * 150) / 60)
 
@@ -141,7 +132,7 @@ def test_worker_report_token_alert_and_alert_export(worker: WorkerProcess, tmp_p
         data = json.loads(out)
         return data if data["totals"]["requests"] == 60 else {}
 
-    data = _wait(report)
+    data = wait_until(report, 60)
     assert data["totals"]["errors"] == 6 and data["totals"]["input_tokens"] == 40 * 1500 + 20 * 100
     assert data["models"][0]["model"] == "gpt-4o" and data["totals"]["cost_usd"] > 0
     assert data["alerts"]["by_rule"].get("token_average") == 1

@@ -12,6 +12,7 @@ from llmpulse import schemas
 from llmpulse.producers import Pulse
 from llmpulse.schemas.codec import SchemaCodec
 from tests.support.kafka import read_topic
+from tests.support.waiting import wait_until
 from tests.support.worker import API_TOKEN, WorkerProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -31,16 +32,6 @@ def _send_slow_calls(worker: WorkerProcess, service: str, n: int, latency_ms: fl
                              input_tokens=120, output_tokens=40)
             assert pulse.flush(15) == 0
             time.sleep(0.3)
-
-
-def _wait(predicate, timeout: float = 30.0, step: float = 0.3):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_slow_calls_fire_one_p95_alert_however_many_batches_cross(worker: WorkerProcess) -> None:
@@ -65,7 +56,7 @@ def test_slow_calls_fire_one_p95_alert_however_many_batches_cross(worker: Worker
 
 def test_fast_calls_raise_no_alert(worker: WorkerProcess) -> None:
     _send_slow_calls(worker, "search", n=100, latency_ms=300.0)
-    assert _wait(lambda: worker.metric("llmpulse_events_processed_total") >= 100)
+    assert wait_until(lambda: worker.metric("llmpulse_events_processed_total") >= 100, 30, step=0.3)
     alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: False, timeout=3)
     assert alerts == []
 
@@ -94,14 +85,14 @@ def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_still_count(worke
     assert any("input_tokens" in r for r in by_reason)
     single = [d for d in dead if d["batch_index"] is not None]
     assert all(SchemaCodec(schemas.LLM_CALL).decode(d["payload"])["service"] == "billing" for d in single)
-    assert _wait(lambda: worker.metric("llmpulse_llm_requests_total", service="billing") == 2)
+    assert wait_until(lambda: worker.metric("llmpulse_llm_requests_total", service="billing") == 2, 30, step=0.3)
     assert worker.metric("llmpulse_dead_letter_total") == 5
     assert worker.process is not None and worker.process.poll() is None
 
 
 def test_acknowledge_needs_the_token_and_reaches_every_view(worker: WorkerProcess) -> None:
     _send_slow_calls(worker, "support", n=50, latency_ms=2600.0)
-    listed = _wait(lambda: worker.get("/api/alerts?status=firing")[1]["alerts"], timeout=30)
+    listed = wait_until(lambda: worker.get("/api/alerts?status=firing")[1]["alerts"], 30, step=0.3)
     alert_id = listed[0]["alert_id"]
     path = f"/api/alerts/{alert_id}/acknowledge"
 
@@ -113,7 +104,7 @@ def test_acknowledge_needs_the_token_and_reaches_every_view(worker: WorkerProces
                                   {"Authorization": f"Bearer {API_TOKEN}"})
     assert status == 202, body
 
-    acked = _wait(lambda: worker.get("/api/alerts?status=acknowledged")[1]["alerts"], timeout=30)
+    acked = wait_until(lambda: worker.get("/api/alerts?status=acknowledged")[1]["alerts"], 30, step=0.3)
     assert acked[0]["alert_id"] == alert_id and acked[0]["acknowledged_by"] == "oncall"
     assert worker.get("/api/alerts?severity=bogus")[0] == 400
     assert worker.get("/health/live")[0] == 200

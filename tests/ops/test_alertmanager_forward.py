@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from llmpulse import schemas
 from llmpulse.schemas.codec import SchemaCodec
 from tests.ops.conftest import Server
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(180)]
 CODEC = SchemaCodec(schemas.ALERT)
@@ -62,16 +63,6 @@ def am_alerts(server: Server, fingerprint: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["labels"].get("fingerprint") == fingerprint]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return predicate()
-
-
 def test_firing_then_resolved_reaches_alertmanager_and_a_restart_resumes(
     alertmanager: Server, kafka_bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
@@ -105,7 +96,7 @@ def test_firing_then_resolved_reaches_alertmanager_and_a_restart_resumes(
     second = forward(kafka_bootstrap, topic, group, "--alertmanager", alertmanager.url, "--max", "1")
 
     assert (second["forwarded"], second["replayed"]) == (1, 3)
-    assert wait_for(lambda: am_alerts(alertmanager, firing["fingerprint"]) == []), "alert still active"
+    assert wait_until(lambda: am_alerts(alertmanager, firing["fingerprint"]) == [], 15, step=0.2), "alert still active"
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -28,6 +28,7 @@ from confluent_kafka import Producer
 
 from llmpulse.producers import Pulse
 from tests.ops.conftest import Server, binary, start_server, stop_server
+from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess, free_port
 
 pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(240)]
@@ -216,16 +217,6 @@ def drive_traffic(worker: WorkerProcess) -> int:
 
 
 # ---- the live stack --------------------------------------------------------------------------------------
-def wait_until(predicate: Any, timeout: float, step: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
-
-
 def panel_problems(live: Live) -> dict[str, str]:
     problems = {}
     for target in live.targets:

@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from llmpulse.producers.batching import BatchEncoder, new_event_id
+from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess
 
 _HERE = Path(__file__).parent
@@ -239,20 +240,9 @@ def lag_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], int]:
     return lag
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
-    """``predicate()``'s first truthy value within ``timeout`` seconds, else its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
-
-
 @pytest.fixture
 def waiter() -> Callable[..., Any]:
-    return wait_for
+    return wait_until
 
 
 # ---- alerts ---------------------------------------------------------------------------------------------------

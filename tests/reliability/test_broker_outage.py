@@ -7,7 +7,6 @@ directory. The SDK must not raise, must not slow the caller, must drop exactly w
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from llmpulse import schemas
 from llmpulse.broker import BrokerConfig, LocalBroker
 from llmpulse.producers import Pulse
 from llmpulse.schemas.codec import SchemaCodec
+from tests.support.waiting import free_port_pair
 
 pytestmark = pytest.mark.timeout(150)
 RATE_PER_S = 200
@@ -27,20 +27,6 @@ BUFFER_BOUND = 3000
 BEFORE_S, OUTAGE_S, AFTER_S = 5.0, 25.0, 5.0
 # How much worse the caller's p99 may get while the broker is down: a deque append, not a network wait.
 P99_SLACK_MS = 1.0
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
 
 
 @dataclass
@@ -89,7 +75,7 @@ def _delivered_event_ids(bootstrap: str, topic: str) -> list[str]:
 
 def test_sdk_rides_out_a_25_second_broker_outage(tmp_path: Path) -> None:
     started = time.monotonic()
-    broker = LocalBroker(BrokerConfig.from_env(port=_free_port_pair(), data_dir=tmp_path / "broker"))
+    broker = LocalBroker(BrokerConfig.from_env(port=free_port_pair(), data_dir=tmp_path / "broker"))
     bootstrap = broker.start().bootstrap
     pulse: Pulse | None = None
     try:
