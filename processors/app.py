@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -23,9 +24,10 @@ from llmpulse.processors import configure
 from llmpulse.processors.alert_directory import AlertDirectory
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
-from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.engine import CURSOR_KEY, PartitionEngine
 from llmpulse.processors.core.fleet import FleetEngine
 from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.decode import CallDecoder, Refused
 from llmpulse.processors.exporter import MetricsExporter
@@ -111,6 +113,7 @@ class Worker:
         register_views(self, app)
         register_report_views(self, app)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_rebalance_complete.connect(self._commit_persisted_cursors)
         app.task(self._start_directory)
         return app
 
@@ -120,6 +123,32 @@ class Worker:
                 self.engines.pop(tp.partition, None)
             elif tp.topic == self.fleet_topic.get_topic_name():
                 self.fleet = None
+
+    async def _commit_persisted_cursors(self, sender: Any, **_: Any) -> None:
+        """Once tables are recovered and before faust seeks to the committed offsets, commit each assigned
+        partition's persisted cursor: Kafka's commit may run ahead of persisted state (keyed_state.py says
+        why), and resuming from it would skip records for good. A cursor behind the commit replays a few
+        records; one ahead of it saves replaying what is already absorbed."""
+        offsets = {}
+        for tp in self.app.consumer.assignment():
+            cursor = self.persisted_cursor(tp.topic, tp.partition)
+            if cursor is not None:
+                offsets[tp] = cursor
+        if offsets:
+            log.info("resuming from persisted cursors: %s",
+                     ", ".join(f"{tp.topic}:{tp.partition}@{offset}" for tp, offset in sorted(offsets.items())))
+            # faust's public commit only commits acked offsets; this is the consumer's own commit call.
+            await self.app.consumer._commit(offsets)
+
+    def persisted_cursor(self, topic: str, partition: int) -> int | None:
+        """The next offset to process on a calls or fleet partition, as persisted with its state."""
+        if topic == self.calls_topic.get_topic_name():
+            blob = self.state.data.get(f"{partition}|{CURSOR_KEY}".encode())
+            return SourceCursor.from_bytes(blob).next_offset if blob else None
+        if topic == self.fleet_topic.get_topic_name():
+            blob = self.fleet_state.data.get(FLEET_KEY)
+            return FleetEngine.from_bytes(blob, self.fleet_config).cursor.next_offset if blob else None
+        return None
 
     async def _start_directory(self) -> None:
         self.directory.start()
@@ -198,11 +227,14 @@ class Worker:
             await self.provider_state_topic.send(key=key, value=value)
             self.exporter.record_circuit(transition)
 
-    async def dead_letter(self, refused: Refused, topic: str, partition: int, offset: int) -> None:
+    async def dead_letter(self, refused: Refused, topic: str, partition: int, offset: int) -> Awaitable[Any]:
+        """Queue the refused record for the dead-letter topic; returns its delivery (await it before moving
+        the source cursor past the record)."""
         log.warning("dead letter %s:%d@%d: %s %s", topic, partition, offset, refused.code, refused.reason)
         value = self.codecs.encode_dead_letter(refused, topic, partition, offset)
-        await self.dead_letter_topic.send(key=refused.code.encode(), value=value, partition=partition)
+        delivery = await self.dead_letter_topic.send(key=refused.code.encode(), value=value, partition=partition)
         self.exporter.record_dead_letter(refused.code)
+        return delivery
 
     def is_ready(self) -> bool:
         """Assigned partitions are recovered. faust sets ``recovery.completed`` once and never clears it, so a

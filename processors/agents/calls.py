@@ -1,16 +1,18 @@
 """Agent: llm-calls records -> engine of each record's partition -> alerts, dead letters, metrics, state.
 
-Records are taken in small groups (``take_events``): every record is processed, then alerts are sent and
-their delivery awaited, then the changed state of every touched engine is written once for the group, and
-only then does faust ack the records (and later commit their offsets, after flushing the producer). A crash
-anywhere replays the group: state objects skip what they already absorbed (offset stamps) and an alert
-decided again carries the same alert_id, so consumers see at most a repeat, never a loss.
+Records are taken in small groups (``take_events``): every record is processed, then alerts, dead letters
+and fleet summaries are sent and their delivery awaited, then the changed state of every touched engine is
+written once for the group, its source cursor last, and only then does faust ack the records. A crash
+anywhere replays from the persisted cursor (app.py commits it on every assignment): state objects skip what
+they already absorbed (offset stamps) and an alert decided again carries the same alert_id, so consumers see
+at most a repeat, never a loss.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -19,6 +21,7 @@ from llmpulse.processors.decode import Refused
 
 if TYPE_CHECKING:
     from llmpulse.processors.app import Worker
+    from llmpulse.processors.core.engine import PartitionEngine
 
 log = logging.getLogger("llmpulse.worker.calls")
 TAKE_MAX_RECORDS = 64
@@ -26,8 +29,6 @@ TAKE_WITHIN_S = 0.05
 
 
 def register(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import now_ms
-
     topic_name = worker.calls_topic.get_topic_name()
 
     @app.agent(worker.calls_topic, name="llmpulse.calls")
@@ -35,38 +36,52 @@ def register(worker: Worker, app: faust.App) -> None:
         async for events in stream.take_events(TAKE_MAX_RECORDS, within=TAKE_WITHIN_S):
             touched: set[int] = set()
             alerts: list[tuple[list[AlertEvent], int]] = []
+            deliveries: list[Awaitable[Any]] = []
             for event in events:
                 message = event.message
                 if not worker.owns(message.partition):
                     continue  # revoked while buffered: the new owner reprocesses it from the committed offset
-                value = event.value
-                if not value:
-                    refused = [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
-                    calls = None
-                else:
-                    calls, refused = worker.decoder.decode(value, now_ms())
-                for item in refused:
-                    await worker.dead_letter(item, topic_name, message.partition, message.offset)
-                if calls is None:
-                    continue
-                try:
-                    engine = worker.engine_for(message.partition)
-                    outcome = engine.process(calls, message.offset, now_ms())
-                except Exception as exc:  # a bug must cost one record (kept on the dead-letter topic), not the agent
-                    log.exception("processing %s:%d@%d failed", topic_name, message.partition, message.offset)
-                    reason = f"processing failed: {type(exc).__name__}: {exc}"
-                    await worker.dead_letter(Refused("internal_error", reason, value or b""), topic_name,
-                                             message.partition, message.offset)
-                    continue
-                worker.exporter.record_batch(outcome.totals, outcome.accepted)
-                worker.exporter.record_guard(outcome.guard, calls)
-                worker.exporter.record_unpriced(outcome.unpriced_models)
-                await worker.fleet_topic.send(value=outcome.fleet_summary, partition=0)
+                engine = worker.engine_for(message.partition)
+                if engine.cursor.covers(message.offset):
+                    continue  # absorbed and persisted before a restart: its effects are already out
+                deliveries += await _handle(worker, engine, topic_name, message.partition, message.offset,
+                                            event.value, alerts)
+                engine.cursor.advance(message.offset)
                 touched.add(message.partition)
-                if outcome.alerts:
-                    alerts.append((outcome.alerts, message.partition))
             for decided, partition in alerts:
                 await worker.emit_alerts(decided, partition, wait=True)
+            for delivery in deliveries:  # the cursor may only move past records whose output is on the broker
+                await delivery
             for partition in touched:
                 if worker.owns(partition):
                     worker.persist(worker.engine_for(partition))
+
+
+async def _handle(worker: Worker, engine: PartitionEngine, topic_name: str, partition: int, offset: int,
+                  value: bytes | None, alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:
+    """Decode and absorb one record; returns the pending sends (dead letters, fleet summary) it caused."""
+    from llmpulse.processors.app import now_ms
+
+    if not value:
+        refused = [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
+        calls = None
+    else:
+        calls, refused = worker.decoder.decode(value, now_ms())
+    sends = [await worker.dead_letter(item, topic_name, partition, offset) for item in refused]
+    if calls is None:
+        return sends
+    try:
+        outcome = engine.process(calls, offset, now_ms())
+    except Exception as exc:  # a bug must cost one record (kept on the dead-letter topic), not the agent
+        log.exception("processing %s:%d@%d failed", topic_name, partition, offset)
+        reason = f"processing failed: {type(exc).__name__}: {exc}"
+        sends.append(await worker.dead_letter(Refused("internal_error", reason, value or b""), topic_name,
+                                              partition, offset))
+        return sends
+    worker.exporter.record_batch(outcome.totals, outcome.accepted)
+    worker.exporter.record_guard(outcome.guard, calls)
+    worker.exporter.record_unpriced(outcome.unpriced_models)
+    sends.append(await worker.fleet_topic.send(value=outcome.fleet_summary, partition=0))
+    if outcome.alerts:
+        alerts.append((outcome.alerts, partition))
+    return sends

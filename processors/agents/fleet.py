@@ -29,10 +29,14 @@ def register(worker: Worker, app: faust.App) -> None:
             transitions: list[CircuitTransition] = []
             changed = False
             for event in events:
+                offset = event.message.offset
+                if fleet.cursor.covers(offset):
+                    continue  # applied and persisted before a restart
+                fleet.cursor.advance(offset)
+                changed = True
                 if not event.value:
                     continue
                 outcome = fleet.apply(event.value)
-                changed |= outcome.applied
                 alerts += outcome.alerts
                 transitions += outcome.transitions
             await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)

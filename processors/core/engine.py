@@ -20,7 +20,7 @@ from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
 from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMonitor
 from llmpulse.processors.core.fleet import summarize_for_fleet
 from llmpulse.processors.core.guarding import AttemptLog, GuardingConfig, GuardMonitor, GuardVerdicts
-from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
 from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
@@ -32,6 +32,7 @@ from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
 POLICY_KEY = "policy"
 BUDGET_KEY = "ledger"
 ATTEMPTS_KEY = "attempts"
+CURSOR_KEY = "cursor/next"
 PARTITION_SCOPES = ("service", "user")  # global and model budgets are fleet-wide (fleet.py)
 
 
@@ -80,6 +81,7 @@ class PartitionEngine:
         self.drift = DriftMonitor(config.drift)
         self.experiments = ExperimentMonitor(config.experiments)
         self.savings = SavingsTracker(config.savings)
+        self.cursor = SourceCursor()  # moved by the agent: it also covers records refused before reaching here
 
         def ledger(blob: bytes | None = None) -> BudgetLedger:
             options: dict[str, Any] = {"scopes": PARTITION_SCOPES, "projection": False}
@@ -254,9 +256,15 @@ class PartitionEngine:
                 self.experiments.state, self.savings.state, self._budget, self._attempts, self._policy]
 
     def drain_state(self) -> list[tuple[str, bytes | None]]:
-        return [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
+        """Changed state, then the cursor: written in this order, a persisted cursor implies its state is."""
+        changed = [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
+        cursor = self.cursor.drain()
+        return changed if cursor is None else [*changed, (CURSOR_KEY, cursor)]
 
     def restore(self, store_key: str, blob: bytes) -> None:
+        if store_key == CURSOR_KEY:
+            self.cursor = SourceCursor.from_bytes(blob)
+            return
         namespace, _, key = store_key.partition("/")
         if namespace == self.experiments.state.namespace:
             self.experiments.restore(key, blob)

@@ -18,6 +18,7 @@ import numpy as np
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
+from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.producers.circuit_breaker import BreakerConfig
 
@@ -72,6 +73,7 @@ class FleetEngine:
         self.circuits = StreamCircuitTracker(config.breaker)
         self.policy = AlertPolicy(config.alerts)
         self.applied: dict[int, int] = {}
+        self.cursor = SourceCursor()  # position on the fleet topic itself, persisted in the same blob
 
     def apply(self, summary: bytes) -> FleetOutcome:
         data = json.loads(summary)
@@ -104,6 +106,7 @@ class FleetEngine:
         return json.dumps({
             "ledger": self.ledger.to_dict(), "circuits": self.circuits.to_dict(),
             "policy": self.policy.to_dict(), "applied": {str(k): v for k, v in self.applied.items()},
+            "cursor": self.cursor.next_offset,
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -115,4 +118,5 @@ class FleetEngine:
         out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
         out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)
         out.applied = {int(k): int(v) for k, v in data["applied"].items()}
+        out.cursor = SourceCursor(data.get("cursor"))
         return out

@@ -88,3 +88,37 @@ class KeyedState(Generic[T]):
             yield key, None
         self._dirty.clear()
         self._deleted.clear()
+
+
+class SourceCursor:
+    """The next source offset not yet absorbed; persisted after all the state it covers.
+
+    Kafka's committed offset is only a hint. faust's gap bookkeeping can commit the offset of a record that is
+    still waiting in a stream buffer (faust-streaming issue #606), and a SIGKILL then loses that record for
+    good. A worker taking over a partition therefore commits this cursor before it reads (app.py), so it
+    resumes exactly where persisted state ends, whatever was committed.
+    """
+
+    def __init__(self, next_offset: int | None = None) -> None:
+        self.next_offset = next_offset
+        self._dirty = False
+
+    def covers(self, offset: int) -> bool:
+        """Has the record at ``offset`` already been absorbed (and its effects persisted)?"""
+        return self.next_offset is not None and offset < self.next_offset
+
+    def advance(self, offset: int) -> None:
+        if not self.covers(offset):
+            self.next_offset = offset + 1
+            self._dirty = True
+
+    def drain(self) -> bytes | None:
+        """The blob to persist if the cursor moved since the last drain, else None."""
+        if not self._dirty or self.next_offset is None:
+            return None
+        self._dirty = False
+        return _OFFSET.pack(self.next_offset)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> SourceCursor:
+        return cls(_OFFSET.unpack_from(blob, 0)[0])

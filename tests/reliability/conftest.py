@@ -230,6 +230,32 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         probe.close()
 
 
+def commit_to_end(bootstrap: str, group: str, topic: str) -> int:
+    """Commit ``group``'s offsets on every partition of ``topic`` to its end, as if everything was processed;
+    returns how many records that skips. The group must have no live member."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"end-{uuid.uuid4().hex[:8]}"})
+    try:
+        skipped = group_lag(bootstrap, group, [topic])
+        partitions = [
+            TopicPartition(topic, p, probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in probe.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])[group].result(10)
+        return skipped
+    finally:
+        probe.close()
+
+
+@pytest.fixture
+def commit_ahead(kafka_bootstrap: str) -> Callable[[WorkerProcess], int]:
+    """Commit a stopped worker's calls offsets to the topic's end (what faust's gap bookkeeping can do to
+    records still buffered when the worker is killed); returns the records the commit skips."""
+    return lambda worker: commit_to_end(kafka_bootstrap, worker.app_id, worker.topic("calls"))
+
+
 @pytest.fixture
 def lag_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], int]:
     """Uncommitted records of a worker's calls and fleet topics in its consumer group."""

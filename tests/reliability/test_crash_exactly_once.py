@@ -75,3 +75,25 @@ def test_budgets_stay_exact_across_three_sigkills(
     assert budget_firing, "the low limits should have fired budget alerts"
     assert firing_problems(alerts) == []
     assert worker.process is not None and worker.process.poll() is None
+
+
+def test_records_a_commit_ran_ahead_of_are_processed_from_the_persisted_cursor(
+    workers, priced_traffic, budgets, commit_ahead, waiter
+) -> None:
+    """The failure mode behind the kill test's rare loss, made deterministic: Kafka says records were processed
+    that the persisted state never absorbed. The restarted worker must trust its state, not the commit."""
+    worker = workers(fast_restart=True)
+    traffic = priced_traffic(worker.topic("calls"))
+    traffic.produce(6, 200)
+    traffic.flush()
+    assert waiter(lambda: budgets(worker) == traffic.expected, timeout=60, step=0.5)
+    worker.stop()
+    traffic.produce(6, 200)
+    traffic.flush()
+    assert commit_ahead(worker) == 6
+
+    worker.start(timeout=90)
+    caught_up = waiter(lambda: budgets(worker) == traffic.expected, timeout=60, step=0.5)
+    spent = budgets(worker)
+    assert caught_up, f"expected global {traffic.expected['global']}, spent {spent['global']}"
+    assert spent["service"] == traffic.expected["service"]

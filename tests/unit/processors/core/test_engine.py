@@ -103,3 +103,17 @@ def test_quiet_series_resolves_after_the_hold(shared) -> None:  # type: ignore[n
     assert engine.tick(NOW + 61_000) == []  # the window emptied: clear, hold starts
     resolved = engine.tick(NOW + 61_000 + hold)
     assert {(a.rule, a.status) for a in resolved} == {("latency_p95", "resolved")}
+
+
+def test_the_cursor_is_persisted_last_so_a_persisted_cursor_implies_its_state(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    engine.process(_calls(20, cost_micros=1000), offset=5, now_ms=NOW)
+    engine.cursor.advance(5)
+    saved = engine.drain_state()
+    assert saved[-1][0] == "cursor/next" and len(saved) > 1
+    restored = _engine(shared)
+    for key, blob in saved:
+        assert blob is not None
+        restored.restore(key, blob)
+    assert restored.cursor.covers(5) and not restored.cursor.covers(6)
+    assert engine.drain_state() == []  # nothing moved since

@@ -37,7 +37,9 @@ def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_t
     crossed = fleet.apply(second).alerts
     assert [(a.rule, a.labels["period"], a.severity) for a in crossed] == [("budget", "hour", "CRITICAL")]
     assert fleet.ledger.spent("global", "all", "hour", NOW) == 10 * USD
+    fleet.cursor.advance(12)  # the fleet topic's own position travels in the same blob
     restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig(limits=limits))
+    assert restored.cursor.covers(12) and not restored.cursor.covers(13)
     assert not restored.apply(second).applied
     restored.apply(third)
     assert restored.ledger.spent("global", "all", "hour", NOW) == 15 * USD

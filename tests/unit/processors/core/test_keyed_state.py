@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
 from llmpulse.processors.core.slots import SlotSeries
 from llmpulse.processors.core.traffic import CounterVector
 
@@ -53,3 +53,15 @@ def test_slots_answer_windows_and_expire_beyond_the_horizon() -> None:
     assert [v.values[0] for v in slots.window("svc", 60, later)] == [5]
     deleted = [key for key, blob in slots.state.drain() if blob is None]
     assert len(deleted) == 2
+
+
+def test_the_source_cursor_covers_what_was_absorbed_and_persists_only_when_it_moves() -> None:
+    cursor = SourceCursor()
+    assert not cursor.covers(0) and cursor.drain() is None  # nothing absorbed: trust the committed offset
+    cursor.advance(41)
+    cursor.advance(40)  # a replayed older record does not move it back
+    blob = cursor.drain()
+    assert blob is not None and cursor.drain() is None
+    restored = SourceCursor.from_bytes(blob)
+    assert restored.next_offset == 42
+    assert restored.covers(41) and not restored.covers(42)
