@@ -140,6 +140,20 @@ class Worker:
             # faust's public commit only commits acked offsets; this is the consumer's own commit call.
             await self.app.consumer._commit(offsets)
 
+    async def rewind(self, topic: faust.TopicT, partition: int, cursor: SourceCursor) -> None:
+        """Seek a partition back to its cursor: records between it and what arrived never reached us."""
+        name = topic.get_topic_name()
+        offset = cursor.next_offset
+        if offset is None:
+            return
+        log.warning("%s:%d: records from offset %d on never reached this worker; re-reading from there",
+                    name, partition, offset)
+        self.exporter.record_rewind(name)
+        tp = next((tp for tp in self.app.consumer.assignment() if tp.topic == name and tp.partition == partition),
+                  None)
+        if tp is not None:
+            await self.app.consumer.seek_wait({tp: offset})
+
     def persisted_cursor(self, topic: str, partition: int) -> int | None:
         """The next offset to process on a calls or fleet partition, as persisted with its state."""
         if topic == self.calls_topic.get_topic_name():

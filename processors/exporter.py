@@ -97,6 +97,9 @@ class MetricsExporter:
     def record_dead_letter(self, reason_code: str) -> None:
         self.metrics.dead_letter.child(reason_code).inc()
 
+    def record_rewind(self, topic: str) -> None:
+        self.metrics.source_rewinds.child(topic).inc()
+
     def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         """Recompute sliding-window gauges (called on a timer and before each scrape)."""
         m = self.metrics

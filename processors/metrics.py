@@ -156,6 +156,11 @@ class WorkerMetrics:
         self.dead_letter = self._counter(
             "llmpulse_dead_letter_total", "Inputs refused and sent to the dead-letter topic", ["reason"]
         )
+        self.source_rewinds = self._counter(
+            "llmpulse_source_rewinds_total",
+            "Seeks back to the persisted cursor because records before an arriving one never reached the worker",
+            ["topic"],
+        )
         self.unpriced = self._counter(
             "llmpulse_unpriced_calls_total", "Calls with no cost and no known price", ["model"]
         )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.keyed_state import Admission
 from llmpulse.processors.decode import Refused
 
 if TYPE_CHECKING:
@@ -37,13 +38,17 @@ def register(worker: Worker, app: faust.App) -> None:
             touched: set[int] = set()
             alerts: list[tuple[list[AlertEvent], int]] = []
             deliveries: list[Awaitable[Any]] = []
+            holes: set[int] = set()
             for event in events:
                 message = event.message
                 if not worker.owns(message.partition):
                     continue  # revoked while buffered: the new owner reprocesses it from the committed offset
                 engine = worker.engine_for(message.partition)
-                if engine.cursor.covers(message.offset):
-                    continue  # absorbed and persisted before a restart: its effects are already out
+                admission = engine.cursor.admit(message.offset)
+                if admission is Admission.REWIND:
+                    holes.add(message.partition)
+                if admission is not Admission.PROCESS:
+                    continue
                 deliveries += await _handle(worker, engine, topic_name, message.partition, message.offset,
                                             event.value, alerts)
                 engine.cursor.advance(message.offset)
@@ -55,6 +60,9 @@ def register(worker: Worker, app: faust.App) -> None:
             for partition in touched:
                 if worker.owns(partition):
                     worker.persist(worker.engine_for(partition))
+            for partition in holes:
+                if worker.owns(partition):
+                    await worker.rewind(worker.calls_topic, partition, worker.engine_for(partition).cursor)
 
 
 async def _handle(worker: Worker, engine: PartitionEngine, topic_name: str, partition: int, offset: int,

@@ -11,6 +11,7 @@ import faust
 
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
+from llmpulse.processors.core.keyed_state import Admission
 
 if TYPE_CHECKING:
     from llmpulse.processors.app import Worker
@@ -27,11 +28,13 @@ def register(worker: Worker, app: faust.App) -> None:
             fleet = worker.fleet_engine()
             alerts: list[AlertEvent] = []
             transitions: list[CircuitTransition] = []
-            changed = False
+            changed = hole = False
             for event in events:
                 offset = event.message.offset
-                if fleet.cursor.covers(offset):
-                    continue  # applied and persisted before a restart
+                admission = fleet.cursor.admit(offset)
+                hole |= admission is Admission.REWIND
+                if admission is not Admission.PROCESS:
+                    continue
                 fleet.cursor.advance(offset)
                 changed = True
                 if not event.value:
@@ -43,3 +46,5 @@ def register(worker: Worker, app: faust.App) -> None:
             await worker.emit_provider_states(transitions)
             if changed:
                 worker.persist_fleet()
+            if hole:
+                await worker.rewind(worker.fleet_topic, 0, fleet.cursor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
+from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
 _OFFSET = struct.Struct("<q")
@@ -90,18 +91,46 @@ class KeyedState(Generic[T]):
         self._deleted.clear()
 
 
+class Admission(Enum):
+    """What to do with the next record of a source partition (``SourceCursor.admit``)."""
+
+    PROCESS = "process"
+    ABSORBED = "absorbed"  # already absorbed and persisted (a replay): skip it
+    REWIND = "rewind"  # records before it never arrived: skip it and seek back to the cursor
+
+
 class SourceCursor:
     """The next source offset not yet absorbed; persisted after all the state it covers.
 
-    Kafka's committed offset is only a hint. faust's gap bookkeeping can commit the offset of a record that is
-    still waiting in a stream buffer (faust-streaming issue #606), and a SIGKILL then loses that record for
-    good. A worker taking over a partition therefore commits this cursor before it reads (app.py), so it
-    resumes exactly where persisted state ends, whatever was committed.
+    Kafka's committed offset is only a hint, and faust's delivery has holes of its own: its gap bookkeeping
+    can commit the offset of a record still waiting in a stream buffer (faust-streaming issue #606), and a
+    record its stream skips around a rebalance can be committed past (``Consumer._new_offset`` tolerates one
+    unacked offset at the head). So a worker taking over a partition commits this cursor before it reads
+    (app.py), and a record arriving beyond the cursor is not processed: the agent seeks back to the cursor.
+    After such a seek, records from before it may still arrive (faust buffers them); they are skipped and
+    trigger another seek, until the first record at or before the one that revealed the hole shows up. If
+    the offsets in between hold no records (transaction markers), that first record is the revealing one.
     """
 
     def __init__(self, next_offset: int | None = None) -> None:
         self.next_offset = next_offset
         self._dirty = False
+        self._rewinding_past: int | None = None  # the offset that revealed a hole, while seeking back
+
+    def admit(self, offset: int) -> Admission:
+        if self.next_offset is None:
+            return Admission.PROCESS  # nothing persisted yet: the committed offset is all there is
+        if offset < self.next_offset:
+            return Admission.ABSORBED
+        if self._rewinding_past is not None:
+            if offset > self._rewinding_past:
+                return Admission.REWIND  # delivered before our seek took effect
+            self._rewinding_past = None
+            return Admission.PROCESS
+        if offset > self.next_offset:
+            self._rewinding_past = offset
+            return Admission.REWIND
+        return Admission.PROCESS
 
     def covers(self, offset: int) -> bool:
         """Has the record at ``offset`` already been absorbed (and its effects persisted)?"""

@@ -82,13 +82,19 @@ class PricedTraffic:
     event_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     expected: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SCOPES})
     calls: int = 0
+    transactional: bool = False  # each produce() call is one Kafka transaction (its commit marker takes an offset)
 
     def __post_init__(self) -> None:
         self.delivery_errors: list[str] = []
         self._rng = random.Random(self.seed)
         self._encoder = BatchEncoder(producer_id=f"reliability-{uuid.uuid4().hex[:6]}")
-        self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                                   "linger.ms": 5, "compression.type": "lz4"})
+        config = {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                  "compression.type": "lz4"}
+        if self.transactional:
+            config["transactional.id"] = f"reliability-{uuid.uuid4().hex[:8]}"
+        self._producer = Producer(config)
+        if self.transactional:
+            self._producer.init_transactions(30)
 
     def service_of(self, user: int) -> str:
         return f"svc-{user % self.services}"
@@ -114,9 +120,13 @@ class PricedTraffic:
         return f"svc-{service}", self._encoder.encode_batch(rows)
 
     def produce(self, batches: int, size: int = 500) -> None:
+        if self.transactional:
+            self._producer.begin_transaction()
         for _ in range(batches):
             key, value = self.batch(size)
             self._produce(key, value)
+        if self.transactional:
+            self._producer.commit_transaction(30)
         self._producer.poll(0)
 
     def _produce(self, key: str, value: bytes) -> None:

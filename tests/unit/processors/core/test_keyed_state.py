@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
+from llmpulse.processors.core.keyed_state import Admission, KeyedState, SourceCursor
 from llmpulse.processors.core.slots import SlotSeries
 from llmpulse.processors.core.traffic import CounterVector
 
@@ -65,3 +65,25 @@ def test_the_source_cursor_covers_what_was_absorbed_and_persists_only_when_it_mo
     restored = SourceCursor.from_bytes(blob)
     assert restored.next_offset == 42
     assert restored.covers(41) and not restored.covers(42)
+
+
+def test_a_record_beyond_the_cursor_rewinds_until_the_missing_ones_arrive() -> None:
+    cursor = SourceCursor(10)
+    assert cursor.admit(9) is Admission.ABSORBED  # a replay of what state already holds
+    assert cursor.admit(12) is Admission.REWIND  # 10 and 11 never arrived
+    assert cursor.admit(13) is Admission.REWIND  # buffered before the seek: still not in order
+    assert cursor.admit(10) is Admission.PROCESS  # the seek took effect
+    cursor.advance(10)
+    assert cursor.admit(11) is Admission.PROCESS
+
+
+def test_offsets_without_records_are_crossed_after_one_rewind() -> None:
+    cursor = SourceCursor(10)  # 10 and 11 are transaction markers: after the seek, 12 comes first
+    assert cursor.admit(12) is Admission.REWIND
+    assert cursor.admit(12) is Admission.PROCESS
+    cursor.advance(12)
+    assert cursor.admit(13) is Admission.PROCESS
+
+
+def test_a_partition_with_nothing_persisted_trusts_the_committed_offset() -> None:
+    assert SourceCursor().admit(500) is Admission.PROCESS
