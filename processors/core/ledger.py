@@ -16,6 +16,10 @@ and counted (``late_dropped``). Per (period, scope) at most ``max_keys_per_scope
 recently charged keys go first, previous-bucket keys before current ones. An evicted current key restarts from
 zero if it spends again (its spend is under-reported, never over-reported).
 
+Layout. Each (bucket, scope) keeps its keys as an index into parallel int64 arrays (spend, thresholds
+reported, last-charge stamp); a batch factorizes each scope's keys once, sums per key with bincount and
+charges every period with a few fancy-indexed adds. The persisted JSON is unchanged.
+
 Month-end projection: ``spent / elapsed fraction of the month`` for the global scope, alerted once per month
 when above ``projection_limit_micros`` and at least ``projection_min_elapsed_ms`` into the month (a projection
 from the first minutes of a month is noise).
@@ -27,6 +31,7 @@ import calendar
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -118,23 +123,106 @@ class BudgetCrossing:
         )
 
 
+_UNUSED = np.iinfo(np.int64).max  # stamp of a free slot: sorts after every live key
+
+
+class _Spend:
+    """One scope's spend in one bucket: key -> slot in parallel int64 arrays, so a batch charges its keys
+    with a few fancy-indexed adds instead of a dict entry per key. ``stamp`` orders keys by their last
+    charge (smallest = least recently charged, the eviction order); freed slots are reused."""
+
+    __slots__ = ("free", "index", "keys", "level", "spent", "stamp")
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.keys: list[str | None] = []  # slot -> key; None for a free slot
+        self.free: list[int] = []
+        self.spent = np.zeros(8, dtype=np.int64)
+        self.level = np.zeros(8, dtype=np.int64)  # thresholds already reported
+        self.stamp = np.full(8, _UNUSED, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def slots(self, names: list[str]) -> np.ndarray:
+        """The slot of each name (names are distinct), adding unknown ones with zero spend."""
+        found = np.fromiter(map(self.index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        new = np.flatnonzero(found < 0)
+        if new.shape[0]:
+            found[new] = self._add([names[i] for i in new.tolist()])
+        return found
+
+    def _add(self, names: list[str]) -> list[int]:
+        reused = [self.free.pop() for _ in range(min(len(names), len(self.free)))]
+        for slot, name in zip(reused, names, strict=False):
+            self.keys[slot] = name
+        first = len(self.keys)
+        self.keys.extend(names[len(reused) :])
+        slots = reused + list(range(first, len(self.keys)))
+        if len(self.keys) > self.spent.shape[0]:  # grow by doubling: amortised O(1) per new key
+            grow = max(len(self.keys), 2 * self.spent.shape[0]) - self.spent.shape[0]
+            self.spent = np.concatenate([self.spent, np.zeros(grow, dtype=np.int64)])
+            self.level = np.concatenate([self.level, np.zeros(grow, dtype=np.int64)])
+            self.stamp = np.concatenate([self.stamp, np.full(grow, _UNUSED, dtype=np.int64)])
+        self.index.update(zip(names, slots, strict=True))
+        return slots
+
+    def get(self, name: str) -> int:
+        slot = self.index.get(name)
+        return 0 if slot is None else int(self.spent[slot])
+
+    def evict_oldest(self, count: int) -> None:
+        """Forget the ``count`` least recently charged keys."""
+        used = len(self.keys)
+        victims = np.argpartition(self.stamp[:used], count - 1)[:count] if count < used else np.arange(used)
+        for slot in victims.tolist():
+            name = self.keys[slot]
+            if name is not None:
+                del self.index[name]
+                self.keys[slot] = None
+                self.free.append(slot)
+        self.spent[victims], self.level[victims], self.stamp[victims] = 0, 0, _UNUSED
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """``{key: [spent, reported thresholds]}`` least recently charged first: the persisted shape."""
+        order = np.argsort(self.stamp[: len(self.keys)], kind="stable")[: len(self.index)]
+        pairs = np.stack([self.spent[order], self.level[order]], axis=1).tolist()  # nested lists built in C
+        return dict(zip(map(self.keys.__getitem__, order.tolist()), pairs, strict=True))
+
+    @classmethod
+    def load(cls, entries: dict[str, list[int]], first_stamp: int) -> _Spend:
+        """From ``to_dict``'s shape, whose order is the charge order."""
+        out, n = cls(), len(entries)
+        out._add(list(entries))
+        values = np.array(list(entries.values()), dtype=np.int64).reshape(n, 2)
+        out.spent[:n], out.level[:n] = values[:, 0], values[:, 1]
+        out.stamp[:n] = np.arange(first_stamp, first_stamp + n)
+        return out
+
+
 @dataclass(slots=True)
 class _Bucket:
     start_ms: int
-    # scope -> key -> [spent_micros, thresholds already reported]; dict order = least recently charged first
-    spend: dict[str, dict[str, list[int]]] = field(default_factory=lambda: {s: {} for s in SCOPES})
+    spend: dict[str, _Spend] = field(default_factory=lambda: {s: _Spend() for s in SCOPES})
+
+
+@dataclass(slots=True)
+class _Charge:
+    """One scope's calls in one bucket, summed per key: rows (into the batch), their codes, and per key
+    present in those rows its code, name and summed cost."""
+
+    rows: np.ndarray
+    codes: np.ndarray
+    present: np.ndarray
+    names: list[str]
+    sums: np.ndarray
 
 
 class BudgetLedger:
     """Spend per scope/key/period with threshold crossings; see the module docstring."""
 
-    def __init__(
-        self,
-        limits: BudgetLimits | None = None,
-        scopes: tuple[str, ...] = SCOPES,
-        per_request: bool = True,
-        projection: bool = True,
-    ) -> None:
+    def __init__(self, limits: BudgetLimits | None = None, scopes: tuple[str, ...] = SCOPES,
+                 per_request: bool = True, projection: bool = True) -> None:
         """``scopes``/``per_request``/``projection`` select what this ledger tracks, so a deployment can
         split scopes between ledgers (per-partition service and user spend, fleet-wide global and model)."""
         self.limits = limits or BudgetLimits()
@@ -145,54 +233,54 @@ class BudgetLedger:
         self._fractions = self._bp / 10_000
         self._buckets: dict[str, list[_Bucket]] = {p: [] for p in PERIODS}  # [previous, current]
         self._projection_alerted_month = -1
+        self._stamp = 0  # charge counter: the LRU order of keys
         self.late_dropped = 0
 
     # -- batch update ------------------------------------------------------------------------------------
 
-    def apply_batch(
-        self,
-        timestamp_ms: np.ndarray,
-        service: np.ndarray,
-        user_hash: np.ndarray,
-        model: np.ndarray,
-        cost_micros: np.ndarray,
-    ) -> list[BudgetCrossing]:
+    def apply_batch(self, timestamp_ms: np.ndarray, service: np.ndarray, user_hash: np.ndarray, model: np.ndarray,
+                    cost_micros: np.ndarray) -> list[BudgetCrossing]:
         """Charge a batch (NO_COST / negative costs are skipped); returns the crossings it caused."""
         cost = np.asarray(cost_micros, dtype=np.int64)
         keep = cost >= 0
         if not keep.any():
             return []
-        ts = np.asarray(timestamp_ms, dtype=np.int64)[keep]
-        cost = cost[keep]
-        service, model = np.asarray(service, dtype=object)[keep], np.asarray(model, dtype=object)[keep]
-        # Group codes once per scope; every period reuses them. Global is one group; no-user calls get -1.
-        groups: dict[str, tuple[np.ndarray, list[tuple[Any, ...]]]] = {
-            "global": (np.zeros(ts.shape[0], dtype=np.int64), [(GLOBAL_KEY,)]),
-            "service": factorize(service),
-            "user": _factorize_skipping_none(np.asarray(user_hash, dtype=object)[keep]),
-            "model": factorize(model),
-        }
-        groups = {scope: groups[scope] for scope in self.scopes}
+        ts = np.asarray(timestamp_ms, dtype=np.int64)
+        service, model = np.asarray(service, dtype=object), np.asarray(model, dtype=object)
+        user_hash = np.asarray(user_hash, dtype=object)
+        if not keep.all():
+            ts, cost, service, model, user_hash = ts[keep], cost[keep], service[keep], model[keep], user_hash[keep]
+        # Keys are factorized once per scope; a period whose bucket holds the whole batch (the usual case)
+        # reuses the per-key sums of the first such period.
+        columns = {"global": None, "service": service, "user": user_hash, "model": model}
+        groups = {scope: _group(columns[scope], ts.shape[0], scope == "user") for scope in self.scopes}
+        whole: dict[str, _Charge] = {}
         out = self._per_request(ts, service, model, cost) if self.per_request else []
+        lo, hi = int(ts.min()), int(ts.max())
         for period in PERIODS:
-            starts = bucket_starts(ts, period)
-            for start in np.unique(starts).tolist():
+            first, last = bucket_starts(np.array([lo, hi], dtype=np.int64), period).tolist()
+            starts = None if first == last else bucket_starts(ts, period)
+            for start in [first] if starts is None else np.unique(starts).tolist():
+                rows = None if starts is None else starts == start
                 bucket = self._bucket(period, start)
-                rows = starts == start
                 if bucket is None:
-                    self.late_dropped += int(rows.sum())
+                    self.late_dropped += ts.shape[0] if rows is None else int(rows.sum())
                     continue
-                for scope, (codes, keys) in groups.items():
-                    out.extend(self._charge(bucket, period, scope, codes, keys, rows, ts, cost))
+                for scope, (codes, names) in groups.items():
+                    charge = whole.get(scope) if rows is None else None
+                    if charge is None:
+                        charge = _aggregate(codes, names, rows, cost)
+                        if rows is None:
+                            whole[scope] = charge
+                    out.extend(self._charge(bucket, period, scope, charge, ts, cost))
             self._evict(period)
-        crossing = self.check_projection(int(ts.max())) if self.projection_enabled else None
+        crossing = self.check_projection(hi) if self.projection_enabled else None
         if crossing is not None:
             out.append(crossing)
         return out
 
-    def _per_request(
-        self, ts: np.ndarray, service: np.ndarray, model: np.ndarray, cost: np.ndarray
-    ) -> list[BudgetCrossing]:
+    def _per_request(self, ts: np.ndarray, service: np.ndarray, model: np.ndarray,
+                     cost: np.ndarray) -> list[BudgetCrossing]:
         limit = self.limits.per_request_micros
         if limit is None:
             return []
@@ -206,60 +294,37 @@ class BudgetLedger:
             rows = np.flatnonzero(codes == code)
             worst = rows[int(np.argmax(cost[rows]))]
             key, spent, at = f"{svc}/{mdl}", int(cost[worst]), int(ts[worst])
-            out.append(
-                BudgetCrossing("request", key, "request", 0, 1.0, spent, limit, at, rows.shape[0], svc, mdl)
-            )
+            out.append(BudgetCrossing("request", key, "request", 0, 1.0, spent, limit, at, rows.shape[0], svc, mdl))
         return out
 
     def _charge(
-        self,
-        bucket: _Bucket,
-        period: str,
-        scope: str,
-        all_codes: np.ndarray,
-        keys: list[tuple[Any, ...]],
-        rows: np.ndarray,
-        ts: np.ndarray,
-        cost: np.ndarray,
+        self, bucket: _Bucket, period: str, scope: str, charge: _Charge, ts: np.ndarray, cost: np.ndarray
     ) -> list[BudgetCrossing]:
-        row_idx = np.flatnonzero(rows & (all_codes >= 0))
-        if row_idx.shape[0] == 0:
+        if not charge.names:
             return []
-        codes = all_codes[row_idx]
-        sums = _sum_by_code(codes, cost[row_idx], len(keys))
-        present = np.flatnonzero(np.bincount(codes, minlength=len(keys)))
-        keys, sums = [keys[i] for i in present.tolist()], sums[present]
         store = bucket.spend[scope]
-        # Re-insert every charged key so dict order stays least-recently-charged first (the LRU order).
-        entries = [store.pop(key, None) or [0, 0] for key in (str(k) for (k,) in keys)]
-        for (key,), entry, add in zip(keys, entries, sums.tolist(), strict=True):
-            store[str(key)] = entry
-            entry[0] += add
+        slots = store.slots(charge.names)
+        store.spent[slots] += charge.sums
+        # Charged keys become the most recent, in code order (the order the persisted dict keeps).
+        store.stamp[slots] = np.arange(self._stamp, self._stamp + slots.shape[0])
+        self._stamp += slots.shape[0]
         limit = self.limits.limit(scope, period)
         if limit is None or limit <= 0:
             return []
-        after = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
-        reported = np.fromiter((e[1] for e in entries), dtype=np.int64, count=len(entries))
+        after = store.spent[slots]
         levels = np.searchsorted(self._bp * limit, after * 10_000, side="right")  # thresholds reached
+        crossed = np.flatnonzero(levels > store.level[slots])  # usually none: the loop is per crossing key
         out: list[BudgetCrossing] = []
-        for code in np.flatnonzero(levels > reported).tolist():  # only keys that crossed something
-            entry, key, crossed = (
-                entries[code],
-                str(keys[code][0]),
-                range(entries[code][1], int(levels[code])),
-            )
-            rows_of_key = row_idx[codes == present[code]]
-            amounts = [int(self._bp[i]) * limit for i in crossed]
-            times = _crossing_times(entry[0] - int(sums[code]), ts[rows_of_key], cost[rows_of_key], amounts)
+        for i in crossed.tolist():
+            key, spent, reached = charge.names[i], int(after[i]), int(levels[i])
+            crossed_levels = range(int(store.level[slots[i]]), reached)
+            rows_of_key = charge.rows[charge.codes == charge.present[i]]
+            amounts = [int(self._bp[t]) * limit for t in crossed_levels]
+            times = _crossing_times(spent - int(charge.sums[i]), ts[rows_of_key], cost[rows_of_key], amounts)
             service, model = (key if scope == "service" else None), (key if scope == "model" else None)
-            fractions = [float(self._fractions[i]) for i in crossed]
-            out.extend(
-                BudgetCrossing(
-                    scope, key, period, bucket.start_ms, fraction, entry[0], limit, at, 1, service, model
-                )
-                for fraction, at in zip(fractions, times, strict=True)
-            )
-            entry[1] = int(levels[code])
+            out.extend(BudgetCrossing(scope, key, period, bucket.start_ms, float(self._fractions[t]), spent, limit, at,
+                                      1, service, model) for t, at in zip(crossed_levels, times, strict=True))
+            store.level[slots[i]] = reached
         return out
 
     def _bucket(self, period: str, start: int) -> _Bucket | None:
@@ -285,9 +350,10 @@ class BudgetLedger:
             for store in stores:
                 if excess <= 0:
                     break
-                for key in list(store)[:excess]:  # dict order: least recently charged first
-                    del store[key]
-                    excess -= 1
+                count = min(excess, len(store))
+                if count:
+                    store.evict_oldest(count)
+                    excess -= count
 
     # -- projection and reads ------------------------------------------------------------------------------
 
@@ -297,12 +363,10 @@ class BudgetLedger:
         spent = 0
         for bucket in self._buckets["month"]:
             if bucket.start_ms == month_start:
-                spent = bucket.spend["global"].get(GLOBAL_KEY, [0, 0])[0]
+                spent = bucket.spend["global"].get(GLOBAL_KEY)
         elapsed = max(now_ms - month_start, 1)
         fraction = min(elapsed / (month_end - month_start), 1.0)
-        projected = (
-            spent * (month_end - month_start) // elapsed if elapsed < month_end - month_start else spent
-        )
+        projected = spent * (month_end - month_start) // elapsed if elapsed < month_end - month_start else spent
         limit = self.limits.projection_limit_micros
         return {
             "month_start_ms": month_start,
@@ -329,7 +393,7 @@ class BudgetLedger:
         start = int(bucket_starts(np.array([at_ms], dtype=np.int64), period)[0])
         for bucket in self._buckets[period]:
             if bucket.start_ms == start:
-                return bucket.spend[scope].get(key, [0, 0])[0]
+                return bucket.spend[scope].get(key)
         return 0
 
     def snapshot(self, top: int = 20) -> list[dict[str, Any]]:
@@ -341,26 +405,21 @@ class BudgetLedger:
             bucket = self._buckets[period][-1]
             for scope in SCOPES:
                 limit = self.limits.limit(scope, period)
-                ranked = sorted(bucket.spend[scope].items(), key=lambda kv: -kv[1][0])[:top]
-                rows.extend(
-                    {
-                        "scope": scope,
-                        "key": key,
-                        "period": period,
-                        "bucket_start_ms": bucket.start_ms,
-                        "spent_micros": entry[0],
-                        "limit_micros": limit,
-                        "used_ratio": entry[0] / limit if limit else None,
-                    }
-                    for key, entry in ranked
-                )
+                ranked = sorted(bucket.spend[scope].to_dict().items(), key=lambda kv: -kv[1][0])[:top]
+                rows.extend({"scope": scope, "key": key, "period": period, "bucket_start_ms": bucket.start_ms,
+                             "spent_micros": entry[0], "limit_micros": limit,
+                             "used_ratio": entry[0] / limit if limit else None} for key, entry in ranked)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able state (for a changelog-backed table)."""
+        """JSON-able state (for a changelog-backed table): per bucket and scope ``{key: [spent, reported
+        thresholds]}``, least recently charged first."""
         return {
             "buckets": {
-                period: [{"start_ms": b.start_ms, "spend": b.spend} for b in buckets]
+                period: [
+                    {"start_ms": b.start_ms, "spend": {s: store.to_dict() for s, store in b.spend.items()}}
+                    for b in buckets
+                ]
                 for period, buckets in self._buckets.items()
             },
             "projection_alerted_month": self._projection_alerted_month,
@@ -380,19 +439,56 @@ class BudgetLedger:
     def from_dict(cls, data: dict[str, Any], limits: BudgetLimits | None = None, **options: Any) -> BudgetLedger:
         ledger = cls(limits, **options)
         for period, buckets in data.get("buckets", {}).items():
-            ledger._buckets[period] = [
-                _Bucket(
-                    int(b["start_ms"]),
-                    {
-                        s: {k: [int(v[0]), int(v[1])] for k, v in b["spend"].get(s, {}).items()}
-                        for s in SCOPES
-                    },
-                )
-                for b in buckets
-            ]
+            ledger._buckets[period] = [ledger._load_bucket(b) for b in buckets]
         ledger._projection_alerted_month = int(data.get("projection_alerted_month", -1))
         ledger.late_dropped = int(data.get("late_dropped", 0))
         return ledger
+
+    def _load_bucket(self, data: dict[str, Any]) -> _Bucket:
+        spend = {}
+        for scope in SCOPES:
+            entries = data["spend"].get(scope, {})
+            spend[scope] = _Spend.load(entries, self._stamp)
+            self._stamp += len(entries)
+        return _Bucket(int(data["start_ms"]), spend)
+
+
+def _group(column: np.ndarray | None, n: int, skip_none: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Per-row key code and each code's key name; with ``skip_none`` None rows get code -1 (calls without a
+    user are charged to no user key)."""
+    values = [GLOBAL_KEY] if column is None else column.tolist()
+    if values.count(values[0]) == len(values):  # one key (global; a record is one service): no hashing
+        keys, codes = values[:1], np.zeros(n, dtype=np.int64)
+    else:  # hash-based, the per-row work inside C builtins (np.unique would sort Python objects)
+        keys = list(dict.fromkeys(values))
+        index = dict(zip(keys, range(len(keys)), strict=True))
+        codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=n)
+    names = list(map(str, keys))
+    skipped = next((i for i, key in enumerate(keys) if key is None), None) if skip_none and None in keys else None
+    if skipped is not None:
+        codes = np.where(codes == skipped, -1, codes)
+        if names[:skipped] + names[skipped + 1 :] == keys[:skipped] + keys[skipped + 1 :]:
+            return codes, names
+    elif names == keys:  # all keys are str (the identity check is cheap): names are distinct
+        return codes, names
+    # Some key is not a str: distinct values that print alike (e.g. 1 and "1") share one key.
+    merged: dict[str, int] = {}
+    remap = np.array([-1 if i == skipped else merged.setdefault(name, len(merged)) for i, name in enumerate(names)],
+                     dtype=np.int64)
+    return np.where(codes < 0, -1, remap[codes]), list(merged)
+
+
+def _aggregate(codes: np.ndarray, names: list[str], rows: np.ndarray | None, cost: np.ndarray) -> _Charge:
+    """Sum the cost of ``rows`` (None: all) per key, skipping code -1."""
+    row_idx = np.flatnonzero(codes >= 0 if rows is None else rows & (codes >= 0))
+    row_codes = codes[row_idx]
+    if len(names) == 1:  # global: one exact integer sum, no grouping
+        present = np.zeros(1 if row_idx.shape[0] else 0, dtype=np.int64)
+        sums = np.array([int(cost[row_idx].sum())] if row_idx.shape[0] else [], dtype=np.int64)
+    else:
+        present = np.flatnonzero(np.bincount(row_codes, minlength=len(names)))
+        sums = _sum_by_code(row_codes, cost[row_idx], len(names))[present]
+    return _Charge(row_idx, row_codes, present, [names[i] for i in present.tolist()], sums)
 
 
 def _crossing_times(before: int, ts: np.ndarray, cost: np.ndarray, amounts_bp: list[int]) -> list[int]:
@@ -414,15 +510,6 @@ def _sum_by_code(codes: np.ndarray, values: np.ndarray, size: int) -> np.ndarray
     sums = np.zeros(size, dtype=np.int64)
     np.add.at(sums, codes, values)
     return sums
-
-
-def _factorize_skipping_none(column: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
-    """factorize, with code -1 for None (calls without a user are charged to no user key)."""
-    codes, keys = factorize(column)
-    none_code = next((code for code, (key,) in enumerate(keys) if key is None), None)
-    if none_code is not None:
-        codes = np.where(codes == none_code, -1, codes)
-    return codes, keys
 
 
 def bucket_starts(timestamp_ms: np.ndarray, period: str) -> np.ndarray:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -41,6 +42,7 @@ COUNTERS: tuple[str, ...] = (
 )
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 OTHER_USERS = "(other)"
+_ABSENT = np.iinfo(np.int64).min  # a user's spend is never this low: marks "not yet a user" in bulk lookups
 _LEN = struct.Struct("<I")
 _DAY_BITS = 12  # days of one batch packed under the series code; retention stays far below 4096 days
 
@@ -75,10 +77,38 @@ class DayUsage:
         row += counts
         self.latency[key].add_many(latency_s)
 
-    def charge_users(self, users: Iterable[str], micros: Iterable[int], max_users: int) -> None:
-        for user, amount in zip(users, micros, strict=True):
+    def charge_users(self, users: Sequence[str], micros: Sequence[int] | np.ndarray, max_users: int) -> None:
+        """Add each user's spend; once ``max_users`` names are kept, new users share ``OTHER_USERS``.
+
+        Users are taken in the given order (the first new ones keep their names) with one dict update per
+        call, not one per user.
+        """
+        names = list(users)
+        amounts = np.asarray(micros, dtype=np.int64)
+        spend = self.users
+        if len(set(names)) < len(names):  # a name twice: the order of additions matters, take them one by one
+            self._charge_one_by_one(names, amounts.tolist(), max_users)
+            return
+        before = np.fromiter(map(spend.get, names, repeat(_ABSENT)), dtype=np.int64, count=len(names))
+        new = np.flatnonzero(before == _ABSENT)
+        room = max(max_users - len(spend), 0)
+        other = 0
+        if new.shape[0] > room:  # bounded: the spend still counts, only the names are lost
+            dropped = new[room:]
+            other = int(amounts[dropped].sum())
+            kept = np.ones(len(names), dtype=bool)
+            kept[dropped] = False
+            names = [name for name, k in zip(names, kept.tolist(), strict=True) if k]
+            amounts, before = amounts[kept], before[kept]
+        before[before == _ABSENT] = 0
+        spend.update(zip(names, (before + amounts).tolist(), strict=True))
+        if other or new.shape[0] > room:
+            spend[OTHER_USERS] = spend.get(OTHER_USERS, 0) + other
+
+    def _charge_one_by_one(self, names: list[str], amounts: list[int], max_users: int) -> None:
+        for user, amount in zip(names, amounts, strict=True):
             if user not in self.users and len(self.users) >= max_users:
-                user = OTHER_USERS  # bounded: the spend still counts, only the name is lost
+                user = OTHER_USERS
             self.users[user] = self.users.get(user, 0) + amount
 
     def to_bytes(self) -> bytes:
@@ -112,6 +142,17 @@ def usage_key(day: int, service: str) -> str:
     return f"{day}{SEP}{service}"
 
 
+def _user_codes(calls: CallColumns) -> tuple[np.ndarray, np.ndarray]:
+    """(code per call, -1 without a user; user per code), codes ordered as ``CallColumns.factorize`` orders
+    them (the wire dictionary's order when the batch carries one)."""
+    wire = calls.codes.get("user_hash")
+    if wire is not None:
+        return wire[0], wire[1]
+    codes, values = calls.factorize("user_hash")
+    missing = np.flatnonzero(np.equal(values, None))
+    return (np.where(np.isin(codes, missing), -1, codes) if missing.shape[0] else codes), values
+
+
 class SavingsTracker:
     """Daily usage of one partition, persisted through ``state`` (namespace ``usage``)."""
 
@@ -141,10 +182,14 @@ class SavingsTracker:
                 return
         keys, inverse = calls.group_by("service", "model", "provider")
         day0 = int(days.min())
-        groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (days - day0), return_inverse=True)
-        matrix = self._counters(calls, cost_micros, group_of, len(groups))
+        if int(days.max()) == day0:  # one day: group_by's codes are already dense and sorted
+            groups, group_of = np.arange(len(keys), dtype=np.int64) << _DAY_BITS, inverse
+        else:
+            groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (days - day0),
+                                         return_inverse=True)
         order = np.argsort(group_of, kind="stable")
         bounds = np.searchsorted(group_of[order], np.arange(len(groups) + 1))
+        matrix = self._counters(calls, cost_micros, order, bounds)
         latency_s = calls.latency_ms[order] / 1000.0
         touched: dict[str, DayUsage | None] = {}
         for g, code in enumerate(groups.tolist()):
@@ -157,50 +202,63 @@ class SavingsTracker:
                 usage.add(model or "", provider or "", matrix[g], latency_s[bounds[g] : bounds[g + 1]])
         self._charge_users(calls, cost_micros, days, touched)
 
-    def _counters(self, calls: CallColumns, cost: np.ndarray, group_of: np.ndarray, n: int) -> np.ndarray:
+    def _counters(self, calls: CallColumns, cost: np.ndarray, order: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+        """Per group (calls ``order[bounds[g]:bounds[g+1]]``) the sum of every counter, exact int64."""
         c = self.config
         status, priced = calls.status, cost >= 0
         easy = ((status == OK) & priced & ~calls.cache_hit & (calls.input_tokens <= c.easy_max_input_tokens)
                 & (calls.output_tokens <= c.easy_max_output_tokens))
-        values = {
-            "requests": np.ones(len(calls)), "errors": status == ERROR, "timeouts": status == TIMEOUT,
-            "rate_limited": status == RATE_LIMITED, "filtered": status == FILTERED, "cache_hits": calls.cache_hit,
-            "input_tokens": calls.input_tokens, "output_tokens": calls.output_tokens,
-            "cached_tokens": calls.cached_tokens, "cost_micros": np.where(priced, cost, 0), "priced": priced,
-            "easy": easy, "easy_input_tokens": np.where(easy, calls.input_tokens, 0),
-            "easy_output_tokens": np.where(easy, calls.output_tokens, 0),
-            "easy_cached_tokens": np.where(easy, calls.cached_tokens, 0),
-            "easy_cost_micros": np.where(easy, cost, 0),
-        }
-        matrix = np.zeros((n, len(COUNTERS)), dtype=np.int64)
-        for name, column in values.items():
-            # float64 sums are exact here: one batch stays far below 2**53 tokens or micro-dollars.
-            matrix[:, INDEX[name]] = np.rint(np.bincount(group_of, weights=column, minlength=n))
-        return matrix
+        columns = (  # in COUNTERS order
+            np.ones(len(calls), dtype=np.int64), status == ERROR, status == TIMEOUT, status == RATE_LIMITED,
+            status == FILTERED, calls.cache_hit, calls.input_tokens, calls.output_tokens, calls.cached_tokens,
+            np.where(priced, cost, 0), priced, easy, np.where(easy, calls.input_tokens, 0),
+            np.where(easy, calls.output_tokens, 0), np.where(easy, calls.cached_tokens, 0),
+            np.where(easy, cost, 0),
+        )
+        values = np.empty((len(calls), len(COUNTERS)), dtype=np.int64)
+        for i, column in enumerate(columns):
+            values[:, i] = column
+        if bounds.shape[0] == 2:  # one group: a plain column sum
+            return values.sum(axis=0, keepdims=True)
+        return np.add.reduceat(values[order], bounds[:-1], axis=0)
 
     def _charge_users(self, calls: CallColumns, cost: np.ndarray, days: np.ndarray,
                       touched: dict[str, DayUsage | None]) -> None:
-        charged = (cost > 0) & np.not_equal(calls.user_hash, None)
-        if not charged.any():
+        """Spend per (day, service, user), summed over the batch, then one bulk update per day and service."""
+        user_codes, user_values = _user_codes(calls)
+        charged = np.flatnonzero((cost > 0) & (user_codes >= 0))
+        if charged.shape[0] == 0:
             return
-        picked = calls.take(charged)
-        keys, inverse = picked.group_by("service", "user_hash")
-        picked_days = days[charged]
-        day0 = int(picked_days.min())
-        groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (picked_days - day0),
-                                     return_inverse=True)
-        sums = np.rint(np.bincount(group_of, weights=cost[charged], minlength=len(groups))).astype(np.int64)
-        per_key: dict[str, tuple[list[str], list[int]]] = {}
-        for g, code in enumerate(groups.tolist()):
-            service, user = keys[code >> _DAY_BITS]
-            key = usage_key(day0 + (code & ((1 << _DAY_BITS) - 1)), service or "")
-            names, amounts = per_key.setdefault(key, ([], []))
-            names.append(str(user))
-            amounts.append(int(sums[g]))
-        for key, (names, amounts) in per_key.items():
+        service_codes, service_values = calls.factorize("service")
+        day0, users = int(days[charged].min()), len(user_values)
+        spread = int(days[charged].max()) - day0 + 1
+        # Dense code per (service, user, day), ordered that way; float64 sums are exact here: one batch stays
+        # far below 2**53 micro-dollars.
+        dense = (service_codes[charged].astype(np.int64) * users + user_codes[charged]) * spread + days[charged] - day0
+        if len(service_values) * users * spread <= 8 * charged.shape[0] + 4096:  # small range: no sort
+            totals = np.bincount(dense, weights=cost[charged])
+            groups = np.flatnonzero(totals)  # every charged cost is > 0: a group exists iff its total does
+            sums = np.rint(totals[groups]).astype(np.int64)
+        else:
+            groups, group_of = np.unique(dense, return_inverse=True)
+            sums = np.rint(np.bincount(group_of, weights=cost[charged], minlength=len(groups))).astype(np.int64)
+        pair, group_day = np.divmod(groups, spread)
+        group_service, group_user = np.divmod(pair, users)
+        targets = group_service * spread + group_day  # (service, day) of each group
+        if spread == 1 and group_service[0] == group_service[-1]:  # one day and service (the usual record)
+            splits: list[tuple[int, np.ndarray]] = [(int(targets[0]), np.arange(groups.shape[0]))]
+        else:
+            splits = [(int(t), np.flatnonzero(targets == t)) for t in np.unique(targets).tolist()]
+        per_key: dict[str, list[np.ndarray]] = {}
+        for target, members in splits:
+            service = service_values[target // spread]
+            per_key.setdefault(usage_key(day0 + target % spread, service or ""), []).append(members)
+        for key, parts in per_key.items():
             usage = touched.get(key)
-            if usage is not None:
-                usage.charge_users(names, amounts, self.config.max_users)
+            if usage is not None:  # users in code order within a (day, service), as they always were
+                members = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                names = list(map(str, user_values[group_user[members]].tolist()))
+                usage.charge_users(names, sums[members], self.config.max_users)
 
     def evict(self) -> None:
         """Drop days that left the retention window (called when a newer day first appears)."""

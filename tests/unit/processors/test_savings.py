@@ -9,7 +9,9 @@ from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.pricing import Pricer, parse_overrides
 from llmpulse.processors.core.savings import (
     DAY_MS,
+    INDEX,
     OTHER_USERS,
+    DayUsage,
     SavingsConfig,
     SavingsTracker,
     Usage,
@@ -140,3 +142,41 @@ def test_user_spend_is_summed_and_bounded() -> None:
     users = _usage(tracker).users["chat"]
     assert sum(users.values()) == 9 * 2500  # the call without a user is charged to nobody
     assert len(users) == 3 and users[OTHER_USERS] == 3 * 2500
+
+
+# One (day, service) object as persisted before users were charged in bulk (max_users=2: u3 went to "(other)").
+PERSISTED_DAY = (
+    b'p\x00\x00\x00{"a":0.01,"rows":[["big","p",[3,0,0,0,0,0,0,0,0,7500,0,0,0,0,0,0]]],"users":{"u1":5001,'
+    b'"u2":2500,"(other)":100}}U\x00\x00\x00LSK1{\x14\xaeG\xe1z\x84?\x00\x08\x00\x00\xfdJ\x81Z\xbfR\x10\x00'
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x8d\xff\xff\xff\xff\xff\xff\xffgfffff\xe6?\x9a\x99\x99\x99\x99\x99\xb9?"
+    b"\x9a\x99\x99\x99\x99\x99\xd9?G\x00\x00\x00\x80\x00\x00\x00\x10\x00\x00\x00\x02\x00\x03\x00\x00\x00\x01"
+    b"\x01\x01"
+)
+
+
+def test_a_day_persisted_by_the_previous_version_loads_and_keeps_its_cap() -> None:
+    day = DayUsage.from_bytes(PERSISTED_DAY)
+    assert day.to_bytes() == PERSISTED_DAY
+    assert day.rows[("big", "p")][INDEX["cost_micros"]] == 7500
+    day.charge_users(["u4", "u2"], [7, 10], max_users=2)  # u4 is new and the cap is full
+    assert day.users == {"u1": 5001, "u2": 2510, OTHER_USERS: 107}
+
+
+def test_the_first_new_users_keep_their_names_when_the_cap_fills() -> None:
+    day = DayUsage()
+    day.charge_users(["a", "b"], [1, 2], max_users=3)
+    day.charge_users(["c", "a", "d", "e"], [10, 20, 30, 40], max_users=3)
+    assert list(day.users.items()) == [("a", 21), ("b", 2), ("c", 10), (OTHER_USERS, 70)]
+    day.charge_users(["x", "x", "b"], [1, 1, 1], max_users=3)  # a repeated name is one user
+    assert day.users == {"a": 21, "b": 3, "c": 10, OTHER_USERS: 72}
+
+
+def test_user_spend_is_kept_per_day_and_service() -> None:
+    tracker = SavingsTracker(SavingsConfig(max_users=2))
+    rows = ([{"user_hash": u} for u in ("u1", "u2", "u3", "u1")]
+            + [{"user_hash": "u3", "timestamp_ms": DAY0 + DAY_MS + 5}]
+            + [{"user_hash": "u2", "service": "search"}])
+    tracker.update(*_calls(rows), offset=1)
+    today, tomorrow = _usage(tracker).users, Usage.collect([tracker], DAY0 + DAY_MS, DAY0 + 2 * DAY_MS).users
+    assert today == {"chat": {"u1": 5000, "u2": 2500, OTHER_USERS: 2500}, "search": {"u2": 2500}}
+    assert tomorrow == {"chat": {"u3": 2500}}

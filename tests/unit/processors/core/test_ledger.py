@@ -227,3 +227,75 @@ def test_sums_stay_exact_beyond_float_precision() -> None:
     big = 2**52 + 1  # float64 would round these
     charge(ledger, [big, big, 3])
     assert ledger.spent("global", "all", "day", T0) == 2 * big + 3
+
+
+# Written by the ledger before its spend moved to per-bucket arrays (dict order = least recently charged
+# first): limits user day $1, 3 keys per scope; alice already reported 80 % of her day; the previous hour's
+# alice was evicted by the cap.
+PERSISTED_BEFORE_ARRAYS = (
+    b'{"buckets":{"hour":[{"start_ms":1741604400000,"spend":{"global":{"all":[850300,0]},"service":{"search":'
+    b'[850300,0]},"user":{"bob":[100,0]},"model":{"gpt-4o":[850300,0]}}},{"start_ms":1741608000000,"spend":'
+    b'{"global":{"all":[400300,0]},"service":{"chat":[400300,0]},"user":{"carol":[300,0],"bob":[400000,0]},'
+    b'"model":{"gpt-4o":[400300,0]}}}],"day":[{"start_ms":1741564800000,"spend":{"global":{"all":[1250600,0]},'
+    b'"service":{"search":[850300,0],"chat":[400300,0]},"user":{"alice":[850000,1],"carol":[300,0],"bob":'
+    b'[400100,0]},"model":{"gpt-4o":[1250600,0]}}}],"month":[{"start_ms":1740787200000,"spend":{"global":'
+    b'{"all":[1250600,0]},"service":{"search":[850300,0],"chat":[400300,0]},"user":{"alice":[850000,0],'
+    b'"carol":[300,0],"bob":[400100,0]},"model":{"gpt-4o":[1250600,0]}}}]},"projection_alerted_month":-1,'
+    b'"late_dropped":0}'
+)
+PERSISTED_LIMITS = BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(day=USD), max_keys_per_scope=3)
+NOON = ms(2025, 3, 10, 12, 10)
+
+
+def test_state_persisted_by_the_previous_version_loads_unchanged() -> None:
+    ledger = BudgetLedger.from_bytes(PERSISTED_BEFORE_ARRAYS, PERSISTED_LIMITS)
+    assert ledger.to_bytes() == PERSISTED_BEFORE_ARRAYS  # same format, same key order
+    assert ledger.spent("user", "bob", "day", NOON) == 400_100
+    assert ledger.spent("user", "bob", "hour", ms(2025, 3, 10, 11)) == 100
+    assert ledger.spent("global", "all", "month", NOON) == 1_250_600
+    # alice's 80 % was reported before the restart: only 90 % and 95 % are new.
+    out = charge(ledger, [100_000], at=NOON, user="alice")
+    assert [(c.scope, c.key, c.period, c.threshold) for c in out] == [
+        ("user", "alice", "day", 0.9), ("user", "alice", "day", 0.95)
+    ]  # fmt: skip
+
+
+def test_restored_keys_keep_their_eviction_order() -> None:
+    ledger = BudgetLedger.from_bytes(PERSISTED_BEFORE_ARRAYS, PERSISTED_LIMITS)
+    charge(ledger, [10], at=NOON, user="dave")  # a 4th user: the least recently charged one goes
+    assert ledger.spent("user", "alice", "day", NOON) == 0
+    assert [ledger.spent("user", u, "day", NOON) for u in ("carol", "bob", "dave")] == [300, 400_100, 10]
+    # Hour: previous-bucket keys go first, so the previous hour's bob is dropped, the current one stays.
+    assert ledger.spent("user", "bob", "hour", ms(2025, 3, 10, 11)) == 0
+    assert ledger.spent("user", "bob", "hour", NOON) == 400_000
+
+
+def test_a_key_charged_again_is_evicted_last() -> None:
+    ledger = BudgetLedger(BudgetLimits(max_keys_per_scope=3))
+    for i, user in enumerate(["u1", "u2", "u3", "u1", "u4"]):
+        charge(ledger, [5], at=T0 + i, user=user)
+    assert [ledger.spent("user", u, "day", T0) for u in ("u1", "u2", "u3", "u4")] == [10, 0, 5, 5]
+
+
+def test_many_users_over_hour_boundaries_sum_like_a_plain_loop() -> None:
+    rng = np.random.default_rng(11)
+    n = 20_000
+    ts = ms(2025, 3, 31, 22, 30) + rng.integers(0, 3 * 3_600_000, n)  # three hours, across a month end
+    users = np.array([f"u{i}" for i in range(2_000)] + [None], dtype=object)[rng.integers(0, 2_001, n)]
+    costs = rng.integers(-1, 50_000, n)
+    ledger = BudgetLedger(BudgetLimits(per_request_micros=None, global_limits=PeriodLimits()))
+    for part in np.array_split(np.argsort(ts, kind="stable"), 40):  # batches in time order
+        ledger.apply_batch(ts[part], np.full(part.shape[0], "s", dtype=object), users[part],
+                           np.full(part.shape[0], "m", dtype=object), costs[part])
+    expected: dict[tuple[str, int], int] = {}
+    hours = ts - ts % 3_600_000
+    for user, hour, cost in zip(users.tolist(), hours.tolist(), costs.tolist(), strict=True):
+        if user is not None and cost >= 0:
+            expected[(user, hour)] = expected.get((user, hour), 0) + cost
+    last, previous = int(hours.max()), int(hours.max()) - 3_600_000  # only two hours are kept
+    for user in ("u0", "u7", "u1999"):
+        for hour in (previous, last):
+            assert ledger.spent("user", user, "hour", hour) == expected.get((user, hour), 0)
+    april = ms(2025, 4, 1)
+    assert ledger.spent("user", "u7", "month", april) == sum(
+        v for (u, h), v in expected.items() if u == "u7" and h >= april)
