@@ -12,6 +12,7 @@ faust's per-partition transactions here: timers and HTTP commands produce outsid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -66,6 +67,9 @@ class Worker:
         self.metrics = WorkerMetrics(self.registry, settings.max_series_per_metric)
         self.exporter = MetricsExporter(self.metrics)
         self.engines: dict[int, PartitionEngine] = {}
+        # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
+        # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
+        self.state_lock = asyncio.Lock()
         self.fleet: FleetEngine | None = None
         self.directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts, self.codecs.alert)
         self.app = self._build_app()

@@ -11,7 +11,7 @@ at most a repeat, never a loss.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -35,34 +35,39 @@ def register(worker: Worker, app: faust.App) -> None:
     @app.agent(worker.calls_topic, name="llmpulse.calls")
     async def process_calls(stream: faust.StreamT) -> None:
         async for events in stream.take_events(TAKE_MAX_RECORDS, within=TAKE_WITHIN_S):
-            touched: set[int] = set()
-            alerts: list[tuple[list[AlertEvent], int]] = []
-            deliveries: list[Awaitable[Any]] = []
-            holes: set[int] = set()
-            for event in events:
-                message = event.message
-                if not worker.owns(message.partition):
-                    continue  # revoked while buffered: the new owner reprocesses it from the committed offset
-                engine = worker.engine_for(message.partition)
-                admission = engine.cursor.admit(message.offset)
-                if admission is Admission.REWIND:
-                    holes.add(message.partition)
-                if admission is not Admission.PROCESS:
-                    continue
-                deliveries += await _handle(worker, engine, topic_name, message.partition, message.offset,
-                                            event.value, alerts)
-                engine.cursor.advance(message.offset)
-                touched.add(message.partition)
-            for decided, partition in alerts:
-                await worker.emit_alerts(decided, partition, wait=True)
-            for delivery in deliveries:  # the cursor may only move past records whose output is on the broker
-                await delivery
-            for partition in touched:
-                if worker.owns(partition):
-                    worker.persist(worker.engine_for(partition))
-            for partition in holes:
-                if worker.owns(partition):
-                    await worker.rewind(worker.calls_topic, partition, worker.engine_for(partition).cursor)
+            async with worker.state_lock:  # no timer or command may persist an engine halfway through a group
+                await _process_group(worker, topic_name, events)
+
+
+async def _process_group(worker: Worker, topic_name: str, events: Sequence[faust.EventT]) -> None:
+    touched: set[int] = set()
+    alerts: list[tuple[list[AlertEvent], int]] = []
+    deliveries: list[Awaitable[Any]] = []
+    holes: set[int] = set()
+    for event in events:
+        message = event.message
+        if not worker.owns(message.partition):
+            continue  # revoked while buffered: the new owner reprocesses it from the committed offset
+        engine = worker.engine_for(message.partition)
+        admission = engine.cursor.admit(message.offset)
+        if admission is Admission.REWIND:
+            holes.add(message.partition)
+        if admission is not Admission.PROCESS:
+            continue
+        deliveries += await _handle(worker, engine, topic_name, message.partition, message.offset, event.value,
+                                    alerts)
+        engine.cursor.advance(message.offset)
+        touched.add(message.partition)
+    for decided, partition in alerts:
+        await worker.emit_alerts(decided, partition, wait=True)
+    for delivery in deliveries:  # the cursor may only move past records whose output is on the broker
+        await delivery
+    for partition in touched:
+        if worker.owns(partition):
+            worker.persist(worker.engine_for(partition))
+    for partition in holes:
+        if worker.owns(partition):
+            await worker.rewind(worker.calls_topic, partition, worker.engine_for(partition).cursor)
 
 
 async def _handle(worker: Worker, engine: PartitionEngine, topic_name: str, partition: int, offset: int,

@@ -32,13 +32,14 @@ def register(worker: Worker, app: faust.App) -> None:
                 continue
             if command["action"] != "acknowledge":
                 continue
-            engine = worker.engine_for(partition)
-            acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
-            if acked is not None:
-                worker.persist(engine)
-            elif worker.owns_fleet():  # fleet-wide alerts (budgets, circuits) live in the fleet engine
-                acked = worker.fleet_engine().policy.acknowledge(command["alert_id"], command["actor"], now_ms())
+            async with worker.state_lock:  # persisting mid-group would write another agent's unfinished state
+                engine = worker.engine_for(partition)
+                acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
                 if acked is not None:
-                    worker.persist_fleet()
+                    worker.persist(engine)
+                elif worker.owns_fleet():  # fleet-wide alerts (budgets, circuits) live in the fleet engine
+                    acked = worker.fleet_engine().policy.acknowledge(command["alert_id"], command["actor"], now_ms())
+                    if acked is not None:
+                        worker.persist_fleet()
             if acked is not None:
                 await worker.emit_alerts([acked], partition)

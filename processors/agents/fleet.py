@@ -5,6 +5,7 @@ One partition, so one owner and one order; summaries carry their source offsets 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import faust
@@ -18,33 +19,38 @@ if TYPE_CHECKING:
 
 
 def register(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import FLEET_ALERTS_PARTITION
-
     @app.agent(worker.fleet_topic, name="llmpulse.fleet")
     async def apply_fleet(stream: faust.StreamT) -> None:
         async for events in stream.take_events(64, within=0.05):
-            if not worker.owns_fleet():
-                continue  # revoked while buffered: the new owner applies these summaries itself
-            fleet = worker.fleet_engine()
-            alerts: list[AlertEvent] = []
-            transitions: list[CircuitTransition] = []
-            changed = hole = False
-            for event in events:
-                offset = event.message.offset
-                admission = fleet.cursor.admit(offset)
-                hole |= admission is Admission.REWIND
-                if admission is not Admission.PROCESS:
-                    continue
-                fleet.cursor.advance(offset)
-                changed = True
-                if not event.value:
-                    continue
-                outcome = fleet.apply(event.value)
-                alerts += outcome.alerts
-                transitions += outcome.transitions
-            await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)
-            await worker.emit_provider_states(transitions)
-            if changed:
-                worker.persist_fleet()
-            if hole:
-                await worker.rewind(worker.fleet_topic, 0, fleet.cursor)
+            async with worker.state_lock:
+                await _apply_group(worker, events)
+
+
+async def _apply_group(worker: Worker, events: Sequence[faust.EventT]) -> None:
+    from llmpulse.processors.app import FLEET_ALERTS_PARTITION
+
+    if not worker.owns_fleet():
+        return  # revoked while buffered: the new owner applies these summaries itself
+    fleet = worker.fleet_engine()
+    alerts: list[AlertEvent] = []
+    transitions: list[CircuitTransition] = []
+    changed = hole = False
+    for event in events:
+        offset = event.message.offset
+        admission = fleet.cursor.admit(offset)
+        hole |= admission is Admission.REWIND
+        if admission is not Admission.PROCESS:
+            continue
+        fleet.cursor.advance(offset)
+        changed = True
+        if not event.value:
+            continue
+        outcome = fleet.apply(event.value)
+        alerts += outcome.alerts
+        transitions += outcome.transitions
+    await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)
+    await worker.emit_provider_states(transitions)
+    if changed:
+        worker.persist_fleet()
+    if hole:
+        await worker.rewind(worker.fleet_topic, 0, fleet.cursor)
