@@ -165,7 +165,7 @@ class Worker:
             return SourceCursor.from_bytes(blob).next_offset if blob else None
         if topic == self.fleet_topic.get_topic_name():
             blob = self.fleet_state.data.get(FLEET_KEY)
-            return FleetEngine.from_bytes(blob, self.fleet_config).cursor.next_offset if blob else None
+            return FleetEngine.cursor_of(blob) if blob else None
         return None
 
     async def _start_directory(self) -> None:

@@ -109,6 +109,12 @@ class FleetEngine:
             "cursor": self.cursor.next_offset,
         }, separators=(",", ":")).encode()
 
+    @staticmethod
+    def cursor_of(blob: bytes) -> int | None:
+        """The persisted fleet-topic cursor alone, without rebuilding the engine (read on every assignment)."""
+        cursor = json.loads(blob).get("cursor")
+        return None if cursor is None else int(cursor)
+
     @classmethod
     def from_bytes(cls, blob: bytes, config: FleetConfig) -> FleetEngine:
         data = json.loads(blob)

@@ -1,4 +1,4 @@
-"""The broker goes away for 25 s under a steady 200 calls/s: the application never notices.
+"""The broker goes away for 60 s under a steady 200 calls/s: the application never notices.
 
 A broker of this test's own (never the shared one) is stopped and started again on the same port and data
 directory. The SDK must not raise, must not slow the caller, must drop exactly what exceeds its buffer bound
@@ -21,10 +21,10 @@ from llmpulse.producers import Pulse
 from llmpulse.schemas.codec import SchemaCodec
 from tests.support.waiting import free_port_pair
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(240)
 RATE_PER_S = 200
 BUFFER_BOUND = 3000
-BEFORE_S, OUTAGE_S, AFTER_S = 5.0, 25.0, 5.0
+BEFORE_S, OUTAGE_S, AFTER_S = 5.0, 60.0, 5.0
 # How much worse the caller's p99 may get while the broker is down: a deque append, not a network wait.
 P99_SLACK_MS = 1.0
 

@@ -40,6 +40,7 @@ def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_t
     fleet.cursor.advance(12)  # the fleet topic's own position travels in the same blob
     restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig(limits=limits))
     assert restored.cursor.covers(12) and not restored.cursor.covers(13)
+    assert FleetEngine.cursor_of(fleet.to_bytes()) == 13
     assert not restored.apply(second).applied
     restored.apply(third)
     assert restored.ledger.spent("global", "all", "hour", NOW) == 15 * USD
