@@ -30,7 +30,8 @@ from llmpulse.processors.core.summary import SeriesTotals, summarize
 from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
 
 POLICY_KEY = "policy"
-BUDGET_KEY = "ledger"
+BUDGET_NAMESPACE = "budget"  # the ledger's buckets persist as budget/<period>/<start_ms>, plus budget/meta
+BUDGET_KEY = "ledger"  # where the whole ledger was persisted as one blob (still restored, then deleted)
 ATTEMPTS_KEY = "attempts"
 CURSOR_KEY = "cursor/next"
 PARTITION_SCOPES = ("service", "user")  # global and model budgets are fleet-wide (fleet.py)
@@ -83,13 +84,8 @@ class PartitionEngine:
         self.savings = SavingsTracker(config.savings)
         self.cursor = SourceCursor()  # moved by the agent: it also covers records refused before reaching here
 
-        def ledger(blob: bytes | None = None) -> BudgetLedger:
-            options: dict[str, Any] = {"scopes": PARTITION_SCOPES, "projection": False}
-            if blob is None:
-                return BudgetLedger(config.limits, **options)
-            return BudgetLedger.from_bytes(blob, config.limits, **options)
-
-        self._budget: KeyedState[BudgetLedger] = KeyedState("budget", lambda _k: ledger(), ledger)
+        # Exactly-once per bucket inside the ledger: a group of records rewrites only the buckets it charged.
+        self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False)
         self._attempts: KeyedState[AttemptLog] = KeyedState("attempts", lambda _k: AttemptLog(), AttemptLog.from_bytes)
         self._policy: KeyedState[_Json] = KeyedState(
             "alerts",
@@ -131,10 +127,9 @@ class PartitionEngine:
             observations += self.drift.observe(s, event_ms)
         for experiment in experiments:
             observations += self.experiments.observe(experiment, event_ms)
-        ledger = self._budget.for_update(BUDGET_KEY, offset)
-        if ledger is not None:
-            crossings = ledger.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost)
-            observations += [crossing.observation() for crossing in highest_crossings(crossings)]
+        crossings = self._budget.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost,
+                                             offset=offset)
+        observations += [crossing.observation() for crossing in highest_crossings(crossings)]
         attempts = self._attempts.for_update(ATTEMPTS_KEY, offset)
         if attempts is not None:
             self.guard.record_attempts(attempts, calls, verdicts.injection)
@@ -212,7 +207,7 @@ class PartitionEngine:
 
     @property
     def budget(self) -> BudgetLedger:
-        return self._budget.get_or_create(BUDGET_KEY)
+        return self._budget
 
     def summary(self, now_ms: int) -> list[dict[str, Any]]:
         """Per-series figures over every configured window (for /api/metrics and gauges)."""
@@ -253,11 +248,12 @@ class PartitionEngine:
     # ---- persistence -------------------------------------------------------------------------------------
     def _states(self) -> list[KeyedState]:  # type: ignore[type-arg]
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
-                self.experiments.state, self.savings.state, self._budget, self._attempts, self._policy]
+                self.experiments.state, self.savings.state, self._attempts, self._policy]
 
     def drain_state(self) -> list[tuple[str, bytes | None]]:
         """Changed state, then the cursor: written in this order, a persisted cursor implies its state is."""
         changed = [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
+        changed += [(f"{BUDGET_NAMESPACE}/{key}", blob) for key, blob in self._budget.drain()]
         cursor = self.cursor.drain()
         return changed if cursor is None else [*changed, (CURSOR_KEY, cursor)]
 
@@ -266,6 +262,9 @@ class PartitionEngine:
             self.cursor = SourceCursor.from_bytes(blob)
             return
         namespace, _, key = store_key.partition("/")
+        if namespace == BUDGET_NAMESPACE:
+            (self._budget.restore_whole if key == BUDGET_KEY else self._budget.restore)(key, blob)
+            return
         if namespace == self.experiments.state.namespace:
             self.experiments.restore(key, blob)
             return
@@ -273,7 +272,7 @@ class PartitionEngine:
             if slots.state.namespace == namespace:
                 slots.restore(key, blob)
                 return
-        for state in (self.drift.state, self._budget, self._attempts, self._policy):
+        for state in (self.drift.state, self._attempts, self._policy):
             if state.namespace == namespace:
                 state.restore(key, blob)
                 return

@@ -16,9 +16,8 @@ and counted (``late_dropped``). Per (period, scope) at most ``max_keys_per_scope
 recently charged keys go first, previous-bucket keys before current ones. An evicted current key restarts from
 zero if it spends again (its spend is under-reported, never over-reported).
 
-Layout. Each (bucket, scope) keeps its keys as an index into parallel int64 arrays (spend, thresholds
-reported, last-charge stamp); a batch factorizes each scope's keys once, sums per key with bincount and
-charges every period with a few fancy-indexed adds. The persisted JSON is unchanged.
+Storage (spend_store.py): each (bucket, scope) keeps its keys as an index into parallel int64 arrays; each
+bucket is persisted as its own key stamped with the last record offset it absorbed (``drain``/``restore``).
 
 Month-end projection: ``spent / elapsed fraction of the month`` for the global scope, alerted once per month
 when above ``projection_limit_micros`` and at least ``projection_min_elapsed_ms`` into the month (a projection
@@ -29,22 +28,32 @@ from __future__ import annotations
 
 import calendar
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.keyed_state import NEVER
 from llmpulse.processors.core.pricing import factorize
+from llmpulse.processors.core.spend_store import (
+    DAY_MS,
+    OFFSET,
+    PERIODS,
+    SCOPES,
+    Bucket,
+    BucketRing,
+    Charge,
+    aggregate,
+    bucket_starts,
+    group_keys,
+)
 
 USD = 1_000_000  # micro-dollars
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
-SCOPES: tuple[str, ...] = ("global", "service", "user", "model")
-PERIODS: tuple[str, ...] = ("hour", "day", "month")
 GLOBAL_KEY = "all"
+META_KEY = "meta"  # the persisted late-drop count and projection month (per-bucket persistence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,101 +132,6 @@ class BudgetCrossing:
         )
 
 
-_UNUSED = np.iinfo(np.int64).max  # stamp of a free slot: sorts after every live key
-
-
-class _Spend:
-    """One scope's spend in one bucket: key -> slot in parallel int64 arrays, so a batch charges its keys
-    with a few fancy-indexed adds instead of a dict entry per key. ``stamp`` orders keys by their last
-    charge (smallest = least recently charged, the eviction order); freed slots are reused."""
-
-    __slots__ = ("free", "index", "keys", "level", "spent", "stamp")
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.keys: list[str | None] = []  # slot -> key; None for a free slot
-        self.free: list[int] = []
-        self.spent = np.zeros(8, dtype=np.int64)
-        self.level = np.zeros(8, dtype=np.int64)  # thresholds already reported
-        self.stamp = np.full(8, _UNUSED, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def slots(self, names: list[str]) -> np.ndarray:
-        """The slot of each name (names are distinct), adding unknown ones with zero spend."""
-        found = np.fromiter(map(self.index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
-        new = np.flatnonzero(found < 0)
-        if new.shape[0]:
-            found[new] = self._add([names[i] for i in new.tolist()])
-        return found
-
-    def _add(self, names: list[str]) -> list[int]:
-        reused = [self.free.pop() for _ in range(min(len(names), len(self.free)))]
-        for slot, name in zip(reused, names, strict=False):
-            self.keys[slot] = name
-        first = len(self.keys)
-        self.keys.extend(names[len(reused) :])
-        slots = reused + list(range(first, len(self.keys)))
-        if len(self.keys) > self.spent.shape[0]:  # grow by doubling: amortised O(1) per new key
-            grow = max(len(self.keys), 2 * self.spent.shape[0]) - self.spent.shape[0]
-            self.spent = np.concatenate([self.spent, np.zeros(grow, dtype=np.int64)])
-            self.level = np.concatenate([self.level, np.zeros(grow, dtype=np.int64)])
-            self.stamp = np.concatenate([self.stamp, np.full(grow, _UNUSED, dtype=np.int64)])
-        self.index.update(zip(names, slots, strict=True))
-        return slots
-
-    def get(self, name: str) -> int:
-        slot = self.index.get(name)
-        return 0 if slot is None else int(self.spent[slot])
-
-    def evict_oldest(self, count: int) -> None:
-        """Forget the ``count`` least recently charged keys."""
-        used = len(self.keys)
-        victims = np.argpartition(self.stamp[:used], count - 1)[:count] if count < used else np.arange(used)
-        for slot in victims.tolist():
-            name = self.keys[slot]
-            if name is not None:
-                del self.index[name]
-                self.keys[slot] = None
-                self.free.append(slot)
-        self.spent[victims], self.level[victims], self.stamp[victims] = 0, 0, _UNUSED
-
-    def to_dict(self) -> dict[str, list[int]]:
-        """``{key: [spent, reported thresholds]}`` least recently charged first: the persisted shape."""
-        order = np.argsort(self.stamp[: len(self.keys)], kind="stable")[: len(self.index)]
-        pairs = np.stack([self.spent[order], self.level[order]], axis=1).tolist()  # nested lists built in C
-        return dict(zip(map(self.keys.__getitem__, order.tolist()), pairs, strict=True))
-
-    @classmethod
-    def load(cls, entries: dict[str, list[int]], first_stamp: int) -> _Spend:
-        """From ``to_dict``'s shape, whose order is the charge order."""
-        out, n = cls(), len(entries)
-        out._add(list(entries))
-        values = np.array(list(entries.values()), dtype=np.int64).reshape(n, 2)
-        out.spent[:n], out.level[:n] = values[:, 0], values[:, 1]
-        out.stamp[:n] = np.arange(first_stamp, first_stamp + n)
-        return out
-
-
-@dataclass(slots=True)
-class _Bucket:
-    start_ms: int
-    spend: dict[str, _Spend] = field(default_factory=lambda: {s: _Spend() for s in SCOPES})
-
-
-@dataclass(slots=True)
-class _Charge:
-    """One scope's calls in one bucket, summed per key: rows (into the batch), their codes, and per key
-    present in those rows its code, name and summed cost."""
-
-    rows: np.ndarray
-    codes: np.ndarray
-    present: np.ndarray
-    names: list[str]
-    sums: np.ndarray
-
-
 class BudgetLedger:
     """Spend per scope/key/period with threshold crossings; see the module docstring."""
 
@@ -231,16 +145,22 @@ class BudgetLedger:
         self.projection_enabled = projection
         self._bp = self.limits.threshold_bp()
         self._fractions = self._bp / 10_000
-        self._buckets: dict[str, list[_Bucket]] = {p: [] for p in PERIODS}  # [previous, current]
+        self._ring = BucketRing()
+        self._buckets = self._ring.periods  # per period [previous, current]
         self._projection_alerted_month = -1
-        self._stamp = 0  # charge counter: the LRU order of keys
         self.late_dropped = 0
+        self._meta_applied = NEVER  # offset stamp of the two fields above (``META_KEY``)
+        self._meta_dirty = False
+        self._whole_keys: set[str] = set()  # restored whole-ledger blobs, replaced at the next drain
 
     # -- batch update ------------------------------------------------------------------------------------
 
     def apply_batch(self, timestamp_ms: np.ndarray, service: np.ndarray, user_hash: np.ndarray, model: np.ndarray,
-                    cost_micros: np.ndarray) -> list[BudgetCrossing]:
-        """Charge a batch (NO_COST / negative costs are skipped); returns the crossings it caused."""
+                    cost_micros: np.ndarray, offset: int | None = None) -> list[BudgetCrossing]:
+        """Charge a batch (NO_COST / negative costs are skipped); returns the crossings it caused.
+
+        ``offset``: the source record's, for exactly-once per bucket (a bucket whose stamp includes it is
+        skipped); None charges every bucket (a ledger persisted whole, like the fleet's)."""
         cost = np.asarray(cost_micros, dtype=np.int64)
         keep = cost >= 0
         if not keep.any():
@@ -253,30 +173,37 @@ class BudgetLedger:
         # Keys are factorized once per scope; a period whose bucket holds the whole batch (the usual case)
         # reuses the per-key sums of the first such period.
         columns = {"global": None, "service": service, "user": user_hash, "model": model}
-        groups = {scope: _group(columns[scope], ts.shape[0], scope == "user") for scope in self.scopes}
-        whole: dict[str, _Charge] = {}
+        groups = {scope: (np.zeros(ts.shape[0], dtype=np.int64), [GLOBAL_KEY]) if columns[scope] is None
+                  else group_keys(columns[scope], scope == "user") for scope in self.scopes}
+        whole: dict[str, Charge] = {}
         out = self._per_request(ts, service, model, cost) if self.per_request else []
         lo, hi = int(ts.min()), int(ts.max())
+        meta_new = offset is None or offset > self._meta_applied  # late drops and projection count once
+        meta_before = (self.late_dropped, self._projection_alerted_month)
         for period in PERIODS:
             first, last = bucket_starts(np.array([lo, hi], dtype=np.int64), period).tolist()
             starts = None if first == last else bucket_starts(ts, period)
             for start in [first] if starts is None else np.unique(starts).tolist():
                 rows = None if starts is None else starts == start
-                bucket = self._bucket(period, start)
+                bucket = self._ring.bucket(period, start)
                 if bucket is None:
-                    self.late_dropped += ts.shape[0] if rows is None else int(rows.sum())
+                    self.late_dropped += (ts.shape[0] if rows is None else int(rows.sum())) if meta_new else 0
+                    continue
+                if not self._ring.admit(period, bucket, offset):
                     continue
                 for scope, (codes, names) in groups.items():
                     charge = whole.get(scope) if rows is None else None
                     if charge is None:
-                        charge = _aggregate(codes, names, rows, cost)
+                        charge = aggregate(codes, names, rows, cost)
                         if rows is None:
                             whole[scope] = charge
                     out.extend(self._charge(bucket, period, scope, charge, ts, cost))
-            self._evict(period)
-        crossing = self.check_projection(hi) if self.projection_enabled else None
+            self._ring.evict(period, self.limits.max_keys_per_scope, offset)
+        crossing = self.check_projection(hi) if self.projection_enabled and meta_new else None
         if crossing is not None:
             out.append(crossing)
+        if offset is not None and meta_before != (self.late_dropped, self._projection_alerted_month):
+            self._meta_applied, self._meta_dirty = offset, True
         return out
 
     def _per_request(self, ts: np.ndarray, service: np.ndarray, model: np.ndarray,
@@ -298,7 +225,7 @@ class BudgetLedger:
         return out
 
     def _charge(
-        self, bucket: _Bucket, period: str, scope: str, charge: _Charge, ts: np.ndarray, cost: np.ndarray
+        self, bucket: Bucket, period: str, scope: str, charge: Charge, ts: np.ndarray, cost: np.ndarray
     ) -> list[BudgetCrossing]:
         if not charge.names:
             return []
@@ -306,8 +233,7 @@ class BudgetLedger:
         slots = store.slots(charge.names)
         store.spent[slots] += charge.sums
         # Charged keys become the most recent, in code order (the order the persisted dict keeps).
-        store.stamp[slots] = np.arange(self._stamp, self._stamp + slots.shape[0])
-        self._stamp += slots.shape[0]
+        store.stamp[slots] = self._ring.next_stamps(slots.shape[0])
         limit = self.limits.limit(scope, period)
         if limit is None or limit <= 0:
             return []
@@ -327,43 +253,15 @@ class BudgetLedger:
             store.level[slots[i]] = reached
         return out
 
-    def _bucket(self, period: str, start: int) -> _Bucket | None:
-        """The bucket for ``start``, rotating forward when it is new; None when it is too old to keep."""
-        kept = self._buckets[period]
-        for bucket in kept:
-            if bucket.start_ms == start:
-                return bucket
-        if kept and start < kept[-1].start_ms:
-            if len(kept) == 2 or start < kept[0].start_ms:
-                return None  # older than what we keep
-            kept.insert(0, _Bucket(start))
-            return kept[0]
-        kept.append(_Bucket(start))
-        del kept[:-2]
-        return kept[-1]
-
-    def _evict(self, period: str) -> None:
-        cap = self.limits.max_keys_per_scope
-        for scope in SCOPES:
-            stores = [bucket.spend[scope] for bucket in self._buckets[period]]  # previous first
-            excess = sum(len(store) for store in stores) - cap
-            for store in stores:
-                if excess <= 0:
-                    break
-                count = min(excess, len(store))
-                if count:
-                    store.evict_oldest(count)
-                    excess -= count
-
     # -- projection and reads ------------------------------------------------------------------------------
 
     def projection(self, now_ms: int) -> dict[str, Any]:
         """Month-end projection of global spend at ``now_ms`` (event time); pure read."""
         month_start, month_end = month_bounds(now_ms)
         spent = 0
-        for bucket in self._buckets["month"]:
-            if bucket.start_ms == month_start:
-                spent = bucket.spend["global"].get(GLOBAL_KEY)
+        bucket = self._ring.find("month", month_start)
+        if bucket is not None:
+            spent = bucket.spend["global"].get(GLOBAL_KEY)
         elapsed = max(now_ms - month_start, 1)
         fraction = min(elapsed / (month_end - month_start), 1.0)
         projected = spent * (month_end - month_start) // elapsed if elapsed < month_end - month_start else spent
@@ -391,10 +289,8 @@ class BudgetLedger:
     def spent(self, scope: str, key: str, period: str, at_ms: int) -> int:
         """Spend of one key in the bucket containing ``at_ms`` (0 if not tracked)."""
         start = int(bucket_starts(np.array([at_ms], dtype=np.int64), period)[0])
-        for bucket in self._buckets[period]:
-            if bucket.start_ms == start:
-                return bucket.spend[scope].get(key)
-        return 0
+        bucket = self._ring.find(period, start)
+        return 0 if bucket is None else bucket.spend[scope].get(key)
 
     def snapshot(self, top: int = 20) -> list[dict[str, Any]]:
         """Current-bucket spend per period and scope, the ``top`` spenders of each, for the API."""
@@ -415,13 +311,7 @@ class BudgetLedger:
         """JSON-able state (for a changelog-backed table): per bucket and scope ``{key: [spent, reported
         thresholds]}``, least recently charged first."""
         return {
-            "buckets": {
-                period: [
-                    {"start_ms": b.start_ms, "spend": {s: store.to_dict() for s, store in b.spend.items()}}
-                    for b in buckets
-                ]
-                for period, buckets in self._buckets.items()
-            },
+            "buckets": {period: [b.to_dict() for b in buckets] for period, buckets in self._buckets.items()},
             "projection_alerted_month": self._projection_alerted_month,
             "late_dropped": self.late_dropped,
         }
@@ -439,56 +329,50 @@ class BudgetLedger:
     def from_dict(cls, data: dict[str, Any], limits: BudgetLimits | None = None, **options: Any) -> BudgetLedger:
         ledger = cls(limits, **options)
         for period, buckets in data.get("buckets", {}).items():
-            ledger._buckets[period] = [ledger._load_bucket(b) for b in buckets]
+            ledger._buckets[period][:] = [ledger._ring.loaded(b) for b in buckets]
         ledger._projection_alerted_month = int(data.get("projection_alerted_month", -1))
         ledger.late_dropped = int(data.get("late_dropped", 0))
         return ledger
 
-    def _load_bucket(self, data: dict[str, Any]) -> _Bucket:
-        spend = {}
-        for scope in SCOPES:
-            entries = data["spend"].get(scope, {})
-            spend[scope] = _Spend.load(entries, self._stamp)
-            self._stamp += len(entries)
-        return _Bucket(int(data["start_ms"]), spend)
+    # -- persistence per bucket ------------------------------------------------------------------------------
 
+    def drain(self) -> Iterator[tuple[str, bytes | None]]:
+        """Changed state as (key, offset || bytes): buckets (``<period>/<start_ms>``) and tombstones of those
+        rotated out, ``META_KEY``, and last tombstones of restored whole-ledger blobs (all they held is above)."""
+        yield from self._ring.drain()
+        if self._meta_dirty:
+            meta = {"projection_alerted_month": self._projection_alerted_month, "late_dropped": self.late_dropped}
+            yield META_KEY, OFFSET.pack(self._meta_applied) + json.dumps(meta).encode()
+            self._meta_dirty = False
+        yield from ((key, None) for key in sorted(self._whole_keys))
+        self._whole_keys.clear()
 
-def _group(column: np.ndarray | None, n: int, skip_none: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Per-row key code and each code's key name; with ``skip_none`` None rows get code -1 (calls without a
-    user are charged to no user key)."""
-    values = [GLOBAL_KEY] if column is None else column.tolist()
-    if values.count(values[0]) == len(values):  # one key (global; a record is one service): no hashing
-        keys, codes = values[:1], np.zeros(n, dtype=np.int64)
-    else:  # hash-based, the per-row work inside C builtins (np.unique would sort Python objects)
-        keys = list(dict.fromkeys(values))
-        index = dict(zip(keys, range(len(keys)), strict=True))
-        codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=n)
-    names = list(map(str, keys))
-    skipped = next((i for i, key in enumerate(keys) if key is None), None) if skip_none and None in keys else None
-    if skipped is not None:
-        codes = np.where(codes == skipped, -1, codes)
-        if names[:skipped] + names[skipped + 1 :] == keys[:skipped] + keys[skipped + 1 :]:
-            return codes, names
-    elif names == keys:  # all keys are str (the identity check is cheap): names are distinct
-        return codes, names
-    # Some key is not a str: distinct values that print alike (e.g. 1 and "1") share one key.
-    merged: dict[str, int] = {}
-    remap = np.array([-1 if i == skipped else merged.setdefault(name, len(merged)) for i, name in enumerate(names)],
-                     dtype=np.int64)
-    return np.where(codes < 0, -1, remap[codes]), list(merged)
+    def restore(self, key: str, blob: bytes) -> None:
+        """Load one blob ``drain`` wrote, in any order."""
+        if key == META_KEY:
+            (offset,) = OFFSET.unpack_from(blob, 0)
+            self._restore_meta(json.loads(blob[OFFSET.size :]), offset)
+        else:
+            self._ring.restore(key, blob)
 
+    def restore_whole(self, key: str, blob: bytes) -> None:
+        """Load ``offset || to_bytes()``, the whole ledger as persisted before buckets were persisted apart: its
+        buckets are stamped with its offset (a later bucket blob wins), rewritten at the next drain, which then
+        deletes ``key``."""
+        (offset,) = OFFSET.unpack_from(blob, 0)
+        data = json.loads(blob[OFFSET.size :])
+        for period, buckets in data.get("buckets", {}).items():
+            for bucket in buckets:
+                self._ring.place(period, self._ring.loaded(bucket), offset, rewrite=True)
+        self._restore_meta(data, offset)
+        self._meta_dirty = self._meta_dirty or self._meta_applied == offset
+        self._whole_keys.add(key)
 
-def _aggregate(codes: np.ndarray, names: list[str], rows: np.ndarray | None, cost: np.ndarray) -> _Charge:
-    """Sum the cost of ``rows`` (None: all) per key, skipping code -1."""
-    row_idx = np.flatnonzero(codes >= 0 if rows is None else rows & (codes >= 0))
-    row_codes = codes[row_idx]
-    if len(names) == 1:  # global: one exact integer sum, no grouping
-        present = np.zeros(1 if row_idx.shape[0] else 0, dtype=np.int64)
-        sums = np.array([int(cost[row_idx].sum())] if row_idx.shape[0] else [], dtype=np.int64)
-    else:
-        present = np.flatnonzero(np.bincount(row_codes, minlength=len(names)))
-        sums = _sum_by_code(row_codes, cost[row_idx], len(names))[present]
-    return _Charge(row_idx, row_codes, present, [names[i] for i in present.tolist()], sums)
+    def _restore_meta(self, data: dict[str, Any], offset: int) -> None:
+        if offset > self._meta_applied:
+            self._projection_alerted_month = int(data.get("projection_alerted_month", -1))
+            self.late_dropped = int(data.get("late_dropped", 0))
+            self._meta_applied = offset
 
 
 def _crossing_times(before: int, ts: np.ndarray, cost: np.ndarray, amounts_bp: list[int]) -> list[int]:
@@ -497,30 +381,6 @@ def _crossing_times(before: int, ts: np.ndarray, cost: np.ndarray, amounts_bp: l
     running = (before + np.cumsum(cost[order])) * 10_000  # spend after each call, in time order
     first = np.searchsorted(running, np.array(amounts_bp, dtype=np.int64), side="left")
     return ts[order][np.minimum(first, running.shape[0] - 1)].tolist()
-
-
-def _sum_by_code(codes: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Exact int64 sums of non-negative values per code, without sorting.
-
-    bincount adds in float64, exact while every partial sum stays below 2**53 micro-dollars ($9e9), which one
-    batch never reaches; the rare batch that could is summed with integer np.add.at instead.
-    """
-    if values.shape[0] == 0 or int(values.max()) * values.shape[0] < 2**53:
-        return np.rint(np.bincount(codes, weights=values, minlength=size)).astype(np.int64)
-    sums = np.zeros(size, dtype=np.int64)
-    np.add.at(sums, codes, values)
-    return sums
-
-
-def bucket_starts(timestamp_ms: np.ndarray, period: str) -> np.ndarray:
-    """UTC start (Unix ms) of the hour/day/month each timestamp falls in, vectorised."""
-    ts = np.asarray(timestamp_ms, dtype=np.int64)
-    if period == "hour":
-        return ts - ts % HOUR_MS
-    if period == "day":
-        return ts - ts % DAY_MS
-    months = ts.astype("datetime64[ms]").astype("datetime64[M]")
-    return months.astype("datetime64[ms]").astype(np.int64)
 
 
 def month_bounds(now_ms: int) -> tuple[int, int]:

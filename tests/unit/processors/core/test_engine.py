@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guarding import GuardingConfig, GuardMonitor
+from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.decode import CallDecoder
@@ -117,3 +119,70 @@ def test_the_cursor_is_persisted_last_so_a_persisted_cursor_implies_its_state(sh
         restored.restore(key, blob)
     assert restored.cursor.covers(5) and not restored.cursor.covers(6)
     assert engine.drain_state() == []  # nothing moved since
+
+
+# Written under budget/ledger by the engine before buckets were persisted apart (offset 7 || whole-ledger JSON),
+# after two records (offsets 6, 7) at 12:00 UTC: alice spent 9,000 of her 10,000 day limit, 80 % and 90 %
+# reported (level 2); bob 500; one call without a user.
+WHOLE_LEDGER_BLOB = (
+    b'\x07\x00\x00\x00\x00\x00\x00\x00{"buckets":{"hour":[{"start_ms":1741608000000,"spend":{"global":{},"service":'
+    b'{"checkout":[9600,0]},"user":{"alice":[9000,0],"bob":[500,0]},"model":{}}}],"day":[{"start_ms":1741564800000,'
+    b'"spend":{"global":{},"service":{"checkout":[9600,0]},"user":{"alice":[9000,2],"bob":[500,0]},"model":{}}}],'
+    b'"month":[{"start_ms":1740787200000,"spend":{"global":{},"service":{"checkout":[9600,0]},"user":{"alice":'
+    b'[9000,0],"bob":[500,0]},"model":{}}}]},"projection_alerted_month":-1,"late_dropped":0}'
+)
+AT = int(datetime(2025, 3, 10, 12, 0, 5, tzinfo=UTC).timestamp() * 1000)
+USER_DAY_LIMIT = EngineConfig(limits=BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(day=10_000)))
+
+
+def _priced(costs: list[int], users: list[str | None], at: int = AT):  # type: ignore[no-untyped-def]
+    rows = [{"event_id": f"{at}-{i}", "timestamp_ms": at + i, "service": "checkout", "provider": "openai",
+             "request_model": "gpt-4o", "status": "ok", "latency_ms": 300.0, "input_tokens": 10, "output_tokens": 10,
+             "user_hash": user, "cost_micros": cost} for i, (cost, user) in enumerate(zip(costs, users, strict=True))]
+    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), at + 1000)
+    assert not refused and calls is not None
+    return calls
+
+
+def test_a_ledger_persisted_whole_by_the_previous_version_restores_then_moves_to_buckets(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = PartitionEngine(0, USER_DAY_LIMIT, *shared)
+    engine.restore("budget/ledger", WHOLE_LEDGER_BLOB)
+    assert engine.budget.spent("user", "alice", "day", AT) == 9000
+    assert engine.budget.spent("service", "checkout", "month", AT) == 9600
+    engine.process(_priced([5000], ["alice"], AT + 60_000), offset=7, now_ms=AT + 61_000)  # a replay: no change
+    assert engine.budget.spent("user", "alice", "day", AT) == 9000
+    quiet = engine.process(_priced([50], ["alice"], AT + 120_000), offset=8, now_ms=AT + 121_000)
+    assert [a for a in quiet.alerts if a.rule == "budget"] == []  # 90.5 %: 90 % was reported before the upgrade
+    loud = engine.process(_priced([500], ["alice"], AT + 180_000), offset=9, now_ms=AT + 181_000)
+    assert [(a.rule, a.severity) for a in loud.alerts if a.rule == "budget"] == [("budget", "ERROR")]  # 95 %
+
+    saved = [(key, blob) for key, blob in engine.drain_state() if key.startswith("budget/")]
+    assert saved[-1] == ("budget/ledger", None)  # the old blob goes only after the buckets replacing it
+    assert {key for key, blob in saved if blob} == {
+        "budget/hour/1741608000000", "budget/day/1741564800000", "budget/month/1740787200000", "budget/meta"}
+    upgraded = PartitionEngine(0, USER_DAY_LIMIT, *shared)
+    for key, blob in saved[:-1]:
+        assert blob is not None
+        upgraded.restore(key, blob)
+    assert upgraded.budget.to_dict() == engine.budget.to_dict()
+    assert upgraded.budget.spent("user", "alice", "day", AT) == 9550
+
+
+def test_a_crash_between_bucket_writes_charges_only_the_buckets_left_behind(shared) -> None:  # type: ignore[no-untyped-def]
+    engine, store = PartitionEngine(0, EngineConfig(), *shared), {}
+    records = [([100, 200], ["a", "b"], AT), ([400], ["a"], AT + 60_000), ([800, 1600], ["a", "b"], AT + 3_600_000)]
+    for offset, (costs, users, at) in enumerate(records[:2]):
+        engine.process(_priced(costs, users, at), offset=offset, now_ms=at + 1000)
+    store.update(engine.drain_state())
+    engine.process(_priced(*records[2]), offset=2, now_ms=AT + 3_601_000)  # opens the 13:00 hour
+    store.update((key, blob) for key, blob in engine.drain_state() if key.startswith("budget/hour/"))  # crash
+
+    restored = PartitionEngine(0, EngineConfig(), *shared)
+    for key, blob in store.items():
+        assert blob is not None
+        restored.restore(key, blob)
+    restored.process(_priced(*records[2]), offset=2, now_ms=AT + 3_601_000)  # replayed: cursor was not written
+    assert restored.budget.spent("user", "a", "hour", AT + 3_600_000) == 800  # persisted: not charged twice
+    assert restored.budget.spent("user", "a", "hour", AT) == 100 + 400
+    assert restored.budget.spent("user", "a", "day", AT) == 100 + 400 + 800  # not persisted: charged now
+    assert restored.budget.spent("user", "b", "month", AT) == 200 + 1600

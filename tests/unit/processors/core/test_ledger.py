@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from datetime import UTC, datetime
 
 import numpy as np
@@ -299,3 +300,160 @@ def test_many_users_over_hour_boundaries_sum_like_a_plain_loop() -> None:
     april = ms(2025, 4, 1)
     assert ledger.spent("user", "u7", "month", april) == sum(
         v for (u, h), v in expected.items() if u == "u7" and h >= april)
+
+
+# -- persistence per bucket ------------------------------------------------------------------------------------
+
+
+def persist(store: dict[str, bytes], drained: object, keep: object = None) -> list[str]:
+    """Apply a drain to a key-value store like the worker's table (None deletes); ``keep`` filters which
+    writes reach it (a crash part-way through). Returns the drained keys in order."""
+    keys = []
+    for key, blob in drained:  # type: ignore[attr-defined]
+        keys.append(key)
+        if keep is not None and not keep(key):  # type: ignore[operator]
+            continue
+        if blob is None:
+            store.pop(key, None)
+        else:
+            store[key] = blob
+    return keys
+
+
+def restored(store: dict[str, bytes], limits: BudgetLimits, seed: int = 0, **options: object) -> BudgetLedger:
+    """A ledger rebuilt from the store, blobs fed in a shuffled order (a table has no order)."""
+    ledger = BudgetLedger(limits, **options)  # type: ignore[arg-type]
+    items = list(store.items())
+    for i in np.random.default_rng(seed).permutation(len(items)).tolist():
+        key, blob = items[i]
+        (ledger.restore_whole if key == "ledger" else ledger.restore)(key, blob)
+    return ledger
+
+
+def test_a_drain_writes_only_the_buckets_the_batches_charged() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)
+    charge_at(ledger, [100], T0, 0)
+    assert sorted(k for k, _ in ledger.drain()) == ["day/1741564800000", "hour/1741608000000", "month/1740787200000"]
+    charge_at(ledger, [7], ms(2025, 3, 10, 13, 5), 1)
+    charge_at(ledger, [7], ms(2025, 3, 10, 12, 59), 2)  # a late call, into the previous hour
+    assert sorted(k for k, _ in ledger.drain()) == [
+        "day/1741564800000", "hour/1741608000000", "hour/1741611600000", "month/1740787200000"]
+    charge_at(ledger, [7], ms(2025, 3, 10, 13, 6), 3)
+    assert "hour/1741608000000" not in dict(ledger.drain())  # the 12:00 hour was not charged this time
+    assert list(ledger.drain()) == []
+    charge(ledger, [7], at=ms(2025, 3, 10, 13, 7))
+    assert list(ledger.drain()) == []  # without an offset (a ledger persisted whole) nothing is tracked
+
+
+def test_buckets_rotated_out_become_tombstones_and_a_restore_keeps_the_newest_two() -> None:
+    ledger, store = BudgetLedger(NO_REQUEST_LIMIT), {}
+    for offset, hour in enumerate((10, 11, 12)):
+        charge_at(ledger, [5], ms(2025, 3, 10, hour), offset)
+        drained = persist(store, ledger.drain())
+    assert drained[-1] == "hour/1741600800000" and "hour/1741600800000" not in store  # 10:00 is gone
+    # A crash after the 13:00 bucket was written but before 11:00's tombstone: the restore keeps 12 and 13.
+    charge_at(ledger, [5], ms(2025, 3, 10, 13), 3)
+    persist(store, ledger.drain(), keep=lambda key: not key.startswith("hour/17416044"))
+    again = restored(store, NO_REQUEST_LIMIT)
+    assert [again.spent("global", "all", "hour", ms(2025, 3, 10, h)) for h in (11, 12, 13)] == [0, 5, 5]
+    assert dict(again.drain()) == {"hour/1741604400000": None}  # and it deletes the stale one
+    assert again.spent("global", "all", "day", T0) == 20
+
+
+def charge_at(ledger: BudgetLedger, costs: list[int], at: int | list[int], offset: int, user: str = "u1") -> list:
+    n = len(costs)
+    ts = np.array(at if isinstance(at, list) else [at + i for i in range(n)], dtype=np.int64)
+    users = np.array([user] * n if isinstance(user, str) else user, dtype=object)
+    return ledger.apply_batch(ts, np.array(["search"] * n, dtype=object), users, np.array(["gpt-4o"] * n, dtype=object),
+                              np.array(costs, dtype=np.int64), offset=offset)
+
+
+def test_a_replay_charges_only_the_buckets_persisted_before_it() -> None:
+    """Crash after some buckets of a group were written: the replay must not charge those again and must
+    charge the others, deciding the same crossings (same event time) for them; totals equal plain sums."""
+    limits = BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(hour=400_000, day=1_000_000))
+    rng = np.random.default_rng(5)
+    start = ms(2025, 3, 31, 22, 40)  # spans an hour and a month boundary
+    batches = []
+    for _ in range(24):
+        n = int(rng.integers(5, 40))
+        ts = np.sort(start + rng.integers(0, 90 * 60_000, n))
+        batches.append((ts, np.array([f"u{i}" for i in rng.integers(0, 6, n)], dtype=object),
+                        rng.integers(0, 30_000, n)))
+    batches.sort(key=lambda b: int(b[0][0]))
+
+    def run(ledger: BudgetLedger, offsets: range) -> dict[int, list]:
+        return {o: charge_at(ledger, batches[o][2].tolist(), batches[o][0].tolist(), o, batches[o][1].tolist())
+                for o in offsets}
+
+    reference = run(BudgetLedger(limits), range(24))
+    first, store = BudgetLedger(limits), {}
+    for group in (range(0, 8), range(8, 16)):
+        run(first, group)
+        persist(store, first.drain())
+    run(first, range(16, 20))  # this group's drain reaches the store only for hour buckets, then a crash
+    lost = [key for key in persist(store, first.drain(), keep=lambda key: key.startswith("hour/"))
+            if not key.startswith("hour/")]
+    assert lost  # the day and month buckets of the last group were not persisted
+    second = restored(store, limits, seed=3)
+    replayed = run(second, range(16, 24))
+
+    expected: dict[tuple[str, str, int], int] = {}
+    for ts, users, costs in batches:
+        for period in ("hour", "day", "month"):
+            for user, start_ms, cost in zip(users.tolist(), bucket_starts(ts, period).tolist(), costs.tolist(),
+                                            strict=True):
+                expected[(user, period, start_ms)] = expected.get((user, period, start_ms), 0) + cost
+    last = int(batches[-1][0][-1])
+    for (user, period, start_ms), total in expected.items():
+        if start_ms >= int(bucket_starts(np.array([last]), period)[0]):  # the current buckets
+            assert second.spent("user", user, period, start_ms) == total, (user, period, start_ms)
+    for offset in range(16, 20):
+        again = [(c.key, c.period, c.threshold, c.at_ms) for c in replayed[offset]]
+        assert all(c.period != "hour" for c in replayed[offset])  # hour buckets already had these records
+        assert again == [(c.key, c.period, c.threshold, c.at_ms) for c in reference[offset] if c.period != "hour"]
+    for offset in range(20, 24):
+        assert [(c.key, c.period, c.at_ms) for c in replayed[offset]] == [
+            (c.key, c.period, c.at_ms) for c in reference[offset]]
+    assert any(reference[o] for o in range(16, 20))  # the crossings compared above are not all empty
+
+
+def test_state_persisted_whole_restores_and_the_next_drain_replaces_it() -> None:
+    whole = struct.pack("<q", 41) + PERSISTED_BEFORE_ARRAYS  # what KeyedState wrote under budget/ledger
+    ledger = BudgetLedger(PERSISTED_LIMITS)
+    ledger.restore_whole("ledger", whole)
+    assert ledger.to_bytes() == PERSISTED_BEFORE_ARRAYS
+    assert charge_at(ledger, [100_000], NOON, 41, user="alice") == []  # offset 41 is already in it
+    drained = list(ledger.drain())
+    assert [key for key, _ in drained][-1] == "ledger" and drained[-1][1] is None  # deleted after the rest
+    assert len([key for key, blob in drained if blob]) == 4 + 1  # 2 hours, day, month, and the meta record
+    store: dict[str, bytes] = {"ledger": whole}
+    persist(store, drained)
+    again = restored(store, PERSISTED_LIMITS)
+    assert again.to_bytes() == PERSISTED_BEFORE_ARRAYS  # same spend, levels and eviction order
+    out = charge_at(again, [100_000], NOON, 42, user="alice")
+    assert [(c.key, c.period, c.threshold) for c in out] == [("alice", "day", 0.9), ("alice", "day", 0.95)]
+
+
+def test_a_bucket_written_after_the_whole_ledger_wins_in_any_restore_order() -> None:
+    ledger = BudgetLedger(NO_REQUEST_LIMIT)
+    charge_at(ledger, [100], T0, 1)
+    whole = struct.pack("<q", 1) + ledger.to_bytes()
+    charge_at(ledger, [50], T0 + 10, 2)
+    newer_hour = dict(ledger.drain())["hour/1741608000000"]
+    for seed in range(4):
+        again = restored({"ledger": whole, "hour/1741608000000": newer_hour}, NO_REQUEST_LIMIT, seed=seed)
+        assert again.spent("user", "u1", "hour", T0) == 150 and again.spent("user", "u1", "day", T0) == 100
+
+
+def test_buckets_round_trip_any_key_name_and_keep_the_eviction_order() -> None:
+    limits = BudgetLimits(per_request_micros=None, max_keys_per_scope=4)
+    ledger, store = BudgetLedger(limits), {}
+    # "a\x00b" is evicted by "d", then comes back and evicts "é"
+    for offset, user in enumerate(["a\x00b", "é", "", "c", "d", "a\x00b"]):
+        charge_at(ledger, [10 + offset], T0 + offset, offset, user=user)
+    persist(store, ledger.drain())
+    again = restored(store, limits)
+    assert again.to_dict() == ledger.to_dict()
+    charge_at(again, [1], T0 + 10, 6, user="e")  # evicts the least recently charged: ""
+    assert [again.spent("user", u, "day", T0) for u in ("", "c", "d", "a\x00b", "e")] == [0, 13, 14, 15, 1]
