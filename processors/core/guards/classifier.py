@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "injection_model.npz"
 
@@ -28,7 +30,6 @@ _BASE_INV = pow(_BASE, -1, 2**64)
 _MIX = _U64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of h * _MIX are well spread
 _WORD_SALT = _U64(0x5BD1E9955BD1E995)
 _BIGRAM_MULT = _U64(0xC2B2AE3D27D4EB4F)
-_SPACE_CODES = np.array([9, 10, 11, 12, 13, 32, 0xA0], dtype=np.uint32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +54,34 @@ class SparseBatch(NamedTuple):
 
 def _powers(base: int, n: int) -> np.ndarray:
     """base**0 .. base**(n-1) mod 2**64 (cumprod on uint64 wraps, which is exactly the modulus)."""
-    out = np.full(n, base, dtype=_U64)
+    size = 1 << max(n - 1, 0).bit_length()  # tables come in powers of two, so a few serve every batch
+    return _power_table(base, size)[:n]
+
+
+@lru_cache(maxsize=8)
+def _power_table(base: int, size: int) -> np.ndarray:
+    out = np.full(size, base, dtype=_U64)
     out[0] = 1
-    return np.cumprod(out, dtype=_U64)
+    table = np.cumprod(out, dtype=_U64)
+    table.flags.writeable = False  # shared between calls
+    return table
+
+
+# Lookup tables on code points (the last entry stands for every larger one): whitespace, and word characters
+# (ASCII digits, lower-case letters and "_", and everything from U+00C0 on, as in the trained model).
+_SPACE_TABLE = np.isin(np.arange(0xA2), [9, 10, 11, 12, 13, 32, 0xA0])
+_WORD_TABLE = np.isin(np.arange(0xC1), [*range(48, 58), *range(97, 123), 95, 0xC0])
 
 
 def _encode(texts: Sequence[str], max_chars: int) -> np.ndarray:
     """Lower-cased, truncated texts as one code-point array: NUL before, between and after documents."""
     # A NUL inside a text would be read as a document boundary, so it becomes a space.
     joined = "\0" + "\0".join(t[:max_chars].lower().replace("\0", " ") for t in texts) + "\0"
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).copy()
-    is_space = np.isin(codes, _SPACE_CODES)
-    codes[is_space] = 32
+    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    is_space = _SPACE_TABLE.take(np.minimum(codes, 0xA1))
     # Collapse whitespace runs: layout (indentation, CRLF) is style, not content.
-    keep = ~(is_space & np.concatenate(([False], is_space[:-1])))
-    return codes[keep]
+    keep = np.concatenate(([True], ~(is_space[1:] & is_space[:-1])))
+    return np.where(is_space, np.uint32(32), codes)[keep]
 
 
 def _bucketise(h: np.ndarray, bits: int) -> np.ndarray:
@@ -75,74 +89,70 @@ def _bucketise(h: np.ndarray, bits: int) -> np.ndarray:
 
 
 class _Prefix(NamedTuple):
-    hashes: np.ndarray  # H[i] = sum_{j<i} (c_j + 1) * B**j
+    hashes: np.ndarray  # H[i] = sum_{j<i} (c_j + 1) * B**j, then ``pad`` filler entries
     inv_pow: np.ndarray  # B**-i
-    nul_count: np.ndarray  # number of NULs before position i
+    nul_count: np.ndarray  # number of NULs before position i; the pad entries count one more than the last
     doc_of: np.ndarray  # document index of position i (-1 before the first text)
 
 
-def _prefix(codes: np.ndarray) -> _Prefix:
+def _prefix(codes: np.ndarray, pad: int) -> _Prefix:
+    """Prefix sums over ``codes``, with ``pad`` entries past the end so n-grams of every length can share
+    one window length (an n-gram reaching into the pad spans a NUL by its count, and is dropped)."""
     n = codes.shape[0]
-    terms = (codes.astype(_U64) + _U64(1)) * _powers(_BASE, n)
-    hashes = np.concatenate(([_U64(0)], np.cumsum(terms, dtype=_U64)))
-    is_nul = codes == 0
-    nul_count = np.concatenate(([0], np.cumsum(is_nul)))
-    return _Prefix(hashes, _powers(_BASE_INV, n + 1), nul_count, np.cumsum(is_nul) - 1)
+    hashes = np.zeros(n + 1 + pad, dtype=_U64)
+    np.cumsum((codes.astype(_U64) + _U64(1)) * _powers(_BASE, n), dtype=_U64, out=hashes[1 : n + 1])
+    nul_count = np.zeros(n + 1 + pad, dtype=np.int64)
+    np.cumsum(codes == 0, out=nul_count[1 : n + 1])
+    nul_count[n + 1 :] = nul_count[n] + 1
+    return _Prefix(hashes, _powers(_BASE_INV, n + 1), nul_count, nul_count[1 : n + 1] - 1)
 
 
-def _substring_hash(p: _Prefix, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Position-independent hash of codes[start:stop] for arrays of spans."""
-    return (p.hashes[stop] - p.hashes[start]) * p.inv_pow[start]
+def _rows(x: np.ndarray, first: int, count: int, width: int) -> np.ndarray:
+    """Read-only (count x width) view whose row r is x[first + r : first + r + width]."""
+    step = x.strides[0]
+    return as_strided(x[first:], shape=(count, width), strides=(step, step), writeable=False)
 
 
-def _char_ngrams(p: _Prefix, n_codes: int, cfg: HasherConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    docs, buckets = [], []
-    for n in range(cfg.ngram_min, cfg.ngram_max + 1):
-        # The n-gram starting at i is codes[i:i+n]; slices instead of gathers keep this memory-bound.
-        stop = n_codes - n + 1
-        valid = p.nul_count[n : stop + n] == p.nul_count[:stop]  # drop n-grams spanning a separator
-        h = (p.hashes[n : stop + n] - p.hashes[:stop]) * p.inv_pow[:stop]
-        docs.append(p.doc_of[:stop][valid])
-        buckets.append(_bucketise(h[valid] ^ _U64(n), cfg.bits))
-    return docs, buckets
+def _char_ngrams(p: _Prefix, n_codes: int, cfg: HasherConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Documents and hash keys of every n-gram, n = ngram_min..ngram_max, in that order, each by position.
+
+    All lengths at once as one (lengths x positions) array: the n-gram starting at i is codes[i:i+n].
+    """
+    width = max(n_codes - cfg.ngram_min + 1, 0)
+    count = cfg.ngram_max - cfg.ngram_min + 1
+    valid = _rows(p.nul_count, cfg.ngram_min, count, width) == p.nul_count[:width]  # drop spans over a NUL
+    h = (_rows(p.hashes, cfg.ngram_min, count, width) - p.hashes[:width]) * p.inv_pow[:width]
+    h ^= np.arange(cfg.ngram_min, cfg.ngram_max + 1, dtype=_U64)[:, None]
+    return np.broadcast_to(p.doc_of[:width], valid.shape)[valid], h[valid]
 
 
-def _is_word_char(codes: np.ndarray) -> np.ndarray:
-    digit = (codes >= 48) & (codes <= 57)
-    lower = (codes >= 97) & (codes <= 122)
-    return digit | lower | (codes == 95) | ((codes >= 0xC0) & (codes != 0xA0))
-
-
-def _words(p: _Prefix, codes: np.ndarray, cfg: HasherConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    is_w = _is_word_char(codes)
-    prev_w = np.concatenate(([False], is_w[:-1]))
-    next_w = np.concatenate((is_w[1:], [False]))
-    starts = np.flatnonzero(is_w & ~prev_w)
-    stops = np.flatnonzero(is_w & ~next_w) + 1
-    unigram = _substring_hash(p, starts, stops) ^ _WORD_SALT
+def _words(p: _Prefix, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Documents and hash keys of every word, then of every pair of neighbouring words in one document."""
+    edges = np.diff(_WORD_TABLE.take(np.minimum(codes, 0xC0)).view(np.int8), prepend=0, append=0)
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1)
+    unigram = ((p.hashes[stops] - p.hashes[starts]) * p.inv_pow[starts]) ^ _WORD_SALT
     doc = p.doc_of[starts]
     same_doc = doc[1:] == doc[:-1]
     bigram = (unigram[:-1] * _BIGRAM_MULT + unigram[1:])[same_doc]
-    return [doc, doc[:-1][same_doc]], [_bucketise(unigram, cfg.bits), _bucketise(bigram, cfg.bits)]
+    return np.concatenate((doc, doc[:-1][same_doc])), np.concatenate((unigram, bigram))
 
 
 def featurize(texts: Sequence[str], cfg: HasherConfig) -> SparseBatch:
     """Hashed, length-normalised n-gram and word features of a batch of texts."""
     n_docs = len(texts)
     codes = _encode(texts, cfg.max_chars)
-    p = _prefix(codes)
-    docs, buckets = _char_ngrams(p, codes.shape[0], cfg)
+    p = _prefix(codes, cfg.ngram_max - cfg.ngram_min)
+    doc, keys = _char_ngrams(p, codes.shape[0], cfg)
     if cfg.words:
-        word_docs, word_buckets = _words(p, codes, cfg)
-        docs += word_docs
-        buckets += word_buckets
-    doc = np.concatenate(docs)
+        word_doc, word_keys = _words(p, codes)
+        doc, keys = np.concatenate((doc, word_doc)), np.concatenate((keys, word_keys))
     # Each occurrence weighs 1/sqrt(occurrences in its text): the exact L2 normalisation when no feature
     # repeats, and close to it otherwise. Repeats need no merging (the dot product adds them up), which
     # spares sorting millions of keys per batch; measured as accurate as sublinear-tf L2 on held-out data.
     counts = np.bincount(doc, minlength=n_docs)
     value = 1.0 / np.sqrt(np.maximum(counts, 1))[doc]
-    return SparseBatch(doc, np.concatenate(buckets), value, n_docs)
+    return SparseBatch(doc, _bucketise(keys, cfg.bits), value, n_docs)
 
 
 class InjectionClassifier:

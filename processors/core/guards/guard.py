@@ -1,24 +1,30 @@
 """``TextGuard``: every text guardrail behind one batch call.
 
 Per batch of calls (prompt and response columns, None where absent): injection runs on prompts, hallucination
-risk on responses, PII and toxicity on both, length limits on both. Each detector sees only the texts that are
-present, as one list, so the cost is a few regex passes and one sparse dot product per batch.
+risk on responses, PII and toxicity on both, length limits on both. The present texts are lower-cased once and
+screened once for every detector's regexes (``guards.screen``); each regex then scans only the texts holding
+its literals, so the cost is one vectorised screen, a few short scans and one sparse dot product per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from llmpulse.processors.core.guards import join_texts, matching_docs
+from llmpulse.processors.core.guards import docs_matching
+from llmpulse.processors.core.guards import hallucination as hallucination_regexes
 from llmpulse.processors.core.guards.classifier import DEFAULT_MODEL_PATH, InjectionClassifier
 from llmpulse.processors.core.guards.hallucination import DOMAINS, LEVELS, assess, domain_names
-from llmpulse.processors.core.guards.injection import InjectionDetector
+from llmpulse.processors.core.guards.injection import InjectionDetector, screened
 from llmpulse.processors.core.guards.safety import DEFAULT_TOXIC_TERMS, LengthLimits, ToxicityFilter, lengths
-from llmpulse.producers.pii import PII_PATTERNS, PiiPattern, may_contain_pii
+from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
+from llmpulse.producers.pii import PII_PATTERNS, PiiPattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,28 +112,29 @@ def _as_objects(texts: np.ndarray | list[str | None]) -> np.ndarray:
     return out
 
 
-def scan_pii(texts: list[str], patterns: tuple[PiiPattern, ...]) -> list[list[str]]:
-    """PII kinds per text: one regex pass per kind over the texts that may hold PII (see may_contain_pii),
-    with the SDK redactor's patterns."""
-    found: list[list[str]] = [[] for _ in texts]
-    candidates = [i for i, text in enumerate(texts) if may_contain_pii(text)]
-    if not candidates:
-        return found
-    for i, kinds in zip(candidates, _scan_pii([texts[i] for i in candidates], patterns), strict=True):
-        found[i] = kinds
-    return found
+def pii_screened(patterns: Sequence[PiiPattern]) -> list[Screened]:
+    """The regexes ``scan_pii`` runs, in its order; they run on the texts as written."""
+    return [Screened(p.regex, lowered=False) for p in patterns]
 
 
-def _scan_pii(texts: list[str], patterns: tuple[PiiPattern, ...]) -> list[list[str]]:
-    joined, starts = join_texts(texts)
+@lru_cache(maxsize=4)
+def _pii_screen(patterns: tuple[PiiPattern, ...]) -> Screen:
+    return Screen(pii_screened(patterns))
+
+
+def scan_pii(
+    texts: list[str], patterns: tuple[PiiPattern, ...], candidates: Sequence[Sequence[int]] | None = None
+) -> list[list[str]]:
+    """PII kinds per text, with the SDK redactor's patterns, each run on the texts the screen passes.
+
+    ``candidates``: per pattern, the texts it may match (see ``guards.screen``); computed here when not
+    given. Every kind needs a digit or an "@", so this finds what a scan gated by ``may_contain_pii`` does.
+    """
+    if candidates is None:
+        candidates = candidate_lists(_pii_screen(patterns).candidates([t.lower() for t in texts]))
     found: list[list[str]] = [[] for _ in texts]
-    for pattern in patterns:
-        if pattern.accept is None:
-            docs = matching_docs(pattern.regex, joined, starts).tolist()
-        else:  # validated kinds (cards, phones) are rare enough to check match by match
-            hits = [m.start() for m in pattern.regex.finditer(joined) if pattern.accept(m.group())]
-            docs = np.unique(np.searchsorted(starts, hits, side="right") - 1).tolist() if hits else []
-        for i in docs:
+    for pattern, docs in zip(patterns, candidates, strict=True):
+        for i in docs_matching(pattern.regex, texts, docs, accept=pattern.accept):
             found[i].append(pattern.kind)
     return found
 
@@ -135,7 +142,8 @@ def _scan_pii(texts: list[str], patterns: tuple[PiiPattern, ...]) -> list[list[s
 class TextGuard:
     """Injection, PII, hallucination, toxicity and length checks over batches of prompts and responses."""
 
-    __slots__ = ("_pii_patterns", "_risk_level", "config", "injection", "limits", "toxicity")
+    __slots__ = ("_columns", "_pii_patterns", "_risk_level", "_screen", "config", "injection", "limits",
+                 "toxicity")
 
     def __init__(self, config: GuardConfig | None = None) -> None:
         config = config or GuardConfig()
@@ -146,6 +154,12 @@ class TextGuard:
         self.limits = LengthLimits(config.max_prompt_chars, config.max_response_chars)
         self._risk_level = LEVELS.index(config.hallucination_min_level)
         self._pii_patterns = tuple(p for p in PII_PATTERNS if config.detect_ipv4 or p.kind != "ipv4")
+        # One screen for every regex; _columns: where each detector's regexes sit in its candidate lists.
+        groups = (screened(self.injection.patterns), hallucination_regexes.screened(), self.toxicity.screened(),
+                  pii_screened(self._pii_patterns))
+        bounds = np.cumsum([0] + [len(g) for g in groups]).tolist()
+        self._columns = [slice(a, b) for a, b in pairwise(bounds)]
+        self._screen = Screen([regex for group in groups for regex in group])
 
     def check(self, text: str) -> GuardResult:
         """Every check on one text, as if it were both the prompt and the response of a call."""
@@ -158,9 +172,16 @@ class TextGuard:
         n = len(prompts)
         if len(responses) != n:
             raise ValueError(f"{n} prompts but {len(responses)} responses")
-        score, patterns = self._injection(prompts)
-        level, domains = _hallucination(responses, self.config.scan_chars)
-        pii, toxic = self._pii_and_toxicity(prompts, responses)
+        p_idx, p_texts = _present(prompts, self.config.scan_chars)
+        r_idx, r_texts = _present(responses, self.config.scan_chars)
+        texts = p_texts + r_texts
+        lowered = [t.lower() for t in texts]
+        lists = candidate_lists(self._screen.candidates(lowered))
+        inj, hal, tox, pii = (lists[c] for c in self._columns)
+        m = len(p_texts)
+        score, patterns = self._injection(n, p_idx, p_texts, lowered[:m], [[i for i in c if i < m] for c in inj])
+        level, domains = _hallucination(n, r_idx, lowered[m:], [[i - m for i in c if i >= m] for c in hal])
+        pii_kinds, toxic = self._pii_and_toxicity(n, np.concatenate((p_idx, r_idx)), texts, lowered, pii, tox[0])
         too_long = (lengths(prompts) > self.limits.max_prompt_chars) | (
             lengths(responses) > self.limits.max_response_chars
         )
@@ -168,7 +189,7 @@ class TextGuard:
             injection=score >= self.config.injection_threshold,
             injection_score=score,
             injection_patterns=patterns,
-            pii=pii,
+            pii=pii_kinds,
             hallucination_risk=level >= self._risk_level,
             hallucination_level=level,
             domains=domains,
@@ -176,45 +197,47 @@ class TextGuard:
             too_long=too_long,
         )
 
-    def _injection(self, prompts: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
-        n = len(prompts)
+    def _injection(
+        self, n: int, index: np.ndarray, texts: list[str], lowered: list[str], candidates: list[list[int]]
+    ) -> tuple[np.ndarray, list[list[str]]]:
         score = np.zeros(n)
         patterns: list[list[str]] = [[] for _ in range(n)]
-        index, texts = _present(prompts, self.config.scan_chars)
         if texts:
-            hits = self.injection.score(texts)
+            hits = self.injection.score(texts, lowered, candidates)
             score[index] = hits.score
             for i, names in zip(index.tolist(), hits.names, strict=True):
                 patterns[i] = names
         return score, patterns
 
     def _pii_and_toxicity(
-        self, prompts: np.ndarray, responses: np.ndarray
+        self,
+        n: int,
+        index: np.ndarray,
+        texts: list[str],
+        lowered: list[str],
+        pii_candidates: list[list[int]],
+        toxic_candidates: list[int],
     ) -> tuple[list[list[str]], np.ndarray]:
-        """Prompts and responses scanned in one pass, then folded back onto their calls."""
-        n = len(prompts)
-        p_idx, p_texts = _present(prompts, self.config.scan_chars)
-        r_idx, r_texts = _present(responses, self.config.scan_chars)
-        index, texts = np.concatenate((p_idx, r_idx)), p_texts + r_texts
+        """Prompts and responses scanned together, then folded back onto their calls."""
         pii: list[list[str]] = [[] for _ in range(n)]
         toxic = np.zeros(n, dtype=bool)
         if not texts:
             return pii, toxic
-        for i, kinds in zip(index.tolist(), scan_pii(texts, self._pii_patterns), strict=True):
+        for i, kinds in zip(index.tolist(), scan_pii(texts, self._pii_patterns, pii_candidates), strict=True):
             if kinds:  # union of prompt and response kinds, kept in PII_PATTERNS order
                 seen = set(kinds).union(pii[i])
                 pii[i] = [p.kind for p in self._pii_patterns if p.kind in seen]
-        toxic[index[self.toxicity.flag(texts)]] = True
+        toxic[index[self.toxicity.flag(texts, lowered, toxic_candidates)]] = True
         return pii, toxic
 
 
-def _hallucination(responses: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(responses)
+def _hallucination(
+    n: int, index: np.ndarray, lowered: list[str], candidates: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     level = np.zeros(n, dtype=np.int8)
     domains = np.zeros((n, len(DOMAINS)), dtype=bool)
-    index, texts = _present(responses, limit)
-    if texts:
-        risk = assess(texts)
+    if lowered:
+        risk = assess(lowered, lowered, candidates)
         level[index] = risk.level
         domains[index] = risk.domains
     return level, domains

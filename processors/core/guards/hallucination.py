@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-from llmpulse.processors.core.guards import flags, join_texts
+from llmpulse.processors.core.guards import docs_matching
+from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 LEVELS: tuple[str, ...] = ("low", "medium", "high")
 LOW, MEDIUM, HIGH = range(len(LEVELS))
@@ -27,7 +29,7 @@ DOMAINS: tuple[str, ...] = ("financial", "medical", "legal", "statistical")
 
 
 def _words(*alternatives: str) -> re.Pattern[str]:
-    # Lower-case input, no leading \b: see guards.matching_docs(word_start=True).
+    # Lower-case input, no leading \b: see guards.docs_matching(word_start=True).
     return re.compile(r"(?:" + "|".join(alternatives) + r")\b")
 
 
@@ -77,25 +79,43 @@ class HallucinationRisk(NamedTuple):
     domains: np.ndarray  # bool (n, len(DOMAINS))
 
 
-def assess(texts: Sequence[str]) -> HallucinationRisk:
-    """Risk level and claim domains of each text in a batch."""
-    lowered = [t.lower() for t in texts]
-    joined, starts = join_texts(lowered)
-    columns = [flags(r, joined, starts, word_start=True) for r in _DOMAIN_REGEXES]
-    domains = np.column_stack(columns).reshape(len(texts), -1)
-    level = np.full(len(texts), LOW, dtype=np.int8)
-    claims = np.flatnonzero(domains.any(axis=1))  # hedging and certainty only matter where there is a claim
-    unhedged = claims[~_any_match(_HEDGE, [lowered[i] for i in claims])]
+def screened() -> list[Screened]:
+    """The regexes ``assess`` runs, in its order: the domains, then hedging, then certainty."""
+    return [Screened(regex, lowered=True) for regex in (*_DOMAIN_REGEXES, _HEDGE, _CERTAIN)]
+
+
+@lru_cache(maxsize=1)
+def _screen() -> Screen:
+    return Screen(screened())
+
+
+def assess(
+    texts: Sequence[str],
+    lowered: Sequence[str] | None = None,
+    candidates: Sequence[Sequence[int]] | None = None,
+) -> HallucinationRisk:
+    """Risk level and claim domains of each text in a batch.
+
+    ``lowered``: the texts lower-cased, if the caller has them. ``candidates``: per regex of ``screened()``,
+    the texts it may match (see ``guards.screen``); computed here when not given.
+    """
+    if lowered is None:
+        lowered = [t.lower() for t in texts]
+    if candidates is None:
+        candidates = candidate_lists(_screen().candidates(lowered))
+    domains = np.zeros((len(lowered), len(DOMAINS)), dtype=bool)
+    for k, regex in enumerate(_DOMAIN_REGEXES):
+        domains[docs_matching(regex, lowered, candidates[k], word_start=True), k] = True
+    level = np.full(len(lowered), LOW, dtype=np.int8)
+    # Hedging and certainty only matter where there is a claim.
+    claims = np.flatnonzero(domains.any(axis=1)).tolist()
+    may_hedge, may_be_certain = set(candidates[-2]), set(candidates[-1])
+    hedged = set(docs_matching(_HEDGE, lowered, [i for i in claims if i in may_hedge], word_start=True))
+    unhedged = [i for i in claims if i not in hedged]
+    certain = [i for i in unhedged if i in may_be_certain]
     level[unhedged] = MEDIUM
-    level[unhedged[_any_match(_CERTAIN, [lowered[i] for i in unhedged])]] = HIGH
+    level[docs_matching(_CERTAIN, lowered, certain, word_start=True)] = HIGH
     return HallucinationRisk(level, domains)
-
-
-def _any_match(regex: re.Pattern[str], texts: list[str]) -> np.ndarray:
-    if not texts:
-        return np.zeros(0, dtype=bool)
-    joined, starts = join_texts(texts)
-    return flags(regex, joined, starts, word_start=True)
 
 
 def domain_names(row: np.ndarray) -> list[str]:

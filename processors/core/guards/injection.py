@@ -1,20 +1,22 @@
 """Tier-1 prompt-injection detector: eleven named regex patterns, each with a severity.
 
-A batch is lower-cased and scanned in one pass per pattern over the NUL-joined texts (see
-``guards.join_texts``), so the per-event cost is the regex engine's scan, with no Python loop over events.
-Patterns are written in lower case and match at word starts only (``guards.matching_docs``).
+A batch is lower-cased once; ``guards.screen`` picks, per pattern, the texts holding its literals, and the
+pattern runs on those only (``guards.docs_matching``), so ordinary prompts cost one vectorised screen.
+Patterns are written in lower case and match at word starts only (``guards.docs_matching``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-from llmpulse.processors.core.guards import join_texts, matching_docs
+from llmpulse.processors.core.guards import docs_matching
 from llmpulse.processors.core.guards.classifier import InjectionClassifier
+from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 SEVERITY_SCORE: dict[str, float] = {"low": 0.4, "medium": 0.7, "high": 0.95}
 
@@ -93,21 +95,47 @@ class PatternHits(NamedTuple):
     names: list[list[str]]  # per text, the names of the patterns that matched, in PATTERNS order
 
 
-def scan(texts: Sequence[str], patterns: Sequence[InjectionPattern] = PATTERNS) -> PatternHits:
-    """Match every pattern against a batch of texts."""
-    lowered, lowered_starts = join_texts(texts, lower=True)
-    needs_cased = any(p.cased is not None for p in patterns)
-    joined, starts = join_texts(texts) if needs_cased else ("", lowered_starts)
+def screened(patterns: Sequence[InjectionPattern]) -> list[Screened]:
+    """The regexes ``scan`` runs, in its order: each pattern's, then its cased one if any."""
+    out = []
+    for p in patterns:
+        out.append(Screened(p.regex, lowered=True))
+        if p.cased is not None:
+            out.append(Screened(p.cased, lowered=False))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _screen(patterns: tuple[InjectionPattern, ...]) -> Screen:
+    return Screen(screened(patterns))
+
+
+def scan(
+    texts: Sequence[str],
+    patterns: Sequence[InjectionPattern] = PATTERNS,
+    lowered: Sequence[str] | None = None,
+    candidates: Sequence[Sequence[int]] | None = None,
+) -> PatternHits:
+    """Match every pattern against a batch of texts.
+
+    ``lowered``: the texts lower-cased, if the caller has them. ``candidates``: per regex of
+    ``screened(patterns)``, the texts it may match (see ``guards.screen``); computed here when not given.
+    """
+    if lowered is None:
+        lowered = [t.lower() for t in texts]
+    if candidates is None:
+        candidates = candidate_lists(_screen(tuple(patterns)).candidates(lowered))
     score = np.zeros(len(texts))
     names: list[list[str]] = [[] for _ in texts]
+    columns = iter(candidates)
     for pattern in patterns:
-        docs = matching_docs(pattern.regex, lowered, lowered_starts, word_start=True)
+        docs = docs_matching(pattern.regex, lowered, next(columns), word_start=True)
         if pattern.cased is not None:
-            docs = np.union1d(docs, matching_docs(pattern.cased, joined, starts, word_start=True))
-        if docs.size:
-            np.maximum.at(score, docs, SEVERITY_SCORE[pattern.severity])
-            for i in docs.tolist():
-                names[i].append(pattern.name)
+            docs = sorted(set(docs).union(docs_matching(pattern.cased, texts, next(columns), word_start=True)))
+        severity = SEVERITY_SCORE[pattern.severity]
+        for i in docs:
+            names[i].append(pattern.name)
+            score[i] = max(score[i], severity)
     return PatternHits(score, names)
 
 
@@ -126,8 +154,14 @@ class InjectionDetector:
         self.classifier = classifier
         self.patterns = tuple(patterns)
 
-    def score(self, texts: Sequence[str]) -> PatternHits:
-        hits = scan(texts, self.patterns)
+    def score(
+        self,
+        texts: Sequence[str],
+        lowered: Sequence[str] | None = None,
+        candidates: Sequence[Sequence[int]] | None = None,
+    ) -> PatternHits:
+        """Both tiers on a batch; ``lowered`` and ``candidates`` as for ``scan``."""
+        hits = scan(texts, self.patterns, lowered, candidates)
         if self.classifier is None or not len(texts):
             return hits
         return PatternHits(np.maximum(hits.score, self.classifier.predict_proba(texts)), hits.names)

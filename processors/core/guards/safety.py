@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmpulse.processors.core.guards import flags, join_texts
+from llmpulse.processors.core.guards import docs_matching
+from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 DEFAULT_TOXIC_TERMS: tuple[str, ...] = (
     # insults aimed at a person
@@ -38,21 +39,38 @@ def compile_terms(terms: Sequence[str]) -> re.Pattern[str]:
     if not terms:
         return re.compile(r"(?!)")  # matches nothing
     parts = sorted((re.escape(t.lower()).replace(r"\ ", r"[^\S\x00]+") for t in terms), key=len, reverse=True)
-    # Lower-case input, no leading \b: see guards.matching_docs(word_start=True).
+    # Lower-case input, no leading \b: see guards.docs_matching(word_start=True).
     return re.compile(r"(?:" + "|".join(parts) + r")" + _SUFFIX + r"\b")
 
 
 class ToxicityFilter:
     """Flags texts containing any listed term."""
 
-    __slots__ = ("regex",)
+    __slots__ = ("_screen", "regex")
 
     def __init__(self, terms: Sequence[str] = DEFAULT_TOXIC_TERMS) -> None:
         self.regex = compile_terms(terms)
+        self._screen: Screen | None = None  # built on first use: TextGuard screens with its own
 
-    def flag(self, texts: Sequence[str]) -> np.ndarray:
-        joined, starts = join_texts(texts, lower=True)
-        return flags(self.regex, joined, starts, word_start=True)
+    def screened(self) -> list[Screened]:
+        return [Screened(self.regex, lowered=True)]
+
+    def flag(
+        self,
+        texts: Sequence[str],
+        lowered: Sequence[str] | None = None,
+        candidates: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Bool per text. ``lowered``: the texts lower-cased; ``candidates``: the texts the screen passed."""
+        if lowered is None:
+            lowered = [t.lower() for t in texts]
+        if candidates is None:
+            if self._screen is None:
+                self._screen = Screen(self.screened())
+            candidates = candidate_lists(self._screen.candidates(lowered))[0]
+        out = np.zeros(len(lowered), dtype=bool)
+        out[docs_matching(self.regex, lowered, candidates, word_start=True)] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
