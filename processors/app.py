@@ -153,8 +153,7 @@ class Worker:
         log.warning("%s:%d: records from offset %d on never reached this worker; re-reading from there",
                     name, partition, offset)
         self.exporter.record_rewind(name)
-        tp = next((tp for tp in self.app.consumer.assignment() if tp.topic == name and tp.partition == partition),
-                  None)
+        tp = self._assigned(name, partition)
         if tp is not None:
             await self.app.consumer.seek_wait({tp: offset})
 
@@ -193,12 +192,15 @@ class Worker:
         """Is this calls partition assigned to us right now? Records buffered before a rebalance may still
         reach the agent afterwards; processing them would rebuild an engine from a table the new owner is
         writing, and persisting it would overwrite that owner's totals."""
-        name = self.calls_topic.get_topic_name()
-        return any(tp.topic == name and tp.partition == partition for tp in self.app.consumer.assignment())
+        return self._assigned(self.calls_topic.get_topic_name(), partition) is not None
 
     def owns_fleet(self) -> bool:
-        name = self.fleet_topic.get_topic_name()
-        return any(tp.topic == name for tp in self.app.consumer.assignment())
+        return self._assigned(self.fleet_topic.get_topic_name(), 0) is not None
+
+    def _assigned(self, topic: str, partition: int) -> Any:
+        """The consumer's TopicPartition for (topic, partition) if it is assigned to us now, else None."""
+        return next((tp for tp in self.app.consumer.assignment() if tp.topic == topic and tp.partition == partition),
+                    None)
 
     def adopt_assigned_partitions(self) -> None:
         """Build engines for every assigned calls partition, so quiet partitions also tick and answer."""

@@ -187,6 +187,12 @@ def budgets() -> Callable[..., dict[str, Counter[str]]]:
 # ---- reading topics and lag -------------------------------------------------------------------------------
 
 
+def end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
+    """Each partition of ``topic`` and its log-end offset."""
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+
+
 def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[int, bytes | None, bytes | None]]:
     """Every (partition, key, value) of ``topic`` up to its current end."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
@@ -194,8 +200,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[in
                          "fetch.message.max.bytes": 16 * 1024 * 1024})
     out: list[tuple[int, bytes | None, bytes | None]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        ends = end_offsets(consumer, topic)
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout
@@ -226,16 +231,10 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lag-{uuid.uuid4().hex[:8]}"})
     try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in probe.list_topics(t, timeout=10).topics[t].partitions
-        ]
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        ends = {(t, p): end for t in topics for p, end in end_offsets(probe, t).items()}
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in ends])]
         committed = admin.list_consumer_group_offsets(request)[group].result(10).topic_partitions
-        lag = 0
-        for tp in committed:
-            end = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
-            lag += end - max(tp.offset, 0)
-        return lag
+        return sum(ends[(tp.topic, tp.partition)] - max(tp.offset, 0) for tp in committed)
     finally:
         probe.close()
 
@@ -245,18 +244,15 @@ def commit_to_end(bootstrap: str, group: str, topic: str) -> int:
     returns how many records that skips. The group must have no live member."""
     from confluent_kafka import ConsumerGroupTopicPartitions
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    skipped = group_lag(bootstrap, group, [topic])
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"end-{uuid.uuid4().hex[:8]}"})
     try:
-        skipped = group_lag(bootstrap, group, [topic])
-        partitions = [
-            TopicPartition(topic, p, probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-            for p in probe.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])[group].result(10)
-        return skipped
+        partitions = [TopicPartition(topic, p, end) for p, end in end_offsets(probe, topic).items()]
     finally:
         probe.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])[group].result(10)
+    return skipped
 
 
 @pytest.fixture
