@@ -1,9 +1,9 @@
-"""Every worker's view of all alerts, read from the alerts topic itself.
+"""Every worker's view of all alerts and incidents, read from the alerts topic itself.
 
-A worker only computes the alerts of its own partitions, but ``GET /api/alerts`` must answer the same on
-every worker. Each worker therefore tails the whole alerts topic (no consumer group, every partition from
-the beginning) in a background thread and keeps the newest event per alert id, plus the partition it
-came from so an acknowledgement can be routed to the worker that owns the incident.
+A worker only computes the alerts of its own partitions, but ``GET /api/alerts`` and ``GET /api/incidents``
+must answer the same on every worker. Each worker therefore tails the whole alerts topic (no consumer group,
+every partition from the beginning) in a background thread and keeps the newest event per alert id and per
+incident id, plus the partition it came from so an acknowledgement can be routed to the worker that owns it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.alerts_topic import INCIDENT_KIND, AlertsTopicCodec
+from llmpulse.schemas.codec import DecodeError
 
 log = logging.getLogger(__name__)
 _SEVERITY_RANK = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2, "INFO": 3}
@@ -23,16 +24,21 @@ _SEVERITY_RANK = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2, "INFO": 3}
 
 @dataclass(frozen=True, slots=True)
 class KnownAlert:
+    """The newest record of an alert or an incident (``kind``) and the alerts-topic partition it came from."""
+
     record: dict[str, Any]
     partition: int
+    kind: str = "alert"
 
 
 class AlertDirectory:
-    def __init__(self, bootstrap: str, topic: str, codec: SchemaCodec, max_alerts: int = 10_000) -> None:
+    def __init__(self, bootstrap: str, topic: str, max_alerts: int = 10_000) -> None:
         self.topic = topic
-        self.codec = codec
+        self.codec = AlertsTopicCodec()
         self.max_alerts = max_alerts
         self._alerts: dict[str, KnownAlert] = {}
+        self._incidents: dict[str, KnownAlert] = {}
+        self._incident_of: dict[str, str] = {}  # member alert_id -> incident_id
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._config = {
@@ -85,19 +91,36 @@ class AlertDirectory:
         if not value:
             return
         try:
-            record = self.codec.decode(value)
+            kind, record = self.codec.decode(value)
         except DecodeError as exc:
-            log.warning("alert directory: unreadable alert record: %s", exc)
+            log.warning("alert directory: unreadable record on the alerts topic: %s", exc)
             return
         with self._lock:
-            self._alerts.pop(record["alert_id"], None)
-            self._alerts[record["alert_id"]] = KnownAlert(record, partition)
-            while len(self._alerts) > self.max_alerts:  # oldest first: dicts keep insertion order
-                self._alerts.pop(next(iter(self._alerts)))
+            if kind == INCIDENT_KIND:
+                incident_id = record["incident_id"]
+                _put(self._incidents, incident_id, KnownAlert(record, partition, kind), self.max_alerts)
+                for member in record["members"]:
+                    self._incident_of[member["alert_id"]] = incident_id
+                while len(self._incident_of) > 10 * self.max_alerts:
+                    self._incident_of.pop(next(iter(self._incident_of)))
+            else:
+                _put(self._alerts, record["alert_id"], KnownAlert(record, partition, kind), self.max_alerts)
 
     def get(self, alert_id: str) -> KnownAlert | None:
+        """An alert or an incident by its id."""
         with self._lock:
-            return self._alerts.get(alert_id)
+            return self._alerts.get(alert_id) or self._incidents.get(alert_id)
+
+    def incidents(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Incidents, open ones first, then most severe, then newest; ``status`` as in the incident record
+        (opened/escalated/updated/acknowledged/resolved), or "open" for any not resolved."""
+        with self._lock:
+            records = [known.record for known in self._incidents.values()]
+        chosen = [r for r in records if status is None or r["status"] == status
+                  or (status == "open" and r["status"] != "resolved")]
+        chosen.sort(key=lambda r: (r["status"] == "resolved", _SEVERITY_RANK.get(r["severity"], 9),
+                                   -r["updated_at_ms"]))
+        return chosen
 
     def query(self, status: str | None = None, severity: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -107,4 +130,13 @@ class AlertDirectory:
             if (status is None or r["status"] == status) and (severity is None or r["severity"] == severity)
         ]
         chosen.sort(key=lambda r: (_SEVERITY_RANK.get(r["severity"], 9), -r["updated_at_ms"]))
-        return chosen
+        with self._lock:
+            return [{**r, "incident_id": self._incident_of.get(r["alert_id"])} for r in chosen]
+
+
+def _put(known: dict[str, KnownAlert], key: str, value: KnownAlert, limit: int) -> None:
+    """Newest last; the oldest go first past ``limit`` (dicts keep insertion order)."""
+    known.pop(key, None)
+    known[key] = value
+    while len(known) > limit:
+        known.pop(next(iter(known)))

@@ -26,8 +26,9 @@ from llmpulse.processors.alert_directory import AlertDirectory
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.engine import CURSOR_KEY, PartitionEngine
-from llmpulse.processors.core.fleet import FleetEngine
+from llmpulse.processors.core.fleet import FleetEngine, summarize_alerts_for_fleet
 from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.decode import CallDecoder, Refused
@@ -71,7 +72,7 @@ class Worker:
         # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
         self.state_lock = asyncio.Lock()
         self.fleet: FleetEngine | None = None
-        self.directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts, self.codecs.alert)
+        self.directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts)
         self.app = self._build_app()
 
     # ---- wiring ------------------------------------------------------------------------------------
@@ -239,6 +240,27 @@ class Worker:
             for future in pending:
                 await future
         self.exporter.record_alerts(events)
+
+    async def emit_incidents(self, events: list[IncidentEvent], wait: bool = False) -> None:
+        """Send incident events to the alerts topic (the fleet stage's partition), keyed by incident id."""
+        pending = []
+        for event in events:
+            log.info("incident %s %s %s: %s", event.status, event.priority, event.incident_id, event.summary)
+            pending.append(await self.alerts_topic.send(
+                key=event.incident_id.encode(), value=self.codecs.encode_incident(event),
+                partition=FLEET_ALERTS_PARTITION,
+            ))
+        if wait:
+            for future in pending:
+                await future
+        self.exporter.record_incidents(events)
+
+    async def send_alerts_to_fleet(self, events: list[AlertEvent]) -> Awaitable[Any] | None:
+        """Alert events decided outside a calls record (timer, acknowledgement) go to the fleet stage, which
+        groups them into incidents; returns the delivery to await, or None when there was nothing to send."""
+        if not events:
+            return None
+        return await self.fleet_topic.send(value=summarize_alerts_for_fleet(events), partition=0)
 
     async def emit_provider_states(self, transitions: list[CircuitTransition]) -> None:
         for transition in transitions:

@@ -13,6 +13,7 @@ from llmpulse.processors.core.columns import STATUSES, CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.fleet import FleetEngine
 from llmpulse.processors.core.guarding import GuardVerdicts
+from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.summary import SeriesTotals
 from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
 
@@ -78,6 +79,10 @@ class MetricsExporter:
                 self.metrics.security_incidents.child(event.service or labels.get("user", "unknown"),
                                                       labels.get("type", "unknown")).inc()
 
+    def record_incidents(self, events: Iterable[IncidentEvent]) -> None:
+        for event in events:
+            self.metrics.incidents_emitted.child(event.status, event.priority, event.scope).inc()
+
     def record_circuit(self, transition: CircuitTransition) -> None:
         self.metrics.circuit.child(transition.provider, transition.model).set(_CIRCUIT_CODE[transition.state])
 
@@ -117,6 +122,12 @@ class MetricsExporter:
             m.budget_projected.child("global", "all").set(projection["projected_micros"] / _MICROS_PER_USD)
             for alert in fleet.policy.active():
                 firing[(alert.rule, alert.severity)] += 1
+            incidents: Tally[tuple[str, str]] = Tally(
+                (incident.priority, incident.scope) for incident in fleet.incidents.active()
+            )
+            _set_all(m.incidents_open, incidents)
+        else:  # only the fleet stage's owner reports incidents
+            _set_all(m.incidents_open, Tally())
         _set_all(m.alerts_firing, firing)
 
     def _refresh_series(self, engine: PartitionEngine, now_ms: int) -> None:

@@ -152,7 +152,14 @@ class WorkerMetrics:
         self.alerts_emitted = self._counter(
             "llmpulse_alerts_emitted_total", "Alert lifecycle events emitted", ["rule", "severity", "status"]
         )
-        self.alerts_firing = self._gauge("llmpulse_alerts_firing", "Incidents currently firing", ["rule", "severity"])
+        self.alerts_firing = self._gauge("llmpulse_alerts_firing", "Member alerts currently firing",
+                                         ["rule", "severity"])
+        self.incidents_emitted = self._counter(
+            "llmpulse_incidents_emitted_total", "Incident lifecycle events emitted (fleet stage owner)",
+            ["status", "priority", "scope"],
+        )
+        self.incidents_open = self._gauge("llmpulse_incidents_open", "Incidents open or acknowledged, fleet-wide",
+                                          ["priority", "scope"])
         self.dead_letter = self._counter(
             "llmpulse_dead_letter_total", "Inputs refused and sent to the dead-letter topic", ["reason"]
         )

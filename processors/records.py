@@ -1,4 +1,4 @@
-"""Avro records the worker writes: alerts, dead letters, commands. Codecs are parsed once per process."""
+"""Avro records the worker writes: alerts, incidents, dead letters, commands. Codecs are parsed once per process."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 
 from llmpulse import schemas
 from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.decode import Refused
 from llmpulse.schemas.codec import SchemaCodec
 
@@ -14,6 +15,7 @@ from llmpulse.schemas.codec import SchemaCodec
 class RecordCodecs:
     def __init__(self, dead_letter_payload_bytes: int) -> None:
         self.alert = SchemaCodec(schemas.ALERT)
+        self.incident = SchemaCodec(schemas.INCIDENT)
         self.dead_letter = SchemaCodec(schemas.DEAD_LETTER)
         self.command = SchemaCodec(schemas.ALERT_COMMAND)
         self.provider_state = SchemaCodec(schemas.PROVIDER_STATE)
@@ -21,6 +23,9 @@ class RecordCodecs:
 
     def encode_alert(self, event: AlertEvent) -> bytes:
         return self.alert.encode(event.to_record())
+
+    def encode_incident(self, event: IncidentEvent) -> bytes:
+        return self.incident.encode(event.to_record())
 
     def encode_dead_letter(self, refused: Refused, topic: str, partition: int, offset: int) -> bytes:
         payload = refused.payload

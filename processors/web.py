@@ -3,9 +3,12 @@
 GET  /metrics                      Prometheus text format
 GET  /health/live, /health/ready   liveness; readiness once assigned partitions are recovered
 GET  /api/metrics                  JSON summary per service/model from this worker's partitions
-GET  /api/alerts?status=&severity= every alert known on the alerts topic (same answer on every worker)
+GET  /api/alerts?status=&severity= every member alert known on the alerts topic (same answer on every worker)
+GET  /api/incidents?status=        every incident on the alerts topic, with its members (status: open, or one
+                                   of opened/escalated/updated/acknowledged/resolved)
 GET  /api/budgets                  exact spend (integer micro-dollars) of this worker's ledgers; read-only
-POST /api/alerts/{alert_id}/acknowledge   bearer token required (401 missing, 403 wrong or unset)
+POST /api/alerts/{alert_id}/acknowledge   an alert, or an incident and its members; bearer token required
+                                   (401 missing, 403 wrong or unset)
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 16 * 1024
 BUDGET_TOP = 1000  # keys per scope and period in /api/budgets
 _STATUSES = {"firing", "acknowledged", "resolved"}
+_INCIDENT_STATUSES = {"open", "opened", "escalated", "updated", "acknowledged", "resolved"}
 _SEVERITIES = {"INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -97,6 +101,15 @@ def register_views(worker: Worker, app: faust.App) -> None:
             alerts = worker.directory.query(status, severity.upper() if severity else None)
             return self.json({"alerts": alerts, "count": len(alerts)})
 
+    @app.page("/api/incidents")
+    class ApiIncidents(View):
+        async def get(self, request: Request) -> Response:
+            status = request.query.get("status")
+            if status is not None and status not in _INCIDENT_STATUSES:
+                return self.json({"error": f"status must be one of {sorted(_INCIDENT_STATUSES)}"}, status=400)
+            incidents = worker.directory.incidents(status)
+            return self.json({"incidents": incidents, "count": len(incidents)})
+
     @app.page("/api/alerts/{alert_id}/acknowledge")
     class Acknowledge(View):
         async def post(self, request: Request, alert_id: str) -> Response:
@@ -113,14 +126,21 @@ def register_views(worker: Worker, app: faust.App) -> None:
                 return self.json({"error": "body must be JSON"}, status=400)
             known = worker.directory.get(alert_id)
             if known is None:
-                return self.json({"error": f"no alert {alert_id!r} on the alerts topic"}, status=404)
+                return self.json({"error": f"no alert or incident {alert_id!r} on the alerts topic"}, status=404)
             actor = str(body.get("actor", "api"))[:128] if isinstance(body, dict) else "api"
-            await worker.commands_topic.send(
-                key=alert_id.encode(),
-                value=worker.codecs.encode_command(alert_id, "acknowledge", actor),
-                partition=known.partition,
-            )
-            return self.json({"alert_id": alert_id, "status": "acknowledge requested", "actor": actor}, status=202)
+            targets = [(alert_id, known.partition)]
+            if known.kind == "incident":  # its members are acknowledged where they live
+                for member in known.record["members"]:
+                    member_known = worker.directory.get(member["alert_id"])
+                    if member_known is not None and member["status"] != "resolved":
+                        targets.append((member["alert_id"], member_known.partition))
+            for target, partition in targets:
+                await worker.commands_topic.send(
+                    key=target.encode(), value=worker.codecs.encode_command(target, "acknowledge", actor),
+                    partition=partition,
+                )
+            return self.json({"alert_id": alert_id, "kind": known.kind, "status": "acknowledge requested",
+                              "actor": actor, "members": [t for t, _ in targets[1:]]}, status=202)
 
 
 def _fleet_ledger_view(worker: Worker) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ _FILE = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
 LLM_CALL = "llm_call"
 LLM_CALL_BATCH = "llm_call_batch"
 ALERT = "alert"
+INCIDENT = "incident"
 DEAD_LETTER = "dead_letter"
 ALERT_COMMAND = "alert_command"
 PROVIDER_STATE = "provider_state"

@@ -1,6 +1,8 @@
 """Agent: operator commands (acknowledge) -> the engine owning the alert -> an acknowledged event.
 
-Commands are written to the partition the alert came from, so they reach the worker that owns it.
+Commands are written to the partition the alert came from, so they reach the worker that owns it. Incidents
+and fleet-wide alerts live in the fleet stage; acknowledging an incident there marks the incident, and the
+web layer sends one command per member to the members' own partitions.
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ def register(worker: Worker, app: faust.App) -> None:
                 engine = worker.engine_for(partition)
                 acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
                 if acked is not None:
+                    await worker.emit_alerts([acked], partition)
+                    delivery = await worker.send_alerts_to_fleet([acked])  # the incident shows its member acked
+                    if delivery is not None:
+                        await delivery
                     worker.persist(engine)
-                elif worker.owns_fleet():  # fleet-wide alerts (budgets, circuits) live in the fleet engine
-                    acked = worker.fleet_engine().policy.acknowledge(command["alert_id"], command["actor"], now_ms())
-                    if acked is not None:
+                elif worker.owns_fleet():  # incidents and fleet-wide alerts (budgets, circuits) live here
+                    alerts, incidents = worker.fleet_engine().acknowledge(command["alert_id"], command["actor"],
+                                                                          now_ms())
+                    if alerts or incidents:
+                        await worker.emit_alerts(alerts, partition)
+                        await worker.emit_incidents(incidents, wait=True)
                         worker.persist_fleet()
-            if acked is not None:
-                await worker.emit_alerts([acked], partition)

@@ -1,4 +1,4 @@
-"""Agent: per-record summaries from every calls partition -> fleet-wide budgets and provider circuits.
+"""Agent: per-record summaries from every calls partition -> fleet-wide budgets, provider circuits, incidents.
 
 One partition, so one owner and one order; summaries carry their source offsets (see core/fleet.py).
 """
@@ -12,6 +12,7 @@ import faust
 
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
+from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.keyed_state import Admission
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ async def _apply_group(worker: Worker, events: Sequence[faust.EventT]) -> None:
     fleet = worker.fleet_engine()
     alerts: list[AlertEvent] = []
     transitions: list[CircuitTransition] = []
+    incidents: list[IncidentEvent] = []
     changed = hole = False
     for event in events:
         offset = event.message.offset
@@ -48,7 +50,9 @@ async def _apply_group(worker: Worker, events: Sequence[faust.EventT]) -> None:
         outcome = fleet.apply(event.value)
         alerts += outcome.alerts
         transitions += outcome.transitions
+        incidents += outcome.incidents
     await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)
+    await worker.emit_incidents(incidents, wait=True)
     await worker.emit_provider_states(transitions)
     if changed:
         worker.persist_fleet()

@@ -21,13 +21,18 @@ def register(worker: Worker, app: faust.App) -> None:
                 worker.adopt_assigned_partitions()
             for partition, engine in list(worker.engines.items()):
                 events = engine.tick(now)
+                # on the broker before the state saying they were decided: a crash repeats them, never loses one
+                await worker.emit_alerts(events, partition, wait=True)
+                delivery = await worker.send_alerts_to_fleet(events)
+                if delivery is not None:
+                    await delivery
                 worker.persist(engine)
-                await worker.emit_alerts(events, partition)
             if worker.fleet is not None and worker.owns_fleet():
-                events = worker.fleet.tick(now)
-                if events:
+                outcome = worker.fleet.tick(now)
+                if outcome.alerts or outcome.incidents:
+                    await worker.emit_alerts(outcome.alerts, FLEET_ALERTS_PARTITION, wait=True)
+                    await worker.emit_incidents(outcome.incidents, wait=True)
                     worker.persist_fleet()
-                    await worker.emit_alerts(events, FLEET_ALERTS_PARTITION)
         worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now)
         worker.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                    {(tp.topic, tp.partition) for tp in app.consumer.assignment()})

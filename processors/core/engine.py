@@ -142,7 +142,7 @@ class PartitionEngine:
             accepted=len(calls),
             guard=verdicts,
             unpriced_models=unpriced,
-            fleet_summary=summarize_for_fleet(calls, cost, self.partition, offset),
+            fleet_summary=summarize_for_fleet(calls, cost, self.partition, offset, alerts),
         )
 
     @staticmethod

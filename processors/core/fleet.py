@@ -1,10 +1,13 @@
 """Fleet-wide state that no single calls partition can own: global and per-model budgets, the month-end
-projection, and provider circuits. Every calls partition sends a compact summary of each record to one
-single-partition topic; this engine applies them in order.
+projection, provider circuits, and incidents (incidents.py). Every calls partition sends a compact summary
+of each record to one single-partition topic, with the alert events that record decided; alert events decided
+outside a record (timer, acknowledgements) travel alone (``summarize_alerts_for_fleet``). This engine applies
+them in order and groups every alert of the fleet, its own included, into incidents.
 
 Exactly-once: each summary carries its source (partition, offset); the engine keeps the highest offset
 applied per source partition inside the same state blob as the ledger and circuits, so a summary sent twice
-(a calls partition replayed after a crash) or read twice (this stage replayed) is applied once.
+(a calls partition replayed after a crash) or read twice (this stage replayed) is applied once. Alert events
+alone carry no offset: incidents merge them idempotently (a repeat changes nothing).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
+from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.producers.circuit_breaker import BreakerConfig
@@ -31,10 +35,13 @@ class FleetConfig:
     limits: BudgetLimits = field(default_factory=BudgetLimits)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    incidents: IncidentConfig = field(default_factory=IncidentConfig)
 
 
-def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int) -> bytes:
-    """The fleet summary of one calls record: spend per (model, hour) and ordered outcomes per provider."""
+def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int,
+                        alerts: list[AlertEvent] | None = None) -> bytes:
+    """The fleet summary of one calls record: spend per (model, hour), ordered outcomes per provider, and the
+    alert events the record decided."""
     spend: list[list[Any]] = []
     priced = cost_micros >= 0
     if priced.any():
@@ -55,8 +62,13 @@ def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: 
             member = member[-_OK_ROWS_FOR_HEALTHY_KEYS:]
             ts, ok = ts[-_OK_ROWS_FOR_HEALTHY_KEYS:], ok[-_OK_ROWS_FOR_HEALTHY_KEYS:]
         outcomes.append([provider, model, ts.tolist(), "".join("1" if v else "0" for v in ok.tolist())])
-    return json.dumps({"p": partition, "o": offset, "spend": spend, "outcomes": outcomes},
-                      separators=(",", ":")).encode()
+    return json.dumps({"p": partition, "o": offset, "spend": spend, "outcomes": outcomes,
+                       "alerts": [event.to_record() for event in alerts or ()]}, separators=(",", ":")).encode()
+
+
+def summarize_alerts_for_fleet(alerts: list[AlertEvent]) -> bytes:
+    """Alert events decided outside a calls record (timer resolves, acknowledgements), for the incidents."""
+    return json.dumps({"alerts": [event.to_record() for event in alerts]}, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
@@ -64,6 +76,7 @@ class FleetOutcome:
     alerts: list[AlertEvent]
     transitions: list[CircuitTransition]
     applied: bool
+    incidents: list[IncidentEvent] = field(default_factory=list)
 
 
 class FleetEngine:
@@ -72,11 +85,14 @@ class FleetEngine:
         self.ledger = BudgetLedger(config.limits, scopes=("global", "model"), per_request=False)
         self.circuits = StreamCircuitTracker(config.breaker)
         self.policy = AlertPolicy(config.alerts)
+        self.incidents = IncidentManager(config.incidents)
         self.applied: dict[int, int] = {}
         self.cursor = SourceCursor()  # position on the fleet topic itself, persisted in the same blob
 
     def apply(self, summary: bytes) -> FleetOutcome:
         data = json.loads(summary)
+        if "p" not in data:  # alert events alone: merged idempotently
+            return FleetOutcome([], [], applied=True, incidents=self.incidents.apply(data.get("alerts", [])))
         source, offset = int(data["p"]), int(data["o"])
         if self.applied.get(source, -1) >= offset:
             return FleetOutcome([], [], applied=False)
@@ -97,15 +113,32 @@ class FleetEngine:
                 np.full(n, model, dtype=object), np.array([c == "1" for c in oks], dtype=bool),
             )
         observations += [t.observation() for t in transitions]
-        return FleetOutcome(self.policy.observe_many(observations), transitions, applied=True)
+        alerts = self.policy.observe_many(observations)
+        members = [*data.get("alerts", []), *(event.to_record() for event in alerts)]
+        return FleetOutcome(alerts, transitions, applied=True, incidents=self.incidents.apply(members))
 
-    def tick(self, now_ms: int) -> list[AlertEvent]:
-        return self.policy.tick(now_ms)
+    def tick(self, now_ms: int) -> FleetOutcome:
+        """Resolve held or stale fleet alerts, and incidents without news; the outcome has no transitions."""
+        alerts = self.policy.tick(now_ms)
+        incidents = self.incidents.apply(event.to_record() for event in alerts) + self.incidents.tick(now_ms)
+        return FleetOutcome(alerts, [], applied=True, incidents=incidents)
+
+    def acknowledge(self, alert_id: str, actor: str, now_ms: int) -> tuple[list[AlertEvent], list[IncidentEvent]]:
+        """Acknowledge a fleet alert, or an incident (its members are acknowledged where they live: the caller
+        sends them on). Returns the acknowledged fleet alerts and incident events; both empty when unknown."""
+        incident = self.incidents.acknowledge(alert_id, actor, now_ms)
+        if incident is not None:
+            return [], [incident]
+        acked = self.policy.acknowledge(alert_id, actor, now_ms)
+        if acked is None:
+            return [], []
+        return [acked], self.incidents.apply([acked.to_record()])
 
     def to_bytes(self) -> bytes:
         return json.dumps({
             "ledger": self.ledger.to_dict(), "circuits": self.circuits.to_dict(),
             "policy": self.policy.to_dict(), "applied": {str(k): v for k, v in self.applied.items()},
+            "incidents": self.incidents.to_dict(),
             "cursor": self.cursor.next_offset,
         }, separators=(",", ":")).encode()
 
@@ -123,6 +156,7 @@ class FleetEngine:
                                             per_request=False)
         out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
         out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)
+        out.incidents = IncidentManager.from_dict(data.get("incidents", {}), config.incidents)
         out.applied = {int(k): int(v) for k, v in data["applied"].items()}
         out.cursor = SourceCursor(data.get("cursor"))
         return out

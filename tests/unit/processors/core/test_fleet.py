@@ -52,3 +52,27 @@ def test_provider_outage_opens_the_circuit_and_publishes_a_transition() -> None:
     outcome = fleet.apply(summarize_for_fleet(failing, np.full(6, -1), partition=2, offset=1))
     assert [(t.provider, t.model, t.state) for t in outcome.transitions] == [("openai", "gpt-4o", "OPEN")]
     assert [a.rule for a in outcome.alerts] == ["provider_circuit"]
+
+
+def test_member_alerts_from_every_partition_become_one_incident_once() -> None:
+    from llmpulse.processors.core.alert_policy import AlertEvent
+    from llmpulse.processors.core.fleet import summarize_alerts_for_fleet
+
+    def member(service: str, status: str = "firing", at: int = 0) -> AlertEvent:
+        return AlertEvent(f"fp-{service}-{NOW}", f"fp-{service}", "latency_p99", "CRITICAL", "P0", status, service,
+                          "gpt-4o", "openai", "p99 high", 9.0, 5.0, "1m", NOW, NOW + at, "", None,
+                          {"service": service, "model": "gpt-4o", "provider": "openai"})
+
+    fleet = FleetEngine(FleetConfig())
+    calls = _calls(10)
+    opened = fleet.apply(summarize_for_fleet(calls, calls.cost_micros, 0, 1, [member("chat")])).incidents
+    joined = fleet.apply(summarize_for_fleet(calls, calls.cost_micros, 1, 1, [member("search")])).incidents
+    assert [e.status for e in opened] == ["opened"] and [e.status for e in joined] == ["updated"]
+    assert not fleet.apply(summarize_for_fleet(calls, calls.cost_micros, 1, 1, [member("search")])).applied
+    restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig())
+    alerts, acked = restored.acknowledge(opened[0].incident_id, "alice", NOW + 5)
+    assert alerts == [] and [(e.status, e.acknowledged_by) for e in acked] == [("acknowledged", "alice")]
+    restored.apply(summarize_alerts_for_fleet([member("chat", "resolved", 1000)]))
+    resolved = restored.apply(summarize_alerts_for_fleet([member("search", "resolved", 2000)])).incidents
+    assert [(e.incident_id, e.status, e.scope, e.scope_key) for e in resolved] == [
+        (opened[0].incident_id, "resolved", "model", "gpt-4o")]

@@ -1,0 +1,422 @@
+"""Incidents, pure: member alerts that fire close together and share a likely cause become one incident.
+
+Input: alert events (``AlertEvent.to_record()`` dicts) from every partition engine and from the fleet engine.
+Output: incident events (schemas/incident.v1.avsc). On-call pages on incident events; members are detail.
+
+* Grouping. A member that starts firing joins a live incident of the same *cause family* (availability:
+  latency, errors, circuits; spend; budgets; drift; injection; PII; output quality; experiments) when the
+  incident's scope already covers it, or when the incident's newest member started within
+  ``group_window_ms`` of it (the incident then widens). Among several candidates the one that covers it
+  wins, then the newest. Otherwise the member opens an incident of its own.
+* Scope, the likely cause: the narrowest that covers every member, tried in this order: one series
+  (service, model, provider); one service across models; one model across services; one provider across
+  models and services; else the fleet.
+* Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
+  ``acknowledged`` -> ``resolved`` once every member has resolved. ``updated`` events record membership and
+  figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
+  the incident's scope, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once.
+  Incidents whose worst severity is INFO (priority P3) never page.
+* Exactly-once by idempotence: a member event is applied only when it is newer than what is known of that
+  member (``updated_at_ms``, then firing < acknowledged < resolved), so an event applied twice, or an old one
+  after a new one, changes nothing. The incident id derives from its first member's alert id (itself
+  deterministic), so a replay after a crash repeats the id and never opens a second incident.
+
+Events coalesce per ``apply`` call: one event per incident and call, carrying its state after the call.
+Time is event time: members' ``started_at_ms``/``updated_at_ms`` and the caller's ``now_ms`` for ``tick``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llmpulse.processors.core.alert_policy import (
+    ACKNOWLEDGED,
+    DEFAULT_PRIORITIES,
+    FIRING,
+    MINUTE_MS,
+    RESOLVED,
+    SEVERITIES,
+)
+from llmpulse.processors.core.mitigations import mitigation_for
+
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+_STATUS_RANK = {FIRING: 0, ACKNOWLEDGED: 1, RESOLVED: 2}
+OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
+SCOPES = ("series", "service", "model", "provider", "fleet")
+
+# Rules that share a likely cause; a rule not listed is a family of its own.
+FAMILIES: Mapping[str, str] = {
+    "latency_p95": "availability", "latency_p99": "availability", "ttft_p95": "availability",
+    "ttft_p99": "availability", "error_rate": "availability", "provider_circuit": "availability",
+    "cost_per_request": "spend", "token_average": "spend", "request_budget": "spend",
+    "budget": "budget", "budget_projection": "budget",
+    "distribution_drift": "drift", "confidence_drift": "drift",
+    "prompt_injection": "injection", "security_incident": "injection",
+    "pii_leak": "pii",
+    "hallucination": "output_quality", "unsafe_content": "output_quality", "no_answer_rate": "output_quality",
+    "ab_regression": "experiment",
+}
+
+
+def family_of(rule: str) -> str:
+    return FAMILIES.get(rule, rule)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentConfig:
+    group_window_ms: int = 5 * MINUTE_MS
+    cooldown_ms: int = 10 * MINUTE_MS
+    stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
+    max_incidents: int = 2_000
+    max_members_listed: int = 50
+    priorities: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """Fields of schemas/incident.v1.avsc; ``to_record()`` is ready for the Avro encoder."""
+
+    incident_id: str
+    status: str
+    paging: bool
+    scope: str
+    scope_key: str
+    severity: str
+    priority: str
+    summary: str
+    rules: list[str]
+    services: list[str]
+    models: list[str]
+    providers: list[str]
+    members: list[dict[str, Any]]
+    member_count: int
+    mitigation: str
+    started_at_ms: int
+    updated_at_ms: int
+    resolved_at_ms: int | None
+    acknowledged_by: str | None
+    labels: dict[str, str]
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def member_ids(self) -> list[str]:
+        return [m["alert_id"] for m in self.members]
+
+
+@dataclass(slots=True)
+class _Member:
+    alert_id: str
+    rule: str
+    severity: str
+    status: str
+    service: str | None
+    model: str | None
+    provider: str | None
+    summary: str
+    observed: float
+    started_at_ms: int
+    updated_at_ms: int
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> _Member:
+        return cls(str(record["alert_id"]), str(record["rule"]), str(record["severity"]), str(record["status"]),
+                   record.get("service"), record.get("model"), record.get("provider"), str(record["summary"]),
+                   float(record["observed"]), int(record["started_at_ms"]), int(record["updated_at_ms"]))
+
+    def is_newer(self, record: Mapping[str, Any]) -> bool:
+        ours = (self.updated_at_ms, _STATUS_RANK.get(self.status, 0), _RANK.get(self.severity, 0))
+        theirs = (int(record["updated_at_ms"]), _STATUS_RANK.get(str(record["status"]), 0),
+                  _RANK.get(str(record["severity"]), 0))
+        return theirs > ours
+
+    def take(self, record: Mapping[str, Any]) -> None:
+        self.status = str(record["status"])
+        self.severity = str(record["severity"])
+        self.summary = str(record["summary"])
+        self.observed = float(record["observed"])
+        self.updated_at_ms = int(record["updated_at_ms"])
+
+    @property
+    def series(self) -> tuple[str | None, str | None, str | None]:
+        return self.service, self.model, self.provider
+
+
+@dataclass(slots=True)
+class _Incident:
+    incident_id: str
+    family: str
+    status: str
+    severity: str
+    started_at_ms: int
+    updated_at_ms: int
+    last_member_start_ms: int
+    resolved_at_ms: int | None = None
+    acknowledged_by: str | None = None
+    members: dict[str, _Member] = field(default_factory=dict)
+
+    def scope(self) -> tuple[str, str]:
+        members = list(self.members.values())
+        services = {m.service for m in members}
+        models = {m.model for m in members}
+        providers = {m.provider for m in members}
+        if None not in services | models and len(services) == len(models) == 1 and len(providers) == 1:
+            service, model, provider = members[0].series
+            return "series", "/".join(v for v in (service, model, provider) if v)
+        for scope, values in (("service", services), ("model", models), ("provider", providers)):
+            if len(values) == 1 and None not in values:
+                return scope, str(next(iter(values)))
+        return "fleet", "fleet"
+
+    def covers(self, member: _Member) -> bool:
+        scope, key = self.scope()
+        if scope == "fleet":
+            return True
+        if scope == "series":
+            return "/".join(v for v in member.series if v) == key
+        return getattr(member, scope) == key
+
+    def worst(self) -> list[_Member]:
+        """Members, most severe first, then the earliest."""
+        return sorted(self.members.values(), key=lambda m: (-_RANK.get(m.severity, 0), m.started_at_ms, m.alert_id))
+
+
+class IncidentManager:
+    """Groups member alerts into incidents; see the module docstring."""
+
+    def __init__(self, config: IncidentConfig | None = None) -> None:
+        self.config = config or IncidentConfig()
+        self._incidents: dict[str, _Incident] = {}
+        self._member_of: dict[str, str] = {}  # alert_id -> incident_id
+
+    # ---- input -------------------------------------------------------------------------------------------
+    def apply(self, records: Iterable[Mapping[str, Any]]) -> list[IncidentEvent]:
+        """Merge member alert events; returns at most one event per incident they changed."""
+        changes: dict[str, set[str]] = {}
+        for record in records:
+            incident_id, change = self._apply_one(record)
+            if incident_id is not None and change is not None:
+                changes.setdefault(incident_id, set()).add(change)
+        out = []
+        for incident_id, kinds in changes.items():
+            incident = self._incidents.get(incident_id)
+            if incident is not None:
+                out.append(self._event(incident, _strongest(kinds)))
+        return out
+
+    def _apply_one(self, record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        alert_id = str(record["alert_id"])
+        incident_id = self._member_of.get(alert_id)
+        incident = self._incidents.get(incident_id) if incident_id else None
+        if incident is not None:
+            member = incident.members[alert_id]
+            if not member.is_newer(record):
+                return None, None
+            member.take(record)
+            return incident.incident_id, self._reassess(incident, member)
+        if str(record["status"]) == RESOLVED:
+            return None, None  # a member we never saw firing (before incidents existed, or evicted)
+        member = _Member.of(record)
+        incident = self._home_for(member)
+        if incident is None:
+            incident = self._open(member)
+            return incident.incident_id, OPENED
+        incident.members[member.alert_id] = member
+        self._member_of[member.alert_id] = incident.incident_id
+        incident.last_member_start_ms = max(incident.last_member_start_ms, member.started_at_ms)
+        if incident.status == RESOLVED:
+            incident.status, incident.resolved_at_ms = FIRING, None
+        return incident.incident_id, self._reassess(incident, member)
+
+    def _home_for(self, member: _Member) -> _Incident | None:
+        family = family_of(member.rule)
+        best: tuple[bool, int] | None = None
+        chosen = None
+        for incident in self._incidents.values():
+            if incident.family != family:
+                continue
+            covers = incident.covers(member)
+            if incident.status == RESOLVED:
+                resolved_at = incident.resolved_at_ms or incident.updated_at_ms
+                if not covers or member.started_at_ms - resolved_at > self.config.cooldown_ms:
+                    continue
+            elif not covers and member.started_at_ms - incident.last_member_start_ms > self.config.group_window_ms:
+                continue
+            rank = (covers, incident.last_member_start_ms)
+            if best is None or rank > best:
+                best, chosen = rank, incident
+        return chosen
+
+    def _open(self, member: _Member) -> _Incident:
+        digest = hashlib.sha256(member.alert_id.encode()).hexdigest()[:20]
+        incident = _Incident(
+            incident_id=f"inc-{digest}", family=family_of(member.rule), status=FIRING, severity=member.severity,
+            started_at_ms=member.started_at_ms, updated_at_ms=member.updated_at_ms,
+            last_member_start_ms=member.started_at_ms, members={member.alert_id: member},
+        )
+        self._incidents[incident.incident_id] = incident
+        self._member_of[member.alert_id] = incident.incident_id
+        self._evict(member.updated_at_ms)
+        return incident
+
+    def _reassess(self, incident: _Incident, member: _Member) -> str:
+        """After a member changed: escalate, resolve or just update."""
+        incident.updated_at_ms = max(incident.updated_at_ms, member.updated_at_ms)
+        if member.status != RESOLVED and _RANK.get(member.severity, 0) > _RANK[incident.severity]:
+            incident.severity = member.severity
+            incident.status = FIRING
+            incident.acknowledged_by = None
+            return ESCALATED
+        if incident.status != RESOLVED and all(m.status == RESOLVED for m in incident.members.values()):
+            incident.status = RESOLVED
+            incident.resolved_at_ms = incident.updated_at_ms
+            return RESOLVED
+        return UPDATED
+
+    # ---- operator and timer ---------------------------------------------------------------------------------
+    def acknowledge(self, incident_id: str, actor: str, now_ms: int) -> IncidentEvent | None:
+        """Acknowledge a live incident; idempotent (the same event again); None for unknown or resolved ids."""
+        incident = self._incidents.get(incident_id)
+        if incident is None or incident.status == RESOLVED:
+            return None
+        if incident.status == FIRING:
+            incident.status = ACKNOWLEDGED
+            incident.acknowledged_by = actor
+            incident.updated_at_ms = max(incident.updated_at_ms, now_ms)
+        return self._event(incident, ACKNOWLEDGED)
+
+    def tick(self, now_ms: int) -> list[IncidentEvent]:
+        """Resolve incidents without member news for ``stale_ms``; drop resolved ones past their cooldown."""
+        out = []
+        for incident in list(self._incidents.values()):
+            if incident.status != RESOLVED and now_ms - incident.updated_at_ms >= self.config.stale_ms:
+                incident.status, incident.resolved_at_ms, incident.updated_at_ms = RESOLVED, now_ms, now_ms
+                out.append(self._event(incident, RESOLVED))
+        self._evict(now_ms)
+        return out
+
+    # ---- views ---------------------------------------------------------------------------------------------
+    def get(self, incident_id: str) -> IncidentEvent | None:
+        incident = self._incidents.get(incident_id)
+        return None if incident is None else self._event(incident, _status_name(incident.status))
+
+    def incident_of(self, alert_id: str) -> str | None:
+        return self._member_of.get(alert_id)
+
+    def active(self) -> list[IncidentEvent]:
+        live = [i for i in self._incidents.values() if i.status != RESOLVED]
+        live.sort(key=lambda i: (-_RANK[i.severity], i.started_at_ms))
+        return [self._event(i, _status_name(i.status)) for i in live]
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"incidents": [
+            {**{k: v for k, v in asdict(i).items() if k != "members"},
+             "members": [asdict(m) for m in i.members.values()]}
+            for i in self._incidents.values()
+        ]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], config: IncidentConfig | None = None) -> IncidentManager:
+        manager = cls(config)
+        for raw in data.get("incidents", []):
+            members = {m["alert_id"]: _Member(**m) for m in raw["members"]}
+            incident = _Incident(**{**raw, "members": members})
+            manager._incidents[incident.incident_id] = incident
+            for alert_id in members:
+                manager._member_of[alert_id] = incident.incident_id
+        return manager
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _evict(self, now_ms: int) -> None:
+        c = self.config
+        expired = [i for i in self._incidents.values()
+                   if i.status == RESOLVED and now_ms - (i.resolved_at_ms or i.updated_at_ms) >= c.cooldown_ms]
+        excess = len(self._incidents) - len(expired) - c.max_incidents
+        if excess > 0:
+            rest = sorted((i for i in self._incidents.values() if i not in expired),
+                          key=lambda i: (i.status != RESOLVED, i.updated_at_ms))
+            expired += rest[:excess]
+        for incident in expired:
+            self._incidents.pop(incident.incident_id, None)
+            for alert_id in incident.members:
+                self._member_of.pop(alert_id, None)
+
+    def _event(self, incident: _Incident, status: str) -> IncidentEvent:
+        scope, key = incident.scope()
+        ordered = incident.worst()
+        priority = self.config.priorities.get(incident.severity, "P3")
+        paging = status in (OPENED, ESCALATED, RESOLVED) and priority != self.config.priorities.get("INFO", "P3")
+        rules = list(dict.fromkeys(m.rule for m in ordered))
+        mitigations = list(dict.fromkeys(mitigation_for(rule) for rule in rules))
+        return IncidentEvent(
+            incident_id=incident.incident_id,
+            status=status,
+            paging=paging,
+            scope=scope,
+            scope_key=key,
+            severity=incident.severity,
+            priority=priority,
+            summary=_summary(scope, key, ordered),
+            rules=rules,
+            services=sorted({m.service for m in ordered if m.service}),
+            models=sorted({m.model for m in ordered if m.model}),
+            providers=sorted({m.provider for m in ordered if m.provider}),
+            members=[
+                {"alert_id": m.alert_id, "rule": m.rule, "severity": m.severity, "status": m.status,
+                 "service": m.service, "model": m.model, "provider": m.provider, "summary": m.summary}
+                for m in ordered[: self.config.max_members_listed]
+            ],
+            member_count=len(ordered),
+            mitigation=" ".join(mitigations),
+            started_at_ms=incident.started_at_ms,
+            updated_at_ms=incident.updated_at_ms,
+            resolved_at_ms=incident.resolved_at_ms,
+            acknowledged_by=incident.acknowledged_by,
+            labels={"family": incident.family, "scope": scope, "scope_key": key},
+        )
+
+
+def _strongest(kinds: set[str]) -> str:
+    for kind in (OPENED, ESCALATED, RESOLVED, ACKNOWLEDGED):
+        if kind in kinds:
+            return kind
+    return UPDATED
+
+
+def _status_name(status: str) -> str:
+    return {FIRING: UPDATED, ACKNOWLEDGED: ACKNOWLEDGED, RESOLVED: RESOLVED}[status]
+
+
+_SCOPE_NAMES = {"series": "{}", "service": "service {}", "model": "model {}", "provider": "provider {}",
+                "fleet": "fleet"}
+
+
+def _phrase(member: _Member) -> str:
+    v, rule = member.observed, member.rule
+    if rule in ("latency_p95", "latency_p99", "ttft_p95", "ttft_p99"):
+        return f"{rule.replace('_', ' ')} {v:.2f} s"
+    if rule in ("error_rate", "no_answer_rate"):
+        return f"{rule.replace('_', ' ')} {v:.0%}"
+    if rule == "provider_circuit":
+        return "provider circuit open"
+    if rule == "cost_per_request":
+        return f"cost ${v:.4f}/request"
+    return member.summary
+
+
+def _summary(scope: str, key: str, ordered: list[_Member]) -> str:
+    """"provider anthropic: error rate 38% across 6 series; also provider_circuit, latency_p99"."""
+    head = ordered[0]
+    series = {m.series for m in ordered if m.service and m.model}
+    text = f"{_SCOPE_NAMES[scope].format(key)}: {_phrase(head)}"
+    if len(series) > 1:
+        text += f" across {len(series)} series"
+    others = [r for r in dict.fromkeys(m.rule for m in ordered) if r != head.rule]
+    if others:
+        text += "; also " + ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+    return text

@@ -1,0 +1,141 @@
+"""Incidents: one page per likely cause, fleet-wide; lifecycle; idempotent under replays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmpulse.processors.core.incidents import IncidentConfig, IncidentManager
+
+T0 = 1_700_000_000_000
+S = 1000
+
+
+def alert(rule: str, service: str | None, model: str | None, provider: str | None, *, status: str = "firing",
+          severity: str = "WARNING", at: int = 0, started: int | None = None, observed: float = 1.0,
+          alert_id: str | None = None) -> dict[str, Any]:
+    started_at = T0 + (at if started is None else started)
+    return {
+        "alert_id": alert_id or f"{rule}-{service}-{model}-{provider}-{started_at}",
+        "rule": rule, "severity": severity, "status": status, "service": service, "model": model,
+        "provider": provider, "summary": f"{rule} on {service}/{model}", "observed": observed,
+        "started_at_ms": started_at, "updated_at_ms": T0 + at,
+    }
+
+
+def pages(events: list[Any]) -> list[Any]:
+    return [e for e in events if e.paging and e.status in ("opened", "escalated")]
+
+
+FLEET = [("chat", "gpt-4o", "openai"), ("chat", "claude-3-5-haiku", "anthropic"),
+         ("search", "gpt-4o-mini", "openai"), ("search", "claude-3-5-sonnet", "anthropic")]
+
+
+def test_a_fleet_wide_latency_spike_is_one_incident_paged_once() -> None:
+    manager = IncidentManager()
+    events = []
+    for i, (service, model, provider) in enumerate(FLEET):
+        events += manager.apply([alert("latency_p95", service, model, provider, at=i * 5 * S)])
+        events += manager.apply([alert("latency_p99", service, model, provider, severity="CRITICAL",
+                                       at=i * 5 * S + 2 * S)])
+    assert len({e.incident_id for e in events}) == 1
+    paged = pages(events)
+    assert [(e.status, e.priority) for e in paged] == [("opened", "P2"), ("escalated", "P0")]
+    last = events[-1]
+    assert (last.scope, last.member_count, last.severity) == ("fleet", 8, "CRITICAL")
+    assert "across 4 series" in last.summary and last.summary.startswith("fleet: latency p99")
+
+
+def test_a_provider_outage_groups_errors_latency_and_the_circuit_under_the_provider() -> None:
+    manager = IncidentManager()
+    members = [alert("error_rate", "chat", "claude-3-5-haiku", "anthropic", severity="CRITICAL", observed=0.38),
+               alert("error_rate", "search", "claude-3-5-sonnet", "anthropic", severity="CRITICAL", at=3 * S),
+               alert("provider_circuit", None, "claude-3-5-haiku", "anthropic", severity="ERROR", at=4 * S),
+               alert("latency_p99", "chat", "claude-3-5-haiku", "anthropic", severity="CRITICAL", at=30 * S)]
+    events = manager.apply(members)
+    assert len(events) == 1 and events[0].status == "opened" and events[0].paging
+    incident = events[0]
+    assert (incident.scope, incident.scope_key) == ("provider", "anthropic")
+    assert incident.summary.startswith("provider anthropic: error rate 38% across 2 series")
+    assert set(incident.rules) == {"error_rate", "provider_circuit", "latency_p99"}
+    assert "fallback" in incident.mitigation
+
+
+def test_scope_narrows_to_what_members_share() -> None:
+    def scope_of(*members: dict[str, Any]) -> tuple[str, str]:
+        event = IncidentManager().apply(list(members))[0]
+        return event.scope, event.scope_key
+
+    one = alert("error_rate", "chat", "gpt-4o", "openai")
+    assert scope_of(one, alert("latency_p95", "chat", "gpt-4o", "openai", at=S)) == ("series", "chat/gpt-4o/openai")
+    assert scope_of(one, alert("error_rate", "chat", "gpt-4o-mini", "openai", at=S)) == ("service", "chat")
+    assert scope_of(one, alert("error_rate", "search", "gpt-4o", "openai", at=S)) == ("model", "gpt-4o")
+    assert scope_of(one, alert("error_rate", "search", "gpt-4o-mini", "openai", at=S)) == ("provider", "openai")
+    assert scope_of(one, alert("error_rate", "search", "claude-3-5-haiku", "anthropic", at=S)) == ("fleet", "fleet")
+
+
+def test_different_causes_and_distant_times_stay_separate() -> None:
+    manager = IncidentManager()
+    latency = manager.apply([alert("latency_p95", "chat", "gpt-4o", "openai")])
+    leak = manager.apply([alert("pii_leak", "chat", "gpt-4o", "openai", at=S)])
+    assert latency[0].incident_id != leak[0].incident_id
+    # same family, other series, well after the group window: a new incident
+    later = manager.apply([alert("latency_p95", "search", "claude-3-5-sonnet", "anthropic", at=20 * 60 * S)])
+    assert later[0].status == "opened" and later[0].incident_id != latency[0].incident_id
+    # ... but a member inside the live incident's scope joins it whenever it fires
+    joined = manager.apply([alert("latency_p99", "chat", "gpt-4o", "openai", at=25 * 60 * S)])
+    assert joined[0].incident_id == latency[0].incident_id and not pages(joined)
+
+
+def test_resolves_when_every_member_resolved_and_a_flap_in_the_cooldown_does_not_page_again() -> None:
+    manager = IncidentManager(IncidentConfig(cooldown_ms=10 * 60 * S))
+    a = alert("error_rate", "chat", "gpt-4o", "openai")
+    b = alert("error_rate", "search", "gpt-4o", "openai", at=S)
+    opened = manager.apply([a, b])
+    assert opened[0].status == "opened"
+    assert manager.apply([{**a, "status": "resolved", "updated_at_ms": T0 + 120 * S}])[0].status == "updated"
+    resolved = manager.apply([{**b, "status": "resolved", "updated_at_ms": T0 + 130 * S}])
+    assert [(e.status, e.paging, e.resolved_at_ms) for e in resolved] == [("resolved", True, T0 + 130 * S)]
+    flap = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai", at=300 * S)])
+    assert flap[0].incident_id == opened[0].incident_id and flap[0].status == "updated" and not flap[0].paging
+    assert manager.get(opened[0].incident_id).resolved_at_ms is None  # type: ignore[union-attr]
+
+
+def test_info_members_are_recorded_but_never_page() -> None:
+    manager = IncidentManager()
+    events = manager.apply([alert("budget_projection", None, None, None, severity="INFO")])
+    assert events[0].status == "opened" and events[0].priority == "P3" and not events[0].paging
+
+
+def test_replays_and_stale_events_change_nothing_and_ids_are_stable() -> None:
+    members = [alert("latency_p95", s, m, p, at=i * S) for i, (s, m, p) in enumerate(FLEET)]
+    first = IncidentManager()
+    events = first.apply(members)
+    assert first.apply(members) == []  # every member again: no change, no event
+    older = {**members[0], "status": "firing", "updated_at_ms": members[0]["updated_at_ms"] - S}
+    assert first.apply([older]) == []
+    restored = IncidentManager.from_dict(first.to_dict())
+    assert restored.apply(members) == []
+    again = IncidentManager().apply(members)  # a replay from scratch: same incident id
+    assert [e.incident_id for e in again] == [e.incident_id for e in events]
+
+
+def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
+    manager = IncidentManager()
+    incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
+    acked = manager.acknowledge(incident.incident_id, "alice", T0 + 10 * S)
+    assert acked is not None and (acked.status, acked.acknowledged_by, acked.paging) == ("acknowledged", "alice", False)
+    assert manager.acknowledge(incident.incident_id, "bob", T0 + 11 * S).acknowledged_by == "alice"  # type: ignore[union-attr]
+    assert manager.acknowledge("inc-unknown", "bob", T0) is None
+    worse = manager.apply([alert("error_rate", "chat", "gpt-4o-mini", "openai", severity="CRITICAL", at=20 * S)])
+    assert (worse[0].status, worse[0].acknowledged_by, worse[0].paging) == ("escalated", None, True)
+
+
+def test_stale_incidents_resolve_and_resolved_ones_are_evicted_after_the_cooldown() -> None:
+    config = IncidentConfig(stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
+    manager = IncidentManager(config)
+    incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
+    assert manager.tick(T0 + 30 * 60 * S) == []
+    stale = manager.tick(T0 + 60 * 60 * S)
+    assert [(e.incident_id, e.status) for e in stale] == [(incident.incident_id, "resolved")]
+    manager.tick(T0 + 71 * 60 * S)
+    assert manager.get(incident.incident_id) is None and manager.incident_of(incident.member_ids[0]) is None
