@@ -11,6 +11,10 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
 * Scope, the likely cause: the narrowest that covers every member, tried in this order: one series
   (service, model, provider); one service across models; one model across services; one provider across
   models and services; else the fleet.
+* Group wait: like Alertmanager's ``group_wait``, an incident is announced (``opened``, the first page) once
+  ``group_wait_ms`` of event time has passed since its first member started, or at once when it reaches
+  CRITICAL (nothing can follow that would page again), so members that cross together (p95 then p99, one
+  series after another) fold into the first page instead of escalating it a few seconds later.
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
   ``acknowledged`` -> ``resolved`` once every member has resolved. ``updated`` events record membership and
   figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
@@ -67,6 +71,7 @@ def family_of(rule: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
+    group_wait_ms: int = 20_000
     group_window_ms: int = 5 * MINUTE_MS
     cooldown_ms: int = 10 * MINUTE_MS
     stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
@@ -157,6 +162,7 @@ class _Incident:
     last_member_start_ms: int
     resolved_at_ms: int | None = None
     acknowledged_by: str | None = None
+    announced: bool = False
     members: dict[str, _Member] = field(default_factory=dict)
 
     def scope(self) -> tuple[str, str]:
@@ -192,21 +198,29 @@ class IncidentManager:
         self.config = config or IncidentConfig()
         self._incidents: dict[str, _Incident] = {}
         self._member_of: dict[str, str] = {}  # alert_id -> incident_id
+        self._clock_ms = 0  # the newest event time seen: drives the group wait between ticks
 
     # ---- input -------------------------------------------------------------------------------------------
     def apply(self, records: Iterable[Mapping[str, Any]]) -> list[IncidentEvent]:
         """Merge member alert events; returns at most one event per incident they changed."""
         changes: dict[str, set[str]] = {}
         for record in records:
+            self._clock_ms = max(self._clock_ms, int(record["updated_at_ms"]))
             incident_id, change = self._apply_one(record)
             if incident_id is not None and change is not None:
                 changes.setdefault(incident_id, set()).add(change)
-        out = []
-        for incident_id, kinds in changes.items():
-            incident = self._incidents.get(incident_id)
-            if incident is not None:
-                out.append(self._event(incident, _strongest(kinds)))
-        return out
+        return self._events(changes)
+
+    def _events(self, changes: dict[str, set[str]]) -> list[IncidentEvent]:
+        """Announce what waited long enough, then one event per announced incident that changed."""
+        for incident in self._incidents.values():  # one resolved within its group wait never pages at all
+            if not incident.announced and incident.status != RESOLVED and (
+                    _RANK[incident.severity] == len(SEVERITIES) - 1
+                    or self._clock_ms - incident.started_at_ms >= self.config.group_wait_ms):
+                incident.announced = True
+                changes.setdefault(incident.incident_id, set()).add(OPENED)
+        return [self._event(incident, _strongest(kinds)) for incident_id, kinds in changes.items()
+                if (incident := self._incidents.get(incident_id)) is not None and incident.announced]
 
     def _apply_one(self, record: Mapping[str, Any]) -> tuple[str | None, str | None]:
         alert_id = str(record["alert_id"])
@@ -264,13 +278,13 @@ class IncidentManager:
         return incident
 
     def _reassess(self, incident: _Incident, member: _Member) -> str:
-        """After a member changed: escalate, resolve or just update."""
+        """After a member changed: escalate, resolve or just update (before its announcement, silently)."""
         incident.updated_at_ms = max(incident.updated_at_ms, member.updated_at_ms)
         if member.status != RESOLVED and _RANK.get(member.severity, 0) > _RANK[incident.severity]:
             incident.severity = member.severity
             incident.status = FIRING
             incident.acknowledged_by = None
-            return ESCALATED
+            return ESCALATED if incident.announced else UPDATED
         if incident.status != RESOLVED and all(m.status == RESOLVED for m in incident.members.values()):
             incident.status = RESOLVED
             incident.resolved_at_ms = incident.updated_at_ms
@@ -290,12 +304,15 @@ class IncidentManager:
         return self._event(incident, ACKNOWLEDGED)
 
     def tick(self, now_ms: int) -> list[IncidentEvent]:
-        """Resolve incidents without member news for ``stale_ms``; drop resolved ones past their cooldown."""
-        out = []
+        """Announce incidents past their group wait; resolve those without member news for ``stale_ms``; drop
+        resolved ones past their cooldown."""
+        self._clock_ms = max(self._clock_ms, now_ms)
+        changes: dict[str, set[str]] = {}
         for incident in list(self._incidents.values()):
             if incident.status != RESOLVED and now_ms - incident.updated_at_ms >= self.config.stale_ms:
                 incident.status, incident.resolved_at_ms, incident.updated_at_ms = RESOLVED, now_ms, now_ms
-                out.append(self._event(incident, RESOLVED))
+                changes[incident.incident_id] = {RESOLVED}
+        out = self._events(changes)
         self._evict(now_ms)
         return out
 
@@ -314,7 +331,7 @@ class IncidentManager:
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"incidents": [
+        return {"clock_ms": self._clock_ms, "incidents": [
             {**{k: v for k, v in asdict(i).items() if k != "members"},
              "members": [asdict(m) for m in i.members.values()]}
             for i in self._incidents.values()
@@ -323,6 +340,7 @@ class IncidentManager:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: IncidentConfig | None = None) -> IncidentManager:
         manager = cls(config)
+        manager._clock_ms = int(data.get("clock_ms", 0))
         for raw in data.get("incidents", []):
             members = {m["alert_id"]: _Member(**m) for m in raw["members"]}
             incident = _Incident(**{**raw, "members": members})
@@ -350,7 +368,8 @@ class IncidentManager:
         scope, key = incident.scope()
         ordered = incident.worst()
         priority = self.config.priorities.get(incident.severity, "P3")
-        paging = status in (OPENED, ESCALATED, RESOLVED) and priority != self.config.priorities.get("INFO", "P3")
+        paging = (status in (OPENED, ESCALATED, RESOLVED) and incident.announced
+                  and priority != self.config.priorities.get("INFO", "P3"))
         rules = list(dict.fromkeys(m.rule for m in ordered))
         mitigations = list(dict.fromkeys(mitigation_for(rule) for rule in rules))
         return IncidentEvent(

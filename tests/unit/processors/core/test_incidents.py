@@ -26,27 +26,43 @@ def pages(events: list[Any]) -> list[Any]:
     return [e for e in events if e.paging and e.status in ("opened", "escalated")]
 
 
+def manager_now(**config: Any) -> IncidentManager:
+    """A manager that announces at once (no group wait), to look at grouping alone."""
+    return IncidentManager(IncidentConfig(**{"group_wait_ms": 0, **config}))
+
+
 FLEET = [("chat", "gpt-4o", "openai"), ("chat", "claude-3-5-haiku", "anthropic"),
          ("search", "gpt-4o-mini", "openai"), ("search", "claude-3-5-sonnet", "anthropic")]
 
 
 def test_a_fleet_wide_latency_spike_is_one_incident_paged_once() -> None:
-    manager = IncidentManager()
+    manager = IncidentManager()  # default group wait: p95 everywhere, then p99, fold into the first page
     events = []
     for i, (service, model, provider) in enumerate(FLEET):
-        events += manager.apply([alert("latency_p95", service, model, provider, at=i * 5 * S)])
+        events += manager.apply([alert("latency_p95", service, model, provider, at=i * 3 * S)])
+    for i, (service, model, provider) in enumerate(FLEET):
         events += manager.apply([alert("latency_p99", service, model, provider, severity="CRITICAL",
-                                       at=i * 5 * S + 2 * S)])
+                                       at=15 * S + i * S)])
     assert len({e.incident_id for e in events}) == 1
-    paged = pages(events)
-    assert [(e.status, e.priority) for e in paged] == [("opened", "P2"), ("escalated", "P0")]
+    assert [(e.status, e.priority) for e in pages(events)] == [("opened", "P0")]
     last = events[-1]
     assert (last.scope, last.member_count, last.severity) == ("fleet", 8, "CRITICAL")
     assert "across 4 series" in last.summary and last.summary.startswith("fleet: latency p99")
 
 
+def test_the_group_wait_announces_a_warning_once_and_a_later_escalation_pages_again() -> None:
+    manager = IncidentManager(IncidentConfig(group_wait_ms=20 * S))
+    assert manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")]) == []  # waiting for company
+    assert manager.tick(T0 + 10 * S) == []
+    announced = manager.tick(T0 + 20 * S)
+    assert [(e.status, e.priority, e.paging) for e in announced] == [("opened", "P2", True)]
+    assert manager.tick(T0 + 25 * S) == []
+    worse = manager.apply([alert("error_rate", "search", "gpt-4o", "openai", severity="CRITICAL", at=60 * S)])
+    assert [(e.status, e.priority, e.paging) for e in worse] == [("escalated", "P0", True)]
+
+
 def test_a_provider_outage_groups_errors_latency_and_the_circuit_under_the_provider() -> None:
-    manager = IncidentManager()
+    manager = manager_now()
     members = [alert("error_rate", "chat", "claude-3-5-haiku", "anthropic", severity="CRITICAL", observed=0.38),
                alert("error_rate", "search", "claude-3-5-sonnet", "anthropic", severity="CRITICAL", at=3 * S),
                alert("provider_circuit", None, "claude-3-5-haiku", "anthropic", severity="ERROR", at=4 * S),
@@ -62,7 +78,7 @@ def test_a_provider_outage_groups_errors_latency_and_the_circuit_under_the_provi
 
 def test_scope_narrows_to_what_members_share() -> None:
     def scope_of(*members: dict[str, Any]) -> tuple[str, str]:
-        event = IncidentManager().apply(list(members))[0]
+        event = manager_now().apply(list(members))[0]
         return event.scope, event.scope_key
 
     one = alert("error_rate", "chat", "gpt-4o", "openai")
@@ -74,7 +90,7 @@ def test_scope_narrows_to_what_members_share() -> None:
 
 
 def test_different_causes_and_distant_times_stay_separate() -> None:
-    manager = IncidentManager()
+    manager = manager_now()
     latency = manager.apply([alert("latency_p95", "chat", "gpt-4o", "openai")])
     leak = manager.apply([alert("pii_leak", "chat", "gpt-4o", "openai", at=S)])
     assert latency[0].incident_id != leak[0].incident_id
@@ -87,7 +103,7 @@ def test_different_causes_and_distant_times_stay_separate() -> None:
 
 
 def test_resolves_when_every_member_resolved_and_a_flap_in_the_cooldown_does_not_page_again() -> None:
-    manager = IncidentManager(IncidentConfig(cooldown_ms=10 * 60 * S))
+    manager = manager_now(cooldown_ms=10 * 60 * S)
     a = alert("error_rate", "chat", "gpt-4o", "openai")
     b = alert("error_rate", "search", "gpt-4o", "openai", at=S)
     opened = manager.apply([a, b])
@@ -101,26 +117,26 @@ def test_resolves_when_every_member_resolved_and_a_flap_in_the_cooldown_does_not
 
 
 def test_info_members_are_recorded_but_never_page() -> None:
-    manager = IncidentManager()
+    manager = manager_now()
     events = manager.apply([alert("budget_projection", None, None, None, severity="INFO")])
     assert events[0].status == "opened" and events[0].priority == "P3" and not events[0].paging
 
 
 def test_replays_and_stale_events_change_nothing_and_ids_are_stable() -> None:
     members = [alert("latency_p95", s, m, p, at=i * S) for i, (s, m, p) in enumerate(FLEET)]
-    first = IncidentManager()
+    first = manager_now()
     events = first.apply(members)
     assert first.apply(members) == []  # every member again: no change, no event
     older = {**members[0], "status": "firing", "updated_at_ms": members[0]["updated_at_ms"] - S}
     assert first.apply([older]) == []
-    restored = IncidentManager.from_dict(first.to_dict())
+    restored = IncidentManager.from_dict(first.to_dict(), first.config)
     assert restored.apply(members) == []
-    again = IncidentManager().apply(members)  # a replay from scratch: same incident id
+    again = manager_now().apply(members)  # a replay from scratch: same incident id
     assert [e.incident_id for e in again] == [e.incident_id for e in events]
 
 
 def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
-    manager = IncidentManager()
+    manager = manager_now()
     incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
     acked = manager.acknowledge(incident.incident_id, "alice", T0 + 10 * S)
     assert acked is not None and (acked.status, acked.acknowledged_by, acked.paging) == ("acknowledged", "alice", False)
@@ -131,7 +147,7 @@ def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
 
 
 def test_stale_incidents_resolve_and_resolved_ones_are_evicted_after_the_cooldown() -> None:
-    config = IncidentConfig(stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
+    config = IncidentConfig(group_wait_ms=0, stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
     manager = IncidentManager(config)
     incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
     assert manager.tick(T0 + 30 * 60 * S) == []
