@@ -22,9 +22,8 @@ from confluent_kafka import Consumer, Producer
 from bench import dataset, workerproc
 from bench.common import GroupResult, percentile
 from bench.traffic import LiveTraffic, TopicWatcher
-from llmpulse import schemas
 from llmpulse.producers.batching import BatchEncoder, new_event_id
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
 INCIDENTS = 20
 INCIDENT_CALLS = 40  # above the latency rules' min_samples (20)
@@ -45,12 +44,15 @@ def incident_rows(service: str, template: dict[str, Any]) -> list[dict[str, Any]
 
 def alert_latencies(bootstrap: str, rate: float, tag: str) -> tuple[list[float], int, int]:
     """Seconds from each incident's production to its first alert; incidents sent; producer ticks late."""
-    codec = SchemaCodec(schemas.ALERT)
+    codec = AlertsTopicCodec()
     produced: dict[str, float] = {}
     arrived: dict[str, float] = {}
 
     def on_alert(message: Any, when: float) -> None:
-        service = codec.decode(message.value()).get("service") or ""
+        kind, record = codec.decode(message.value())
+        if kind != "alert":
+            return  # incidents follow their first member alert; the latency is the member's
+        service = record.get("service") or ""
         if service in produced and service not in arrived:
             arrived[service] = when
 

@@ -9,6 +9,7 @@ from llmpulse.processors.core.experiments import ExperimentConfig
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.guarding import GuardingConfig
 from llmpulse.processors.core.guards.guard import GuardConfig
+from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.savings import SavingsConfig
@@ -59,19 +60,21 @@ def guarding_config(s: ProcessorSettings) -> GuardingConfig:
 def engine_config(s: ProcessorSettings) -> EngineConfig:
     lat, t, d, e = s.latency, s.traffic, s.drift, s.experiments
     return EngineConfig(
-        latency=LatencyConfig(lat.p95_warning_s, lat.p99_critical_s, lat.alert_window_s, lat.windows_s,
-                              lat.interval_s, lat.min_samples, lat.relative_accuracy),
+        latency=LatencyConfig(p95_warning_s=lat.p95_warning_s, p99_critical_s=lat.p99_critical_s,
+                              alert_window_s=lat.alert_window_s, windows_s=lat.windows_s, interval_s=lat.interval_s,
+                              min_samples=lat.min_samples, min_breaching_calls=lat.min_breaching_calls,
+                              relative_accuracy=lat.relative_accuracy),
         traffic=TrafficConfig(
             window_s=t.window_s, interval_s=lat.interval_s, horizon_s=max(lat.windows_s), min_requests=t.min_requests,
             error_warning_ratio=s.errors.warning_ratio, error_critical_ratio=s.errors.critical_ratio,
             cost_per_request_warning_micros=round(t.cost_per_request_warning_usd * USD),
             no_answer_warning_ratio=t.no_answer_warning_ratio, token_average_limit=t.token_average_limit,
+            token_average_warning=t.token_average_warning,
             injection_warning_count=t.injection_warning_count,
             hallucination_warning_count=t.hallucination_warning_count,
             pii_warning_count=t.pii_warning_count, unsafe_warning_count=t.unsafe_warning_count,
         ),
-        drift=DriftConfig(d.reference_size, d.block_size, d.min_current, d.confidence_warning_pct,
-                          d.confidence_critical_pct, d.psi_warning),
+        drift=DriftConfig(**d.model_dump()),
         guarding=guarding_config(s),
         experiments=ExperimentConfig(e.control_variants, e.min_samples, e.alpha, e.min_effect),
         limits=budget_limits(s),
@@ -93,6 +96,10 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
         breaker=BreakerConfig(failure_threshold=c.failure_threshold, error_rate_threshold=c.error_rate_threshold,
                               open_seconds=c.open_seconds, success_threshold=c.success_threshold),
         alerts=alert_config(s),
+        incidents=IncidentConfig(group_wait_ms=s.incidents.group_wait_s * 1000,
+                                 warning_group_wait_ms=s.incidents.warning_group_wait_s * 1000,
+                                 group_window_ms=s.incidents.group_window_s * 1000,
+                                 cooldown_ms=s.incidents.cooldown_s * 1000, stale_ms=s.incidents.stale_s * 1000),
     )
 
 

@@ -32,6 +32,7 @@ class LatencyRules(_Group):
     windows_s: tuple[int, ...] = (60, 300, 3600)
     interval_s: int = 10
     min_samples: int = 20
+    min_breaching_calls: int = 3  # a percentile breaches only when this many calls are over its threshold
     relative_accuracy: float = 0.01
 
 
@@ -43,11 +44,21 @@ class ErrorRules(_Group):
 
 
 class TrafficRules(_Group):
+    """Rates over the traffic window per (service, model, provider).
+
+    Mean tokens per request (prompt + response): seed 004's 500-token average limit sits below every realistic
+    service's 1,000-97,000 tokens per request, so crossing ``token_average_limit`` is informational only (INFO,
+    priority P3, recorded and never paging). It is WARNING only above ``token_average_warning``, which is off
+    (None) until you set a limit that is abnormal for your own traffic, e.g.
+    ``LLMPULSE_TRAFFIC__TOKEN_AVERAGE_WARNING=20000``. 0 turns either level off.
+    """
+
     window_s: int = 300
     min_requests: int = 50  # below this a single failure is already 5%: no rate is judged on fewer calls
     cost_per_request_warning_usd: float = 0.015
     no_answer_warning_ratio: float = 0.20
-    token_average_limit: int = 500
+    token_average_limit: int = 500  # INFO (P3) above it
+    token_average_warning: int | None = None  # WARNING above it; None or 0: never
     injection_warning_count: int = 5
     hallucination_warning_count: int = 3
     pii_warning_count: int = 1
@@ -76,12 +87,23 @@ class BudgetRules(_Group):
 
 
 class DriftRules(_Group):
-    reference_size: int = 500
+    """Confidence and distribution drift per (service, model); processors/core/drift_monitor.py says how.
+
+    The reference is each feature's first ``reference_size`` values: let it span the traffic's usual cycle, since
+    how much its blocks differ among themselves sets how large a shift must be to alert. A distribution alert
+    needs KS p < alpha / (looks_per_block x 3 features) and PSI >= max(psi_warning, natural_margin x that).
+    """
+
+    reference_size: int = 4000
     block_size: int = 500
     min_current: int = 100
     confidence_warning_pct: float = 10.0
     confidence_critical_pct: float = 15.0
     psi_warning: float = 0.2
+    looks_per_block: int = 5  # judgements per block of values, each over the latest block_size values
+    alpha: float = 0.001  # false-alarm budget per block of calls from sampling noise (Bonferroni over looks)
+    natural_margin: float = 1.5
+    rebaseline_after_incident: bool = True  # a resolved or acknowledged drift incident restarts its reference
 
 
 class GuardRules(_Group):
@@ -120,6 +142,16 @@ class SavingsRules(_Group):
 class AlertRules(_Group):
     cooldown_s: int = 900
     resolve_hold_s: int = 120
+
+
+class IncidentRules(_Group):
+    """Grouping of member alerts into incidents (processors/core/incidents.py)."""
+
+    group_wait_s: int = 20  # an ERROR incident's first page waits this long for members crossing together
+    warning_group_wait_s: int = 60  # a WARNING (P2) incident's first page waits this long; CRITICAL never waits
+    group_window_s: int = 300  # a member of the same cause family starting this close to the newest member joins
+    cooldown_s: int = 600  # a resolved incident reopens (without paging again) for members starting this soon
+    stale_s: int = 3 * 3600  # no member news for this long: the incident resolves
 
 
 class ValidationLimits(_Group):
@@ -164,6 +196,7 @@ class ProcessorSettings(BaseSettings):
     experiments: ExperimentRules = ExperimentRules()
     savings: SavingsRules = SavingsRules()
     alerts: AlertRules = AlertRules()
+    incidents: IncidentRules = IncidentRules()
     validation: ValidationLimits = ValidationLimits()
     schema_registry_url: str | None = None  # read Confluent-framed records too (docs: README, Reports and export)
     schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth

@@ -49,16 +49,17 @@ def parse_time(text: str, now_ms: int) -> int:
 
 # ---- export -----------------------------------------------------------------------------------------------
 class _Rows:
-    """Topic record bytes -> JSON-ready dicts (llm_call rows or alert records)."""
+    """Topic record bytes -> JSON-ready dicts (llm_call rows, or alert and incident records with their ``kind``)."""
 
     def __init__(self, kind: str) -> None:
         from llmpulse import schemas
         from llmpulse.processors.decode import row_at
         from llmpulse.processors.registry_decode import is_registry_framed, registry_decoder
+        from llmpulse.schemas.alerts_topic import AlertsTopicCodec
         from llmpulse.schemas.codec import SchemaCodec
 
         self.kind = kind
-        self.alert = SchemaCodec(schemas.ALERT)
+        self.alerts_topic = AlertsTopicCodec()
         self.batch = SchemaCodec(schemas.LLM_CALL_BATCH)
         self.call = SchemaCodec(schemas.LLM_CALL)
         self.row_at, self.is_framed = row_at, is_registry_framed
@@ -66,7 +67,8 @@ class _Rows:
 
     def decode(self, data: bytes) -> list[dict[str, Any]]:
         if self.kind == "alerts":
-            return [self.alert.decode(data)]
+            kind, record = self.alerts_topic.decode(data)
+            return [{"kind": kind, **record}]
         if self.is_framed(data) and self.registry is not None:
             name, record = self.registry.decode(data)
             return self._unpack(record) if name == "llm_call_batch" else [record]

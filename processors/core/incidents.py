@@ -12,9 +12,13 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   (service, model, provider); one service across models; one model across services; one provider across
   models and services; else the fleet.
 * Group wait: like Alertmanager's ``group_wait``, an incident is announced (``opened``, the first page) once
-  ``group_wait_ms`` of event time has passed since its first member started, or at once when it reaches
-  CRITICAL (nothing can follow that would page again), so members that cross together (p95 then p99, one
-  series after another) fold into the first page instead of escalating it a few seconds later.
+  the wait for its worst severity has passed in event time since its first member started: none for CRITICAL
+  (nothing worse can follow), ``group_wait_ms`` for ERROR, ``warning_group_wait_ms`` for WARNING (a P2 page
+  can wait a minute; a rate that climbs through its warning level into its critical one then pages once, at
+  the critical level). Members that cross together (p95 then p99, one series after another) fold into the
+  first page instead of escalating it moments later.
+* INFO members (priority P3) group among themselves, never with paging members: informational events
+  cannot widen or hide an incident that pages.
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
   ``acknowledged`` -> ``resolved`` once every member has resolved. ``updated`` events record membership and
   figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
@@ -65,13 +69,15 @@ FAMILIES: Mapping[str, str] = {
 }
 
 
-def family_of(rule: str) -> str:
-    return FAMILIES.get(rule, rule)
+def family_of(rule: str, severity: str = "WARNING") -> str:
+    family = FAMILIES.get(rule, rule)
+    return f"{family}/info" if severity == "INFO" else family
 
 
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
     group_wait_ms: int = 20_000
+    warning_group_wait_ms: int = 60_000
     group_window_ms: int = 5 * MINUTE_MS
     cooldown_ms: int = 10 * MINUTE_MS
     stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
@@ -215,8 +221,7 @@ class IncidentManager:
         """Announce what waited long enough, then one event per announced incident that changed."""
         for incident in self._incidents.values():  # one resolved within its group wait never pages at all
             if not incident.announced and incident.status != RESOLVED and (
-                    _RANK[incident.severity] == len(SEVERITIES) - 1
-                    or self._clock_ms - incident.started_at_ms >= self.config.group_wait_ms):
+                    self._clock_ms - incident.started_at_ms >= self._group_wait(incident.severity)):
                 incident.announced = True
                 changes.setdefault(incident.incident_id, set()).add(OPENED)
         return [self._event(incident, _strongest(kinds)) for incident_id, kinds in changes.items()
@@ -247,7 +252,7 @@ class IncidentManager:
         return incident.incident_id, self._reassess(incident, member)
 
     def _home_for(self, member: _Member) -> _Incident | None:
-        family = family_of(member.rule)
+        family = family_of(member.rule, member.severity)
         best: tuple[bool, int] | None = None
         chosen = None
         for incident in self._incidents.values():
@@ -265,10 +270,16 @@ class IncidentManager:
                 best, chosen = rank, incident
         return chosen
 
+    def _group_wait(self, severity: str) -> int:
+        if severity == SEVERITIES[-1]:
+            return 0
+        return self.config.warning_group_wait_ms if _RANK[severity] <= _RANK["WARNING"] else self.config.group_wait_ms
+
     def _open(self, member: _Member) -> _Incident:
         digest = hashlib.sha256(member.alert_id.encode()).hexdigest()[:20]
         incident = _Incident(
-            incident_id=f"inc-{digest}", family=family_of(member.rule), status=FIRING, severity=member.severity,
+            incident_id=f"inc-{digest}", family=family_of(member.rule, member.severity), status=FIRING,
+            severity=member.severity,
             started_at_ms=member.started_at_ms, updated_at_ms=member.updated_at_ms,
             last_member_start_ms=member.started_at_ms, members={member.alert_id: member},
         )

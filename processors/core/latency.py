@@ -2,7 +2,9 @@
 
 Values are kept in seconds in 1%-relative-error sketches, one per series per time slot (see slots.py).
 Alert rules (seed 000): p95 over the alert window above ``p95_warning_s`` is WARNING, p99 above
-``p99_critical_s`` is CRITICAL; nothing is judged on fewer than ``min_samples`` calls.
+``p99_critical_s`` is CRITICAL; nothing is judged on fewer than ``min_samples`` calls, and a percentile only
+breaches when at least ``min_breaching_calls`` calls are over its threshold: on 60 calls the p99 is the slowest
+single call, and one 30 s timeout must not page as a latency incident.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class LatencyConfig:
     windows_s: tuple[int, ...] = (60, 300, 3600)
     interval_s: int = 10
     min_samples: int = 20
+    min_breaching_calls: int = 3
     relative_accuracy: float = 0.01
 
 
@@ -88,7 +91,12 @@ class LatencyMonitor:
     def observe(self, series: str, now_ms: int) -> list[Observation]:
         """p95 and p99 rule evaluations for one series over the alert window."""
         config = self.config
-        count, (_p50, p95, p99) = self.quantiles(series, config.alert_window_s, now_ms)
+        sketch = self.window(series, config.alert_window_s, now_ms)
+        count = sketch.count
+        # the k-th slowest call (k = min_breaching_calls) must be over a threshold too, not only the percentile
+        floor_q = (count - config.min_breaching_calls) / max(count - 1, 1)  # rank of the k-th slowest
+        _p50, p95, p99, guard95, guard99 = sketch.quantiles(
+            (*QUANTILES, min(0.95, floor_q), min(0.99, floor_q))) if count else (np.nan,) * 5
         labels = tuple(zip(SERIES_LABELS, series_parts(series), strict=True))
         window = window_label(config.alert_window_s)
         enough = count >= config.min_samples
@@ -97,7 +105,7 @@ class LatencyMonitor:
             Observation(
                 rule="latency_p95",
                 labels=labels,
-                severity="WARNING" if enough and p95 > config.p95_warning_s else None,
+                severity="WARNING" if enough and min(p95, guard95) > config.p95_warning_s else None,
                 observed=float(p95) if enough else 0.0,
                 threshold=config.p95_warning_s,
                 window=window,
@@ -107,7 +115,7 @@ class LatencyMonitor:
             Observation(
                 rule="latency_p99",
                 labels=labels,
-                severity="CRITICAL" if enough and p99 > config.p99_critical_s else None,
+                severity="CRITICAL" if enough and min(p99, guard99) > config.p99_critical_s else None,
                 observed=float(p99) if enough else 0.0,
                 threshold=config.p99_critical_s,
                 window=window,

@@ -21,7 +21,8 @@ bucket is persisted as its own key stamped with the last record offset it absorb
 
 Month-end projection: ``spent / elapsed fraction of the month`` for the global scope, alerted once per month
 when above ``projection_limit_micros`` and at least ``projection_min_elapsed_ms`` into the month (a projection
-from the first minutes of a month is noise).
+from the first minutes of a month is noise). Its severity is INFO (priority P3): a forecast is recorded, never
+paged; the month's spend thresholds page once spend itself gets there.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class BudgetCrossing:
 
     @property
     def severity(self) -> str:
+        if self.period == "projection":
+            return "INFO"  # a forecast, not spend: recorded (P3), never paging; the thresholds page on spend
         if self.threshold >= 1.0:
             return "CRITICAL"
         return "ERROR" if self.threshold >= 0.95 else "WARNING"

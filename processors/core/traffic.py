@@ -2,8 +2,13 @@
 hits, and the guard verdict counts. One small integer vector per series per time slot (see slots.py).
 
 Rules (defaults from the seeds): error ratio over the window >= 5% WARNING, >= 10% CRITICAL; mean cost
-per request > $0.015 WARNING; no-answer ratio > 20% WARNING; mean tokens per request > 500 WARNING
-(seed 004's token limiter); guard counts over the window (injection, hallucination, PII, unsafe content).
+per request > $0.015 WARNING; no-answer ratio > 20% WARNING; guard counts over the window (injection,
+hallucination, PII, unsafe content).
+
+Mean tokens per request (prompt + response): above ``token_average_limit`` (500, seed 004's token limiter) it is
+INFO, recorded and never paging, because realistic services average 1,000-97,000 tokens per request and a 500
+limit would fire on normal traffic; above ``token_average_warning`` it is WARNING, and that limit is off
+(None or 0) unless the user sets one. Either limit at 0 turns its level off.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ class TrafficConfig:
     error_critical_ratio: float = 0.10
     cost_per_request_warning_micros: int = 15_000
     no_answer_warning_ratio: float = 0.20
-    token_average_limit: int = 500
+    token_average_limit: int = 500  # INFO above it (0: off)
+    token_average_warning: int | None = None  # WARNING above it; None or 0: never
     injection_warning_count: int = 5
     hallucination_warning_count: int = 3
     pii_warning_count: int = 1
@@ -119,9 +125,12 @@ class TrafficMonitor:
                         no_answer, c.no_answer_warning_ratio, window,
                         f"'I don't know' rate {no_answer:.1%} over {window} for {where}", now_ms))
         tokens = t["tokens"] / n if n else 0.0
-        out.append(_obs("token_average", labels,
-                        "WARNING" if enough and tokens > c.token_average_limit else None,
-                        tokens, float(c.token_average_limit), window,
+        severity, limit = None, c.token_average_limit
+        if enough and c.token_average_warning and tokens > c.token_average_warning:
+            severity, limit = "WARNING", c.token_average_warning
+        elif enough and c.token_average_limit and tokens > c.token_average_limit:
+            severity = "INFO"
+        out.append(_obs("token_average", labels, severity, tokens, float(limit), window,
                         f"{tokens:.0f} tokens/request (prompt+response) over {window} for {where}", now_ms))
         for rule, column, limit, noun in (
             ("prompt_injection", "injection", c.injection_warning_count, "prompt-injection attempts"),

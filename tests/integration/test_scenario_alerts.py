@@ -1,5 +1,5 @@
 """Every simulator scenario, end to end: simulator -> real broker -> real worker -> its alert fires exactly once
-per incident and (where the condition can clear) resolves.
+per incident and (where the condition can clear) resolves; on-call is paged once per scenario, by an incident.
 
 Each scenario gets its own worker and topics; all run at once to keep the suite short. Traffic is sent with
 --fast: 300 s of calls with event timestamps ending now, so windows, holds and cooldowns run on event time.
@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from llmpulse import schemas
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 from tests.support.kafka import read_topic
 from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.timeout(300)
-ALERTS = SchemaCodec(schemas.ALERT)
+ALERTS_TOPIC = AlertsTopicCodec()
 DURATION_S = 330  # confidence-drift: 90 s baseline, 120 s drift, then two clean drift blocks
 QUIET = {
     "LLMPULSE_ALERTS__RESOLVE_HOLD_S": "15",
@@ -118,12 +117,16 @@ def _alerts_until(worker: WorkerProcess, rules: tuple[str, ...], resolve: bool, 
     deadline = time.monotonic() + timeout
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda _v: False, timeout=2,
-                            decode=ALERTS.decode)
+        alerts = [record for kind, record in _read_alerts_topic(worker) if kind == "alert"]
         if done(alerts):
             break
         time.sleep(2)
     return alerts
+
+
+def _read_alerts_topic(worker: WorkerProcess) -> list[tuple[str, dict[str, Any]]]:
+    return read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda _v: False, timeout=2,
+                      decode=ALERTS_TOPIC.decode)
 
 
 def _incidents(alerts: list[dict[str, Any]], rules: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:
@@ -159,3 +162,26 @@ def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str,
     first = min(a["started_at_ms"] for a in alerts if a["rule"] in rules and a["status"] == "firing")
     # Detection delay in event time (the run is --fast): shown with `pytest -s`, quoted in the issue notes.
     print(f"\n{scenario}: first alert {(first - INCIDENT_START_MS[scenario]) / 1000:.1f} s after the incident began")
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict[str, WorkerProcess],
+                                                                     scenario: str) -> None:
+    worker = runs[scenario]
+    rules, resolves, _ = EXPECTED[scenario]
+    deadline = time.monotonic() + 60
+    while True:
+        incidents = [record for kind, record in _read_alerts_topic(worker) if kind == "incident"]
+        pages = [r for r in incidents if r["paging"] and r["status"] in ("opened", "escalated")]
+        paged_ids = {r["incident_id"] for r in pages}
+        resolved = {r["incident_id"] for r in incidents if r["status"] == "resolved"}
+        if (pages and (not resolves or paged_ids <= resolved)) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(pages) == 1, f"{scenario}: {len(pages)} pages: {[(p['status'], p['summary']) for p in pages]}"
+    page = pages[0]
+    assert set(rules) & set(page["rules"]), f"{scenario}: paged for {page['rules']}, expected one of {rules}"
+    assert page["summary"] and page["mitigation"] and page["member_count"] >= 1
+    if resolves:
+        assert paged_ids <= resolved, f"{scenario}: incident never resolved"
+    print(f"\n{scenario}: one page, {page['priority']} {page['scope']} {page['scope_key']!r}: {page['summary']}")

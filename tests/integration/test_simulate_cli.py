@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError
 
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.decode import CallDecoder
+from tests.support.kafka import read_alert_records
 
 
 def _run_simulate(bootstrap: str, topic: str, *args: str) -> dict:
@@ -97,9 +98,6 @@ def test_list_scenarios_names_every_scenario() -> None:
 
 def test_latency_spike_fires_the_p95_alert_inside_its_window(worker_factory: Callable[..., Any]) -> None:
     """The scenario's promise end to end: a quiet baseline, then the worker's p95 alert within 60 s."""
-    from llmpulse import schemas
-    from llmpulse.schemas.codec import SchemaCodec
-    from tests.support.kafka import read_topic
 
     worker = worker_factory()
     env = {**worker.env}
@@ -110,9 +108,8 @@ def test_latency_spike_fires_the_p95_alert_inside_its_window(worker_factory: Cal
     )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     (window,) = summary["scenarios"]
-    codec = SchemaCodec(schemas.ALERT)
-    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), decode=codec.decode, timeout=60,
-                        until=lambda v: any(a["rule"] == "latency_p95" for a in v))
+    alerts = read_alert_records(worker.bootstrap, worker.topic("alerts"), timeout=60,
+                                until=lambda v: any(a["rule"] == "latency_p95" for a in v))
     firing = [a for a in alerts if a["rule"].startswith("latency") and a["status"] == "firing"]
     assert firing, worker.log_tail()
     assert min(a["started_at_ms"] for a in firing) >= window["start_ms"]  # the baseline raised nothing

@@ -11,12 +11,11 @@ from confluent_kafka import Producer
 from llmpulse import schemas
 from llmpulse.producers import Pulse
 from llmpulse.schemas.codec import SchemaCodec
-from tests.support.kafka import read_topic
+from tests.support.kafka import read_alert_records, read_topic
 from tests.support.waiting import wait_until
 from tests.support.worker import API_TOKEN, WorkerProcess
 
 pytestmark = pytest.mark.timeout(180)
-ALERTS = SchemaCodec(schemas.ALERT)
 DEAD = SchemaCodec(schemas.DEAD_LETTER)
 
 
@@ -37,11 +36,10 @@ def _send_slow_calls(worker: WorkerProcess, service: str, n: int, latency_ms: fl
 def test_slow_calls_fire_one_p95_alert_however_many_batches_cross(worker: WorkerProcess) -> None:
     _send_slow_calls(worker, "checkout", n=60, latency_ms=3000.0, batches=4)
 
-    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: len(v) >= 1,
-                        timeout=30, decode=ALERTS.decode)
+    alerts = read_alert_records(worker.bootstrap, worker.topic("alerts"), until=lambda v: len(v) >= 1,
+                                timeout=30)
     time.sleep(2)  # later batches had every chance to fire again
-    alerts = read_topic(worker.bootstrap, worker.topic("alerts"), until=lambda v: False, timeout=3,
-                        decode=ALERTS.decode)
+    alerts = read_alert_records(worker.bootstrap, worker.topic("alerts"), timeout=3)
 
     p95 = [a for a in alerts if a["rule"] == "latency_p95" and a["status"] == "firing"]
     assert len(p95) == 1, alerts

@@ -129,6 +129,27 @@ def test_prometheus_rule_carries_every_rule_of_the_rules_file(helm: str) -> None
 
 
 @pytest.mark.ops
+def test_traffic_rules_can_be_left_out(helm: str) -> None:
+    """trafficRules=false keeps the recording rules and the paging worker-health alerts, byte for byte."""
+    rule = by_kind(
+        render(
+            helm, "prometheusRule.enabled=true", "prometheusRule.trafficRules=false",
+            "prometheusRule.runbookBaseUrl=https://example.org/llmpulse",
+        )
+    )["PrometheusRule"]
+    expected = yaml.safe_load(RULES.read_text())
+    for group in expected["groups"]:
+        group["rules"] = [r for r in group["rules"] if r.get("labels", {}).get("llmpulse_kind") != "traffic"]
+        for r in group["rules"]:
+            if "annotations" in r:
+                r["annotations"]["runbook_url"] = "https://example.org/llmpulse/" + r["annotations"]["runbook_url"]
+    expected["groups"] = [g for g in expected["groups"] if g["rules"]]
+    assert rule["spec"] == expected
+    kinds = {r["labels"]["llmpulse_kind"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert kinds == {"worker"}
+
+
+@pytest.mark.ops
 def test_runbook_base_url_prefixes_every_runbook_link(helm: str) -> None:
     rule = by_kind(
         render(

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from llmpulse.processors.core.mitigations import MITIGATIONS
+
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 RULES = PROM_DIR / "rules" / "llmpulse.rules.yml"
@@ -46,6 +48,20 @@ REQUIRED_ALERTS = {
     "LLMPulseDeadLetterGrowing",
     "LLMPulseConsumerLagHigh",
 }
+# One paging path per condition (docs/runbook.md, "Who pages"): Prometheus pages only on the workers' own
+# health, read from these metrics (and up{job="llmpulse-worker"}); LLM-traffic rules are dashboards only.
+WORKER_HEALTH_METRICS = {
+    "llmpulse_worker_ready",
+    "llmpulse_consumer_lag_records",
+    "llmpulse_events_processed_total",
+    "llmpulse_batches_processed_total",
+    "llmpulse_dead_letter_total",
+    "llmpulse_source_rewinds_total",
+    "llmpulse_unpriced_calls_total",
+    "llmpulse_metric_series_folded_total",
+}
+KINDS = {"worker", "traffic"}
+PAGER, NOT_NOTIFIED = "llmpulse-pager", "llmpulse-null"
 METRIC_RE = re.compile(r"\b(llmpulse(?:_[a-z0-9_]+|:[a-z0-9_:]+))")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -125,6 +141,23 @@ def test_every_alert_has_severity_family_and_a_runbook_section() -> None:
         # GitHub-style anchor of the heading "### <AlertName>".
         assert notes["runbook_url"] == f"docs/runbook.md#{name.lower()}", name
         assert name in headings, f"docs/runbook.md has no section for {name}"
+
+
+def test_every_alert_says_who_pages_for_its_condition() -> None:
+    """Worker-health rules page; LLM-traffic rules are info, name the stream rule that pages, and never page."""
+    alerts = [r for r in rules_of() if "alert" in r]
+    for rule in alerts:
+        name, labels = rule["alert"], rule["labels"]
+        assert labels.get("llmpulse_kind") in KINDS, name
+        if labels["llmpulse_kind"] == "traffic":
+            assert labels["severity"] == "info", name
+            assert labels.get("stream_rule") in MITIGATIONS, f"{name}: no stream rule {labels.get('stream_rule')}"
+        else:
+            assert "stream_rule" not in labels, name
+            read = metric_names(rule["expr"])
+            assert read <= WORKER_HEALTH_METRICS, f"{name} pages on traffic metrics {read - WORKER_HEALTH_METRICS}"
+    kinds = {r["labels"]["llmpulse_kind"] for r in alerts}
+    assert kinds == KINDS
 
 
 def test_recording_rules_follow_the_naming_convention() -> None:
@@ -211,19 +244,47 @@ def test_alertmanager_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def route(labels: list[str]) -> str:
+    result = run(
+        [require_tool("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
 @pytest.mark.ops
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
-        (["severity=critical", "family=latency"], "llmpulse-pager"),
+        # Stream incidents (the forwarder): P0-P2 page, P3 goes to the digest.
+        (["llmpulse_kind=incident", "incident_id=i-1", "severity=critical", "priority=P0"], PAGER),
+        (["llmpulse_kind=incident", "incident_id=i-1", "severity=warning", "priority=P2"], PAGER),
+        (["llmpulse_kind=incident", "incident_id=i-2", "severity=info", "priority=P3"], "llmpulse-digest"),
+        # Stream member alerts are detail, whatever their severity.
+        (["llmpulse_kind=alert", "alertname=latency_p99", "severity=critical", "priority=P0"], NOT_NOTIFIED),
+        # Prometheus rules: traffic conditions are dashboards only; the workers' own health pages.
+        (["llmpulse_kind=traffic", "severity=info", "family=latency"], NOT_NOTIFIED),
+        (["llmpulse_kind=worker", "severity=critical", "family=worker"], PAGER),
+        (["llmpulse_kind=worker", "severity=warning", "family=lag"], PAGER),
+        (["llmpulse_kind=worker", "severity=info", "family=pricing"], "llmpulse-digest"),
+        # No kind (a forwarder that predates incidents, another source): by severity, as before.
+        (["severity=critical", "family=latency"], PAGER),
         (["severity=warning", "family=budget"], "llmpulse-webhook"),
         (["severity=info", "family=budget"], "llmpulse-digest"),
         (["alertname=SomethingElse"], "llmpulse-webhook"),
     ],
 )
-def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
-    result = run(
-        [require_tool("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels]
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == receiver
+def test_alertmanager_routes_by_kind_and_severity(labels: list[str], receiver: str) -> None:
+    assert route(labels) == receiver
+
+
+@pytest.mark.ops
+def test_no_prometheus_traffic_rule_pages_and_every_worker_rule_does() -> None:
+    """Each rule's static labels through the real routing tree: one paging path per condition."""
+    for rule in (r for r in rules_of() if "alert" in r):
+        labels = rule["labels"]
+        got = route([f"alertname={rule['alert']}", *(f"{k}={v}" for k, v in labels.items())])
+        if labels["llmpulse_kind"] == "traffic":
+            assert got == NOT_NOTIFIED, rule["alert"]
+        else:
+            assert got == (PAGER if labels["severity"] in {"critical", "warning"} else "llmpulse-digest"), rule["alert"]

@@ -300,12 +300,24 @@ def double_firings(records: list[dict[str, Any]]) -> list[str]:
 
 @pytest.fixture
 def alerts_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
-    """Every record on a worker's alerts topic, decoded."""
-    from llmpulse import schemas
-    from llmpulse.schemas.codec import SchemaCodec
+    """Every alert record on a worker's alerts topic, decoded (incident records are read by ``incidents_of``)."""
+    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
-    codec = SchemaCodec(schemas.ALERT)
-    return lambda worker: [codec.decode(v) for _, _, v in read_all(kafka_bootstrap, worker.topic("alerts")) if v]
+    codec = AlertsTopicCodec()
+    return lambda worker: [record for kind, record in (codec.decode(v) for _, _, v in
+                                                       read_all(kafka_bootstrap, worker.topic("alerts")) if v)
+                           if kind == "alert"]
+
+
+@pytest.fixture
+def incidents_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
+    """Every incident record on a worker's alerts topic, decoded, in topic order."""
+    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
+
+    codec = AlertsTopicCodec()
+    return lambda worker: [record for kind, record in (codec.decode(v) for _, _, v in
+                                                       read_all(kafka_bootstrap, worker.topic("alerts")) if v)
+                           if kind == "incident"]
 
 
 @pytest.fixture

@@ -39,3 +39,15 @@ def read_topic(
     finally:
         consumer.close()
     return values
+
+
+def read_alert_records(bootstrap: str, topic: str, kind: str = "alert",
+                       until: Callable[[list[dict[str, Any]]], bool] = lambda _v: False,
+                       timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The records of one kind ("alert" or "incident") on an alerts topic, from the beginning."""
+    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
+
+    codec = AlertsTopicCodec()
+    values = read_topic(bootstrap, topic, until=lambda v: until([r for k, r in v if k == kind]), timeout=timeout,
+                        decode=codec.decode)
+    return [record for k, record in values if k == kind]

@@ -28,7 +28,7 @@ def pages(events: list[Any]) -> list[Any]:
 
 def manager_now(**config: Any) -> IncidentManager:
     """A manager that announces at once (no group wait), to look at grouping alone."""
-    return IncidentManager(IncidentConfig(**{"group_wait_ms": 0, **config}))
+    return IncidentManager(IncidentConfig(**{"group_wait_ms": 0, "warning_group_wait_ms": 0, **config}))
 
 
 FLEET = [("chat", "gpt-4o", "openai"), ("chat", "claude-3-5-haiku", "anthropic"),
@@ -51,14 +51,30 @@ def test_a_fleet_wide_latency_spike_is_one_incident_paged_once() -> None:
 
 
 def test_the_group_wait_announces_a_warning_once_and_a_later_escalation_pages_again() -> None:
-    manager = IncidentManager(IncidentConfig(group_wait_ms=20 * S))
+    manager = IncidentManager(IncidentConfig(warning_group_wait_ms=60 * S))
     assert manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")]) == []  # waiting for company
-    assert manager.tick(T0 + 10 * S) == []
-    announced = manager.tick(T0 + 20 * S)
+    assert manager.tick(T0 + 30 * S) == []
+    announced = manager.tick(T0 + 60 * S)
     assert [(e.status, e.priority, e.paging) for e in announced] == [("opened", "P2", True)]
-    assert manager.tick(T0 + 25 * S) == []
-    worse = manager.apply([alert("error_rate", "search", "gpt-4o", "openai", severity="CRITICAL", at=60 * S)])
+    assert manager.tick(T0 + 65 * S) == []
+    worse = manager.apply([alert("error_rate", "search", "gpt-4o", "openai", severity="CRITICAL", at=90 * S)])
     assert [(e.status, e.priority, e.paging) for e in worse] == [("escalated", "P0", True)]
+
+
+def test_a_rate_climbing_from_warning_to_critical_inside_the_wait_pages_once_at_critical() -> None:
+    manager = IncidentManager()
+    assert manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")]) == []
+    climbed = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai", severity="CRITICAL", at=40 * S,
+                                   started=0)])  # the same alert, escalated
+    assert [(e.status, e.priority) for e in pages(climbed)] == [("opened", "P0")]
+
+
+def test_informational_members_never_widen_a_paging_incident() -> None:
+    manager = manager_now()
+    paging = manager.apply([alert("cost_per_request", "chat", "gpt-4o", "openai")])[0]
+    info = manager.apply([alert("token_average", "search", "gpt-4o-mini", "openai", severity="INFO", at=S)])[0]
+    assert info.incident_id != paging.incident_id and not info.paging
+    assert manager.get(paging.incident_id).scope == "series"  # type: ignore[union-attr]
 
 
 def test_a_provider_outage_groups_errors_latency_and_the_circuit_under_the_provider() -> None:
@@ -147,7 +163,7 @@ def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
 
 
 def test_stale_incidents_resolve_and_resolved_ones_are_evicted_after_the_cooldown() -> None:
-    config = IncidentConfig(group_wait_ms=0, stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
+    config = IncidentConfig(group_wait_ms=0, warning_group_wait_ms=0, stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
     manager = IncidentManager(config)
     incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
     assert manager.tick(T0 + 30 * 60 * S) == []

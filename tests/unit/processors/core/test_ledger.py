@@ -157,6 +157,7 @@ def test_month_projection_alerts_once_per_month() -> None:
     assert len(projection) == 1
     assert projection[0].spent_micros == 1_240 * USD
     assert projection[0].observation().rule == "budget_projection"
+    assert projection[0].observation().severity == "INFO"  # a forecast: recorded at P3, never paging
     view = ledger.projection(ten_days)
     assert view["over_limit"] and view["elapsed_fraction"] == 10 / 31
     assert [c for c in charge(ledger, [USD], at=ten_days + 1) if c.period == "projection"] == []

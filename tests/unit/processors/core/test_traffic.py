@@ -1,0 +1,55 @@
+"""TrafficMonitor's token_average rule: INFO at seed 004's 500-token limit, WARNING only at a limit the user set."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from llmpulse.processors.configure import engine_config
+from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
+from llmpulse.processors.settings import ProcessorSettings
+
+NOW = 1_700_000_000_000
+SERIES = "\x1f".join(("chat", "gpt-4o", "openai"))
+
+
+def token_average(config: TrafficConfig, tokens_per_call: int, calls: int = 60) -> tuple[str | None, float, float]:
+    """(severity, observed, threshold) of token_average after ``calls`` calls of ``tokens_per_call`` tokens."""
+    monitor = TrafficMonitor(config)
+    counts = {"requests": np.ones(calls, dtype=np.int64), "tokens": np.full(calls, tokens_per_call)}
+    monitor.update([SERIES], np.zeros(calls, dtype=np.int64), np.full(calls, NOW - 1_000), counts, 0, NOW)
+    (obs,) = [o for o in monitor.observe(SERIES, NOW) if o.rule == "token_average"]
+    return obs.severity, obs.observed, obs.threshold
+
+
+@pytest.mark.parametrize("tokens", [1_000, 12_000, 97_000])
+def test_realistic_traffic_over_the_seed_limit_is_informational_by_default(tokens: int) -> None:
+    assert token_average(TrafficConfig(), tokens) == ("INFO", tokens, 500.0)
+
+
+def test_under_the_seed_limit_or_too_few_calls_is_clear() -> None:
+    assert token_average(TrafficConfig(), 400)[0] is None
+    assert token_average(TrafficConfig(), 5_000, calls=10)[0] is None  # below min_requests
+
+
+def test_warning_only_above_an_explicit_limit() -> None:
+    config = TrafficConfig(token_average_warning=20_000)
+    assert token_average(config, 12_000) == ("INFO", 12_000, 500.0)
+    assert token_average(config, 25_000) == ("WARNING", 25_000, 20_000.0)
+
+
+def test_zero_turns_a_level_off() -> None:
+    assert token_average(TrafficConfig(token_average_warning=0), 50_000)[0] == "INFO"
+    assert token_average(TrafficConfig(token_average_limit=0), 50_000)[0] is None
+    assert token_average(TrafficConfig(token_average_limit=0, token_average_warning=20_000), 50_000)[0] == "WARNING"
+
+
+def test_settings_reach_the_core_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("LLMPULSE_")]:
+        monkeypatch.delenv(name)
+    default = engine_config(ProcessorSettings()).traffic
+    assert (default.token_average_limit, default.token_average_warning) == (500, None)
+    monkeypatch.setenv("LLMPULSE_TRAFFIC__TOKEN_AVERAGE_WARNING", "20000")
+    assert engine_config(ProcessorSettings()).traffic.token_average_warning == 20_000
