@@ -111,7 +111,10 @@ class BudgetCrossing:
             return "INFO"  # a forecast, not spend: recorded (P3), never paging; the thresholds page on spend
         if self.threshold >= 1.0:
             return "CRITICAL"
-        return "ERROR" if self.threshold >= 0.95 else "WARNING"
+        if self.threshold >= 0.95:
+            return "ERROR"
+        # 80 %: an early notice (INFO, P3, recorded), as the seed's Prometheus rules had it; 90 % pages (P2)
+        return "WARNING" if self.threshold >= 0.9 else "INFO"
 
     def observation(self) -> Observation:
         """This crossing as an alert-policy observation: rule ``budget``, ``budget_projection`` or

@@ -77,7 +77,7 @@ def test_each_threshold_crosses_exactly_once_per_bucket() -> None:
     assert [c.period for c in out] == []
     out = charge(ledger, [100_000], at=T0 + 1000)  # exactly 80 % of $10
     assert [(c.scope, c.period, c.threshold) for c in out] == [("global", "hour", 0.8)]
-    assert out[0].at_ms == T0 + 1000 and out[0].spent_micros == 8 * USD and out[0].severity == "WARNING"
+    assert out[0].at_ms == T0 + 1000 and out[0].spent_micros == 8 * USD and out[0].severity == "INFO"
     assert charge(ledger, [10_000], at=T0 + 2000) == []  # 80 % again: not repeated
     # One batch jumps 90 % and 95 %: two crossings, each stamped at the call that reached it.
     out = charge(ledger, [600_000, 100_000, 900_000], at=[T0 + 5000, T0 + 3000, T0 + 4000])
@@ -212,9 +212,10 @@ def test_crossings_become_one_escalating_budget_alert_per_bucket() -> None:
     hourly = [c for c in crossings if c.period == "hour"]
     assert [c.threshold for c in hourly] == [0.8, 0.9, 0.95, 1.0]
     events = policy.observe_many(c.observation() for c in hourly)
-    # 80 % fires (WARNING), 90 % is the same severity (quiet), 95 % escalates (ERROR), 100 % escalates again.
+    # 80 % is an early notice (INFO, P3), 90 % escalates (WARNING), 95 % (ERROR), 100 % (CRITICAL).
     assert [(e.status, e.severity, e.rule) for e in events] == [
-        ("firing", "WARNING", "budget"), ("firing", "ERROR", "budget"), ("firing", "CRITICAL", "budget")
+        ("firing", "INFO", "budget"), ("firing", "WARNING", "budget"), ("firing", "ERROR", "budget"),
+        ("firing", "CRITICAL", "budget"),
     ]  # fmt: skip
     assert len({e.alert_id for e in events}) == 1
     assert events[-1].labels["bucket"] == "2025-03-10T12:00Z"
