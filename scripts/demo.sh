@@ -55,13 +55,19 @@ sleep 6
 
 echo
 echo "== 5/5 what the worker shows"
-echo "-- GET /api/alerts"
+echo "-- GET /api/incidents: what paged on-call (one incident per likely cause, its member alerts under it)"
+curl -fs "http://127.0.0.1:$WEB_PORT/api/incidents" | python -c '
+import json, sys
+incidents = json.load(sys.stdin)["incidents"]
+for i in incidents:
+    print("%-8s %s %-12s %-8s %s" % (i["severity"], i["priority"], i["status"], i["scope"], i["summary"]))
+    for m in i["members"]:
+        print("    %-8s %-10s %-14s %s" % (m["severity"], m["status"], m["rule"], m["summary"]))
+print("%d incident(s), %d paging" % (len(incidents), sum(i["priority"] != "P3" for i in incidents)))'
+echo "-- GET /api/alerts: every member alert"
 curl -fs "http://127.0.0.1:$WEB_PORT/api/alerts" | python -c '
 import json, sys
 alerts = json.load(sys.stdin)["alerts"]
-alerts.sort(key=lambda a: a["priority"])
-for a in alerts:
-    print("%-8s %s %-12s %-16s %s" % (a["severity"], a["priority"], a["status"], a["rule"], a["summary"]))
-print("%d alert(s), %d of them INFO (P3: recorded, never paged)" % (len(alerts), sum(a["priority"] == "P3" for a in alerts)))'
+print("%d member alert(s), %d of them INFO (P3: recorded, never paged)" % (len(alerts), sum(a["priority"] == "P3" for a in alerts)))'
 echo "-- GET /metrics (sample)"
-curl -fs "http://127.0.0.1:$WEB_PORT/metrics" | grep -E '^llmpulse_(llm_latency_seconds\{.*window="1m"|llm_requests_total|alerts_emitted_total|llm_cost_usd_total|events_processed_total)' | head -25 || true
+curl -fs "http://127.0.0.1:$WEB_PORT/metrics" | grep -E '^llmpulse_(llm_latency_seconds\{.*window="1m"|llm_requests_total|alerts_emitted_total|incidents_emitted_total|llm_cost_usd_total|events_processed_total)' | head -25 || true
