@@ -1,10 +1,40 @@
-"""Forward llmpulse alert records to Alertmanager (API v2) or to any JSON webhook.
+"""Forward the alerts topic to Alertmanager (API v2) or to any JSON webhook.
 
-Mapping: a ``firing`` or ``acknowledged`` record becomes an active Alertmanager alert (``startsAt`` only);
-a ``resolved`` record carries ``endsAt = updated_at`` so Alertmanager resolves the same alert. Alertmanager
-identifies an alert by its label set, so labels hold only what is stable over an incident's lifecycle
-(rule, severity, fingerprint, series); everything that changes (observed value, who acknowledged) goes in
-the annotations.
+The topic carries two kinds of record (schemas/alerts_topic.py): member alerts (alert.v1) and incidents
+(incident.v1, what on-call pages on). Records reach this module decoded, with a ``kind`` key set to "alert" or
+"incident" (a record without one is told apart by its fields). A webhook receives that record as JSON.
+
+Alertmanager identifies an alert by its label set, so labels hold what identifies and routes an alert;
+what changes from event to event goes in the annotations:
+
+* Incident: labels ``alertname="llmpulse_incident"``, ``llmpulse_kind="incident"``, ``incident_id``,
+  ``family`` (the cause family, fixed for the incident's life), ``severity`` (lower case) and ``priority``;
+  annotations: status, summary, mitigation, scope, scope_key, member_count, rules, members (the listed
+  members' alert ids), services, models, providers, acknowledged_by. deploy/alertmanager groups incidents by
+  ``incident_id``, so Alertmanager's grouping is ours: one incident, one group.
+* Member alert (detail; deploy/alertmanager routes it to a receiver that never notifies): labels
+  ``alertname`` (the rule), ``llmpulse_kind="alert"``, severity, priority, fingerprint, service/model/provider
+  when set, and the alert's own labels; annotations: summary, mitigation, observed, threshold, window,
+  alert_id, status, acknowledged_by, and ``incident_id`` once an incident record listing the alert has been
+  read. Not a label: an incident is announced after its group wait, so the member's first events never know
+  it, and a label learnt later would make the member a new Alertmanager alert whose predecessor a restarted
+  forwarder could not tell (it depends on the order records were read, not on the record).
+
+Lifecycle: every event but ``resolved`` posts the alert active (``startsAt`` only); ``resolved`` adds
+``endsAt`` (the resolve time), which resolves the same alert. ``updated`` and ``acknowledged`` keep the label
+set and only refresh annotations. Scope and scope_key are annotations, not labels, because an incident widens
+(series -> service -> fleet) on ``updated`` events, which must stay the same Alertmanager alert. Severity and
+priority are labels because routing needs them (P3 goes to a digest, P0-P2 to the pager), and they change on
+``escalated``, the one event that must notify again. So ``AlertmanagerTarget`` remembers the label set it
+last posted for every live alert (per incident_id, per fingerprint) and, when an event's labels differ
+(an escalation, of an incident or of a member alert), the same request ends the superseded set
+(``endsAt`` = the event's time) before posting the new one: nothing stays firing under an old label set, and
+in the incident's group the change reads as one alert replacing another. An incident that resolved and then
+reopens with an event that does not page (``updated``: a flapping cause pages once) is not brought back to
+life in Alertmanager, which would notify the pager again; an ``escalated`` reopen is. After a restart the
+label sets (and which incidents Alertmanager holds resolved) are rebuilt from the events replayed before the
+committed offset; should compaction have removed the one a set came from, that set is no longer re-posted
+and Alertmanager resolves it after its ``resolve_timeout``.
 
 Delivery: ``HttpPoster`` retries connection errors, 429 and 5xx with capped exponential backoff and raises
 ``DeliveryError`` when the attempts run out, so the caller can keep its consumer offset and try again;
@@ -13,6 +43,7 @@ other 4xx answers can never succeed and raise ``RejectedError``. Nothing here to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,12 +56,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from llmpulse.schemas.alerts_topic import ALERT_KIND, INCIDENT_KIND
+
 log = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = frozenset({"firing", "acknowledged"})
+RESOLVED = "resolved"  # the one status, of either kind, that ends an alert
+INCIDENT_ALERTNAME = "llmpulse_incident"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 # Labels the record's own fields define; a same-named entry in the record's free-form labels must not win.
-_CORE_LABELS = ("alertname", "severity", "priority", "fingerprint", "service", "model", "provider")
+_CORE_LABELS = ("alertname", "llmpulse_kind", "incident_id", "severity", "priority", "fingerprint", "service",
+                "model", "provider")
+
+DedupKey = tuple[str, str, str, int, str]
 
 
 def rfc3339(ms: int) -> str:
@@ -48,13 +85,62 @@ def _format_number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def alertmanager_alert(record: Mapping[str, Any], generator_url: str | None = None) -> dict[str, Any]:
-    """One alert record (schemas/alert.v1.avsc) as a postable Alertmanager v2 alert."""
+def record_kind(record: Mapping[str, Any]) -> str:
+    """"alert" or "incident": the record's ``kind`` key, else told by its fields."""
+    kind = record.get("kind")
+    if kind in (ALERT_KIND, INCIDENT_KIND):
+        return str(kind)
+    return INCIDENT_KIND if "incident_id" in record and "alert_id" not in record else ALERT_KIND
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """The incident_id of an incident, the alert_id of an alert."""
+    return str(record["incident_id"] if record_kind(record) == INCIDENT_KIND else record["alert_id"])
+
+
+def identity(record: Mapping[str, Any]) -> str:
+    """What stays one Alertmanager alert over a lifecycle: an incident's id, an alert's fingerprint."""
+    if record_kind(record) == INCIDENT_KIND:
+        return f"incident/{record['incident_id']}"
+    return f"alert/{record['fingerprint']}"
+
+
+def is_active(record: Mapping[str, Any]) -> bool:
+    return record["status"] != RESOLVED
+
+
+def alertmanager_alert(record: Mapping[str, Any], generator_url: str | None = None,
+                       incident_id: str | None = None) -> dict[str, Any]:
+    """One record of the alerts topic as a postable Alertmanager v2 alert (mapping: module docstring).
+
+    ``incident_id``: the incident a member alert belongs to, when known (an annotation; ignored for incidents).
+    """
+    if record_kind(record) == INCIDENT_KIND:
+        labels, annotations = _incident_fields(record)
+        ends_ms = record.get("resolved_at_ms") or record["updated_at_ms"]
+    else:
+        labels, annotations = _member_fields(record, incident_id)
+        ends_ms = record["updated_at_ms"]
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {k: v for k, v in annotations.items() if v},
+        "startsAt": rfc3339(record["started_at_ms"]),
+    }
+    if not is_active(record):
+        # Alertmanager refuses endsAt before startsAt; a resolve stamped earlier still has to resolve.
+        alert["endsAt"] = rfc3339(max(ends_ms, record["started_at_ms"]))
+    if generator_url:
+        alert["generatorURL"] = generator_url
+    return alert
+
+
+def _member_fields(record: Mapping[str, Any], incident_id: str | None) -> tuple[dict[str, str], dict[str, str]]:
     labels = {label_name(k): str(v) for k, v in (record.get("labels") or {}).items() if v not in (None, "")}
     for key in _CORE_LABELS:
         labels.pop(key, None)
     labels.update(
         alertname=record["rule"],
+        llmpulse_kind=ALERT_KIND,
         severity=record["severity"].lower(),
         priority=record["priority"],
         fingerprint=record["fingerprint"],
@@ -70,30 +156,61 @@ def alertmanager_alert(record: Mapping[str, Any], generator_url: str | None = No
         "window": record["window"],
         "alert_id": record["alert_id"],
         "status": record["status"],
+        "acknowledged_by": record.get("acknowledged_by") or "",
+        "incident_id": incident_id or "",
     }
-    if record.get("acknowledged_by"):
-        annotations["acknowledged_by"] = record["acknowledged_by"]
-    alert: dict[str, Any] = {
-        "labels": labels,
-        "annotations": {k: v for k, v in annotations.items() if v},
-        "startsAt": rfc3339(record["started_at_ms"]),
+    return labels, annotations
+
+
+def _incident_fields(record: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    labels = {
+        "alertname": INCIDENT_ALERTNAME,
+        "llmpulse_kind": INCIDENT_KIND,
+        "incident_id": record["incident_id"],
+        "severity": record["severity"].lower(),
+        "priority": record["priority"],
     }
-    if record["status"] not in ACTIVE_STATUSES:
-        # Alertmanager refuses endsAt before startsAt; a resolve stamped earlier still has to resolve.
-        alert["endsAt"] = rfc3339(max(record["updated_at_ms"], record["started_at_ms"]))
-    if generator_url:
-        alert["generatorURL"] = generator_url
-    return alert
+    family = (record.get("labels") or {}).get("family")
+    if family:
+        labels["family"] = family
+    annotations = {
+        "status": record["status"],
+        "summary": record["summary"],
+        "mitigation": record.get("mitigation") or "",
+        "scope": record["scope"],
+        "scope_key": record["scope_key"],
+        "member_count": str(record["member_count"]),
+        "rules": ", ".join(record.get("rules") or ()),
+        "members": ", ".join(m["alert_id"] for m in record.get("members") or ()),
+        "services": ", ".join(record.get("services") or ()),
+        "models": ", ".join(record.get("models") or ()),
+        "providers": ", ".join(record.get("providers") or ()),
+        "acknowledged_by": record.get("acknowledged_by") or "",
+    }
+    return labels, annotations
+
+
+def ended(alert: Mapping[str, Any], at_ms: int) -> dict[str, Any]:
+    """``alert`` (as posted earlier) resolved at ``at_ms``, never before it started."""
+    # rfc3339() has a fixed width, so its strings order like the instants they name.
+    return {**alert, "endsAt": max(rfc3339(at_ms), str(alert["startsAt"]))}
 
 
 def webhook_body(record: Mapping[str, Any]) -> bytes:
-    """The raw alert record as JSON (field names and values exactly as in the Avro contract)."""
-    return json.dumps(dict(record), separators=(",", ":"), sort_keys=True).encode()
+    """The raw record as JSON (field names and values exactly as in its Avro contract) plus its ``kind``."""
+    return json.dumps({**record, "kind": record_kind(record)}, separators=(",", ":"), sort_keys=True).encode()
 
 
-def dedup_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
-    """The same lifecycle event re-emitted (worker restart, rebalance) has the same key."""
-    return record["alert_id"], record["status"], int(record["updated_at_ms"])
+def dedup_key(record: Mapping[str, Any]) -> DedupKey:
+    """The same lifecycle event re-emitted (worker restart, rebalance) has the same key.
+
+    An alert event is (alert_id, status, updated_at_ms). Two different ``updated`` events of an incident can
+    share its updated_at_ms (a member's older news changes the members but not the time), so an incident
+    event's key adds a digest of its whole record.
+    """
+    kind = record_kind(record)
+    content = hashlib.blake2b(webhook_body(record), digest_size=8).hexdigest() if kind == INCIDENT_KIND else ""
+    return kind, record_id(record), str(record["status"]), int(record["updated_at_ms"]), content
 
 
 class SeenEvents:
@@ -101,9 +218,9 @@ class SeenEvents:
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._keys: OrderedDict[DedupKey, None] = OrderedDict()
 
-    def add(self, key: tuple[str, str, int]) -> bool:
+    def add(self, key: DedupKey) -> bool:
         """True when ``key`` is new (and remembers it)."""
         if key in self._keys:
             self._keys.move_to_end(key)
@@ -118,7 +235,7 @@ class SeenEvents:
 
 
 class ActiveAlerts:
-    """Newest record of every incident still active, by fingerprint, for periodic re-sends.
+    """Newest record of every alert and incident still active, by ``identity``, for periodic re-sends.
 
     Alertmanager resolves an alert on its own once ``resolve_timeout`` passes without an update, so a
     forwarder must keep re-posting what is still firing (Prometheus does the same).
@@ -129,20 +246,46 @@ class ActiveAlerts:
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def update(self, record: Mapping[str, Any]) -> None:
-        fingerprint = record["fingerprint"]
-        self._records.pop(fingerprint, None)
-        if record["status"] in ACTIVE_STATUSES:
-            self._records[fingerprint] = dict(record)
+        key = identity(record)
+        self._records.pop(key, None)
+        if is_active(record):
+            self._records[key] = dict(record)
             if len(self._records) > self.capacity:
                 dropped = self._records.popitem(last=False)[1]
-                log.warning("forward: more than %d active alerts; no longer re-sending %s",
-                            self.capacity, dropped["alert_id"])
+                log.warning("forward: more than %d active alerts; no longer re-sending %s %s",
+                            self.capacity, record_kind(dropped), record_id(dropped))
 
     def records(self) -> list[dict[str, Any]]:
         return list(self._records.values())
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+class IncidentMembers:
+    """Which incident each member alert belongs to, learnt from incident records (bounded; oldest forgotten).
+
+    An incident record lists at most its first ``max_members_listed`` members; the others stay unknown here.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._incident_of: OrderedDict[str, str] = OrderedDict()
+
+    def learn(self, record: Mapping[str, Any]) -> None:
+        if record_kind(record) != INCIDENT_KIND:
+            return
+        for member in record.get("members") or ():
+            self._incident_of.pop(member["alert_id"], None)
+            self._incident_of[member["alert_id"]] = record["incident_id"]
+        while len(self._incident_of) > self.capacity:
+            self._incident_of.popitem(last=False)
+
+    def incident_of(self, record: Mapping[str, Any]) -> str | None:
+        """The incident of a member alert record, when an incident record listed it; None otherwise."""
+        if record_kind(record) != ALERT_KIND:
+            return None
+        return self._incident_of.get(str(record["alert_id"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +319,10 @@ class RejectedError(RuntimeError):
 class ForwardStats:
     """What happened to every alert event read; the forward command prints it on exit."""
 
-    forwarded: int = 0  # alert events the receiver accepted
-    duplicates: int = 0  # events seen before (same alert_id, status, updated_at_ms), not sent again
+    forwarded: int = 0  # events (alerts and incidents) the receiver accepted
+    duplicates: int = 0  # events seen before (dedup_key), not sent again
     replayed: int = 0  # events before the committed offset, read only to rebuild the active set
-    resent: int = 0  # re-posts of still-active alerts (keep-alive for Alertmanager)
+    resent: int = 0  # re-posts of still-active alerts and incidents (keep-alive for Alertmanager)
     rejected: int = 0  # events the receiver refused with a 4xx: logged with the answer, then skipped
     requests: int = 0  # successful HTTP requests
     retries: int = 0  # HTTP attempts after a failed one
@@ -248,12 +391,26 @@ def _read_error(exc: urllib.error.HTTPError) -> str:
 
 
 class AlertmanagerTarget:
-    """Posts mapped alerts, one request per batch, to ``<base>/api/v2/alerts``."""
+    """Posts mapped alerts, one request per batch, to ``<base>/api/v2/alerts``, ending superseded label sets.
 
-    def __init__(self, base_url: str, poster: HttpPoster, generator_url: str | None = None) -> None:
+    Remembers the alert last accepted for every live ``identity``, the incidents Alertmanager holds resolved,
+    and which incident lists which member (module docstring: why a changed label set must end the old one, why
+    a reopen that does not page is not posted).
+    """
+
+    def __init__(self, base_url: str, poster: HttpPoster, generator_url: str | None = None,
+                 capacity: int = 10_000) -> None:
         self.url = base_url.rstrip("/") + "/api/v2/alerts"
         self.poster = poster
         self.generator_url = generator_url
+        self.capacity = capacity
+        self.members = IncidentMembers()
+        self._posted: OrderedDict[str, dict[str, Any]] = OrderedDict()  # identity -> live alert as accepted
+        self._resolved: OrderedDict[str, None] = OrderedDict()  # identities of incidents resolved there
+
+    def remember(self, record: Mapping[str, Any]) -> None:
+        """An event an earlier run delivered: learn the label set Alertmanager holds for it, post nothing."""
+        self._accept(self._alerts([record])[1])
 
     def send(self, records: list[dict[str, Any]]) -> int:
         """Deliver ``records``; returns how many were rejected. DeliveryError: nothing is known delivered."""
@@ -270,16 +427,54 @@ class AlertmanagerTarget:
         return sum(self.send([record]) for record in records)
 
     def _post(self, records: list[dict[str, Any]]) -> None:
-        alerts = [alertmanager_alert(r, self.generator_url) for r in records]
-        self.poster.post(self.url, json.dumps(alerts).encode())
+        alerts, live = self._alerts(records)
+        if alerts:
+            self.poster.post(self.url, json.dumps(alerts).encode())
+        self._accept(live)
+
+    def _alerts(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:
+        """The alerts to post for ``records``, in order, each after the end of the label set it supersedes;
+        and, per identity, the alert live once they are accepted (None: none)."""
+        alerts: list[dict[str, Any]] = []
+        live: dict[str, dict[str, Any] | None] = {}
+        for record in records:
+            self.members.learn(record)
+            key = identity(record)
+            if record_kind(record) == INCIDENT_KIND and is_active(record) and not record["paging"] and (
+                    live[key] is None if key in live else key in self._resolved):
+                live[key] = None  # a resolved incident reopened without paging stays resolved in Alertmanager
+                continue
+            alert = alertmanager_alert(record, self.generator_url, self.members.incident_of(record))
+            before = live[key] if key in live else self._posted.get(key)
+            if before is not None and before["labels"] != alert["labels"]:
+                alerts.append(ended(before, int(record["updated_at_ms"])))
+            alerts.append(alert)
+            live[key] = alert if is_active(record) else None
+        return alerts, live
+
+    def _accept(self, live: dict[str, dict[str, Any] | None]) -> None:
+        for key, alert in live.items():
+            self._posted.pop(key, None)
+            self._resolved.pop(key, None)
+            if alert is not None:
+                self._posted[key] = alert
+            elif key.startswith(f"{INCIDENT_KIND}/"):
+                self._resolved[key] = None
+        for remembered in (self._posted, self._resolved):
+            while len(remembered) > self.capacity:
+                remembered.popitem(last=False)
 
 
 class WebhookTarget:
-    """Posts every record on its own, as the raw alert JSON (at least once: a retried batch may repeat some)."""
+    """Posts every record on its own, as its raw JSON with ``kind`` (at least once: a retried batch may repeat
+    some)."""
 
     def __init__(self, url: str, poster: HttpPoster) -> None:
         self.url = url
         self.poster = poster
+
+    def remember(self, record: Mapping[str, Any]) -> None:
+        """Nothing to learn: a webhook gets each record as it is."""
 
     def send(self, records: list[dict[str, Any]]) -> int:
         rejected = 0
@@ -293,15 +488,16 @@ class WebhookTarget:
 
 
 def _log_rejected(record: Mapping[str, Any], exc: RejectedError) -> None:
-    log.error("forward: receiver refused alert %s (%s %s): %s; skipped", record.get("alert_id"),
-              record.get("rule"), record.get("status"), exc)
+    log.error("forward: receiver refused %s %s (%s %s): %s; skipped", record_kind(record), record_id(record),
+              record.get("rule") or record.get("scope_key"), record.get("status"), exc)
 
 
 class AlertForwarder:
-    """Dedup, delivery and keep-alive for a stream of decoded alert records; the caller owns the consumer.
+    """Dedup, delivery and keep-alive for a stream of decoded records of the alerts topic (alerts and
+    incidents, each with its ``kind``); the caller owns the consumer.
 
     An event counts as seen only once the receiver took it, so a batch that failed can be offered again
-    unchanged. ``resend_s`` (Alertmanager only; 0 = never) re-posts the still-active incidents.
+    unchanged. ``resend_s`` (Alertmanager only; 0 = never) re-posts the still-active alerts and incidents.
     """
 
     def __init__(self, target: AlertmanagerTarget | WebhookTarget, stats: ForwardStats, resend_s: float = 0.0,
@@ -315,15 +511,16 @@ class AlertForwarder:
         self._next_resend = clock() + resend_s
 
     def replay(self, record: Mapping[str, Any]) -> None:
-        """An event delivered by an earlier run: only remembered (dedup, active set), not sent."""
+        """An event delivered by an earlier run: only remembered (dedup, active set, label sets), not sent."""
         self.seen.add(dedup_key(record))
         self.active.update(record)
+        self.target.remember(record)
         self.stats.replayed += 1
 
     def forward(self, records: list[dict[str, Any]]) -> None:
         """Send the events not seen before; DeliveryError leaves every record unseen for a later retry."""
         fresh: list[dict[str, Any]] = []
-        keys: set[tuple[str, str, int]] = set()
+        keys: set[DedupKey] = set()
         duplicates = 0
         for record in records:
             key = dedup_key(record)
@@ -341,7 +538,7 @@ class AlertForwarder:
         self.stats.duplicates += duplicates
 
     def resend_if_due(self) -> None:
-        """Re-post active incidents every ``resend_s``; a failure is logged and tried at the next interval."""
+        """Re-post what is active every ``resend_s``; a failure is logged and tried at the next interval."""
         if not self.resend_s or self.clock() < self._next_resend:
             return
         self._next_resend = self.clock() + self.resend_s

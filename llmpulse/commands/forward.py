@@ -1,8 +1,8 @@
-"""``llmpulse alerts forward``: deliver the alerts topic to Alertmanager or a webhook, resuming after restarts."""
+"""``llmpulse alerts forward``: deliver the alerts topic (incidents and member alerts) to Alertmanager or a
+webhook, resuming after restarts."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import sys
@@ -11,63 +11,67 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmpulse.commands.alerts import alerts_app
+from llmpulse.commands.alerts import alerts_app, help_text
 from llmpulse.config import Topics, bootstrap_servers
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, TopicPartition
 
     from llmpulse.processors.forwarding import AlertForwarder
-    from llmpulse.schemas.codec import SchemaCodec
+    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
 log = logging.getLogger("llmpulse.forward")
 GROUP = "llmpulse-alerts-forward"
 
 
 def register(_app: typer.Typer) -> None:
-    alerts_app.command("forward", help=_unwrap(forward.__doc__ or ""))(forward)
-
-
-def _unwrap(doc: str) -> str:
-    """Paragraphs as single lines, so the help wraps to the terminal instead of at the source's line ends."""
-    return "\n\n".join(p.replace("\n", " ") for p in inspect.cleandoc(doc).split("\n\n"))
+    alerts_app.command("forward", help=help_text(forward.__doc__ or ""))(forward)
 
 
 def forward(
     alertmanager: Annotated[
         str | None, typer.Option(help="Alertmanager base URL, e.g. http://alertmanager:9093 (API v2).")
     ] = None,
-    webhook: Annotated[str | None, typer.Option(help="Any URL that accepts one JSON alert record per POST.")] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="Any URL that accepts one JSON record (alert or incident) per POST.")
+    ] = None,
     from_beginning: Annotated[
         bool, typer.Option(help="With no committed position yet, start at the oldest alert kept, not the newest.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0.0,
     max_events: Annotated[
-        int, typer.Option("--max", help="Stop after delivering this many alert events (0: never).")
+        int, typer.Option("--max", help="Stop after delivering this many events, alerts and incidents (0: never).")
     ] = 0,
     group: Annotated[
         str, typer.Option(help="Kafka consumer group; its committed offsets are the resume point.")
     ] = GROUP,
     resend_interval: Annotated[
-        float, typer.Option(help="Re-post still-active alerts to Alertmanager every N s (0: never).")
+        float, typer.Option(help="Re-post still-active incidents and alerts to Alertmanager every N s (0: never).")
     ] = 60.0,
     attempts: Annotated[int, typer.Option(help="HTTP attempts per request before backing off the batch.")] = 6,
 ) -> None:
-    """Forward every alert event to Alertmanager or a webhook, at least once, in order per incident.
+    """Forward every event of the alerts topic, incidents and member alerts, to Alertmanager or a webhook, at
+    least once, in order per incident.
 
-    Firing and acknowledged alerts are posted to Alertmanager as active (startsAt = started_at); a resolved
-    alert is posted with endsAt = updated_at, which resolves it. Labels: alertname (the rule), severity
-    (lower case), priority, fingerprint, service/model/provider when set, plus the alert's own labels;
-    annotations: summary, mitigation, observed, threshold, window, alert_id. A --webhook receives the raw
-    alert record as JSON instead. Alertmanager resolves an alert it has not heard of for its
-    resolve_timeout, so alerts still active are re-posted every --resend-interval.
+    Incidents (what pages) become Alertmanager alerts labelled alertname="llmpulse_incident",
+    llmpulse_kind="incident", incident_id, family, severity (lower case) and priority; their summary,
+    mitigation, scope, scope_key, member count, rules and member ids are annotations. Member alerts (detail)
+    are labelled llmpulse_kind="alert", alertname (the rule), severity, priority, fingerprint,
+    service/model/provider when set, and the alert's own labels; annotations: summary, mitigation, observed,
+    threshold, window, alert_id, and incident_id once an incident listing the alert was read. Every event
+    but resolved is posted active (startsAt = started_at); resolved is posted with endsAt, which resolves
+    it. When an escalation changes severity and priority, the old label set is ended in the same request; a
+    resolved incident that reopens without paging (a flapping cause) stays resolved in Alertmanager. A
+    --webhook receives each record as JSON with a "kind" key ("alert" or "incident") instead. Alertmanager
+    resolves an alert it has not heard of for its resolve_timeout, so what is still active is re-posted
+    every --resend-interval.
 
     Offsets are committed to the consumer group only after the receiver accepted the events, so a restart
-    resumes where delivery stopped; events already delivered (same alert_id, status and updated_at) are not
-    sent twice. Connection errors, 429 and 5xx are retried with exponential backoff and never dropped: the
-    batch stays uncommitted and is tried again. A 4xx answer is logged with the receiver's reason and
-    counted as rejected. A summary of the counts is printed on exit; the exit code is 1 when events were
-    left undelivered.
+    resumes where delivery stopped; events already delivered (the same alert_id, status and updated_at; for
+    an incident, the same record) are not sent twice. Connection errors, 429 and 5xx are retried with
+    exponential backoff and never dropped: the batch stays uncommitted and is tried again. A 4xx answer is
+    logged with the receiver's reason and counted as rejected. A summary of the counts is printed on exit;
+    the exit code is 1 when events were left undelivered.
     """
     from llmpulse.processors import forwarding
 
@@ -94,9 +98,9 @@ class _ResumePoints:
     """On assignment, read each partition from the start but deliver only past the resume point.
 
     Records before the committed offset were delivered by an earlier run; reading them again (the topic is
-    compacted by fingerprint, so this is short) rebuilds the dedup memory and the set of active alerts that
-    must keep being re-sent. With no committed offset the resume point is the end of the partition, or its
-    start with --from-beginning.
+    compacted by fingerprint and incident id, so this is short) rebuilds the dedup memory, the set of active
+    alerts that must keep being re-sent and the label sets Alertmanager holds. With no committed offset the
+    resume point is the end of the partition, or its start with --from-beginning.
     """
 
     def __init__(self, from_beginning: bool) -> None:
@@ -126,10 +130,9 @@ def _run(forwarder: AlertForwarder, topic: str, group: str, from_beginning: bool
     """Consume until the deadline or ``max_events``; returns the number of events left undelivered."""
     from confluent_kafka import Consumer
 
-    from llmpulse import schemas
-    from llmpulse.schemas.codec import SchemaCodec
+    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
-    codec = SchemaCodec(schemas.ALERT)
+    codec = AlertsTopicCodec()
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers(), "group.id": group, "enable.auto.commit": False,
         "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -165,7 +168,7 @@ def _usable(message: Message) -> bool:
     return error is None
 
 
-def _deliver(consumer: Consumer, codec: SchemaCodec, forwarder: AlertForwarder, resume: _ResumePoints,
+def _deliver(consumer: Consumer, codec: AlertsTopicCodec, forwarder: AlertForwarder, resume: _ResumePoints,
              messages: list[Message]) -> int:
     """Deliver one consumed batch and commit it; on failure rewind to it and return how many are pending."""
     from confluent_kafka import TopicPartition
@@ -176,11 +179,12 @@ def _deliver(consumer: Consumer, codec: SchemaCodec, forwarder: AlertForwarder, 
     fresh: list[dict[str, Any]] = []
     for message in messages:
         try:
-            record = codec.decode(message.value())
+            kind, decoded = codec.decode(message.value())
         except DecodeError as exc:
-            log.error("forward: skipping unreadable alert record at %s[%d]@%d: %s", message.topic(),
+            log.error("forward: skipping unreadable record at %s[%d]@%d: %s", message.topic(),
                       message.partition(), message.offset(), exc)
             continue
+        record = {"kind": kind, **decoded}
         if resume.delivered_before(message):
             forwarder.replay(record)
         else:
@@ -188,7 +192,7 @@ def _deliver(consumer: Consumer, codec: SchemaCodec, forwarder: AlertForwarder, 
     try:
         forwarder.forward(fresh)
     except DeliveryError as exc:
-        log.error("forward: %d alert events not delivered yet (%s); will retry", len(fresh), exc)
+        log.error("forward: %d events not delivered yet (%s); will retry", len(fresh), exc)
         first: dict[tuple[str, int], int] = {}
         for message in messages:
             key = (message.topic(), message.partition())

@@ -1,4 +1,5 @@
-"""``llmpulse alerts forward`` against a real Alertmanager and a local webhook, fed from a real alerts topic."""
+"""``llmpulse alerts forward`` against a real Alertmanager (deploy/alertmanager/alertmanager.yml) and a local
+webhook, fed from a real alerts topic carrying member alerts and incidents."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ import pytest
 from confluent_kafka import Producer
 
 from llmpulse import schemas
+from llmpulse.processors.core.incidents import IncidentEvent, IncidentManager
 from llmpulse.schemas.codec import SchemaCodec
 from tests.ops.conftest import Server
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(180)]
 CODEC = SchemaCodec(schemas.ALERT)
+INCIDENT_CODEC = SchemaCodec(schemas.INCIDENT)
 
 
 def alert(status: str, updated_ms: int, started_ms: int, **fields: Any) -> dict[str, Any]:
@@ -37,10 +40,23 @@ def alert(status: str, updated_ms: int, started_ms: int, **fields: Any) -> dict[
     }
 
 
-def produce(bootstrap: str, topic: str, *records: dict[str, Any]) -> None:
+def member(alert_id: str, rule: str, severity: str, started_ms: int, status: str = "firing",
+           updated_ms: int | None = None) -> dict[str, Any]:
+    """A member alert on checkout/gpt-4o/openai."""
+    return alert(status, updated_ms or started_ms, started_ms, alert_id=alert_id, rule=rule, severity=severity,
+                 priority={"CRITICAL": "P0", "ERROR": "P1", "WARNING": "P2"}[severity],
+                 fingerprint=f"{rule}|checkout|gpt-4o", summary=f"{rule} on checkout")
+
+
+def produce(bootstrap: str, topic: str, *records: dict[str, Any] | IncidentEvent) -> None:
+    """Alerts keyed by fingerprint; incidents on partition 0 keyed by incident id, as the worker writes them."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     for record in records:
-        producer.produce(topic, CODEC.encode(record), key=record["fingerprint"].encode())
+        if isinstance(record, IncidentEvent):
+            producer.produce(topic, INCIDENT_CODEC.encode(record.to_record()), key=record.incident_id.encode(),
+                             partition=0)
+        else:
+            producer.produce(topic, CODEC.encode(record), key=record["fingerprint"].encode())
     assert producer.flush(15) == 0
 
 
@@ -56,10 +72,12 @@ def forward(bootstrap: str, topic: str, group: str, *args: str, timeout: float =
     return json.loads(result.stderr.strip().splitlines()[-1])["forward"]  # type: ignore[no-any-return]
 
 
-def am_alerts(server: Server, fingerprint: str) -> list[dict[str, Any]]:
-    """Alertmanager's current (unresolved) alerts carrying our fingerprint label."""
+def am_alerts(server: Server, fingerprint: str | None = None, incident_id: str | None = None) -> list[dict[str, Any]]:
+    """Alertmanager's current (unresolved) alerts carrying our fingerprint or incident_id label."""
     with urllib.request.urlopen(f"{server.url}/api/v2/alerts", timeout=5) as response:
         alerts = json.loads(response.read())
+    if incident_id is not None:
+        return [a for a in alerts if a["labels"].get("incident_id") == incident_id]
     return [a for a in alerts if a["labels"].get("fingerprint") == fingerprint]
 
 
@@ -80,7 +98,7 @@ def test_firing_then_resolved_reaches_alertmanager_and_a_restart_resumes(
     [active] = am_alerts(alertmanager, firing["fingerprint"])
     assert active["status"]["state"] == "active"
     assert active["labels"] == {
-        "alertname": "latency_p95", "severity": "critical", "priority": "P0",
+        "alertname": "latency_p95", "llmpulse_kind": "alert", "severity": "critical", "priority": "P0",
         "fingerprint": "latency_p95|checkout|gpt-4o", "service": "checkout", "model": "gpt-4o",
         "provider": "openai", "team": "payments",
     }
@@ -88,7 +106,7 @@ def test_firing_then_resolved_reaches_alertmanager_and_a_restart_resumes(
     assert active["annotations"]["mitigation"] == "fail over to the secondary provider"
     assert active["annotations"]["acknowledged_by"] == "oncall"
     assert (active["annotations"]["observed"], active["annotations"]["threshold"]) == ("6.1", "5")
-    assert active["receivers"] == [{"name": "llmpulse-pager"}]  # critical routes to the pager
+    assert active["receivers"] == [{"name": "llmpulse-null"}]  # a member alert is detail: the incident pages
 
     resolved = alert("resolved", int(time.time() * 1000), now - 2_000)
     produce(kafka_bootstrap, topic, resolved)
@@ -97,6 +115,57 @@ def test_firing_then_resolved_reaches_alertmanager_and_a_restart_resumes(
 
     assert (second["forwarded"], second["replayed"]) == (1, 3)
     assert wait_until(lambda: am_alerts(alertmanager, firing["fingerprint"]) == [], 15, step=0.2), "alert still active"
+
+
+def test_an_incident_is_one_alertmanager_alert_from_open_through_escalation_to_resolve(
+    alertmanager: Server, kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("alerts", 3)
+    group = f"forward-{uuid.uuid4().hex[:8]}"
+    t0 = int(time.time() * 1000) - 120_000
+    incidents = IncidentManager()
+    slow = member("a-slow", "latency_p95", "WARNING", t0)
+    assert incidents.apply([slow]) == []  # a WARNING incident waits for members crossing together
+    [opened] = incidents.tick(t0 + 10 * 60_000)  # announced once its group wait is over
+    produce(kafka_bootstrap, topic, slow, opened)
+
+    forward(kafka_bootstrap, topic, group, "--alertmanager", alertmanager.url, "--from-beginning", "--max", "2")
+
+    [page] = am_alerts(alertmanager, incident_id=opened.incident_id)
+    assert page["labels"] == {
+        "alertname": "llmpulse_incident", "llmpulse_kind": "incident", "incident_id": opened.incident_id,
+        "family": "availability", "severity": "warning", "priority": "P2",
+    }
+    assert page["receivers"] == [{"name": "llmpulse-pager"}]  # P2 pages, grouped by incident_id
+    notes = page["annotations"]
+    assert (notes["status"], notes["scope"], notes["scope_key"]) == ("opened", "series", "checkout/gpt-4o/openai")
+    assert (notes["member_count"], notes["members"], notes["summary"]) == ("1", "a-slow", opened.summary)
+    [detail] = am_alerts(alertmanager, slow["fingerprint"])
+    assert detail["labels"]["llmpulse_kind"] == "alert" and detail["receivers"] == [{"name": "llmpulse-null"}]
+
+    errors = member("a-err", "error_rate", "CRITICAL", t0 + 40_000)
+    [escalated] = incidents.apply([errors])
+    assert escalated.status == "escalated"
+    produce(kafka_bootstrap, topic, errors, escalated)
+    forward(kafka_bootstrap, topic, group, "--alertmanager", alertmanager.url, "--max", "2")
+
+    # Still one alert for the incident: the warning/P2 label set was ended when the critical/P0 one came.
+    [page] = am_alerts(alertmanager, incident_id=opened.incident_id)
+    assert (page["labels"]["severity"], page["labels"]["priority"]) == ("critical", "P0")
+    assert (page["annotations"]["status"], page["annotations"]["member_count"]) == ("escalated", "2")
+    [detail] = am_alerts(alertmanager, errors["fingerprint"])
+    assert detail["labels"]["llmpulse_kind"] == "alert"
+
+    done = [member("a-slow", "latency_p95", "WARNING", t0, "resolved", t0 + 90_000),
+            member("a-err", "error_rate", "CRITICAL", t0 + 40_000, "resolved", t0 + 100_000)]
+    [resolved] = incidents.apply(done)
+    assert resolved.status == "resolved"
+    produce(kafka_bootstrap, topic, *done, resolved)
+    forward(kafka_bootstrap, topic, group, "--alertmanager", alertmanager.url, "--max", "3")
+
+    assert wait_until(lambda: am_alerts(alertmanager, incident_id=opened.incident_id) == [], 15, step=0.2), \
+        "incident still active in Alertmanager"
+    assert am_alerts(alertmanager, slow["fingerprint"]) == am_alerts(alertmanager, errors["fingerprint"]) == []
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -131,17 +200,19 @@ def webhook() -> Iterator[tuple[str, list[Any]]]:
     server.server_close()
 
 
-def test_webhook_gets_raw_records_in_order_after_retrying_a_503(
+def test_webhook_gets_raw_records_with_their_kind_in_order_after_retrying_a_503(
     webhook: tuple[str, list[Any]], kafka_bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
     url, bodies = webhook
     topic = topic_factory("alerts", 3)
     now = int(time.time() * 1000)
     records = [alert("firing", now, now), alert("resolved", now + 1_000, now)]
-    produce(kafka_bootstrap, topic, *records)
+    [incident] = IncidentManager().apply(records[:1])  # CRITICAL: announced at once
+    produce(kafka_bootstrap, topic, *records, incident)
 
     stats = forward(kafka_bootstrap, topic, f"forward-{uuid.uuid4().hex[:8]}", "--webhook", url,
-                    "--from-beginning", "--max", "2")
+                    "--from-beginning", "--max", "3")
 
-    assert bodies == records
-    assert (stats["forwarded"], stats["retries"], stats["requests"]) == (2, 1, 2)
+    assert [b for b in bodies if b["kind"] == "alert"] == [{**r, "kind": "alert"} for r in records]
+    assert [b for b in bodies if b["kind"] == "incident"] == [{**incident.to_record(), "kind": "incident"}]
+    assert (stats["forwarded"], stats["retries"], stats["requests"]) == (3, 1, 3)
