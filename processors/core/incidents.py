@@ -336,7 +336,7 @@ class IncidentManager:
         return self._member_of.get(alert_id)
 
     def active(self) -> list[IncidentEvent]:
-        live = [i for i in self._incidents.values() if i.status != RESOLVED]
+        live = [i for i in self._incidents.values() if i.status != RESOLVED and i.announced]
         live.sort(key=lambda i: (-_RANK[i.severity], i.started_at_ms))
         return [self._event(i, _status_name(i.status)) for i in live]
 
