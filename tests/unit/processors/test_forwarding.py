@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from llmpulse.processors.alertmanager_mapping import alertmanager_alert, label_name, rfc3339, webhook_body
 from llmpulse.processors.forwarding import (
     AlertForwarder,
     AlertmanagerTarget,
@@ -19,10 +20,6 @@ from llmpulse.processors.forwarding import (
     RejectedError,
     RetryPolicy,
     WebhookTarget,
-    alertmanager_alert,
-    label_name,
-    rfc3339,
-    webhook_body,
 )
 
 STARTED = 1_700_000_000_000  # 2023-11-14T22:13:20Z
