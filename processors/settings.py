@@ -90,8 +90,9 @@ class DriftRules(_Group):
     """Confidence and distribution drift per (service, model); processors/core/drift_monitor.py says how.
 
     The reference is each feature's first ``reference_size`` values: let it span the traffic's usual cycle, since
-    how much its blocks differ among themselves sets how large a shift must be to alert. A distribution alert
-    needs KS p < alpha / (looks_per_block x 3 features) and PSI >= max(psi_warning, natural_margin x that).
+    how far its windows stray from one another (KS distance) sets how large a shift must be to alert. A
+    distribution alert needs KS p < alpha / (looks_per_block x 3 features), PSI >= psi_warning and a KS distance
+    of at least natural_margin x those strays.
     """
 
     reference_size: int = 4000

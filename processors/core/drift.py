@@ -1,12 +1,14 @@
-"""Drift of a metric against its baseline: mean shift, and distribution shift over fixed bins (KS, PSI).
+"""Drift of a metric against its baseline: mean shift, and distribution shift over binned counts (KS, PSI).
 
 Everything here only computes; thresholds (e.g. 10 % mean change = warning, 15 % = critical; PSI bands) are
 the alert policy's business. ``MeanDrift`` compares the running mean of a baseline (the first N
 observations, or everything before a reference time) with a recent window. ``BinnedDistribution`` keeps
 counts over edges the caller fixes once, so reference and current can be compared at any time without
 keeping raw values: ``ks_statistic`` (two-sample Kolmogorov-Smirnov on the binned CDFs, asymptotic p-value)
-wants fine bins (200+); ``psi`` wants coarse ones (about 10), since with many bins and few observations
-sampling noise alone inflates it, hence ``BinnedDistribution.coarsen``.
+wants fine bins (100+). PSI wants few bins that each hold a fair share of the reference: ``quantile_groups``
+merges fine bins into ~10 groups of equal reference mass, so no group the reference left empty can blow PSI
+up, and ``smoothed_psi`` adds half a count to every group (Jeffreys) instead of flooring proportions.
+On n1 and n2 values from one population, PSI over k such groups averages about (k - 1)(1/n1 + 1/n2).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llmpulse.processors.core.sketch import decode_counts, encode_counts
 PsiBand = Literal["stable", "moderate", "significant"]
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.2
+SMOOTHING = 0.5  # added to every count before PSI takes proportions (Jeffreys)
 
 _MEAN_DRIFT = struct.Struct("<4sqqqq")  # magic, baseline size, current size, min current, reference end
 _BINNED = struct.Struct("<4sI")  # magic, number of edges
@@ -257,25 +260,71 @@ def ks_statistic(reference: BinnedDistribution, current: BinnedDistribution) -> 
     """Two-sample KS: largest gap between the binned CDFs, p-value from the asymptotic Kolmogorov law with
     n_eff = n1 n2 / (n1 + n2) and Stephens' small-sample correction. NaN when either side is empty."""
     _check_same_edges(reference, current)
-    n1, n2 = reference.total, current.total
+    return ks_counts(reference.counts, current.counts)
+
+
+def ks_counts(reference: np.ndarray, current: np.ndarray) -> KSResult:
+    """``ks_statistic`` on two count arrays over the same bins."""
+    n1 = int(reference.sum())
+    return ks_from_cdf(np.cumsum(reference) / max(1, n1), n1, current)
+
+
+def ks_from_cdf(reference_cdf: np.ndarray, n1: int, current: np.ndarray) -> KSResult:
+    """``ks_counts`` given the reference's cumulative shares per bin and its size (when it is compared often)."""
+    n2 = int(current.sum())
     if n1 == 0 or n2 == 0:
         return KSResult(math.nan, math.nan)
-    gap = np.cumsum(reference.counts) / n1 - np.cumsum(current.counts) / n2
-    d = float(np.abs(gap).max())
+    d = float(np.abs(reference_cdf - np.cumsum(current) / n2).max())
     root = math.sqrt(n1 * n2 / (n1 + n2))
     return KSResult(d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d))
 
 
-def psi(reference: BinnedDistribution, current: BinnedDistribution, eps: float = 1e-4) -> float:
-    """Population stability index, sum((a - e) * ln(a / e)) over bins, with a the current and e the reference
-    proportions, each floored at ``eps`` so empty bins stay finite. NaN when either side is empty."""
-    _check_same_edges(reference, current)
-    n1, n2 = reference.total, current.total
-    if n1 == 0 or n2 == 0:
+def smoothed_psi(reference: np.ndarray, current: np.ndarray, smoothing: float = SMOOTHING) -> float:
+    """PSI = sum((a - e) * ln(a / e)) over bins, a and e the current and reference proportions after adding
+    ``smoothing`` to every count (additive smoothing; 0.5 is Jeffreys'), so an empty bin stays finite without a
+    floor that turns a handful of values into a large index. NaN when either side is empty."""
+    if smoothing <= 0:
+        raise ValueError("smoothing must be positive")
+    r = np.asarray(reference, dtype=np.float64)
+    c = np.asarray(current, dtype=np.float64)
+    if r.sum() == 0 or c.sum() == 0:
         return math.nan
-    e = np.maximum(reference.counts / n1, eps)
-    a = np.maximum(current.counts / n2, eps)
+    e = (r + smoothing) / (r.sum() + smoothing * r.size)
+    a = (c + smoothing) / (c.sum() + smoothing * c.size)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def quantile_groups(reference: np.ndarray, groups: int) -> np.ndarray:
+    """Start indices (for ``np.add.reduceat``) of at most ``groups`` runs of consecutive bins holding about
+    equal shares of the reference's mass: bins from the reference's quantiles. A point mass keeps its own
+    group; every group holds reference mass, so values beyond the reference's range join its outer groups."""
+    counts = np.asarray(reference, dtype=np.float64)
+    total = counts.sum()
+    if groups < 1:
+        raise ValueError("groups must be >= 1")
+    if total == 0 or groups == 1:
+        return np.zeros(1, dtype=np.int64)
+    cdf = np.cumsum(counts) / total
+    ends = np.searchsorted(cdf, np.arange(1, groups) / groups, side="left")  # last bin of each group
+    ends = np.unique(ends[cdf[ends] < 1.0])  # a group must leave reference mass for the next one
+    return np.concatenate(([0], ends + 1)).astype(np.int64)
+
+
+def quantile_psi(
+    reference: np.ndarray, current: np.ndarray, bins: int = 10, smoothing: float = SMOOTHING, min_expected: int = 5
+) -> float:
+    """Smoothed PSI over ``bins`` reference-quantile groups of two count arrays (same fine bins), fewer when the
+    current side is small: each group expects at least ``min_expected`` current values."""
+    n = int(np.asarray(current).sum())
+    starts = quantile_groups(reference, max(2, min(bins, n // max(1, min_expected))))
+    return smoothed_psi(np.add.reduceat(reference, starts), np.add.reduceat(current, starts), smoothing)
+
+
+def psi(reference: BinnedDistribution, current: BinnedDistribution, smoothing: float = SMOOTHING) -> float:
+    """``smoothed_psi`` over the distributions' own bins (coarsen first: few bins). NaN when either side is
+    empty. For bins cut at the reference's quantiles use ``quantile_psi`` on the fine counts."""
+    _check_same_edges(reference, current)
+    return smoothed_psi(reference.counts, current.counts, smoothing)
 
 
 def psi_band(value: float) -> PsiBand:

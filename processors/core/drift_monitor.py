@@ -1,123 +1,377 @@
-"""Confidence drift (percent change of the mean) and distribution drift (KS, PSI) per (service, model).
+"""Confidence drift (percent change of the mean) and distribution drift (KS and PSI) per (service, model).
 
-Reference: the first ``reference_size`` observations of a series; current: the latest block (see
-drift.MeanDrift for the mean, and two rotating blocks of binned counts for the distributions). KS runs on
-fine bins, PSI on bins coarsened to ~10 (finer bins inflate PSI on small samples). Rules (seeds 000/003):
-|mean confidence change| > 10% WARNING, > 15% CRITICAL; PSI > 0.2 ("significant") WARNING.
+Rules (seeds 000/003): |mean confidence change| > 10% WARNING, > 15% CRITICAL (``confidence_drift``, see
+drift.MeanDrift); ``distribution_drift`` WARNING per feature (confidence, latency, tokens) when the latest
+window of calls differs from the reference both significantly and materially:
+
+* Reference: the feature's first ``reference_size`` values (NaN skipped: a failed call without confidence still
+  counts for latency and tokens) on fixed fine bins. While it fills, every window of ``block_size`` values is
+  compared (KS distance) with the reference values before it; the largest distance is the series' own natural
+  variation (workload mixes that come and go), so the reference should span the traffic's usual cycle.
+* Latency is judged for the calls' size: the reference's mean log-latency of each token-size class (doublings
+  of prompt + completion tokens) is taken off, so a shift in the mix of short and long calls is not latency
+  drift, while every call getting 1.5x slower is. Confidence and tokens are judged as they are.
+* Window: the latest ``block_size`` values, judged once every ``block_size / looks_per_block`` values (a look);
+  a verdict stands until the next look.
+* Significant: KS p-value below ``alpha / (looks_per_block x features)``, a Bonferroni correction over the looks
+  that see any one value and over the features: from sampling noise alone a series fires with probability
+  below ``alpha`` per block of calls.
+* Material: PSI over ``psi_bins`` bins cut at the reference's quantiles, Jeffreys-smoothed, of at least
+  ``psi_warning``; and beyond the series' own swings: KS distance of at least ``natural_margin`` x the natural
+  variation. (The KS distance is the steadier yardstick of those swings: over days of replayed traces no later
+  window strayed 1.4x as far as the reference's own windows had, while by PSI, which point masses of token
+  counts inflate, later windows strayed up to 1.9x as far.)
+* Nothing is judged on fewer than ``min_current`` values.
+
+When a drift incident is resolved or acknowledged, the reference of its feature starts over
+(``DriftMonitor.rebaseline_for_alert``, on by default): a completed rollout becomes the new normal instead of
+firing again whenever its figures flap.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.alert_policy import ACKNOWLEDGED, RESOLVED, AlertEvent, Observation
 from llmpulse.processors.core.drift import (
     BinnedDistribution,
     MeanDrift,
-    ks_statistic,
+    ks_counts,
+    ks_from_cdf,
     linear_edges,
     log_edges,
-    psi,
     psi_band,
+    quantile_groups,
+    smoothed_psi,
 )
 from llmpulse.processors.core.keyed_state import KeyedState
-from llmpulse.processors.core.slots import series_parts
+from llmpulse.processors.core.sketch import decode_bucket_counts, encode_bucket_counts
+from llmpulse.processors.core.slots import series_key, series_parts
 
 FEATURES = ("confidence", "latency", "tokens")
+DRIFT_RULES = ("confidence_drift", "distribution_drift")
 _EDGES = {
     "confidence": linear_edges(0.0, 1.0, 100),
     "latency": log_edges(0.01, 600.0, 100),
     "tokens": log_edges(1.0, 1_000_000.0, 100),
 }
-_HEADER = struct.Struct("<qI")  # rows in the filling block, length of the MeanDrift state
+TOKEN_CLASSES = np.geomspace(1.0, 2.0**20, 21)  # size classes: 0 tokens, [1, 2), [2, 4), ..., 2^20 and more
+_CLASSES = {"latency": TOKEN_CLASSES.size + 1}  # features judged per size class; the others have one class
+MIN_CLASS_VALUES = 10  # a size class with fewer reference values borrows its offset from its neighbours
+MIN_EXPECTED = 5  # PSI uses fewer bins when the window would expect fewer values per bin
+NEVER = -1
+_SERIES = struct.Struct("<4sI")  # magic, length of the MeanDrift state
+_FEATURE = struct.Struct("<4sBBqqqdq")  # magic, frozen, has verdict, settled, ring position/fill, natural, rebaselined
+_VERDICT = struct.Struct("<qqddddB")
+_V1_HEADER = struct.Struct("<qI")  # first format: rows in the filling block, length of the MeanDrift state
 
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    reference_size: int = 500
+    reference_size: int = 4000
     block_size: int = 500
     min_current: int = 100
     confidence_warning_pct: float = 10.0
     confidence_critical_pct: float = 15.0
     psi_warning: float = 0.2
     psi_bins: int = 10
-    evaluate_every_ms: int = 5_000  # KS/PSI cost ~0.3 ms per series: judge at most this often per series
+    evaluate_every_ms: int = 5_000  # observations at most this often per series (verdicts change once per look)
+    looks_per_block: int = 5
+    alpha: float = 0.001
+    natural_margin: float = 1.5
+    rebaseline_after_incident: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reference_size < 1 or self.block_size < 1 or self.min_current < 1 or self.looks_per_block < 1:
+            raise ValueError("reference_size, block_size, min_current and looks_per_block must be >= 1")
+        if not 0.0 < self.alpha < 1.0 or self.psi_bins < 2 or self.natural_margin < 0:
+            raise ValueError("need 0 < alpha < 1, psi_bins >= 2 and natural_margin >= 0")
+
+    @property
+    def look_size(self) -> int:
+        """Values between two looks at a feature's window."""
+        return -(-self.block_size // self.looks_per_block)
+
+    @property
+    def look_alpha(self) -> float:
+        """The KS p-value one look must fall below (Bonferroni over looks per block and features)."""
+        return self.alpha / (self.looks_per_block * len(FEATURES))
 
 
-class SeriesDrift:
-    """Reference, previous and filling blocks of binned counts per feature, plus the confidence mean drift."""
+class Verdict(NamedTuple):
+    """The last look at one feature: sizes compared, KS, PSI, the KS distance it had to reach, the outcome."""
 
-    def __init__(self, config: DriftConfig) -> None:
-        self.config = config
-        self.mean = MeanDrift(config.reference_size, config.block_size, config.min_current)
-        self.reference = {f: BinnedDistribution(_EDGES[f]) for f in FEATURES}
-        self.previous = {f: BinnedDistribution(_EDGES[f]) for f in FEATURES}
-        self.filling = {f: BinnedDistribution(_EDGES[f]) for f in FEATURES}
-        self.filling_rows = 0
+    reference: int
+    current: int
+    ks: float
+    ks_p: float
+    psi: float
+    ks_needed: float
+    drifted: bool
 
-    def update(self, values: dict[str, np.ndarray]) -> None:
-        confidence = values["confidence"]
-        confidence = confidence[~np.isnan(confidence)]
-        if confidence.size:
-            self.mean.update(confidence)
-        rows = len(values["latency"])
-        start = 0
-        while start < rows:  # reference fills first, then blocks rotate
-            target = self.reference if self.reference["latency"].total < self.config.reference_size else self.filling
-            room = self.config.reference_size - target["latency"].total if target is self.reference else (
-                self.config.block_size - self.filling_rows)
-            take = slice(start, start + max(1, room))
-            for feature in FEATURES:
-                chunk = values[feature][take]
-                target[feature].update(chunk[~np.isnan(chunk)])
-            if target is self.filling:
-                self.filling_rows += len(values["latency"][take])
-                if self.filling_rows >= self.config.block_size:
-                    self.previous, self.filling = self.filling, {f: BinnedDistribution(_EDGES[f]) for f in FEATURES}
-                    self.filling_rows = 0
-            start = take.stop
 
-    def current(self, feature: str) -> BinnedDistribution:
-        merged = self.previous[feature].copy()
-        merged.merge(self.filling[feature])
-        return merged
+def size_offsets(reference: np.ndarray) -> np.ndarray:
+    """Per size class (rows), the reference's mean fine-bin index, rounded: what is typical for that size.
+    Classes with fewer than MIN_CLASS_VALUES values are interpolated from their neighbours."""
+    classes, bins = reference.shape
+    counts = reference.sum(axis=1)
+    known = np.flatnonzero(counts >= MIN_CLASS_VALUES)
+    if classes == 1 or known.size == 0:
+        return np.zeros(classes, dtype=np.int64)
+    centre = (reference[known] @ np.arange(bins)) / counts[known]
+    return np.rint(np.interp(np.arange(classes), known, centre)).astype(np.int64)
+
+
+def residual_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Counts per (size class, fine bin) -> counts per bin relative to the class's offset (2 x bins - 1)."""
+    bins = counts.shape[1]
+    index = (bins - 1 - offsets)[:, None] + np.arange(bins)[None, :]
+    return np.bincount(index.ravel(), weights=counts.ravel(), minlength=2 * bins - 1).astype(np.int64)
+
+
+class FeatureDrift:
+    """Reference, current window and last verdict of one feature of one series (see the module docstring).
+
+    Values are counted per (size class, fine bin) into ``looks_per_block`` sub-blocks of a ring; the window is
+    the ring's sum. While the reference fills, each look measures the KS distance between the window and the
+    reference values before it (the sub-blocks that left the ring), the largest being the natural variation;
+    once the reference is complete, each look judges the window against it.
+    """
+
+    __slots__ = ("_config", "_edges", "_groups", "_offsets", "_reference_cdf", "_reference_residuals", "frozen",
+                 "natural", "rebaselined_at_ms", "reference", "ring", "ring_fill", "ring_pos", "settled", "verdict",
+                 "window")
+
+    def __init__(self, config: DriftConfig, edges: np.ndarray, classes: int = 1) -> None:
+        self._config = config
+        self._edges = edges
+        self.reference = np.zeros((classes, edges.size + 1), dtype=np.int64)
+        self.window = np.zeros_like(self.reference)  # the ring's sum, kept up to date as sub-blocks come and go
+        self.ring = np.zeros((config.looks_per_block, classes, edges.size + 1), dtype=np.int64)
+        self.rebaselined_at_ms = NEVER
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.reference[:] = 0
+        self.window[:] = 0
+        self.ring[:] = 0
+        self.settled = self.ring_pos = self.ring_fill = 0  # settled: reference values that left the ring
+        self.frozen = False
+        self.natural = 0.0
+        self.verdict: Verdict | None = None
+        self._offsets = np.zeros(self.reference.shape[0], dtype=np.int64)
+        # the complete reference's figures every look compares with, derived once (_derive)
+        self._reference_residuals = self._reference_cdf = self._groups = np.zeros(0)
+
+    @property
+    def reference_count(self) -> int:
+        """Values in the reference so far (all of it once complete)."""
+        return self.settled if self.frozen else self.settled + int(self.window.sum())
+
+    def update(self, values: np.ndarray, classes: np.ndarray | None = None) -> None:
+        """Add a batch in arrival order (NaN skipped); ``classes`` gives each value's size class."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        keep = ~np.isnan(v)
+        bins = np.searchsorted(self._edges, v[keep], side="right")
+        flat = bins if classes is None else np.asarray(classes).ravel()[keep] * self.reference.shape[1] + bins
+        size, start = self._config.look_size, 0
+        while start < flat.size:  # one pass per look crossed, never per value
+            take = min(size - self.ring_fill, flat.size - start)
+            counts = np.bincount(flat[start : start + take], minlength=self.reference.size).reshape(self.window.shape)
+            self.ring[self.ring_pos] += counts
+            self.window += counts
+            self.ring_fill += take
+            start += take
+            if self.ring_fill >= size:
+                self._look()
+
+    def _residuals(self, counts: np.ndarray) -> np.ndarray:
+        """Counts per fine bin relative to each size class's typical bin (the plain counts for one class)."""
+        return counts[0] if counts.shape[0] == 1 else residual_counts(counts, self._offsets)
+
+    def _look(self) -> None:
+        c = self._config
+        n = int(self.window.sum())
+        if self.frozen:
+            if n >= c.min_current:
+                self.verdict = self._judge(n)
+        elif self.settled >= c.block_size and n >= c.block_size:  # how far a window strays from the ones before
+            self._offsets = size_offsets(self.reference)
+            distance = ks_counts(self._residuals(self.reference), self._residuals(self.window)).statistic
+            if distance == distance:
+                self.natural = max(self.natural, distance)
+        self.ring_pos = (self.ring_pos + 1) % self.ring.shape[0]
+        self.ring_fill = 0
+        oldest = self.ring[self.ring_pos]
+        self.window -= oldest
+        if not self.frozen:  # the oldest sub-block leaves the window: it is settled reference now
+            self.reference += oldest
+            self.settled += int(oldest.sum())
+            if self.settled + n - int(oldest.sum()) >= c.reference_size:
+                self._freeze()
+        oldest[:] = 0
+
+    def _judge(self, n: int) -> Verdict:
+        c = self._config
+        current = self._residuals(self.window)
+        ks = ks_from_cdf(self._reference_cdf, self.settled, current)
+        k = min(c.psi_bins, n // MIN_EXPECTED)
+        groups = self._groups if k >= c.psi_bins else quantile_groups(self._reference_residuals, max(2, k))
+        value = smoothed_psi(np.add.reduceat(self._reference_residuals, groups), np.add.reduceat(current, groups))
+        needed = c.natural_margin * self.natural
+        drifted = ks.p_value < c.look_alpha and ks.statistic >= needed and value >= c.psi_warning
+        return Verdict(self.settled, n, ks.statistic, ks.p_value, value, needed, bool(drifted))
+
+    def _freeze(self) -> None:
+        """The reference is complete: everything counted so far, and the window starts empty."""
+        self.reference += self.window
+        self.window[:] = 0
+        self.ring[:] = 0
+        self.settled = int(self.reference.sum())
+        self.frozen = True
+        self._derive()
+
+    def _derive(self) -> None:
+        self._offsets = size_offsets(self.reference)
+        self._reference_residuals = self._residuals(self.reference)
+        self._reference_cdf = np.cumsum(self._reference_residuals) / max(1, self.settled)
+        self._groups = quantile_groups(self._reference_residuals, self._config.psi_bins)
+
+    def rebaseline(self, now_ms: int) -> None:
+        """Forget the reference and the window: the next ``reference_size`` values are the new normal."""
+        self._start_over()
+        self.rebaselined_at_ms = now_ms
 
     def to_bytes(self) -> bytes:
-        mean = self.mean.to_bytes()
-        parts = [_HEADER.pack(self.filling_rows, len(mean)), mean]
-        for block in (self.reference, self.previous, self.filling):
-            for feature in FEATURES:
-                blob = block[feature].to_bytes()
-                parts += [struct.pack("<I", len(blob)), blob]
+        v = self.verdict
+        parts = [_FEATURE.pack(b"FDR1", self.frozen, v is not None, self.settled, self.ring_pos, self.ring_fill,
+                               self.natural, self.rebaselined_at_ms)]
+        if v is not None:
+            parts.append(_VERDICT.pack(v.reference, v.current, v.ks, v.ks_p, v.psi, v.ks_needed, v.drifted))
+        parts += [encode_bucket_counts(self.reference), encode_bucket_counts(self.ring)]
         return b"".join(parts)
 
     @classmethod
+    def from_bytes(cls, buf: bytes | memoryview, offset: int, config: DriftConfig, edges: np.ndarray,
+                   classes: int = 1) -> tuple[FeatureDrift, int]:
+        """(feature, offset past it). Counts over other bins than ``edges`` start the feature over."""
+        magic, frozen, has_verdict, settled, pos, fill, natural, rebaselined = _FEATURE.unpack_from(buf, offset)
+        if magic != b"FDR1":
+            raise ValueError("not a FeatureDrift serialization")
+        offset += _FEATURE.size
+        out = cls(config, edges, classes)
+        verdict = None
+        if has_verdict:
+            *head, drifted = _VERDICT.unpack_from(buf, offset)
+            verdict = Verdict(*head, bool(drifted))
+            offset += _VERDICT.size
+        reference, offset = decode_bucket_counts(buf, offset)
+        ring, offset = decode_bucket_counts(buf, offset)
+        out.rebaselined_at_ms = rebaselined
+        if reference.size != out.reference.size:
+            return out, offset  # other bins (an older layout): this feature's reference starts over
+        out.reference[:] = reference.reshape(out.reference.shape)
+        out.settled, out.frozen, out.natural, out.verdict = settled, bool(frozen), natural, verdict
+        if ring.size == out.ring.size and pos < out.ring.shape[0]:
+            out.ring[:] = ring.reshape(out.ring.shape)
+            out.window[:] = out.ring.sum(axis=0)
+            out.ring_pos, out.ring_fill = pos, fill
+        elif not out.frozen:  # looks_per_block changed while filling: what the ring held is reference too
+            out.reference += ring.reshape(-1, *out.reference.shape).sum(axis=0)
+            out.settled = int(out.reference.sum())
+        if out.frozen:
+            out._derive()
+        return out, offset
+
+
+class SeriesDrift:
+    """The confidence mean drift and the three features' distribution drift of one (service, model)."""
+
+    def __init__(self, config: DriftConfig) -> None:
+        self.config = config
+        self.mean = MeanDrift(max(2, config.reference_size), config.block_size, config.min_current)
+        self.features = {f: FeatureDrift(config, _EDGES[f], _CLASSES.get(f, 1)) for f in FEATURES}
+
+    def update(self, values: dict[str, np.ndarray]) -> None:
+        confidence = np.asarray(values["confidence"], dtype=np.float64)
+        present = confidence[~np.isnan(confidence)]
+        if present.size:
+            self.mean.update(present)
+        tokens = np.asarray(values["tokens"], dtype=np.float64)
+        self.features["confidence"].update(confidence)
+        self.features["tokens"].update(tokens)
+        sizes = np.searchsorted(TOKEN_CLASSES, tokens, side="right")  # (NaN tokens, not sent by the engine: top)
+        self.features["latency"].update(values["latency"], sizes)
+
+    def rebaseline(self, feature: str, now_ms: int) -> None:
+        self.features[feature].rebaseline(now_ms)
+        if feature == "confidence":
+            self.mean.rebaseline()
+
+    def to_bytes(self) -> bytes:
+        mean = self.mean.to_bytes()
+        return b"".join([_SERIES.pack(b"DRF2", len(mean)), mean, *(self.features[f].to_bytes() for f in FEATURES)])
+
+    @classmethod
     def from_bytes(cls, blob: bytes, config: DriftConfig) -> SeriesDrift:
+        if blob[:4] != b"DRF2":
+            return cls._from_first_format(blob, config)
         out = cls(config)
-        rows, mean_len = _HEADER.unpack_from(blob, 0)
-        offset = _HEADER.size
-        out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len])
-        offset += mean_len
-        out.filling_rows = rows
-        for block in (out.reference, out.previous, out.filling):
-            for feature in FEATURES:
+        try:
+            _, mean_len = _SERIES.unpack_from(blob, 0)
+            offset = _SERIES.size
+            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len])
+            offset += mean_len
+            for f in FEATURES:
+                out.features[f], offset = FeatureDrift.from_bytes(blob, offset, config, _EDGES[f], _CLASSES.get(f, 1))
+        except struct.error as exc:
+            raise ValueError("truncated SeriesDrift bytes") from exc
+        return out
+
+    @classmethod
+    def _from_first_format(cls, blob: bytes, config: DriftConfig) -> SeriesDrift:
+        """State of the first format (a first-N reference and two rotating blocks per feature): the confidence
+        mean carries on, the confidence and tokens references seed the new ones (filled up to reference_size if
+        short), latency's starts over (it had no size classes), the rotating blocks are dropped."""
+        out = cls(config)
+        references: dict[str, BinnedDistribution] = {}
+        try:
+            _, mean_len = _V1_HEADER.unpack_from(blob, 0)
+            offset = _V1_HEADER.size
+            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len])
+            offset += mean_len
+            for f in FEATURES:  # the reference blocks come first
                 (length,) = struct.unpack_from("<I", blob, offset)
-                offset += 4
-                block[feature] = BinnedDistribution.from_bytes(blob[offset : offset + length])
-                offset += length
+                references[f] = BinnedDistribution.from_bytes(blob[offset + 4 : offset + 4 + length])
+                offset += 4 + length
+        except struct.error as exc:
+            raise ValueError("truncated SeriesDrift bytes (first format)") from exc
+        for f in ("confidence", "tokens"):
+            feature, old = out.features[f], references[f]
+            if np.array_equal(old.edges, _EDGES[f]) and old.total:
+                feature.reference[0] = old.counts
+                feature.settled = old.total
+                if feature.settled >= config.reference_size:
+                    feature.frozen = True
+                    feature._derive()
         return out
 
 
 class DriftMonitor:
+    """Drift state per (service, model) in one partition: updated per record, judged per look, observed by the
+    engine, started over after an incident (``rebaseline_for_alert``)."""
+
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
         self.state: KeyedState[SeriesDrift] = KeyedState(
             "drift", lambda _key: SeriesDrift(config), lambda blob: SeriesDrift.from_bytes(blob, config)
         )
         self._judged_at: dict[str, int] = {}
+        self._said: dict[tuple[tuple[str, str], ...], tuple[Verdict | None, str]] = {}  # last verdict, in words
 
     def series(self) -> list[str]:
         return [key for key, _ in self.state.items()]
@@ -130,20 +384,19 @@ class DriftMonitor:
                 drift.update({name: column[member] for name, column in values.items()})
 
     def figures(self, key: str) -> dict[str, float | str]:
+        """The confidence mean change and each judged feature's last verdict (KS, PSI, whether it drifted)."""
         drift = self.state.get(key)
         out: dict[str, float | str] = {}
         if drift is None:
             return out
         out["confidence_change_pct"] = drift.mean.percent_change()
         for feature in FEATURES:
-            reference, current = drift.reference[feature], drift.current(feature)
-            if reference.total < self.config.reference_size or current.total < self.config.min_current:
+            v = drift.features[feature].verdict
+            if v is None:
                 continue
-            ks = ks_statistic(reference, current)
-            factor = max(1, len(reference.counts) // self.config.psi_bins)
-            value = psi(reference.coarsen(factor), current.coarsen(factor))
-            out[f"{feature}_ks"], out[f"{feature}_ks_p"] = ks.statistic, ks.p_value
-            out[f"{feature}_psi"], out[f"{feature}_psi_band"] = value, psi_band(value)
+            out[f"{feature}_ks"], out[f"{feature}_ks_p"] = v.ks, v.ks_p
+            out[f"{feature}_psi"], out[f"{feature}_psi_band"] = v.psi, psi_band(v.psi)
+            out[f"{feature}_ks_needed"], out[f"{feature}_drifted"] = v.ks_needed, float(v.drifted)
         return out
 
     def observe(self, key: str, now_ms: int, force: bool = False) -> list[Observation]:
@@ -153,30 +406,71 @@ class DriftMonitor:
             if now_ms - self._judged_at.get(key, -c.evaluate_every_ms) < c.evaluate_every_ms:
                 return []
             self._judged_at[key] = now_ms
-        figures = self.figures(key)
-        if not figures:
+        drift = self.state.get(key)
+        if drift is None:
             return []
         service, model = series_parts(key)[:2]
         labels = (("service", service), ("model", model))
-        change = float(figures.get("confidence_change_pct", float("nan")))
+        change = drift.mean.percent_change()
         severity = None
         if not np.isnan(change) and abs(change) > c.confidence_critical_pct:
             severity = "CRITICAL"
         elif not np.isnan(change) and abs(change) > c.confidence_warning_pct:
             severity = "WARNING"
+        said = (f"mean confidence changed {change:+.1f}% vs baseline for {service}/{model}" if change == change
+                else f"mean confidence of {service}/{model}: baseline or recent calls still too few to compare")
         out = [Observation("confidence_drift", labels, severity, 0.0 if np.isnan(change) else change,
-                           c.confidence_warning_pct, f"last {c.block_size} calls",
-                           f"mean confidence changed {change:+.1f}% vs baseline for {service}/{model}", now_ms)]
+                           c.confidence_warning_pct, f"last {c.block_size} calls", said, now_ms)]
         for feature in FEATURES:
-            value = figures.get(f"{feature}_psi")
-            if value is None:
-                continue
-            out.append(Observation(
-                "distribution_drift", (*labels, ("feature", feature)),
-                "WARNING" if float(value) > c.psi_warning else None, float(value), c.psi_warning,
-                f"last {c.block_size} calls",
-                f"{feature} distribution drifted for {service}/{model}: PSI {float(value):.3f} "
-                f"({figures[f'{feature}_psi_band']}), KS {float(figures[f'{feature}_ks']):.3f} "
-                f"(p={float(figures[f'{feature}_ks_p']):.2g})", now_ms,
-            ))
+            out.append(self._distribution(drift.features[feature], feature, labels, now_ms))
         return out
+
+    def _distribution(self, fd: FeatureDrift, feature: str, labels: tuple[tuple[str, str], ...],
+                      now_ms: int) -> Observation:
+        c, v, label = self.config, fd.verdict, (*labels, ("feature", feature))
+        said = self._said.get(label)
+        if said is None or said[0] is not v:  # a verdict changes once per look: word it once
+            said = self._said[label] = (v, self._summary(v, feature, labels[0][1], labels[1][1]))
+        if v is None:  # nothing to judge yet (reference filling): no evidence of drift
+            return Observation("distribution_drift", label, None, 0.0, c.psi_warning, f"last {c.block_size} calls",
+                               said[1], now_ms)
+        return Observation("distribution_drift", label, "WARNING" if v.drifted else None, v.psi, c.psi_warning,
+                           f"last {v.current} values", said[1], now_ms)
+
+    def _summary(self, v: Verdict | None, feature: str, service: str, model: str) -> str:
+        c = self.config
+        if v is None:
+            return f"{feature} reference for {service}/{model} still filling ({c.reference_size} values)"
+        sized = " for the calls' token sizes" if feature in _CLASSES else ""
+        state = "drifted" if v.drifted else "within its reference"
+        return (f"{feature}{sized} {state} for {service}/{model}: PSI {v.psi:.3f} ({psi_band(v.psi)}; alerts from "
+                f"{c.psi_warning:.2f}), KS {v.ks:.3f} (alerts from {v.ks_needed:.3f}, its reference's own swings "
+                f"x {c.natural_margin:g}) at p={v.ks_p:.2g} (alerts below {c.look_alpha:.1g}); {v.current} values "
+                f"vs a reference of {v.reference}")
+
+    def rebaseline(self, key: str, feature: str | None = None, now_ms: int = 0) -> bool:
+        """Start the reference of one feature (all when None) of a series over; False for an unknown series."""
+        drift = self.state.get(key)
+        if drift is None:
+            return False
+        for f in FEATURES if feature is None else (feature,):
+            drift.rebaseline(f, now_ms)
+        self.state.touch(key)
+        return True
+
+    def rebaseline_for_alert(self, event: AlertEvent) -> bool:
+        """After a drift incident is resolved or acknowledged, its feature's reference starts over (when
+        ``rebaseline_after_incident``); once per incident: skipped when the reference was already started over
+        after the incident began (acknowledged, then resolved). Pure function of the event: replays agree."""
+        if not self.config.rebaseline_after_incident or event.rule not in DRIFT_RULES:
+            return False
+        if event.status not in (RESOLVED, ACKNOWLEDGED):
+            return False
+        feature = event.labels.get("feature", "confidence") if event.rule == "distribution_drift" else "confidence"
+        key = series_key((event.service, event.model))
+        drift = self.state.get(key)
+        if drift is None or feature not in drift.features:
+            return False
+        if drift.features[feature].rebaselined_at_ms >= event.started_at_ms:
+            return False
+        return self.rebaseline(key, feature, event.updated_at_ms)

@@ -185,6 +185,7 @@ class PartitionEngine:
         events = policy.observe_many(observations) + policy.tick(now_ms)
         if events:
             self._policy.touch(POLICY_KEY)
+            self._rebaseline_drift(events)
         return events
 
     def acknowledge(self, alert_id: str, actor: str, now_ms: int) -> AlertEvent | None:
@@ -192,13 +193,21 @@ class PartitionEngine:
         event = self.policy.acknowledge(alert_id, actor, now_ms)
         if event is not None:
             self._policy.touch(POLICY_KEY)
+            self._rebaseline_drift([event])
         return event
 
     def _decide(self, observations: list[Observation], offset: int) -> list[AlertEvent]:
         state = self._policy.for_update(POLICY_KEY, offset)
         if state is None:  # replayed record: its alerts were already decided and emitted
             return []
-        return state.value.policy.observe_many(observations)
+        events = state.value.policy.observe_many(observations)
+        self._rebaseline_drift(events)
+        return events
+
+    def _rebaseline_drift(self, events: list[AlertEvent]) -> None:
+        """A drift incident resolved or acknowledged: its reference starts over (see rebaseline_for_alert)."""
+        for event in events:
+            self.drift.rebaseline_for_alert(event)
 
     # ---- views ---------------------------------------------------------------------------------------
     @property

@@ -17,6 +17,9 @@ from llmpulse.processors.core.drift import (
     log_edges,
     psi,
     psi_band,
+    quantile_groups,
+    quantile_psi,
+    smoothed_psi,
 )
 
 
@@ -174,26 +177,68 @@ def test_ks_of_identical_and_empty_distributions() -> None:
 
 # ---------------------------------------------------------------- PSI
 def test_psi_hand_computed_example() -> None:
-    # Reference 25/25/25/25 %, current 10/20/30/40 % over four bins; PSI = sum((a - e) * ln(a / e)):
-    #   (0.10 - 0.25) ln(0.4) = 0.137444
-    #   (0.20 - 0.25) ln(0.8) = 0.011157
-    #   (0.30 - 0.25) ln(1.2) = 0.009116
-    #   (0.40 - 0.25) ln(1.6) = 0.070501
-    #   total                  = 0.228218  -> "significant" (>= 0.2)
+    # Reference 25/25/25/25, current 10/20/30/40 calls over four bins; half a call is added to every bin
+    # (Jeffreys), so e = 25.5/102 = 0.25 and a = 10.5/102, 20.5/102, 30.5/102, 40.5/102.
+    # PSI = sum((a - e) * ln(a / e)):
+    #   (0.102941 - 0.25) ln(0.411765) = 0.130486
+    #   (0.200980 - 0.25) ln(0.803922) = 0.010698
+    #   (0.299020 - 0.25) ln(1.196078) = 0.008778
+    #   (0.397059 - 0.25) ln(1.588235) = 0.068033
+    #   total                          = 0.217995 -> "significant" (>= 0.2)
     edges = np.array([1.0, 2.0, 3.0])
     ref = _binned(edges, np.repeat([0.5, 1.5, 2.5, 3.5], 25))
     cur = _binned(edges, np.repeat([0.5, 1.5, 2.5, 3.5], [10, 20, 30, 40]))
     value = psi(ref, cur)
-    assert value == pytest.approx(0.228218, abs=1e-6)
+    assert value == pytest.approx(0.217995, abs=1e-6)
     assert psi_band(value) == "significant"
 
 
-def test_psi_empty_bins_use_eps_floor() -> None:
-    # All mass swaps bins: with eps = 1e-4, PSI = 2 (1 - 1e-4) ln(1e4) = 18.41845.
+def test_empty_bins_are_smoothed_not_floored() -> None:
+    # All mass swaps bins: with half a count added, a = (0.5, 10.5) / 11 and e the reverse:
+    # PSI = 2 (10/11) ln(21) = 5.5353, where a 1e-4 floor gave 2 (1 - 1e-4) ln(1e4) = 18.4.
     edges = np.array([1.0])
     ref = _binned(edges, np.zeros(10))
     cur = _binned(edges, np.full(10, 5.0))
-    assert psi(ref, cur) == pytest.approx(2 * (1 - 1e-4) * math.log(1e4), rel=1e-9)
+    assert psi(ref, cur) == pytest.approx(2 * 10 / 11 * math.log(21), rel=1e-12)
+    # 5 of 100 current values in a bin the reference (500 values) left empty: a floor made it 0.31 on its own
+    reference, current = np.array([250, 250, 0]), np.array([48, 47, 5])
+    floored = np.maximum(current / 100, 1e-4), np.maximum(reference / 500, 1e-4)
+    assert np.sum((floored[0] - floored[1]) * np.log(floored[0] / floored[1])) > 0.3
+    assert smoothed_psi(reference, current) == pytest.approx(0.2, abs=0.05)
+    with pytest.raises(ValueError):
+        smoothed_psi(reference, current, smoothing=0.0)
+
+
+def test_quantile_groups_hold_equal_reference_mass_and_never_an_empty_one() -> None:
+    rng = np.random.default_rng(11)
+    fine = _binned(log_edges(0.01, 600.0, 100), rng.lognormal(0.0, 0.7, 4000)).counts
+    starts = quantile_groups(fine, 10)
+    shares = np.add.reduceat(fine, starts) / fine.sum()
+    assert len(shares) == 10 and shares.min() > 0.06 and shares.max() < 0.14
+    assert np.add.reduceat(fine, starts)[-1] > 0 and fine[: starts[1]].sum() > 0
+    # a point mass (a third of the reference in one bin) is one group, not three empty-edged ones
+    lumpy = np.array([0, 10, 0, 0, 300, 0, 390, 200, 0, 0])
+    groups = np.add.reduceat(lumpy, quantile_groups(lumpy, 10))
+    assert (groups > 0).all() and groups.sum() == lumpy.sum() and len(groups) <= 4
+    assert quantile_groups(np.zeros(5), 10).tolist() == [0]
+
+
+def test_quantile_psi_ignores_values_past_the_reference_range_but_not_a_real_shift() -> None:
+    rng = np.random.default_rng(12)
+    edges = log_edges(0.01, 600.0, 100)
+    reference = _binned(edges, rng.lognormal(0.0, 0.5, 500)).counts
+    current = rng.lognormal(0.0, 0.5, 100)
+    outliers = current.copy()
+    outliers[:5] = 300.0  # 5 % far past the reference's slowest value: they join its top group
+    with_them, without = (quantile_psi(reference, _binned(edges, v).counts) for v in (outliers, current))
+    added = with_them - without
+    assert added < 0.05  # (a 1e-4 floor on a bin of their own made 0.31 of them)
+    slower = _binned(edges, 1.5 * rng.lognormal(0.0, 0.5, 500)).counts
+    assert quantile_psi(reference, slower) > 0.4
+    # a small window is cut into fewer groups so that each expects at least min_expected values
+    few = _binned(edges, rng.lognormal(0.0, 0.5, 20)).counts
+    assert quantile_psi(reference, few, bins=10, min_expected=5) == smoothed_psi(
+        *(np.add.reduceat(c, quantile_groups(reference, 4)) for c in (reference, few)))
 
 
 def test_psi_of_same_population_is_stable_on_coarse_bins() -> None:
