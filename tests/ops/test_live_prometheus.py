@@ -55,6 +55,8 @@ WORKER_ENV = {
     "LLMPULSE_BUDGETS__SERVICE_DAY_USD": "0.3",
     "LLMPULSE_BUDGETS__MODEL_DAY_USD": "1",
     "LLMPULSE_BUDGETS__USER_DAY_USD": "0.2",
+    # The default drift reference (4000 calls) spans a day's cycle; 500 reference calls stand for it here.
+    "LLMPULSE_DRIFT__REFERENCE_SIZE": "500",
     # Small cap so the cardinality burst below folds label values into "other".
     "LLMPULSE_MAX_SERIES_PER_METRIC": "60",
 }
