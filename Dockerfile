@@ -2,8 +2,8 @@
 # Two stages so the final image carries wheels' results only, not the build tooling.
 FROM python:3.11-slim AS build
 WORKDIR /src
-# README is optional at this point (the glob lets the build go on without it).
-COPY pyproject.toml README.md* ./
+# README is optional at this point (the glob lets the build go on without it); LICENSE is pyproject's license-files.
+COPY pyproject.toml LICENSE README.md* ./
 COPY llmpulse ./llmpulse
 COPY schemas ./schemas
 COPY producers ./producers

@@ -17,7 +17,7 @@ import numpy as np
 from bench import dataset
 from bench.common import GroupResult, Scale, alternating, medians, now_ms
 from bench.throughput import build_decoder
-from llmpulse.processors import configure
+from llmpulse.processors import configure, loaders
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.drift import BinnedDistribution, ks_statistic, log_edges
 from llmpulse.processors.core.drift_monitor import DriftMonitor
@@ -31,7 +31,7 @@ LATENCY_EDGES = log_edges(0.01, 600.0, 100)  # the drift monitor's latency bins
 
 
 def guard_us_per_event(prompts: np.ndarray, responses: np.ndarray) -> float:
-    guard = TextGuard(configure.guarding_config(ProcessorSettings()).guard)
+    guard = TextGuard(configure.guarding_config(ProcessorSettings()).guard, loaders.read_injection_model())
     started = time.perf_counter()
     for start in range(0, len(prompts), GUARD_GROUP):
         guard.check_batch(prompts[start : start + GUARD_GROUP], responses[start : start + GUARD_GROUP])

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from bench import dataset
 from bench.common import GroupResult, Scale, describe, medians, now_ms
 from bench.throughput import build_decoder
-from llmpulse.processors import configure
+from llmpulse.processors import configure, loaders
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.guarding import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
@@ -32,7 +32,8 @@ class Pipeline:
         settings = ProcessorSettings()
         config = configure.engine_config(settings)
         self.decoder = build_decoder(settings)
-        self.engine = PartitionEngine(0, config, Pricer(settings.prices_file), GuardMonitor(config.guarding))
+        pricer = Pricer(loaders.read_price_overrides(settings.prices_file))
+        self.engine = PartitionEngine(0, config, pricer, GuardMonitor(config.guarding, loaders.read_injection_model()))
         if not sketches:
             self.engine.latency.update = _noop  # type: ignore[method-assign]
         registry = CollectorRegistry()

@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from llmpulse.processors import configure
+from llmpulse.processors import configure, loaders
 from llmpulse.processors.alert_directory import AlertDirectory
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
@@ -62,8 +62,8 @@ class Worker:
         self.decoder = CallDecoder(configure.validation_limits(settings), v.max_record_bytes, v.max_calls_per_batch,
                                    registry=registry_decoder(settings.schema_registry_url, auth))
         self.codecs = RecordCodecs(v.dead_letter_payload_bytes)
-        self.pricer = Pricer(settings.prices_file)
-        self.guard = GuardMonitor(self.config.guarding)
+        self.pricer = Pricer(loaders.read_price_overrides(settings.prices_file))
+        self.guard = GuardMonitor(self.config.guarding, loaders.read_injection_model())
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry, settings.max_series_per_metric)
         self.exporter = MetricsExporter(self.metrics)

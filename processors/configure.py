@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llmpulse.circuit_breaker import BreakerConfig
 from llmpulse.processors.core.alert_policy import AlertConfig
 from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.engine import EngineConfig
@@ -16,7 +17,6 @@ from llmpulse.processors.core.savings import SavingsConfig
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
-from llmpulse.producers.circuit_breaker import BreakerConfig
 
 USD = 1_000_000
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from llmpulse.producers import pii
+from llmpulse import pii
 from llmpulse.producers.batching import new_event_id
 from llmpulse.producers.registry import encoder_for
 from llmpulse.producers.settings import PulseSettings, detect_service

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmpulse import schemas
-from llmpulse.producers.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
+from llmpulse.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
 from llmpulse.schemas.codec import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.router")

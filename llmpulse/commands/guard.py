@@ -14,6 +14,7 @@ import numpy as np
 import typer
 
 from llmpulse.processors.core.guards.guard import GuardConfig, GuardResult, TextGuard
+from llmpulse.processors.loaders import read_injection_model
 
 
 def _as_json(text: str, result: GuardResult) -> str:
@@ -46,7 +47,7 @@ def check(
 ) -> None:
     """Check texts read one per line from stdin; print a table, or JSON lines with --json."""
     texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    guard = TextGuard(GuardConfig(injection_threshold=threshold))
+    guard = TextGuard(GuardConfig(injection_threshold=threshold), read_injection_model())
     column = np.empty(len(texts), dtype=object)
     column[:] = texts
     batch = guard.check_batch(column, column)

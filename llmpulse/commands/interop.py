@@ -278,8 +278,8 @@ def import_calls(
     """Replay a JSON Lines file of calls into the calls topic, as columnar batches."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from llmpulse import pii
     from llmpulse.config import Topics, bootstrap_servers
-    from llmpulse.producers import pii
 
     offset = _shift(file) if shift_to_now else 0
     sender = _Sender(bootstrap_servers(), topic or Topics().calls)

@@ -1,7 +1,7 @@
 """Circuit state per (provider, model) as the stream sees it, replaying the SDK's breaker on event time.
 
 The SDK breaks circuits per process; this tracker runs the same state machine
-(``llmpulse.producers.circuit_breaker``) over every service's calls, with the events' own timestamps as the
+(``llmpulse.circuit_breaker``) over every service's calls, with the events' own timestamps as the
 clock, so the provider-state topic and the ``provider_circuit`` alert describe the fleet-wide view and a
 replay of the topic reproduces them exactly.
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse.circuit_breaker import CLOSED, OPEN, BreakerConfig, CircuitBreaker, Transition
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.pricing import factorize
-from llmpulse.producers.circuit_breaker import CLOSED, OPEN, BreakerConfig, CircuitBreaker, Transition
 
 Key = tuple[str, str]
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse.circuit_breaker import BreakerConfig
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
 from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
-from llmpulse.producers.circuit_breaker import BreakerConfig
 
 _HOUR_MS = 3_600_000
 _OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker and fill its rate window

@@ -16,6 +16,7 @@ import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.guards.classifier import InjectionClassifier
 from llmpulse.processors.core.guards.guard import GuardConfig, TextGuard
 from llmpulse.processors.core.guards.hallucination import LEVELS
 
@@ -66,9 +67,11 @@ def _severity(score: float) -> str:
 
 
 class GuardMonitor:
-    def __init__(self, config: GuardingConfig) -> None:
+    """``classifier``: the injection model ``TextGuard`` scores prompts with (None: regex patterns only)."""
+
+    def __init__(self, config: GuardingConfig, classifier: InjectionClassifier | None = None) -> None:
         self.config = config
-        self.guard = TextGuard(config.guard)
+        self.guard = TextGuard(config.guard, classifier)
 
     def check(self, calls: CallColumns) -> GuardVerdicts:
         n = len(calls)

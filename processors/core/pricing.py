@@ -2,8 +2,8 @@
 
 Where a rate comes from, first match wins:
 
-1. the local override file (negotiated prices, self-hosted or custom models), keyed ``provider/model`` or
-   ``model`` (lower case);
+1. the override table (negotiated prices, self-hosted or custom models), keyed ``provider/model`` or
+   ``model`` (lower case); ``processors.loaders.read_price_overrides`` reads it from the local YAML file;
 2. the maintained ``genai-prices`` catalogue (provider id, else matched by model name alone);
 3. nothing: the calls get ``NO_COST`` and are counted per model in ``unknown_models()``.
 
@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,15 +73,8 @@ def usd_per_million_to_pico(price: Decimal | float | int | str) -> int:
     return pico
 
 
-def load_overrides(path: str | Path) -> dict[str, Rate]:
-    """Read an override file: ``models: {name: {input: $/M, output: $/M, cached: $/M, provider: opt}}``."""
-    import yaml  # processor extra; only needed when an override file is configured
-
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return parse_overrides(raw.get("models", raw))
-
-
 def parse_overrides(models: Mapping[str, Any]) -> dict[str, Rate]:
+    """The price table of ``{name: {input: $/M, output: $/M, cached: $/M (opt), provider: (opt)}}``."""
     rates: dict[str, Rate] = {}
     for name, spec in models.items():
         if not isinstance(spec, Mapping) or "input" not in spec or "output" not in spec:
@@ -105,19 +97,21 @@ class Pricer:
 
     def __init__(
         self,
-        overrides_path: str | Path | None = None,
-        *,
         overrides: Mapping[str, Rate] | None = None,
+        *,
         use_catalogue: bool = True,
         price_at: datetime | None = None,
         max_pairs: int = 10_000,
     ) -> None:
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise TypeError(
+                f"Pricer takes a price table, not {type(overrides).__name__}: read a price file with "
+                "llmpulse.processors.loaders.read_price_overrides"
+            )
         self._max_pairs = (
             max_pairs  # bounds the rate cache and the unknown-model counts (garbage model names)
         )
         self._overrides: dict[str, Rate] = dict(overrides or {})
-        if overrides_path is not None:
-            self._overrides.update(load_overrides(overrides_path))
         self._use_catalogue = use_catalogue
         self._price_at = price_at or datetime.now(tz=UTC)
         self._rates: dict[tuple[str, str], Rate | None] = {}

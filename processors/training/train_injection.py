@@ -30,13 +30,13 @@ import numpy as np
 
 from llmpulse.config import shared_data_dir
 from llmpulse.processors.core.guards.classifier import (
-    DEFAULT_MODEL_PATH,
     HasherConfig,
     InjectionClassifier,
     SparseBatch,
     featurize,
 )
 from llmpulse.processors.core.guards.injection import InjectionDetector
+from llmpulse.processors.loaders import INJECTION_MODEL, read_injection_model, write_injection_model
 
 DEFAULT_DATA_DIR = shared_data_dir() / "injection"
 TEST_PERCENT = 20
@@ -189,7 +189,7 @@ def print_report(title: str, table: dict[str, Scores]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--out", type=Path, default=INJECTION_MODEL)
     parser.add_argument("--bits", type=int, default=HasherConfig().bits)
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--extra-benign", type=int, default=400, help="synthetic long benign texts to add")
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     config = HasherConfig(bits=args.bits)
     texts, labels = augmented([data.texts[i] for i in train], data.labels[train], args.extra_benign)
     model = fit(texts, labels, config, l2=args.l2)
-    model.save(args.out)
-    reloaded = InjectionClassifier.load(args.out)  # report on the quantised weights actually shipped
+    write_injection_model(model, args.out)
+    reloaded = read_injection_model(args.out)  # report on the quantised weights actually shipped
 
     test_texts = [data.texts[i] for i in test]
     test_labels = data.labels[test]

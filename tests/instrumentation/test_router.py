@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from llmpulse import schemas
-from llmpulse.producers.circuit_breaker import BreakerConfig
+from llmpulse.circuit_breaker import BreakerConfig
 from llmpulse.producers.router import NoHealthyProvider, ProviderRouter, RouterTiming
 from llmpulse.schemas.codec import SchemaCodec
 

@@ -13,16 +13,13 @@ injection is almost always near its start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "injection_model.npz"
 
 _U64 = np.uint64
 _BASE = 0x100000001B3  # odd, so it has an inverse mod 2**64
@@ -156,7 +153,11 @@ def featurize(texts: Sequence[str], cfg: HasherConfig) -> SparseBatch:
 
 
 class InjectionClassifier:
-    """Logistic regression over hashed features. Weights are stored int8-quantised to keep the file small."""
+    """Logistic regression over hashed features.
+
+    ``to_arrays``/``from_arrays`` are its stored form, weights int8-quantised to keep the file small; reading
+    and writing the file is ``processors.loaders``' job.
+    """
 
     __slots__ = ("bias", "config", "weights")
 
@@ -178,17 +179,18 @@ class InjectionClassifier:
         z = self.decision(featurize(texts, self.config))
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
-    def save(self, path: Path) -> None:
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The stored form: int8 ``weights`` with their ``scale``, ``bias`` and the hasher config as ``meta``."""
         scale = float(np.abs(self.weights).max()) / 127.0 or 1.0
         quantised = np.round(self.weights / scale).astype(np.int8)
         c = self.config
         meta = np.array([c.bits, c.ngram_min, c.ngram_max, c.max_chars, int(c.words)], dtype=np.int64)
-        np.savez_compressed(path, weights=quantised, scale=scale, bias=self.bias, meta=meta)
+        return {"weights": quantised, "scale": np.array(scale), "bias": np.array(self.bias), "meta": meta}
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_MODEL_PATH) -> InjectionClassifier:
-        with np.load(path) as data:
-            bits, ngram_min, ngram_max, max_chars, words = (int(v) for v in data["meta"])
-            config = HasherConfig(bits, ngram_min, ngram_max, max_chars, bool(words))
-            weights = data["weights"].astype(np.float64) * float(data["scale"])
-            return cls(weights, float(data["bias"]), config)
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> InjectionClassifier:
+        """The inverse of ``to_arrays`` (up to the int8 quantisation)."""
+        bits, ngram_min, ngram_max, max_chars, words = (int(v) for v in arrays["meta"])
+        config = HasherConfig(bits, ngram_min, ngram_max, max_chars, bool(words))
+        weights = np.asarray(arrays["weights"]).astype(np.float64) * float(arrays["scale"])
+        return cls(weights, float(arrays["bias"]), config)

@@ -12,24 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from llmpulse.pii import PII_PATTERNS, PiiPattern
 from llmpulse.processors.core.guards import docs_matching
 from llmpulse.processors.core.guards import hallucination as hallucination_regexes
-from llmpulse.processors.core.guards.classifier import DEFAULT_MODEL_PATH, InjectionClassifier
+from llmpulse.processors.core.guards.classifier import InjectionClassifier
 from llmpulse.processors.core.guards.hallucination import DOMAINS, LEVELS, assess, domain_names
 from llmpulse.processors.core.guards.injection import InjectionDetector, screened
 from llmpulse.processors.core.guards.safety import DEFAULT_TOXIC_TERMS, LengthLimits, ToxicityFilter, lengths
 from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
-from llmpulse.producers.pii import PII_PATTERNS, PiiPattern
 
 
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
-    """Thresholds and switches; defaults are the shipped behaviour."""
+    """Thresholds and switches; defaults are the shipped behaviour (the classifier is passed to ``TextGuard``)."""
 
     injection_threshold: float = 0.5  # on injection_score in [0, 1]
     hallucination_min_level: str = "medium"  # the lowest level (see LEVELS) that counts as a risk
@@ -39,8 +38,6 @@ class GuardConfig:
     # hide at the end of pasted documents), so a 50 KB RAG prompt costs what a 4 KB one does.
     scan_chars: int = 4096
     detect_ipv4: bool = True
-    use_classifier: bool = True  # False: regex patterns only
-    model_path: Path = DEFAULT_MODEL_PATH
     toxic_terms: tuple[str, ...] = DEFAULT_TOXIC_TERMS
 
 
@@ -125,7 +122,8 @@ def _pii_screen(patterns: tuple[PiiPattern, ...]) -> Screen:
 def scan_pii(
     texts: list[str], patterns: tuple[PiiPattern, ...], candidates: Sequence[Sequence[int]] | None = None
 ) -> list[list[str]]:
-    """PII kinds per text, with the SDK redactor's patterns, each run on the texts the screen passes.
+    """PII kinds per text, with the patterns the SDK redacts with (``llmpulse.pii``), each run on the texts the
+    screen passes.
 
     ``candidates``: per pattern, the texts it may match (see ``guards.screen``); computed here when not
     given. Every kind needs a digit or an "@", so this finds what a scan gated by ``may_contain_pii`` does.
@@ -140,15 +138,18 @@ def scan_pii(
 
 
 class TextGuard:
-    """Injection, PII, hallucination, toxicity and length checks over batches of prompts and responses."""
+    """Injection, PII, hallucination, toxicity and length checks over batches of prompts and responses.
+
+    ``classifier`` is the tier-2 injection model (the shipped one: ``processors.loaders.read_injection_model()``);
+    without it injection is scored by the regex patterns alone.
+    """
 
     __slots__ = ("_columns", "_pii_patterns", "_risk_level", "_screen", "config", "injection", "limits",
                  "toxicity")
 
-    def __init__(self, config: GuardConfig | None = None) -> None:
+    def __init__(self, config: GuardConfig | None = None, classifier: InjectionClassifier | None = None) -> None:
         config = config or GuardConfig()
         self.config = config
-        classifier = InjectionClassifier.load(config.model_path) if config.use_classifier else None
         self.injection = InjectionDetector(classifier)
         self.toxicity = ToxicityFilter(config.toxic_terms)
         self.limits = LengthLimits(config.max_prompt_chars, config.max_response_chars)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmpulse.processors.core.guards.classifier import InjectionClassifier
 from llmpulse.processors.core.guards.injection import InjectionDetector
+from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.training.train_injection import (
     DEFAULT_DATA_DIR,
     Dataset,
@@ -43,7 +43,7 @@ def held_out() -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predicted(held_out: tuple[list[str], np.ndarray]) -> np.ndarray:
-    detector = InjectionDetector(InjectionClassifier.load())
+    detector = InjectionDetector(read_injection_model())
     return detector.score(held_out[0]).score >= 0.5
 
 
@@ -83,5 +83,5 @@ def test_long_benign_texts_are_not_flagged(held_out: tuple[list[str], np.ndarray
     texts, labels = held_out
     benign = [t for t, is_attack in zip(texts, labels, strict=True) if not is_attack]
     long_texts = long_benign(benign, np.repeat([600, 1000, 2000, 4000], 50), seed=1)
-    flagged = InjectionDetector(InjectionClassifier.load()).score(long_texts).score >= 0.5
+    flagged = InjectionDetector(read_injection_model()).score(long_texts).score >= 0.5
     assert flagged.mean() <= 0.05

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from llmpulse.pii import find_pii, luhn_valid, redact
 from llmpulse.producers import scenarios
-from llmpulse.producers.pii import find_pii, luhn_valid, redact
 from llmpulse.producers.simulator import generate_calls, simulate
 from llmpulse.producers.traffic_model import TrafficModel
 
@@ -83,10 +83,11 @@ def mean_cost_usd(calls: list[dict]) -> float:
 
 def guard(prompts: list[str | None], responses: list[str | None]) -> Any:
     from llmpulse.processors.core.guards.guard import GuardConfig, TextGuard
+    from llmpulse.processors.loaders import read_injection_model
 
     p_col, r_col = np.empty(len(prompts), dtype=object), np.empty(len(responses), dtype=object)
     p_col[:], r_col[:] = prompts, responses
-    return TextGuard(GuardConfig()).check_batch(p_col, r_col)
+    return TextGuard(GuardConfig(), read_injection_model()).check_batch(p_col, r_col)
 
 
 def test_latency_spike_then_recovery(model: TrafficModel) -> None:

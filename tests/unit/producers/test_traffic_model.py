@@ -140,11 +140,12 @@ def test_every_model_is_priced_by_genai_prices(model: TrafficModel) -> None:
 
 def test_benign_text_passes_every_guard() -> None:
     from llmpulse.processors.core.guards.guard import GuardConfig, TextGuard
+    from llmpulse.processors.loaders import read_injection_model
 
     pairs = [pair for service in BENIGN_TEXT.values() for pair in service]
     prompts, responses = np.empty(len(pairs), dtype=object), np.empty(len(pairs), dtype=object)
     prompts[:], responses[:] = [p for p, _ in pairs], [r for _, r in pairs]
-    verdict = TextGuard(GuardConfig()).check_batch(prompts, responses)
+    verdict = TextGuard(GuardConfig(), read_injection_model()).check_batch(prompts, responses)
     assert not verdict.injection.any()
     assert not verdict.has_pii.any()
     assert not verdict.hallucination_risk.any()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmpulse.circuit_breaker import CLOSED, HALF_OPEN, OPEN
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertPolicy
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
-from llmpulse.producers.circuit_breaker import CLOSED, HALF_OPEN, OPEN
 
 T0 = 1_700_000_000_000
 

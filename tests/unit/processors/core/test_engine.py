@@ -14,6 +14,7 @@ from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.loaders import read_injection_model
 from llmpulse.producers.batching import BatchEncoder
 
 NOW = int(time.time() * 1000)
@@ -21,7 +22,7 @@ NOW = int(time.time() * 1000)
 
 @pytest.fixture(scope="module")
 def shared() -> tuple[Pricer, GuardMonitor]:
-    return Pricer(), GuardMonitor(GuardingConfig())
+    return Pricer(), GuardMonitor(GuardingConfig(), read_injection_model())
 
 
 def _engine(shared: tuple[Pricer, GuardMonitor]) -> PartitionEngine:

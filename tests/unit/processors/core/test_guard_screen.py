@@ -144,7 +144,7 @@ def _generate(items: list, rng: random.Random, groups: dict[int, str]) -> str:
 
 
 def _guard_regexes() -> list[Screened]:
-    guard = TextGuard(GuardConfig(use_classifier=False))
+    guard = TextGuard(GuardConfig())
     from llmpulse.processors.core.guards import hallucination
     from llmpulse.processors.core.guards.guard import pii_screened
     from llmpulse.processors.core.guards.injection import screened

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from llmpulse.processors.core.pricing import (
     usd_per_million_to_pico,
 )
 
-OVERRIDE_FILE = Path(__file__).parents[4] / "processors" / "data" / "prices_override.yaml"
 PRICE_AT = datetime(2025, 9, 1, tzinfo=UTC)
 
 
@@ -60,13 +58,24 @@ def test_cached_tokens_are_part_of_input_and_pay_the_cache_rate() -> None:
     assert pricer.price("p", "m", 100, 0, 500) == 50
 
 
-def test_override_file_wins_over_catalogue_for_its_provider_only() -> None:
-    pricer = Pricer(OVERRIDE_FILE, price_at=PRICE_AT)
+def test_override_table_wins_over_catalogue_for_its_provider_only() -> None:
+    table = parse_overrides(
+        {
+            "gpt-4o": {"provider": "openai", "input": 2, "output": 8},
+            "acme-support-llama-8b": {"input": 0.05, "output": 0.1},
+        }
+    )
+    pricer = Pricer(table, price_at=PRICE_AT)
     negotiated = pricer.price("openai", "gpt-4o", 1_000_000, 1_000_000, 0)
-    assert negotiated == 10_000_000  # $2 + $8 from the file
+    assert negotiated == 10_000_000  # $2 + $8 from the table
     list_price = pricer.price("azure", "gpt-4o", 1_000_000, 1_000_000, 0)
     assert list_price == 12_500_000  # genai-prices: $2.50 + $10
     assert pricer.price("selfhost", "acme-support-llama-8b", 2_000_000, 1_000_000) == 200_000
+
+
+def test_a_price_file_path_is_refused_with_a_pointer_to_the_loader() -> None:
+    with pytest.raises(TypeError, match="read_price_overrides"):
+        Pricer("prices_override.yaml")  # type: ignore[arg-type]
 
 
 def test_catalogue_prices_match_genai_prices_including_tiers() -> None:

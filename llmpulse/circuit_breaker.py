@@ -1,7 +1,8 @@
 """A circuit breaker for calls to one LLM provider/model: CLOSED -> OPEN -> HALF_OPEN -> CLOSED.
 
-Pure Python on purpose: the SDK (base install, no numpy) guards live calls with it, and the processors replay
-the same state machine over the stream with event time as the clock (``processors/core/circuit.py``).
+Shared by both sides, so pure Python (standard library only): the SDK (base install, no numpy) guards live
+calls with it (``producers/router.py``), and the processors replay the same state machine over the stream with
+event time as the clock (``processors/core/circuit.py``).
 
 Rules (defaults in parentheses):
 

@@ -1,4 +1,4 @@
-"""The SDK circuit breaker: the transitions a caller relies on, driven by a fake clock."""
+"""The circuit breaker the SDK and the stream share: the transitions a caller relies on, driven by a fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from llmpulse.producers.circuit_breaker import (
+from llmpulse.circuit_breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,

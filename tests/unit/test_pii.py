@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from llmpulse.producers.pii import find_pii, luhn_valid, redact
+from llmpulse.pii import find_pii, luhn_valid, redact
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_sdk_module_does_not_need_numpy() -> None:
     # The SDK redacts before sending; an application without numpy must still import and use it.
     code = (
         "import sys; sys.modules['numpy'] = None\n"
-        "from llmpulse.producers.pii import redact\n"
+        "from llmpulse.pii import redact\n"
         "print(redact('x a@b.io'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,7 @@
-"""Regex PII detection and redaction for the SDK: pure Python (no numpy), run before text leaves the process.
+"""Regex PII detection and redaction, shared by the SDK and the processors: pure Python, standard library only.
+
+The SDK redacts with it before text leaves the process (``producers/client.py``); the processors' text guard
+detects with the same patterns (``processors/core/guards/guard.py``), so both sides agree on what PII is.
 
 Kinds: ``email``; ``phone`` (US with separators, or international starting with ``+``); ``ssn`` (US, dashed
 or spaced, impossible area/group/serial numbers excluded); ``credit_card`` (13-19 digits, optional single
