@@ -63,6 +63,7 @@ def engine_config(s: ProcessorSettings) -> EngineConfig:
         latency=LatencyConfig(p95_warning_s=lat.p95_warning_s, p99_critical_s=lat.p99_critical_s,
                               alert_window_s=lat.alert_window_s, windows_s=lat.windows_s, interval_s=lat.interval_s,
                               min_samples=lat.min_samples, min_breaching_calls=lat.min_breaching_calls,
+                              breach_alpha=lat.breach_alpha,
                               relative_accuracy=lat.relative_accuracy),
         traffic=TrafficConfig(
             window_s=t.window_s, interval_s=lat.interval_s, horizon_s=max(lat.windows_s), min_requests=t.min_requests,
@@ -97,7 +98,6 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
                               open_seconds=c.open_seconds, success_threshold=c.success_threshold),
         alerts=alert_config(s),
         incidents=IncidentConfig(group_wait_ms=s.incidents.group_wait_s * 1000,
-                                 warning_group_wait_ms=s.incidents.warning_group_wait_s * 1000,
                                  group_window_ms=s.incidents.group_window_s * 1000,
                                  cooldown_ms=s.incidents.cooldown_s * 1000, stale_ms=s.incidents.stale_s * 1000),
     )

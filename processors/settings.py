@@ -33,6 +33,7 @@ class LatencyRules(_Group):
     interval_s: int = 10
     min_samples: int = 20
     min_breaching_calls: int = 3  # a percentile breaches only when this many calls are over its threshold
+    breach_alpha: float = 0.001  # ... and more than chance allows (binomial tail) if it sat at the threshold
     relative_accuracy: float = 0.01
 
 
@@ -148,8 +149,7 @@ class AlertRules(_Group):
 class IncidentRules(_Group):
     """Grouping of member alerts into incidents (processors/core/incidents.py)."""
 
-    group_wait_s: int = 20  # an ERROR incident's first page waits this long for members crossing together
-    warning_group_wait_s: int = 60  # a WARNING (P2) incident's first page waits this long; CRITICAL never waits
+    group_wait_s: int = 60  # a first page below CRITICAL waits this long for members crossing together
     group_window_s: int = 300  # a member of the same cause family starting this close to the newest member joins
     cooldown_s: int = 600  # a resolved incident reopens (without paging again) for members starting this soon
     stale_s: int = 3 * 3600  # no member news for this long: the incident resolves

@@ -4,19 +4,19 @@ Input: alert events (``AlertEvent.to_record()`` dicts) from every partition engi
 Output: incident events (schemas/incident.v1.avsc). On-call pages on incident events; members are detail.
 
 * Grouping. A member that starts firing joins a live incident of the same *cause family* (availability:
-  latency, errors, circuits; spend; budgets; drift; injection; PII; output quality; experiments) when the
+  latency, errors, circuits; spend and budgets; drift; injection; PII; output quality; experiments) when the
   incident's scope already covers it, or when the incident's newest member started within
-  ``group_window_ms`` of it (the incident then widens). Among several candidates the one that covers it
+  ``group_window_ms`` of it (the incident then widens). Across families, a member joins an incident that
+  already has a member on its very series within ``group_window_ms``: one series misbehaving on several
+  fronts at once (slow, expensive and over budget) is one cause. Among several candidates the one that covers it
   wins, then the newest. Otherwise the member opens an incident of its own.
 * Scope, the likely cause: the narrowest that covers every member, tried in this order: one series
   (service, model, provider); one service across models; one model across services; one provider across
   models and services; else the fleet.
-* Group wait: like Alertmanager's ``group_wait``, an incident is announced (``opened``, the first page) once
-  the wait for its worst severity has passed in event time since its first member started: none for CRITICAL
-  (nothing worse can follow), ``group_wait_ms`` for ERROR, ``warning_group_wait_ms`` for WARNING (a P2 page
-  can wait a minute; a rate that climbs through its warning level into its critical one then pages once, at
-  the critical level). Members that cross together (p95 then p99, one series after another) fold into the
-  first page instead of escalating it moments later.
+* Group wait: like Alertmanager's ``group_wait``, an incident below CRITICAL is announced (``opened``, the
+  first page) once ``group_wait_ms`` of event time has passed since its first member started; a CRITICAL one
+  at once (nothing worse can follow). A rate that climbs through its warning level into its critical one,
+  or a circuit that opens before the error rate turns critical, then pages once, at the level reached.
 * INFO members (priority P3) group among themselves, never with paging members: informational events
   cannot widen or hide an incident that pages.
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
@@ -60,7 +60,7 @@ FAMILIES: Mapping[str, str] = {
     "latency_p95": "availability", "latency_p99": "availability", "ttft_p95": "availability",
     "ttft_p99": "availability", "error_rate": "availability", "provider_circuit": "availability",
     "cost_per_request": "spend", "token_average": "spend", "request_budget": "spend",
-    "budget": "budget", "budget_projection": "budget",
+    "budget": "spend", "budget_projection": "spend",
     "distribution_drift": "drift", "confidence_drift": "drift",
     "prompt_injection": "injection", "security_incident": "injection",
     "pii_leak": "pii",
@@ -76,8 +76,7 @@ def family_of(rule: str, severity: str = "WARNING") -> str:
 
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
-    group_wait_ms: int = 20_000
-    warning_group_wait_ms: int = 60_000
+    group_wait_ms: int = 60_000
     group_window_ms: int = 5 * MINUTE_MS
     cooldown_ms: int = 10 * MINUTE_MS
     stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
@@ -253,27 +252,31 @@ class IncidentManager:
 
     def _home_for(self, member: _Member) -> _Incident | None:
         family = family_of(member.rule, member.severity)
+        window = self.config.group_window_ms
         best: tuple[bool, int] | None = None
         chosen = None
         for incident in self._incidents.values():
+            recent = member.started_at_ms - incident.last_member_start_ms <= window
             if incident.family != family:
-                continue
-            covers = incident.covers(member)
-            if incident.status == RESOLVED:
-                resolved_at = incident.resolved_at_ms or incident.updated_at_ms
-                if not covers or member.started_at_ms - resolved_at > self.config.cooldown_ms:
+                if not (recent and incident.status != RESOLVED and _shares_series(incident, member)
+                        and not family.endswith("/info") and not incident.family.endswith("/info")):
                     continue
-            elif not covers and member.started_at_ms - incident.last_member_start_ms > self.config.group_window_ms:
-                continue
+                covers = True
+            else:
+                covers = incident.covers(member)
+                if incident.status == RESOLVED:
+                    resolved_at = incident.resolved_at_ms or incident.updated_at_ms
+                    if not covers or member.started_at_ms - resolved_at > self.config.cooldown_ms:
+                        continue
+                elif not covers and not recent:
+                    continue
             rank = (covers, incident.last_member_start_ms)
             if best is None or rank > best:
                 best, chosen = rank, incident
         return chosen
 
     def _group_wait(self, severity: str) -> int:
-        if severity == SEVERITIES[-1]:
-            return 0
-        return self.config.warning_group_wait_ms if _RANK[severity] <= _RANK["WARNING"] else self.config.group_wait_ms
+        return 0 if severity == SEVERITIES[-1] else self.config.group_wait_ms
 
     def _open(self, member: _Member) -> _Incident:
         digest = hashlib.sha256(member.alert_id.encode()).hexdigest()[:20]
@@ -409,6 +412,10 @@ class IncidentManager:
             acknowledged_by=incident.acknowledged_by,
             labels={"family": incident.family, "scope": scope, "scope_key": key},
         )
+
+
+def _shares_series(incident: _Incident, member: _Member) -> bool:
+    return bool(member.service and member.model) and any(m.series == member.series for m in incident.members.values())
 
 
 def _strongest(kinds: set[str]) -> str:

@@ -2,14 +2,18 @@
 
 Values are kept in seconds in 1%-relative-error sketches, one per series per time slot (see slots.py).
 Alert rules (seed 000): p95 over the alert window above ``p95_warning_s`` is WARNING, p99 above
-``p99_critical_s`` is CRITICAL; nothing is judged on fewer than ``min_samples`` calls, and a percentile only
-breaches when at least ``min_breaching_calls`` calls are over its threshold: on 60 calls the p99 is the slowest
-single call, and one 30 s timeout must not page as a latency incident.
+``p99_critical_s`` is CRITICAL; nothing is judged on fewer than ``min_samples`` calls. A percentile breaches
+only when more calls are over its threshold than a series whose true percentile sits exactly at the threshold
+would show by chance (binomial tail below ``breach_alpha``), and never on fewer than ``min_breaching_calls``: on
+60 calls the p99 is the slowest single call, and a timeout or two must not page as a latency incident.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
 
@@ -30,7 +34,26 @@ class LatencyConfig:
     interval_s: int = 10
     min_samples: int = 20
     min_breaching_calls: int = 3
+    breach_alpha: float = 0.001
     relative_accuracy: float = 0.01
+
+
+@lru_cache(maxsize=8192)
+def breaching_calls_needed(n: int, tail: float, alpha: float, floor: int) -> int:
+    """Smallest k with P(Binomial(n, tail) >= k) < alpha, at least ``floor``: how many of n calls must be over
+    the threshold of the (1 - tail) percentile before a breach is more than sampling noise."""
+    mean = n * tail
+    if mean > 30:  # normal approximation, with continuity correction
+        z = NormalDist().inv_cdf(1.0 - alpha)
+        return max(floor, math.ceil(mean + z * math.sqrt(mean * (1.0 - tail)) + 0.5))
+    pmf = (1.0 - tail) ** n
+    below = pmf  # P(X <= k - 1) for k = 1
+    k = 1
+    while 1.0 - below >= alpha and k <= n:
+        pmf *= (n - k + 1) / k * tail / (1.0 - tail)
+        below += pmf
+        k += 1
+    return max(floor, k)
 
 
 def window_label(seconds: int) -> str:
@@ -93,10 +116,14 @@ class LatencyMonitor:
         config = self.config
         sketch = self.window(series, config.alert_window_s, now_ms)
         count = sketch.count
-        # the k-th slowest call (k = min_breaching_calls) must be over a threshold too, not only the percentile
-        floor_q = (count - config.min_breaching_calls) / max(count - 1, 1)  # rank of the k-th slowest
+        # the k-th slowest call must be over a threshold too, k from the binomial noise of that percentile
+        ranks = [(count - breaching_calls_needed(count, tail, config.breach_alpha, config.min_breaching_calls))
+                 / max(count - 1, 1) for tail in (0.05, 0.01)]
         _p50, p95, p99, guard95, guard99 = sketch.quantiles(
-            (*QUANTILES, min(0.95, floor_q), min(0.99, floor_q))) if count else (np.nan,) * 5
+            (*QUANTILES, *(min(q, max(rank, 0.0)) for q, rank in zip((0.95, 0.99), ranks, strict=True)))
+        ) if count else (np.nan,) * 5
+        if count:  # more breaching calls needed than there are calls: nothing can breach
+            guard95, guard99 = (g if rank >= 0 else np.nan for g, rank in zip((guard95, guard99), ranks, strict=True))
         labels = tuple(zip(SERIES_LABELS, series_parts(series), strict=True))
         window = window_label(config.alert_window_s)
         enough = count >= config.min_samples

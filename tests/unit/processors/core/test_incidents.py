@@ -28,7 +28,7 @@ def pages(events: list[Any]) -> list[Any]:
 
 def manager_now(**config: Any) -> IncidentManager:
     """A manager that announces at once (no group wait), to look at grouping alone."""
-    return IncidentManager(IncidentConfig(**{"group_wait_ms": 0, "warning_group_wait_ms": 0, **config}))
+    return IncidentManager(IncidentConfig(**{"group_wait_ms": 0, **config}))
 
 
 FLEET = [("chat", "gpt-4o", "openai"), ("chat", "claude-3-5-haiku", "anthropic"),
@@ -51,7 +51,7 @@ def test_a_fleet_wide_latency_spike_is_one_incident_paged_once() -> None:
 
 
 def test_the_group_wait_announces_a_warning_once_and_a_later_escalation_pages_again() -> None:
-    manager = IncidentManager(IncidentConfig(warning_group_wait_ms=60 * S))
+    manager = IncidentManager(IncidentConfig(group_wait_ms=60 * S))
     assert manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")]) == []  # waiting for company
     assert manager.tick(T0 + 30 * S) == []
     announced = manager.tick(T0 + 60 * S)
@@ -108,8 +108,8 @@ def test_scope_narrows_to_what_members_share() -> None:
 def test_different_causes_and_distant_times_stay_separate() -> None:
     manager = manager_now()
     latency = manager.apply([alert("latency_p95", "chat", "gpt-4o", "openai")])
-    leak = manager.apply([alert("pii_leak", "chat", "gpt-4o", "openai", at=S)])
-    assert latency[0].incident_id != leak[0].incident_id
+    leak = manager.apply([alert("pii_leak", "chat", "gpt-4o-mini", "openai", at=S)])
+    assert latency[0].incident_id != leak[0].incident_id  # another cause on another series
     # same family, other series, well after the group window: a new incident
     later = manager.apply([alert("latency_p95", "search", "claude-3-5-sonnet", "anthropic", at=20 * 60 * S)])
     assert later[0].status == "opened" and later[0].incident_id != latency[0].incident_id
@@ -163,7 +163,7 @@ def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
 
 
 def test_stale_incidents_resolve_and_resolved_ones_are_evicted_after_the_cooldown() -> None:
-    config = IncidentConfig(group_wait_ms=0, warning_group_wait_ms=0, stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
+    config = IncidentConfig(group_wait_ms=0, stale_ms=60 * 60 * S, cooldown_ms=10 * 60 * S)
     manager = IncidentManager(config)
     incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
     assert manager.tick(T0 + 30 * 60 * S) == []
@@ -171,3 +171,15 @@ def test_stale_incidents_resolve_and_resolved_ones_are_evicted_after_the_cooldow
     assert [(e.incident_id, e.status) for e in stale] == [(incident.incident_id, "resolved")]
     manager.tick(T0 + 71 * 60 * S)
     assert manager.get(incident.incident_id) is None and manager.incident_of(incident.member_ids[0]) is None
+
+
+def test_one_series_slow_and_expensive_and_over_budget_is_one_incident() -> None:
+    manager = manager_now()
+    cost = manager.apply([alert("cost_per_request", "batch", "claude-3-5-sonnet", "anthropic")])[0]
+    slow = manager.apply([alert("latency_p99", "batch", "claude-3-5-sonnet", "anthropic", severity="CRITICAL",
+                                at=40 * S)])[0]
+    budget = manager.apply([alert("budget", None, None, None, severity="CRITICAL", at=90 * S)])[0]
+    assert slow.incident_id == cost.incident_id == budget.incident_id
+    assert [e.status for e in (slow, budget)] == ["escalated", "updated"]
+    other = manager.apply([alert("latency_p99", "chat", "gpt-4o", "openai", severity="CRITICAL", at=100 * S)])[0]
+    assert other.incident_id != cost.incident_id  # another series, another family: another cause
