@@ -98,6 +98,7 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
                               open_seconds=c.open_seconds, success_threshold=c.success_threshold),
         alerts=alert_config(s),
         incidents=IncidentConfig(group_wait_ms=s.incidents.group_wait_s * 1000,
+                                 max_group_wait_ms=s.incidents.max_group_wait_s * 1000,
                                  group_window_ms=s.incidents.group_window_s * 1000,
                                  cooldown_ms=s.incidents.cooldown_s * 1000, stale_ms=s.incidents.stale_s * 1000),
     )

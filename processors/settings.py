@@ -149,7 +149,8 @@ class AlertRules(_Group):
 class IncidentRules(_Group):
     """Grouping of member alerts into incidents (processors/core/incidents.py)."""
 
-    group_wait_s: int = 60  # a first page below CRITICAL waits this long for members crossing together
+    group_wait_s: int = 60  # a first page below CRITICAL waits until its severity held this long ...
+    max_group_wait_s: int = 180  # ... but no longer than this after the first member; CRITICAL never waits
     group_window_s: int = 300  # a member of the same cause family starting this close to the newest member joins
     cooldown_s: int = 600  # a resolved incident reopens (without paging again) for members starting this soon
     stale_s: int = 3 * 3600  # no member news for this long: the incident resolves

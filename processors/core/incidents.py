@@ -14,9 +14,11 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   (service, model, provider); one service across models; one model across services; one provider across
   models and services; else the fleet.
 * Group wait: like Alertmanager's ``group_wait``, an incident below CRITICAL is announced (``opened``, the
-  first page) once ``group_wait_ms`` of event time has passed since its first member started; a CRITICAL one
-  at once (nothing worse can follow). A rate that climbs through its warning level into its critical one,
-  or a circuit that opens before the error rate turns critical, then pages once, at the level reached.
+  first page) once its worst severity has held for ``group_wait_ms`` of event time, and at the latest
+  ``max_group_wait_ms`` after its first member started; a CRITICAL one at once (nothing worse can follow).
+  A rate that climbs through its warning level into its critical one, or a circuit that opens before the
+  error rate turns critical, then pages once, at the level it reached. Detection is the incident's start
+  (``started_at_ms``, its first member); the page follows by the group wait.
 * INFO members (priority P3) group among themselves, never with paging members: informational events
   cannot widen or hide an incident that pages.
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
@@ -77,6 +79,7 @@ def family_of(rule: str, severity: str = "WARNING") -> str:
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
     group_wait_ms: int = 60_000
+    max_group_wait_ms: int = 180_000
     group_window_ms: int = 5 * MINUTE_MS
     cooldown_ms: int = 10 * MINUTE_MS
     stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
@@ -168,6 +171,7 @@ class _Incident:
     resolved_at_ms: int | None = None
     acknowledged_by: str | None = None
     announced: bool = False
+    severity_since_ms: int = 0  # event time the worst severity was reached (the group wait restarts there)
     members: dict[str, _Member] = field(default_factory=dict)
 
     def scope(self) -> tuple[str, str]:
@@ -219,8 +223,7 @@ class IncidentManager:
     def _events(self, changes: dict[str, set[str]]) -> list[IncidentEvent]:
         """Announce what waited long enough, then one event per announced incident that changed."""
         for incident in self._incidents.values():  # one resolved within its group wait never pages at all
-            if not incident.announced and incident.status != RESOLVED and (
-                    self._clock_ms - incident.started_at_ms >= self._group_wait(incident.severity)):
+            if not incident.announced and incident.status != RESOLVED and self._waited(incident):
                 incident.announced = True
                 changes.setdefault(incident.incident_id, set()).add(OPENED)
         return [self._event(incident, _strongest(kinds)) for incident_id, kinds in changes.items()
@@ -275,8 +278,12 @@ class IncidentManager:
                 best, chosen = rank, incident
         return chosen
 
-    def _group_wait(self, severity: str) -> int:
-        return 0 if severity == SEVERITIES[-1] else self.config.group_wait_ms
+    def _waited(self, incident: _Incident) -> bool:
+        if incident.severity == SEVERITIES[-1]:
+            return True
+        steady_since = max(incident.started_at_ms, incident.severity_since_ms)
+        return (self._clock_ms - steady_since >= self.config.group_wait_ms
+                or self._clock_ms - incident.started_at_ms >= self.config.max_group_wait_ms)
 
     def _open(self, member: _Member) -> _Incident:
         digest = hashlib.sha256(member.alert_id.encode()).hexdigest()[:20]
@@ -296,6 +303,7 @@ class IncidentManager:
         incident.updated_at_ms = max(incident.updated_at_ms, member.updated_at_ms)
         if member.status != RESOLVED and _RANK.get(member.severity, 0) > _RANK[incident.severity]:
             incident.severity = member.severity
+            incident.severity_since_ms = member.updated_at_ms
             incident.status = FIRING
             incident.acknowledged_by = None
             return ESCALATED if incident.announced else UPDATED

@@ -61,6 +61,18 @@ def test_the_group_wait_announces_a_warning_once_and_a_later_escalation_pages_ag
     assert [(e.status, e.priority, e.paging) for e in worse] == [("escalated", "P0", True)]
 
 
+def test_the_wait_restarts_while_severity_climbs_and_is_capped() -> None:
+    manager = IncidentManager(IncidentConfig(group_wait_ms=60 * S, max_group_wait_ms=180 * S))
+    manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])
+    assert manager.apply([alert("provider_circuit", None, "gpt-4o", "openai", severity="ERROR", at=50 * S)]) == []
+    assert manager.tick(T0 + 100 * S) == []  # ERROR reached at 50 s: not steady for 60 s yet
+    assert [(e.status, e.priority) for e in manager.tick(T0 + 110 * S)] == [("opened", "P1")]
+    capped = IncidentManager(IncidentConfig(group_wait_ms=60 * S, max_group_wait_ms=90 * S))
+    capped.apply([alert("error_rate", "chat", "gpt-4o", "openai")])
+    capped.apply([alert("provider_circuit", None, "gpt-4o", "openai", severity="ERROR", at=50 * S)])
+    assert [e.status for e in capped.tick(T0 + 90 * S)] == ["opened"]
+
+
 def test_a_rate_climbing_from_warning_to_critical_inside_the_wait_pages_once_at_critical() -> None:
     manager = IncidentManager()
     assert manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")]) == []
