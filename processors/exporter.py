@@ -105,6 +105,9 @@ class MetricsExporter:
     def record_rewind(self, topic: str) -> None:
         self.metrics.source_rewinds.child(topic).inc()
 
+    def record_ready(self, ready: bool) -> None:
+        self.metrics.ready.set(1 if ready else 0)
+
     def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         """Recompute sliding-window gauges (called on a timer and before each scrape)."""
         m = self.metrics

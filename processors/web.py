@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
-from llmpulse.processors.web_report import savings_rows
-
-if TYPE_CHECKING:
-    from llmpulse.processors.app import Worker
+from llmpulse.processors.alert_directory import AlertDirectory
+from llmpulse.processors.clock import now_ms
+from llmpulse.processors.emitter import Emitter
+from llmpulse.processors.engine_store import EngineViews
+from llmpulse.processors.exporter import MetricsExporter
+from llmpulse.processors.ownership import PartitionOwnership
+from llmpulse.processors.web_report import Reports
 
 MAX_BODY_BYTES = 16 * 1024
 BUDGET_TOP = 1000  # keys per scope and period in /api/budgets
@@ -33,11 +38,25 @@ _INCIDENT_STATUSES = {"open", "opened", "escalated", "updated", "acknowledged", 
 _SEVERITIES = {"INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
-def check_token(worker: Worker, header: str | None) -> tuple[int, str] | None:
+@dataclass(frozen=True, slots=True)
+class ApiParts:
+    """What the HTTP API uses: engines read-only, readiness and fleet ownership, the directory of alerts, the
+    emitter for operator commands, the metrics to refresh and serve, and the token that guards mutations."""
+
+    engines: EngineViews
+    ownership: PartitionOwnership
+    directory: AlertDirectory
+    emitter: Emitter
+    exporter: MetricsExporter
+    registry: CollectorRegistry
+    reports: Reports
+    api_token: SecretStr | None
+
+
+def check_token(configured: SecretStr | None, header: str | None) -> tuple[int, str] | None:
     """None when the bearer token matches the configured one, else (HTTP status, reason)."""
     if not header or not header.startswith("Bearer "):
         return 401, "missing bearer token (Authorization: Bearer <LLMPULSE_API_TOKEN>)"
-    configured = worker.settings.api_token
     if configured is None or not configured.get_secret_value():  # an empty token would match "Bearer "
         return 403, "mutations are disabled: no LLMPULSE_API_TOKEN is configured on this worker"
     if not hmac.compare_digest(header[len("Bearer "):].encode(), configured.get_secret_value().encode()):
@@ -45,14 +64,14 @@ def check_token(worker: Worker, header: str | None) -> tuple[int, str] | None:
     return None
 
 
-def register_views(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import now_ms
+def register_views(app: faust.App, api: ApiParts) -> None:
+    engines, ownership, directory = api.engines, api.ownership, api.directory
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now_ms())
-            response = self.bytes(generate_latest(worker.registry))
+            api.exporter.refresh(list(engines.engines().values()), engines.loaded_fleet(), now_ms())
+            response = self.bytes(generate_latest(api.registry))
             response.headers["Content-Type"] = CONTENT_TYPE_LATEST
             return response
 
@@ -64,29 +83,32 @@ def register_views(worker: Worker, app: faust.App) -> None:
     @app.page("/health/ready")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            ready = worker.is_ready()
+            ready = ownership.ready()
             return self.json({"ready": ready}, status=200 if ready else 503)
 
     @app.page("/api/metrics")
     class ApiMetrics(View):
         async def get(self, request: Request) -> Response:
             now = now_ms()
-            series = [row for engine in worker.engines.values() for row in engine.summary(now)]
-            return self.json({"generated_at_ms": now, "partitions": sorted(worker.engines), "series": series,
-                              "experiments": [r for e in worker.engines.values() for r in e.experiment_results()],
-                              "savings": savings_rows(worker, now)})
+            built = engines.engines()
+            series = [row for engine in built.values() for row in engine.summary(now)]
+            return self.json({"generated_at_ms": now, "partitions": sorted(built), "series": series,
+                              "experiments": [r for e in built.values() for r in e.experiment_results()],
+                              "savings": api.reports.savings_rows(now)})
 
     @app.page("/api/budgets")
     class ApiBudgets(View):
         """Read-only: the fleet ledger (when this worker owns the fleet partition) and every partition ledger."""
 
         async def get(self, request: Request) -> Response:
-            fleet = _fleet_ledger_view(worker) if worker.owns_fleet() else None
+            # fleet_view: the fleet ledger without caching an engine (a view must not pin state mid-recovery)
+            fleet = engines.fleet_view().ledger.snapshot(top=BUDGET_TOP) if ownership.owns_fleet() else None
             partitions = {
                 str(partition): engine.budget.snapshot(top=BUDGET_TOP)
-                for partition, engine in sorted(worker.engines.items())
+                for partition, engine in sorted(engines.engines().items())
             }
-            body = {"generated_at_ms": now_ms(), "ready": worker.is_ready(), "fleet": fleet, "partitions": partitions}
+            body = {"generated_at_ms": now_ms(), "ready": ownership.ready(), "fleet": fleet,
+                    "partitions": partitions}
             return self.json(body)
 
     @app.page("/api/alerts")
@@ -98,7 +120,7 @@ def register_views(worker: Worker, app: faust.App) -> None:
                 return self.json({"error": f"status must be one of {sorted(_STATUSES)}"}, status=400)
             if severity is not None and severity.upper() not in _SEVERITIES:
                 return self.json({"error": f"severity must be one of {sorted(_SEVERITIES)}"}, status=400)
-            alerts = worker.directory.query(status, severity.upper() if severity else None)
+            alerts = directory.query(status, severity.upper() if severity else None)
             return self.json({"alerts": alerts, "count": len(alerts)})
 
     @app.page("/api/incidents")
@@ -107,13 +129,13 @@ def register_views(worker: Worker, app: faust.App) -> None:
             status = request.query.get("status")
             if status is not None and status not in _INCIDENT_STATUSES:
                 return self.json({"error": f"status must be one of {sorted(_INCIDENT_STATUSES)}"}, status=400)
-            incidents = worker.directory.incidents(status)
+            incidents = directory.incidents(status)
             return self.json({"incidents": incidents, "count": len(incidents)})
 
     @app.page("/api/alerts/{alert_id}/acknowledge")
     class Acknowledge(View):
         async def post(self, request: Request, alert_id: str) -> Response:
-            refused = check_token(worker, request.headers.get("Authorization"))
+            refused = check_token(api.api_token, request.headers.get("Authorization"))
             if refused:
                 return self.json({"error": refused[1]}, status=refused[0])
             body: dict[str, Any] = {}
@@ -124,32 +146,17 @@ def register_views(worker: Worker, app: faust.App) -> None:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError:
                 return self.json({"error": "body must be JSON"}, status=400)
-            known = worker.directory.get(alert_id)
+            known = directory.get(alert_id)
             if known is None:
                 return self.json({"error": f"no alert or incident {alert_id!r} on the alerts topic"}, status=404)
             actor = str(body.get("actor", "api"))[:128] if isinstance(body, dict) else "api"
             targets = [(alert_id, known.partition)]
             if known.kind == "incident":  # its members are acknowledged where they live
                 for member in known.record["members"]:
-                    member_known = worker.directory.get(member["alert_id"])
+                    member_known = directory.get(member["alert_id"])
                     if member_known is not None and member["status"] != "resolved":
                         targets.append((member["alert_id"], member_known.partition))
             for target, partition in targets:
-                await worker.commands_topic.send(
-                    key=target.encode(), value=worker.codecs.encode_command(target, "acknowledge", actor),
-                    partition=partition,
-                )
+                await api.emitter.send_command(target, "acknowledge", actor, partition)
             return self.json({"alert_id": alert_id, "kind": known.kind, "status": "acknowledge requested",
                               "actor": actor, "members": [t for t, _ in targets[1:]]}, status=202)
-
-
-def _fleet_ledger_view(worker: Worker) -> list[dict[str, Any]]:
-    """The fleet ledger's snapshot without caching an engine (a view must not pin state mid-recovery)."""
-    from llmpulse.processors.app import FLEET_KEY
-    from llmpulse.processors.core.fleet import FleetEngine
-
-    fleet = worker.fleet
-    if fleet is None:
-        blob = worker.fleet_state.data.get(FLEET_KEY)
-        fleet = FleetEngine.from_bytes(blob, worker.fleet_config) if blob else FleetEngine(worker.fleet_config)
-    return fleet.ledger.snapshot(top=BUDGET_TOP)

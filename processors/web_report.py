@@ -11,86 +11,89 @@ Savings are computed when asked (a scrape, an API call) from the engines' daily 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from llmpulse.processors.core.savings import SavingsTracker, ServiceSavings, Usage, estimate_savings
+from llmpulse.processors.alert_directory import AlertDirectory
+from llmpulse.processors.clock import now_ms
+from llmpulse.processors.core.savings import RateLookup, SavingsTracker, ServiceSavings, Usage, estimate_savings
+from llmpulse.processors.engine_store import EngineViews
 from llmpulse.processors.report import PERIODS, build_report, period_bounds
-
-if TYPE_CHECKING:
-    import faust
-
-    from llmpulse.processors.app import Worker
 
 SAVINGS_PERIODS = ("day", "month")
 MAX_TOP = 100
 
 
-def _trackers(worker: Worker) -> list[SavingsTracker]:
-    # getattr: an engine built without a tracker (older wiring) simply contributes no usage.
-    found = (getattr(engine, "savings", None) for engine in list(worker.engines.values()))
-    return [tracker for tracker in found if tracker is not None]
+class Reports:
+    """Reports and savings from this worker's engines (read-only), its price table and the alert directory."""
 
+    def __init__(self, engines: EngineViews, rate: RateLookup, directory: AlertDirectory) -> None:
+        self.engines = engines
+        self.rate = rate
+        self.directory = directory
 
-def period_usage(worker: Worker, period: str, now_ms: int) -> Usage:
-    start, end = period_bounds(period, now_ms)
-    return Usage.collect(_trackers(worker), start, end + 1)
+    def _trackers(self) -> list[SavingsTracker]:
+        # getattr: an engine built without a tracker (older wiring) simply contributes no usage.
+        found = (getattr(engine, "savings", None) for engine in self.engines.engines().values())
+        return [tracker for tracker in found if tracker is not None]
 
+    def period_usage(self, period: str, now_ms: int) -> Usage:
+        start, end = period_bounds(period, now_ms)
+        return Usage.collect(self._trackers(), start, end + 1)
 
-def savings_for(worker: Worker, usage: Usage) -> list[ServiceSavings]:
-    trackers = _trackers(worker)
-    targets = trackers[0].config.target_models if trackers else ()
-    return estimate_savings(usage, worker.pricer.rate, targets)
+    def savings_for(self, usage: Usage) -> list[ServiceSavings]:
+        trackers = self._trackers()
+        targets = trackers[0].config.target_models if trackers else ()
+        return estimate_savings(usage, self.rate, targets)
 
+    def savings_rows(self, now_ms: int) -> list[dict[str, Any]]:
+        """Per service and period (day, month): the routing estimate, for ``GET /api/metrics``."""
+        rows = []
+        for period in SAVINGS_PERIODS:
+            for saving in self.savings_for(self.period_usage(period, now_ms)):
+                rows.append({"period": period, **saving.as_dict()})
+        return rows
 
-def savings_rows(worker: Worker, now_ms: int) -> list[dict[str, Any]]:
-    """Per service and period (day, month): the routing estimate, for ``GET /api/metrics``."""
-    rows = []
-    for period in SAVINGS_PERIODS:
-        for saving in savings_for(worker, period_usage(worker, period, now_ms)):
-            rows.append({"period": period, **saving.as_dict()})
-    return rows
-
-
-def report_for(worker: Worker, period: str, now_ms: int, top: int = 10) -> dict[str, Any]:
-    usage = period_usage(worker, period, now_ms)
-    engines = list(worker.engines.values())
-    budget_rows = [row for engine in engines for row in engine.budget.snapshot(top)]
-    projection = None
-    fleet = worker.fleet
-    if fleet is not None:
-        budget_rows += fleet.ledger.snapshot(top)
-        projection = fleet.ledger.projection(now_ms)
-    return build_report(
-        period, now_ms, usage,
-        savings=savings_for(worker, usage),
-        budget_rows=budget_rows,
-        projection=projection,
-        alerts=worker.directory.query(),
-        experiments=[row for engine in engines for row in engine.experiment_results()],
-        partitions=worker.engines,
-        top=top,
-    )
+    def report(self, period: str, now_ms: int, top: int = 10) -> dict[str, Any]:
+        usage = self.period_usage(period, now_ms)
+        engines = self.engines.engines()
+        budget_rows = [row for engine in engines.values() for row in engine.budget.snapshot(top)]
+        projection = None
+        fleet = self.engines.loaded_fleet()
+        if fleet is not None:
+            budget_rows += fleet.ledger.snapshot(top)
+            projection = fleet.ledger.projection(now_ms)
+        return build_report(
+            period, now_ms, usage,
+            savings=self.savings_for(usage),
+            budget_rows=budget_rows,
+            projection=projection,
+            alerts=self.directory.query(),
+            experiments=[row for engine in engines.values() for row in engine.experiment_results()],
+            partitions=engines,
+            top=top,
+        )
 
 
 class SavingsCollector(Collector):
     """Savings gauges computed at scrape time (the event loop's thread, like every other view)."""
 
-    def __init__(self, worker: Worker, max_series: int = 2000) -> None:
-        self.worker = worker
+    def __init__(self, reports: Reports, max_series: int = 2000) -> None:
+        self.reports = reports
         self.max_series = max_series
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        from llmpulse.processors.app import now_ms
-
         savings, easy, cost = self._families()
         # Bounded like every other llmpulse metric.
-        for row in savings_rows(self.worker, now_ms())[: self.max_series]:
+        for row in self.reports.savings_rows(now_ms())[: self.max_series]:
             service, period = str(row["service"]), str(row["period"])
             savings.add_metric([service, period, str(row["target"] or "none")], row["savings_usd"])
             easy.add_metric([service, period], row["easy_share"])
@@ -110,13 +113,9 @@ class SavingsCollector(Collector):
         )
 
 
-def register_report_views(worker: Worker, app: faust.App) -> None:
-    """``GET /api/report`` on the worker's web server, and the savings gauges on its registry."""
-    from faust.web import Request, Response, View
-
-    from llmpulse.processors.app import now_ms
-
-    worker.registry.register(SavingsCollector(worker, worker.settings.max_series_per_metric))
+def register_report_views(app: faust.App, reports: Reports, registry: CollectorRegistry, max_series: int) -> None:
+    """``GET /api/report`` on the worker's web server, and the savings gauges on ``registry``."""
+    registry.register(SavingsCollector(reports, max_series))
 
     @app.page("/api/report")
     class ApiReport(View):
@@ -128,5 +127,5 @@ def register_report_views(worker: Worker, app: faust.App) -> None:
                 top = int(request.query.get("top", "10"))
             except ValueError:
                 return self.json({"error": "top must be an integer"}, status=400)
-            report = report_for(worker, period, now_ms(), max(1, min(top, MAX_TOP)))
+            report = reports.report(period, now_ms(), max(1, min(top, MAX_TOP)))
             return self.json(report)

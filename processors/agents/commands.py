@@ -8,45 +8,53 @@ web layer sends one command per member to the members' own partitions.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import faust
 
-from llmpulse.schemas.codec import DecodeError
-
-if TYPE_CHECKING:
-    from llmpulse.processors.app import Worker
+from llmpulse.processors.clock import now_ms
+from llmpulse.processors.emitter import Emitter
+from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.ownership import PartitionOwnership
+from llmpulse.schemas.codec import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.worker.commands")
 
 
-def register(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import now_ms
+@dataclass(frozen=True, slots=True)
+class CommandsAgent:
+    store: EngineStore
+    emitter: Emitter
+    ownership: PartitionOwnership
+    codec: SchemaCodec  # the alert-command schema
 
-    @app.agent(worker.commands_topic, name="llmpulse.commands")
-    async def apply_commands(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            try:
-                command = worker.codecs.command.decode(event.value or b"")
-            except DecodeError as exc:
-                log.warning("ignoring unreadable alert command: %s", exc)
-                continue
-            if command["action"] != "acknowledge":
-                continue
-            async with worker.state_lock:  # persisting mid-group would write another agent's unfinished state
-                engine = worker.engine_for(partition)
-                acked = engine.acknowledge(command["alert_id"], command["actor"], now_ms())
-                if acked is not None:
-                    await worker.emit_alerts([acked], partition)
-                    delivery = await worker.send_alerts_to_fleet([acked])  # the incident shows its member acked
-                    if delivery is not None:
-                        await delivery
-                    worker.persist(engine)
-                elif worker.owns_fleet():  # incidents and fleet-wide alerts (budgets, circuits) live here
-                    alerts, incidents = worker.fleet_engine().acknowledge(command["alert_id"], command["actor"],
-                                                                          now_ms())
-                    if alerts or incidents:
-                        await worker.emit_alerts(alerts, partition)
-                        await worker.emit_incidents(incidents, wait=True)
-                        worker.persist_fleet()
+    def register(self, app: faust.App, topic: faust.TopicT) -> None:
+        @app.agent(topic, name="llmpulse.commands")
+        async def apply_commands(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                try:
+                    command = self.codec.decode(event.value or b"")
+                except DecodeError as exc:
+                    log.warning("ignoring unreadable alert command: %s", exc)
+                    continue
+                if command["action"] != "acknowledge":
+                    continue
+                async with self.store.lock:  # persisting mid-group would write another agent's unfinished state
+                    await self.acknowledge(command["alert_id"], command["actor"], event.message.partition)
+
+    async def acknowledge(self, alert_id: str, actor: str, partition: int) -> None:
+        store, emitter = self.store, self.emitter
+        engine = store.engine(partition)
+        acked = engine.acknowledge(alert_id, actor, now_ms())
+        if acked is not None:
+            await emitter.send_alerts([acked], partition)
+            delivery = await emitter.send_alerts_to_fleet([acked])  # the incident shows its member acked
+            if delivery is not None:
+                await delivery
+            store.persist(engine)
+        elif self.ownership.owns_fleet():  # incidents and fleet-wide alerts (budgets, circuits) live here
+            alerts, incidents = store.fleet().acknowledge(alert_id, actor, now_ms())
+            if alerts or incidents:
+                await emitter.send_alerts(alerts, partition)
+                await emitter.send_incidents(incidents, wait=True)
+                store.persist_fleet()

@@ -1,12 +1,13 @@
 """Agent: per-record summaries from every calls partition -> fleet-wide budgets, provider circuits, incidents.
 
-One partition, so one owner and one order; summaries carry their source offsets (see core/fleet.py).
+One partition, so one owner and one order; summaries carry their source offsets (see core/fleet.py). Alerts,
+incidents and provider states are on the broker before the fleet blob that says they were decided.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import faust
 
@@ -14,47 +15,50 @@ from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.keyed_state import Admission
-
-if TYPE_CHECKING:
-    from llmpulse.processors.app import Worker
-
-
-def register(worker: Worker, app: faust.App) -> None:
-    @app.agent(worker.fleet_topic, name="llmpulse.fleet")
-    async def apply_fleet(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(64, within=0.05):
-            async with worker.state_lock:
-                await _apply_group(worker, events)
+from llmpulse.processors.emitter import Emitter
+from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.ownership import PartitionOwnership
 
 
-async def _apply_group(worker: Worker, events: Sequence[faust.EventT]) -> None:
-    from llmpulse.processors.app import FLEET_ALERTS_PARTITION
+@dataclass(frozen=True, slots=True)
+class FleetAgent:
+    store: EngineStore
+    emitter: Emitter
+    ownership: PartitionOwnership
 
-    if not worker.owns_fleet():
-        return  # revoked while buffered: the new owner applies these summaries itself
-    fleet = worker.fleet_engine()
-    alerts: list[AlertEvent] = []
-    transitions: list[CircuitTransition] = []
-    incidents: list[IncidentEvent] = []
-    changed = hole = False
-    for event in events:
-        offset = event.message.offset
-        admission = fleet.cursor.admit(offset)
-        hole |= admission is Admission.REWIND
-        if admission is not Admission.PROCESS:
-            continue
-        fleet.cursor.advance(offset)
-        changed = True
-        if not event.value:
-            continue
-        outcome = fleet.apply(event.value)
-        alerts += outcome.alerts
-        transitions += outcome.transitions
-        incidents += outcome.incidents
-    await worker.emit_alerts(alerts, FLEET_ALERTS_PARTITION, wait=True)
-    await worker.emit_incidents(incidents, wait=True)
-    await worker.emit_provider_states(transitions)
-    if changed:
-        worker.persist_fleet()
-    if hole:
-        await worker.rewind(worker.fleet_topic, 0, fleet.cursor)
+    def register(self, app: faust.App, topic: faust.TopicT) -> None:
+        @app.agent(topic, name="llmpulse.fleet")
+        async def apply_fleet(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(64, within=0.05):
+                async with self.store.lock:
+                    await self.apply_group(events)
+
+    async def apply_group(self, events: Sequence[faust.EventT]) -> None:
+        if not self.ownership.owns_fleet():
+            return  # revoked while buffered: the new owner applies these summaries itself
+        fleet = self.store.fleet()
+        alerts: list[AlertEvent] = []
+        transitions: list[CircuitTransition] = []
+        incidents: list[IncidentEvent] = []
+        changed = hole = False
+        for event in events:
+            offset = event.message.offset
+            admission = fleet.cursor.admit(offset)
+            hole |= admission is Admission.REWIND
+            if admission is not Admission.PROCESS:
+                continue
+            fleet.cursor.advance(offset)
+            changed = True
+            if not event.value:
+                continue
+            outcome = fleet.apply(event.value)
+            alerts += outcome.alerts
+            transitions += outcome.transitions
+            incidents += outcome.incidents
+        await self.emitter.send_fleet_alerts(alerts, wait=True)
+        await self.emitter.send_incidents(incidents, wait=True)
+        await self.emitter.send_provider_states(transitions)
+        if changed:
+            self.store.persist_fleet()
+        if hole:
+            await self.ownership.rewind_fleet(fleet.cursor)

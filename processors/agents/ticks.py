@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import faust
 
-if TYPE_CHECKING:
-    from llmpulse.processors.app import Worker
+from llmpulse.processors.clock import TICK_SECONDS, now_ms
+from llmpulse.processors.emitter import Emitter
+from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.exporter import MetricsExporter
+from llmpulse.processors.ownership import PartitionOwnership
 
 
-def register(worker: Worker, app: faust.App) -> None:
-    from llmpulse.processors.app import FLEET_ALERTS_PARTITION, TICK_SECONDS, now_ms
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    store: EngineStore
+    emitter: Emitter
+    ownership: PartitionOwnership
+    exporter: MetricsExporter
 
-    @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
-    async def tick() -> None:
-        now = now_ms()
-        async with worker.state_lock:  # never persist an engine while an agent is halfway through a group
-            if worker.is_ready():
-                worker.adopt_assigned_partitions()
-            for partition, engine in list(worker.engines.items()):
-                events = engine.tick(now)
-                # on the broker before the state saying they were decided: a crash repeats them, never loses one
-                await worker.emit_alerts(events, partition, wait=True)
-                delivery = await worker.send_alerts_to_fleet(events)
-                if delivery is not None:
-                    await delivery
-                worker.persist(engine)
-            if worker.fleet is not None and worker.owns_fleet():
-                outcome = worker.fleet.tick(now)
-                if outcome.alerts or outcome.incidents:
-                    await worker.emit_alerts(outcome.alerts, FLEET_ALERTS_PARTITION, wait=True)
-                    await worker.emit_incidents(outcome.incidents, wait=True)
-                    worker.persist_fleet()
-        worker.exporter.refresh(list(worker.engines.values()), worker.fleet, now)
-        worker.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
-                                   {(tp.topic, tp.partition) for tp in app.consumer.assignment()})
-        worker.metrics.ready.set(1 if worker.is_ready() else 0)
+    def register(self, app: faust.App) -> None:
+        @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
+        async def tick() -> None:
+            now = now_ms()
+            async with self.store.lock:  # never persist an engine while an agent is halfway through a group
+                await self.evaluate(now)
+            self.exporter.refresh(list(self.store.engines().values()), self.store.loaded_fleet(), now)
+            self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
+                                     self.ownership.assigned())
+            self.exporter.record_ready(self.ownership.ready())
+
+    async def evaluate(self, now: int) -> None:
+        store, emitter, ownership = self.store, self.emitter, self.ownership
+        if ownership.ready():
+            store.adopt(ownership.assigned_calls())
+        for partition, engine in store.engines().items():
+            events = engine.tick(now)
+            # on the broker before the state saying they were decided: a crash repeats them, never loses one
+            await emitter.send_alerts(events, partition, wait=True)
+            delivery = await emitter.send_alerts_to_fleet(events)
+            if delivery is not None:
+                await delivery
+            store.persist(engine)
+        fleet = store.loaded_fleet()
+        if fleet is not None and ownership.owns_fleet():
+            outcome = fleet.tick(now)
+            if outcome.alerts or outcome.incidents:
+                await emitter.send_fleet_alerts(outcome.alerts, wait=True)
+                await emitter.send_incidents(outcome.incidents, wait=True)
+                store.persist_fleet()

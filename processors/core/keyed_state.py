@@ -106,7 +106,7 @@ class SourceCursor:
     can commit the offset of a record still waiting in a stream buffer (faust-streaming issue #606), and a
     record its stream skips around a rebalance can be committed past (``Consumer._new_offset`` tolerates one
     unacked offset at the head). So a worker taking over a partition commits this cursor before it reads
-    (app.py), and a record arriving beyond the cursor is not processed: the agent seeks back to the cursor.
+    (ownership.py), and a record arriving beyond the cursor is not processed: the agent seeks back to the cursor.
     After such a seek, records from before it may still arrive (faust buffers them); they are skipped and
     trigger another seek, until the first record at or before the one that revealed the hole shows up. If
     the offsets in between hold no records (transaction markers), that first record is the revealing one.

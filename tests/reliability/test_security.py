@@ -91,8 +91,5 @@ def test_an_empty_configured_token_authorizes_nothing() -> None:
     from llmpulse.processors.settings import ProcessorSettings
     from llmpulse.processors.web import check_token
 
-    class _Worker:
-        settings = ProcessorSettings(api_token="")
-
-    refused = check_token(_Worker, "Bearer ")  # type: ignore[arg-type]
+    refused = check_token(ProcessorSettings(api_token="").api_token, "Bearer ")
     assert refused is not None and refused[0] == 403

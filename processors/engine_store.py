@@ -1,0 +1,132 @@
+"""EngineStore: the engine of each calls partition and the fleet engine, cached and backed by the tables.
+
+Per-partition state lives in one raw-bytes table (changelog-backed, keys ``<partition>|<namespace>/<key>``);
+the fleet stage's state (ledger, circuits, alert policy, incidents, cursor) is one blob under ``fleet`` in a
+one-partition table. Engines are rebuilt from the recovered tables on first use and written back with
+``persist``; a revoked partition's engine is dropped, so the next owner's writes are never shadowed here.
+
+Agents change and persist engines holding ``lock``; the web layer sees only ``EngineViews``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from llmpulse.processors.core.engine import CURSOR_KEY, PartitionEngine
+from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
+from llmpulse.processors.core.keyed_state import SourceCursor
+
+FLEET_KEY = b"fleet"
+
+
+class ChangelogTable(Protocol):
+    """What the store needs of a faust table: its recovered data and a way to write its changelog."""
+
+    @property
+    def data(self) -> MutableMapping[Any, Any]: ...
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any, key_serializer: Any = None,
+                       value_serializer: Any = None) -> Any: ...
+
+
+class EngineViews(Protocol):
+    """Read-only access for views and gauges: nothing here builds, caches or persists an engine."""
+
+    def engines(self) -> Mapping[int, PartitionEngine]: ...
+
+    def loaded_fleet(self) -> FleetEngine | None: ...
+
+    def fleet_view(self) -> FleetEngine: ...
+
+
+class EngineStore:
+    def __init__(self, state: ChangelogTable, fleet_state: ChangelogTable,
+                 new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig) -> None:
+        self._state = state
+        self._fleet_state = fleet_state
+        self._new_engine = new_engine
+        self._fleet_config = fleet_config
+        self._engines: dict[int, PartitionEngine] = {}
+        self._fleet: FleetEngine | None = None
+        # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
+        # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
+        self.lock = asyncio.Lock()
+
+    # ---- calls partitions ----------------------------------------------------------------------------
+    def engine(self, partition: int) -> PartitionEngine:
+        """The partition's engine, rebuilt from the recovered state table on first use."""
+        engine = self._engines.get(partition)
+        if engine is None:
+            engine = self._engines[partition] = self._new_engine(partition)
+            prefix = f"{partition}|".encode()
+            for key, blob in list(self._state.data.items()):
+                if key.startswith(prefix) and blob is not None:
+                    engine.restore(key[len(prefix):].decode(), blob)
+        return engine
+
+    def adopt(self, partitions: Iterable[int]) -> None:
+        """Build the engines of these (assigned) partitions, so quiet partitions also tick and answer."""
+        for partition in partitions:
+            if partition not in self._engines:
+                self.engine(partition)
+
+    def persist(self, engine: PartitionEngine) -> None:
+        """Write the engine's changed state to the table and its changelog (tombstones for deletions); the
+        engine drains its cursor last, so a persisted cursor implies the state it covers is persisted."""
+        for key, blob in engine.drain_state():
+            table_key = f"{engine.partition}|{key}".encode()
+            if blob is None:
+                self._state.data.pop(table_key, None)
+            else:
+                self._state.data[table_key] = blob
+            self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
+
+    def drop(self, partition: int) -> None:
+        """Forget a revoked partition's engine (its state stays in the table for the next owner)."""
+        self._engines.pop(partition, None)
+
+    def persisted_cursor(self, partition: int) -> int | None:
+        """The next calls offset to process on this partition, as persisted with its state."""
+        blob = self._state.data.get(f"{partition}|{CURSOR_KEY}".encode())
+        return SourceCursor.from_bytes(blob).next_offset if blob else None
+
+    def engines(self) -> Mapping[int, PartitionEngine]:
+        """The engines built so far, by partition: a read-only snapshot, safe to iterate across awaits."""
+        return MappingProxyType(dict(self._engines))
+
+    # ---- the fleet stage -----------------------------------------------------------------------------
+    def fleet(self) -> FleetEngine:
+        """The fleet engine, rebuilt from the fleet table on first use."""
+        if self._fleet is None:
+            self._fleet = self._restore_fleet()
+        return self._fleet
+
+    def loaded_fleet(self) -> FleetEngine | None:
+        """The fleet engine if it is built (this worker applied summaries since it took the fleet partition)."""
+        return self._fleet
+
+    def fleet_view(self) -> FleetEngine:
+        """The fleet engine, or one rebuilt from the table and not cached (a view must not pin state
+        mid-recovery)."""
+        return self._fleet if self._fleet is not None else self._restore_fleet()
+
+    def persist_fleet(self) -> None:
+        if self._fleet is not None:
+            blob = self._fleet.to_bytes()
+            self._fleet_state.data[FLEET_KEY] = blob
+            self._fleet_state.send_changelog(0, FLEET_KEY, blob, "raw", "raw")
+
+    def drop_fleet(self) -> None:
+        self._fleet = None
+
+    def persisted_fleet_cursor(self) -> int | None:
+        """The next fleet-topic offset to apply, as persisted in the fleet blob."""
+        blob = self._fleet_state.data.get(FLEET_KEY)
+        return FleetEngine.cursor_of(blob) if blob else None
+
+    def _restore_fleet(self) -> FleetEngine:
+        blob = self._fleet_state.data.get(FLEET_KEY)
+        return FleetEngine.from_bytes(blob, self._fleet_config) if blob else FleetEngine(self._fleet_config)

@@ -1,0 +1,116 @@
+"""PartitionOwnership: which calls partitions and whether the fleet partition are ours, and where they resume.
+
+The one place that talks to faust's consumer: assignment lookups, readiness after recovery, seeking a
+partition back to its source cursor, and committing the persisted cursors on every assignment (through the
+consumer's private ``_commit``: faust's public commit only commits acked offsets). docs/design.md,
+"Exactly-once state under at-least-once delivery", explains why Kafka's own committed offset is not trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from llmpulse.processors.core.keyed_state import SourceCursor
+from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.wiring import FLEET_PARTITION
+
+log = logging.getLogger("llmpulse.worker")
+
+
+class PartitionOwnership:
+    def __init__(self, app: faust.App, calls_topic: str, fleet_topic: str, store: EngineStore,
+                 on_rewind: Callable[[str], None]) -> None:
+        self._app = app
+        self._calls = calls_topic
+        self._fleet = fleet_topic
+        self._store = store
+        self._on_rewind = on_rewind
+
+    # ---- lookups -------------------------------------------------------------------------------------
+    def owns(self, partition: int) -> bool:
+        """Is this calls partition assigned to us right now? Records buffered before a rebalance may still
+        reach the agent afterwards; processing them would rebuild an engine from a table the new owner is
+        writing, and persisting it would overwrite that owner's totals."""
+        return self._assigned(self._calls, partition) is not None
+
+    def owns_fleet(self) -> bool:
+        return self._assigned(self._fleet, FLEET_PARTITION) is not None
+
+    def assigned_calls(self) -> list[int]:
+        """The calls partitions assigned to us now."""
+        return [tp.partition for tp in self._app.consumer.assignment() if tp.topic == self._calls]
+
+    def assigned(self) -> set[tuple[str, int]]:
+        """Every (topic, partition) assigned to us now."""
+        return {(tp.topic, tp.partition) for tp in self._app.consumer.assignment()}
+
+    def ready(self) -> bool:
+        """Assigned partitions are recovered. faust sets ``recovery.completed`` once and never clears it, so a
+        later rebalance's recovery is only visible as ``in_recovery``: an engine built from the table during it
+        would miss state and then overwrite the changelog with short totals."""
+        app = self._app
+        recovery = app.tables.recovery
+        return bool(
+            app.consumer is not None and not app.rebalancing and not recovery.in_recovery
+            and recovery.completed.is_set()
+        )
+
+    def _assigned(self, topic: str, partition: int) -> Any:
+        """The consumer's TopicPartition for (topic, partition) if it is assigned to us now, else None."""
+        return next((tp for tp in self._app.consumer.assignment() if tp.topic == topic and tp.partition == partition),
+                    None)
+
+    # ---- positions -----------------------------------------------------------------------------------
+    async def rewind(self, partition: int, cursor: SourceCursor) -> None:
+        """Seek a calls partition back to its cursor: records between it and what arrived never reached us."""
+        await self._rewind(self._calls, partition, cursor)
+
+    async def rewind_fleet(self, cursor: SourceCursor) -> None:
+        await self._rewind(self._fleet, FLEET_PARTITION, cursor)
+
+    async def _rewind(self, topic: str, partition: int, cursor: SourceCursor) -> None:
+        offset = cursor.next_offset
+        if offset is None:
+            return
+        log.warning("%s:%d: records from offset %d on never reached this worker; re-reading from there",
+                    topic, partition, offset)
+        self._on_rewind(topic)
+        tp = self._assigned(topic, partition)
+        if tp is not None:
+            await self._app.consumer.seek_wait({tp: offset})
+
+    def _persisted_cursor(self, topic: str, partition: int) -> int | None:
+        if topic == self._calls:
+            return self._store.persisted_cursor(partition)
+        if topic == self._fleet:
+            return self._store.persisted_fleet_cursor()
+        return None
+
+    # ---- rebalance hooks (connected by the Worker) --------------------------------------------------------
+    async def on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
+        """Drop the engines of revoked partitions: their next owner writes the tables from now on."""
+        for tp in revoked:
+            if tp.topic == self._calls:
+                self._store.drop(tp.partition)
+            elif tp.topic == self._fleet:
+                self._store.drop_fleet()
+
+    async def commit_persisted_cursors(self, sender: Any, **_: Any) -> None:
+        """Once tables are recovered and before faust seeks to the committed offsets, commit each assigned
+        partition's persisted cursor: Kafka's commit may run ahead of persisted state (keyed_state.py says
+        why), and resuming from it would skip records for good. A cursor behind the commit replays a few
+        records; one ahead of it saves replaying what is already absorbed."""
+        offsets = {}
+        for tp in self._app.consumer.assignment():
+            cursor = self._persisted_cursor(tp.topic, tp.partition)
+            if cursor is not None:
+                offsets[tp] = cursor
+        if offsets:
+            log.info("resuming from persisted cursors: %s",
+                     ", ".join(f"{tp.topic}:{tp.partition}@{offset}" for tp, offset in sorted(offsets.items())))
+            # faust's public commit only commits acked offsets; this is the consumer's own commit call.
+            await self._app.consumer._commit(offsets)

@@ -1,0 +1,155 @@
+"""EngineStore against dict-backed tables: restore on first use, persist with tombstones and the cursor last,
+drop on revoke, read-only views that cache nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionEngine
+from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
+from llmpulse.processors.core.guarding import GuardingConfig, GuardMonitor
+from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.engine_store import FLEET_KEY, EngineStore
+from llmpulse.processors.loaders import read_injection_model
+from llmpulse.producers.batching import BatchEncoder
+
+NOW = int(time.time() * 1000)
+
+
+class FakeTable:
+    """A faust table's ``data`` and ``send_changelog``, recorded."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.changelog: list[tuple[int | None, bytes, bytes | None, Any, Any]] = []
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any, key_serializer: Any = None,
+                       value_serializer: Any = None) -> None:
+        self.changelog.append((partition, key, value, key_serializer, value_serializer))
+
+
+class ScriptedEngine:
+    """Stands in for a PartitionEngine: drains what the test scripts, records what it is restored from."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.drained: list[tuple[str, bytes | None]] = []
+        self.restored: dict[str, bytes] = {}
+
+    def drain_state(self) -> list[tuple[str, bytes | None]]:
+        drained, self.drained = self.drained, []
+        return drained
+
+    def restore(self, key: str, blob: bytes) -> None:
+        self.restored[key] = blob
+
+
+def _scripted_store(state: FakeTable | None = None, fleet: FakeTable | None = None) -> EngineStore:
+    return EngineStore(state or FakeTable(), fleet or FakeTable(), ScriptedEngine,  # type: ignore[arg-type]
+                       FleetConfig())
+
+
+@pytest.fixture(scope="module")
+def new_engine():  # type: ignore[no-untyped-def]
+    pricer, guard = Pricer(), GuardMonitor(GuardingConfig(), read_injection_model())
+    return lambda partition: PartitionEngine(partition, EngineConfig(), pricer, guard)
+
+
+def _calls(n: int):  # type: ignore[no-untyped-def]
+    rows = [{"event_id": f"e-{i}", "timestamp_ms": NOW - 1000, "service": "checkout", "provider": "openai",
+             "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "input_tokens": 200,
+             "output_tokens": 100, "user_hash": f"user-{i % 3}", "cost_micros": 1000} for i in range(n)]
+    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), NOW)
+    assert not refused and calls is not None
+    return calls
+
+
+def test_a_persisted_engine_is_restored_by_the_next_store(new_engine) -> None:  # type: ignore[no-untyped-def]
+    state = FakeTable()
+    store = EngineStore(state, FakeTable(), new_engine, FleetConfig())
+    engine = store.engine(3)
+    engine.process(_calls(30), offset=9, now_ms=NOW)
+    engine.cursor.advance(9)
+    store.persist(engine)
+
+    assert store.persisted_cursor(3) == 10 and store.persisted_cursor(4) is None
+    later = EngineStore(state, FakeTable(), new_engine, FleetConfig())  # e.g. the next owner, after recovery
+    restored = later.engine(3)
+    assert restored.cursor.next_offset == 10
+    assert restored.budget.snapshot() == engine.budget.snapshot()
+    assert later.engine(3) is restored  # cached: rebuilt once
+
+
+def test_persist_writes_the_partition_changelog_raw_with_tombstones_and_the_cursor_last() -> None:
+    state = FakeTable()
+    state.data[b"2|attempts/gone"] = b"old"
+    store = _scripted_store(state)
+    engine = store.engine(2)
+    engine.drained = [("attempts/kept", b"new"), ("attempts/gone", None), (CURSOR_KEY, b"cursor")]  # type: ignore[attr-defined]
+    store.persist(engine)
+
+    assert state.data == {b"2|attempts/kept": b"new", b"2|cursor/next": b"cursor"}
+    assert state.changelog == [
+        (2, b"2|attempts/kept", b"new", "raw", "raw"),
+        (2, b"2|attempts/gone", None, "raw", "raw"),
+        (2, b"2|cursor/next", b"cursor", "raw", "raw"),
+    ]
+
+
+def test_an_engine_is_restored_from_its_own_partition_keys_only() -> None:
+    state = FakeTable()
+    state.data.update({b"1|a/x": b"one", b"10|a/x": b"ten", b"1|b/y": b"uno"})
+    store = _scripted_store(state)
+    assert store.engine(1).restored == {"a/x": b"one", "b/y": b"uno"}  # type: ignore[attr-defined]
+    assert store.engine(10).restored == {"a/x": b"ten"}  # type: ignore[attr-defined]
+
+
+def test_drop_forgets_a_revoked_engine_and_the_next_use_restores_it_from_the_table() -> None:
+    state = FakeTable()
+    store = _scripted_store(state)
+    first = store.engine(0)
+    state.data[b"0|a/x"] = b"written by the partition's owner meanwhile"
+    store.drop(0)
+    assert 0 not in store.engines()
+    again = store.engine(0)
+    assert again is not first and again.restored == {"a/x": b"written by the partition's owner meanwhile"}  # type: ignore[attr-defined]
+
+
+def test_adopt_builds_missing_engines_and_engines_is_a_snapshot() -> None:
+    store = _scripted_store()
+    kept = store.engine(1)
+    store.adopt([0, 1, 2])
+    engines = store.engines()
+    assert sorted(engines) == [0, 1, 2] and engines[1] is kept
+    store.drop(2)
+    assert sorted(engines) == [0, 1, 2]  # taken before the drop: unchanged
+    with pytest.raises(TypeError):
+        engines[5] = kept  # type: ignore[index]
+
+
+def test_the_fleet_engine_round_trips_and_views_cache_nothing() -> None:
+    fleet_table = FakeTable()
+    store = _scripted_store(fleet=fleet_table)
+    store.persist_fleet()  # nothing built yet: nothing to write
+    assert fleet_table.changelog == [] and store.loaded_fleet() is None
+    assert store.persisted_fleet_cursor() is None
+
+    fleet = store.fleet()
+    fleet.cursor.advance(41)
+    fleet.applied[3] = 7
+    store.persist_fleet()
+    assert store.persisted_fleet_cursor() == 42
+    assert fleet_table.changelog == [(0, FLEET_KEY, fleet_table.data[FLEET_KEY], "raw", "raw")]
+
+    store.drop_fleet()
+    assert store.loaded_fleet() is None
+    view = store.fleet_view()  # rebuilt from the table for a view, not cached
+    assert isinstance(view, FleetEngine) and view.cursor.next_offset == 42 and view.applied == {3: 7}
+    assert store.loaded_fleet() is None
+    restored = store.fleet()
+    assert restored is store.loaded_fleet() is store.fleet_view() and restored.applied == {3: 7}
