@@ -26,6 +26,10 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
   the incident's scope, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once.
   Incidents whose worst severity is INFO (priority P3) never page.
+* Pages (``paging`` on the event): the first announcement at P0-P2; one escalation into the urgent tier
+  (``urgent_priorities``, P0/P1: someone is woken) from a P2 page; the resolve of an incident that paged.
+  An escalation within the urgent tier (P1 -> P0) is an ``escalated`` event that does not page again: the
+  on-call is already engaged.
 * Exactly-once by idempotence: a member event is applied only when it is newer than what is known of that
   member (``updated_at_ms``, then firing < acknowledged < resolved), so an event applied twice, or an old one
   after a new one, changes nothing. The incident id derives from its first member's alert id (itself
@@ -83,6 +87,7 @@ class IncidentConfig:
     group_window_ms: int = 5 * MINUTE_MS
     cooldown_ms: int = 10 * MINUTE_MS
     stale_ms: int = 3 * 60 * MINUTE_MS  # no member news for this long: resolve (members resolve stale at 1 h)
+    urgent_priorities: tuple[str, ...] = ("P0", "P1")  # one urgent page is enough: P1 -> P0 does not re-page
     max_incidents: int = 2_000
     max_members_listed: int = 50
     priorities: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
@@ -172,6 +177,8 @@ class _Incident:
     acknowledged_by: str | None = None
     announced: bool = False
     severity_since_ms: int = 0  # event time the worst severity was reached (the group wait restarts there)
+    paged: bool = False  # an event of this incident paged
+    paged_urgent: bool = False  # ... at an urgent priority (P0/P1): later escalations are updates
     members: dict[str, _Member] = field(default_factory=dict)
 
     def scope(self) -> tuple[str, str]:
@@ -226,8 +233,27 @@ class IncidentManager:
             if not incident.announced and incident.status != RESOLVED and self._waited(incident):
                 incident.announced = True
                 changes.setdefault(incident.incident_id, set()).add(OPENED)
-        return [self._event(incident, _strongest(kinds)) for incident_id, kinds in changes.items()
-                if (incident := self._incidents.get(incident_id)) is not None and incident.announced]
+        out = []
+        for incident_id, kinds in changes.items():
+            incident = self._incidents.get(incident_id)
+            if incident is not None and incident.announced:
+                kind = _strongest(kinds)
+                out.append(self._event(incident, kind, paging=self._pages(incident, kind)))
+        return out
+
+    def _pages(self, incident: _Incident, kind: str) -> bool:
+        """Whether this event pages, and remember what was paged: the first event at P0-P2, an escalation
+        into the urgent tier (P2 -> P1/P0) once, and the resolve of an incident that paged."""
+        priority = self.config.priorities.get(incident.severity, "P3")
+        if kind == RESOLVED:
+            return incident.paged
+        if kind not in (OPENED, ESCALATED) or priority == self.config.priorities.get("INFO", "P3"):
+            return False
+        urgent = priority in self.config.urgent_priorities
+        if incident.paged and (incident.paged_urgent or not urgent):
+            return False
+        incident.paged, incident.paged_urgent = True, urgent
+        return True
 
     def _apply_one(self, record: Mapping[str, Any]) -> tuple[str | None, str | None]:
         alert_id = str(record["alert_id"])
@@ -386,12 +412,10 @@ class IncidentManager:
             for alert_id in incident.members:
                 self._member_of.pop(alert_id, None)
 
-    def _event(self, incident: _Incident, status: str) -> IncidentEvent:
+    def _event(self, incident: _Incident, status: str, paging: bool = False) -> IncidentEvent:
         scope, key = incident.scope()
         ordered = incident.worst()
         priority = self.config.priorities.get(incident.severity, "P3")
-        paging = (status in (OPENED, ESCALATED, RESOLVED) and incident.announced
-                  and priority != self.config.priorities.get("INFO", "P3"))
         rules = list(dict.fromkeys(m.rule for m in ordered))
         mitigations = list(dict.fromkeys(mitigation_for(rule) for rule in rules))
         return IncidentEvent(

@@ -164,6 +164,11 @@ def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str,
     print(f"\n{scenario}: first alert {(first - INCIDENT_START_MS[scenario]) / 1000:.1f} s after the incident began")
 
 
+# Symptoms a scenario causes beside its own rule, which may page as an incident of their own: the batch job that
+# exhausts the budget sends long, slow, expensive calls, so its series is genuinely slow as well.
+SYMPTOMS: dict[str, set[str]] = {"budget-exhaustion": {"latency_p95", "latency_p99", "cost_per_request"}}
+
+
 @pytest.mark.parametrize("scenario", list(EXPECTED))
 def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict[str, WorkerProcess],
                                                                      scenario: str) -> None:
@@ -173,15 +178,24 @@ def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict
     while True:
         incidents = [record for kind, record in _read_alerts_topic(worker) if kind == "incident"]
         pages = [r for r in incidents if r["paging"] and r["status"] in ("opened", "escalated")]
-        paged_ids = {r["incident_id"] for r in pages}
+        cause = [r for r in pages if set(rules) & set(r["rules"])]
         resolved = {r["incident_id"] for r in incidents if r["status"] == "resolved"}
-        if (pages and (not resolves or paged_ids <= resolved)) or time.monotonic() > deadline:
+        if (cause and (not resolves or {r["incident_id"] for r in cause} <= resolved)) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert len(pages) == 1, f"{scenario}: {len(pages)} pages: {[(p['status'], p['summary']) for p in pages]}"
-    page = pages[0]
-    assert set(rules) & set(page["rules"]), f"{scenario}: paged for {page['rules']}, expected one of {rules}"
+    shown = [(p["status"], p["priority"], p["summary"]) for p in pages]
+    assert len({r["incident_id"] for r in cause}) == 1, f"{scenario}: not one incident for its cause: {shown}"
+    opened = [r for r in cause if r["status"] == "opened"]
+    assert len(opened) == 1, f"{scenario}: {shown}"
+    # The one further page allowed is an escalation into the urgent tier (P2 -> P1/P0): it is worse now.
+    escalations = [r for r in cause if r["status"] == "escalated"]
+    assert len(escalations) <= 1 and all(r["priority"] in ("P0", "P1") for r in escalations), shown
+    assert opened[0]["priority"] == "P2" or not escalations, shown
+    others = [r for r in pages if r not in cause]
+    assert all(set(r["rules"]) <= SYMPTOMS.get(scenario, set()) for r in others), f"{scenario}: noise paged: {shown}"
+    page = opened[0]
     assert page["summary"] and page["mitigation"] and page["member_count"] >= 1
     if resolves:
-        assert paged_ids <= resolved, f"{scenario}: incident never resolved"
-    print(f"\n{scenario}: one page, {page['priority']} {page['scope']} {page['scope_key']!r}: {page['summary']}")
+        assert opened[0]["incident_id"] in resolved, f"{scenario}: incident never resolved"
+    print(f"\n{scenario}: {len(pages)} page(s) [{', '.join(f'{s} {p}' for s, p, _ in shown)}]: "
+          f"{page['scope']} {page['scope_key']!r}: {page['summary']}")

@@ -195,3 +195,17 @@ def test_one_series_slow_and_expensive_and_over_budget_is_one_incident() -> None
     assert [e.status for e in (slow, budget)] == ["escalated", "updated"]
     other = manager.apply([alert("latency_p99", "chat", "gpt-4o", "openai", severity="CRITICAL", at=100 * S)])[0]
     assert other.incident_id != cost.incident_id  # another series, another family: another cause
+
+
+def test_an_escalation_inside_the_urgent_tier_does_not_page_again() -> None:
+    manager = manager_now()
+    events = manager.apply([alert("provider_circuit", None, "gpt-4o", "openai", severity="ERROR")])
+    events += manager.apply([alert("error_rate", "chat", "gpt-4o", "openai", severity="CRITICAL", at=90 * S)])
+    assert [(e.status, e.priority, e.paging) for e in events] == [("opened", "P1", True), ("escalated", "P0", False)]
+    resolved = manager.apply([
+        {**alert("provider_circuit", None, "gpt-4o", "openai", severity="ERROR"), "status": "resolved",
+         "updated_at_ms": T0 + 300 * S},
+        {**alert("error_rate", "chat", "gpt-4o", "openai", severity="CRITICAL", at=90 * S), "status": "resolved",
+         "updated_at_ms": T0 + 300 * S},
+    ])
+    assert [(e.status, e.paging) for e in resolved] == [("resolved", True)]
