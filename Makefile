@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cache/llmpulse/tools/bin:$(PATH)
 
-.PHONY: setup test test-fast lint demo bench bench-quick clean
+.PHONY: setup test test-fast lint demo bench bench-quick bench-alerts clean
 
 setup:
 	bash scripts/setup.sh
@@ -18,7 +18,7 @@ test: lint
 
 ## test-fast: the tests that need no broker and no external binaries
 test-fast:
-	$(PY) -m pytest -q -m "not integration and not ops and not reliability and not instrumentation"
+	$(PY) -m pytest -q -m unit
 
 ## demo: broker + worker + simulated traffic with an incident; shows alerts and metrics; stops all it started
 demo: setup
@@ -29,6 +29,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.run --quick
+
+## bench-alerts: alert quality in event time (a control day, a labelled day of incidents; in process, no broker)
+bench-alerts: setup
+	$(PY) -m bench.run --full --only alert_quality --no-profile
 
 clean:
 	rm -rf .demo .pytest_cache .ruff_cache build dist *.egg-info

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +73,8 @@ def key_of(provider: str, model: str) -> str:
 
 
 class ProviderRouter:
-    """Thread-safe router; see the module docstring. ``bootstrap=None`` uses the local breakers only."""
+    """Thread-safe router; see the module docstring. ``bootstrap=None`` uses the local breakers only;
+    ``clock`` (monotonic seconds) times their open period."""
 
     def __init__(
         self,
@@ -85,13 +86,14 @@ class ProviderRouter:
         stale_after_s: float | None = None,
         timing: RouterTiming | None = None,
         consumer_config: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not preferences:
             raise ValueError("ProviderRouter needs at least one (provider, model) preference")
         self.preferences: tuple[Preference, ...] = tuple((str(p), str(m)) for p, m in preferences)
         self.topic = topic
         self.stale_after_s = stale_after_s
-        self._breakers = {key_of(*pref): CircuitBreaker(breaker_config) for pref in self.preferences}
+        self._breakers = {key_of(*pref): CircuitBreaker(breaker_config, clock=clock) for pref in self.preferences}
         self._fleet: dict[str, FleetState] = {}
         self._catch_up: dict[int, int] = {}  # partition -> end offset still to reach at start-up
         self._reachable = False

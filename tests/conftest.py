@@ -1,8 +1,15 @@
-"""Shared fixtures. Tests under tests/integration/ are marked ``integration`` and get a real Kafka broker.
+"""Layer markers and shared fixtures.
 
-The broker is found in this order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; a testcontainers Kafka when a Docker
-engine answers; else a :class:`llmpulse.broker.LocalBroker` (Kafka 4.3.1 in a JVM) on free ports, started once
-per session. The chosen address is exported as ``KAFKA_BOOTSTRAP_SERVERS`` for processes the tests start.
+Each folder under tests/ is one layer, and a test's marker is its folder's name, given here and nowhere else:
+``unit`` (neither a broker nor external binaries: ``make test-fast``), ``integration`` (a real Kafka broker),
+``instrumentation`` (the real OpenAI/Anthropic clients against a local fake API), ``ops`` (promtool, amtool,
+helm, Prometheus, Alertmanager), ``reliability`` (faults against real broker and worker processes). The
+markers are declared in pyproject.toml; tests/support/ holds helpers, not tests.
+
+Tests that need a broker get one, found in this order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; a testcontainers
+Kafka when a Docker engine answers; else a :class:`llmpulse.broker.LocalBroker` (Kafka 4.3.1 in a JVM) on free
+ports, started once per session. The chosen address is exported as ``KAFKA_BOOTSTRAP_SERVERS`` for processes the
+tests start.
 """
 
 from __future__ import annotations
@@ -19,15 +26,35 @@ import pytest
 
 from tests.support.waiting import free_port_pair
 
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
+_TESTS = Path(__file__).parent
+# A layer's timeout where its tests set none (the ini default applies elsewhere).
+_LAYER_TIMEOUT_S = {"reliability": 150}
 # cp-kafka 8.x is Apache Kafka 4.x, the protocol floor (KIP-896) the project targets.
 _DEFAULT_IMAGE = "confluentinc/cp-kafka:8.0.0"
 
 
+def _declared_markers(config: pytest.Config) -> set[str]:
+    return {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's layer; a test outside a layer folder, or marked with another
+    layer by hand, stops the run."""
+    layers = _declared_markers(config) & {path.name for path in _TESTS.iterdir() if path.is_dir()}
     for item in items:
-        if _INTEGRATION_DIR in Path(item.path).parents:
-            item.add_marker(pytest.mark.integration)
+        path = Path(item.path)
+        parts = path.relative_to(_TESTS).parts if path.is_relative_to(_TESTS) else ()
+        layer = parts[0] if len(parts) > 1 else ""
+        if layer not in layers:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in a layer folder of tests/ "
+                                    f"({', '.join(sorted(layers))}), whose name is a marker in pyproject.toml")
+        foreign = {mark.name for mark in item.iter_markers() if mark.name in layers} - {layer}
+        if foreign:
+            raise pytest.UsageError(f"{item.nodeid}: marked {', '.join(sorted(foreign))} by hand; "
+                                    f"its layer is its folder's ({layer})")
+        item.add_marker(layer)
+        if layer in _LAYER_TIMEOUT_S and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(_LAYER_TIMEOUT_S[layer]))
 
 
 def _docker_answers() -> bool:

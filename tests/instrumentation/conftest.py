@@ -1,4 +1,4 @@
-"""Fixtures for the client-instrumentation tests: every test here is marked ``instrumentation``.
+"""Fixtures for the client-instrumentation tests.
 
 The real ``openai`` and ``anthropic`` libraries talk HTTP to a local fake API (no mocks of the clients);
 what the wrappers record goes to a :class:`RecordingPulse` double, or to a real broker where a test says so.
@@ -8,39 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from llmpulse.producers.fake_llm_api import FakeLLMApi
+from tests.support.recording import RecordingPulse
 
-_HERE = Path(__file__).parent
 FIRST_TOKEN_DELAY = 0.2  # seconds the fake waits before a stream's first content chunk
 SLOW_SECONDS = 1.5  # how long a "slow" model takes; tests give the client a shorter timeout
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.instrumentation)
-
-
-class RecordingPulse:
-    """Test double for the recorder side only: keeps each ``record(**fields)`` as a dict."""
-
-    def __init__(self, capture_text: bool = False) -> None:
-        self.settings = SimpleNamespace(capture_text=capture_text)
-        self.calls: list[dict[str, Any]] = []
-
-    def record(self, **fields: Any) -> bool:
-        self.calls.append(fields)
-        return True
-
-    def only(self) -> dict[str, Any]:
-        assert len(self.calls) == 1, f"expected one recorded call, got {len(self.calls)}: {self.calls}"
-        return self.calls[0]
 
 
 @pytest.fixture(scope="session")

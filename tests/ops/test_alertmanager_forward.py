@@ -21,10 +21,10 @@ from confluent_kafka import Producer
 from llmpulse import schemas
 from llmpulse.processors.core.incidents import IncidentEvent, IncidentManager
 from llmpulse.schemas.codec import SchemaCodec
-from tests.ops.conftest import Server
+from tests.support.servers import Server
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 CODEC = SchemaCodec(schemas.ALERT)
 INCIDENT_CODEC = SchemaCodec(schemas.INCIDENT)
 

@@ -1,42 +1,25 @@
-"""The Helm chart: values schema (always), and `helm lint` / `helm template` renders (marker ``ops``)."""
+"""The Helm chart through helm: `helm lint` and `helm template` renders. The chart's files are checked without
+helm in tests/unit/deploy/test_helm_chart.py."""
 
 from __future__ import annotations
 
 import base64
-import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from llmpulse.config import Topics
+from tests.support.deploy import CHART, RULES, deployed_topics
+from tests.support.tools import require_tool
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "llmpulse"
-RULES = REPO / "deploy" / "prometheus" / "rules" / "llmpulse.rules.yml"
 CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret"}
 KUBERNETES_VERSION = "1.33.0"
 
 
-def find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    tools = Path(os.environ.get("LLMPULSE_TOOLS_DIR", Path.home() / ".cache" / "llmpulse" / "tools"))
-    candidate = tools / "bin" / name
-    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
-
-
 @pytest.fixture(scope="module")
 def helm() -> str:
-    path = find_tool("helm")
-    if path is None:
-        pytest.skip("helm not installed: run scripts/install-ops-tools.sh")
-    return path
+    return require_tool("helm")
 
 
 def helm_run(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,43 +41,6 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
-# ---- no binary needed
-
-
-def test_chart_rules_file_is_the_deploy_rules_file() -> None:
-    chart_rules = CHART / "files" / "llmpulse.rules.yml"
-    assert chart_rules.read_bytes() == RULES.read_bytes()
-    if chart_rules.is_symlink():
-        assert chart_rules.resolve() == RULES.resolve()
-
-
-def test_default_values_satisfy_the_values_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    jsonschema.Draft7Validator(schema).validate(values)
-
-
-def test_values_schema_rejects_a_typo_and_a_bad_port() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert not list(validator.iter_errors(values))
-    assert list(validator.iter_errors({**values, "replicas": 3}))
-    assert list(validator.iter_errors({**values, "web": {"port": 70000}}))
-
-
-def test_chart_metadata() -> None:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["apiVersion"] == "v2"
-    assert chart["name"] == "llmpulse"
-    assert chart["type"] == "application"
-
-
-# ---- helm
-
-
-@pytest.mark.ops
 @pytest.mark.parametrize("sets", [(), ("serviceMonitor.enabled=true", "prometheusRule.enabled=true")])
 def test_helm_lint_strict(helm: str, sets: tuple[str, ...]) -> None:
     args = ["lint", str(CHART), "--strict"]
@@ -105,12 +51,10 @@ def test_helm_lint_strict(helm: str, sets: tuple[str, ...]) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.ops
 def test_default_render_has_the_core_kinds_only(helm: str) -> None:
     assert set(by_kind(render(helm))) == CORE_KINDS
 
 
-@pytest.mark.ops
 def test_monitoring_objects_are_gated_by_values(helm: str) -> None:
     kinds = set(by_kind(render(helm, "serviceMonitor.enabled=true")))
     assert kinds == CORE_KINDS | {"ServiceMonitor"}
@@ -118,7 +62,6 @@ def test_monitoring_objects_are_gated_by_values(helm: str) -> None:
     assert kinds == CORE_KINDS | {"PrometheusRule"}
 
 
-@pytest.mark.ops
 def test_prometheus_rule_carries_every_rule_of_the_rules_file(helm: str) -> None:
     rule = by_kind(render(helm, "prometheusRule.enabled=true"))["PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
@@ -128,7 +71,6 @@ def test_prometheus_rule_carries_every_rule_of_the_rules_file(helm: str) -> None
     assert alerts == {r["alert"] for g in expected["groups"] for r in g["rules"] if "alert" in r}
 
 
-@pytest.mark.ops
 def test_traffic_rules_can_be_left_out(helm: str) -> None:
     """trafficRules=false keeps the recording rules and the paging worker-health alerts, byte for byte."""
     rule = by_kind(
@@ -149,7 +91,6 @@ def test_traffic_rules_can_be_left_out(helm: str) -> None:
     assert kinds == {"worker"}
 
 
-@pytest.mark.ops
 def test_runbook_base_url_prefixes_every_runbook_link(helm: str) -> None:
     rule = by_kind(
         render(
@@ -162,7 +103,6 @@ def test_runbook_base_url_prefixes_every_runbook_link(helm: str) -> None:
     assert urls and all(u.startswith("https://example.org/llmpulse/docs/runbook.md#") for u in urls)
 
 
-@pytest.mark.ops
 def test_deployment_wiring(helm: str) -> None:
     objs = by_kind(
         render(
@@ -187,15 +127,10 @@ def test_deployment_wiring(helm: str) -> None:
     assert container["env"][0]["name"] == "LLMPULSE_API_TOKEN"
     assert token_ref["name"] == secret["metadata"]["name"] and token_ref["key"] in secret["data"]
     assert len(base64.b64decode(secret["data"][token_ref["key"]])) == 40  # generated
-    topics = Topics()
     assert config["data"] == {
         "KAFKA_BOOTSTRAP_SERVERS": "broker-0:9092",
         "LLMPULSE_WEB_PORT": "6066",
-        "LLMPULSE_TOPIC_CALLS": topics.calls,
-        "LLMPULSE_TOPIC_ALERTS": topics.alerts,
-        "LLMPULSE_TOPIC_DEAD_LETTER": topics.dead_letter,
-        "LLMPULSE_TOPIC_ALERT_COMMANDS": topics.alert_commands,
-        "LLMPULSE_TOPIC_PROVIDER_STATE": topics.provider_state,
+        **deployed_topics(),
         "LLMPULSE_LOG_LEVEL": "debug",
     }
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -203,7 +138,6 @@ def test_deployment_wiring(helm: str) -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
-@pytest.mark.ops
 def test_given_token_and_existing_secret(helm: str) -> None:
     secret = by_kind(render(helm, "apiToken.value=s3cret"))["Secret"]
     assert base64.b64decode(secret["data"]["api-token"]) == b"s3cret"
@@ -215,7 +149,6 @@ def test_given_token_and_existing_secret(helm: str) -> None:
     assert ref == {"name": "team-token", "key": "token"}
 
 
-@pytest.mark.ops
 def test_service_monitor_names_the_job_the_rules_expect(helm: str) -> None:
     objs = by_kind(render(helm, "serviceMonitor.enabled=true"))
     monitor, service = objs["ServiceMonitor"], objs["Service"]
@@ -227,7 +160,6 @@ def test_service_monitor_names_the_job_the_rules_expect(helm: str) -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["obs"]}
 
 
-@pytest.mark.ops
 @pytest.mark.parametrize(
     ("bad", "path"),
     [
@@ -243,7 +175,6 @@ def test_helm_refuses_values_outside_the_schema(helm: str, bad: str, path: str) 
     assert f"'{path}'" in result.stderr
 
 
-@pytest.mark.ops
 def test_core_manifests_match_the_kubernetes_schemas(helm: str) -> None:
     """Offline, with the schemas kubernetes-validate bundles (the operator CRDs are not among them)."""
     kubernetes_validate = pytest.importorskip(

@@ -27,15 +27,15 @@ import yaml
 from confluent_kafka import Producer
 
 from llmpulse.producers import Pulse
-from tests.ops.conftest import Server, binary, start_server, stop_server
+from tests.support.deploy import DASHBOARD, PROM_DIR
+from tests.support.servers import Server, start_server, stop_server
+from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess, free_port
 
-pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llmpulse.json"
-RULES_GLOB = str(REPO / "deploy" / "prometheus" / "rules" / "*.yml")
+RULES_GLOB = str(PROM_DIR / "rules" / "*.yml")
 # Grafana variables -> values for an instant query over a few minutes of data.
 VARIABLES = {"service": ".*", "model": ".*", "__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 # Panels the worker cannot feed yet: the catalogue promises the metric, the worker never sets it.
@@ -235,7 +235,7 @@ def expected(problems: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    exe = binary("prometheus")
+    exe = require_tool("prometheus")
     workdir = tmp_path_factory.mktemp("live")
     worker = WorkerProcess(kafka_bootstrap, workdir / "worker", extra_env=WORKER_ENV).start()
     port = free_port()

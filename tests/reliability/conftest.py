@@ -1,7 +1,7 @@
 """Fixtures for fault-injection tests: real workers on their own topics, exact priced traffic, topic reads.
 
-Every test here is marked ``reliability`` and bounded by a timeout; every worker a test starts is stopped
-after it, however the test ended.
+Every test here is bounded by a timeout (its module's, else the layer's in tests/conftest.py); every worker a
+test starts is stopped after it, however the test ended.
 """
 
 from __future__ import annotations
@@ -23,18 +23,8 @@ from llmpulse.producers.batching import BatchEncoder, new_event_id
 from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess
 
-_HERE = Path(__file__).parent
-DEFAULT_TIMEOUT_S = 150
 # A SIGKILLed member holds its partitions until its session expires: keep that short so restarts are quick.
 FAST_GROUP_ENV = {"BROKER_SESSION_TIMEOUT": "8", "BROKER_HEARTBEAT_INTERVAL": "1"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.reliability)
-            if item.get_closest_marker("timeout") is None:
-                item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
 
 
 # ---- workers ---------------------------------------------------------------------------------------------
@@ -298,26 +288,26 @@ def double_firings(records: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-@pytest.fixture
-def alerts_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
-    """Every alert record on a worker's alerts topic, decoded (incident records are read by ``incidents_of``)."""
+def alerts_topic_records(bootstrap: str, kind: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
+    """Reads every record of ``kind`` ("alert" or "incident") on a worker's alerts topic, decoded, in topic order."""
     from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
     codec = AlertsTopicCodec()
-    return lambda worker: [record for kind, record in (codec.decode(v) for _, _, v in
-                                                       read_all(kafka_bootstrap, worker.topic("alerts")) if v)
-                           if kind == "alert"]
+    return lambda worker: [record for k, record in (codec.decode(v) for _, _, v in
+                                                    read_all(bootstrap, worker.topic("alerts")) if v)
+                           if k == kind]
+
+
+@pytest.fixture
+def alerts_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
+    """Every alert record on a worker's alerts topic, decoded (incident records are read by ``incidents_of``)."""
+    return alerts_topic_records(kafka_bootstrap, "alert")
 
 
 @pytest.fixture
 def incidents_of(kafka_bootstrap: str) -> Callable[[WorkerProcess], list[dict[str, Any]]]:
     """Every incident record on a worker's alerts topic, decoded, in topic order."""
-    from llmpulse.schemas.alerts_topic import AlertsTopicCodec
-
-    codec = AlertsTopicCodec()
-    return lambda worker: [record for kind, record in (codec.decode(v) for _, _, v in
-                                                       read_all(kafka_bootstrap, worker.topic("alerts")) if v)
-                           if kind == "incident"]
+    return alerts_topic_records(kafka_bootstrap, "incident")
 
 
 @pytest.fixture

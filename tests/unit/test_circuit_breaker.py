@@ -14,19 +14,12 @@ from llmpulse.circuit_breaker import (
     CircuitBreaker,
     Transition,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(start=1_000.0)
 
 
 def test_opens_after_five_consecutive_failures(clock: FakeClock) -> None:
@@ -78,9 +71,9 @@ def test_half_open_after_open_seconds_then_two_successes_close(clock: FakeClock)
     breaker = CircuitBreaker(clock=clock, on_transition=seen.append)
     for _ in range(5):
         breaker.record_failure()
-    clock.now += 29.9
+    clock.advance(29.9)
     assert not breaker.allow()
-    clock.now += 0.1
+    clock.advance(0.1)
     assert breaker.allow()  # trial permit
     assert breaker.state == HALF_OPEN
     assert not breaker.allow()  # only one trial in flight
@@ -98,15 +91,15 @@ def test_failure_in_half_open_reopens_for_a_full_period(clock: FakeClock) -> Non
     breaker = CircuitBreaker(clock=clock)
     for _ in range(5):
         breaker.record_failure()
-    clock.now += 30
+    clock.advance(30)
     assert breaker.allow()
     breaker.record_success()
-    clock.now += 1
+    clock.advance(1)
     breaker.record_failure()
     assert breaker.state == OPEN
-    clock.now += 29
+    clock.advance(29)
     assert not breaker.allow()
-    clock.now += 1
+    clock.advance(1)
     assert breaker.allow()
 
 
@@ -124,10 +117,10 @@ def test_lost_trial_permit_expires(clock: FakeClock) -> None:
     breaker = CircuitBreaker(clock=clock)
     for _ in range(5):
         breaker.record_failure()
-    clock.now += 30
+    clock.advance(30)
     assert breaker.allow()  # the caller crashes and never reports
     assert not breaker.allow()
-    clock.now += 30
+    clock.advance(30)
     assert breaker.allow()
 
 
@@ -135,7 +128,7 @@ def test_bulk_successes_close_and_then_fill_the_window(clock: FakeClock) -> None
     breaker = CircuitBreaker(clock=clock)
     for _ in range(5):
         breaker.record_failure()
-    clock.now += 30
+    clock.advance(30)
     breaker.record_success(1000)
     snap = breaker.snapshot()
     assert snap["state"] == CLOSED
@@ -146,7 +139,7 @@ def test_closing_forgets_the_outage(clock: FakeClock) -> None:
     breaker = CircuitBreaker(clock=clock)
     for _ in range(5):
         breaker.record_failure()
-    clock.now += 30
+    clock.advance(30)
     breaker.record_success(2)
     for _ in range(4):
         breaker.record_failure()

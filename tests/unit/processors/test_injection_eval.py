@@ -1,6 +1,6 @@
 """Held-out accuracy of the shipped injection detector: a regression in patterns, features or weights fails.
 
-Uses ../shared/data/injection/*.jsonl when present (see SOURCES.md there); skipped otherwise. The split is
+Uses ../shared/data/injection/*.jsonl (see SOURCES.md there); fails, naming the folder, without it. The split is
 recomputed exactly as the training script makes it, and only the held-out part is scored. Floors are the
 figures measured when the model was trained, minus a margin:
 
@@ -20,7 +20,6 @@ import pytest
 from llmpulse.processors.core.guards.injection import InjectionDetector
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.training.train_injection import (
-    DEFAULT_DATA_DIR,
     Dataset,
     length_buckets,
     length_matched,
@@ -28,15 +27,14 @@ from llmpulse.processors.training.train_injection import (
     long_benign,
     scores,
 )
-
-pytestmark = pytest.mark.skipif(
-    not any(DEFAULT_DATA_DIR.glob("*.jsonl")), reason=f"no injection data in {DEFAULT_DATA_DIR}"
-)
+from tests.support.shared_data import shared_data
 
 
 @pytest.fixture(scope="module")
 def held_out() -> tuple[list[str], np.ndarray]:
-    data: Dataset = load_dataset(DEFAULT_DATA_DIR)
+    for name in ("attacks.jsonl", "benign.jsonl"):  # the two halves the model was trained on
+        shared_data("injection", name)
+    data: Dataset = load_dataset(shared_data("injection"))
     test = np.flatnonzero(data.is_test)
     return [data.texts[i] for i in test], data.labels[test]
 

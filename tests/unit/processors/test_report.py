@@ -10,7 +10,7 @@ import pytest
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits
 from llmpulse.processors.core.savings import SavingsTracker, Usage, estimate_savings
 from llmpulse.processors.report import build_report, period_bounds
-from tests.unit.processors.test_savings import PRICER, _calls
+from tests.support.priced_calls import PRICER, priced_calls
 
 
 def _ms(*parts: int) -> int:
@@ -38,7 +38,7 @@ def _usage() -> Usage:
            for _ in range(5)]
         + [{"timestamp_ms": monday} for _ in range(50)]  # this week, not today
     )
-    tracker.update(*_calls(rows), offset=1)
+    tracker.update(*priced_calls(rows), offset=1)
     return tracker
 
 

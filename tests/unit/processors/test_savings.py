@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from llmpulse.processors.core.columns import CallColumns
-from llmpulse.processors.core.pricing import Pricer, parse_overrides
 from llmpulse.processors.core.savings import (
     DAY_MS,
     INDEX,
@@ -17,31 +16,7 @@ from llmpulse.processors.core.savings import (
     Usage,
     estimate_savings,
 )
-from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
-
-DAY0 = 20_000 * DAY_MS  # a fixed UTC midnight
-# $/1M tokens: big 10 in / 30 out, small 0.5 / 1.5 (20x cheaper), mid 2 / 6.
-PRICES = {"big": {"input": 10, "output": 30}, "small": {"input": 0.5, "output": 1.5}, "mid": {"input": 2, "output": 6}}
-PRICER = Pricer(overrides=parse_overrides(PRICES), use_catalogue=False)
-
-
-def _calls(rows: list[dict]) -> tuple[CallColumns, np.ndarray]:  # type: ignore[type-arg]
-    full = []
-    for i, row in enumerate(rows):
-        call = {"event_id": f"e{i}", "timestamp_ms": DAY0 + 3_600_000, "service": "chat", "provider": "p",
-                "request_model": "big", "status": "ok", "latency_ms": 100.0, "input_tokens": 100,
-                "output_tokens": 50}
-        call.update(row)
-        full.append(call)
-    now = max(call["timestamp_ms"] for call in full) + 1
-    calls, refused = CallDecoder(Limits(max_age_s=10**9), 1 << 24, 10_000).decode(
-        BatchEncoder("t").encode_batch(full), now)
-    assert not refused and calls is not None
-    cost = PRICER.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
-                               calls.output_tokens, calls.cached_tokens)
-    return calls, cost
+from tests.support.priced_calls import DAY0, PRICER, priced_calls
 
 
 def _usage(tracker: SavingsTracker, days: int = 1) -> Usage:
@@ -53,7 +28,7 @@ def _mixed_traffic() -> tuple[CallColumns, np.ndarray]:
     hard_big = [{"input_tokens": 5000, "output_tokens": 800} for _ in range(5)]
     easy_small = [{"request_model": "small"} for _ in range(4)]
     failed = [{"status": "error", "input_tokens": 10, "output_tokens": 0} for _ in range(2)]
-    return _calls(easy_big + hard_big + easy_small + failed)
+    return priced_calls(easy_big + hard_big + easy_small + failed)
 
 
 def test_easy_calls_on_the_big_model_would_save_their_cost_minus_the_small_model_price() -> None:
@@ -116,7 +91,7 @@ def test_replayed_offset_changes_nothing_and_state_survives_a_restore() -> None:
 def test_usage_keeps_latency_percentiles_per_model_across_days() -> None:
     tracker = SavingsTracker()
     slow = [{"latency_ms": float(ms), "timestamp_ms": DAY0 + (ms % 2) * DAY_MS} for ms in range(1, 1001)]
-    tracker.update(*_calls(slow), offset=1)
+    tracker.update(*priced_calls(slow), offset=1)
     usage = _usage(tracker, days=2)
     row = usage.rows[("chat", "big", "p")]
     assert row["requests"] == 1000
@@ -127,9 +102,9 @@ def test_usage_keeps_latency_percentiles_per_model_across_days() -> None:
 
 def test_old_days_are_dropped_once_past_retention() -> None:
     tracker = SavingsTracker(SavingsConfig(retention_days=3))
-    tracker.update(*_calls([{}]), offset=1)
-    tracker.update(*_calls([{"timestamp_ms": DAY0 + 5 * DAY_MS}]), offset=2)
-    tracker.update(*_calls([{}]), offset=3)  # late call for an evicted day: ignored, not resurrected
+    tracker.update(*priced_calls([{}]), offset=1)
+    tracker.update(*priced_calls([{"timestamp_ms": DAY0 + 5 * DAY_MS}]), offset=2)
+    tracker.update(*priced_calls([{}]), offset=3)  # late call for an evicted day: ignored, not resurrected
     assert _usage(tracker).rows == {}
     assert [key for key, blob in tracker.state.drain() if blob is None]  # a tombstone for the changelog
     assert Usage.collect([tracker], DAY0, DAY0 + 6 * DAY_MS).rows[("chat", "big", "p")]["requests"] == 1
@@ -138,7 +113,7 @@ def test_old_days_are_dropped_once_past_retention() -> None:
 def test_user_spend_is_summed_and_bounded() -> None:
     tracker = SavingsTracker(SavingsConfig(max_users=2))
     rows = [{"user_hash": f"u{i % 3}"} for i in range(9)] + [{"user_hash": None}]
-    tracker.update(*_calls(rows), offset=1)
+    tracker.update(*priced_calls(rows), offset=1)
     users = _usage(tracker).users["chat"]
     assert sum(users.values()) == 9 * 2500  # the call without a user is charged to nobody
     assert len(users) == 3 and users[OTHER_USERS] == 3 * 2500
@@ -176,7 +151,7 @@ def test_user_spend_is_kept_per_day_and_service() -> None:
     rows = ([{"user_hash": u} for u in ("u1", "u2", "u3", "u1")]
             + [{"user_hash": "u3", "timestamp_ms": DAY0 + DAY_MS + 5}]
             + [{"user_hash": "u2", "service": "search"}])
-    tracker.update(*_calls(rows), offset=1)
+    tracker.update(*priced_calls(rows), offset=1)
     today, tomorrow = _usage(tracker).users, Usage.collect([tracker], DAY0 + DAY_MS, DAY0 + 2 * DAY_MS).users
     assert today == {"chat": {"u1": 5000, "u2": 2500, OTHER_USERS: 2500}, "search": {"u2": 2500}}
     assert tomorrow == {"chat": {"u3": 2500}}

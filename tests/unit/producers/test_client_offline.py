@@ -16,6 +16,7 @@ from llmpulse.processors.decode import CallDecoder
 from llmpulse.producers import Pulse, PulseSettings
 from llmpulse.producers.settings import detect_service
 from llmpulse.schemas.codec import SchemaCodec
+from tests.support.waiting import wait_until
 
 CLOSED_PORT = "127.0.0.1:1"
 ONE_MEBIBYTE = 1 << 20  # librdkafka's default message.max.bytes is just under 1 MB
@@ -85,10 +86,8 @@ def _handover(pulse: Pulse) -> _Handover:
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
+    """Wait for the SDK's background thread to get there."""
+    assert wait_until(condition, timeout, step=0.005), "condition not reached"
 
 
 def _drained(pulse: Pulse) -> Callable[[], bool]:
@@ -106,8 +105,8 @@ def _good(i: int) -> dict[str, Any]:
     return {"provider": "openai", "request_model": "gpt-4o", "latency_ms": 100.0 + i, "input_tokens": i}
 
 
-def test_record_never_raises_and_is_fast(make_pulse: Callable[..., Pulse]) -> None:
-    pulse = make_pulse(linger_ms=1000)  # nothing drains during the timing
+def test_record_never_raises(make_pulse: Callable[..., Pulse]) -> None:
+    pulse = make_pulse(linger_ms=1000)  # nothing drains while the calls are recorded
     garbage = [
         {"input_tokens": "many", "status": "weird"},
         {"latency_ms": object()},
@@ -115,12 +114,9 @@ def test_record_never_raises_and_is_fast(make_pulse: Callable[..., Pulse]) -> No
         {"service": ["not", "a", "name"]},
         {},
     ]
-    start = time.perf_counter()
     for _ in range(200):
         for fields in garbage:
             assert pulse.record(**fields) is True
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5, f"1000 record() calls took {elapsed:.3f}s"
     assert pulse.stats().recorded == 1000
 
 

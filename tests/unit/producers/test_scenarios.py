@@ -13,30 +13,10 @@ from llmpulse.pii import find_pii, luhn_valid, redact
 from llmpulse.producers import scenarios
 from llmpulse.producers.simulator import generate_calls, simulate
 from llmpulse.producers.traffic_model import TrafficModel
+from tests.support.clock import FakeClock
+from tests.support.recording import RecordingPulse
 
 RATE = 50.0  # the CLI default: scenario defaults are sized for it
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-        self.slept = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(seconds, 0.0)
-        self.slept += max(seconds, 0.0)
-
-
-class ListRecorder:
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def record(self, **call: Any) -> bool:
-        self.calls.append(call)
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +26,7 @@ def model() -> TrafficModel:
 
 def run(model: TrafficModel, name: str, duration_s: float = 140.0, **window: float) -> tuple[list[dict], int, int]:
     """Real-time run on a fake clock; returns calls and the scenario window in ms."""
-    recorder, clock = ListRecorder(), FakeClock()
+    recorder, clock = RecordingPulse(), FakeClock()
     scenario = scenarios.get(name, window.get("start"), window.get("duration"))
     summary = simulate(recorder, model, [scenario], duration_s=duration_s, rate=RATE, clock=clock, seed=7)
     (shown,) = summary.scenarios

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from llmpulse.producers.derive_traffic_model import DEFAULT_TRACES_DIR
 from llmpulse.producers.simulator import TraceSource, simulate
 from llmpulse.producers.trace_replay import (
     AZURE_CSV,
@@ -19,6 +17,9 @@ from llmpulse.producers.trace_replay import (
     read_trace,
 )
 from llmpulse.producers.traffic_model import TrafficModel
+from tests.support.clock import FakeClock
+from tests.support.recording import RecordingPulse
+from tests.support.shared_data import shared_data
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:15:46.6805900,374,44
@@ -36,26 +37,6 @@ MOONCAKE = """{"timestamp": 0, "input_length": 6758, "output_length": 500, "hash
 {"timestamp": 31, "input_len
 {"timestamp": 3536, "input_length": 100, "output_length": 7, "hash_ids": []}
 """
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(seconds, 0.0)
-
-
-class ListRecorder:
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def record(self, **call: Any) -> bool:
-        self.calls.append(call)
-        return True
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -104,7 +85,6 @@ def test_limit_and_unknown_formats(tmp_path: Path) -> None:
         detect_format(write(tmp_path, "x.txt", "hello,world\n1,2\n"))
 
 
-@pytest.mark.skipif(not DEFAULT_TRACES_DIR.is_dir(), reason="real traces not present")
 @pytest.mark.parametrize(
     ("name", "rows", "kind"),
     [
@@ -114,7 +94,7 @@ def test_limit_and_unknown_formats(tmp_path: Path) -> None:
     ],
 )
 def test_real_traces_parse_completely(name: str, rows: int, kind: str) -> None:
-    trace = read_trace(DEFAULT_TRACES_DIR / name)
+    trace = read_trace(shared_data("traces", name))
     assert (len(trace), trace.skipped, trace.format) == (rows, 0, kind)
     assert 55 * 60 < trace.span_s < 60 * 60  # about an hour each
 
@@ -123,7 +103,7 @@ def test_replay_keeps_trace_arrivals_and_tokens(tmp_path: Path) -> None:
     trace = read_trace(write(tmp_path, "m.jsonl", MOONCAKE))
     model = TrafficModel.load()
     source = TraceSource(trace, model, np.random.default_rng(1), speedup=2.0)
-    recorder, clock = ListRecorder(), FakeClock()
+    recorder, clock = RecordingPulse(), FakeClock()
     summary = simulate(recorder, model, duration_s=None, clock=clock, source=source)
     assert summary.recorded == 3
     start = recorder.calls[0]["timestamp_ms"]
@@ -137,7 +117,7 @@ def test_replay_of_llm_calls_retimes_them_only(tmp_path: Path) -> None:
     rows = [{"timestamp_ms": 1_000 * i, "provider": "openai", "request_model": "gpt-4o", "latency_ms": 7.0,
              "service": "recorded", "status": "ok"} for i in range(5)]
     trace = read_trace(write(tmp_path, "c.jsonl", "\n".join(map(json.dumps, rows))))
-    recorder = ListRecorder()
+    recorder = RecordingPulse()
     source = TraceSource(trace, TrafficModel.load(), np.random.default_rng(1))
     summary = simulate(recorder, duration_s=2.5, clock=FakeClock(), source=source, fast=True)
     assert summary.recorded == 3  # --duration cuts the replay short

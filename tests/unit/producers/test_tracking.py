@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from llmpulse.producers import tracking
 from llmpulse.producers.client import Pulse
 from llmpulse.producers.tracking import CallTracker, classify_error
+from tests.support.clock import FakeClock
 
 
 class _Recorder:
@@ -27,14 +29,22 @@ class _Recorder:
     track = Pulse.track  # the real method: it only builds a CallTracker around self
 
 
-def test_successful_call_is_timed_and_recorded() -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock the tracker reads its start, first token and end from."""
+    fake = FakeClock(start=1_000.0)
+    monkeypatch.setattr(tracking, "time", SimpleNamespace(perf_counter=fake))
+    return fake
+
+
+def test_successful_call_is_timed_and_recorded(clock: FakeClock) -> None:
     pulse = _Recorder()
     with pulse.track("openai", "gpt-4o", feature="faq") as call:
-        time.sleep(0.05)
+        clock.advance(0.05)
         call.set_usage(120, 30, cached_tokens=100)
         call.set(response_model="gpt-4o-2024-08-06", confidence=0.8)
     (fields,) = pulse.calls
-    assert 45.0 <= fields["latency_ms"] < 1000.0
+    assert fields["latency_ms"] == pytest.approx(50.0)
     assert fields["provider"] == "openai"
     assert fields["request_model"] == "gpt-4o"
     assert fields["feature"] == "faq"
@@ -44,34 +54,33 @@ def test_successful_call_is_timed_and_recorded() -> None:
     assert "ttft_ms" not in fields
 
 
-def test_time_to_first_token_is_the_first_mark_only() -> None:
+def test_time_to_first_token_is_the_first_mark_only(clock: FakeClock) -> None:
     pulse = _Recorder()
     with pulse.track("anthropic", "claude") as call:
-        time.sleep(0.03)
+        clock.advance(0.03)
         call.first_token()
-        time.sleep(0.03)
+        clock.advance(0.03)
         call.first_token()  # later chunks do not move it
     (fields,) = pulse.calls
-    assert 25.0 <= fields["ttft_ms"] < fields["latency_ms"]
-    assert fields["latency_ms"] >= 55.0
-    assert fields["latency_ms"] - fields["ttft_ms"] >= 25.0
+    assert fields["ttft_ms"] == pytest.approx(30.0)
+    assert fields["latency_ms"] == pytest.approx(60.0)
 
 
 class RateLimitError(Exception):
     pass
 
 
-def test_exception_is_recorded_and_reraised_as_the_same_object() -> None:
+def test_exception_is_recorded_and_reraised_as_the_same_object(clock: FakeClock) -> None:
     pulse = _Recorder()
     raised = RateLimitError("slow down")
     with pytest.raises(RateLimitError) as caught, pulse.track("openai", "gpt-4o"):
-        time.sleep(0.01)
+        clock.advance(0.01)
         raise raised
     assert caught.value is raised
     assert caught.value.__traceback__ is not None
     (fields,) = pulse.calls
     assert (fields["status"], fields["error_type"]) == ("rate_limited", "RateLimitError")
-    assert fields["latency_ms"] >= 9.0
+    assert fields["latency_ms"] == pytest.approx(10.0)
 
 
 def test_status_set_by_the_caller_is_kept_on_error() -> None:

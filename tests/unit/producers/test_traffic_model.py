@@ -14,11 +14,7 @@ from llmpulse.producers import derive_traffic_model as derive
 from llmpulse.producers.simulator import ArrivalProcess, generate_calls
 from llmpulse.producers.trace_replay import read_trace
 from llmpulse.producers.traffic_model import BENIGN_TEXT, DEFAULT_PARAMS_PATH, TrafficModel
-
-TRACES = derive.DEFAULT_TRACES_DIR
-needs_traces = pytest.mark.skipif(
-    not (TRACES / "AzureLLMInferenceTrace_conv.csv").is_file(), reason="real traces not present"
-)
+from tests.support.shared_data import shared_data
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +27,20 @@ def calls() -> list[dict]:
     return generate_calls(60_000, np.random.default_rng(11), t0_ms=1_700_000_000_000)
 
 
+@pytest.fixture
+def traces() -> Path:
+    """The trace folder, holding every trace the shipped parameters were fitted from."""
+    for filename in derive.WORKLOAD_FILES.values():
+        shared_data("traces", filename)
+    return shared_data("traces")
+
+
 # ---- the parameters come from the traces ----------------------------------------------------------------
-@needs_traces
-def test_shipped_parameters_are_what_the_traces_give() -> None:
+def test_shipped_parameters_are_what_the_traces_give(traces: Path) -> None:
     shipped = json.loads(DEFAULT_PARAMS_PATH.read_text())
-    assert json.loads(json.dumps(derive.derive(TRACES))) == shipped
+    assert json.loads(json.dumps(derive.derive(traces))) == shipped
 
 
-@needs_traces
 @pytest.mark.parametrize(
     ("services", "trace_file"),
     [
@@ -47,14 +49,14 @@ def test_shipped_parameters_are_what_the_traces_give() -> None:
         (("search-summarizer",), "conversation_trace.jsonl"),
     ],
 )
-def test_generated_input_tokens_match_the_trace_mean(calls: list[dict], services: tuple, trace_file: str) -> None:
-    trace = read_trace(TRACES / trace_file)
+def test_generated_input_tokens_match_the_trace_mean(calls: list[dict], services: tuple, trace_file: str,
+                                                     traces: Path) -> None:
+    trace = read_trace(traces / trace_file)
     generated = [c["input_tokens"] for c in calls if c["service"] in services and not c["cache_hit"]]
     assert len(generated) > 5_000
     assert statistics.fmean(generated) == pytest.approx(statistics.fmean(trace.input_tokens), rel=0.15)
 
 
-@needs_traces
 def test_service_mix_follows_the_trace_arrival_rates(calls: list[dict]) -> None:
     fitted = json.loads(DEFAULT_PARAMS_PATH.read_text())["workloads"]
     code_share = fitted["azure-code"]["rate_per_min"] / sum(w["rate_per_min"] for w in fitted.values())

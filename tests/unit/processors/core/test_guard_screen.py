@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 
@@ -27,6 +26,7 @@ from llmpulse.processors.core.guards.screen import (
     candidate_lists,
     requirement,
 )
+from tests.support.shared_data import shared_data
 
 # Characters a generated class member is drawn from: ASCII plus look-alikes and case traps.
 _POOL = [chr(c) for c in range(32, 127)] + list("\t\n\xa0\u2003éßİ\u212a٣\u201c\u2018Ωж")
@@ -175,20 +175,15 @@ def test_screen_never_drops_a_text_the_regex_matches() -> None:
 
 
 def _labelled_texts() -> list[str]:
-    folder = Path("/work/shared/data/injection")
     texts = []
     for name in ("attacks.jsonl", "benign.jsonl"):
-        path = folder / name
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").split("\n")
-            texts += [json.loads(line)["text"][:4096] for line in lines[:400] if line.strip()]
+        lines = shared_data("injection", name).read_text(encoding="utf-8").split("\n")
+        texts += [json.loads(line)["text"][:4096] for line in lines[:400] if line.strip()]
     return texts
 
 
 def test_screen_never_drops_a_labelled_text_the_regex_matches() -> None:
     texts = _labelled_texts()
-    if not texts:
-        pytest.skip("labelled injection data not present")
     regexes = _guard_regexes()
     low = [t.lower() for t in texts]
     passed = Screen(regexes).candidates(low)

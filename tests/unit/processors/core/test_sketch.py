@@ -7,13 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from llmpulse.config import shared_data_dir
 from llmpulse.processors.core.sketch import LatencySketch, decode_counts, encode_counts
+from tests.support.shared_data import shared_data
 
 ACCURACY = 0.01
 TOLERANCE = ACCURACY + 1e-12  # float rounding at bucket boundaries only
 QS = np.concatenate([np.linspace(0.0, 1.0, 101), [0.001, 0.005, 0.995, 0.999, 0.9999]])
-TRACE = shared_data_dir() / "traces" / "AzureLLMInferenceTrace_conv.csv"
 
 
 def _dataset(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,9 +54,9 @@ def test_quantiles_within_relative_accuracy(name: str, n: int) -> None:
     _assert_accurate(sketch, values)
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason="shared Azure LLM trace not present")
 def test_quantiles_on_latencies_from_real_token_counts() -> None:
-    tokens = np.loadtxt(TRACE, delimiter=",", skiprows=1, usecols=(1, 2))
+    trace = shared_data("traces", "AzureLLMInferenceTrace_conv.csv")
+    tokens = np.loadtxt(trace, delimiter=",", skiprows=1, usecols=(1, 2))
     # A plausible serving-time model: fixed overhead + prefill per input token + decode per output token (s).
     latency_s = 0.25 + 0.00015 * tokens[:, 0] + 0.021 * tokens[:, 1]
     sketch = LatencySketch()

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from llmpulse.config import Topics
+from tests.support.deploy import PROM_DIR, PROVISIONING, REPO, deployed_topics
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
-PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
-DATASOURCES = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+PROMETHEUS = PROM_DIR / "prometheus.yml"
+DATASOURCES = PROVISIONING / "datasources" / "prometheus.yml"
 SERVICES = {
     "kafka",
     "kafka-init",
@@ -126,14 +125,7 @@ def test_kafka_address_is_the_advertised_internal_listener() -> None:
 
 
 def test_topic_names_match_the_code_defaults() -> None:
-    topics = Topics()
-    expected = {
-        "LLMPULSE_TOPIC_CALLS": topics.calls,
-        "LLMPULSE_TOPIC_ALERTS": topics.alerts,
-        "LLMPULSE_TOPIC_DEAD_LETTER": topics.dead_letter,
-        "LLMPULSE_TOPIC_ALERT_COMMANDS": topics.alert_commands,
-        "LLMPULSE_TOPIC_PROVIDER_STATE": topics.provider_state,
-    }
+    expected = deployed_topics()
     env = services()["worker"]["environment"]
     assert {k: env[k] for k in expected} == expected
     init_script = services()["kafka-init"]["command"][0]

@@ -1,24 +1,25 @@
 """The Grafana dashboard, checked without Grafana: layout, data source wiring, and every panel query is
-valid PromQL over catalogued metrics. A live check against a real Prometheus is the integration tests' job."""
+valid PromQL over catalogued metrics. tests/ops runs the queries through promtool and a live Prometheus."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llmpulse.json"
-PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
-RULES = REPO / "deploy" / "prometheus" / "rules" / "llmpulse.rules.yml"
-CATALOGUE = REPO / "docs" / "metrics.md"
+from tests.support.deploy import (
+    DASHBOARD,
+    PROVISIONING,
+    REPO,
+    catalogue_names,
+    dashboard,
+    metric_names,
+    panels,
+    queries,
+    rules_of,
+    substitute,
+)
 
 ROWS = [
     "Overview",
@@ -32,48 +33,10 @@ ROWS = [
 DS_UID = "${DS_PROMETHEUS}"
 # Series Prometheus makes itself, not the worker.
 BUILTIN_METRICS = {"up", "ALERTS"}
-# What Grafana substitutes before a query reaches Prometheus.
-GRAFANA_VARS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "service": ".*", "model": ".*"}
-METRIC_RE = re.compile(r"\b(llmpulse(?:_[a-z0-9_]+|:[a-z0-9_:]+))")
-
-
-def find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    tools = Path(os.environ.get("LLMPULSE_TOOLS_DIR", Path.home() / ".cache" / "llmpulse" / "tools"))
-    candidate = tools / "bin" / name
-    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
-
-
-def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
-
-
-def panels() -> list[dict[str, Any]]:
-    return [p for p in dashboard()["panels"] if p["type"] != "row"]
-
-
-def queries() -> list[tuple[str, str]]:
-    """(panel title, expr) for every target of every panel."""
-    return [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
-
-
-def substitute(expr: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        assert name in GRAFANA_VARS, f"unknown dashboard variable ${name} in {expr}"
-        return GRAFANA_VARS[name]
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 
 
 def used_metrics(expr: str) -> set[str]:
-    names = set()
-    for name in METRIC_RE.findall(expr):
-        for suffix in ("_bucket", "_sum", "_count"):
-            name = name.removesuffix(suffix)
-        names.add(name)
+    names = metric_names(expr)
     if re.search(r"\bup\{", expr):
         names.add("up")
     if "ALERTS{" in expr:
@@ -81,13 +44,8 @@ def used_metrics(expr: str) -> set[str]:
     return names
 
 
-def catalogue_names() -> set[str]:
-    return set(re.findall(r"^\| `([a-zA-Z_:][a-zA-Z0-9_:]*)` \|", CATALOGUE.read_text(), flags=re.M))
-
-
 def recording_rules() -> dict[str, str]:
-    doc = yaml.safe_load(RULES.read_text())
-    return {r["record"]: r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    return {r["record"]: r["expr"] for r in rules_of() if "record" in r}
 
 
 def test_dashboard_identity_and_schema() -> None:
@@ -172,25 +130,6 @@ def test_a_broken_query_is_caught() -> None:
                 'sum by (le (rate(llmpulse_llm_requests_total{service=~"$service"}[$__rate_interval]))'
             )
         )
-
-
-@pytest.mark.ops
-def test_queries_pass_promtool(tmp_path: Path) -> None:
-    """promtool parses each query as the expression of a recording rule: the real Prometheus parser."""
-    promtool = find_tool("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed: run scripts/install-ops-tools.sh")
-    rules = [
-        {"record": f"dashboard:query_{i}:check", "expr": substitute(expr)}
-        for i, (_, expr) in enumerate(queries())
-    ]
-    path = tmp_path / "dashboard_queries.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
 def test_dashboard_provider_points_at_the_dashboard_mount() -> None:
