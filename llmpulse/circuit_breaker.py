@@ -38,7 +38,7 @@ HALF_OPEN = "HALF_OPEN"
 STATES: tuple[str, ...] = (CLOSED, OPEN, HALF_OPEN)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerConfig:
     failure_threshold: int = 5
     error_rate_threshold: float = 0.5

@@ -1,16 +1,25 @@
-"""Every processor threshold, window, limit and price file in one typed, frozen settings object.
+"""Every processor threshold, window, limit, topic and price file in one typed, frozen settings object.
 
 Sources, highest priority first: constructor arguments, ``LLMPULSE_*`` environment variables (nested groups
 with ``__``, e.g. ``LLMPULSE_LATENCY__P95_WARNING_S=1.5``), the YAML file named by ``LLMPULSE_CONFIG_FILE``,
-then the defaults below, which are the thresholds of the user's seed documents.
+then the defaults. The variables shared with the SDK and the CLI are read by ``llmpulse.config``: topic names
+(``LLMPULSE_TOPICS__CALLS``, or the older ``LLMPULSE_TOPIC_CALLS``; ``topics: {calls: ...}`` in the YAML file),
+the Schema Registry (``LLMPULSE_SCHEMA_REGISTRY_URL``, ``..._AUTH``) and ``KAFKA_BOOTSTRAP_SERVERS``, which is
+only the default of ``bootstrap_servers`` (the YAML file wins over it).
+
+Each default is declared once. A setting the pure core uses takes its default from the core config it feeds
+(processors/core/*, where the user's seed thresholds are declared in the core's units: milliseconds,
+micro-dollars); ``processors/configure.py`` builds those configs back from these groups by keyword.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,7 +27,31 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from llmpulse.config import DEFAULT_BOOTSTRAP, Topics
+from llmpulse import config as shared
+from llmpulse.circuit_breaker import BreakerConfig
+from llmpulse.processors.core.alert_policy import AlertConfig
+from llmpulse.processors.core.drift_monitor import DriftConfig
+from llmpulse.processors.core.experiments import ExperimentConfig
+from llmpulse.processors.core.guarding import GuardingConfig
+from llmpulse.processors.core.incidents import IncidentConfig
+from llmpulse.processors.core.latency import LatencyConfig
+from llmpulse.processors.core.ledger import USD, BudgetLimits
+from llmpulse.processors.core.savings import SavingsConfig
+from llmpulse.processors.core.traffic import TrafficConfig
+from llmpulse.processors.core.validation import Limits
+
+# The core's defaults, which the groups below restate in seconds and dollars.
+_LATENCY, _TRAFFIC, _LIMITS, _DRIFT = LatencyConfig(), TrafficConfig(), BudgetLimits(), DriftConfig()
+_GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardingConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
+_ALERTS, _INCIDENTS, _VALIDATION = AlertConfig(), IncidentConfig(), Limits()
+
+
+def _s(ms: int) -> int:
+    return ms // 1000
+
+
+def _usd(micros: int | None) -> float | None:
+    return None if micros is None else micros / USD
 
 
 class _Group(BaseModel):
@@ -26,22 +59,23 @@ class _Group(BaseModel):
 
 
 class LatencyRules(_Group):
-    p95_warning_s: float = 2.0
-    p99_critical_s: float = 5.0
-    alert_window_s: int = 60
-    windows_s: tuple[int, ...] = (60, 300, 3600)
-    interval_s: int = 10
-    min_samples: int = 20
-    min_breaching_calls: int = 3  # a percentile breaches only when this many calls are over its threshold
-    breach_alpha: float = 0.001  # ... and more than chance allows (binomial tail) if it sat at the threshold
-    relative_accuracy: float = 0.01
+    p95_warning_s: float = _LATENCY.p95_warning_s
+    p99_critical_s: float = _LATENCY.p99_critical_s
+    alert_window_s: int = _LATENCY.alert_window_s
+    windows_s: tuple[int, ...] = _LATENCY.windows_s  # the longest is also the traffic rates' horizon
+    interval_s: int = _LATENCY.interval_s  # one slot of the latency sketches and the traffic counters
+    min_samples: int = _LATENCY.min_samples
+    # A percentile breaches only when this many calls are over its threshold ...
+    min_breaching_calls: int = _LATENCY.min_breaching_calls
+    breach_alpha: float = _LATENCY.breach_alpha  # ... and more than chance allows (binomial tail) if it sat there
+    relative_accuracy: float = _LATENCY.relative_accuracy
 
 
 class ErrorRules(_Group):
     """Error, timeout and rate-limit share of calls over the traffic window (seed 000)."""
 
-    warning_ratio: float = 0.05
-    critical_ratio: float = 0.10
+    warning_ratio: float = _TRAFFIC.error_warning_ratio
+    critical_ratio: float = _TRAFFIC.error_critical_ratio
 
 
 class TrafficRules(_Group):
@@ -54,37 +88,38 @@ class TrafficRules(_Group):
     ``LLMPULSE_TRAFFIC__TOKEN_AVERAGE_WARNING=20000``. 0 turns either level off.
     """
 
-    window_s: int = 300
-    min_requests: int = 50  # below this a single failure is already 5%: no rate is judged on fewer calls
-    cost_per_request_warning_usd: float = 0.015
-    no_answer_warning_ratio: float = 0.20
-    token_average_limit: int = 500  # INFO (P3) above it
-    token_average_warning: int | None = None  # WARNING above it; None or 0: never
-    injection_warning_count: int = 5
-    hallucination_warning_count: int = 3
-    pii_warning_count: int = 1
-    unsafe_warning_count: int = 3
+    window_s: int = _TRAFFIC.window_s
+    # Below this a single failure is already 5%: no rate is judged on fewer calls.
+    min_requests: int = _TRAFFIC.min_requests
+    cost_per_request_warning_usd: float = _TRAFFIC.cost_per_request_warning_micros / USD
+    no_answer_warning_ratio: float = _TRAFFIC.no_answer_warning_ratio
+    token_average_limit: int = _TRAFFIC.token_average_limit  # INFO (P3) above it
+    token_average_warning: int | None = _TRAFFIC.token_average_warning  # WARNING above it; None or 0: never
+    injection_warning_count: int = _TRAFFIC.injection_warning_count
+    hallucination_warning_count: int = _TRAFFIC.hallucination_warning_count
+    pii_warning_count: int = _TRAFFIC.pii_warning_count
+    unsafe_warning_count: int = _TRAFFIC.unsafe_warning_count
 
 
 class BudgetRules(_Group):
     """Limits in US dollars; None = tracked, never alerted. Thresholds are fractions of each limit."""
 
-    per_request_usd: float | None = 0.50
-    global_hour_usd: float | None = 10.0
-    global_day_usd: float | None = 50.0
-    global_month_usd: float | None = 500.0
-    service_hour_usd: float | None = None
-    service_day_usd: float | None = None
-    service_month_usd: float | None = None
-    user_hour_usd: float | None = None
-    user_day_usd: float | None = None
-    user_month_usd: float | None = None
-    model_hour_usd: float | None = None
-    model_day_usd: float | None = None
-    model_month_usd: float | None = None
-    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 1.0)
-    projection_month_usd: float | None = 1000.0
-    max_keys_per_scope: int = 100_000
+    per_request_usd: float | None = _usd(_LIMITS.per_request_micros)
+    global_hour_usd: float | None = _usd(_LIMITS.global_limits.hour)
+    global_day_usd: float | None = _usd(_LIMITS.global_limits.day)
+    global_month_usd: float | None = _usd(_LIMITS.global_limits.month)
+    service_hour_usd: float | None = _usd(_LIMITS.service_limits.hour)
+    service_day_usd: float | None = _usd(_LIMITS.service_limits.day)
+    service_month_usd: float | None = _usd(_LIMITS.service_limits.month)
+    user_hour_usd: float | None = _usd(_LIMITS.user_limits.hour)
+    user_day_usd: float | None = _usd(_LIMITS.user_limits.day)
+    user_month_usd: float | None = _usd(_LIMITS.user_limits.month)
+    model_hour_usd: float | None = _usd(_LIMITS.model_limits.hour)
+    model_day_usd: float | None = _usd(_LIMITS.model_limits.day)
+    model_month_usd: float | None = _usd(_LIMITS.model_limits.month)
+    thresholds: tuple[float, ...] = _LIMITS.thresholds
+    projection_month_usd: float | None = _usd(_LIMITS.projection_limit_micros)
+    max_keys_per_scope: int = _LIMITS.max_keys_per_scope
 
 
 class DriftRules(_Group):
@@ -96,80 +131,110 @@ class DriftRules(_Group):
     of at least natural_margin x those strays.
     """
 
-    reference_size: int = 4000
-    block_size: int = 500
-    min_current: int = 100
-    confidence_warning_pct: float = 10.0
-    confidence_critical_pct: float = 15.0
-    psi_warning: float = 0.2
-    looks_per_block: int = 5  # judgements per block of values, each over the latest block_size values
-    alpha: float = 0.001  # false-alarm budget per block of calls from sampling noise (Bonferroni over looks)
-    natural_margin: float = 1.5
-    rebaseline_after_incident: bool = True  # a resolved or acknowledged drift incident restarts its reference
+    reference_size: int = _DRIFT.reference_size
+    block_size: int = _DRIFT.block_size
+    min_current: int = _DRIFT.min_current
+    confidence_warning_pct: float = _DRIFT.confidence_warning_pct
+    confidence_critical_pct: float = _DRIFT.confidence_critical_pct
+    psi_warning: float = _DRIFT.psi_warning
+    looks_per_block: int = _DRIFT.looks_per_block  # judgements per block of values, each over the latest block
+    alpha: float = _DRIFT.alpha  # false-alarm budget per block of calls from sampling noise (Bonferroni over looks)
+    natural_margin: float = _DRIFT.natural_margin
+    # A resolved or acknowledged drift incident restarts its reference.
+    rebaseline_after_incident: bool = _DRIFT.rebaseline_after_incident
 
 
 class GuardRules(_Group):
-    injection_threshold: float = 0.5
-    hallucination_min_level: str = "medium"
-    max_prompt_chars: int = 16_000
-    max_response_chars: int = 32_000
-    incident_attempts: int = 3
-    incident_window_s: int = 600
+    injection_threshold: float = _GUARDING.guard.injection_threshold
+    hallucination_min_level: str = _GUARDING.guard.hallucination_min_level
+    max_prompt_chars: int = _GUARDING.guard.max_prompt_chars
+    max_response_chars: int = _GUARDING.guard.max_response_chars
+    incident_attempts: int = _GUARDING.incident_attempts
+    incident_window_s: int = _GUARDING.incident_window_s
 
 
 class CircuitRules(_Group):
-    failure_threshold: int = 5
-    error_rate_threshold: float = 0.5
-    open_seconds: float = 30.0
-    success_threshold: int = 2
+    failure_threshold: int = _BREAKER.failure_threshold
+    error_rate_threshold: float = _BREAKER.error_rate_threshold
+    open_seconds: float = _BREAKER.open_seconds
+    success_threshold: int = _BREAKER.success_threshold
 
 
 class ExperimentRules(_Group):
-    control_variants: tuple[str, ...] = ("control", "a", "baseline")
-    min_samples: int = 50
-    alpha: float = 0.01
-    min_effect: float = 0.2
+    control_variants: tuple[str, ...] = _EXPERIMENTS.control_variants
+    min_samples: int = _EXPERIMENTS.min_samples
+    alpha: float = _EXPERIMENTS.alpha
+    min_effect: float = _EXPERIMENTS.min_effect
 
 
 class SavingsRules(_Group):
     """What counts as an "easy" call a cheaper model could have answered (seed 003's model routing)."""
 
-    easy_max_input_tokens: int = 1000
-    easy_max_output_tokens: int = 300
-    target_models: tuple[str, ...] = ()  # "provider/model" or "model"; empty: the models a service already uses
-    retention_days: int = 35
-    max_users: int = 1000
+    easy_max_input_tokens: int = _SAVINGS.easy_max_input_tokens
+    easy_max_output_tokens: int = _SAVINGS.easy_max_output_tokens
+    # "provider/model" or "model"; empty: the models a service already uses.
+    target_models: tuple[str, ...] = _SAVINGS.target_models
+    retention_days: int = _SAVINGS.retention_days
+    max_users: int = _SAVINGS.max_users
 
 
 class AlertRules(_Group):
-    cooldown_s: int = 900
-    resolve_hold_s: int = 120
+    cooldown_s: int = _s(_ALERTS.cooldown_ms)
+    resolve_hold_s: int = _s(_ALERTS.resolve_hold_ms)
 
 
 class IncidentRules(_Group):
     """Grouping of member alerts into incidents (processors/core/incidents.py)."""
 
-    group_wait_s: int = 60  # a first page below CRITICAL waits until its severity held this long ...
-    max_group_wait_s: int = 180  # ... but no longer than this after the first member; CRITICAL never waits
-    group_window_s: int = 300  # a member of the same cause family starting this close to the newest member joins
-    cooldown_s: int = 600  # a resolved incident reopens (without paging again) for members starting this soon
-    stale_s: int = 3 * 3600  # no member news for this long: the incident resolves
+    # A first page below CRITICAL waits until its severity held this long, but no longer than max_group_wait_s
+    # after the first member; CRITICAL never waits.
+    group_wait_s: int = _s(_INCIDENTS.group_wait_ms)
+    max_group_wait_s: int = _s(_INCIDENTS.max_group_wait_ms)
+    # A member of the same cause family starting this close to the newest member joins.
+    group_window_s: int = _s(_INCIDENTS.group_window_ms)
+    cooldown_s: int = _s(_INCIDENTS.cooldown_ms)  # a resolved incident reopens (without paging) for members this soon
+    stale_s: int = _s(_INCIDENTS.stale_ms)  # no member news for this long: the incident resolves
 
 
 class ValidationLimits(_Group):
     """What a well-formed call looks like; anything outside goes to the dead-letter topic with a reason."""
 
+    # The decoder's and the dead-letter topic's own limits (processors/decode.py, records.py) ...
     max_record_bytes: int = 8 * 1024 * 1024
     max_calls_per_batch: int = 10_000
-    max_name_chars: int = 256
-    max_text_chars: int = 100_000
-    max_labels: int = 32
-    max_label_chars: int = 256
-    max_latency_ms: float = 3_600_000.0
-    max_tokens: int = 10_000_000
-    max_future_skew_s: int = 300
-    max_age_s: int = 7 * 24 * 3600
     dead_letter_payload_bytes: int = 64 * 1024
+    # ... and the core's (processors/core/validation.py).
+    max_name_chars: int = _VALIDATION.max_name_chars
+    max_text_chars: int = _VALIDATION.max_text_chars
+    max_labels: int = _VALIDATION.max_labels
+    max_label_chars: int = _VALIDATION.max_label_chars
+    max_latency_ms: float = _VALIDATION.max_latency_ms
+    max_tokens: int = _VALIDATION.max_tokens
+    max_future_skew_s: int = _VALIDATION.max_future_skew_s
+    max_age_s: int = _VALIDATION.max_age_s
+
+
+# Fields whose variables llmpulse.config reads for every component; pydantic's own env reader leaves them alone.
+_CONNECTION_FIELDS = frozenset({"topics", "schema_registry_url", "schema_registry_auth"})
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """``LLMPULSE_*`` variables: pydantic's reader for the groups, llmpulse.config for topics and the registry."""
+
+    def __init__(self, settings_cls: type[BaseSettings], generic: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._generic = generic
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ answers for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values = {name: value for name, value in self._generic().items() if name not in _CONNECTION_FIELDS}
+        values.update({f"schema_registry_{key}": value for key, value in shared.schema_registry_env().items()})
+        topics = shared.topics_env()
+        if topics:
+            values["topics"] = topics
+        return values
 
 
 class ProcessorSettings(BaseSettings):
@@ -177,9 +242,9 @@ class ProcessorSettings(BaseSettings):
         env_prefix="LLMPULSE_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
-    bootstrap_servers: str = Field(
-        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
-    )
+    # KAFKA_BOOTSTRAP_SERVERS is the default: the YAML file and LLMPULSE_BOOTSTRAP_SERVERS win over it.
+    bootstrap_servers: str = Field(default_factory=shared.bootstrap_servers)
+    topics: shared.Topics = shared.Topics()
     app_id: str = "llmpulse"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -204,10 +269,6 @@ class ProcessorSettings(BaseSettings):
     schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth
     prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue
 
-    @property
-    def topics(self) -> Topics:
-        return Topics()
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -217,7 +278,7 @@ class ProcessorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls, env_settings)]
         config_file = os.environ.get("LLMPULSE_CONFIG_FILE")
         if config_file:
             if not Path(config_file).is_file():

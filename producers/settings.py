@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from llmpulse.config import Topics, bootstrap_servers, env
+from llmpulse.config import Topics, bootstrap_servers, env, schema_registry_env
 
 
 def _env_int(name: str, default: int) -> int:
@@ -40,7 +40,7 @@ class PulseSettings:
     """How the SDK batches, buffers and protects text. Every field has an ``LLMPULSE_`` variable."""
 
     bootstrap_servers: str = field(default_factory=bootstrap_servers)
-    topic: str = field(default_factory=lambda: Topics().calls)
+    topic: str = field(default_factory=lambda: Topics.from_env().calls)
     service: str = ""  # empty: detected (see detect_service)
     batch_max_calls: int = field(default_factory=lambda: _env_int("SDK_BATCH_MAX_CALLS", 500))
     linger_ms: int = field(default_factory=lambda: _env_int("SDK_LINGER_MS", 100))
@@ -51,8 +51,8 @@ class PulseSettings:
     compression: str = field(default_factory=lambda: env("SDK_COMPRESSION", "lz4"))
     shutdown_timeout_s: float = 5.0
     # Optional Confluent Schema Registry: when set, records use its wire format (producers/registry.py).
-    schema_registry_url: str = field(default_factory=lambda: env("SCHEMA_REGISTRY_URL", ""))
-    schema_registry_auth: str = field(default_factory=lambda: env("SCHEMA_REGISTRY_AUTH", ""), repr=False)
+    schema_registry_url: str = field(default_factory=lambda: schema_registry_env().get("url", ""))
+    schema_registry_auth: str = field(default_factory=lambda: schema_registry_env().get("auth", ""), repr=False)
     extra_producer_config: dict[str, str] = field(default_factory=dict)
 
     def producer_config(self) -> dict[str, object]:

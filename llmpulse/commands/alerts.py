@@ -184,7 +184,7 @@ def tail(
     if (severity or "INFO").upper() not in _RANK:
         raise typer.BadParameter(f"unknown severity {severity!r}", param_hint="--severity")
     view = TailView(severity or "INFO", members=members, as_json=as_json, hold_s=hold)
-    topic = Topics().alerts
+    topic = Topics.from_env().alerts
     codec = AlertsTopicCodec()
     console = Console(soft_wrap=True)
     errors = Console(soft_wrap=True, stderr=True) if as_json else console

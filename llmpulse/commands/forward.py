@@ -86,7 +86,7 @@ def forward(
         forwarder = forwarding.AlertForwarder(target, stats, resend_s=resend_interval)
     else:
         forwarder = forwarding.AlertForwarder(forwarding.WebhookTarget(str(webhook), poster), stats)
-    topic = Topics().alerts
+    topic = Topics.from_env().alerts
     log.info("forwarding %s on %s to %s (group %s)", topic, bootstrap_servers(), alertmanager or webhook, group)
     undelivered = _run(forwarder, topic, group, from_beginning, timeout, max_events)
     sys.stderr.write(json.dumps({"forward": stats.as_dict(), "undelivered": undelivered}) + "\n")

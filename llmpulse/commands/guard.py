@@ -43,7 +43,7 @@ def _table(texts: list[str], results: list[GuardResult]) -> Any:
 
 def check(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input line.")] = False,
-    threshold: Annotated[float, typer.Option(help="Injection score threshold.")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="Injection score threshold.")] = GuardConfig().injection_threshold,
 ) -> None:
     """Check texts read one per line from stdin; print a table, or JSON lines with --json."""
     texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]

@@ -63,7 +63,8 @@ class _Rows:
         self.batch = SchemaCodec(schemas.LLM_CALL_BATCH)
         self.call = SchemaCodec(schemas.LLM_CALL)
         self.row_at, self.is_framed = row_at, is_registry_framed
-        self.registry = registry_decoder(_env("SCHEMA_REGISTRY_URL") or None, _env("SCHEMA_REGISTRY_AUTH") or None)
+        registry = _registry()
+        self.registry = registry_decoder(registry.get("url") or None, registry.get("auth") or None)
 
     def decode(self, data: bytes) -> list[dict[str, Any]]:
         if self.kind == "alerts":
@@ -83,10 +84,10 @@ class _Rows:
         return int(row["updated_at_ms"] if self.kind == "alerts" else row["timestamp_ms"])
 
 
-def _env(name: str) -> str:
-    from llmpulse.config import env
+def _registry() -> dict[str, str]:
+    from llmpulse.config import schema_registry_env
 
-    return env(name, "")
+    return schema_registry_env()
 
 
 def read_range(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> Iterator[bytes]:
@@ -142,7 +143,8 @@ def export(
         raise typer.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="KIND")
     now = int(time.time() * 1000)
     start, end = parse_time(since, now), parse_time(until, now)
-    topic = topic or (Topics().calls if kind == "calls" else Topics().alerts)
+    topics = Topics.from_env()
+    topic = topic or (topics.calls if kind == "calls" else topics.alerts)
     rows = _Rows(kind)
     written = unreadable = 0
     handle: IO[str] = output.open("w", encoding="utf-8") if output is not None else sys.stdout
@@ -235,8 +237,8 @@ class _Sender:
         from llmpulse.producers.registry import encoder_for
 
         self.topic = topic
-        self.encoder = encoder_for("llmpulse-import", topic, _env("SCHEMA_REGISTRY_URL"),
-                                   _env("SCHEMA_REGISTRY_AUTH") or None)
+        registry = _registry()
+        self.encoder = encoder_for("llmpulse-import", topic, registry.get("url", ""), registry.get("auth") or None)
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                                   "compression.type": "lz4", "linger.ms": 20})
         self.delivered = self.failed = 0
@@ -282,7 +284,7 @@ def import_calls(
     from llmpulse.config import Topics, bootstrap_servers
 
     offset = _shift(file) if shift_to_now else 0
-    sender = _Sender(bootstrap_servers(), topic or Topics().calls)
+    sender = _Sender(bootstrap_servers(), topic or Topics.from_env().calls)
     skipped: list[str] = []
     chunk: list[dict[str, Any]] = []
     columns = (TextColumn("[bold]importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[calls]} calls"),

@@ -39,7 +39,7 @@ FIRING, ACKNOWLEDGED, RESOLVED = "firing", "acknowledged", "resolved"
 MINUTE_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertConfig:
     cooldown_ms: int = 15 * MINUTE_MS
     resolve_hold_ms: int = 2 * MINUTE_MS

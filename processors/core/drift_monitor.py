@@ -70,7 +70,7 @@ _VERDICT = struct.Struct("<qqddddB")
 _V1_HEADER = struct.Struct("<qI")  # first format: rows in the filling block, length of the MeanDrift state
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DriftConfig:
     reference_size: int = 4000
     block_size: int = 500

@@ -47,7 +47,7 @@ class _Json:
         return self.value.to_bytes()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)

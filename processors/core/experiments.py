@@ -20,7 +20,7 @@ METRICS = ("latency", "cost", "confidence")
 WORSE_WHEN_HIGHER = {"latency": True, "cost": True, "confidence": False}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExperimentConfig:
     control_variants: tuple[str, ...] = ("control", "a", "baseline")
     min_samples: int = 50

@@ -30,7 +30,7 @@ _HOUR_MS = 3_600_000
 _OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker and fill its rate window
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FleetConfig:
     limits: BudgetLimits = field(default_factory=BudgetLimits)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)

@@ -23,7 +23,7 @@ from llmpulse.processors.core.guards.hallucination import LEVELS
 _REDACTED = re.compile(r"\[REDACTED_([A-Z0-9_]+)\]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GuardingConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     incident_attempts: int = 3

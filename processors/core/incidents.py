@@ -80,7 +80,7 @@ def family_of(rule: str, severity: str = "WARNING") -> str:
     return f"{family}/info" if severity == "INFO" else family
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IncidentConfig:
     group_wait_ms: int = 60_000
     max_group_wait_ms: int = 180_000

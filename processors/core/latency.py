@@ -25,7 +25,7 @@ QUANTILES = (0.5, 0.95, 0.99)
 SERIES_LABELS = ("service", "model", "provider")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LatencyConfig:
     p95_warning_s: float = 2.0
     p99_critical_s: float = 5.0

@@ -57,7 +57,7 @@ GLOBAL_KEY = "all"
 META_KEY = "meta"  # the persisted late-drop count and projection month (per-bucket persistence)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PeriodLimits:
     """Limits in micro-dollars per calendar period; None = tracked but unlimited."""
 
@@ -66,7 +66,7 @@ class PeriodLimits:
     month: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetLimits:
     """Ledger configuration; defaults are the seed budgets ($0.50/request, $10/h, $50/day, $500/month)."""
 

@@ -47,7 +47,7 @@ _LEN = struct.Struct("<I")
 _DAY_BITS = 12  # days of one batch packed under the series code; retention stays far below 4096 days
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SavingsConfig:
     easy_max_input_tokens: int = 1000
     easy_max_output_tokens: int = 300

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 
 COLUMNS: tuple[str, ...] = (
@@ -47,11 +48,12 @@ class CounterVector:
         return cls(values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficConfig:
     window_s: int = 300
-    interval_s: int = 10
-    horizon_s: int = 3600
+    # The latency monitor's slot grid, not a setting of its own: one slot interval, one horizon.
+    interval_s: int = LatencyConfig().interval_s
+    horizon_s: int = max(LatencyConfig().windows_s)
     min_requests: int = 50
     error_warning_ratio: float = 0.05
     error_critical_ratio: float = 0.10

@@ -14,7 +14,7 @@ import numpy as np
 from llmpulse.processors.core.columns import NO_COST, STATUSES, CallColumns
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     max_name_chars: int = 256
     max_text_chars: int = 100_000

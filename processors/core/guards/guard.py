@@ -26,7 +26,7 @@ from llmpulse.processors.core.guards.safety import DEFAULT_TOXIC_TERMS, LengthLi
 from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GuardConfig:
     """Thresholds and switches; defaults are the shipped behaviour (the classifier is passed to ``TextGuard``)."""
 
