@@ -91,6 +91,8 @@ class TrafficRules(_Group):
     window_s: int = _TRAFFIC.window_s
     # Below this a single failure is already 5%: no rate is judged on fewer calls.
     min_requests: int = _TRAFFIC.min_requests
+    # An error ratio breaches only when failures exceed what chance gives a series failing at the threshold.
+    breach_alpha: float = _TRAFFIC.breach_alpha
     cost_per_request_warning_usd: float = _TRAFFIC.cost_per_request_warning_micros / USD
     no_answer_warning_ratio: float = _TRAFFIC.no_answer_warning_ratio
     token_average_limit: int = _TRAFFIC.token_average_limit  # INFO (P3) above it

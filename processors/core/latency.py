@@ -10,14 +10,12 @@ would show by chance (binomial tail below ``breach_alpha``), and never on fewer 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from functools import lru_cache
-from statistics import NormalDist
 
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.sketch import LatencySketch
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 
@@ -36,24 +34,6 @@ class LatencyConfig:
     min_breaching_calls: int = 3
     breach_alpha: float = 0.001
     relative_accuracy: float = 0.01
-
-
-@lru_cache(maxsize=8192)
-def breaching_calls_needed(n: int, tail: float, alpha: float, floor: int) -> int:
-    """Smallest k with P(Binomial(n, tail) >= k) < alpha, at least ``floor``: how many of n calls must be over
-    the threshold of the (1 - tail) percentile before a breach is more than sampling noise."""
-    mean = n * tail
-    if mean > 30:  # normal approximation, with continuity correction
-        z = NormalDist().inv_cdf(1.0 - alpha)
-        return max(floor, math.ceil(mean + z * math.sqrt(mean * (1.0 - tail)) + 0.5))
-    pmf = (1.0 - tail) ** n
-    below = pmf  # P(X <= k - 1) for k = 1
-    k = 1
-    while 1.0 - below >= alpha and k <= n:
-        pmf *= (n - k + 1) / k * tail / (1.0 - tail)
-        below += pmf
-        k += 1
-    return max(floor, k)
 
 
 def window_label(seconds: int) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.latency import LatencyConfig
+from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 
 COLUMNS: tuple[str, ...] = (
@@ -57,6 +58,7 @@ class TrafficConfig:
     min_requests: int = 50
     error_warning_ratio: float = 0.05
     error_critical_ratio: float = 0.10
+    breach_alpha: float = 0.001  # an error ratio breaches only beyond what chance gives at the threshold
     cost_per_request_warning_micros: int = 15_000
     no_answer_warning_ratio: float = 0.20
     token_average_limit: int = 500  # INFO above it (0: off)
@@ -109,9 +111,9 @@ class TrafficMonitor:
         failed = t["errors"] + t["timeouts"] + t["rate_limited"]
         ratio = failed / n if n else 0.0
         severity = None
-        if enough and ratio >= c.error_critical_ratio:
+        if enough and ratio >= c.error_critical_ratio and self._significant(n, failed, c.error_critical_ratio):
             severity = "CRITICAL"
-        elif enough and ratio >= c.error_warning_ratio:
+        elif enough and ratio >= c.error_warning_ratio and self._significant(n, failed, c.error_warning_ratio):
             severity = "WARNING"
         out.append(_obs("error_rate", labels, severity, ratio, c.error_warning_ratio, window,
                         f"error rate {ratio:.1%} over {window} for {where} ({failed}/{n}: "
@@ -147,3 +149,7 @@ class TrafficMonitor:
 
     def series(self) -> list[str]:
         return self.slots.series()
+
+    def _significant(self, n: int, failed: int, ratio: float) -> bool:
+        """More failures than a series failing at exactly ``ratio`` shows by chance (significance.py)."""
+        return failed >= breaching_calls_needed(n, ratio, self.config.breach_alpha, 1)

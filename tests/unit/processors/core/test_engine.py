@@ -84,12 +84,12 @@ def test_restored_engine_continues_exactly_where_the_persisted_one_stopped(share
 
 def test_error_burst_is_critical_with_its_breakdown(shared) -> None:  # type: ignore[no-untyped-def]
     engine = _engine(shared)
-    engine.process(_calls(80), offset=1, now_ms=NOW)
-    outcome = engine.process(_calls(20, seed=5, status="rate_limited", error_type="RateLimitError"), 2, NOW)
+    engine.process(_calls(70), offset=1, now_ms=NOW)
+    outcome = engine.process(_calls(30, seed=5, status="rate_limited", error_type="RateLimitError"), 2, NOW)
     error = [a for a in outcome.alerts if a.rule == "error_rate"]
     assert len(error) == 1 and error[0].severity == "CRITICAL"
-    assert error[0].observed == pytest.approx(0.2)
-    assert "20 rate-limited" in error[0].summary
+    assert error[0].observed == pytest.approx(0.3)
+    assert "30 rate-limited" in error[0].summary
 
 
 def test_unknown_model_is_counted_not_priced_at_zero(shared) -> None:  # type: ignore[no-untyped-def]

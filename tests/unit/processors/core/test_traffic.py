@@ -53,3 +53,20 @@ def test_settings_reach_the_core_config(monkeypatch: pytest.MonkeyPatch) -> None
     assert (default.token_average_limit, default.token_average_warning) == (500, None)
     monkeypatch.setenv("LLMPULSE_TRAFFIC__TOKEN_AVERAGE_WARNING", "20000")
     assert engine_config(ProcessorSettings()).traffic.token_average_warning == 20_000
+
+
+def error_rate(failed: int, calls: int) -> str | None:
+    monitor = TrafficMonitor(TrafficConfig())
+    counts = {"requests": np.ones(calls, dtype=np.int64), "errors": np.arange(calls) < failed}
+    monitor.update([SERIES], np.zeros(calls, dtype=np.int64), np.full(calls, NOW - 1_000), counts, 0, NOW)
+    (obs,) = [o for o in monitor.observe(SERIES, NOW) if o.rule == "error_rate"]
+    return obs.severity
+
+
+def test_an_error_ratio_at_the_threshold_is_noise_and_a_burst_is_not() -> None:
+    # 100 calls: a series failing at exactly 5 % shows up to 13 failures by chance (binomial, alpha 0.001)
+    assert error_rate(6, 100) is None
+    assert error_rate(13, 100) is None
+    assert error_rate(14, 100) == "WARNING"
+    assert error_rate(30, 100) == "CRITICAL"
+    assert error_rate(60, 1000) is None and error_rate(200, 1000) == "CRITICAL"
