@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,14 @@ GOALS: dict[str, Goal] = {
     "percentile_rel_err_max": Goal("<= 0.01", _at_most(0.01)),
     "rss_mb_end": Goal("< 1.10 x rss_mb_warm", _rss_growth),
     "throughput_drift_ratio": Goal(">= 0.95", _at_least(0.95)),
+    # issue #13: alert quality (bench/alerts.py)
+    "alert_recall_min": Goal("100% for every kind", _at_least(1.0)),
+    "pages_per_incident": Goal("<= 1.2", _at_most(1.2)),
+    "false_pages_p0p1_per_day": Goal("0", _at_most(0.0)),
+    "false_pages_p2_per_day": Goal("<= 1", _at_most(1.0)),
+    "detect_delay_p95_s": Goal("<= 60 s", _at_most(60.0)),
+    "drift_detect_windows_max": Goal("<= 1 window", _at_most(1.0)),
+    "resolve_delay_p95_s": Goal("<= 300 s after the end", _at_most(300.0)),
 }
 
 # Every key the JSON must carry (null when a part was skipped or failed), in table order.
@@ -48,6 +57,8 @@ REQUIRED = (
     "percentile_rel_err_max",
     "rss_mb_warm", "rss_mb_end", "throughput_drift_ratio",
     "guard_us_per_event", "drift_us_per_event",
+    "alert_recall_min", "pages_per_incident", "false_pages_p0p1_per_day", "false_pages_p2_per_day",
+    "detect_delay_p95_s", "drift_detect_windows_max", "resolve_delay_p95_s", "drift_false_per_100_series_days",
 )
 
 
@@ -73,7 +84,8 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def markdown(figures: Mapping[str, float | None], notes: Mapping[str, str], meta: Mapping[str, object]) -> str:
+def markdown(figures: Mapping[str, float | None], notes: Mapping[str, str], meta: Mapping[str, object],
+             details: Mapping[str, Any] | None = None) -> str:
     passed = verdicts(figures)
     keys = list(REQUIRED) + sorted(k for k in figures if k not in REQUIRED)
     lines = [
@@ -95,6 +107,7 @@ def markdown(figures: Mapping[str, float | None], notes: Mapping[str, str], meta
         mark = "" if goal is None else ("n/a" if verdict is None else ("pass" if verdict else "**FAIL**"))
         note = notes.get(key, "").replace("|", "/")
         lines.append(f"| `{key}` | {_fmt(figures.get(key))} | {goal.text if goal else ''} | {mark} | {note} |")
+    lines += _alert_quality(details or {})
     errors = meta.get("errors") or {}
     if errors:
         lines += ["", "## Parts that did not run", ""]
@@ -105,3 +118,23 @@ def markdown(figures: Mapping[str, float | None], notes: Mapping[str, str], meta
         lines += list(hot)  # type: ignore[arg-type]
         lines += ["```"]
     return "\n".join(lines) + "\n"
+
+
+def _alert_quality(details: Mapping[str, Any]) -> list[str]:
+    """Per-kind recall and delays of bench/alerts.py, when that group ran."""
+    kinds = details.get("alert_quality_by_kind")
+    if not kinds:
+        return []
+    run = details.get("alert_quality_run", {})
+    lines = ["", f"## Alert quality by kind ({run.get('variant')}, seed {run.get('seed')}, {run.get('schedule')})", "",
+             "| kind | detected | detect p50 / p95 s | resolve p50 / p95 s | pages in its window |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for kind, k in kinds.items():
+        lines.append(f"| {kind} | {k['detected']}/{k['injected']} | {_fmt(k['detect_delay_p50_s'])} / "
+                     f"{_fmt(k['detect_delay_p95_s'])} | {_fmt(k['resolve_delay_p50_s'])} / "
+                     f"{_fmt(k['resolve_delay_p95_s'])} | {_fmt(k.get('pages_in_window_mean'))} |")
+    pages = run.get("incident_day_pages", {})
+    lines += ["", f"Control-day pages by leading rule: {run.get('control_pages_by_rule')}. Incident-day pages: "
+                  f"{pages.get('explained')} from incidents that detected an injected one, {pages.get('other')} "
+                  f"others ({pages.get('other_by_rule')})."]
+    return lines

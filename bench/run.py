@@ -4,9 +4,11 @@
     python -m bench.run --full               # ~1M calls, plus the 10-minute stability run
     python -m bench.run --quick --only sdk   # one group (or the group of a figure key); merged into latest.json
 
-Groups: throughput, inprocess, alerts, sdk, accuracy, detectors, layout, stability. Parts needing Kafka use
-``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092) and are reported as skipped when it does not answer.
-Every topic a run creates carries the run's tag and is deleted at the end.
+Groups: throughput, inprocess, alerts, alert_quality, sdk, accuracy, detectors, layout, stability. Parts needing
+Kafka use ``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092) and are reported as skipped when it does not
+answer. Every topic a run creates carries the run's tag and is deleted at the end. ``alerts`` is the latency of
+one alert through a live worker; ``alert_quality`` (bench/alerts.py, in process, no broker) replays a control
+day and a labelled day of incidents and scores the pages.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from bench import (
     accuracy,
     alert_latency,
+    alerts,
     batch_layout,
     dataset,
     detectors,
@@ -37,12 +40,13 @@ from bench import (
 from bench.common import FULL, QUICK, GroupResult, Scale, round_floats
 
 RESULTS = Path(__file__).parent / "results"
-GROUPS = ("accuracy", "detectors", "layout", "inprocess", "sdk", "throughput", "alerts", "stability")
+GROUPS = ("accuracy", "detectors", "layout", "inprocess", "sdk", "throughput", "alerts", "alert_quality", "stability")
 KEYS_OF = {
     "throughput": ("raw_consume_eps", "decode_eps", "worker_eps", "faust_noop_eps", "worker_vs_raw",
                    "worker_vs_decode", "worker_vs_faust_noop"),
     "inprocess": ("sketch_overhead_ratio", "metrics_overhead_ratio"),
     "alerts": ("alert_latency_p50_s", "alert_latency_p99_s", "passthrough_p99_s"),
+    "alert_quality": alerts.FIGURES,
     "sdk": ("sdk_emit_p50_us", "sdk_emit_p99_us", "sdk_emit_p99_us_broker_down"),
     "accuracy": ("percentile_rel_err_max",),
     "stability": ("rss_mb_warm", "rss_mb_end", "throughput_drift_ratio"),
@@ -61,6 +65,7 @@ class Suite:
         self.result = GroupResult()
         self.errors: dict[str, str] = {}
         self.previous = previous
+        self.details: dict[str, Any] = {}  # nested figures for latest.json (per-kind alert quality)
         self._broker: bool | None = None
 
     @property
@@ -92,6 +97,7 @@ class Suite:
             "throughput": lambda: self._needs_broker("throughput", lambda: throughput.run(s, b, tag)),
             "alerts": lambda: self._needs_broker(
                 "alerts", lambda: self._at_rate(alert_latency.run, "alert_latency_p50_s")),
+            "alert_quality": self._alert_quality,
             "stability": self._stability,
         }
 
@@ -99,6 +105,11 @@ class Suite:
         rate, source = self.worker_rate()
         result = step(self.bootstrap, self.tag, rate)
         result.notes[key] = f"{result.notes.get(key, '')}; max worker rate {rate:,.0f} calls/s from {source}"
+        return result
+
+    def _alert_quality(self) -> GroupResult:
+        result, details = alerts.run(quick=self.scale.name != FULL.name)
+        self.details.update(details)
         return result
 
     def _needs_broker(self, group: str, step: Callable[[], GroupResult]) -> GroupResult:
@@ -185,17 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(previous_figures)
     figures.update(suite.result.figures)
     notes.update(suite.result.notes)
+    kept = args.only and "alert_quality" not in groups  # a partial run keeps the detail of groups it did not run
+    details = {k: v for k, v in previous.items() if k in alerts.DETAILS} if kept else {}
+    details.update(suite.details)
     meta["errors"] = suite.errors
     verdicts = report.verdicts(figures)
     if any(v is False for v in verdicts.values()) and not args.no_profile:
         from bench import profile
 
         meta["hot_spots"] = profile.hot_spots(args.out / "profile.txt")
-    payload = {**round_floats(figures), "goals": {k: {"goal": g.text, "pass": verdicts[k]}
-                                                 for k, g in report.GOALS.items()},
+    payload = {**round_floats(figures), **round_floats(details),
+               "goals": {k: {"goal": g.text, "pass": verdicts[k]} for k, g in report.GOALS.items()},
                "notes": notes, "meta": meta}
     latest.write_text(json.dumps(payload, indent=2) + "\n")
-    table = report.markdown(figures, notes, meta)
+    table = report.markdown(figures, notes, meta, details)
     (args.out / "latest.md").write_text(table)
     print(table)
     return 0

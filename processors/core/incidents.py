@@ -447,7 +447,12 @@ class IncidentManager:
 
 
 def _shares_series(incident: _Incident, member: _Member) -> bool:
-    return bool(member.service and member.model) and any(m.series == member.series for m in incident.members.values())
+    """Same service and model (and provider where both carry one: drift series have none)."""
+    if not (member.service and member.model):
+        return False
+    return any(m.service == member.service and m.model == member.model
+               and (m.provider is None or member.provider is None or m.provider == member.provider)
+               for m in incident.members.values())
 
 
 def _strongest(kinds: set[str]) -> str:

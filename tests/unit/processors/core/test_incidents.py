@@ -193,6 +193,8 @@ def test_one_series_slow_and_expensive_and_over_budget_is_one_incident() -> None
     budget = manager.apply([alert("budget", None, None, None, severity="CRITICAL", at=90 * S)])[0]
     assert slow.incident_id == cost.incident_id == budget.incident_id
     assert [e.status for e in (slow, budget)] == ["escalated", "updated"]
+    drift = manager.apply([alert("distribution_drift", "batch", "claude-3-5-sonnet", None, at=95 * S)])[0]
+    assert drift.incident_id == cost.incident_id  # drift series carry no provider: service and model suffice
     other = manager.apply([alert("latency_p99", "chat", "gpt-4o", "openai", severity="CRITICAL", at=100 * S)])[0]
     assert other.incident_id != cost.incident_id  # another series, another family: another cause
 

@@ -1,0 +1,93 @@
+"""The alert-quality benchmark (bench/alerts.py) runs its quick variant end to end and reports every figure.
+
+Goals are not asserted (the benchmark exists to show where they are missed); what is checked is that every kind
+is scored, that the control day's false pages are counted, and that the figures are sane numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import alerts, report
+from bench.alert_fleet import fleet_model, fleet_series
+from bench.alert_schedule import EXPECTED_RULES, load
+from llmpulse.producers.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.timeout(1200)  # ~1.5 min on two idle cores; shared CI runners are slower
+
+
+@pytest.fixture(scope="module")
+def quick() -> dict[str, Any]:
+    return alerts.measure(quick=True)
+
+
+def test_every_key_of_the_issue_is_reported(quick: dict[str, Any]) -> None:
+    for key in (*alerts.FIGURES, *alerts.DETAILS):
+        assert key in quick, key
+    for key in ("alert_recall_min", "pages_per_incident", "member_firings_per_incident", "false_pages_p0p1_per_day",
+                "false_pages_p2_per_day", "resolve_delay_p95_s"):
+        value = quick[key]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0, f"{key} = {value!r}"
+    for key in ("drift_detect_windows_max", "drift_false_per_100_series_days"):  # another module's, maybe absent
+        assert quick[key] is None or isinstance(quick[key], float)
+        assert quick["notes"][key]
+    json.dumps(quick)  # --json prints it as is
+
+
+def test_recall_is_scored_for_every_scenario_kind(quick: dict[str, Any]) -> None:
+    by_kind = quick["alert_recall_by_kind"]
+    assert set(by_kind) == set(SCENARIOS) == set(EXPECTED_RULES)
+    assert all(0.0 <= recall <= 1.0 for recall in by_kind.values())
+    assert quick["alert_recall_min"] == min(by_kind.values())
+    rows = quick["alert_quality_run"]["incidents"]
+    assert len(rows) == len(SCENARIOS) and all(row["calls_touched"] > 0 for row in rows)
+
+
+def test_control_day_pages_are_counted_by_priority(quick: dict[str, Any]) -> None:
+    run = quick["alert_quality_run"]
+    pages = run["control_pages"]
+    per_day = 24.0 / (run["control_hours"] - alerts.WARMUP_S / 3600)
+    p0p1 = sum(1 for page in pages if page["priority"] in ("P0", "P1"))
+    p2 = sum(1 for page in pages if page["priority"] == "P2")
+    assert quick["false_pages_p0p1_per_day"] == pytest.approx(p0p1 * per_day)
+    assert quick["false_pages_p2_per_day"] == pytest.approx(p2 * per_day)
+    assert sum(run["control_pages_by_rule"].values()) == len(pages)
+    assert run["calls"]["control"] > 100_000 and run["calls"]["incident_day"] > 100_000
+
+
+def test_the_report_shows_the_goals_and_the_kinds(quick: dict[str, Any]) -> None:
+    figures = {key: quick[key] for key in alerts.FIGURES}
+    table = report.markdown(figures, quick["notes"], {"mode": "quick"}, {k: quick[k] for k in alerts.DETAILS})
+    assert "| `pages_per_incident` |" in table and "<= 1.2" in table
+    assert "## Alert quality by kind" in table and "| budget-exhaustion |" in table
+
+
+@pytest.mark.parametrize(("figures", "key", "expected"), [
+    ({"alert_recall_min": 1.0}, "alert_recall_min", True),
+    ({"alert_recall_min": 0.9}, "alert_recall_min", False),
+    ({"false_pages_p0p1_per_day": 0.0}, "false_pages_p0p1_per_day", True),
+    ({"false_pages_p0p1_per_day": 8.0}, "false_pages_p0p1_per_day", False),
+    ({"pages_per_incident": 1.3}, "pages_per_incident", False),
+    ({}, "detect_delay_p95_s", None),
+])
+def test_alert_goals_judge_known_values(figures: dict[str, float], key: str, expected: bool | None) -> None:
+    assert report.verdicts(figures)[key] is expected
+
+
+def test_a_schedule_names_its_bad_line(tmp_path: Path) -> None:
+    series = fleet_series(fleet_model(), alerts.RATE)
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"kind": "latency-spike", "scope": "model:gpt-4o", "start": "01:00", "duration": 60}\n'
+                    '{"kind": "meteor-strike", "scope": "series", "start": 0, "duration": 60}\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: unknown kind 'meteor-strike'"):
+        load(path, series, np.random.default_rng(0))
+    path.write_text('# targets left out are drawn by the seed\n'
+                    '{"kind": "pii-leak", "scope": "provider", "start": "00:10:30", "duration": 60, "magnitude": 2}\n')
+    (incident,) = load(path, series, np.random.default_rng(0))
+    assert incident.start_s == 630.0 and incident.magnitude == 2.0 and incident.target in ("openai", "anthropic")
