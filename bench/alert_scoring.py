@@ -31,7 +31,8 @@ class Verdict:
     """How one injected incident was seen."""
 
     incident: Injected
-    detected_at_ms: int | None = None
+    detected_at_ms: int | None = None  # the first matching member's start: when llmpulse saw it
+    paged_at_ms: int | None = None  # the page that carried it (detection plus the incident's group wait)
     incident_id: str | None = None
     priority: str | None = None
     resolved_at_ms: int | None = None
@@ -65,7 +66,11 @@ def judge(log: Log, schedule: Sequence[Injected], series: Sequence[Series], day_
                 continue
             rules = _matching_rules(page, incident, affected, alerts, start, until)
             if rules:
-                verdict.detected_at_ms, verdict.incident_id = page.at_ms, page.event.incident_id
+                first = min(alerts[m["alert_id"]].started_at_ms for m in page.event.members
+                            if m["alert_id"] in alerts and m["rule"] in rules
+                            and start <= alerts[m["alert_id"]].started_at_ms <= until)
+                verdict.detected_at_ms, verdict.paged_at_ms = min(first, page.at_ms), page.at_ms
+                verdict.incident_id = page.event.incident_id
                 verdict.priority, verdict.rules = page.event.priority, rules
                 verdict.resolved_at_ms = _resolved(resolves.get(page.event.incident_id, []), start, end)
                 break
