@@ -167,6 +167,8 @@ def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str,
 # Symptoms a scenario causes beside its own rule, which may page as an incident of their own: the batch job that
 # exhausts the budget sends long, slow, expensive calls, so its series is genuinely slow as well.
 SYMPTOMS: dict[str, set[str]] = {"budget-exhaustion": {"latency_p95", "latency_p99", "cost_per_request"}}
+# Rules that name the same cause: failing calls open the provider circuit, an outage raises the error rate.
+SAME_CAUSE: dict[str, set[str]] = {"error-burst": {"provider_circuit"}, "provider-outage": {"error_rate"}}
 
 
 @pytest.mark.parametrize("scenario", list(EXPECTED))
@@ -178,7 +180,7 @@ def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict
     while True:
         incidents = [record for kind, record in _read_alerts_topic(worker) if kind == "incident"]
         pages = [r for r in incidents if r["paging"] and r["status"] in ("opened", "escalated")]
-        cause = [r for r in pages if set(rules) & set(r["rules"])]
+        cause = [r for r in pages if (set(rules) | SAME_CAUSE.get(scenario, set())) & set(r["rules"])]
         resolved = {r["incident_id"] for r in incidents if r["status"] == "resolved"}
         if (cause and (not resolves or {r["incident_id"] for r in cause} <= resolved)) or time.monotonic() > deadline:
             break
