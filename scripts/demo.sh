@@ -13,6 +13,9 @@ DURATION="${DEMO_DURATION:-120}"
 export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$BROKER_PORT"
 export LLMPULSE_WEB_PORT="$WEB_PORT" LLMPULSE_API_TOKEN="demo-token" LLMPULSE_DATA_DIR="$DEMO_DIR/worker"
 export LLMPULSE_ALERTS__RESOLVE_HOLD_S=20
+# The simulated fleet spends about $300 an hour at 40 calls/s: under the seeds' $10/hour global budget that would
+# page a budget incident too, which is real but not what this demo shows. Budgets here fit the simulated fleet.
+export LLMPULSE_BUDGETS__GLOBAL_HOUR_USD=1000 LLMPULSE_BUDGETS__GLOBAL_DAY_USD=10000
 # Real prompts (the traces the simulator is fitted to) average 1-12k tokens, over seed 004's 500-token average
 # limit on every series: that is informational (INFO, P3, never paging), so the tail below shows WARNING and
 # worse, and /api/alerts lists the INFO ones last.

@@ -263,6 +263,10 @@ class IncidentManager:
             member = incident.members[alert_id]
             if not member.is_newer(record):
                 return None, None
+            if incident.family.endswith("/info") and str(record["severity"]) != "INFO" \
+                    and str(record["status"]) != RESOLVED:
+                self._leave(incident, alert_id)  # an informational member turned paging: it has another home
+                return self._apply_one(record)
             member.take(record)
             return incident.incident_id, self._reassess(incident, member)
         if str(record["status"]) == RESOLVED:
@@ -278,6 +282,13 @@ class IncidentManager:
         if incident.status == RESOLVED:
             incident.status, incident.resolved_at_ms = FIRING, None
         return incident.incident_id, self._reassess(incident, member)
+
+    def _leave(self, incident: _Incident, alert_id: str) -> None:
+        """Take a member out of an informational incident (which never paged); drop the incident once empty."""
+        incident.members.pop(alert_id, None)
+        self._member_of.pop(alert_id, None)
+        if not incident.members:
+            self._incidents.pop(incident.incident_id, None)
 
     def _home_for(self, member: _Member) -> _Incident | None:
         family = family_of(member.rule, member.severity)
@@ -312,9 +323,12 @@ class IncidentManager:
                 or self._clock_ms - incident.started_at_ms >= self.config.max_group_wait_ms)
 
     def _open(self, member: _Member) -> _Incident:
-        digest = hashlib.sha256(member.alert_id.encode()).hexdigest()[:20]
+        seed = member.alert_id
+        while f"inc-{hashlib.sha256(seed.encode()).hexdigest()[:20]}" in self._incidents:
+            seed += "/again"  # its informational incident still holds the first id (deterministic on replay)
         incident = _Incident(
-            incident_id=f"inc-{digest}", family=family_of(member.rule, member.severity), status=FIRING,
+            incident_id=f"inc-{hashlib.sha256(seed.encode()).hexdigest()[:20]}",
+            family=family_of(member.rule, member.severity), status=FIRING,
             severity=member.severity,
             started_at_ms=member.started_at_ms, updated_at_ms=member.updated_at_ms,
             last_member_start_ms=member.started_at_ms, members={member.alert_id: member},

@@ -211,3 +211,14 @@ def test_an_escalation_inside_the_urgent_tier_does_not_page_again() -> None:
          "updated_at_ms": T0 + 300 * S},
     ])
     assert [(e.status, e.paging) for e in resolved] == [("resolved", True)]
+
+
+def test_an_informational_member_that_turns_paging_leaves_the_informational_incident() -> None:
+    manager = manager_now()
+    early = alert("budget", None, None, None, severity="INFO")  # 80 %: informational, opens the incident
+    info = manager.apply([early])[0]
+    manager.apply([alert("token_average", "chat", "gpt-4o", "openai", severity="INFO", at=S)])
+    paged = manager.apply([{**early, "severity": "CRITICAL", "updated_at_ms": T0 + 60 * S}])  # 100 %
+    assert [(e.status, e.priority, e.member_count) for e in pages(paged)] == [("opened", "P0", 1)]
+    assert paged[0].incident_id != info.incident_id and paged[0].rules == ["budget"]
+    assert manager.get(info.incident_id).member_count == 1  # type: ignore[union-attr]
