@@ -77,7 +77,14 @@ FAMILIES: Mapping[str, str] = {
 
 def family_of(rule: str, severity: str = "WARNING") -> str:
     family = FAMILIES.get(rule, rule)
-    return f"{family}/info" if severity == "INFO" else family
+    return f"{family}{_INFO_SUFFIX}" if severity == "INFO" else family
+
+
+_INFO_SUFFIX = "/info"
+
+
+def _informational(family: str) -> bool:
+    return family.endswith(_INFO_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,14 +225,17 @@ class IncidentManager:
 
     # ---- input -------------------------------------------------------------------------------------------
     def apply(self, records: Iterable[Mapping[str, Any]]) -> list[IncidentEvent]:
-        """Merge member alert events; returns at most one event per incident they changed."""
+        """Merge member alert events; returns at most one event per incident they changed. Most fleet summaries
+        carry no alert events: without one, the clock stands still and nothing can change."""
         changes: dict[str, set[str]] = {}
+        applied = False
         for record in records:
+            applied = True
             self._clock_ms = max(self._clock_ms, int(record["updated_at_ms"]))
             incident_id, change = self._apply_one(record)
             if incident_id is not None and change is not None:
                 changes.setdefault(incident_id, set()).add(change)
-        return self._events(changes)
+        return self._events(changes) if applied else []
 
     def _events(self, changes: dict[str, set[str]]) -> list[IncidentEvent]:
         """Announce what waited long enough, then one event per announced incident that changed."""
@@ -263,7 +273,7 @@ class IncidentManager:
             member = incident.members[alert_id]
             if not member.is_newer(record):
                 return None, None
-            if incident.family.endswith("/info") and str(record["severity"]) != "INFO" \
+            if _informational(incident.family) and str(record["severity"]) != "INFO" \
                     and str(record["status"]) != RESOLVED:
                 self._leave(incident, alert_id)  # an informational member turned paging: it has another home
                 return self._apply_one(record)
@@ -299,7 +309,7 @@ class IncidentManager:
             recent = member.started_at_ms - incident.last_member_start_ms <= window
             if incident.family != family:
                 if not (recent and incident.status != RESOLVED and _shares_series(incident, member)
-                        and not family.endswith("/info") and not incident.family.endswith("/info")):
+                        and not _informational(family) and not _informational(incident.family)):
                     continue
                 covers = True
             else:
