@@ -24,7 +24,8 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
   ``acknowledged`` -> ``resolved`` once every member has resolved. ``updated`` events record membership and
   figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
-  the incident's scope, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once.
+  the incident's scope or within ``group_window_ms`` of its newest member, reopens it (``updated``, or
+  ``escalated`` if worse), so a flapping cause pages once even while it moves from one service to the next.
   Incidents whose worst severity is INFO (priority P3) never page.
 * Pages (``paging`` on the event): the first announcement at P0-P2; one escalation into the urgent tier
   (``urgent_priorities``, P0/P1: someone is woken) from a P2 page; the resolve of an incident that paged.
@@ -316,7 +317,7 @@ class IncidentManager:
                 covers = incident.covers(member)
                 if incident.status == RESOLVED:
                     resolved_at = incident.resolved_at_ms or incident.updated_at_ms
-                    if not covers or member.started_at_ms - resolved_at > self.config.cooldown_ms:
+                    if not (covers or recent) or member.started_at_ms - resolved_at > self.config.cooldown_ms:
                         continue
                 elif not covers and not recent:
                     continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
-from llmpulse.processors.core.latency import LatencyConfig
+from llmpulse.processors.core.latency import LatencyConfig, window_label
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 
@@ -104,7 +104,7 @@ class TrafficMonitor:
         t = self.totals(series, c.window_s, now_ms)
         labels = tuple(zip(LABELS, series_parts(series), strict=True))
         where = "/".join(series_parts(series))
-        window = f"{c.window_s // 60}m"
+        window = window_label(c.window_s)
         n = t["requests"]
         enough = n >= c.min_requests
         out = []

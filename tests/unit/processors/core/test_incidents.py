@@ -144,6 +144,18 @@ def test_resolves_when_every_member_resolved_and_a_flap_in_the_cooldown_does_not
     assert manager.get(opened[0].incident_id).resolved_at_ms is None  # type: ignore[union-attr]
 
 
+def test_a_cause_that_moves_to_another_service_after_the_resolve_reopens_the_incident_without_paging() -> None:
+    manager = manager_now(cooldown_ms=10 * 60 * S)
+    first = alert("hallucination", "search", "gpt-4o-mini", "openai")
+    opened = manager.apply([first])
+    manager.apply([{**first, "status": "resolved", "updated_at_ms": T0 + 40 * S}])
+    moved = manager.apply([alert("hallucination", "chat", "gpt-4o-mini", "openai", at=60 * S)])
+    assert [(e.incident_id, e.status, e.paging) for e in moved] == [(opened[0].incident_id, "updated", False)]
+    assert moved[0].scope == "model"
+    later = manager.apply([alert("hallucination", "billing", "gpt-4o", "openai", at=(60 + 6 * 60) * S)])
+    assert later[0].incident_id != opened[0].incident_id and later[0].paging  # past the group window: new cause
+
+
 def test_info_members_are_recorded_but_never_page() -> None:
     manager = manager_now()
     events = manager.apply([alert("budget_projection", None, None, None, severity="INFO")])
