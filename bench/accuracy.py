@@ -25,7 +25,7 @@ TRACE = Path(os.environ.get("LLMPULSE_BENCH_TRACE", "/work/shared/data/traces/Az
 def trace_latencies(rng: np.random.Generator, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(arrival offsets ms, latency seconds, source description)."""
     if TRACE.exists():
-        from llmpulse.producers.trace_replay import read_trace
+        from llmpulse.producers.simulation.trace_replay import read_trace
 
         trace = read_trace(TRACE, limit=limit)
         offsets = np.asarray(trace.offsets_ms, dtype=np.float64)

@@ -20,7 +20,7 @@ import numpy as np
 from bench.alert_fleet import Fleet
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.settings import BudgetRules, ProcessorSettings
-from llmpulse.producers.traffic_model import CallBlock
+from llmpulse.producers.simulation.traffic_model import CallBlock
 
 HOUR_HEADROOM = 2.0
 DAY_HEADROOM = 1.5

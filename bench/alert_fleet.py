@@ -1,6 +1,6 @@
 """The alert-quality benchmark's fleet: 8 services x 4 models x 2 providers, 500 users, in event time.
 
-Traffic comes from the simulator's traffic model (producers/traffic_model.py, fitted from the traces:
+Traffic comes from the simulator's traffic model (producers/simulation/traffic_model.py, fitted from the traces:
 token laws, workload mix, arrival burstiness), widened from its 4 services to 8. When the traces themselves
 are present (``shared_data_dir()/traces``), each service's rate also follows its workload's per-minute
 arrival profile, tiled over the day with a per-service phase, damped halfway toward flat: the Azure code
@@ -19,10 +19,10 @@ import numpy as np
 from confluent_kafka import murmur2
 
 from llmpulse.processors.core.columns import STATUS_CODE, CallColumns
-from llmpulse.producers.derive_traffic_model import DEFAULT_TRACES_DIR, WORKLOAD_FILES
-from llmpulse.producers.simulator import ArrivalProcess
-from llmpulse.producers.trace_replay import read_trace
-from llmpulse.producers.traffic_model import SERVICES, Behaviour, CallBlock, ServiceSpec, TrafficModel
+from llmpulse.producers.simulation.derive_traffic_model import DEFAULT_TRACES_DIR, WORKLOAD_FILES
+from llmpulse.producers.simulation.simulator import ArrivalProcess
+from llmpulse.producers.simulation.trace_replay import read_trace
+from llmpulse.producers.simulation.traffic_model import SERVICES, Behaviour, CallBlock, ServiceSpec, TrafficModel
 
 USERS = 500
 PARTITIONS = 4

@@ -4,7 +4,7 @@ A schedule is JSON lines, one injected incident each:
 
     {"kind": "latency-spike", "scope": "series", "start": "01:00", "duration": 600, "magnitude": 1.0}
 
-- ``kind``: a simulator scenario (producers/scenarios.py); its injector edits the calls chosen here;
+- ``kind``: a simulator scenario (producers/simulation/scenarios.py); its injector edits the calls chosen here;
 - ``scope``: ``series`` (one service/model/provider), ``model`` (one model across services) or ``provider``
   (one provider across models and services), optionally with a target: ``series:support-bot/gpt-4o``,
   ``model:gpt-4o``, ``provider:openai``; without one the seed picks it;
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.alert_fleet import Series
-from llmpulse.producers.scenarios import BUDGET_MODEL, COST_SERVICE, SCENARIOS, Scenario
-from llmpulse.producers.traffic_model import CallBlock, TrafficModel
+from llmpulse.producers.simulation.scenarios import BUDGET_MODEL, COST_SERVICE, SCENARIOS, Scenario
+from llmpulse.producers.simulation.traffic_model import CallBlock, TrafficModel
 
 SCHEDULES = Path(__file__).parent / "schedules"
 SCOPES = ("series", "model", "provider")

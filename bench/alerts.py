@@ -52,7 +52,7 @@ from bench.alert_scoring import (
 )
 from bench.common import GroupResult
 from llmpulse.processors.settings import ProcessorSettings
-from llmpulse.producers.scenarios import SCENARIOS
+from llmpulse.producers.simulation.scenarios import SCENARIOS
 
 DEFAULT_SEED = 13
 RATE = DEFAULT_RATE

@@ -35,7 +35,7 @@ def realistic_rows(n: int, seed: int = 7, rate: float = TRAFFIC_RATE) -> list[di
     """``n`` llm_call dicts ending now, ``TEXT_SHARE`` of them with prompt/response text, event ids set."""
     rng = np.random.default_rng(seed)
     try:
-        from llmpulse.producers.simulator import generate_calls
+        from llmpulse.producers.simulation.simulator import generate_calls
     except ImportError:  # the simulator is optional for the benchmarks
         rows = _synthetic_rows(n, rng, rate)
     else:

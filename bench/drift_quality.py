@@ -3,7 +3,7 @@
     python -m bench.drift_quality [--quick] [--json]
 
 Traffic. Every (service, model) series of the simulator's traffic model replays the trace of its service's
-workload (the file producers/data/traffic_model.json names) in the trace's own order and timing, at about
+workload (the file producers/simulation/data/traffic_model.json names) in the trace's own order and timing, at about
 ``RATE`` calls/s: it takes a random share RATE / trace rate of the trace's calls at their recorded times, the
 hour-long trace looped with a fresh share each loop and a random starting point each day, so the workload's own
 swings stay in (the Azure conversation trace alternates phases of short and long answers). The traffic model
@@ -48,8 +48,8 @@ from llmpulse.processors.core.alert_policy import ACKNOWLEDGED, FIRING, RESOLVED
 from llmpulse.processors.core.drift_monitor import DriftMonitor
 from llmpulse.processors.core.slots import series_key
 from llmpulse.processors.settings import ProcessorSettings
-from llmpulse.producers.trace_replay import Trace, read_trace
-from llmpulse.producers.traffic_model import DEFAULT_PARAMS_PATH, TrafficModel
+from llmpulse.producers.simulation.trace_replay import Trace, read_trace
+from llmpulse.producers.simulation.traffic_model import DEFAULT_PARAMS_PATH, TrafficModel
 
 TRACES = Path(os.environ.get("LLMPULSE_BENCH_TRACES", "/work/shared/data/traces"))
 RATE = 1.0  # calls/s per series

@@ -32,10 +32,10 @@ from typing import Any
 from openai import OpenAI
 
 from llmpulse.producers import Pulse
-from llmpulse.producers.fake_llm_api import FakeLLMApi
 from llmpulse.producers.instrumentation import instrument_openai
 from llmpulse.producers.instrumentation.common import Target, finish, start
 from llmpulse.producers.instrumentation.openai import ENDPOINTS
+from llmpulse.producers.simulation.fake_llm_api import FakeLLMApi
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "how do I restart redis"}]
 RESULTS = Path(__file__).parent / "results" / "sdk_overhead.json"

@@ -1,6 +1,6 @@
 """An LLM-backed FastAPI service instrumented with llmpulse: one line wraps the client, the router fails over.
 
-    python -m llmpulse.producers.fake_llm_api --port 8808 &          # or any OpenAI-compatible endpoint
+    python -m llmpulse.producers.simulation.fake_llm_api --port 8808 &          # or any OpenAI-compatible endpoint
     uvicorn examples.llm_service.app:app --port 8000
 
 Environment (read here, in the example, never in the llmpulse core):

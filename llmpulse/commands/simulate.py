@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from llmpulse.producers.scenarios import Scenario
-    from llmpulse.producers.simulator import CallSource, SimulationSummary
+    from llmpulse.producers.simulation.scenarios import Scenario
+    from llmpulse.producers.simulation.simulator import CallSource, SimulationSummary
 
 DEFAULT_DURATION_S = 60.0
 RECOVERY_S = 60.0  # baseline traffic after the last scenario, so its alerts can start resolving
 
 
 def _scenario_help() -> str:
-    from llmpulse.producers.scenarios import SCENARIOS
+    from llmpulse.producers.simulation.scenarios import SCENARIOS
 
     lines = [f"{s.name} (at {s.start_s:g} s for {s.duration_s:g} s): {s.description}" for s in SCENARIOS.values()]
     return "Scenarios:\n\n" + "\n\n".join(lines)
@@ -28,7 +28,7 @@ def _list_scenarios() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from llmpulse.producers.scenarios import SCENARIOS
+    from llmpulse.producers.simulation.scenarios import SCENARIOS
 
     table = Table("scenario", "start", "duration", "what happens")
     for s in SCENARIOS.values():
@@ -37,7 +37,7 @@ def _list_scenarios() -> None:
 
 
 def _chosen_scenarios(names: list[str], start: float | None, duration: float | None) -> list[Scenario]:
-    from llmpulse.producers.scenarios import get, parse_names
+    from llmpulse.producers.simulation.scenarios import get, parse_names
 
     try:
         return [get(name, start, duration) for name in parse_names(names)]
@@ -50,8 +50,8 @@ def _source(trace: Path | None, speedup: float, limit: int | None, model: Any, s
         return None
     import numpy as np
 
-    from llmpulse.producers.simulator import TraceSource
-    from llmpulse.producers.trace_replay import read_trace
+    from llmpulse.producers.simulation.simulator import TraceSource
+    from llmpulse.producers.simulation.trace_replay import read_trace
 
     try:
         parsed = read_trace(trace, limit=limit)
@@ -109,8 +109,8 @@ def simulate(
         _list_scenarios()
         return
     from llmpulse.producers.client import Pulse
-    from llmpulse.producers.simulator import simulate as run
-    from llmpulse.producers.traffic_model import TrafficModel
+    from llmpulse.producers.simulation.simulator import simulate as run
+    from llmpulse.producers.simulation.traffic_model import TrafficModel
 
     chosen = _chosen_scenarios(scenario or [], scenario_start, scenario_duration)
     model = TrafficModel.load()

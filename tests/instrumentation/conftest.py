@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmpulse.producers.fake_llm_api import FakeLLMApi
+from llmpulse.producers.simulation.fake_llm_api import FakeLLMApi
 from tests.support.recording import RecordingPulse
 
 FIRST_TOKEN_DELAY = 0.2  # seconds the fake waits before a stream's first content chunk

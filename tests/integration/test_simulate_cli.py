@@ -87,7 +87,7 @@ def test_fast_simulation_lands_every_delivered_call(kafka_bootstrap: str, topic_
 
 
 def test_list_scenarios_names_every_scenario() -> None:
-    from llmpulse.producers.scenarios import SCENARIOS
+    from llmpulse.producers.simulation.scenarios import SCENARIOS
 
     done = subprocess.run([sys.executable, "-m", "llmpulse.cli", "simulate", "--list-scenarios"],
                           capture_output=True, text=True, timeout=60, check=True, env={**os.environ, "COLUMNS": "200"})

@@ -17,7 +17,7 @@ import pytest
 from bench import alerts, report
 from bench.alert_fleet import fleet_model, fleet_series
 from bench.alert_schedule import EXPECTED_RULES, load
-from llmpulse.producers.scenarios import SCENARIOS
+from llmpulse.producers.simulation.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.timeout(1200)  # ~1.5 min on two idle cores; shared CI runners are slower
 

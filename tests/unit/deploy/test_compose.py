@@ -183,7 +183,7 @@ def test_dockerfile_runs_the_worker_on_6066() -> None:
     assert ("EXPOSE", str(WEB_PORT)) in instructions
     assert ("ENTRYPOINT", '["llmpulse"]') in instructions
     assert ("CMD", '["worker"]') in instructions
-    assert any(op == "RUN" and '".[processor]"' in arg for op, arg in instructions)
+    assert any(op == "RUN" and '".[processor,simulation]"' in arg for op, arg in instructions)
     assert any(op == "USER" and arg != "root" for op, arg in instructions)
 
 

@@ -1,6 +1,6 @@
-"""Fit the simulator's traffic parameters to real request traces and write ``producers/data/traffic_model.json``.
+"""Fit the simulator's traffic parameters to real request traces; writes ``data/traffic_model.json`` beside it.
 
-    python -m llmpulse.producers.derive_traffic_model [--traces DIR] [--out FILE]
+    python -m llmpulse.producers.simulation.derive_traffic_model [--traces DIR] [--out FILE]
 
 Reads whichever of these are in ``DIR`` (see trace_replay.py for the formats and data/traces/SOURCES.md for
 their provenance): ``AzureLLMInferenceTrace_code.csv``, ``AzureLLMInferenceTrace_conv.csv``,
@@ -32,7 +32,7 @@ from statistics import NormalDist
 from typing import Any
 
 from llmpulse.config import shared_data_dir
-from llmpulse.producers.trace_replay import Trace, read_trace
+from llmpulse.producers.simulation.trace_replay import Trace, read_trace
 
 DEFAULT_TRACES_DIR = shared_data_dir() / "traces"
 DEFAULT_OUT = Path(__file__).parent / "data" / "traffic_model.json"
@@ -178,7 +178,7 @@ def derive(traces_dir: Path) -> dict[str, Any]:
     total_rate = sum(w["rate_per_min"] for w in workloads.values())
     weighted_cv = sum(w["rate_per_min"] * w["gap_cv"] for w in workloads.values()) / total_rate
     return {
-        "derived_by": "python -m llmpulse.producers.derive_traffic_model",
+        "derived_by": "python -m llmpulse.producers.simulation.derive_traffic_model",
         "total_rate_per_min": round(total_rate, 3),
         "burstiness": {
             "weighted_gap_cv": round(weighted_cv, 4),

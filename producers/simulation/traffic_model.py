@@ -1,7 +1,7 @@
 """The built-in traffic model: who calls which model, how many tokens, how fast, how often it fails.
 
-Token counts and the mix of workloads come from real traces (``producers/data/traffic_model.json``, written
-by ``python -m llmpulse.producers.derive_traffic_model``): each service draws input/output tokens from the
+Token counts and the mix of workloads come from real traces (``producers/simulation/data/traffic_model.json``, written
+by ``python -m llmpulse.producers.simulation.derive_traffic_model``): each service draws input/output tokens from the
 clipped lognormal fitted to its workload, and services get traffic in proportion to their workload's arrival
 rate. The traces carry no latency, model names, users or failures, so those are stated here as assumptions:
 
@@ -29,7 +29,7 @@ try:
     import numpy as np
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "the llmpulse simulator needs numpy: pip install 'llmpulse[processor]'", name="numpy"
+        "the llmpulse simulator needs numpy: pip install 'llmpulse[simulation]'", name="numpy"
     ) from exc
 
 DEFAULT_PARAMS_PATH = Path(__file__).parent / "data" / "traffic_model.json"
@@ -209,7 +209,8 @@ def load_workloads(path: str | Path = DEFAULT_PARAMS_PATH) -> tuple[dict[str, Wo
     try:
         params = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing: run python -m llmpulse.producers.derive_traffic_model") from None
+        refit = "python -m llmpulse.producers.simulation.derive_traffic_model"
+        raise FileNotFoundError(f"{path} is missing: run {refit}") from None
     workloads = {}
     for name, spec in params["workloads"].items():
         cache = spec.get("prefix_cache", {})

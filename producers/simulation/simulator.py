@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from llmpulse.producers import scenarios as scenario_registry
-from llmpulse.producers.scenarios import Scenario
-from llmpulse.producers.trace_replay import LLM_CALL_JSONL, Trace
-from llmpulse.producers.traffic_model import CallBlock, TrafficModel
+from llmpulse.producers.simulation import scenarios as scenario_registry
+from llmpulse.producers.simulation.scenarios import Scenario
+from llmpulse.producers.simulation.trace_replay import LLM_CALL_JSONL, Trace
+from llmpulse.producers.simulation.traffic_model import CallBlock, TrafficModel
 
 DEFAULT_RATE = 50.0
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmpulse.producers.simulator import TraceSource, simulate
-from llmpulse.producers.trace_replay import (
+from llmpulse.producers.simulation.simulator import TraceSource, simulate
+from llmpulse.producers.simulation.trace_replay import (
     AZURE_CSV,
     LLM_CALL_JSONL,
     MOONCAKE_JSONL,
     detect_format,
     read_trace,
 )
-from llmpulse.producers.traffic_model import TrafficModel
+from llmpulse.producers.simulation.traffic_model import TrafficModel
 from tests.support.clock import FakeClock
 from tests.support.recording import RecordingPulse
 from tests.support.shared_data import shared_data

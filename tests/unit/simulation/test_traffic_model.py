@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmpulse.producers import derive_traffic_model as derive
-from llmpulse.producers.simulator import ArrivalProcess, generate_calls
-from llmpulse.producers.trace_replay import read_trace
-from llmpulse.producers.traffic_model import BENIGN_TEXT, DEFAULT_PARAMS_PATH, TrafficModel
+from llmpulse.producers.simulation import derive_traffic_model as derive
+from llmpulse.producers.simulation.simulator import ArrivalProcess, generate_calls
+from llmpulse.producers.simulation.trace_replay import read_trace
+from llmpulse.producers.simulation.traffic_model import BENIGN_TEXT, DEFAULT_PARAMS_PATH, TrafficModel
 from tests.support.shared_data import shared_data
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from llmpulse.producers.traffic_model import CallBlock, TrafficModel, _object
+from llmpulse.producers.simulation.traffic_model import CallBlock, TrafficModel, _object
 
 Injector = Callable[[TrafficModel, CallBlock, np.ndarray, np.random.Generator], None]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from llmpulse.pii import find_pii, luhn_valid, redact
-from llmpulse.producers import scenarios
-from llmpulse.producers.simulator import generate_calls, simulate
-from llmpulse.producers.traffic_model import TrafficModel
+from llmpulse.producers.simulation import scenarios
+from llmpulse.producers.simulation.simulator import generate_calls, simulate
+from llmpulse.producers.simulation.traffic_model import TrafficModel
 from tests.support.clock import FakeClock
 from tests.support.recording import RecordingPulse
 

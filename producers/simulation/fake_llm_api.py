@@ -4,7 +4,7 @@
         client = OpenAI(base_url=api.openai_base_url, api_key="test")
         client.chat.completions.create(model="gpt-4o", messages=[...])
 
-    python -m llmpulse.producers.fake_llm_api --port 8808   # standalone, for the example service
+    python -m llmpulse.producers.simulation.fake_llm_api --port 8808   # standalone, for the example service
 
 Answers are deterministic so tests can assert known values. Tokens are whitespace-separated words:
 
