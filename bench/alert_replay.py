@@ -19,7 +19,7 @@ from llmpulse.processors.core.alert_policy import FIRING, AlertEvent
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.fleet import FleetEngine, FleetOutcome, summarize_alerts_for_fleet
-from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.incidents import ESCALATED, OPENED, IncidentEvent
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.settings import ProcessorSettings

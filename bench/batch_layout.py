@@ -22,9 +22,9 @@ import numpy as np
 from bench import dataset
 from bench.common import GroupResult, Scale, alternating, medians
 from llmpulse import schemas
-from llmpulse.processors.decode import to_call_columns
+from llmpulse.processors.wire.calls import to_call_columns
 from llmpulse.producers.batching import FIELDS, BatchEncoder
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 
 CALLS = 500
 NUMERIC = ("timestamp_ms", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cached_tokens",

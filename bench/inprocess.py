@@ -18,7 +18,7 @@ from bench.common import GroupResult, Scale, describe, medians, now_ms
 from bench.throughput import build_decoder
 from llmpulse.processors import configure, loaders
 from llmpulse.processors.core.engine import PartitionEngine
-from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics

@@ -31,8 +31,8 @@ from bench import dataset, workerproc
 from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, rate_between, ratio
 from bench.traffic import TopicWatcher
 from llmpulse.processors import configure
-from llmpulse.processors.decode import CallDecoder
 from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.wire.calls import CallDecoder
 
 RUN_TIMEOUT_S = 600.0
 

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from llmpulse.schemas.alerts_topic import INCIDENT_KIND, AlertsTopicCodec
-from llmpulse.schemas.codec import DecodeError
+from llmpulse.schemas.single_object import DecodeError
 
 log = logging.getLogger(__name__)
 _SEVERITY_RANK = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2, "INFO": 3}

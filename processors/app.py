@@ -26,19 +26,19 @@ from llmpulse.processors.agents.ticks import Ticker
 from llmpulse.processors.alert_directory import AlertDirectory
 from llmpulse.processors.clock import TICK_SECONDS
 from llmpulse.processors.core.engine import PartitionEngine
-from llmpulse.processors.core.guarding import GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.decode import CallDecoder
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
 from llmpulse.processors.ownership import PartitionOwnership
-from llmpulse.processors.records import RecordCodecs
-from llmpulse.processors.registry_decode import registry_decoder
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.web import ApiParts, register_views
 from llmpulse.processors.web_report import Reports, register_report_views
+from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.processors.wire.outputs import RecordCodecs
+from llmpulse.processors.wire.registry import registry_decoder
 from llmpulse.processors.wiring import wire
 
 __all__ = ["TICK_SECONDS", "Worker"]  # TICK_SECONDS: bench/alert_replay.py reads the cadence from here

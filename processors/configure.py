@@ -17,7 +17,7 @@ from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.engine import EngineConfig
 from llmpulse.processors.core.experiments import ExperimentConfig
 from llmpulse.processors.core.fleet import FleetConfig
-from llmpulse.processors.core.guarding import GuardingConfig
+from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
 from llmpulse.processors.core.guards.guard import GuardConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
@@ -68,9 +68,9 @@ def incident_config(s: ProcessorSettings) -> IncidentConfig:
     return IncidentConfig(**_ms(s.incidents))
 
 
-def guarding_config(s: ProcessorSettings) -> GuardingConfig:
+def guarding_config(s: ProcessorSettings) -> GuardMonitorConfig:
     g = s.guards
-    return GuardingConfig(guard=GuardConfig(**g.model_dump(include=GUARD_FIELDS)),
+    return GuardMonitorConfig(guard=GuardConfig(**g.model_dump(include=GUARD_FIELDS)),
                           **g.model_dump(exclude=GUARD_FIELDS))
 
 

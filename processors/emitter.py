@@ -18,9 +18,9 @@ from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.fleet import summarize_alerts_for_fleet
 from llmpulse.processors.core.incidents import IncidentEvent
-from llmpulse.processors.decode import Refused
 from llmpulse.processors.exporter import MetricsExporter
-from llmpulse.processors.records import RecordCodecs
+from llmpulse.processors.wire.calls import Refused
+from llmpulse.processors.wire.outputs import RecordCodecs
 from llmpulse.processors.wiring import FLEET_ALERTS_PARTITION, FLEET_PARTITION
 
 log = logging.getLogger("llmpulse.worker")

@@ -12,9 +12,9 @@ from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.columns import STATUSES, CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.fleet import FleetEngine
-from llmpulse.processors.core.guarding import GuardVerdicts
+from llmpulse.processors.core.guard_monitor import GuardVerdicts
 from llmpulse.processors.core.incidents import IncidentEvent
-from llmpulse.processors.core.summary import SeriesTotals
+from llmpulse.processors.core.series_totals import SeriesTotals
 from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
 
 _MICROS_PER_USD = 1_000_000

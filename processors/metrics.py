@@ -16,7 +16,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
-from llmpulse.processors.core.summary import SECONDS_BUCKETS
+from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
 
 OTHER = "other"
 

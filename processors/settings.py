@@ -32,7 +32,7 @@ from llmpulse.circuit_breaker import BreakerConfig
 from llmpulse.processors.core.alert_policy import AlertConfig
 from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.experiments import ExperimentConfig
-from llmpulse.processors.core.guarding import GuardingConfig
+from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits
@@ -42,7 +42,7 @@ from llmpulse.processors.core.validation import Limits
 
 # The core's defaults, which the groups below restate in seconds and dollars.
 _LATENCY, _TRAFFIC, _LIMITS, _DRIFT = LatencyConfig(), TrafficConfig(), BudgetLimits(), DriftConfig()
-_GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardingConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
+_GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardMonitorConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
 _ALERTS, _INCIDENTS, _VALIDATION = AlertConfig(), IncidentConfig(), Limits()
 
 
@@ -201,7 +201,7 @@ class IncidentRules(_Group):
 class ValidationLimits(_Group):
     """What a well-formed call looks like; anything outside goes to the dead-letter topic with a reason."""
 
-    # The decoder's and the dead-letter topic's own limits (processors/decode.py, records.py) ...
+    # The decoder's and the dead-letter topic's own limits (processors/wire/calls.py, records.py) ...
     max_record_bytes: int = 8 * 1024 * 1024
     max_calls_per_batch: int = 10_000
     dead_letter_payload_bytes: int = 64 * 1024

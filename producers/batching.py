@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmpulse import schemas
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 
 STATUS_SYMBOLS = ("ok", "error", "timeout", "rate_limited", "filtered")
 _STATUS_CODES = {name: code for code, name in enumerate(STATUS_SYMBOLS)}

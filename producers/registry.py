@@ -2,7 +2,7 @@
 
 Wire format (what every Confluent-compatible serializer writes): byte ``0x00``, the 4-byte big-endian id the
 registry gave the writer schema, then the Avro binary body. It is used only when a registry URL is configured
-(``LLMPULSE_SCHEMA_REGISTRY_URL``); single-object encoding (schemas/codec.py) stays the default and needs no
+(``LLMPULSE_SCHEMA_REGISTRY_URL``); single-object encoding (schemas/single_object.py) stays the default and needs no
 service. The llmpulse worker reads both.
 
 Subjects follow the TopicRecordNameStrategy, ``<topic>-io.llmpulse.LlmCallBatch``: the calls topic carries

@@ -31,7 +31,7 @@ from typing import Any
 
 from llmpulse import schemas
 from llmpulse.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.router")
 

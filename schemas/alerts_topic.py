@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from llmpulse import schemas
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 ALERT_KIND: Literal["alert"] = "alert"
 INCIDENT_KIND: Literal["incident"] = "incident"

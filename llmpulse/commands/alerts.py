@@ -179,7 +179,7 @@ def tail(
     from rich.console import Console
 
     from llmpulse.schemas.alerts_topic import AlertsTopicCodec
-    from llmpulse.schemas.codec import DecodeError
+    from llmpulse.schemas.single_object import DecodeError
 
     if (severity or "INFO").upper() not in _RANK:
         raise typer.BadParameter(f"unknown severity {severity!r}", param_hint="--severity")

@@ -174,7 +174,7 @@ def _deliver(consumer: Consumer, codec: AlertsTopicCodec, forwarder: AlertForwar
     from confluent_kafka import TopicPartition
 
     from llmpulse.processors.forwarding import DeliveryError
-    from llmpulse.schemas.codec import DecodeError
+    from llmpulse.schemas.single_object import DecodeError
 
     fresh: list[dict[str, Any]] = []
     for message in messages:

@@ -53,10 +53,10 @@ class _Rows:
 
     def __init__(self, kind: str) -> None:
         from llmpulse import schemas
-        from llmpulse.processors.decode import row_at
-        from llmpulse.processors.registry_decode import is_registry_framed, registry_decoder
+        from llmpulse.processors.wire.calls import row_at
+        from llmpulse.processors.wire.registry import is_registry_framed, registry_decoder
         from llmpulse.schemas.alerts_topic import AlertsTopicCodec
-        from llmpulse.schemas.codec import SchemaCodec
+        from llmpulse.schemas.single_object import SchemaCodec
 
         self.kind = kind
         self.alerts_topic = AlertsTopicCodec()
@@ -137,7 +137,7 @@ def export(
 ) -> None:
     """Write calls or alerts of a time range to JSON Lines."""
     from llmpulse.config import Topics, bootstrap_servers
-    from llmpulse.schemas.codec import DecodeError
+    from llmpulse.schemas.single_object import DecodeError
 
     if kind not in KINDS:
         raise typer.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="KIND")

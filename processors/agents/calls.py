@@ -21,11 +21,11 @@ from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.keyed_state import Admission
-from llmpulse.processors.decode import CallDecoder, Refused
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.ownership import PartitionOwnership
+from llmpulse.processors.wire.calls import CallDecoder, Refused
 
 log = logging.getLogger("llmpulse.worker.calls")
 TAKE_MAX_RECORDS = 64

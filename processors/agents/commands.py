@@ -16,7 +16,7 @@ from llmpulse.processors.clock import now_ms
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import EngineStore
 from llmpulse.processors.ownership import PartitionOwnership
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.worker.commands")
 

@@ -19,14 +19,14 @@ from llmpulse.processors.core.columns import ERROR, FILTERED, NO_COST, RATE_LIMI
 from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
 from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMonitor
 from llmpulse.processors.core.fleet import summarize_for_fleet
-from llmpulse.processors.core.guarding import AttemptLog, GuardingConfig, GuardMonitor, GuardVerdicts
+from llmpulse.processors.core.guard_monitor import AttemptLog, GuardMonitor, GuardMonitorConfig, GuardVerdicts
 from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
 from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
+from llmpulse.processors.core.series_totals import SeriesTotals, totals_by_series
 from llmpulse.processors.core.slots import series_key, series_parts
-from llmpulse.processors.core.summary import SeriesTotals, summarize
 from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
 
 POLICY_KEY = "policy"
@@ -52,7 +52,7 @@ class EngineConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
-    guarding: GuardingConfig = field(default_factory=GuardingConfig)
+    guarding: GuardMonitorConfig = field(default_factory=GuardMonitorConfig)
     experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
     limits: BudgetLimits = field(default_factory=BudgetLimits)
     alerts: AlertConfig = field(default_factory=AlertConfig)
@@ -138,7 +138,7 @@ class PartitionEngine:
         alerts = self._decide(observations, offset)
         return BatchOutcome(
             alerts=alerts,
-            totals=summarize(calls, keys, inverse, cost),  # type: ignore[arg-type]
+            totals=totals_by_series(calls, keys, inverse, cost),  # type: ignore[arg-type]
             accepted=len(calls),
             guard=verdicts,
             unpriced_models=unpriced,

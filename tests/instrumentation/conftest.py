@@ -39,7 +39,7 @@ def consume_calls(bootstrap: str, topic: str, expected: int, timeout: float = 30
     from confluent_kafka import Consumer
 
     from llmpulse.processors.core.validation import Limits
-    from llmpulse.processors.decode import CallDecoder
+    from llmpulse.processors.wire.calls import CallDecoder
 
     decoder = CallDecoder(Limits(), max_record_bytes=1 << 20, max_calls_per_batch=10_000)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{topic}", "auto.offset.reset": "earliest"})

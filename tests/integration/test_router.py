@@ -13,7 +13,7 @@ import pytest
 
 from llmpulse import schemas
 from llmpulse.producers.router import ProviderRouter, RouterTiming
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.waiting import wait_until
 
 PREFERENCES = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4o-mini")]

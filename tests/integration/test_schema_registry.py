@@ -27,8 +27,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from llmpulse import schemas
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
-from llmpulse.processors.registry_decode import RegistryDecoder
+from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.processors.wire.registry import RegistryDecoder
 from llmpulse.producers import Pulse
 from llmpulse.producers.batching import FIELDS, BatchEncoder
 from llmpulse.producers.registry import RegistryEncoder, registry_client

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError
 
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.wire.calls import CallDecoder
 from tests.support.kafka import read_alert_records
 
 

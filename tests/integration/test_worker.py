@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from llmpulse import schemas
 from llmpulse.producers import Pulse
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.kafka import read_alert_records, read_topic
 from tests.support.waiting import wait_until
 from tests.support.worker import API_TOKEN, WorkerProcess

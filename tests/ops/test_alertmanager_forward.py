@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from llmpulse import schemas
 from llmpulse.processors.core.incidents import IncidentEvent, IncidentManager
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.servers import Server
 from tests.support.waiting import wait_until
 

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from llmpulse import schemas
 from llmpulse.broker import BrokerConfig, LocalBroker
 from llmpulse.producers import Pulse
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.waiting import free_port_pair
 
 pytestmark = pytest.mark.timeout(240)

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, given, settings
 
 from llmpulse import schemas
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support import hostile
 from tests.support.hostile import Hostile
 

@@ -10,7 +10,7 @@ from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.pricing import Pricer, parse_overrides
 from llmpulse.processors.core.savings import DAY_MS
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers.batching import BatchEncoder
 
 DAY0 = 20_000 * DAY_MS  # a fixed UTC midnight

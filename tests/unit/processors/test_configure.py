@@ -34,7 +34,7 @@ CORE_ONLY = frozenset({
     "BudgetLimits.projection_min_elapsed_ms",
     "DriftConfig.psi_bins", "DriftConfig.evaluate_every_ms",
     "GuardConfig.scan_chars", "GuardConfig.detect_ipv4", "GuardConfig.toxic_terms",
-    "GuardingConfig.max_tracked_users",
+    "GuardMonitorConfig.max_tracked_users",
     "IncidentConfig.urgent_priorities", "IncidentConfig.max_incidents", "IncidentConfig.max_members_listed",
     "IncidentConfig.priorities",
     "SavingsConfig.relative_accuracy",

@@ -10,12 +10,12 @@ import pytest
 
 from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
-from llmpulse.processors.core.guarding import GuardingConfig, GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
 from llmpulse.processors.engine_store import FLEET_KEY, EngineStore
 from llmpulse.processors.loaders import read_injection_model
+from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers.batching import BatchEncoder
 
 NOW = int(time.time() * 1000)
@@ -56,7 +56,7 @@ def _scripted_store(state: FakeTable | None = None, fleet: FakeTable | None = No
 
 @pytest.fixture(scope="module")
 def new_engine():  # type: ignore[no-untyped-def]
-    pricer, guard = Pricer(), GuardMonitor(GuardingConfig(), read_injection_model())
+    pricer, guard = Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model())
     return lambda partition: PartitionEngine(partition, EngineConfig(), pricer, guard)
 
 

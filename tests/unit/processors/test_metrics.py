@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmpulse.processors.core.summary import SECONDS_BUCKETS
+from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
 from llmpulse.processors.metrics import OTHER, BatchHistogram, BoundedLabels, WorkerMetrics
 
 FOLDED = "llmpulse_metric_series_folded_total"

@@ -12,10 +12,10 @@ import pytest
 
 from llmpulse import schemas
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers import Pulse, PulseSettings
 from llmpulse.producers.settings import detect_service
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.waiting import wait_until
 
 CLOSED_PORT = "127.0.0.1:1"

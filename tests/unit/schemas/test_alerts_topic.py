@@ -7,7 +7,7 @@ import pytest
 from llmpulse import schemas
 from llmpulse.processors.core.incidents import IncidentManager
 from llmpulse.schemas.alerts_topic import AlertsTopicCodec
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 ALERT = {
     "alert_id": "a1", "fingerprint": "f1", "rule": "error_rate", "severity": "CRITICAL", "priority": "P0",

@@ -156,7 +156,7 @@ def test_benign_text_passes_every_guard() -> None:
 
 def test_generated_calls_decode_cleanly(calls: list[dict]) -> None:
     from llmpulse.processors.core.validation import Limits
-    from llmpulse.processors.decode import CallDecoder
+    from llmpulse.processors.wire.calls import CallDecoder
     from llmpulse.producers.batching import BatchEncoder
 
     rows = [{**c, "event_id": f"{i:032x}"} for i, c in enumerate(calls[:2000])]

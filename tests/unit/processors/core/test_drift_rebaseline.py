@@ -19,7 +19,7 @@ from llmpulse.processors.core.alert_policy import (
 )
 from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
-from llmpulse.processors.core.guarding import GuardingConfig, GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
 
 KEY = "checkout\x1fgpt-4o"
@@ -125,7 +125,7 @@ def test_only_resolved_or_acknowledged_drift_incidents_start_a_reference_over() 
 
 @pytest.fixture(scope="module")
 def shared() -> tuple[Pricer, GuardMonitor]:
-    return Pricer(), GuardMonitor(GuardingConfig())
+    return Pricer(), GuardMonitor(GuardMonitorConfig())
 
 
 def test_the_engine_rebaselines_when_a_drift_incident_is_acknowledged(shared: tuple[Pricer, GuardMonitor]) -> None:

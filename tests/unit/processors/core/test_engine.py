@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
-from llmpulse.processors.core.guarding import GuardingConfig, GuardMonitor
+from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
 from llmpulse.processors.loaders import read_injection_model
+from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers.batching import BatchEncoder
 
 NOW = int(time.time() * 1000)
@@ -22,7 +22,7 @@ NOW = int(time.time() * 1000)
 
 @pytest.fixture(scope="module")
 def shared() -> tuple[Pricer, GuardMonitor]:
-    return Pricer(), GuardMonitor(GuardingConfig(), read_injection_model())
+    return Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model())
 
 
 def _engine(shared: tuple[Pricer, GuardMonitor]) -> PartitionEngine:

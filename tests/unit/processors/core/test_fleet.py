@@ -9,7 +9,7 @@ import numpy as np
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine, summarize_for_fleet
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder
+from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers.batching import BatchEncoder
 
 NOW = int(time.time() * 1000)

@@ -10,7 +10,7 @@ import pytest
 
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.validation import Limits, find_invalid
-from llmpulse.processors.decode import to_call_columns
+from llmpulse.processors.wire.calls import to_call_columns
 from llmpulse.producers.batching import BatchEncoder
 
 NOW_MS = 1_700_000_000_000

@@ -43,7 +43,7 @@ def _int_sums(inverse: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def summarize(
+def totals_by_series(
     calls: CallColumns, keys: list[tuple[str, str, str]], inverse: np.ndarray, cost_micros: np.ndarray
 ) -> list[SeriesTotals]:
     """Totals per series of one batch; ``cost_micros`` is the priced cost (NO_COST already resolved)."""

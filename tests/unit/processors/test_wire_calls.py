@@ -11,7 +11,7 @@ import pytest
 
 from llmpulse.processors.core.columns import NO_COST, STATUS_CODE, CallColumns
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.decode import CallDecoder, row_at
+from llmpulse.processors.wire.calls import CallDecoder, row_at
 from llmpulse.producers.batching import FIELDS, BatchEncoder
 
 NOW_MS = 1_700_000_000_000

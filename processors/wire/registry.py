@@ -20,7 +20,7 @@ import fastavro
 
 from llmpulse import schemas
 from llmpulse.producers.registry import WIRE_HEADER, WIRE_MAGIC, SchemaRegistry, full_name, registry_client
-from llmpulse.schemas.codec import DecodeError
+from llmpulse.schemas.single_object import DecodeError
 
 _CONTRACTS = (schemas.LLM_CALL_BATCH, schemas.LLM_CALL)
 

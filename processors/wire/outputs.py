@@ -8,8 +8,8 @@ import uuid
 from llmpulse import schemas
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.incidents import IncidentEvent
-from llmpulse.processors.decode import Refused
-from llmpulse.schemas.codec import SchemaCodec
+from llmpulse.processors.wire.calls import Refused
+from llmpulse.schemas.single_object import SchemaCodec
 
 
 class RecordCodecs:

@@ -17,7 +17,7 @@ import numpy as np
 from llmpulse import schemas
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.validation import Limits, find_invalid
-from llmpulse.processors.registry_decode import RegistryDecoder, is_registry_framed
+from llmpulse.processors.wire.registry import RegistryDecoder, is_registry_framed
 from llmpulse.producers.batching import (
     DICTIONARY,
     FIELDS,
@@ -26,7 +26,7 @@ from llmpulse.producers.batching import (
     STATUS_SYMBOLS,
     BatchEncoder,
 )
-from llmpulse.schemas.codec import DecodeError, SchemaCodec
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 _DTYPES = {"q": "<i8", "d": "<f8", "i": "<i4", "B": "u1"}
 _RENAMED = {"request_model": "model"}

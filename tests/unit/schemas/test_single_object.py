@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse import schemas
-from llmpulse.schemas.codec import HEADER_LEN, MAGIC, DecodeError, SchemaCodec, crc64_avro, fingerprint
+from llmpulse.schemas.single_object import HEADER_LEN, MAGIC, DecodeError, SchemaCodec, crc64_avro, fingerprint
 
 _PRIMITIVE_SAMPLES: dict[str, Any] = {
     "string": "text-é",  # non-ASCII on purpose: strings are UTF-8 on the wire

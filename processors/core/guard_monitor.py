@@ -24,7 +24,7 @@ _REDACTED = re.compile(r"\[REDACTED_([A-Z0-9_]+)\]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GuardingConfig:
+class GuardMonitorConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     incident_attempts: int = 3
     incident_window_s: int = 600
@@ -69,7 +69,7 @@ def _severity(score: float) -> str:
 class GuardMonitor:
     """``classifier``: the injection model ``TextGuard`` scores prompts with (None: regex patterns only)."""
 
-    def __init__(self, config: GuardingConfig, classifier: InjectionClassifier | None = None) -> None:
+    def __init__(self, config: GuardMonitorConfig, classifier: InjectionClassifier | None = None) -> None:
         self.config = config
         self.guard = TextGuard(config.guard, classifier)
 
