@@ -4,7 +4,8 @@ Guards run on the texts of realistic calls in groups of 50 (the text-carrying te
 Drift runs ``DriftMonitor.update`` on decoded records grouped by (service, model) as the engine groups them.
 KS: ``ks_2samp`` on raw samples (500 reference, 1,000 current) against ``BinnedDistribution`` updates plus
 ``ks_statistic`` on the worker's latency bins, over the same samples; also the largest gap between the two
-statistics.
+statistics. Detector accuracy (injection by length bucket, PII per kind) and the guard's cost on one 2 kB
+prompt: ``bench.detector_accuracy``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench import dataset
+from bench import dataset, detector_accuracy
 from bench.common import GroupResult, Scale, alternating, medians, now_ms
 from bench.throughput import build_decoder
 from llmpulse.processors import configure, loaders
@@ -113,4 +114,5 @@ def run(scale: Scale) -> GroupResult:
         result.put("ks_binned_speedup_vs_scipy", mid["ks_scipy"] / mid["ks_binned"])
         result.put("ks_stat_abs_diff_max", float(np.max(np.abs(np.subtract(binned, exact)))),
                    f"largest |D_binned - D_exact| over {KS_TESTS} pairs, shifts 0..0.5 in log-latency")
+    result.merge(detector_accuracy.run())  # held-out injection and PII figures, guard cost per prompt
     return result

@@ -177,6 +177,28 @@ def fit(texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float = 
     return InjectionClassifier(result.x[:-1], float(result.x[-1]), config)
 
 
+def calibrated(
+    texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float, n_extra: int, target_fpr: float,
+    folds: int = 5,
+) -> float:
+    """The decision value that k-fold cross-validation on ``texts`` (the training split only) puts at a
+    false-positive rate of ``target_fpr`` on benign texts, counting the patterns' own flags: the shipped
+    bias is shifted by it, so that ``p >= 0.5`` is that operating point. The held-out split is never seen.
+    """
+    fold = np.array([(_text_hash(t) // 100) % folds for t in texts])
+    decision = np.zeros(len(texts))
+    for k in range(folds):
+        inside = np.flatnonzero(fold != k)
+        outside = np.flatnonzero(fold == k)
+        fold_texts, fold_labels = augmented([texts[i] for i in inside], labels[inside], n_extra)
+        model = fit(fold_texts, fold_labels, config, l2=l2)
+        decision[outside] = model.decision(featurize([texts[i] for i in outside], config))
+    flagged_by_patterns = InjectionDetector(None).score(texts).score >= 0.5
+    benign = np.sort(decision[~labels & ~flagged_by_patterns])
+    budget = max(int(target_fpr * (~labels).sum()) - int((flagged_by_patterns & ~labels).sum()), 0)
+    return float(benign[len(benign) - budget - 1]) if len(benign) > budget else 0.0
+
+
 def print_report(title: str, table: dict[str, Scores]) -> None:
     print(title)
     for name, s in table.items():
@@ -191,16 +213,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=INJECTION_MODEL)
     parser.add_argument("--bits", type=int, default=HasherConfig().bits)
-    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--l2", type=float, default=1e-4, help="chosen by 5-fold CV on the training split")
     parser.add_argument("--extra-benign", type=int, default=400, help="synthetic long benign texts to add")
+    parser.add_argument("--target-fpr", type=float, default=0.005,
+                        help="false-positive rate at p = 0.5, from cross-validation on the training split")
     args = parser.parse_args(argv)
 
     data = load_dataset(args.data)
     train = np.flatnonzero(~data.is_test)
     test = np.flatnonzero(data.is_test)
     config = HasherConfig(bits=args.bits)
-    texts, labels = augmented([data.texts[i] for i in train], data.labels[train], args.extra_benign)
-    model = fit(texts, labels, config, l2=args.l2)
+    train_texts, train_labels = [data.texts[i] for i in train], data.labels[train]
+    shift = calibrated(train_texts, train_labels, config, args.l2, args.extra_benign, args.target_fpr)
+    texts, labels = augmented(train_texts, train_labels, args.extra_benign)
+    fitted = fit(texts, labels, config, l2=args.l2)
+    model = InjectionClassifier(fitted.weights, fitted.bias - shift, config)
+    print(f"bias shifted by {-shift:+.3f}: p = 0.5 at a cross-validated false-positive rate of {args.target_fpr}")
     write_injection_model(model, args.out)
     reloaded = read_injection_model(args.out)  # report on the quantised weights actually shipped
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from llmpulse.pii import PII_PATTERNS, PiiPattern
+from llmpulse.pii import PII_PATTERNS, PiiPattern, mask
 from llmpulse.processors.core.guards import docs_matching
 from llmpulse.processors.core.guards import hallucination as hallucination_regexes
 from llmpulse.processors.core.guards.classifier import InjectionClassifier
@@ -126,14 +126,18 @@ def scan_pii(
     screen passes.
 
     ``candidates``: per pattern, the texts it may match (see ``guards.screen``); computed here when not
-    given. Every kind needs a digit or an "@", so this finds what a scan gated by ``may_contain_pii`` does.
+    given. As in ``llmpulse.pii.find_pii``, a text where a kind is found has that kind's matches redacted
+    before the later patterns look (an IBAN's digit groups are no phone number); redaction only removes
+    matches, so the screen's candidates stay sound.
     """
     if candidates is None:
         candidates = candidate_lists(_pii_screen(patterns).candidates([t.lower() for t in texts]))
     found: list[list[str]] = [[] for _ in texts]
+    texts = list(texts)
     for pattern, docs in zip(patterns, candidates, strict=True):
         for i in docs_matching(pattern.regex, texts, docs, accept=pattern.accept):
             found[i].append(pattern.kind)
+            texts[i] = mask(pattern, texts[i])[0]
     return found
 
 
