@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from llmpulse.processors.core.abtest import Welford
-from llmpulse.processors.core.sketch import decode_counts, encode_counts
+from llmpulse.processors.core.counter_bytes import decode_counts, encode_counts
 
 PsiBand = Literal["stable", "moderate", "significant"]
 PSI_MODERATE = 0.1

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import ACKNOWLEDGED, RESOLVED, AlertEvent, Observation
+from llmpulse.processors.core.counter_bytes import decode_bucket_counts, encode_bucket_counts
 from llmpulse.processors.core.drift import (
     BinnedDistribution,
     MeanDrift,
@@ -49,7 +50,6 @@ from llmpulse.processors.core.drift import (
     smoothed_psi,
 )
 from llmpulse.processors.core.keyed_state import KeyedState
-from llmpulse.processors.core.sketch import decode_bucket_counts, encode_bucket_counts
 from llmpulse.processors.core.slots import series_key, series_parts
 
 FEATURES = ("confidence", "latency", "tokens")

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from llmpulse.processors.core.sketch import LatencySketch, decode_counts, encode_counts
+from llmpulse.processors.core.counter_bytes import decode_counts, encode_counts
+from llmpulse.processors.core.sketch import LatencySketch
 from tests.support.shared_data import shared_data
 
 ACCURACY = 0.01
@@ -90,13 +91,14 @@ def test_zero_and_negative_values_count_in_zero_bucket() -> None:
     assert sketch.quantile(1.0) == 20.0  # extremes are exact
 
 
-def test_single_adds_equal_batch_add() -> None:
+def test_many_small_batches_equal_one_batch() -> None:
     values = np.random.default_rng(3).lognormal(3, 1, 300)
-    one_by_one, batch = LatencySketch(), LatencySketch()
-    for v in values:
-        one_by_one.add(float(v))
+    in_pieces, batch = LatencySketch(), LatencySketch()
+    for piece in np.array_split(values, 97):  # the store grows at both ends, piece by piece
+        in_pieces.add_many(piece)
     batch.add_many(values)
-    np.testing.assert_array_equal(one_by_one.quantiles(QS), batch.quantiles(QS))
+    np.testing.assert_array_equal(in_pieces.quantiles(QS), batch.quantiles(QS))
+    assert in_pieces.to_bytes() == batch.to_bytes()
 
 
 def test_merge_equals_sketch_of_union() -> None:
