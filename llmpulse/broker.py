@@ -2,7 +2,8 @@
 
 The jars come from Maven Central through ``mvn`` (so only a JDK and Maven are needed, no tarball download) and
 are cached per Kafka version; each broker keeps its config, logs, pid file and data in its own data directory.
-The broker runs detached in its own session, so it outlives the command that started it.
+The broker runs detached in its own session, so it outlives the command that started it. ``secure=True`` gives
+it a SASL_SSL listener with SCRAM users and its own CA instead of the plaintext one (llmpulse/broker_security.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llmpulse.broker_security import SecureBroker, SecureSetupError, prepare
+from llmpulse.config import KafkaSecurity
 
 KAFKA_VERSION = "4.3.1"
 # Kafka 4.x logs through log4j2; its jars pull slf4j-api 1.7.x, bound by log4j-slf4j-impl (not slf4j2-impl).
@@ -55,6 +59,7 @@ class BrokerConfig:
     stop_timeout: float = 30.0
     # C1-only JIT starts ~2 s sooner on 2 cores; turn it off for throughput benchmarks.
     quick_jit: bool = True
+    secure: bool = False  # SASL_SSL with SCRAM users and a local CA instead of PLAINTEXT
 
     @property
     def controller_port(self) -> int:
@@ -78,7 +83,8 @@ class BrokerConfig:
         """
         home = Path(os.environ.get("LLMPULSE_BROKER_HOME", _default_home(KAFKA_VERSION))).expanduser()
         port = port if port is not None else int(os.environ.get("LLMPULSE_BROKER_PORT", "9092"))
-        data = data_dir or Path.home() / ".cache" / "llmpulse" / f"broker-{port}"
+        suffix = "-secure" if overrides.get("secure") else ""  # a plaintext log has no SCRAM users: never share
+        data = data_dir or Path.home() / ".cache" / "llmpulse" / f"broker-{port}{suffix}"
         return cls(home=home, port=port, data_dir=Path(data).expanduser(), **overrides)  # type: ignore[arg-type]
 
 
@@ -112,8 +118,9 @@ def render_pom(version: str) -> str:
     )
 
 
-def render_server_properties(cfg: BrokerConfig) -> str:
-    """server.properties for one combined broker+controller, every replication setting sized for 1 node."""
+def render_server_properties(cfg: BrokerConfig, secure: SecureBroker | None = None) -> str:
+    """server.properties for one combined broker+controller, every replication setting sized for 1 node;
+    with ``secure``, its listener is SASL_SSL."""
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -144,6 +151,8 @@ def render_server_properties(cfg: BrokerConfig) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if secure is not None:
+        props.update(secure.server_properties(cfg.host, cfg.port, cfg.controller_port))
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -233,8 +242,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a Kafka broker at ``bootstrap`` returns metadata within ``timeout`` seconds."""
+def answers(bootstrap: str, timeout: float = 2.0, security: KafkaSecurity | None = None) -> bool:
+    """True when a Kafka broker at ``bootstrap`` returns metadata within ``timeout`` seconds, to a client with
+    ``security`` (default: plaintext, what a local broker started without ``secure`` speaks)."""
     host, _, port = bootstrap.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
@@ -242,8 +252,11 @@ def answers(bootstrap: str, timeout: float = 2.0) -> bool:
         return False
     from confluent_kafka.admin import AdminClient  # deferred: only needed once something listens
 
-    # log_level 0 keeps librdkafka from printing connection errors while the broker is still starting.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
+    from llmpulse.connection import client_config
+
+    # Its log goes to DEBUG: connection errors while the broker is still starting are expected.
+    admin = AdminClient({**client_config(bootstrap, security or KafkaSecurity(), "llmpulse.broker.kafka"),
+                         "socket.timeout.ms": 2000})
     try:
         return bool(admin.list_topics(timeout=timeout).brokers)
     except Exception:  # KafkaException while the broker is starting: it simply does not answer yet
@@ -256,6 +269,21 @@ class LocalBroker:
     def __init__(self, config: BrokerConfig | None = None) -> None:
         self.config = config or BrokerConfig()
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def secure(self) -> SecureBroker | None:
+        """The CA, certificates and users of a ``secure`` broker (created on first use); None for plaintext."""
+        if not self.config.secure:
+            return None
+        try:
+            return prepare(self.config.data_dir, self.config.host)
+        except SecureSetupError as exc:
+            raise BrokerError(str(exc)) from None
+
+    def client_security(self) -> KafkaSecurity:
+        """How a client reaches this broker with full rights (the ``admin`` user of a secure broker)."""
+        secure = self.secure
+        return secure.security() if secure is not None else KafkaSecurity()
 
     @property
     def pid_file(self) -> Path:
@@ -313,7 +341,7 @@ class LocalBroker:
         libs = self.ensure_installed()
         java, _ = require_tools()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.data_dir / "server.properties").write_text(render_server_properties(cfg))
+        (cfg.data_dir / "server.properties").write_text(render_server_properties(cfg, self.secure))
         (cfg.data_dir / "log4j2.properties").write_text(render_log4j2(cfg))
         self._format_storage(java, libs)
         pid = self._launch(java, libs)
@@ -347,7 +375,7 @@ class LocalBroker:
             bootstrap=self.config.bootstrap,
             version=self.config.version,
             data_dir=self.config.data_dir,
-            answering=running and answers(self.config.bootstrap),
+            answering=running and answers(self.config.bootstrap, security=self.client_security()),
         )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -373,8 +401,10 @@ class LocalBroker:
         cfg = self.config
         if (cfg.data_dir / "kraft-logs" / "meta.properties").is_file():
             return  # formatted by an earlier start: keep its topics and offsets
+        secure = self.secure
         cmd = [*self._jvm(java, libs), "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               "-t", new_cluster_id(), "-c", str(cfg.data_dir / "server.properties")]
+               "-t", new_cluster_id(), "-c", str(cfg.data_dir / "server.properties"),
+               *(secure.format_args() if secure is not None else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise BrokerError(f"formatting the KRaft storage failed:\n{(done.stdout + done.stderr).strip()}")
@@ -392,12 +422,13 @@ class LocalBroker:
     def _wait_ready(self, pid: int) -> BrokerStatus:
         cfg = self.config
         deadline = time.monotonic() + cfg.start_timeout
+        security = self.client_security()
         while time.monotonic() < deadline:
             if not _pid_alive(pid):
                 self._reap()
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(f"the broker exited during start-up; last log lines:\n{self.log_tail()}")
-            if answers(cfg.bootstrap, timeout=1.0):
+            if answers(cfg.bootstrap, timeout=1.0, security=security):
                 return BrokerStatus(True, pid, cfg.bootstrap, cfg.version, cfg.data_dir, answering=True)
             time.sleep(0.25)
         raise BrokerError(

@@ -15,6 +15,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from llmpulse.config import KafkaSecurity
+from llmpulse.connection import client_config
 from llmpulse.schemas.alerts_topic import INCIDENT_KIND, AlertsTopicCodec
 from llmpulse.schemas.single_object import DecodeError
 
@@ -32,7 +34,7 @@ class KnownAlert:
 
 
 class AlertDirectory:
-    def __init__(self, bootstrap: str, topic: str, max_alerts: int = 10_000) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity, max_alerts: int = 10_000) -> None:
         self.topic = topic
         self.codec = AlertsTopicCodec()
         self.max_alerts = max_alerts
@@ -42,7 +44,7 @@ class AlertDirectory:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._config = {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap, security, "llmpulse.alert_directory.librdkafka"),
                 "group.id": "llmpulse-alert-directory",  # never committed: assign() reads everything
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -72,7 +72,8 @@ class Worker:
         self.ownership = ownership = PartitionOwnership(
             app, wiring.calls.get_topic_name(), wiring.fleet.get_topic_name(), store, exporter.record_rewind,
         )
-        self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts)
+        self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts,
+                                                    settings.kafka)
 
         CallsAgent(store, emitter, ownership, decoder, exporter).register(app, wiring.calls)
         FleetAgent(store, emitter, ownership).register(app, wiring.fleet)

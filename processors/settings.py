@@ -4,8 +4,10 @@ Sources, highest priority first: constructor arguments, ``LLMPULSE_*`` environme
 with ``__``, e.g. ``LLMPULSE_LATENCY__P95_WARNING_S=1.5``), the YAML file named by ``LLMPULSE_CONFIG_FILE``,
 then the defaults. The variables shared with the SDK and the CLI are read by ``llmpulse.config``: topic names
 (``LLMPULSE_TOPICS__CALLS``, or the older ``LLMPULSE_TOPIC_CALLS``; ``topics: {calls: ...}`` in the YAML file),
-the Schema Registry (``LLMPULSE_SCHEMA_REGISTRY_URL``, ``..._AUTH``) and ``KAFKA_BOOTSTRAP_SERVERS``, which is
-only the default of ``bootstrap_servers`` (the YAML file wins over it).
+Kafka's TLS and SASL settings (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``, ``KAFKA_SSL_*``; ``kafka: {...}`` in
+the YAML file, a variable wins over the file field by field), the Schema Registry (``LLMPULSE_SCHEMA_REGISTRY_URL``,
+``..._AUTH``) and ``KAFKA_BOOTSTRAP_SERVERS``, which is only the default of ``bootstrap_servers`` (the YAML file
+wins over it).
 
 Each default is declared once. A setting the pure core uses takes its default from the core config it feeds
 (processors/core/*, where the user's seed thresholds are declared in the core's units: milliseconds,
@@ -217,7 +219,7 @@ class ValidationLimits(_Group):
 
 
 # Fields whose variables llmpulse.config reads for every component; pydantic's own env reader leaves them alone.
-_CONNECTION_FIELDS = frozenset({"topics", "schema_registry_url", "schema_registry_auth"})
+_CONNECTION_FIELDS = frozenset({"topics", "kafka", "schema_registry_url", "schema_registry_auth"})
 
 
 class _EnvSource(PydanticBaseSettingsSource):
@@ -236,6 +238,9 @@ class _EnvSource(PydanticBaseSettingsSource):
         topics = shared.topics_env()
         if topics:
             values["topics"] = topics
+        kafka = shared.kafka_security_env()
+        if kafka:
+            values["kafka"] = kafka
         return values
 
 
@@ -246,6 +251,7 @@ class ProcessorSettings(BaseSettings):
 
     # KAFKA_BOOTSTRAP_SERVERS is the default: the YAML file and LLMPULSE_BOOTSTRAP_SERVERS win over it.
     bootstrap_servers: str = Field(default_factory=shared.bootstrap_servers)
+    kafka: shared.KafkaSecurity = shared.KafkaSecurity()  # TLS and SASL of every Kafka client of the worker
     topics: shared.Topics = shared.Topics()
     app_id: str = "llmpulse"
     web_host: str = "127.0.0.1"

@@ -11,7 +11,8 @@ import logging
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from llmpulse.config import Topics
+from llmpulse.config import KafkaSecurity, Topics
+from llmpulse.connection import client_config
 
 log = logging.getLogger(__name__)
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
@@ -31,9 +32,10 @@ def topic_specs(topics: Topics, partitions: int) -> list[NewTopic]:
     ]
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int, timeout: float = 30.0) -> list[str]:
+def ensure_topics(bootstrap: str, security: KafkaSecurity, topics: Topics, partitions: int,
+                  timeout: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, security, "llmpulse.topics.librdkafka"))
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [spec for spec in topic_specs(topics, partitions) if spec.topic not in existing]
     created = []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.types import TableT
+from faust.types.auth import CredentialsT
 
+from llmpulse.config import KafkaSecurity
 from llmpulse.processors.settings import ProcessorSettings
 
 STATE_TABLE = "llmpulse-state"
@@ -29,12 +32,30 @@ class Wiring:
     fleet_state: TableT  # the fleet stage's blob
 
 
+def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """The security settings the confluent-kafka clients get (``KafkaSecurity.librdkafka_config``), for faust's
+    aiokafka clients: a TLS context (CA, client certificate) and SASL credentials; None for PLAINTEXT."""
+    context = None
+    if security.uses_tls:
+        context = ssl.create_default_context(cafile=security.ssl_ca_location)
+        if security.ssl_certificate_location:
+            key_password = security.ssl_key_password.get_secret_value() if security.ssl_key_password else None
+            context.load_cert_chain(security.ssl_certificate_location, security.ssl_key_location, key_password)
+    if security.uses_sasl:
+        assert security.sasl_password is not None  # KafkaSecurity checks it on creation
+        return faust.SASLCredentials(username=security.sasl_username,
+                                     password=security.sasl_password.get_secret_value(),
+                                     mechanism=security.sasl_mechanism, ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def wire(settings: ProcessorSettings) -> Wiring:
     s = settings
     partitions = s.topic_partitions
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.bootstrap_servers.replace(',', ';kafka://')}",
+        broker_credentials=broker_credentials(s.kafka),
         processing_guarantee="at_least_once",
         store="memory://",
         datadir=str(s.data_dir),

@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from llmpulse import pii
+from llmpulse.connection import KafkaUnavailable, diagnose
 from llmpulse.producers.batching import new_event_id
 from llmpulse.producers.registry import encoder_for
 from llmpulse.producers.settings import PulseSettings, detect_service
@@ -37,6 +38,7 @@ from llmpulse.producers.tracking import CallTracker
 log = logging.getLogger("llmpulse.sdk")
 
 TEXT_FIELDS = (("prompt_text", "prompt_chars", "prompt_sha256"), ("response_text", "response_chars", None))
+PROBLEM_REPEAT_S = 60.0  # the same broker problem is logged again at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Pulse:
         self._counts = dict.fromkeys(
             ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors"), 0
         )
+        self._last_problem = ("", 0.0)  # (what was logged, when)
         self._encoder = encoder_for(f"{settings.service}-{new_event_id()[:8]}", settings.topic,
                                     settings.schema_registry_url, settings.schema_registry_auth or None)
         config = settings.producer_config()
@@ -277,6 +280,17 @@ class Pulse:
 
     def _on_broker_error(self, err: KafkaError) -> None:
         self._counts["broker_errors"] += 1
+        try:  # one warning per problem (and a reminder a minute), not librdkafka's line per reconnect
+            problem = diagnose([(err.name(), err.str())], self.settings.kafka)
+            said, when = self._last_problem
+            if problem is None or (problem.reason == said and time.monotonic() - when < PROBLEM_REPEAT_S):
+                return
+            self._last_problem = (problem.reason, time.monotonic())
+            log.warning("llmpulse: %s (calls are kept, up to %d, until Kafka takes them)",
+                        KafkaUnavailable(self.settings.bootstrap_servers, self.settings.kafka, problem),
+                        self.settings.max_buffered_calls)
+        except Exception:
+            log.debug("llmpulse: broker error report failed", exc_info=True)
 
 
 @contextmanager

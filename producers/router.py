@@ -31,6 +31,8 @@ from typing import Any
 
 from llmpulse import schemas
 from llmpulse.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
+from llmpulse.config import KafkaSecurity
+from llmpulse.connection import client_config
 from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.router")
@@ -74,7 +76,7 @@ def key_of(provider: str, model: str) -> str:
 
 class ProviderRouter:
     """Thread-safe router; see the module docstring. ``bootstrap=None`` uses the local breakers only;
-    ``clock`` (monotonic seconds) times their open period."""
+    ``clock`` (monotonic seconds) times their open period; ``security`` defaults to the ``KAFKA_*`` variables."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class ProviderRouter:
         timing: RouterTiming | None = None,
         consumer_config: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if not preferences:
             raise ValueError("ProviderRouter needs at least one (provider, model) preference")
@@ -104,11 +107,10 @@ class ProviderRouter:
         self._thread: threading.Thread | None = None
         if bootstrap:
             config = {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap, security, "llmpulse.router.librdkafka"),
                 "group.id": f"llmpulse-router-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "logger": logging.getLogger("llmpulse.router.librdkafka"),
                 **(consumer_config or {}),
             }
             self._thread = threading.Thread(target=self._follow, args=(config,), name="llmpulse-router", daemon=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import dataclass, field
 
-from llmpulse.config import Topics, bootstrap_servers, env, schema_registry_env
+from llmpulse.config import KafkaSecurity, Topics, bootstrap_servers, env, schema_registry_env
+from llmpulse.connection import client_config
 
 
 def _env_int(name: str, default: int) -> int:
@@ -40,6 +40,7 @@ class PulseSettings:
     """How the SDK batches, buffers and protects text. Every field has an ``LLMPULSE_`` variable."""
 
     bootstrap_servers: str = field(default_factory=bootstrap_servers)
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity.from_env)  # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, ...
     topic: str = field(default_factory=lambda: Topics.from_env().calls)
     service: str = ""  # empty: detected (see detect_service)
     batch_max_calls: int = field(default_factory=lambda: _env_int("SDK_BATCH_MAX_CALLS", 500))
@@ -56,8 +57,9 @@ class PulseSettings:
     extra_producer_config: dict[str, str] = field(default_factory=dict)
 
     def producer_config(self) -> dict[str, object]:
+        # librdkafka logs each failed reconnect: client_config routes it to a logger the host application controls.
         config: dict[str, object] = {
-            "bootstrap.servers": self.bootstrap_servers,
+            **client_config(self.bootstrap_servers, self.kafka, "llmpulse.sdk.librdkafka"),
             "enable.idempotence": True,
             "compression.type": self.compression,
             "linger.ms": 5,  # the SDK already lingers; librdkafka only needs to coalesce our records
@@ -67,8 +69,6 @@ class PulseSettings:
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             "client.id": "llmpulse-sdk",
-            # librdkafka logs each failed reconnect; route it to a logger the host application controls.
-            "logger": logging.getLogger("llmpulse.sdk.librdkafka"),
         }
         config.update(self.extra_producer_config)
         return config

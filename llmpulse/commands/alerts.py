@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from llmpulse.config import Topics, bootstrap_servers
+from llmpulse.config import Topics
 from llmpulse.schemas.alerts_topic import INCIDENT_KIND
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ MEMBERS_SHOWN = 3  # member alerts listed under an incident line; the rest are c
 # of event time for WARNING, LLMPULSE_INCIDENTS__*) and its next 5 s tick.
 HOLD_S = 90.0
 _WORKER_URL = "http://127.0.0.1:6066"
+WORKER_ADVICE = "start one with `llmpulse worker`, or pass --url with a running worker's address"
 
 
 def register(app: typer.Typer) -> None:
@@ -178,17 +179,21 @@ def tail(
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
     from rich.console import Console
 
+    from llmpulse.commands.connect import kafka_or_exit
+    from llmpulse.connection import client_config
     from llmpulse.schemas.alerts_topic import AlertsTopicCodec
     from llmpulse.schemas.single_object import DecodeError
 
     if (severity or "INFO").upper() not in _RANK:
         raise typer.BadParameter(f"unknown severity {severity!r}", param_hint="--severity")
+    bootstrap, security = kafka_or_exit()
     view = TailView(severity or "INFO", members=members, as_json=as_json, hold_s=hold)
     topic = Topics.from_env().alerts
     codec = AlertsTopicCodec()
     console = Console(soft_wrap=True)
     errors = Console(soft_wrap=True, stderr=True) if as_json else console
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers(), "group.id": "llmpulse-alerts-tail",
+    consumer = Consumer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
+                         "group.id": "llmpulse-alerts-tail",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     deadline = time.monotonic() + timeout if timeout else None
 
@@ -204,7 +209,7 @@ def tail(
         partitions = _partitions(consumer, topic, deadline)
         consumer.assign([TopicPartition(topic, p, start) for p in partitions])
         if not as_json:
-            console.print(f"[dim]following {topic} on {bootstrap_servers()} ({len(partitions)} partitions)[/dim]")
+            console.print(f"[dim]following {topic} on {bootstrap} ({len(partitions)} partitions)[/dim]")
         while (deadline is None or time.monotonic() < deadline) and not done():
             for message in consumer.consume(num_messages=100, timeout=0.5):
                 if message.error():
@@ -304,5 +309,5 @@ def _call_worker(request: urllib.request.Request, url: str) -> str:
         typer.echo(f"refused ({exc.code}): {exc.read().decode()}", err=True)
         raise typer.Exit(1) from None
     except urllib.error.URLError as exc:
-        typer.echo(f"cannot reach {url}: {exc.reason}", err=True)
+        typer.echo(f"llmpulse: cannot reach a worker at {url}: {exc.reason}; {WORKER_ADVICE}", err=True)
         raise typer.Exit(1) from None

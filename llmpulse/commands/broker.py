@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmpulse.broker import KAFKA_VERSION, BrokerConfig, BrokerError, BrokerStatus, LocalBroker
+from llmpulse.broker_security import ADMIN, USERS
 
 _console = Console()
 _err = Console(stderr=True)
@@ -33,10 +34,18 @@ DataDirOption = Annotated[
         file_okay=False,
     ),
 ]
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="A SASL_SSL listener with SCRAM users and a local CA (files in <data dir>/secure) instead of "
+        "PLAINTEXT. Default data dir: ~/.cache/llmpulse/broker-<port>-secure.",
+    ),
+]
 
 
-def _broker(port: int | None, data_dir: Path | None, **overrides: object) -> LocalBroker:
-    return LocalBroker(BrokerConfig.from_env(port=port, data_dir=data_dir, **overrides))
+def _broker(port: int | None, data_dir: Path | None, secure: bool, **overrides: object) -> LocalBroker:
+    return LocalBroker(BrokerConfig.from_env(port=port, data_dir=data_dir, secure=secure, **overrides))
 
 
 def _fail(exc: BrokerError) -> typer.Exit:
@@ -64,12 +73,13 @@ def start(
     data_dir: DataDirOption = None,
     partitions: Annotated[int, typer.Option(help="Partitions of auto-created topics.", min=1)] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker to answer.", min=1)] = 60.0,
+    secure: SecureOption = False,
 ) -> None:
     """Start the broker in the background (fetching the Kafka jars with Maven on first use) and wait for it.
 
     A broker already running on the same data dir is left as it is. Needs Java 17+ and Maven on PATH.
     """
-    broker = _broker(port, data_dir, num_partitions=partitions, start_timeout=timeout)
+    broker = _broker(port, data_dir, secure, num_partitions=partitions, start_timeout=timeout)
     began = time.monotonic()
     try:
         with _console.status(f"starting Kafka {KAFKA_VERSION} on {broker.config.bootstrap} ..."):
@@ -80,11 +90,16 @@ def start(
                    f"(pid {status.pid}, {time.monotonic() - began:.1f} s)")
     _console.print(f"log: {broker.log_file}")
     _console.print(f"use it with: export KAFKA_BOOTSTRAP_SERVERS={status.bootstrap}", highlight=False)
+    secured = broker.secure
+    if secured is not None:
+        roles = ", ".join(str(secured.env_file(user)) for user in USERS if user != ADMIN)
+        _console.print(f"and, as the admin user (SASL_SSL, SCRAM-SHA-512): source {secured.env_file()}\n"
+                       f"one login per role (no ACLs are enforced yet): {roles}", highlight=False)
 
 
-def stop(port: PortOption = None, data_dir: DataDirOption = None) -> None:
+def stop(port: PortOption = None, data_dir: DataDirOption = None, secure: SecureOption = False) -> None:
     """Stop the broker (clean shutdown, killed after 30 s). Topic data stays in the data dir."""
-    broker = _broker(port, data_dir)
+    broker = _broker(port, data_dir, secure)
     try:
         stopped = broker.stop()
     except BrokerError as exc:
@@ -95,10 +110,10 @@ def stop(port: PortOption = None, data_dir: DataDirOption = None) -> None:
         _console.print(f"no broker was running for {broker.config.data_dir}")
 
 
-def status(port: PortOption = None, data_dir: DataDirOption = None) -> None:
+def status(port: PortOption = None, data_dir: DataDirOption = None, secure: SecureOption = False) -> None:
     """Show whether the broker runs and answers. Exit code 0 when it answers, 3 otherwise (for scripts)."""
     try:
-        current = _broker(port, data_dir).status()
+        current = _broker(port, data_dir, secure).status()
     except BrokerError as exc:
         raise _fail(exc) from None
     _show(current)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmpulse.commands.alerts import alerts_app, help_text
-from llmpulse.config import Topics, bootstrap_servers
+from llmpulse.config import KafkaSecurity, Topics
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, TopicPartition
@@ -86,9 +86,12 @@ def forward(
         forwarder = forwarding.AlertForwarder(target, stats, resend_s=resend_interval)
     else:
         forwarder = forwarding.AlertForwarder(forwarding.WebhookTarget(str(webhook), poster), stats)
+    from llmpulse.commands.connect import kafka_or_exit
+
+    bootstrap, security = kafka_or_exit()
     topic = Topics.from_env().alerts
-    log.info("forwarding %s on %s to %s (group %s)", topic, bootstrap_servers(), alertmanager or webhook, group)
-    undelivered = _run(forwarder, topic, group, from_beginning, timeout, max_events)
+    log.info("forwarding %s on %s to %s (group %s)", topic, bootstrap, alertmanager or webhook, group)
+    undelivered = _run(forwarder, bootstrap, security, topic, group, from_beginning, timeout, max_events)
     sys.stderr.write(json.dumps({"forward": stats.as_dict(), "undelivered": undelivered}) + "\n")
     if undelivered:
         raise typer.Exit(1)
@@ -125,16 +128,18 @@ class _ResumePoints:
         return message.offset() < self.until.get(message.partition(), 0)
 
 
-def _run(forwarder: AlertForwarder, topic: str, group: str, from_beginning: bool, timeout: float,
-         max_events: int) -> int:
+def _run(forwarder: AlertForwarder, bootstrap: str, security: KafkaSecurity, topic: str, group: str,
+         from_beginning: bool, timeout: float, max_events: int) -> int:
     """Consume until the deadline or ``max_events``; returns the number of events left undelivered."""
     from confluent_kafka import Consumer
 
+    from llmpulse.connection import client_config
     from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 
     codec = AlertsTopicCodec()
     consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers(), "group.id": group, "enable.auto.commit": False,
+        **client_config(bootstrap, security, "llmpulse.forward.librdkafka"), "group.id": group,
+        "enable.auto.commit": False,
         "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest",
         "topic.metadata.refresh.interval.ms": 5000,
     })

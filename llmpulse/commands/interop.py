@@ -21,6 +21,8 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from llmpulse.config import KafkaSecurity
+
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 # Records are sought by their Kafka timestamp, which the SDK sets when it sends, a little after the calls'
@@ -90,14 +92,17 @@ def _registry() -> dict[str, str]:
     return schema_registry_env()
 
 
-def read_range(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> Iterator[bytes]:
+def read_range(bootstrap: str, security: KafkaSecurity, topic: str, start_ms: int, end_ms: int) -> Iterator[bytes]:
     """Values of ``topic`` whose Kafka timestamp may hold events in [start_ms, end_ms), up to the end of the
     log as it was when reading began (a live topic does not keep the export running)."""
     import uuid
 
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"llmpulse-export-{uuid.uuid4().hex[:8]}",
+    from llmpulse.connection import client_config
+
+    consumer = Consumer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
+                         "group.id": f"llmpulse-export-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -136,11 +141,13 @@ def export(
     topic: Annotated[str | None, typer.Option(help="Topic [default: the configured calls or alerts topic].")] = None,
 ) -> None:
     """Write calls or alerts of a time range to JSON Lines."""
-    from llmpulse.config import Topics, bootstrap_servers
+    from llmpulse.commands.connect import kafka_or_exit
+    from llmpulse.config import Topics
     from llmpulse.schemas.single_object import DecodeError
 
     if kind not in KINDS:
         raise typer.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="KIND")
+    bootstrap, security = kafka_or_exit()
     now = int(time.time() * 1000)
     start, end = parse_time(since, now), parse_time(until, now)
     topics = Topics.from_env()
@@ -149,7 +156,7 @@ def export(
     written = unreadable = 0
     handle: IO[str] = output.open("w", encoding="utf-8") if output is not None else sys.stdout
     try:
-        for value in read_range(bootstrap_servers(), topic, start, end):
+        for value in read_range(bootstrap, security, topic, start, end):
             try:
                 decoded = rows.decode(value)
             except DecodeError:
@@ -231,15 +238,17 @@ def _shift(path: Path) -> int:
 class _Sender:
     """Encodes chunks of calls per service and produces them; counts what the broker acknowledged."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, security: KafkaSecurity, topic: str) -> None:
         from confluent_kafka import Producer
 
+        from llmpulse.connection import client_config
         from llmpulse.producers.registry import encoder_for
 
         self.topic = topic
         registry = _registry()
         self.encoder = encoder_for("llmpulse-import", topic, registry.get("url", ""), registry.get("auth") or None)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+        self.producer = Producer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
+                                  "enable.idempotence": True,
                                   "compression.type": "lz4", "linger.ms": 20})
         self.delivered = self.failed = 0
 
@@ -281,10 +290,12 @@ def import_calls(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from llmpulse import pii
-    from llmpulse.config import Topics, bootstrap_servers
+    from llmpulse.commands.connect import kafka_or_exit
+    from llmpulse.config import Topics
 
+    bootstrap, security = kafka_or_exit()
     offset = _shift(file) if shift_to_now else 0
-    sender = _Sender(bootstrap_servers(), topic or Topics.from_env().calls)
+    sender = _Sender(bootstrap, security, topic or Topics.from_env().calls)
     skipped: list[str] = []
     chunk: list[dict[str, Any]] = []
     columns = (TextColumn("[bold]importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[calls]} calls"),

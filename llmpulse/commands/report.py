@@ -43,7 +43,10 @@ def report(
         typer.echo(f"worker refused ({exc.code}): {exc.read().decode(errors='replace')}", err=True)
         raise typer.Exit(1) from None
     except (urllib.error.URLError, OSError) as exc:
-        typer.echo(f"cannot reach a worker at {url}: {getattr(exc, 'reason', exc)}", err=True)
+        from llmpulse.commands.alerts import WORKER_ADVICE
+
+        typer.echo(f"llmpulse: cannot reach a worker at {url}: {getattr(exc, 'reason', exc)}; {WORKER_ADVICE}",
+                   err=True)
         raise typer.Exit(1) from None
     if output_format == "json":
         text = json.dumps(data, indent=2) + "\n"

@@ -121,7 +121,11 @@ def simulate(
             raise typer.BadParameter(str(exc), param_hint="--services") from None
     source = _source(trace, speedup, limit, model, seed)
     run_for = _duration(duration, source is not None, chosen)
-    pulse = Pulse(service="llmpulse-simulator", capture_text=True, redact_pii=redact_pii)
+    from llmpulse.commands.connect import kafka_or_exit
+
+    bootstrap, security = kafka_or_exit()  # the SDK would only buffer: say now that Kafka is not there
+    pulse = Pulse(service="llmpulse-simulator", bootstrap_servers=bootstrap, kafka=security, capture_text=True,
+                  redact_pii=redact_pii)
     try:
         kwargs: dict[str, Any] = {"model": model, "scenarios": chosen, "duration_s": run_for, "rate": rate,
                                   "fast": fast, "seed": seed, "source": source}

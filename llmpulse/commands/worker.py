@@ -28,23 +28,31 @@ def worker(
     changelogs on the next start.
     """
     import faust
+    import pydantic
 
     from llmpulse.processors.app import Worker
     from llmpulse.processors.settings import ProcessorSettings
+    from llmpulse.processors.startup import wait_for_kafka
+    from llmpulse.processors.topics import ensure_topics
 
     overrides = {
         name: value
         for name, value in (("web_port", web_port), ("web_host", web_host), ("data_dir", data_dir))
         if value is not None
     }
-    settings = ProcessorSettings(**overrides)
+    try:
+        settings = ProcessorSettings(**overrides)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"llmpulse worker: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from llmpulse.processors.topics import ensure_topics
-
-    ensure_topics(settings.bootstrap_servers, settings.topics, settings.topic_partitions)
+    # Without a broker, say why once in a while and answer /health/ready with 503 until it is there.
+    wait_for_kafka(settings.bootstrap_servers, settings.kafka, settings.web_host, settings.web_port)
+    ensure_topics(settings.bootstrap_servers, settings.kafka, settings.topics, settings.topic_partitions)
     built = Worker(settings)
     typer.echo(
-        f"llmpulse worker: kafka {settings.bootstrap_servers}, topic {settings.topics.calls}, "
-        f"http://{settings.web_host}:{settings.web_port}/metrics"
+        f"llmpulse worker: kafka {settings.bootstrap_servers} ({settings.kafka.describe()}), "
+        f"topic {settings.topics.calls}, http://{settings.web_host}:{settings.web_port}/metrics"
     )
     faust.Worker(built.app, loglevel=loglevel, quiet=True).execute_from_commandline()

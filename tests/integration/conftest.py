@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.secure_kafka import SecuredKafka, secured_broker
 from tests.support.worker import WorkerProcess
 
 
@@ -30,3 +31,10 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..
 @pytest.fixture
 def worker(worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
     return worker_factory()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+    """One secured broker (SASL_SSL, SCRAM users, its own CA) for the session, beside the plaintext one."""
+    with secured_broker(tmp_path_factory.mktemp("secure-kafka")) as kafka:
+        yield kafka

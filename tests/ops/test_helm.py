@@ -183,3 +183,21 @@ def test_core_manifests_match_the_kubernetes_schemas(helm: str) -> None:
     for doc in render(helm, "serviceMonitor.enabled=true", "prometheusRule.enabled=true"):
         if doc["kind"] in CORE_KINDS:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kafka_tls_and_sasl_come_from_kubernetes_secrets(helm: str) -> None:
+    objs = by_kind(render(helm, "kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=SCRAM-SHA-512",
+                          "kafka.sasl.username=llmpulse-worker", "kafka.sasl.passwordSecret.name=kafka-sasl",
+                          "kafka.tls.secretName=kafka-tls"))
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["KAFKA_SASL_USERNAME"] == "llmpulse-worker"
+    assert env["KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": "kafka-sasl", "key": "password"}}
+    assert env["KAFKA_SSL_CA_LOCATION"] == "/etc/llmpulse/kafka-tls/ca.crt"
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "kafka-tls", "mountPath": "/etc/llmpulse/kafka-tls", "readOnly": True}]
+    assert pod["volumes"] == [{"name": "kafka-tls", "secret": {"secretName": "kafka-tls", "defaultMode": 0o440}}]
+    assert "KAFKA_SASL_PASSWORD" not in objs["ConfigMap"]["data"]
+    plain = by_kind(render(helm))["Deployment"]["spec"]["template"]["spec"]
+    assert [e["name"] for e in plain["containers"][0]["env"]] == ["LLMPULSE_API_TOKEN"] and "volumes" not in plain

@@ -46,3 +46,49 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "llmpulse.secretKey" -}}
 {{- if .Values.apiToken.existingSecret }}{{ .Values.apiToken.existingSecretKey }}{{ else }}api-token{{ end }}
 {{- end }}
+
+{{/* The worker's KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables; secrets by secretKeyRef only. */}}
+{{- define "llmpulse.kafkaSecurityEnv" -}}
+{{- $k := .Values.kafka }}
+{{- $tlsDir := "/etc/llmpulse/kafka-tls" }}
+{{- with $k.securityProtocol }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $k.sasl.mechanism }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ . | quote }}
+{{- end }}
+{{- with $k.sasl.username }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if $k.sasl.passwordSecret.name }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.passwordSecret.name }}
+      key: {{ $k.sasl.passwordSecret.key }}
+{{- end }}
+{{- if $k.tls.secretName }}
+{{- with $k.tls.caKey }}
+- name: KAFKA_SSL_CA_LOCATION
+  value: {{ printf "%s/%s" $tlsDir . | quote }}
+{{- end }}
+{{- with $k.tls.certificateKey }}
+- name: KAFKA_SSL_CERTIFICATE_LOCATION
+  value: {{ printf "%s/%s" $tlsDir . | quote }}
+{{- end }}
+{{- with $k.tls.keyKey }}
+- name: KAFKA_SSL_KEY_LOCATION
+  value: {{ printf "%s/%s" $tlsDir . | quote }}
+{{- end }}
+{{- end }}
+{{- if $k.tls.keyPasswordSecret.name }}
+- name: KAFKA_SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.tls.keyPasswordSecret.name }}
+      key: {{ $k.tls.keyPasswordSecret.key }}
+{{- end }}
+{{- end }}

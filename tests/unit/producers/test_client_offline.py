@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from llmpulse import schemas
+from llmpulse.config import KafkaSecurity
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers import Pulse, PulseSettings
@@ -36,6 +37,7 @@ def _settings(**fields: Any) -> PulseSettings:
         "max_text_chars": 16_384,
         "compression": "lz4",
         "shutdown_timeout_s": 0.1,
+        "kafka": KafkaSecurity(),  # not KAFKA_SECURITY_PROTOCOL and friends from the environment
     }
     base.update(fields)
     return PulseSettings(**base)

@@ -1,0 +1,82 @@
+"""Before faust starts: wait until Kafka answers, with a one-line status and ``/health/ready`` saying not ready.
+
+faust cannot start without a broker (its consumer gives up), so it cannot serve its own health pages either.
+Until Kafka answers, a small HTTP server on the worker's address answers ``/health/live`` with 200 and
+``/health/ready`` (and every other path) with 503 and the reason; it stops before faust binds the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from llmpulse.config import KafkaSecurity
+from llmpulse.connection import KafkaUnavailable, check_connection
+
+log = logging.getLogger("llmpulse.worker")
+STATUS_EVERY_S = 30.0  # a status line at least this often while waiting (and whenever the reason changes)
+RETRY_S = 5.0
+
+
+class _NotReadyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    reason = "waiting for Kafka"
+
+
+class _NotReadyHandler(BaseHTTPRequestHandler):
+    server: _NotReadyServer
+
+    def do_GET(self) -> None:
+        live = self.path.split("?", 1)[0] == "/health/live"
+        body = {"live": True} if live else {"ready": False, "kafka": self.server.reason}
+        data = json.dumps(body).encode()
+        self.send_response(200 if live else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("not-ready server: " + format, *args)
+
+
+def wait_for_kafka(bootstrap: str, security: KafkaSecurity, web_host: str, web_port: int, *,
+                   retry_s: float = RETRY_S, status_every_s: float = STATUS_EVERY_S,
+                   check: Callable[[str, KafkaSecurity], None] | None = None,
+                   clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once ``check`` (default: a metadata request) succeeds; meanwhile serve not-ready health pages and
+    log why Kafka cannot be used, every ``status_every_s`` seconds or when the reason changes."""
+    check = check or (lambda servers, settings: check_connection(servers, settings, timeout=retry_s))
+    try:
+        check(bootstrap, security)
+        return
+    except KafkaUnavailable as exc:
+        problem = exc
+    server = _NotReadyServer((web_host, web_port), _NotReadyHandler)
+    thread = threading.Thread(target=server.serve_forever, name="llmpulse-not-ready", daemon=True)
+    thread.start()
+    began = last_said = clock()
+    said = ""
+    try:
+        while True:
+            server.reason = str(problem)
+            if str(problem) != said or clock() - last_said >= status_every_s:
+                log.warning("%s (waiting %.0f s so far, retrying every %g s; /health/ready answers 503)",
+                            problem, clock() - began, retry_s)
+                said, last_said = str(problem), clock()
+            sleep(retry_s)
+            try:
+                check(bootstrap, security)
+            except KafkaUnavailable as exc:
+                problem = exc
+                continue
+            log.info("Kafka at %s answers; starting", bootstrap)
+            return
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
