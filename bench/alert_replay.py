@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmpulse.processors import configure
-from llmpulse.processors.app import TICK_SECONDS
+from llmpulse.processors.clock import TICK_SECONDS
 from llmpulse.processors.core.alert_policy import FIRING, AlertEvent
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine

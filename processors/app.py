@@ -24,7 +24,6 @@ from llmpulse.processors.agents.commands import CommandsAgent
 from llmpulse.processors.agents.fleet import FleetAgent
 from llmpulse.processors.agents.ticks import Ticker
 from llmpulse.processors.alert_directory import AlertDirectory
-from llmpulse.processors.clock import TICK_SECONDS
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
@@ -41,7 +40,7 @@ from llmpulse.processors.wire.outputs import RecordCodecs
 from llmpulse.processors.wire.registry import registry_decoder
 from llmpulse.processors.wiring import wire
 
-__all__ = ["TICK_SECONDS", "Worker"]  # TICK_SECONDS: bench/alert_replay.py reads the cadence from here
+__all__ = ["Worker"]
 
 
 class Worker:
