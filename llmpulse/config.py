@@ -59,6 +59,7 @@ class Topics:
     dead_letter: str = "llm-dead-letter"
     alert_commands: str = "llm-alert-commands"
     provider_state: str = "llm-provider-state"
+    budget_state: str = "llm-budget-state"  # compacted: budget states the SDK admission gate follows
     # Internal: one partition; per-record spend and outcome summaries for fleet-wide budgets and circuits.
     fleet: str = "llm-fleet"
 

@@ -28,6 +28,7 @@ def topic_specs(topics: Topics, partitions: int) -> list[NewTopic]:
         topic(topics.dead_letter, **{"retention.ms": str(14 * 24 * 3600 * 1000)}),
         topic(topics.alert_commands, **{"retention.ms": _WEEK_MS}),
         topic(topics.provider_state, **{"cleanup.policy": "compact"}),
+        topic(topics.budget_state, **{"cleanup.policy": "compact"}),
         NewTopic(topics.fleet, num_partitions=1, replication_factor=1, config={"retention.ms": _WEEK_MS}),
     ]
 

@@ -20,7 +20,7 @@ from typing import Any
 from llmpulse import schemas
 from llmpulse.schemas.single_object import SchemaCodec
 
-STATUS_SYMBOLS = ("ok", "error", "timeout", "rate_limited", "filtered")
+STATUS_SYMBOLS = ("ok", "error", "timeout", "rate_limited", "filtered", "denied")
 _STATUS_CODES = {name: code for code, name in enumerate(STATUS_SYMBOLS)}
 _NAN = math.nan
 

@@ -22,6 +22,7 @@ INCIDENT = "incident"
 DEAD_LETTER = "dead_letter"
 ALERT_COMMAND = "alert_command"
 PROVIDER_STATE = "provider_state"
+BUDGET_STATE = "budget_state"
 
 
 @cache

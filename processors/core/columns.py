@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "rate_limited", "filtered")
+STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "rate_limited", "filtered", "denied")
 STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
-OK, ERROR, TIMEOUT, RATE_LIMITED, FILTERED = range(len(STATUSES))
+# DENIED: refused by the SDK before any request (budget, limits, guard); not a request to the provider.
+OK, ERROR, TIMEOUT, RATE_LIMITED, FILTERED, DENIED = range(len(STATUSES))
 NO_COST = -1
 
 

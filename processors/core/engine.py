@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy, Observation
-from llmpulse.processors.core.columns import ERROR, FILTERED, NO_COST, RATE_LIMITED, TIMEOUT, CallColumns
+from llmpulse.processors.core.columns import DENIED, ERROR, FILTERED, NO_COST, RATE_LIMITED, TIMEOUT, CallColumns
 from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
 from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMonitor
 from llmpulse.processors.core.fleet import summarize_for_fleet
 from llmpulse.processors.core.guard_monitor import AttemptLog, GuardMonitor, GuardMonitorConfig, GuardVerdicts
 from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
 from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
-from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
 from llmpulse.processors.core.series_totals import SeriesTotals, totals_by_series
@@ -86,6 +86,7 @@ class PartitionEngine:
 
         # Exactly-once per bucket inside the ledger: a group of records rewrites only the buckets it charged.
         self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False)
+        self._by_user = config.limits.user_limits != PeriodLimits()  # fleet summaries carry spend per user
         self._attempts: KeyedState[AttemptLog] = KeyedState("attempts", lambda _k: AttemptLog(), AttemptLog.from_bytes)
         self._policy: KeyedState[_Json] = KeyedState(
             "alerts",
@@ -104,22 +105,31 @@ class PartitionEngine:
         keys, inverse = calls.group_by("service", "model", "provider")
         series = [series_key(key) for key in keys]
         verdicts = self.guard.check(calls)
+        # Calls the SDK denied were never sent: counted (traffic "denied", status metric), kept out of latency,
+        # drift, experiments, savings and circuits. ``sent`` is None when the batch holds none (the usual case).
+        denied = calls.status == DENIED
+        sent = np.flatnonzero(~denied) if denied.any() else None
+        served, served_cost, served_inverse = (calls, cost, inverse) if sent is None else (
+            calls.take(sent), cost[sent], inverse[sent])
 
-        self.latency.update(series, inverse, calls.timestamp_ms, calls.latency_ms, calls.ttft_ms, offset, now_ms)
+        if len(served):
+            self.latency.update(series, served_inverse, served.timestamp_ms, served.latency_ms, served.ttft_ms,
+                                offset, now_ms)
         self.traffic.update(series, inverse, calls.timestamp_ms, self._counts(calls, cost, verdicts), offset, now_ms)
-        model_keys, model_inverse = calls.group_by("service", "model")
+        model_keys, model_inverse = served.group_by("service", "model") if len(served) else ([], inverse[:0])
         model_series = [series_key(key) for key in model_keys]
-        self.drift.update(model_series, model_inverse, {
-            "confidence": calls.confidence,
-            "latency": calls.latency_ms / 1000.0,
-            "tokens": (calls.input_tokens + calls.output_tokens).astype(np.float64),
-        }, offset)
-        experiments = self.experiments.update(calls.experiment_id, calls.variant, {
-            "latency": calls.latency_ms / 1000.0, "cost": np.where(cost >= 0, cost / 1e6, np.nan),
-            "confidence": calls.confidence,
-        }, offset)
-
-        self.savings.update(calls, cost, offset)
+        experiments = []
+        if len(served):
+            self.drift.update(model_series, model_inverse, {
+                "confidence": served.confidence,
+                "latency": served.latency_ms / 1000.0,
+                "tokens": (served.input_tokens + served.output_tokens).astype(np.float64),
+            }, offset)
+            experiments = self.experiments.update(served.experiment_id, served.variant, {
+                "latency": served.latency_ms / 1000.0, "cost": np.where(served_cost >= 0, served_cost / 1e6, np.nan),
+                "confidence": served.confidence,
+            }, offset)
+            self.savings.update(served, served_cost, offset)
         observations: list[Observation] = []
         for s in series:
             observations += self.latency.observe(s, event_ms) + self.traffic.observe(s, event_ms)
@@ -142,7 +152,8 @@ class PartitionEngine:
             accepted=len(calls),
             guard=verdicts,
             unpriced_models=unpriced,
-            fleet_summary=summarize_for_fleet(calls, cost, self.partition, offset, alerts),
+            fleet_summary=summarize_for_fleet(served, served_cost, self.partition, offset, alerts,
+                                              by_user=self._by_user),
         )
 
     @staticmethod
@@ -150,7 +161,8 @@ class PartitionEngine:
         status = calls.status
         priced = cost != NO_COST
         return {
-            "requests": np.ones(len(calls), dtype=np.int64),
+            "requests": status != DENIED,
+            "denied": status == DENIED,
             "errors": status == ERROR,
             "timeouts": status == TIMEOUT,
             "rate_limited": status == RATE_LIMITED,

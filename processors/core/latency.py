@@ -108,27 +108,20 @@ class LatencyMonitor:
         window = window_label(config.alert_window_s)
         enough = count >= config.min_samples
         where = "/".join(series_parts(series))
+        rules = (("latency_p95", "WARNING", p95, guard95, config.p95_warning_s),
+                 ("latency_p99", "CRITICAL", p99, guard99, config.p99_critical_s))
         return [
             Observation(
-                rule="latency_p95",
+                rule=rule,
                 labels=labels,
-                severity="WARNING" if enough and min(p95, guard95) > config.p95_warning_s else None,
-                observed=float(p95) if enough else 0.0,
-                threshold=config.p95_warning_s,
+                severity=severity if enough and min(value, guard) > threshold else None,
+                observed=float(value) if enough else 0.0,
+                threshold=threshold,
                 window=window,
-                summary=f"p95 latency {p95:.2f}s over {window} for {where} (threshold {config.p95_warning_s:g}s)",
+                summary=f"{rule[-3:]} latency {value:.2f}s over {window} for {where} (threshold {threshold:g}s)",
                 now_ms=now_ms,
-            ),
-            Observation(
-                rule="latency_p99",
-                labels=labels,
-                severity="CRITICAL" if enough and min(p99, guard99) > config.p99_critical_s else None,
-                observed=float(p99) if enough else 0.0,
-                threshold=config.p99_critical_s,
-                window=window,
-                summary=f"p99 latency {p99:.2f}s over {window} for {where} (threshold {config.p99_critical_s:g}s)",
-                now_ms=now_ms,
-            ),
+            )
+            for rule, severity, value, guard, threshold in rules
         ]
 
     def series(self) -> list[str]:

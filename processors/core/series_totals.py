@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmpulse.processors.core.columns import STATUSES, CallColumns
+from llmpulse.processors.core.columns import DENIED, STATUSES, CallColumns
 
 SECONDS_BUCKETS = np.array([0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0])
 
@@ -61,12 +61,13 @@ def totals_by_series(
     np.add.at(status, (inverse, calls.status.astype(np.int64)), 1)
     latency_s = calls.latency_ms / 1000.0
     ttft_s = calls.ttft_ms / 1000.0
-    failed = calls.status != 0
+    sent = calls.status != DENIED  # a call the SDK denied has no latency and is no provider error
+    failed = (calls.status != 0) & sent
     out = []
     for s, key in enumerate(keys):
         member = inverse == s
-        lat = latency_s[member]
-        ttft = ttft_s[member]
+        lat = latency_s[member & sent]
+        ttft = ttft_s[member & sent]
         ttft = ttft[~np.isnan(ttft)]
         errors: dict[str, int] = {}
         if failed[member].any():

@@ -25,6 +25,7 @@ from llmpulse.processors.core.slots import SlotSeries, series_parts
 COLUMNS: tuple[str, ...] = (
     "requests", "errors", "timeouts", "rate_limited", "filtered", "cache_hits", "no_answer",
     "cost_micros", "priced", "tokens", "injection", "hallucination", "pii", "toxic",
+    "denied",  # appended: persisted vectors are positional (CounterVector.from_bytes tolerates added columns)
 )
 INDEX = {name: i for i, name in enumerate(COLUMNS)}
 LABELS = ("service", "model", "provider")
