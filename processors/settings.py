@@ -91,6 +91,9 @@ class TrafficRules(_Group):
     """
 
     window_s: int = _TRAFFIC.window_s
+    # A breach keeps firing only while this recent part of the window shows it too; a sharp onset that is
+    # significant here alone fires at once. Equal to window_s: one window, as before.
+    active_window_s: int = _TRAFFIC.active_window_s
     # Below this a single failure is already 5%: no rate is judged on fewer calls.
     min_requests: int = _TRAFFIC.min_requests
     # An error ratio breaches only when failures exceed what chance gives a series failing at the threshold.
@@ -155,6 +158,7 @@ class GuardRules(_Group):
     max_response_chars: int = _GUARDING.guard.max_response_chars
     incident_attempts: int = _GUARDING.incident_attempts
     incident_window_s: int = _GUARDING.incident_window_s
+    incident_quiet_s: int = _GUARDING.incident_quiet_s  # no attempt for this long: the campaign is over
 
 
 class CircuitRules(_Group):

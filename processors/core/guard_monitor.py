@@ -2,7 +2,8 @@
 
 Calls without text cost one vectorised test. The SDK redacts PII before sending by default, so a
 ``[REDACTED_<KIND>]`` marker counts as PII found: the text did carry it. Per-user escalation: a user
-with ``incident_attempts`` injection attempts inside ``incident_window_s`` is a CRITICAL security incident.
+with ``incident_attempts`` injection attempts inside ``incident_window_s`` is a CRITICAL security incident, over
+once the user has been quiet for ``incident_quiet_s``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class GuardMonitorConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     incident_attempts: int = 3
     incident_window_s: int = 600
+    # The campaign is over (its incident clears) once the user's last attempt is this old, though the window
+    # still counts the earlier ones; attempts within it keep one incident open across pauses.
+    incident_quiet_s: int = 60
     max_tracked_users: int = 10_000
 
 
@@ -131,8 +135,9 @@ class GuardMonitor:
             if not times:
                 del log.attempts[user]
         for user in set(log.attempts) | set(log.reported):
-            attempts = len(log.attempts.get(user, ()))
-            over = attempts >= c.incident_attempts
+            times = log.attempts.get(user, deque())
+            attempts = len(times)
+            over = attempts >= c.incident_attempts and now_ms - times[-1] <= c.incident_quiet_s * 1000
             if not over and user not in log.reported:
                 continue
             if over:

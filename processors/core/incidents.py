@@ -22,10 +22,12 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
 * INFO members (priority P3) group among themselves, never with paging members: informational events
   cannot widen or hide an incident that pages.
 * Lifecycle: ``opened`` -> ``escalated`` (its worst severity rises; an acknowledgement is cleared) ->
-  ``acknowledged`` -> ``resolved`` once every member has resolved. ``updated`` events record membership and
-  figures and never page. A member of the same family starting within ``cooldown_ms`` of the resolve, inside
-  the incident's scope or within ``group_window_ms`` of its newest member, reopens it (``updated``, or
-  ``escalated`` if worse), so a flapping cause pages once even while it moves from one service to the next.
+  ``acknowledged`` -> ``resolved`` once every member has resolved; members of a symptom family (drift) that
+  joined an incident with a cause do not hold it open, and their later updates change nothing. ``updated``
+  events record membership and figures and never page. A member of the same family starting within
+  ``cooldown_ms`` of the resolve, inside the incident's scope or within ``group_window_ms`` of its newest
+  member, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once even while it
+  moves from one service to the next.
   Incidents whose worst severity is INFO (priority P3) never page.
 * Pages (``paging`` on the event): the first announcement at P0-P2; one escalation into the urgent tier
   (``urgent_priorities``, P0/P1: someone is woken) from a P2 page; the resolve of an incident that paged.
@@ -86,6 +88,15 @@ _INFO_SUFFIX = "/info"
 
 def _informational(family: str) -> bool:
     return family.endswith(_INFO_SUFFIX)
+
+
+# Families that follow a cause rather than being one: a latency spike shifts the latency distribution, a cost
+# spike the token one. Joined to an incident with a cause, they do not hold it open: it resolves with its causes.
+SYMPTOM_FAMILIES = frozenset({"drift"})
+
+
+def _symptom(member: _Member) -> bool:
+    return FAMILIES.get(member.rule, member.rule) in SYMPTOM_FAMILIES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,8 +360,10 @@ class IncidentManager:
         self._evict(member.updated_at_ms)
         return incident
 
-    def _reassess(self, incident: _Incident, member: _Member) -> str:
+    def _reassess(self, incident: _Incident, member: _Member) -> str | None:
         """After a member changed: escalate, resolve or just update (before its announcement, silently)."""
+        if incident.status == RESOLVED and _symptom(member):
+            return None  # a symptom that lingers after its cause changes nothing on-call sees
         incident.updated_at_ms = max(incident.updated_at_ms, member.updated_at_ms)
         if member.status != RESOLVED and _RANK.get(member.severity, 0) > _RANK[incident.severity]:
             incident.severity = member.severity
@@ -358,7 +371,8 @@ class IncidentManager:
             incident.status = FIRING
             incident.acknowledged_by = None
             return ESCALATED if incident.announced else UPDATED
-        if incident.status != RESOLVED and all(m.status == RESOLVED for m in incident.members.values()):
+        causes = [m for m in incident.members.values() if not _symptom(m)] or list(incident.members.values())
+        if incident.status != RESOLVED and all(m.status == RESOLVED for m in causes):
             incident.status = RESOLVED
             incident.resolved_at_ms = incident.updated_at_ms
             return RESOLVED

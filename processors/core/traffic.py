@@ -53,6 +53,11 @@ class CounterVector:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficConfig:
     window_s: int = 300
+    # The recent part of the window that says a breach is still happening. A rule fires while its window
+    # breaches and this recent part shows the condition too (or breaches significantly on its own, which
+    # catches a sharp onset before the long window does), so a condition that has stopped clears within
+    # ``active_window_s`` instead of waiting for the long window to forget it.
+    active_window_s: int = 60
     # The latency monitor's slot grid, not a setting of its own: one slot interval, one horizon.
     interval_s: int = LatencyConfig().interval_s
     horizon_s: int = max(LatencyConfig().windows_s)
@@ -103,33 +108,38 @@ class TrafficMonitor:
     def observe(self, series: str, now_ms: int) -> list[Observation]:
         c = self.config
         t = self.totals(series, c.window_s, now_ms)
+        short_s = min(c.active_window_s, c.window_s)
+        r = self.totals(series, short_s, now_ms) if short_s < c.window_s else t  # the recent part
         labels = tuple(zip(LABELS, series_parts(series), strict=True))
         where = "/".join(series_parts(series))
-        window = window_label(c.window_s)
+        window, recent = window_label(c.window_s), window_label(short_s)
         n = t["requests"]
         enough = n >= c.min_requests
         out = []
-        failed = t["errors"] + t["timeouts"] + t["rate_limited"]
-        ratio = failed / n if n else 0.0
+        failed, ratio = _failures(t)
+        _, ratio_now = _failures(r)
         severity = None
-        if enough and ratio >= c.error_critical_ratio and self._significant(n, failed, c.error_critical_ratio):
-            severity = "CRITICAL"
-        elif enough and ratio >= c.error_warning_ratio and self._significant(n, failed, c.error_warning_ratio):
-            severity = "WARNING"
+        for level, limit in (("CRITICAL", c.error_critical_ratio), ("WARNING", c.error_warning_ratio)):
+            if self._breaches(t, limit, ratio_now >= limit) or self._breaches(r, limit, True):
+                severity = level
+                break
         out.append(_obs("error_rate", labels, severity, ratio, c.error_warning_ratio, window,
-                        f"error rate {ratio:.1%} over {window} for {where} ({failed}/{n}: "
-                        f"{t['errors']} errors, {t['timeouts']} timeouts, {t['rate_limited']} rate-limited)", now_ms))
-        per_request = t["cost_micros"] / t["priced"] if t["priced"] else 0.0
-        out.append(_obs("cost_per_request", labels,
-                        "WARNING" if enough and per_request > c.cost_per_request_warning_micros else None,
+                        f"error rate {ratio:.1%} over {window}, {ratio_now:.1%} over the last {recent} for {where} "
+                        f"({failed}/{n}: {t['errors']} errors, {t['timeouts']} timeouts, "
+                        f"{t['rate_limited']} rate-limited)", now_ms))
+        per_request = _per(t, "cost_micros", "priced")
+        expensive = per_request > c.cost_per_request_warning_micros and (
+            not r["priced"] or _per(r, "cost_micros", "priced") > c.cost_per_request_warning_micros)
+        out.append(_obs("cost_per_request", labels, "WARNING" if enough and expensive else None,
                         per_request / 1e6, c.cost_per_request_warning_micros / 1e6, window,
                         f"mean cost ${per_request / 1e6:.4f}/request over {window} for {where}", now_ms))
-        no_answer = t["no_answer"] / n if n else 0.0
-        out.append(_obs("no_answer_rate", labels,
-                        "WARNING" if enough and no_answer > c.no_answer_warning_ratio else None,
+        no_answer = _per(t, "no_answer", "requests")
+        evasive = no_answer > c.no_answer_warning_ratio and (
+            not r["requests"] or _per(r, "no_answer", "requests") > c.no_answer_warning_ratio)
+        out.append(_obs("no_answer_rate", labels, "WARNING" if enough and evasive else None,
                         no_answer, c.no_answer_warning_ratio, window,
                         f"'I don't know' rate {no_answer:.1%} over {window} for {where}", now_ms))
-        tokens = t["tokens"] / n if n else 0.0
+        tokens = _per(t, "tokens", "requests")
         severity, limit = None, c.token_average_limit
         if enough and c.token_average_warning and tokens > c.token_average_warning:
             severity, limit = "WARNING", c.token_average_warning
@@ -144,13 +154,27 @@ class TrafficMonitor:
             ("unsafe_content", "toxic", c.unsafe_warning_count, "unsafe-content hits"),
         ):
             count = t[column]
-            out.append(_obs(rule, labels, "WARNING" if count >= limit else None, float(count), float(limit),
+            ongoing = count >= limit and r[column] > 0  # the last one inside the recent part: still going on
+            out.append(_obs(rule, labels, "WARNING" if ongoing else None, float(count), float(limit),
                             window, f"{count} {noun} over {window} for {where}", now_ms))
         return out
 
     def series(self) -> list[str]:
         return self.slots.series()
 
-    def _significant(self, n: int, failed: int, ratio: float) -> bool:
-        """More failures than a series failing at exactly ``ratio`` shows by chance (significance.py)."""
-        return failed >= breaching_calls_needed(n, ratio, self.config.breach_alpha, 1)
+    def _breaches(self, totals: dict[str, int], limit: float, recent_agrees: bool) -> bool:
+        """Enough calls, a failure ratio at ``limit`` or above, more failures than a series failing at exactly
+        ``limit`` shows by chance (significance.py), and the recent part of the window agreeing."""
+        n = totals["requests"]
+        failed, ratio = _failures(totals)
+        return (recent_agrees and n >= self.config.min_requests and ratio >= limit
+                and failed >= breaching_calls_needed(n, limit, self.config.breach_alpha, 1))
+
+
+def _failures(totals: dict[str, int]) -> tuple[int, float]:
+    failed = totals["errors"] + totals["timeouts"] + totals["rate_limited"]
+    return failed, failed / totals["requests"] if totals["requests"] else 0.0
+
+
+def _per(totals: dict[str, int], column: str, per: str) -> float:
+    return totals[column] / totals[per] if totals[per] else 0.0

@@ -234,3 +234,26 @@ def test_an_informational_member_that_turns_paging_leaves_the_informational_inci
     assert [(e.status, e.priority, e.member_count) for e in pages(paged)] == [("opened", "P0", 1)]
     assert paged[0].incident_id != info.incident_id and paged[0].rules == ["budget"]
     assert manager.get(info.incident_id).member_count == 1  # type: ignore[union-attr]
+
+
+def test_a_drift_symptom_does_not_hold_its_cause_open_and_lingers_silently() -> None:
+    manager = manager_now()
+    spike = alert("latency_p95", "chat", "gpt-4o", "openai")
+    drift = alert("distribution_drift", "chat", "gpt-4o", "openai", at=30 * S)
+    opened = manager.apply([spike, drift])
+    assert len({e.incident_id for e in opened}) == 1
+    resolved = manager.apply([{**spike, "status": "resolved", "updated_at_ms": T0 + 200 * S}])
+    assert [(e.status, e.paging) for e in resolved] == [("resolved", True)]  # the drift member still fires
+    assert manager.apply([{**drift, "updated_at_ms": T0 + 260 * S, "observed": 2.0}]) == []
+    assert manager.apply([{**drift, "status": "resolved", "updated_at_ms": T0 + 900 * S}]) == []
+
+
+def test_a_drift_incident_of_its_own_resolves_with_its_drift_members() -> None:
+    manager = manager_now()
+    drift = alert("distribution_drift", "chat", "gpt-4o", "openai")
+    other = alert("confidence_drift", "chat", "gpt-4o", "openai", at=10 * S)
+    manager.apply([drift, other])
+    assert [e.status for e in manager.apply([{**drift, "status": "resolved", "updated_at_ms": T0 + 60 * S}])] \
+        == ["updated"]
+    assert [e.status for e in manager.apply([{**other, "status": "resolved", "updated_at_ms": T0 + 90 * S}])] \
+        == ["resolved"]
