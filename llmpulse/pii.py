@@ -27,6 +27,10 @@ Kinds, in ``PII_PATTERNS`` order:
   are then missed. ``phone_library_available()`` tells which one runs.
 * ``ipv4`` (optional).
 
+Patterns that must not start inside a word or number consume their first character and only then look behind
+(a digit, then "not preceded by a word character", not the reverse): the same matches, but ``re`` then skips
+ahead to candidate characters instead of trying every position (2-3x faster scans).
+
 Patterns are deliberately conservative: a bare run of digits is never a phone number, and a card-shaped number
 that fails Luhn is left alone, so order ids and timestamps survive redaction.
 """
@@ -208,28 +212,37 @@ class PhoneRules(NamedTuple):
     international_leniency: str = PHONE_INTERNATIONAL_LENIENCY
 
     def accept(self, candidate: str) -> bool:
-        international = candidate.startswith(("+", "00"))
-        if international:  # "+44 (0)20 7946 0958": the trunk digit in brackets is not dialled
-            candidate = _TRUNK_IN_BRACKETS.sub("", candidate)
-        if not _phone_shaped(candidate):
-            return False
-        if _NANP.fullmatch(candidate):
-            return True
-        library = _phonenumbers()
-        if library is None:
-            return candidate.startswith("+")
-        leniency = getattr(library.Leniency, (self.international_leniency if international else self.leniency).upper())
-        text = "+" + candidate[2:] if candidate.startswith("00") else candidate
-        national_digits = "" if international else "".join(_PHONE_GROUPS.findall(candidate))
-        for region in self.regions[:1] if international else self.regions:
-            # Written nationally without the trunk prefix ("98765 43210" in India): only in the region's own
-            # grouping, or every 10-15 digit id would be some region's number.
-            strict = not international and not national_digits.startswith(_trunk_prefix(region))
-            level = max(leniency, library.Leniency.EXACT_GROUPING) if strict else leniency
-            for found in library.PhoneNumberMatcher(text, region, leniency=level):
-                if found.start == 0 and found.end == len(text):
-                    return True
+        """Whether ``candidate`` (a match of the phone outline) is a phone number under these rules."""
+        return _phone_verdict(self, candidate)
+
+
+# A verdict depends on the rules and the candidate only, and texts repeat numbers (signatures, contact lines):
+# a phonenumbers check costs ~10 us, a cache hit ~0.1 us. Bounded, so odd traffic cannot grow it.
+@lru_cache(maxsize=4096)
+def _phone_verdict(rules: PhoneRules, candidate: str) -> bool:
+    international = candidate.startswith(("+", "00"))
+    if international:  # "+44 (0)20 7946 0958": the trunk digit in brackets is not dialled
+        candidate = _TRUNK_IN_BRACKETS.sub("", candidate)
+    if not _phone_shaped(candidate):
         return False
+    if _NANP.fullmatch(candidate):
+        return True
+    library = _phonenumbers()
+    if library is None:
+        return candidate.startswith("+")
+    chosen = rules.international_leniency if international else rules.leniency
+    leniency = getattr(library.Leniency, chosen.upper())
+    text = "+" + candidate[2:] if candidate.startswith("00") else candidate
+    national_digits = "" if international else "".join(_PHONE_GROUPS.findall(candidate))
+    for region in rules.regions[:1] if international else rules.regions:
+        # Written nationally without the trunk prefix ("98765 43210" in India): only in the region's own
+        # grouping, or every 10-15 digit id would be some region's number.
+        strict = not international and not national_digits.startswith(_trunk_prefix(region))
+        level = max(leniency, library.Leniency.EXACT_GROUPING) if strict else leniency
+        for found in library.PhoneNumberMatcher(text, region, leniency=level):
+            if found.start == 0 and found.end == len(text):
+                return True
+    return False
 
 
 class PiiPattern(NamedTuple):
@@ -243,6 +256,8 @@ class PiiPattern(NamedTuple):
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# The first octet after its first digit, in _OCTET's order of alternatives (lookbehinds read that digit).
+_OCTET_TAIL = r"(?:(?<=2)5[0-5]|(?<=2)[0-4]\d|(?<=1)\d\d|(?<=[1-9])\d|)"
 
 _SECRET = (
     r"(?<![A-Za-z0-9_-])(?:"
@@ -281,16 +296,16 @@ PII_PATTERNS: tuple[PiiPattern, ...] = (
     PiiPattern(EMAIL, re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), None),
     PiiPattern(
         IBAN,
-        re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"
+        re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"
                    r"(?![A-Za-z0-9])"),
         _iban_ok,
     ),
-    PiiPattern(CREDIT_CARD, re.compile(r"(?<![\w+-])\d(?:[ -]?\d){11,18}(?![\d-])"), _card_ok),
+    PiiPattern(CREDIT_CARD, re.compile(r"\d(?<![\w+-]\d)(?:[ -]?\d){11,18}(?![\d-])"), _card_ok),
     PiiPattern(
-        SSN, re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])"), None
+        SSN, re.compile(r"\d(?<![\d-]\d)\d\d(?<!000)(?<!666)(?<!9\d\d)([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])"), None
     ),
     phone_pattern(),
-    PiiPattern(IPV4, re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])"), None),
+    PiiPattern(IPV4, re.compile(rf"\d(?<![\d.]\d){_OCTET_TAIL}(?:\.{_OCTET}){{3}}(?![\d.])"), None),
 )
 
 

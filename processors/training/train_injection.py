@@ -11,7 +11,8 @@ into this project.
 Some sources are non-commercial or unlicensed: check SOURCES.md before shipping weights trained on them.
 
 Method: rows are split deterministically by a hash of their text (20% held out); the model is an
-L2-regularised, class-balanced logistic regression over ``classifier.featurize`` vectors, fitted on the
+L2-regularised, class-balanced logistic regression over ``classifier.featurize`` vectors of the texts with their
+encoded payloads decoded (``guards.decoding``, as ``InjectionDetector`` reads them), fitted on the
 training split only.
 Because attacks in this set are ~8x longer than benign texts, features carry no length signal (unit-norm
 vectors) and the report breaks precision/recall down by length bucket and on a length-matched subsample.
@@ -35,6 +36,7 @@ from llmpulse.processors.core.guards.classifier import (
     SparseBatch,
     featurize,
 )
+from llmpulse.processors.core.guards.decoding import with_decoded
 from llmpulse.processors.core.guards.injection import InjectionDetector
 from llmpulse.processors.loaders import INJECTION_MODEL, read_injection_model, write_injection_model
 
@@ -159,7 +161,7 @@ def fit(texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float = 
     from scipy.optimize import minimize
 
     n_features = 1 << config.bits
-    x = _csr(featurize(texts, config), n_features)
+    x = _csr(featurize(with_decoded(texts)[0], config), n_features)  # as InjectionDetector reads them
     y = labels.astype(np.float64)
     # Balanced weights: each class contributes half of the loss, whatever its count.
     w_sample = np.where(labels, 0.5 / labels.sum(), 0.5 / (~labels).sum())
@@ -192,7 +194,7 @@ def calibrated(
         outside = np.flatnonzero(fold == k)
         fold_texts, fold_labels = augmented([texts[i] for i in inside], labels[inside], n_extra)
         model = fit(fold_texts, fold_labels, config, l2=l2)
-        decision[outside] = model.decision(featurize([texts[i] for i in outside], config))
+        decision[outside] = model.decision(featurize(with_decoded([texts[i] for i in outside])[0], config))
     flagged_by_patterns = InjectionDetector(None).score(texts).score >= 0.5
     benign = np.sort(decision[~labels & ~flagged_by_patterns])
     budget = max(int(target_fpr * (~labels).sum()) - int((flagged_by_patterns & ~labels).sum()), 0)

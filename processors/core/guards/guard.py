@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from llmpulse.pii import PII_PATTERNS, PiiPattern, mask
-from llmpulse.processors.core.guards import docs_matching
+from llmpulse.processors.core.guards import JOIN_ABOVE, docs_matching
 from llmpulse.processors.core.guards import hallucination as hallucination_regexes
 from llmpulse.processors.core.guards.classifier import InjectionClassifier
 from llmpulse.processors.core.guards.hallucination import DOMAINS, LEVELS, assess, domain_names
@@ -135,9 +135,12 @@ def scan_pii(
     found: list[list[str]] = [[] for _ in texts]
     texts = list(texts)
     for pattern, docs in zip(patterns, candidates, strict=True):
-        for i in docs_matching(pattern.regex, texts, docs, accept=pattern.accept):
-            found[i].append(pattern.kind)
-            texts[i] = mask(pattern, texts[i])[0]
+        if len(docs) > JOIN_ABOVE:  # many candidates: one joined scan finds the few that match
+            docs = docs_matching(pattern.regex, texts, docs, accept=pattern.accept)
+        for i in docs:  # a few: masking is the scan (one pass, each match judged once)
+            texts[i], hit = mask(pattern, texts[i])
+            if hit:
+                found[i].append(pattern.kind)
     return found
 
 

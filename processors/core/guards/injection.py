@@ -16,6 +16,7 @@ import numpy as np
 
 from llmpulse.processors.core.guards import docs_matching
 from llmpulse.processors.core.guards.classifier import InjectionClassifier
+from llmpulse.processors.core.guards.decoding import with_decoded
 from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 SEVERITY_SCORE: dict[str, float] = {"low": 0.4, "medium": 0.7, "high": 0.95}
@@ -60,9 +61,11 @@ PATTERNS: tuple[InjectionPattern, ...] = (
        r"(?:reveal|show|print|repeat|output|display|tell_Sme|give_Sme|leak|what_S(?:is|are|was))_S"
        r"(?:me_S)?(?:your|the)_S(?:system_Sprompt|(?:initial|original|hidden|secret|first)_S(?:prompt|instructions)"
        r"|password|pass_Scode|secret_S(?:key|code|word))"
-       r"|(?:repeat|print|output|reveal|format|translate|convert|rewrite|list|share|summari[sz]e)_S(?:\w+_S){0,3}"
-       r"(?:(?:your|previous|prior|above|initial|original|system)_S(?:instructions|rules|prompt)"
-       r"|(?:text|words|everything|instructions|rules|prompt)_S(?:so_Sfar|above|before))"
+       r"|(?:repeat|print|output|reveal|format|translate|convert|rewrite|list|share|summari[sz]e|show|display"
+       r"|recite|dump|spell_Sout)_S(?:\w+_S){0,3}"
+       r"(?:(?:your|previous|prior|above|preceding|initial|original|system|hidden|secret)_S"
+       r"(?:instructions|rules|ruleset|prompt|directives|commands)"
+       r"|(?:text|words|everything|instructions|rules|prompt|commands)_S(?:so_Sfar|above|before))"
        r"|repeat_Severything_Sin_S(?:the|your)_S(?:system_S)?prompt"),
     _p("fake_delimiter", "high",
        r"<\|im_(?:start|end)\|>|<\|(?:system|endoftext|assistant)\|>|\[/?(?:system|inst)\]|<</?sys>>"
@@ -85,8 +88,9 @@ PATTERNS: tuple[InjectionPattern, ...] = (
        r"(?:base64|rot13|rot-13|hex)[-\s]*(?:encoded|decode[ds]?)\b"
        r"|decode_S(?:this|the_Sfollowing)\b|execute_Sthe_Sfollowing_S(?:code|instructions)\b"),
     _p("output_hijack", "medium",
-       r"(?:say|print|output|write|respond_Swith|reply_Swith|begin_Syour_S(?:reply|response)_Swith)_S"
-       r"(?:only_S)?[\"'\u201c\u2018]?_S?access_Sgranted\b|i_Shave_Sbeen_Spwned\b"),
+       r"(?:say|print|output|write|respond_Swith|reply_Swith|answer_Swith"
+       r"|(?:begin|start)_S(?:your_S)?(?:reply|response|answer)_Swith)_S"
+       r"(?:only_S)?(?:the_S(?:words?|phrase)_S)?[\"'\u201c\u2018]?_S?access_Sgranted\b|i_Shave_Sbeen_Spwned\b"),
 )
 
 
@@ -139,11 +143,24 @@ def scan(
     return PatternHits(score, names)
 
 
+def _merged(hits: PatternHits, changed: Sequence[int], extra: PatternHits, order: Sequence[str]) -> PatternHits:
+    """``hits`` with ``extra`` (the scan of texts ``changed``) folded in: the higher score, names in ``order``."""
+    score = hits.score.copy()
+    names = list(hits.names)
+    for k, i in enumerate(changed):
+        score[i] = max(score[i], extra.score[k])
+        if extra.names[k]:
+            seen = set(names[i]).union(extra.names[k])
+            names[i] = [name for name in order if name in seen]
+    return PatternHits(score, names)
+
+
 class InjectionDetector:
     """Both tiers: ``score`` is the larger of the pattern severity and the classifier's probability.
 
     The max keeps each tier's evidence intact: a high-severity pattern flags even a text the classifier has
-    never seen the like of, and the classifier catches paraphrases no regex anticipates.
+    never seen the like of, and the classifier catches paraphrases no regex anticipates. Both tiers also read
+    what a text's binary, hex or base64 runs decode to (``guards.decoding``), appended to the text.
     """
 
     __slots__ = ("classifier", "patterns")
@@ -162,6 +179,10 @@ class InjectionDetector:
     ) -> PatternHits:
         """Both tiers on a batch; ``lowered`` and ``candidates`` as for ``scan``."""
         hits = scan(texts, self.patterns, lowered, candidates)
+        decoded, changed = with_decoded(texts)
+        if changed:
+            extra = scan([decoded[i] for i in changed], self.patterns)
+            hits = _merged(hits, changed, extra, [p.name for p in self.patterns])
         if self.classifier is None or not len(texts):
             return hits
-        return PatternHits(np.maximum(hits.score, self.classifier.predict_proba(texts)), hits.names)
+        return PatternHits(np.maximum(hits.score, self.classifier.predict_proba(decoded)), hits.names)

@@ -70,3 +70,38 @@ def test_an_error_ratio_at_the_threshold_is_noise_and_a_burst_is_not() -> None:
     assert error_rate(14, 100) == "WARNING"
     assert error_rate(30, 100) == "CRITICAL"
     assert error_rate(60, 1000) is None and error_rate(200, 1000) == "CRITICAL"
+
+
+def _minutes(monitor: TrafficMonitor, start_s: int, minutes: int, calls: int, failed: int, column: str) -> None:
+    """``calls`` calls a minute for ``minutes`` minutes from ``start_s`` before NOW, ``failed`` of them flagged."""
+    for m in range(minutes):
+        at = NOW - (start_s - 60 * m) * 1000 + np.linspace(0, 59_000, calls).astype(np.int64)
+        counts = {"requests": np.ones(calls, dtype=np.int64), column: np.arange(calls) >= calls - failed}
+        monitor.update([SERIES], np.zeros(calls, dtype=np.int64), at, counts, 0, NOW)
+
+
+def _severity(monitor: TrafficMonitor, rule: str) -> str | None:
+    (obs,) = [o for o in monitor.observe(SERIES, NOW) if o.rule == rule]
+    return obs.severity
+
+
+def test_an_error_burst_that_stopped_clears_in_a_minute_though_the_window_still_remembers_it() -> None:
+    monitor = TrafficMonitor(TrafficConfig())
+    _minutes(monitor, 300, 3, 100, 30, "errors")  # 30% failing for three minutes ...
+    _minutes(monitor, 120, 2, 100, 0, "errors")  # ... then two clean minutes: 18% over the 5-minute window
+    assert _severity(monitor, "error_rate") is None
+
+
+def test_a_sharp_onset_fires_from_the_last_minute_before_the_window_would() -> None:
+    monitor = TrafficMonitor(TrafficConfig())
+    _minutes(monitor, 300, 4, 200, 0, "errors")  # four clean minutes of 200 calls ...
+    _minutes(monitor, 60, 1, 100, 30, "errors")  # ... then 30% failing: 3.3% over 5 minutes, 30% over the last one
+    assert _severity(monitor, "error_rate") == "CRITICAL"
+
+
+def test_a_count_rule_clears_once_the_last_minute_is_quiet() -> None:
+    monitor = TrafficMonitor(TrafficConfig())
+    _minutes(monitor, 300, 2, 10, 4, "hallucination")
+    assert _severity(monitor, "hallucination") is None  # 8 in the window, none in the last minute
+    _minutes(monitor, 60, 1, 10, 1, "hallucination")
+    assert _severity(monitor, "hallucination") == "WARNING"
