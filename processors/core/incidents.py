@@ -7,9 +7,12 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   latency, errors, circuits; spend and budgets; drift; injection; PII; output quality; experiments) when the
   incident's scope already covers it, or when the incident's newest member started within
   ``group_window_ms`` of it (the incident then widens). Across families, a member joins an incident that
-  already has a member on its very series within ``group_window_ms``: one series misbehaving on several
-  fronts at once (slow, expensive and over budget) is one cause. Among several candidates the one that covers it
-  wins, then the newest. Otherwise the member opens an incident of its own.
+  already has a member on its series (or, for a service or model budget, in its service or model) within
+  ``group_window_ms``: one series misbehaving on several fronts at once (slow, expensive and over budget) is
+  one cause. A symptom (drift) joins its series' incident of another family whenever it starts, while that
+  incident is live or within ``cooldown_ms`` of its resolve (then as detail only, without reopening it).
+  Among several candidates the one that covers it wins, then the newest. Otherwise the member opens an
+  incident of its own.
 * Scope, the likely cause: the narrowest that covers every member, tried in this order: one series
   (service, model, provider); one service across models; one model across services; one provider across
   models and services; else the fleet.
@@ -96,7 +99,11 @@ SYMPTOM_FAMILIES = frozenset({"drift"})
 
 
 def _symptom(member: _Member) -> bool:
-    return FAMILIES.get(member.rule, member.rule) in SYMPTOM_FAMILIES
+    return _symptom_family(FAMILIES.get(member.rule, member.rule))
+
+
+def _symptom_family(family: str) -> bool:
+    return family in SYMPTOM_FAMILIES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +309,8 @@ class IncidentManager:
         self._member_of[member.alert_id] = incident.incident_id
         incident.last_member_start_ms = max(incident.last_member_start_ms, member.started_at_ms)
         if incident.status == RESOLVED:
+            if _symptom(member) and not _symptom_family(incident.family):
+                return incident.incident_id, None  # a late symptom of a cause that has cleared: detail only
             incident.status, incident.resolved_at_ms = FIRING, None
         return incident.incident_id, self._reassess(incident, member)
 
@@ -320,8 +329,13 @@ class IncidentManager:
         for incident in self._incidents.values():
             recent = member.started_at_ms - incident.last_member_start_ms <= window
             if incident.family != family:
-                if not (recent and incident.status != RESOLVED and _shares_series(incident, member)
-                        and not _informational(family) and not _informational(incident.family)):
+                if _informational(family) or _informational(incident.family) or not _shares_series(incident, member):
+                    continue
+                if _symptom(member):  # drift follows its cause by minutes: it joins while the cause is live or cools
+                    if incident.status == RESOLVED and member.started_at_ms - (
+                            incident.resolved_at_ms or incident.updated_at_ms) > self.config.cooldown_ms:
+                        continue
+                elif not (recent and incident.status != RESOLVED):
                     continue
                 covers = True
             else:
@@ -486,12 +500,14 @@ class IncidentManager:
 
 
 def _shares_series(incident: _Incident, member: _Member) -> bool:
-    """Same service and model (and provider where both carry one: drift series have none)."""
-    if not (member.service and member.model):
-        return False
-    return any(m.service == member.service and m.model == member.model
-               and (m.provider is None or member.provider is None or m.provider == member.provider)
-               for m in incident.members.values())
+    """The member is on a series one of the incident's members is on: service, model and provider agree
+    wherever both carry one (drift series have no provider, a service budget no model), and at least the
+    service or the model is named on both sides (a global budget joins nothing this way)."""
+    def agree(m: _Member) -> bool:
+        pairs = list(zip(m.series, member.series, strict=True))
+        return (all(a is None or b is None or a == b for a, b in pairs)
+                and any(a is not None and a == b for a, b in pairs[:2]))
+    return any(agree(m) for m in incident.members.values())
 
 
 def _strongest(kinds: set[str]) -> str:

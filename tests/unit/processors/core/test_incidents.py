@@ -257,3 +257,27 @@ def test_a_drift_incident_of_its_own_resolves_with_its_drift_members() -> None:
         == ["updated"]
     assert [e.status for e in manager.apply([{**other, "status": "resolved", "updated_at_ms": T0 + 90 * S}])] \
         == ["resolved"]
+
+
+def test_a_service_budget_joins_the_incident_of_a_series_of_that_service() -> None:
+    manager = IncidentManager()
+    slow = manager.apply([alert("latency_p99", "docs-qa", "claude-3-5-sonnet", "anthropic", severity="CRITICAL")])
+    budget = manager.apply([alert("budget", "docs-qa", None, None, severity="CRITICAL", at=60 * S)])
+    assert {e.incident_id for e in budget} == {slow[0].incident_id}
+    assert len(pages(slow + budget)) == 1
+    unrelated = manager.apply([alert("budget", None, None, None, severity="CRITICAL", at=70 * S)])
+    assert unrelated[0].incident_id != slow[0].incident_id  # a global budget names no series: its own cause
+
+
+def test_a_late_drift_symptom_joins_its_cause_live_or_cooling_down_and_never_pages() -> None:
+    manager = manager_now(cooldown_ms=10 * 60 * S)
+    spike = alert("latency_p95", "chat", "gpt-4o", "openai")
+    opened = manager.apply([spike])
+    late = manager.apply([alert("distribution_drift", "chat", "gpt-4o", None, at=8 * 60 * S)])
+    assert [(e.incident_id, e.status, e.paging) for e in late] == [(opened[0].incident_id, "updated", False)]
+    manager.apply([{**spike, "status": "resolved", "updated_at_ms": T0 + 9 * 60 * S}])
+    after = manager.apply([alert("confidence_drift", "chat", "gpt-4o", None, at=12 * 60 * S)])
+    assert after == [] and manager.incident_of(f"confidence_drift-chat-gpt-4o-None-{T0 + 12 * 60 * S}") \
+        == opened[0].incident_id
+    much_later = manager.apply([alert("confidence_drift", "chat", "gpt-4o", None, at=30 * 60 * S)])
+    assert much_later[0].incident_id != opened[0].incident_id and much_later[0].paging
