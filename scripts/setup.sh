@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything `make test` and `make demo` need on a fresh Debian machine, idempotently:
-# Java 17+ and Maven (for the local Kafka broker), a virtualenv in .venv with llmpulse and its extras,
-# and the ops tools (promtool, amtool, helm) used by the ops tests.
+# a JDK 17+ and Maven (for the local Kafka broker and examples/java-producer), Node.js and npm
+# (examples/node-producer), a virtualenv in .venv with llmpulse and its extras, and the ops tools
+# (promtool, amtool, helm) used by the ops tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,11 @@ say() { printf 'setup: %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
-command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+# javac too: the ops tests build examples/java-producer (a JRE is enough for the broker alone).
+{ command -v java >/dev/null && command -v javac >/dev/null; } || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "apt-get install ${need_apt[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

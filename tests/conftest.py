@@ -3,8 +3,8 @@
 Each folder under tests/ is one layer, and a test's marker is its folder's name, given here and nowhere else:
 ``unit`` (neither a broker nor external binaries: ``make test-fast``), ``integration`` (a real Kafka broker),
 ``instrumentation`` (the real OpenAI/Anthropic clients against a local fake API), ``ops`` (promtool, amtool,
-helm, Prometheus, Alertmanager), ``reliability`` (faults against real broker and worker processes). The
-markers are declared in pyproject.toml; tests/support/ holds helpers, not tests.
+helm, Prometheus, Alertmanager, the Java and Node producers of examples/), ``reliability`` (faults against real
+broker and worker processes). The markers are declared in pyproject.toml; tests/support/ holds helpers, not tests.
 
 Tests that need a broker get one, found in this order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; a testcontainers
 Kafka when a Docker engine answers; else a :class:`llmpulse.broker.LocalBroker` (Kafka 4.3.1 in a JVM) on free
