@@ -180,7 +180,10 @@ def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict
     while True:
         incidents = [record for kind, record in _read_alerts_topic(worker) if kind == "incident"]
         pages = [r for r in incidents if r["paging"] and r["status"] in ("opened", "escalated")]
-        cause = [r for r in pages if (set(rules) | SAME_CAUSE.get(scenario, set())) & set(r["rules"])]
+        # the incidents whose members name the cause, at any point (its first page may predate that member)
+        named = set(rules) | SAME_CAUSE.get(scenario, set())
+        causing = {r["incident_id"] for r in incidents if named & set(r["rules"])}
+        cause = [r for r in pages if r["incident_id"] in causing]
         resolved = {r["incident_id"] for r in incidents if r["status"] == "resolved"}
         if (cause and (not resolves or {r["incident_id"] for r in cause} <= resolved)) or time.monotonic() > deadline:
             break
