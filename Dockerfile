@@ -8,14 +8,14 @@ COPY llmpulse ./llmpulse
 COPY schemas ./schemas
 COPY producers ./producers
 COPY processors ./processors
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[processor,simulation]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[processor,simulation,otlp]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LLMPULSE_WEB_PORT=6066
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "llmpulse[processor,simulation]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "llmpulse[processor,simulation,otlp]" \
     && rm -rf /wheels \
     && useradd --create-home --uid 10001 llmpulse
 USER 10001

@@ -24,11 +24,12 @@ test-fast:
 demo: setup
 	bash scripts/demo.sh
 
+## bench, bench-quick: the benchmark suite; a local broker is started (and stopped) when none answers
 bench: setup
-	$(PY) -m bench.run --full
+	bash scripts/bench.sh --full
 
 bench-quick: setup
-	$(PY) -m bench.run --quick
+	bash scripts/bench.sh --quick
 
 ## bench-alerts: alert quality in event time (a control day, a labelled day of incidents; in process, no broker)
 bench-alerts: setup

@@ -4,6 +4,11 @@ Latencies come from the Azure LLM inference conversation trace's token counts (a
 model with lognormal noise) when the trace is present, else from a lognormal. Each closed 1-minute window
 gets one sketch (``direct``) and, as the worker builds windows, six 10-second sketches merged (``merged``);
 both are compared with ``np.quantile(method="lower")``, the order statistic the sketch promises to track.
+
+Side by side, the convention users would otherwise rely on: Prometheus ``histogram_quantile`` (linear
+interpolation inside the bucket holding the rank, the last finite bound for the +Inf bucket) over the same
+windows counted into prometheus_client's default buckets, and into the LLM-tuned buckets the worker exports
+(series_totals.SECONDS_BUCKETS).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import GroupResult
+from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
 from llmpulse.processors.core.sketch import LatencySketch
+
+PROMETHEUS_DEFAULT_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
 
 QUANTILES = (0.5, 0.95, 0.99)
 WINDOW_MS = 60_000
@@ -65,6 +73,34 @@ def window_errors(offsets: np.ndarray, latencies: np.ndarray, merged: bool) -> n
     return np.asarray(errors)
 
 
+def histogram_quantile(q: float, bounds: np.ndarray, counts: np.ndarray) -> float:
+    """Prometheus' histogram_quantile over non-cumulative ``counts`` per bucket (``bounds`` then +Inf)."""
+    cumulative = np.cumsum(counts)
+    rank = q * cumulative[-1]
+    b = int(np.searchsorted(cumulative, rank, side="left"))
+    if b >= bounds.size:  # the +Inf bucket: Prometheus answers the last finite bound
+        return float(bounds[-1])
+    lower = 0.0 if b == 0 else float(bounds[b - 1])
+    below = 0.0 if b == 0 else float(cumulative[b - 1])
+    inside = float(counts[b])
+    return lower + (float(bounds[b]) - lower) * ((rank - below) / inside if inside else 0.0)
+
+
+def histogram_errors(offsets: np.ndarray, latencies: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Relative errors (windows x quantiles) of histogram_quantile over ``bounds``, same windows as the sketch."""
+    windows = (offsets // WINDOW_MS).astype(np.int64)
+    errors = []
+    for w in np.unique(windows)[:-1].tolist():
+        values = latencies[windows == w]
+        if values.size == 0:
+            continue
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=bounds.size + 1)
+        exact = np.quantile(values, QUANTILES, method="lower")
+        estimate = np.array([histogram_quantile(q, bounds, counts) for q in QUANTILES])
+        errors.append(np.abs(estimate - exact) / exact)
+    return np.asarray(errors)
+
+
 def run(limit: int | None = None) -> GroupResult:
     result = GroupResult()
     offsets, latencies, source = trace_latencies(np.random.default_rng(5), limit)
@@ -73,4 +109,12 @@ def run(limit: int | None = None) -> GroupResult:
     result.put("percentile_rel_err_max", float(direct.max()),
                f"{source}; worst of p50/p95/p99 over {len(direct)} closed 1-min windows vs np.quantile(lower)")
     result.put("percentile_rel_err_max_merged", float(merged.max()), "same windows built from 10 s sketches merged")
+    for key, bounds, name in (("prom_histogram_rel_err_max_default", PROMETHEUS_DEFAULT_BUCKETS,
+                               "prometheus_client's default buckets (5 ms .. 10 s)"),
+                              ("prom_histogram_rel_err_max_tuned", SECONDS_BUCKETS,
+                               "the worker's LLM-tuned buckets (50 ms .. 30 s)")):
+        errors = histogram_errors(offsets, latencies, bounds)
+        worst = ", ".join(f"p{round(q * 100)} {errors[:, j].max():.3f}" for j, q in enumerate(QUANTILES))
+        result.put(key, float(errors.max()), f"Prometheus histogram_quantile over {name}, same windows as "
+                   f"percentile_rel_err_max; worst per quantile: {worst}")
     return result

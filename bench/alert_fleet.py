@@ -19,6 +19,7 @@ import numpy as np
 from confluent_kafka import murmur2
 
 from llmpulse.processors.core.columns import STATUS_CODE, CallColumns
+from llmpulse.processors.core.feedback_join import LABEL, FeedbackColumns
 from llmpulse.producers.simulation.derive_traffic_model import DEFAULT_TRACES_DIR, WORKLOAD_FILES
 from llmpulse.producers.simulation.simulator import ArrivalProcess
 from llmpulse.producers.simulation.trace_replay import read_trace
@@ -157,5 +158,30 @@ def to_columns(block: CallBlock) -> CallColumns:
         cost_micros=block.cost_micros.astype(np.int64), confidence=block.confidence.astype(np.float64),
         cache_hit=block.cache_hit.astype(bool), no_answer=block.no_answer.astype(bool), error_type=block.error_type,
         user_hash=block.user_hash, experiment_id=block.experiment_id, variant=block.variant, feature=block.feature,
-        prompt_text=block.prompt_text, response_text=block.response_text, event_id=np.full(n, None, dtype=object),
+        prompt_text=block.prompt_text, response_text=block.response_text, event_id=request_ids(block),
+        prompt_version=block.prompt_version,
+    )
+
+
+def request_ids(block: CallBlock) -> np.ndarray:
+    """Ids for the calls a scenario had reviewed (feedback joins on them); None for the rest."""
+    ids = np.full(len(block), None, dtype=object)
+    if block.feedback is not None:
+        rated = np.flatnonzero(~np.isnan(block.feedback))
+        ids[rated] = [f"{service}-{ts}-{i}" for service, ts, i in
+                      zip(block.service[rated], block.timestamp_ms[rated].tolist(), rated.tolist(), strict=True)]
+    return ids
+
+
+def feedback_of(block: CallBlock, ids: np.ndarray) -> FeedbackColumns | None:
+    """The reviewers' verdicts on ``block``'s rated calls (correct or not), half a second after each call."""
+    if block.feedback is None:
+        return None
+    rated = np.flatnonzero(~np.isnan(block.feedback))
+    if not rated.size:
+        return None
+    return FeedbackColumns(
+        service=str(block.service[rated[0]]), request_id=ids[rated],
+        timestamp_ms=block.timestamp_ms[rated].astype(np.int64) + 500, kind=np.full(rated.size, LABEL, dtype=np.uint8),
+        value=block.feedback[rated].astype(np.float64), source=np.full(rated.size, "bench", dtype=object),
     )

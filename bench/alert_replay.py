@@ -18,6 +18,7 @@ from llmpulse.processors.clock import TICK_SECONDS
 from llmpulse.processors.core.alert_policy import FIRING, AlertEvent
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.feedback_join import FeedbackColumns
 from llmpulse.processors.core.fleet import FleetEngine, FleetOutcome, summarize_alerts_for_fleet
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.incidents import ESCALATED, OPENED, IncidentEvent
@@ -73,6 +74,13 @@ class Pipeline:
         outcome = engine.process(calls, self.offsets[partition], now_ms)
         self.offsets[partition] += 1
         self.calls += len(calls)
+        self._members(now_ms, outcome.alerts)
+        self._fleet(now_ms, self.fleet.apply(outcome.fleet_summary))
+
+    def feedback(self, partition: int, feedback: FeedbackColumns, now_ms: int) -> None:
+        """Reviewers' verdicts on calls already processed: on the calls' partition, as the SDK keys them."""
+        outcome = self.engines[partition].process_feedback(feedback, self.offsets[partition], now_ms)
+        self.offsets[partition] += 1
         self._members(now_ms, outcome.alerts)
         self._fleet(now_ms, self.fleet.apply(outcome.fleet_summary))
 

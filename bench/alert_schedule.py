@@ -47,9 +47,11 @@ EXPECTED_RULES: dict[str, tuple[str, ...]] = {
     "injection-campaign": ("prompt_injection", "security_incident"),
     "hallucination": ("hallucination",),
     "pii-leak": ("pii_leak",),
+    "quality-drop": ("quality_drop", "concept_drift"),
 }
-# Spend never un-happens and Welch statistics are cumulative: these incidents end with their period or go stale.
-NEVER_RESOLVE = frozenset({"budget-exhaustion", "ab-regression"})
+# Spend never un-happens and experiment statistics are cumulative: these incidents end with their period or go
+# stale. A quality drop clears only on feedback showing recovery, and the replay's baseline calls get none.
+NEVER_RESOLVE = frozenset({"budget-exhaustion", "ab-regression", "quality-drop"})
 # The kinds whose detection delay the goal bounds at 60 s (drift is judged in windows, the rest is unbounded).
 FAST_KINDS = ("latency-spike", "error-burst", "provider-outage", "budget-exhaustion", "injection-campaign")
 # Which calls an injector may take; the scenarios' own tests also pin a service or model, the scope does here.
@@ -204,7 +206,8 @@ def _take(block: CallBlock, candidates: np.ndarray, wanted: int, lo_ms: int, hi_
         return block, candidates
     n, extra = len(block), wanted - candidates.size
     copies = rng.choice(candidates, extra)
-    columns = {f.name: np.concatenate([getattr(block, f.name), getattr(block, f.name)[copies]]) for f in fields(block)}
+    present = [f.name for f in fields(block) if getattr(block, f.name) is not None]  # optional columns may be absent
+    columns = {name: np.concatenate([getattr(block, name), getattr(block, name)[copies]]) for name in present}
     columns["timestamp_ms"][n:] = rng.integers(lo_ms, hi_ms, extra)
     order = np.argsort(columns["timestamp_ms"], kind="stable")
     grown = CallBlock(**{name: values[order] for name, values in columns.items()})

@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 
 from bench import alert_budgets
-from bench.alert_fleet import DEFAULT_RATE, PARTITIONS, Fleet, fleet_model, fleet_series, partition_of, to_columns
+from bench.alert_fleet import (
+    DEFAULT_RATE,
+    PARTITIONS,
+    Fleet,
+    feedback_of,
+    fleet_model,
+    fleet_series,
+    partition_of,
+    to_columns,
+)
 from bench.alert_replay import TICK_MS, Log, Pipeline, describe_page
 from bench.alert_schedule import FAST_KINDS, NEVER_RESOLVE, SCHEDULES, Injected, Injector, load
 from bench.alert_scoring import (
@@ -107,7 +116,11 @@ def replay(settings: ProcessorSettings, seed: int, duration_s: float, schedule: 
         begin_ms, now_ms = DAY_START_MS + k * TICK_MS, DAY_START_MS + (k + 1) * TICK_MS
         for service, generated in fleet.step(k * step_s, (k + 1) * step_s, DAY_START_MS):
             block = injector.apply(generated, begin_ms, now_ms, rng)
-            pipeline.process(partitions[service], to_columns(block), now_ms)
+            calls = to_columns(block)
+            pipeline.process(partitions[service], calls, now_ms)
+            verdicts = feedback_of(block, calls.event_id)
+            if verdicts is not None:
+                pipeline.feedback(partitions[service], verdicts, now_ms)
         pipeline.tick(now_ms)
         if k % drain_every == 0:
             pipeline.drain()

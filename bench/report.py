@@ -34,9 +34,16 @@ GOALS: dict[str, Goal] = {
     "alert_latency_p99_s": Goal("<= 1 s", _at_most(1.0)),
     "sdk_emit_p99_us": Goal("<= 50 us", _at_most(50.0)),
     "sdk_emit_p99_us_broker_down": Goal("<= 50 us", _at_most(50.0)),
+    "admit_p99_us": Goal("<= 20 us", _at_most(20.0)),
+    "guard_prompt_p99_us_2kb": Goal("<= 200 us", _at_most(200.0)),
+    "budget_propagation_p99_s": Goal("<= 1 s", _at_most(1.0)),
+    "overspend_seconds": Goal("<= 1 s of fleet spend", _at_most(1.0)),
     "percentile_rel_err_max": Goal("<= 0.01", _at_most(0.01)),
     "rss_mb_end": Goal("< 1.10 x rss_mb_warm", _rss_growth),
     "throughput_drift_ratio": Goal(">= 0.95", _at_least(0.95)),
+    # docs/design.md's figure for the chosen layout; OTLP ingest must keep at least half the worker's Avro rate.
+    "decode_us_per_call_avro_batch": Goal("<= 2 us", _at_most(2.0)),
+    "worker_otlp_vs_avro": Goal(">= 0.50", _at_least(0.50)),
     # issue #13: alert quality (bench/alerts.py)
     "alert_recall_min": Goal("100% for every kind", _at_least(1.0)),
     "pages_per_incident": Goal("<= 1.2", _at_most(1.2)),
@@ -44,8 +51,17 @@ GOALS: dict[str, Goal] = {
     "false_pages_p2_per_day": Goal("<= 1", _at_most(1.0)),
     "detect_delay_p95_s": Goal("<= 60 s (detection: first member alert)", _at_most(60.0)),
     "page_delay_p95_s": Goal("<= 60 s (the page itself; same goal, stricter reading)", _at_most(60.0)),
+    # issue #19: always-valid A/B decisions (bench/ab_sequential.py)
+    "ab_aa_false_positive_rate": Goal("<= 0.05 at alpha 0.05", _at_most(0.05)),
+    "ab_power_quality_8_6pct": Goal(">= 0.80", _at_least(0.80)),
     "drift_detect_windows_max": Goal("<= 1 window", _at_most(1.0)),
     "resolve_delay_p95_s": Goal("<= 300 s after the end", _at_most(300.0)),
+    # issue #16: cost per call flat in cardinality, bounded state (bench/cardinality.py)
+    "cardinality_ratio": Goal(">= 0.5", _at_least(0.5)),
+    "state_bytes_per_series": Goal("<= 4 KiB", _at_most(4096.0)),
+    "rss_growth_second_hour": Goal("< 5%", lambda value, _figures: value < 0.05),
+    "scaleout_ratio_2_workers": Goal(">= 1.7 (2 cores)", _at_least(1.7)),
+    "alert_latency_p99_s_80pct": Goal("<= 0.5 s", _at_most(0.5)),
 }
 
 # Every key the JSON must carry (null when a part was skipped or failed), in table order.

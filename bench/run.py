@@ -4,7 +4,8 @@
     python -m bench.run --full               # ~1M calls, plus the 10-minute stability run
     python -m bench.run --quick --only sdk   # one group (or the group of a figure key); merged into latest.json
 
-Groups: throughput, inprocess, alerts, alert_quality, sdk, accuracy, detectors, layout, stability. Parts needing
+Groups: throughput, inprocess, alerts, alert_quality, sdk, accuracy, detectors, layout, stability, wire (decode
+cost per wire format, worker on OTLP vs Avro: bench/wire_formats.py). Parts needing
 Kafka use ``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092) and are reported as skipped when it does not
 answer. Every topic a run creates carries the run's tag and is deleted at the end. ``alerts`` is the latency of
 one alert through a live worker; ``alert_quality`` (bench/alerts.py, in process, no broker) replays a control
@@ -25,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    ab_sequential,
     accuracy,
+    admission,
     alert_latency,
     alerts,
     batch_layout,
+    cardinality,
     dataset,
     detectors,
     inprocess,
@@ -36,11 +40,13 @@ from bench import (
     sdk,
     stability,
     throughput,
+    wire_formats,
 )
 from bench.common import FULL, QUICK, GroupResult, Scale, round_floats
 
 RESULTS = Path(__file__).parent / "results"
-GROUPS = ("accuracy", "detectors", "layout", "inprocess", "sdk", "throughput", "alerts", "alert_quality", "stability")
+GROUPS = ("accuracy", "detectors", "layout", "inprocess", "sdk", "throughput", "alerts", "alert_quality", "stability",
+          "cardinality", "wire", "ab", "admission")
 KEYS_OF = {
     "throughput": ("raw_consume_eps", "decode_eps", "worker_eps", "faust_noop_eps", "worker_vs_raw",
                    "worker_vs_decode", "worker_vs_faust_noop"),
@@ -48,10 +54,14 @@ KEYS_OF = {
     "alerts": ("alert_latency_p50_s", "alert_latency_p99_s", "passthrough_p99_s"),
     "alert_quality": alerts.FIGURES,
     "sdk": ("sdk_emit_p50_us", "sdk_emit_p99_us", "sdk_emit_p99_us_broker_down"),
-    "accuracy": ("percentile_rel_err_max",),
+    "admission": admission.KEYS,
+    "accuracy": ("percentile_rel_err_max", "prom_histogram_rel_err_max_default", "prom_histogram_rel_err_max_tuned"),
     "stability": ("rss_mb_warm", "rss_mb_end", "throughput_drift_ratio"),
     "detectors": ("guard_us_per_event", "drift_us_per_event"),
     "layout": (),
+    "cardinality": cardinality.FIGURES,
+    "wire": wire_formats.FIGURES,
+    "ab": ab_sequential.FIGURES,
 }
 FALLBACK_WORKER_EPS = 20_000.0
 
@@ -92,13 +102,17 @@ class Suite:
             "accuracy": lambda: accuracy.run(),
             "detectors": lambda: detectors.run(s),
             "layout": lambda: batch_layout.run(s),
+            "cardinality": lambda: cardinality.run(quick=s.name != FULL.name),
             "inprocess": lambda: inprocess.run(s),
             "sdk": lambda: sdk.run(s, b if self.broker else None, tag),
+            "admission": lambda: admission.run(s, b if self.broker else None),
             "throughput": lambda: self._needs_broker("throughput", lambda: throughput.run(s, b, tag)),
             "alerts": lambda: self._needs_broker(
                 "alerts", lambda: self._at_rate(alert_latency.run, "alert_latency_p50_s")),
             "alert_quality": self._alert_quality,
             "stability": self._stability,
+            "wire": lambda: wire_formats.run(s, b if self.broker else None, tag),
+            "ab": lambda: ab_sequential.run(s),
         }
 
     def _at_rate(self, step: Callable[[str, str, float], GroupResult], key: str) -> GroupResult:
@@ -212,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown(figures, notes, meta, details)
     (args.out / "latest.md").write_text(table)
     print(table)
-    return 0
+    unmeasured = {key: notes.get(key, "no figure") for group in groups for key in KEYS_OF.get(group, ())
+                  if key in report.GOALS and figures.get(key) is None}
+    for key, reason in unmeasured.items():
+        print(f"[bench] not measured: {key}: {reason}", file=sys.stderr)
+    return 1 if unmeasured else 0
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def consume_rate(bootstrap: str, topic: str, total_records: int, total_calls: in
     return rate_between(first, last)
 
 
-def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, workdir: Path) -> dict[str, float]:
+def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, workdir: Path,
+               extra_env: dict[str, str] | None = None) -> dict[str, float]:
     """Start a worker on the pre-loaded topic; rate from its first processed record to its last.
 
     Timed by the worker's fleet summaries (one per calls record, producer-stamped when sent) rather than by
@@ -92,7 +93,7 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
     watcher = TopicWatcher(bootstrap, fleet, lambda message, _when: stamps.append(message.timestamp()[1]))
     watcher.start()
     launched = time.time()
-    worker = workerproc.launch(bootstrap, workdir / app_id, app_id, topic, tag)
+    worker = workerproc.launch(bootstrap, workdir / app_id, app_id, topic, tag, extra_env)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while len(stamps) < records and time.monotonic() < deadline:

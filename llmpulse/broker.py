@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmpulse.broker_security import SecureBroker, SecureSetupError, prepare
+from llmpulse.broker_acls import apply as apply_acls
+from llmpulse.broker_acls import authorizer_properties
+from llmpulse.broker_security import ADMIN, SecureBroker, SecureSetupError, prepare
 from llmpulse.config import KafkaSecurity
 
 KAFKA_VERSION = "4.3.1"
@@ -60,6 +62,7 @@ class BrokerConfig:
     # C1-only JIT starts ~2 s sooner on 2 cores; turn it off for throughput benchmarks.
     quick_jit: bool = True
     secure: bool = False  # SASL_SSL with SCRAM users and a local CA instead of PLAINTEXT
+    acls: bool = False  # with secure: StandardAuthorizer and the least-privilege ACLs of broker_acls.py
 
     @property
     def controller_port(self) -> int:
@@ -153,6 +156,8 @@ def render_server_properties(cfg: BrokerConfig, secure: SecureBroker | None = No
     }
     if secure is not None:
         props.update(secure.server_properties(cfg.host, cfg.port, cfg.controller_port))
+        if cfg.acls:
+            props.update(authorizer_properties(ADMIN))
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -346,7 +351,13 @@ class LocalBroker:
         self._format_storage(java, libs)
         pid = self._launch(java, libs)
         try:
-            return self._wait_ready(pid)
+            status = self._wait_ready(pid)
+            if cfg.acls and cfg.secure:
+                try:
+                    apply_acls(cfg.bootstrap, self.client_security())
+                except Exception as exc:  # KafkaException from the admin client
+                    raise BrokerError(f"the broker started but its ACLs could not be created: {exc}") from None
+            return status
         except BrokerError:
             self.stop()  # never leave a half-started JVM holding the ports
             raise

@@ -60,8 +60,12 @@ class Topics:
     alert_commands: str = "llm-alert-commands"
     provider_state: str = "llm-provider-state"
     budget_state: str = "llm-budget-state"  # compacted: budget states the SDK admission gate follows
+    model_routes: str = "llm-model-routes"  # compacted: route-back decisions (quality rollback, opt-in)
     # Internal: one partition; per-record spend and outcome summaries for fleet-wide budgets and circuits.
     fleet: str = "llm-fleet"
+    # OTLP traces as the OpenTelemetry Collector's Kafka exporter writes them (its default topic); the worker
+    # reads it only with LLMPULSE_OTLP__ENABLED=true (docs/opentelemetry.md).
+    otlp: str = "otlp_spans"
 
     @classmethod
     def from_env(cls) -> Topics:

@@ -28,7 +28,7 @@ from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.emitter import Emitter
-from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.engine_store import OTLP_LANE, EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
 from llmpulse.processors.ownership import PartitionOwnership
@@ -36,6 +36,7 @@ from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.web import ApiParts, register_views
 from llmpulse.processors.web_report import Reports, register_report_views
 from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.processors.wire.otlp import OtlpDecoder
 from llmpulse.processors.wire.outputs import RecordCodecs
 from llmpulse.processors.wire.registry import registry_decoder
 from llmpulse.processors.wiring import wire
@@ -66,15 +67,21 @@ class Worker:
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,
-            provider_state=wiring.provider_state, fleet=wiring.fleet, codecs=codecs, exporter=exporter,
+            provider_state=wiring.provider_state, budget_state=wiring.budget_state, fleet=wiring.fleet, codecs=codecs,
+            exporter=exporter, model_routes=wiring.model_routes,
         )
         self.ownership = ownership = PartitionOwnership(
             app, wiring.calls.get_topic_name(), wiring.fleet.get_topic_name(), store, exporter.record_rewind,
+            otlp_topic=wiring.otlp.get_topic_name() if wiring.otlp is not None else None,
         )
         self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts,
                                                     settings.kafka)
 
         CallsAgent(store, emitter, ownership, decoder, exporter).register(app, wiring.calls)
+        if wiring.otlp is not None:  # OpenTelemetry GenAI spans: same path, engines and cursors of their own
+            spans = OtlpDecoder(configure.validation_limits(settings), v.max_record_bytes, settings.otlp.encoding,
+                                configure.span_mapping(settings), on_skipped=exporter.record_skipped_spans)
+            CallsAgent(store, emitter, ownership, spans, exporter, lane=OTLP_LANE).register(app, wiring.otlp)
         FleetAgent(store, emitter, ownership).register(app, wiring.fleet)
         CommandsAgent(store, emitter, ownership, codecs.command).register(app, wiring.commands)
         Ticker(store, emitter, ownership, exporter).register(app)

@@ -22,10 +22,12 @@ from llmpulse.processors.core.guards.guard import GuardConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits, PeriodLimits
+from llmpulse.processors.core.quality import QualityConfig
 from llmpulse.processors.core.savings import SavingsConfig
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.wire.otlp import SpanMapping
 
 PERIODS = ("hour", "day", "month")
 GUARD_FIELDS = frozenset({"injection_threshold", "hallucination_min_level", "max_prompt_chars", "max_response_chars"})
@@ -100,6 +102,7 @@ def engine_config(s: ProcessorSettings) -> EngineConfig:
         limits=budget_limits(s),
         alerts=alert_config(s),
         savings=SavingsConfig(**s.savings.model_dump()),
+        quality=QualityConfig(**s.quality.model_dump()),
     )
 
 
@@ -114,3 +117,7 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
 
 def validation_limits(s: ProcessorSettings) -> Limits:
     return Limits(**s.validation.model_dump(exclude=DECODER_FIELDS))
+
+
+def span_mapping(s: ProcessorSettings) -> SpanMapping:
+    return SpanMapping(**s.otlp.model_dump(exclude={"enabled", "encoding"}))

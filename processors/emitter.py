@@ -18,10 +18,13 @@ from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.fleet import summarize_alerts_for_fleet
 from llmpulse.processors.core.incidents import IncidentEvent
+from llmpulse.processors.core.quality import RouteDecision
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.wire.calls import Refused
 from llmpulse.processors.wire.outputs import RecordCodecs
 from llmpulse.processors.wiring import FLEET_ALERTS_PARTITION, FLEET_PARTITION
+from llmpulse.producers.routes import MODEL_ROUTE
+from llmpulse.schemas.single_object import SchemaCodec
 
 log = logging.getLogger("llmpulse.worker")
 
@@ -29,11 +32,15 @@ log = logging.getLogger("llmpulse.worker")
 class Emitter:
     def __init__(self, *, alerts: faust.TopicT, dead_letter: faust.TopicT, commands: faust.TopicT,
                  provider_state: faust.TopicT, fleet: faust.TopicT, codecs: RecordCodecs,
-                 exporter: MetricsExporter) -> None:
+                 exporter: MetricsExporter, budget_state: faust.TopicT | None = None,
+                 model_routes: faust.TopicT | None = None) -> None:
         self._alerts = alerts
         self._dead_letter = dead_letter
         self._commands = commands
         self._provider_state = provider_state
+        self._budget_state = budget_state
+        self._model_routes = model_routes
+        self._route_codec = SchemaCodec(MODEL_ROUTE)
         self._fleet = fleet
         self._codecs = codecs
         self._exporter = exporter
@@ -88,6 +95,26 @@ class Emitter:
             value = self._codecs.provider_state.encode(transition.to_record())
             await self._provider_state.send(key=key, value=value)
             self._exporter.record_circuit(transition)
+
+    async def send_budget_states(self, records: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Budget states for the SDKs' admission gates (compacted topic, keyed scope|period|key)."""
+        if self._budget_state is None:
+            return
+        for key, record in records:
+            await self._budget_state.send(key=key, value=self._codecs.budget_state.encode(record))
+
+    async def send_routes(self, decisions: list[RouteDecision]) -> list[Awaitable[Any]]:
+        """Route-back decisions (compacted topic keyed by service) for the SDK's ModelRoutes; nothing is sent
+        unless rollback is turned on (the topic exists only then)."""
+        if self._model_routes is None:
+            return []
+        pending = []
+        for decision in decisions:
+            log.warning("route back %s: %s -> %s (%s)", decision.service, decision.from_version,
+                        decision.to_version, decision.reason)
+            pending.append(await self._model_routes.send(key=decision.service.encode(),
+                                                         value=self._route_codec.encode(decision.to_record())))
+        return pending
 
     async def send_dead_letter(self, refused: Refused, topic: str, partition: int, offset: int) -> Awaitable[Any]:
         """Queue the refused record for the dead-letter topic; returns its delivery (await it before moving

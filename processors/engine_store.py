@@ -20,6 +20,17 @@ from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
 from llmpulse.processors.core.keyed_state import SourceCursor
 
 FLEET_KEY = b"fleet"
+# Source topics whose partitions get engines of their own (each engine's state is stamped with its own topic's
+# offsets, so two topics never share one): the calls topic, table keys ``<partition>|...``, and the OTLP topic,
+# ``otlp:<partition>|...`` in the same table partition. A lane's fleet summaries name their source as
+# ``LANE_SOURCES[lane] + partition``, so the fleet stage keeps each topic partition's applied offsets apart.
+CALLS_LANE = ""
+OTLP_LANE = "otlp"
+LANE_SOURCES = {CALLS_LANE: 0, OTLP_LANE: 1 << 20}
+
+
+def _prefix(lane: str, partition: int) -> str:
+    return f"{partition}|" if lane == CALLS_LANE else f"{lane}:{partition}|"
 
 
 class ChangelogTable(Protocol):
@@ -37,6 +48,8 @@ class EngineViews(Protocol):
 
     def engines(self) -> Mapping[int, PartitionEngine]: ...
 
+    def all_engines(self) -> list[PartitionEngine]: ...
+
     def loaded_fleet(self) -> FleetEngine | None: ...
 
     def fleet_view(self) -> FleetEngine: ...
@@ -49,53 +62,69 @@ class EngineStore:
         self._fleet_state = fleet_state
         self._new_engine = new_engine
         self._fleet_config = fleet_config
-        self._engines: dict[int, PartitionEngine] = {}
+        self._engines: dict[int, PartitionEngine] = {}  # calls partitions
+        self._lanes: dict[tuple[str, int], PartitionEngine] = {}  # other source topics' partitions
         self._fleet: FleetEngine | None = None
         # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
         # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
         self.lock = asyncio.Lock()
 
     # ---- calls partitions ----------------------------------------------------------------------------
-    def engine(self, partition: int) -> PartitionEngine:
+    def engine(self, partition: int, lane: str = CALLS_LANE) -> PartitionEngine:
         """The partition's engine, rebuilt from the recovered state table on first use."""
-        engine = self._engines.get(partition)
+        engines: dict[Any, PartitionEngine] = self._engines if lane == CALLS_LANE else self._lanes
+        key: Any = partition if lane == CALLS_LANE else (lane, partition)
+        engine = engines.get(key)
         if engine is None:
-            engine = self._engines[partition] = self._new_engine(partition)
-            prefix = f"{partition}|".encode()
+            engine = engines[key] = self._new_engine(partition)
+            engine.lane, engine.source = lane, LANE_SOURCES[lane] + partition
+            prefix = _prefix(lane, partition).encode()
             for key, blob in list(self._state.data.items()):
                 if key.startswith(prefix) and blob is not None:
                     engine.restore(key[len(prefix):].decode(), blob)
         return engine
 
-    def adopt(self, partitions: Iterable[int]) -> None:
+    def adopt(self, partitions: Iterable[int], lane: str = CALLS_LANE) -> None:
         """Build the engines of these (assigned) partitions, so quiet partitions also tick and answer."""
         for partition in partitions:
-            if partition not in self._engines:
-                self.engine(partition)
+            self.engine(partition, lane)
 
     def persist(self, engine: PartitionEngine) -> None:
         """Write the engine's changed state to the table and its changelog (tombstones for deletions); the
         engine drains its cursor last, so a persisted cursor implies the state it covers is persisted."""
+        prefix = _prefix(engine.lane, engine.partition)
         for key, blob in engine.drain_state():
-            table_key = f"{engine.partition}|{key}".encode()
+            table_key = f"{prefix}{key}".encode()
             if blob is None:
                 self._state.data.pop(table_key, None)
             else:
                 self._state.data[table_key] = blob
             self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
 
-    def drop(self, partition: int) -> None:
+    def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""
-        self._engines.pop(partition, None)
+        if lane == CALLS_LANE:
+            self._engines.pop(partition, None)
+        else:
+            self._lanes.pop((lane, partition), None)
 
-    def persisted_cursor(self, partition: int) -> int | None:
-        """The next calls offset to process on this partition, as persisted with its state."""
-        blob = self._state.data.get(f"{partition}|{CURSOR_KEY}".encode())
+    def persisted_cursor(self, partition: int, lane: str = CALLS_LANE) -> int | None:
+        """The next source offset to process on this partition of the lane's topic, as persisted with its state."""
+        blob = self._state.data.get(f"{_prefix(lane, partition)}{CURSOR_KEY}".encode())
         return SourceCursor.from_bytes(blob).next_offset if blob else None
 
     def engines(self) -> Mapping[int, PartitionEngine]:
-        """The engines built so far, by partition: a read-only snapshot, safe to iterate across awaits."""
+        """The calls partitions' engines built so far, by partition: a read-only snapshot, safe to iterate across
+        awaits."""
         return MappingProxyType(dict(self._engines))
+
+    def all_engines(self) -> list[PartitionEngine]:
+        """Every engine built so far, the calls partitions' and the other lanes' (a snapshot)."""
+        return [*self._engines.values(), *self._lanes.values()]
+
+    def lane_engines(self, partition: int) -> list[PartitionEngine]:
+        """The engines of other lanes already built for this partition number (no engine is built here)."""
+        return [engine for (_lane, number), engine in list(self._lanes.items()) if number == partition]
 
     # ---- the fleet stage -----------------------------------------------------------------------------
     def fleet(self) -> FleetEngine:

@@ -16,6 +16,7 @@ from llmpulse.processors.core.guard_monitor import GuardVerdicts
 from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.series_totals import SeriesTotals
 from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
+from llmpulse.processors.wire.otlp import SpanCounts
 
 _MICROS_PER_USD = 1_000_000
 _CIRCUIT_CODE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
@@ -70,6 +71,14 @@ class MetricsExporter:
     def record_unpriced(self, models: dict[str, int]) -> None:
         for model, count in models.items():
             self.metrics.unpriced.child(model).inc(count)
+
+    def record_skipped_spans(self, skipped: SpanCounts) -> None:
+        """OTLP spans of one request that did not become calls (wire/otlp.py), by reason."""
+        counter = self.metrics.otlp_spans_skipped
+        if skipped.not_genai:
+            counter.child("not_genai").inc(skipped.not_genai)
+        if skipped.not_model_call:
+            counter.child("not_a_model_call").inc(skipped.not_model_call)
 
     def record_alerts(self, events: Iterable[AlertEvent]) -> None:
         for event in events:

@@ -171,6 +171,9 @@ class WorkerMetrics:
         self.unpriced = self._counter(
             "llmpulse_unpriced_calls_total", "Calls with no cost and no known price", ["model"]
         )
+        self.otlp_spans_skipped = self._counter(
+            "llmpulse_otlp_spans_skipped_total", "OTLP spans read that are not a GenAI model call", ["reason"]
+        )
         self.events = Counter(
             "llmpulse_events_processed_total", "LLM calls accepted by the worker", registry=registry
         )

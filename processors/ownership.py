@@ -15,7 +15,7 @@ from typing import Any
 import faust
 
 from llmpulse.processors.core.keyed_state import SourceCursor
-from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.engine_store import CALLS_LANE, OTLP_LANE, EngineStore
 from llmpulse.processors.wiring import FLEET_PARTITION
 
 log = logging.getLogger("llmpulse.worker")
@@ -23,26 +23,34 @@ log = logging.getLogger("llmpulse.worker")
 
 class PartitionOwnership:
     def __init__(self, app: faust.App, calls_topic: str, fleet_topic: str, store: EngineStore,
-                 on_rewind: Callable[[str], None]) -> None:
+                 on_rewind: Callable[[str], None], otlp_topic: str | None = None) -> None:
         self._app = app
         self._calls = calls_topic
+        # source topic -> its lane of engines (engine_store.py); the OTLP topic only when its ingest is on
+        self._lanes = {calls_topic: CALLS_LANE, **({otlp_topic: OTLP_LANE} if otlp_topic else {})}
+        self._topics = {lane: topic for topic, lane in self._lanes.items()}
         self._fleet = fleet_topic
         self._store = store
         self._on_rewind = on_rewind
 
     # ---- lookups -------------------------------------------------------------------------------------
-    def owns(self, partition: int) -> bool:
-        """Is this calls partition assigned to us right now? Records buffered before a rebalance may still
-        reach the agent afterwards; processing them would rebuild an engine from a table the new owner is
-        writing, and persisting it would overwrite that owner's totals."""
-        return self._assigned(self._calls, partition) is not None
+    def owns(self, partition: int, lane: str = CALLS_LANE) -> bool:
+        """Is this partition of the lane's topic (default: calls) assigned to us right now? Records buffered
+        before a rebalance may still reach the agent afterwards; processing them would rebuild an engine from a
+        table the new owner is writing, and persisting it would overwrite that owner's totals."""
+        return self._assigned(self._topics[lane], partition) is not None
 
     def owns_fleet(self) -> bool:
         return self._assigned(self._fleet, FLEET_PARTITION) is not None
 
-    def assigned_calls(self) -> list[int]:
-        """The calls partitions assigned to us now."""
-        return [tp.partition for tp in self._app.consumer.assignment() if tp.topic == self._calls]
+    def assigned_calls(self, lane: str = CALLS_LANE) -> list[int]:
+        """The calls partitions (or another lane's topic partitions) assigned to us now."""
+        topic = self._topics[lane]
+        return [tp.partition for tp in self._app.consumer.assignment() if tp.topic == topic]
+
+    def lanes(self) -> list[str]:
+        """The lanes of engines this worker feeds: the calls topic's, and the OTLP topic's when it is read."""
+        return list(self._topics)
 
     def assigned(self) -> set[tuple[str, int]]:
         """Every (topic, partition) assigned to us now."""
@@ -65,9 +73,9 @@ class PartitionOwnership:
                     None)
 
     # ---- positions -----------------------------------------------------------------------------------
-    async def rewind(self, partition: int, cursor: SourceCursor) -> None:
-        """Seek a calls partition back to its cursor: records between it and what arrived never reached us."""
-        await self._rewind(self._calls, partition, cursor)
+    async def rewind(self, partition: int, cursor: SourceCursor, lane: str = CALLS_LANE) -> None:
+        """Seek a source partition back to its cursor: records between it and what arrived never reached us."""
+        await self._rewind(self._topics[lane], partition, cursor)
 
     async def rewind_fleet(self, cursor: SourceCursor) -> None:
         await self._rewind(self._fleet, FLEET_PARTITION, cursor)
@@ -84,8 +92,8 @@ class PartitionOwnership:
             await self._app.consumer.seek_wait({tp: offset})
 
     def _persisted_cursor(self, topic: str, partition: int) -> int | None:
-        if topic == self._calls:
-            return self._store.persisted_cursor(partition)
+        if topic in self._lanes:
+            return self._store.persisted_cursor(partition, self._lanes[topic])
         if topic == self._fleet:
             return self._store.persisted_fleet_cursor()
         return None
@@ -94,8 +102,8 @@ class PartitionOwnership:
     async def on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
         """Drop the engines of revoked partitions: their next owner writes the tables from now on."""
         for tp in revoked:
-            if tp.topic == self._calls:
-                self._store.drop(tp.partition)
+            if tp.topic in self._lanes:
+                self._store.drop(tp.partition, self._lanes[tp.topic])
             elif tp.topic == self._fleet:
                 self._store.drop_fleet()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -38,14 +38,18 @@ from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits
+from llmpulse.processors.core.quality import QualityConfig
 from llmpulse.processors.core.savings import SavingsConfig
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.wire.otlp import SpanMapping
 
 # The core's defaults, which the groups below restate in seconds and dollars.
 _LATENCY, _TRAFFIC, _LIMITS, _DRIFT = LatencyConfig(), TrafficConfig(), BudgetLimits(), DriftConfig()
 _GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardMonitorConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
 _ALERTS, _INCIDENTS, _VALIDATION = AlertConfig(), IncidentConfig(), Limits()
+_SPANS = SpanMapping()
+_QUALITY = QualityConfig()
 
 
 def _s(ms: int) -> int:
@@ -173,6 +177,27 @@ class ExperimentRules(_Group):
     min_samples: int = _EXPERIMENTS.min_samples
     alpha: float = _EXPERIMENTS.alpha
     min_effect: float = _EXPERIMENTS.min_effect
+    mixture_sd: float = _EXPERIMENTS.mixture_sd
+
+
+class QualityRules(_Group):
+    """Feedback joined to calls, answer quality and rollback (processors/core/quality.py)."""
+
+    join_window_s: float = _QUALITY.join_window_s
+    join_slot_s: float = _QUALITY.join_slot_s
+    max_joined_calls: int = _QUALITY.max_joined_calls
+    max_pending_feedback: int = _QUALITY.max_pending_feedback
+    slot_s: float = _QUALITY.slot_s
+    window_s: float = _QUALITY.window_s
+    reference_s: float = _QUALITY.reference_s
+    min_ratings: int = _QUALITY.min_ratings
+    accuracy_threshold: float = _QUALITY.accuracy_threshold
+    min_mean_score: float = _QUALITY.min_mean_score
+    concept_drop: float = _QUALITY.concept_drop
+    input_stable_psi: float = _QUALITY.input_stable_psi
+    min_version_ratings: int = _QUALITY.min_version_ratings
+    rollback_enabled: bool = _QUALITY.rollback_enabled  # publish route-back decisions (topics.model_routes)
+    rollback_cooldown_s: float = _QUALITY.rollback_cooldown_s
 
 
 class SavingsRules(_Group):
@@ -220,6 +245,18 @@ class ValidationLimits(_Group):
     max_tokens: int = _VALIDATION.max_tokens
     max_future_skew_s: int = _VALIDATION.max_future_skew_s
     max_age_s: int = _VALIDATION.max_age_s
+
+
+class OtlpIngest(_Group):
+    """OpenTelemetry GenAI spans from the Collector's Kafka exporter, read from ``topics.otlp`` beside the calls topic
+    (docs/opentelemetry.md). Off until ``LLMPULSE_OTLP__ENABLED=true``; the topic needs the calls topic's partition
+    count (the worker creates it so when it is missing)."""
+
+    enabled: bool = False
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"  # the exporter's ``encoding``
+    user_attributes: tuple[str, ...] = _SPANS.user_attributes  # whichever a span carries is its user (hashed)
+    experiment_attribute: str = _SPANS.experiment_attribute
+    variant_attribute: str = _SPANS.variant_attribute
 
 
 # Fields whose variables llmpulse.config reads for every component; pydantic's own env reader leaves them alone.
@@ -274,9 +311,11 @@ class ProcessorSettings(BaseSettings):
     circuit: CircuitRules = CircuitRules()
     experiments: ExperimentRules = ExperimentRules()
     savings: SavingsRules = SavingsRules()
+    quality: QualityRules = QualityRules()
     alerts: AlertRules = AlertRules()
     incidents: IncidentRules = IncidentRules()
     validation: ValidationLimits = ValidationLimits()
+    otlp: OtlpIngest = OtlpIngest()
     schema_registry_url: str | None = None  # read Confluent-framed records too (docs: README, Reports and export)
     schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth
     prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue

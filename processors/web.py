@@ -70,7 +70,7 @@ def register_views(app: faust.App, api: ApiParts) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            api.exporter.refresh(list(engines.engines().values()), engines.loaded_fleet(), now_ms())
+            api.exporter.refresh(engines.all_engines(), engines.loaded_fleet(), now_ms())
             response = self.bytes(generate_latest(api.registry))
             response.headers["Content-Type"] = CONTENT_TYPE_LATEST
             return response
@@ -90,10 +90,10 @@ def register_views(app: faust.App, api: ApiParts) -> None:
     class ApiMetrics(View):
         async def get(self, request: Request) -> Response:
             now = now_ms()
-            built = engines.engines()
-            series = [row for engine in built.values() for row in engine.summary(now)]
-            return self.json({"generated_at_ms": now, "partitions": sorted(built), "series": series,
-                              "experiments": [r for e in built.values() for r in e.experiment_results()],
+            built = engines.all_engines()  # the calls partitions' engines and, with OTLP ingest, the OTLP ones
+            series = [row for engine in built for row in engine.summary(now)]
+            return self.json({"generated_at_ms": now, "partitions": sorted(engines.engines()), "series": series,
+                              "experiments": [r for e in built for r in e.experiment_results()],
                               "savings": api.reports.savings_rows(now)})
 
     @app.page("/api/budgets")
@@ -103,9 +103,10 @@ def register_views(app: faust.App, api: ApiParts) -> None:
         async def get(self, request: Request) -> Response:
             # fleet_view: the fleet ledger without caching an engine (a view must not pin state mid-recovery)
             fleet = engines.fleet_view().ledger.snapshot(top=BUDGET_TOP) if ownership.owns_fleet() else None
-            partitions = {
-                str(partition): engine.budget.snapshot(top=BUDGET_TOP)
-                for partition, engine in sorted(engines.engines().items())
+            partitions = {  # calls partitions by number; OTLP partitions as "otlp:<number>"
+                f"{engine.lane}:{engine.partition}" if engine.lane else str(engine.partition):
+                    engine.budget.snapshot(top=BUDGET_TOP)
+                for engine in sorted(engines.all_engines(), key=lambda e: (e.lane, e.partition))
             }
             body = {"generated_at_ms": now_ms(), "ready": ownership.ready(), "fleet": fleet,
                     "partitions": partitions}

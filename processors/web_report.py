@@ -39,7 +39,7 @@ class Reports:
 
     def _trackers(self) -> list[SavingsTracker]:
         # getattr: an engine built without a tracker (older wiring) simply contributes no usage.
-        found = (getattr(engine, "savings", None) for engine in self.engines.engines().values())
+        found = (getattr(engine, "savings", None) for engine in self.engines.all_engines())
         return [tracker for tracker in found if tracker is not None]
 
     def period_usage(self, period: str, now_ms: int) -> Usage:
@@ -61,8 +61,8 @@ class Reports:
 
     def report(self, period: str, now_ms: int, top: int = 10) -> dict[str, Any]:
         usage = self.period_usage(period, now_ms)
-        engines = self.engines.engines()
-        budget_rows = [row for engine in engines.values() for row in engine.budget.snapshot(top)]
+        engines = self.engines.all_engines()  # calls partitions' engines and, with OTLP ingest, the OTLP ones
+        budget_rows = [row for engine in engines for row in engine.budget.snapshot(top)]
         projection = None
         fleet = self.engines.loaded_fleet()
         if fleet is not None:
@@ -74,8 +74,8 @@ class Reports:
             budget_rows=budget_rows,
             projection=projection,
             alerts=self.directory.query(),
-            experiments=[row for engine in engines.values() for row in engine.experiment_results()],
-            partitions=engines,
+            experiments=[row for engine in engines for row in engine.experiment_results()],
+            partitions=self.engines.engines(),
             top=top,
         )
 

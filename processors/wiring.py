@@ -27,9 +27,12 @@ class Wiring:
     dead_letter: faust.TopicT
     commands: faust.TopicT
     provider_state: faust.TopicT
+    budget_state: faust.TopicT
     fleet: faust.TopicT
     state: TableT  # per calls partition, keys ``<partition>|<namespace>/<key>``
     fleet_state: TableT  # the fleet stage's blob
+    model_routes: faust.TopicT | None = None  # route-back decisions (quality rollback), when that is turned on
+    otlp: faust.TopicT | None = None  # OTLP spans from the Collector, when that ingest is on (co-partitioned)
 
 
 def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
@@ -80,7 +83,11 @@ def wire(settings: ProcessorSettings) -> Wiring:
         dead_letter=app.topic(topics.dead_letter, partitions=partitions, **raw),
         commands=app.topic(topics.alert_commands, partitions=partitions, **raw),
         provider_state=app.topic(topics.provider_state, partitions=partitions, **raw),
+        budget_state=app.topic(topics.budget_state, partitions=partitions, **raw),
         fleet=app.topic(topics.fleet, partitions=1, **raw),
         state=app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=partitions),
         fleet_state=app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1),
+        otlp=app.topic(topics.otlp, partitions=partitions, **raw) if s.otlp.enabled else None,
+        model_routes=(app.topic(topics.model_routes, partitions=partitions, **raw)
+                      if s.quality.rollback_enabled else None),
     )

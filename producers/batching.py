@@ -39,7 +39,11 @@ PACKED: dict[str, tuple[str, Any]] = {
     "no_answer": ("B", 0),
     "prompt_chars": ("i", 0),
     "response_chars": ("i", 0),
+    # Added in v2: a v1 writer's batch has none, and readers fill them with these values (ADDED_IN_V2).
+    "reasoning_tokens": ("i", 0),
+    "tool_calls": ("i", 0),
 }
+ADDED_IN_V2 = ("reasoning_tokens", "tool_calls")
 DICTIONARY = (
     "service", "feature", "provider", "request_model", "response_model", "operation", "error_type",
     "user_hash", "session_id", "experiment_id", "variant", "prompt_version", "feature_version",
@@ -81,12 +85,16 @@ def _status_code(value: Any) -> int:
 
 
 class BatchEncoder:
-    """Encodes calls as ``llm_call_batch`` (columnar) or one ``llm_call``; schemas parsed once."""
+    """Encodes calls as ``llm_call_batch`` (columnar) or one ``llm_call``; schemas parsed once.
 
-    def __init__(self, producer_id: str) -> None:
+    ``version`` pins the contract version written (the newest when None), e.g. to write what an older SDK
+    wrote: the batch and the row contract move together, so version N writes both at vN. Columns the pinned
+    version does not have are left out of the bytes."""
+
+    def __init__(self, producer_id: str, version: int | None = None) -> None:
         self.producer_id = producer_id
-        self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH)
-        self.call_codec = SchemaCodec(schemas.LLM_CALL)
+        self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH, version)
+        self.call_codec = SchemaCodec(schemas.LLM_CALL, version)
 
     def columns(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The batch record for ``rows``; raises ValueError/TypeError/KeyError on a call that cannot fit."""

@@ -30,7 +30,11 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from llmpulse import pii
 from llmpulse.connection import KafkaUnavailable, diagnose
+from llmpulse.producers.admission import Decision
+from llmpulse.producers.assignment import assign_variant
 from llmpulse.producers.batching import new_event_id
+from llmpulse.producers.feedback import MARK, FeedbackEncoder, feedback_row
+from llmpulse.producers.preflight import before_the_call, run_preflight
 from llmpulse.producers.registry import encoder_for
 from llmpulse.producers.settings import PulseSettings, detect_service
 from llmpulse.producers.tracking import CallTracker
@@ -73,6 +77,7 @@ class Pulse:
             ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors"), 0
         )
         self._last_problem = ("", 0.0)  # (what was logged, when)
+        self._feedback_encoder: FeedbackEncoder | None = None
         self._encoder = encoder_for(f"{settings.service}-{new_event_id()[:8]}", settings.topic,
                                     settings.schema_registry_url, settings.schema_registry_auth or None)
         config = settings.producer_config()
@@ -80,6 +85,7 @@ class Pulse:
         self._producer = Producer(config)
         self._thread = threading.Thread(target=self._run, name="llmpulse-sdk", daemon=True)
         self._thread.start()
+        self.gate, self.guard = before_the_call(settings, self.record)
         # A weak reference: registering the bound method would keep every Pulse alive until the process exits.
         closer = weakref.WeakMethod(self.close)
         atexit.register(lambda: (method := closer()) is not None and method())
@@ -102,6 +108,37 @@ class Pulse:
         except Exception:  # telemetry must never break the caller
             log.debug("llmpulse: record failed", exc_info=True)
             return False
+
+    def admit(self, *, service: str | None = None, user: str | None = None, model: str, provider: str = "",
+              estimated_input_tokens: int = 0, max_output_tokens: int | None = None) -> Decision:
+        """May this call be sent? From memory, never raises (producers/admission.py); denials are recorded."""
+        return self.gate.admit(service=service or self.settings.service, user=user, model=model, provider=provider,
+                               estimated_input_tokens=estimated_input_tokens, max_output_tokens=max_output_tokens)
+
+    def preflight(self, **request: Any) -> dict[str, Any]:
+        """Guard and gate one request before it is sent (producers/preflight.py): raises PromptBlocked or
+        BudgetExceeded, nothing else; returns fields for the call's record."""
+        return run_preflight(self, **request)
+
+    def feedback(self, request_id: str, *, thumbs: bool | None = None, rating: float | None = None,
+                 score: float | None = None, correct: bool | None = None, source: str = "user",
+                 service: str | None = None, timestamp_ms: int | None = None) -> bool:
+        """Queue feedback on the call whose event_id is ``request_id``: exactly one of thumbs, a 1-5 rating, an
+        evaluator score in 0..1 or a correct/incorrect label (producers/feedback.py). Counted and bounded like
+        calls; never raises, never blocks. False if malformed or dropped."""
+        row = feedback_row(request_id, thumbs=thumbs, rating=rating, score=score, correct=correct, source=source,
+                           service=service, timestamp_ms=timestamp_ms)
+        if row is None:
+            with self._lock:
+                self._counts["encoding"] += 1
+            return False
+        return self.record(**row)
+
+    @staticmethod
+    def assign_variant(experiment: str, unit_id: str, splits: Any = None) -> str:
+        """Deterministic variant of ``unit_id`` in ``experiment`` (producers/assignment.py); ``splits`` is a
+        {variant: weight} mapping or a list of equally weighted names (default control/treatment 50/50)."""
+        return assign_variant(experiment, unit_id, splits)
 
     def track(self, provider: str, model: str, **fields: Any) -> CallTracker:
         """Context manager timing one call; an exception inside is recorded as an error and re-raised."""
@@ -129,6 +166,8 @@ class Pulse:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
+        if self.gate.budgets is not None:
+            self.gate.budgets.close()
         if self._pending:
             log.warning("llmpulse: %d calls were not delivered before shutdown", self._pending)
 
@@ -184,11 +223,27 @@ class Pulse:
         return rows
 
     def _send(self, service: str, rows: list[dict[str, Any]]) -> None:
+        if any(MARK in row for row in rows):
+            self._send_feedback(service, [row for row in rows if MARK in row])
+            rows = [row for row in rows if MARK not in row]
         # Completed one by one: _complete is not idempotent (it replaces text by its redaction), so a call
         # that fails here is dropped alone and its batch-mates are never completed twice.
         completed = [row for row in rows if self._completed(service, row)]
         if completed:
             self._ship(service, completed)
+
+    def _send_feedback(self, service: str, rows: list[dict[str, Any]]) -> None:
+        """Feedback goes on the calls topic keyed by service, like the calls it rates (producers/feedback.py)."""
+        try:
+            if self._feedback_encoder is None:
+                self._feedback_encoder = FeedbackEncoder(f"{self.settings.service}-{new_event_id()[:8]}")
+            payload = self._feedback_encoder.encode(service, rows)
+        except Exception as exc:
+            log.warning("llmpulse: dropping %d feedback events that do not fit the schema: %s", len(rows), exc)
+            self._settle(len(rows), "encoding")
+            return
+        if not self._produce(service, payload, len(rows)):
+            self._settle(len(rows), "delivery_failed")
 
     def _completed(self, service: str, row: dict[str, Any]) -> bool:
         try:

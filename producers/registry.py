@@ -78,8 +78,10 @@ def frame(schema_id: int, parsed_schema: dict[str, Any], record: dict[str, Any])
 class RegistryEncoder:
     """BatchEncoder's interface, writing the registry wire format once the schema id is known."""
 
-    def __init__(self, producer_id: str, registry: SchemaRegistry, topic: str, retry_s: float = 30.0) -> None:
-        self.plain = BatchEncoder(producer_id)
+    def __init__(self, producer_id: str, registry: SchemaRegistry, topic: str, retry_s: float = 30.0,
+                 version: int | None = None) -> None:
+        self.plain = BatchEncoder(producer_id, version)
+        self.version = version  # the contract version written (newest when None), as in BatchEncoder
         self.registry = registry
         self.topic = topic
         self.retry_s = retry_s
@@ -110,7 +112,7 @@ class RegistryEncoder:
         failed = self._failed_at.get(name)
         if failed is not None and time.monotonic() - failed < self.retry_s:
             return None
-        raw = schemas.raw(name)
+        raw = schemas.raw(name, self.version)
         subject = subject_for(self.topic, raw)
         try:
             from confluent_kafka.schema_registry import Schema
@@ -118,8 +120,14 @@ class RegistryEncoder:
             schema_id = int(self.registry.register_schema(subject, Schema(json.dumps(raw), "AVRO")))
         except Exception as exc:  # unreachable, refused, incompatible: fall back, never drop the calls
             self._failed_at[name] = time.monotonic()
-            log.warning("llmpulse: cannot register %s under %s (%s); sending single-object encoded for %.0f s",
-                        name, subject, exc, self.retry_s)
+            if getattr(exc, "http_status_code", None) == 409:
+                log.error("llmpulse: the schema registry refused %s under subject %s as incompatible with the "
+                          "versions registered there (the subject's compatibility mode, e.g. BACKWARD): %s; "
+                          "sending single-object encoded, retrying in %.0f s. See docs/schemas.md, Upgrades",
+                          name, subject, getattr(exc, "error_message", exc), self.retry_s)
+            else:
+                log.warning("llmpulse: cannot register %s under %s (%s); sending single-object encoded for %.0f s",
+                            name, subject, exc, self.retry_s)
             return None
         self._ids[name] = schema_id
         self._failed_at.pop(name, None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from llmpulse.config import KafkaSecurity, Topics, bootstrap_servers, env, schema_registry_env
 from llmpulse.connection import client_config
+from llmpulse.producers.admission import AdmissionSettings
 
 
 def _env_int(name: str, default: int) -> int:
@@ -55,6 +56,10 @@ class PulseSettings:
     schema_registry_url: str = field(default_factory=lambda: schema_registry_env().get("url", ""))
     schema_registry_auth: str = field(default_factory=lambda: schema_registry_env().get("auth", ""), repr=False)
     extra_producer_config: dict[str, str] = field(default_factory=dict)
+    # Before the call (producers/admission.py, prompt_guard.py): the admission gate and the input guard.
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    guard: str = field(default_factory=lambda: env("SDK_GUARD", "off").strip().lower())  # off, observe, block
+    budget_state_topic: str = field(default_factory=lambda: Topics.from_env().budget_state)
 
     def producer_config(self) -> dict[str, object]:
         # librdkafka logs each failed reconnect: client_config routes it to a logger the host application controls.

@@ -6,6 +6,8 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from llmpulse.producers.batching import new_event_id
+
 if TYPE_CHECKING:
     from llmpulse.producers.client import Pulse
 
@@ -38,6 +40,11 @@ class CallTracker:
     def __enter__(self) -> CallTracker:
         self._start = time.perf_counter()
         return self
+
+    @property
+    def request_id(self) -> str:
+        """The call's event_id, fixed now so feedback can name it (``pulse.feedback(call.request_id, ...)``)."""
+        return str(self.fields.setdefault("event_id", new_event_id()))
 
     def set_usage(self, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0) -> None:
         self.fields.update(input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens)

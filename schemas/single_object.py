@@ -66,15 +66,17 @@ class SchemaCodec:
     Parsed schemas and fingerprints are computed once: the hot path is a dict lookup plus fastavro.
     """
 
-    def __init__(self, name: str, version: int | None = None) -> None:
+    def __init__(self, name: str, version: int | None = None, *, known_up_to: int | None = None) -> None:
+        """Writes ``version`` of contract ``name`` (the newest when None) and reads every shipped version, or
+        only those up to ``known_up_to``: what a release that shipped that version knew (tests of upgrades)."""
         self.name = name
         self.schema = fastavro.parse_schema(schemas.raw(name, version))
         self.fingerprint = fingerprint(self.schema)
         self._header = MAGIC + self.fingerprint
         self._writers: dict[bytes, dict[str, Any]] = {}
         self._writers[self.fingerprint] = self.schema
-        for known_name, _version, raw in schemas.all_versions():
-            if known_name == name:
+        for known_name, known_version, raw in schemas.all_versions():
+            if known_name == name and (known_up_to is None or known_version <= known_up_to):
                 self.register_writer(raw)
 
     def register_writer(self, raw_schema: dict[str, Any]) -> bytes:

@@ -9,8 +9,11 @@ Environment (read here, in the example, never in the llmpulse core):
     LLM_API_KEY           API key (default "not-needed" for the fake API)
     LLM_MODELS            preference list, best first (default "gpt-4o,gpt-4o-mini")
     LLM_TIMEOUT_S         per-call timeout (default 30)
-    BUDGET_HOURLY_USD     spend that makes /ask answer 429 (default 10)
-    KAFKA_BOOTSTRAP_SERVERS, LLMPULSE_*   where the Pulse sends calls (see producers/settings.py)
+    BUDGET_HOURLY_USD     this process's spend over the last hour that makes /health/ready say 503 (default 10)
+    KAFKA_BOOTSTRAP_SERVERS, LLMPULSE_*   where the Pulse sends calls (see producers/settings.py); with
+                          LLMPULSE_SDK_ADMISSION_MODE=enforce /ask answers 429 with Retry-After when a fleet budget
+                          (or a per-request limit) says no, and with LLMPULSE_SDK_GUARD=block 400 on a prompt
+                          injection: the SDK's decisions (BudgetExceeded, PromptBlocked), raised before any request
     ROUTER_BOOTSTRAP      broker holding llm-provider-state; unset: local circuit breakers only
 """
 
@@ -32,7 +35,7 @@ from openai import APIError, AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel
 
-from llmpulse.producers import Pulse
+from llmpulse.producers import BudgetExceeded, PromptBlocked, Pulse
 from llmpulse.producers.instrumentation import instrument_openai
 from llmpulse.producers.router import NoHealthyProvider, ProviderRouter
 
@@ -114,6 +117,7 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float:
 class AskRequest(BaseModel):
     question: str
     feature: str = "ask"
+    user: str | None = None  # the caller's (hashed) user id: per-user budgets and rate limits apply to it
 
 
 class Service:
@@ -130,7 +134,7 @@ class Service:
                              max_retries=0)  # the router, not blind retries, handles a failing model
         self.client = instrument_openai(client, pulse=pulse, feature="ask")
 
-    async def ask(self, question: str) -> dict[str, Any]:
+    async def ask(self, question: str, user: str | None = None) -> dict[str, Any]:
         key = " ".join(question.lower().split())
         cached = self.cache.get(key)
         if cached is not None:
@@ -141,7 +145,8 @@ class Service:
         provider, model = self.router.choose()
         try:
             reply = await self.client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": question}], temperature=0)
+                model=model, messages=[{"role": "user", "content": question}], temperature=0,
+                **({"user": user} if user else {}))
         except APIError:
             self.router.record(provider, model, ok=False)
             raise
@@ -208,10 +213,14 @@ def create_app(config: ServiceConfig | None = None, pulse: Any = None) -> FastAP
 
     @app.post("/ask")
     async def ask(body: AskRequest) -> dict[str, Any]:
-        if service.budget.hourly_usd() >= config.budget_hourly_usd:
-            raise HTTPException(429, "hourly LLM budget exhausted")
         try:
-            return await service.ask(body.question)
+            return await service.ask(body.question, body.user)
+        except BudgetExceeded as exc:  # the SDK's gate said no before any request was sent
+            headers = {"Retry-After": exc.decision.retry_after_header()} if exc.retry_after is not None else None
+            raise HTTPException(429, f"LLM budget exhausted: {exc.scope} {exc.key} {exc.period} ({exc.reason})",
+                                headers=headers) from None
+        except PromptBlocked as exc:
+            raise HTTPException(400, f"prompt refused: {exc.reason} (score {exc.score:.2f})") from None
         except NoHealthyProvider as exc:
             raise HTTPException(503, str(exc)) from None
         except APIError as exc:

@@ -33,7 +33,7 @@ def worker(
     from llmpulse.processors.app import Worker
     from llmpulse.processors.settings import ProcessorSettings
     from llmpulse.processors.startup import wait_for_kafka
-    from llmpulse.processors.topics import ensure_topics
+    from llmpulse.processors.topics import TopicLayoutError, ensure_topics
 
     overrides = {
         name: value
@@ -49,7 +49,12 @@ def worker(
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Without a broker, say why once in a while and answer /health/ready with 503 until it is there.
     wait_for_kafka(settings.bootstrap_servers, settings.kafka, settings.web_host, settings.web_port)
-    ensure_topics(settings.bootstrap_servers, settings.kafka, settings.topics, settings.topic_partitions)
+    try:
+        ensure_topics(settings.bootstrap_servers, settings.kafka, settings.topics, settings.topic_partitions,
+                      otlp=settings.otlp.enabled)
+    except TopicLayoutError as exc:
+        typer.echo(f"llmpulse worker: {exc}", err=True)
+        raise typer.Exit(2) from None
     built = Worker(settings)
     typer.echo(
         f"llmpulse worker: kafka {settings.bootstrap_servers} ({settings.kafka.describe()}), "

@@ -12,54 +12,67 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faust
 
 from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.keyed_state import Admission
 from llmpulse.processors.emitter import Emitter
-from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.engine_store import CALLS_LANE, EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.ownership import PartitionOwnership
-from llmpulse.processors.wire.calls import CallDecoder, Refused
+from llmpulse.processors.wire.calls import Refused
+from llmpulse.processors.wire.feedback import FeedbackDecoder
 
 log = logging.getLogger("llmpulse.worker.calls")
 TAKE_MAX_RECORDS = 64
 TAKE_WITHIN_S = 0.05
 
 
+class RecordDecoder(Protocol):
+    """Record bytes -> calls and refused parts (wire/calls.py for the calls topic, wire/otlp.py for OTLP)."""
+
+    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallsAgent:
+    """One per source topic: the calls topic, and the OTLP topic (``lane``) when its ingest is on; each topic's
+    partitions have engines and persisted cursors of their own."""
+
     store: EngineStore
     emitter: Emitter
     ownership: PartitionOwnership
-    decoder: CallDecoder
+    decoder: RecordDecoder
     exporter: MetricsExporter
+    lane: str = CALLS_LANE
+    feedback: FeedbackDecoder = field(default_factory=FeedbackDecoder)  # feedback shares the calls topic
 
     def register(self, app: faust.App, topic: faust.TopicT) -> None:
         topic_name = topic.get_topic_name()
 
-        @app.agent(topic, name="llmpulse.calls")
+        @app.agent(topic, name=f"llmpulse.{self.lane or 'calls'}")
         async def process_calls(stream: faust.StreamT) -> None:
             async for events in stream.take_events(TAKE_MAX_RECORDS, within=TAKE_WITHIN_S):
                 async with self.store.lock:  # no timer or command may persist an engine halfway through a group
                     await self.process_group(topic_name, events)
 
     async def process_group(self, topic_name: str, events: Sequence[faust.EventT]) -> None:
-        store, ownership = self.store, self.ownership
+        store, ownership, lane = self.store, self.ownership, self.lane
         touched: set[int] = set()
         alerts: list[tuple[list[AlertEvent], int]] = []
         deliveries: list[Awaitable[Any]] = []
         holes: set[int] = set()
         for event in events:
             message = event.message
-            if not ownership.owns(message.partition):
+            if not ownership.owns(message.partition, lane):
                 continue  # revoked while buffered: the new owner reprocesses it from the committed offset
-            engine = store.engine(message.partition)
+            engine = store.engine(message.partition, lane)
             admission = engine.cursor.admit(message.offset)
             if admission is Admission.REWIND:
                 holes.add(message.partition)
@@ -74,15 +87,17 @@ class CallsAgent:
         for delivery in deliveries:  # the cursor may only move past records whose output is on the broker
             await delivery
         for partition in touched:
-            if ownership.owns(partition):
-                store.persist(store.engine(partition))
+            if ownership.owns(partition, lane):
+                store.persist(store.engine(partition, lane))
         for partition in holes:
-            if ownership.owns(partition):
-                await ownership.rewind(partition, store.engine(partition).cursor)
+            if ownership.owns(partition, lane):
+                await ownership.rewind(partition, store.engine(partition, lane).cursor, lane)
 
     async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int, offset: int,
                       value: bytes | None, alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:
         """Decode and absorb one record; returns the pending sends (dead letters, fleet summary) it caused."""
+        if value and self.feedback.knows(value):
+            return await self._handle_feedback(engine, topic_name, partition, offset, value, alerts)
         if not value:
             refused = [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
             calls = None
@@ -103,6 +118,28 @@ class CallsAgent:
         self.exporter.record_guard(outcome.guard, calls)
         self.exporter.record_unpriced(outcome.unpriced_models)
         sends.append(await self.emitter.send_fleet_summary(outcome.fleet_summary))
+        sends += await self.emitter.send_routes(outcome.routes)
+        if outcome.alerts:
+            alerts.append((outcome.alerts, partition))
+        return sends
+
+    async def _handle_feedback(self, engine: PartitionEngine, topic_name: str, partition: int, offset: int,
+                               value: bytes, alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:
+        """A feedback record (keyed like its calls, so their engine is this one): join, quality, experiments."""
+        feedback, refused = self.feedback.decode(value)
+        sends = [await self.emitter.send_dead_letter(item, topic_name, partition, offset) for item in refused]
+        if feedback is None:
+            return sends
+        try:
+            outcome = engine.process_feedback(feedback, offset, now_ms())
+        except Exception as exc:
+            log.exception("processing feedback %s:%d@%d failed", topic_name, partition, offset)
+            sends.append(await self.emitter.send_dead_letter(
+                Refused("internal_error", f"processing failed: {type(exc).__name__}: {exc}", value),
+                topic_name, partition, offset))
+            return sends
+        sends.append(await self.emitter.send_fleet_summary(outcome.fleet_summary))
+        sends += await self.emitter.send_routes(outcome.routes)
         if outcome.alerts:
             alerts.append((outcome.alerts, partition))
         return sends

@@ -44,8 +44,12 @@ class CommandsAgent:
 
     async def acknowledge(self, alert_id: str, actor: str, partition: int) -> None:
         store, emitter = self.store, self.emitter
-        engine = store.engine(partition)
-        acked = engine.acknowledge(alert_id, actor, now_ms())
+        acked = None
+        # the alert came from this partition's calls engine or, with OTLP ingest, its OTLP engine
+        for engine in (store.engine(partition), *store.lane_engines(partition)):
+            acked = engine.acknowledge(alert_id, actor, now_ms())
+            if acked is not None:
+                break
         if acked is not None:
             await emitter.send_alerts([acked], partition)
             delivery = await emitter.send_alerts_to_fleet([acked])  # the incident shows its member acked

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import faust
 
+from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.alert_policy import AlertEvent
+from llmpulse.processors.core.budget_state import REFRESH_S
 from llmpulse.processors.core.circuit import CircuitTransition
 from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.keyed_state import Admission
@@ -32,6 +34,13 @@ class FleetAgent:
             async for events in stream.take_events(64, within=0.05):
                 async with self.store.lock:
                     await self.apply_group(events)
+
+        @app.timer(interval=REFRESH_S, name="llmpulse.budget_state")
+        async def refresh_budget_states() -> None:
+            async with self.store.lock:  # the global records are the heartbeat: published before any traffic too
+                if self.ownership.ready() and self.ownership.owns_fleet():
+                    fleet = self.store.fleet()
+                    await self.emitter.send_budget_states(fleet.budget_records(now_ms(), refresh=True))
 
     async def apply_group(self, events: Sequence[faust.EventT]) -> None:
         if not self.ownership.owns_fleet():
@@ -58,6 +67,8 @@ class FleetAgent:
         await self.emitter.send_fleet_alerts(alerts, wait=True)
         await self.emitter.send_incidents(incidents, wait=True)
         await self.emitter.send_provider_states(transitions)
+        if changed:  # a budget that changed state leaves now; new spend waits for the refresh timer
+            await self.emitter.send_budget_states(fleet.budget_records(now_ms(), refresh=False))
         if changed:
             self.store.persist_fleet()
         if hole:

@@ -26,7 +26,7 @@ class Ticker:
             now = now_ms()
             async with self.store.lock:  # never persist an engine while an agent is halfway through a group
                 await self.evaluate(now)
-            self.exporter.refresh(list(self.store.engines().values()), self.store.loaded_fleet(), now)
+            self.exporter.refresh(self.store.all_engines(), self.store.loaded_fleet(), now)
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready())
@@ -34,11 +34,12 @@ class Ticker:
     async def evaluate(self, now: int) -> None:
         store, emitter, ownership = self.store, self.emitter, self.ownership
         if ownership.ready():
-            store.adopt(ownership.assigned_calls())
-        for partition, engine in store.engines().items():
+            for lane in ownership.lanes():
+                store.adopt(ownership.assigned_calls(lane), lane)
+        for engine in store.all_engines():
             events = engine.tick(now)
             # on the broker before the state saying they were decided: a crash repeats them, never loses one
-            await emitter.send_alerts(events, partition, wait=True)
+            await emitter.send_alerts(events, engine.partition, wait=True)
             delivery = await emitter.send_alerts_to_fleet(events)
             if delivery is not None:
                 await delivery

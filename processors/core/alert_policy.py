@@ -60,6 +60,8 @@ class Observation:
     window: str
     summary: str
     now_ms: int
+    # ``fingerprint(rule, labels)`` when the detector has it cached (series_index.py); computed here when empty
+    fingerprint: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +124,15 @@ class AlertPolicy:
         self.config = config or AlertConfig()
         self._incidents: dict[str, _Incident] = {}  # by fingerprint
         self._ids: dict[str, str] = {}  # alert_id -> fingerprint
+        self._open: set[str] = set()  # fingerprints of firing or acknowledged incidents
+        self._open_rules: dict[tuple[tuple[str, str], ...], frozenset[str]] | None = None  # derived from _open
         self.suppressed: dict[str, int] = {}  # rule -> incidents not fired because of the cooldown
 
     def observe(self, obs: Observation) -> list[AlertEvent]:
         """Apply one observation; returns the events it causes (zero or one)."""
         if obs.severity is not None and obs.severity not in _RANK:
             raise ValueError(f"unknown severity {obs.severity!r}")
-        fp = fingerprint(obs.rule, obs.labels)
+        fp = obs.fingerprint or fingerprint(obs.rule, obs.labels)
         incident = self._incidents.get(fp)
         if obs.severity is None:
             return self._clear(incident, obs) if incident else []
@@ -144,6 +148,22 @@ class AlertPolicy:
 
     def observe_many(self, observations: Iterable[Observation]) -> list[AlertEvent]:
         return [event for obs in observations for event in self.observe(obs)]
+
+    def open_rules(self) -> Mapping[tuple[tuple[str, str], ...], frozenset[str]]:
+        """Sorted label set -> rules with a firing or acknowledged incident on it. A clear observation changes
+        only such incidents, so a detector may skip the clear ones of every other (rule, labels)."""
+        if self._open_rules is None:
+            by_labels: dict[tuple[tuple[str, str], ...], set[str]] = {}
+            for fp in self._open:
+                incident = self._incidents[fp]
+                by_labels.setdefault(incident.labels, set()).add(incident.rule)
+            self._open_rules = {labels: frozenset(rules) for labels, rules in by_labels.items()}
+        return self._open_rules
+
+    def _set_open(self, fp: str, is_open: bool) -> None:
+        if (fp in self._open) != is_open:
+            (self._open.add if is_open else self._open.discard)(fp)
+            self._open_rules = None
 
     def tick(self, now_ms: int) -> list[AlertEvent]:
         """Resolve incidents clear for the hold time or silent past ``stale_ms``; evict expired ones."""
@@ -211,6 +231,7 @@ class AlertPolicy:
             incident = _Incident(**{**raw, "labels": tuple((str(k), str(v)) for k, v in raw["labels"])})
             policy._incidents[incident.fingerprint] = incident
             policy._ids[incident.alert_id] = incident.fingerprint
+            policy._set_open(incident.fingerprint, incident.status != RESOLVED)
         policy.suppressed = {str(k): int(v) for k, v in data.get("suppressed", {}).items()}
         return policy
 
@@ -220,6 +241,7 @@ class AlertPolicy:
         old = self._incidents.pop(fp, None)
         if old is not None:
             self._ids.pop(old.alert_id, None)
+            self._set_open(fp, False)
         incident = _Incident(
             alert_id=f"{fp}-{obs.now_ms}",
             fingerprint=fp,
@@ -237,6 +259,7 @@ class AlertPolicy:
         )
         self._incidents[fp] = incident
         self._ids[incident.alert_id] = fp
+        self._set_open(fp, True)
         self._evict(obs.now_ms)
         return self._event(incident)
 
@@ -267,6 +290,7 @@ class AlertPolicy:
         incident.status = RESOLVED
         incident.updated_at_ms = now_ms
         incident.clear_since_ms = None
+        self._set_open(incident.fingerprint, False)
         return self._event(incident)
 
     @staticmethod
@@ -292,6 +316,7 @@ class AlertPolicy:
             expired.update(i.fingerprint for i in rest[:excess])
         for fp in expired:
             self._ids.pop(self._incidents.pop(fp).alert_id, None)
+            self._set_open(fp, False)
 
     def _event(self, incident: _Incident) -> AlertEvent:
         labels = dict(incident.labels)
@@ -311,7 +336,7 @@ class AlertPolicy:
             window=incident.window,
             started_at_ms=incident.started_at_ms,
             updated_at_ms=incident.updated_at_ms,
-            mitigation=mitigation_for(incident.rule),
+            mitigation=mitigation_for(incident.rule, labels),
             acknowledged_by=incident.acknowledged_by,
             labels=labels,
         )

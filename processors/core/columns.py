@@ -44,6 +44,7 @@ class CallColumns:
     response_text: np.ndarray  # object[str | None]
     event_id: np.ndarray  # object[str]
     labels: list[dict[str, str]] = field(default_factory=list)
+    prompt_version: np.ndarray | None = None  # object[str | None]; None when the wire format has no such column
     # Dictionary codes of string columns as they came off the wire (name -> (int32 codes, values with a
     # trailing None for code -1)); lets group_by factorize with integer maths instead of string sorting.
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -59,7 +60,7 @@ class CallColumns:
         picked = {
             name: getattr(self, name)[index]
             for name in self.__dataclass_fields__
-            if name not in ("labels", "codes", "_groups")
+            if name not in ("labels", "codes", "_groups") and getattr(self, name) is not None
         }
         positions = np.arange(len(self))[index]
         picked["labels"] = [self.labels[i] for i in positions] if self.labels else []

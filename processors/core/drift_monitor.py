@@ -31,6 +31,7 @@ firing again whenever its figures flap.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -371,17 +372,40 @@ class DriftMonitor:
             "drift", lambda _key: SeriesDrift(config), lambda blob: SeriesDrift.from_bytes(blob, config)
         )
         self._judged_at: dict[str, int] = {}
+        self._updated_at: dict[str, int] = {}  # event time of each series' last update (in memory; see evict)
         self._said: dict[tuple[tuple[str, str], ...], tuple[Verdict | None, str]] = {}  # last verdict, in words
 
     def series(self) -> list[str]:
         return [key for key, _ in self.state.items()]
 
-    def update(self, series: list[str], inverse: np.ndarray, values: dict[str, np.ndarray], offset: int) -> None:
+    def update(self, series: list[str], inverse: np.ndarray, values: dict[str, np.ndarray], offset: int,
+               now_ms: int | None = None) -> None:
+        if now_ms is not None:
+            self._updated_at.update(dict.fromkeys(series, now_ms))
+        order = np.argsort(inverse, kind="stable")  # each series' rows contiguous, in arrival order
+        bounds = np.searchsorted(inverse[order], np.arange(len(series) + 1)).tolist()
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
             if drift is not None:
-                member = inverse == s
-                drift.update({name: column[member] for name, column in values.items()})
+                rows = order[bounds[s] : bounds[s + 1]]
+                drift.update({name: column[rows] for name, column in values.items()})
+
+    def evict(self, now_ms: int, idle_ms: int) -> int:
+        """Delete the series not updated for ``idle_ms`` (a series restored from the changelog counts from the
+        first call here); returns how many went. A series that comes back starts its reference over."""
+        gone = []
+        for key, _ in self.state.items():
+            seen = self._updated_at.setdefault(key, now_ms)
+            if now_ms - seen >= idle_ms:
+                gone.append(key)
+        for key in gone:
+            self.state.delete(key)
+            self._updated_at.pop(key, None)
+            self._judged_at.pop(key, None)
+            service, model = series_parts(key)[:2]
+            for feature in FEATURES:
+                self._said.pop((("service", service), ("model", model), ("feature", feature)), None)
+        return len(gone)
 
     def figures(self, key: str) -> dict[str, float | str]:
         """The confidence mean change and each judged feature's last verdict (KS, PSI, whether it drifted)."""
@@ -399,8 +423,10 @@ class DriftMonitor:
             out[f"{feature}_ks_needed"], out[f"{feature}_drifted"] = v.ks_needed, float(v.drifted)
         return out
 
-    def observe(self, key: str, now_ms: int, force: bool = False) -> list[Observation]:
-        """Drift rule evaluations for one series; at most once per ``evaluate_every_ms`` unless forced."""
+    def observe(self, key: str, now_ms: int, force: bool = False,
+                open_rules: Mapping[tuple[tuple[str, str], ...], frozenset[str]] | None = None) -> list[Observation]:
+        """Drift rule evaluations for one series; at most once per ``evaluate_every_ms`` unless forced. With
+        ``open_rules`` (``AlertPolicy.open_rules()``) only the breached ones and those with an open incident."""
         c = self.config
         if not force:  # forced (timer) judgements run on wall-clock time and must not throttle event-time ones
             if now_ms - self._judged_at.get(key, -c.evaluate_every_ms) < c.evaluate_every_ms:
@@ -417,12 +443,17 @@ class DriftMonitor:
             severity = "CRITICAL"
         elif not np.isnan(change) and abs(change) > c.confidence_warning_pct:
             severity = "WARNING"
-        said = (f"mean confidence changed {change:+.1f}% vs baseline for {service}/{model}" if change == change
-                else f"mean confidence of {service}/{model}: baseline or recent calls still too few to compare")
-        out = [Observation("confidence_drift", labels, severity, 0.0 if np.isnan(change) else change,
-                           c.confidence_warning_pct, f"last {c.block_size} calls", said, now_ms)]
+        out = []
+        if open_rules is None or severity or "confidence_drift" in open_rules.get((labels[1], labels[0]), ()):
+            said = (f"mean confidence changed {change:+.1f}% vs baseline for {service}/{model}" if change == change
+                    else f"mean confidence of {service}/{model}: baseline or recent calls still too few to compare")
+            out.append(Observation("confidence_drift", labels, severity, 0.0 if np.isnan(change) else change,
+                                   c.confidence_warning_pct, f"last {c.block_size} calls", said, now_ms))
         for feature in FEATURES:
-            out.append(self._distribution(drift.features[feature], feature, labels, now_ms))
+            fd = drift.features[feature]
+            if (open_rules is None or (fd.verdict is not None and fd.verdict.drifted)
+                    or "distribution_drift" in open_rules.get((("feature", feature), labels[1], labels[0]), ())):
+                out.append(self._distribution(fd, feature, labels, now_ms))
         return out
 
     def _distribution(self, fd: FeatureDrift, feature: str, labels: tuple[tuple[str, str], ...],

@@ -9,7 +9,7 @@ through ``drain_state`` as (store key, bytes).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,16 @@ from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, Alert
 from llmpulse.processors.core.columns import DENIED, ERROR, FILTERED, NO_COST, RATE_LIMITED, TIMEOUT, CallColumns
 from llmpulse.processors.core.drift_monitor import DriftConfig, DriftMonitor
 from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMonitor
+from llmpulse.processors.core.feedback_join import FeedbackColumns
 from llmpulse.processors.core.fleet import summarize_for_fleet
 from llmpulse.processors.core.guard_monitor import AttemptLog, GuardMonitor, GuardMonitorConfig, GuardVerdicts
 from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
-from llmpulse.processors.core.latency import QUANTILES, LatencyConfig, LatencyMonitor, window_label
+from llmpulse.processors.core.latency import QUANTILES, SERIES_LABELS, LatencyConfig, LatencyMonitor, window_label
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.quality import QualityConfig, QualityMonitor, RouteDecision, joined_arms
 from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
+from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.series_totals import SeriesTotals, totals_by_series
 from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
@@ -57,6 +60,7 @@ class EngineConfig:
     limits: BudgetLimits = field(default_factory=BudgetLimits)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     savings: SavingsConfig = field(default_factory=SavingsConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass(slots=True)
@@ -67,6 +71,22 @@ class BatchOutcome:
     guard: GuardVerdicts
     unpriced_models: dict[str, int]
     fleet_summary: bytes
+    routes: list[RouteDecision] = field(default_factory=list)  # route-back decisions (quality.py, opt-in)
+
+
+@dataclass(slots=True)
+class FeedbackOutcome:
+    alerts: list[AlertEvent]
+    fleet_summary: bytes  # the record's alert events, for incidents (and its offset, for the fleet's cursor)
+    routes: list[RouteDecision]
+    joined: int
+    received: int
+
+
+def _no_calls() -> CallColumns:
+    empty = np.zeros(0, dtype=object)
+    return CallColumns(**{name: empty for name, spec in CallColumns.__dataclass_fields__.items()
+                          if spec.default is MISSING and spec.default_factory is MISSING})
 
 
 class PartitionEngine:
@@ -77,12 +97,19 @@ class PartitionEngine:
         self.config = config
         self.pricer = pricer
         self.guard = guard
-        self.latency = LatencyMonitor(config.latency)
-        self.traffic = TrafficMonitor(config.traffic)
+        # one integer code per (service, model, provider), shared by the monitors that judge those series
+        self.series_index = SeriesIndex(SERIES_LABELS)
+        self.latency = LatencyMonitor(config.latency, self.series_index)
+        self.traffic = TrafficMonitor(config.traffic, self.series_index)
         self.drift = DriftMonitor(config.drift)
         self.experiments = ExperimentMonitor(config.experiments)
         self.savings = SavingsTracker(config.savings)
+        self.quality = QualityMonitor(config.quality)
         self.cursor = SourceCursor()  # moved by the agent: it also covers records refused before reaching here
+        # Which source topic feeds it ("" the calls topic) and the source its fleet summaries name: the store sets
+        # both for engines of other topics' partitions (engine_store.py, lanes).
+        self.lane = ""
+        self.source = partition
 
         # Exactly-once per bucket inside the ledger: a group of records rewrites only the buckets it charged.
         self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False)
@@ -116,6 +143,7 @@ class PartitionEngine:
             self.latency.update(series, served_inverse, served.timestamp_ms, served.latency_ms, served.ttft_ms,
                                 offset, now_ms)
         self.traffic.update(series, inverse, calls.timestamp_ms, self._counts(calls, cost, verdicts), offset, now_ms)
+        observations: list[Observation] = []
         model_keys, model_inverse = served.group_by("service", "model") if len(served) else ([], inverse[:0])
         model_series = [series_key(key) for key in model_keys]
         experiments = []
@@ -124,17 +152,27 @@ class PartitionEngine:
                 "confidence": served.confidence,
                 "latency": served.latency_ms / 1000.0,
                 "tokens": (served.input_tokens + served.output_tokens).astype(np.float64),
-            }, offset)
-            experiments = self.experiments.update(served.experiment_id, served.variant, {
-                "latency": served.latency_ms / 1000.0, "cost": np.where(served_cost >= 0, served_cost / 1e6, np.nan),
-                "confidence": served.confidence,
-            }, offset)
+            }, offset, now_ms=event_ms)
+            joined = self.quality.on_calls(served, offset)  # feedback that arrived before these calls joins now
+            rated_experiment, rated_variant = joined_arms(joined)
+            unrated = np.full(len(joined), np.nan)
+            experiments = self.experiments.update(
+                np.concatenate([served.experiment_id, rated_experiment]),
+                np.concatenate([served.variant, rated_variant]), {
+                    "latency": np.concatenate([served.latency_ms / 1000.0, unrated]),
+                    "cost": np.concatenate([np.where(served_cost >= 0, served_cost / 1e6, np.nan), unrated]),
+                    "confidence": np.concatenate([served.confidence, unrated]),
+                    "quality": np.concatenate([np.full(len(served), np.nan), joined.score]),
+                }, offset)
+            observations += self.quality.observe(event_ms)
             self.savings.update(served, served_cost, offset)
-        observations: list[Observation] = []
-        for s in series:
-            observations += self.latency.observe(s, event_ms) + self.traffic.observe(s, event_ms)
+        open_rules = self.policy.open_rules()
+        latency = self.latency.observe_series(series, event_ms, open_rules)
+        traffic = self.traffic.observe_series(series, event_ms, open_rules)
+        observations += [o for i in sorted(latency.keys() | traffic.keys())
+                         for o in (*latency.get(i, ()), *traffic.get(i, ()))]  # series by series, as always
         for s in model_series:
-            observations += self.drift.observe(s, event_ms)
+            observations += self.drift.observe(s, event_ms, open_rules=open_rules)
         for experiment in experiments:
             observations += self.experiments.observe(experiment, event_ms)
         crossings = self._budget.apply_batch(calls.timestamp_ms, calls.service, calls.user_hash, calls.model, cost,
@@ -152,9 +190,23 @@ class PartitionEngine:
             accepted=len(calls),
             guard=verdicts,
             unpriced_models=unpriced,
-            fleet_summary=summarize_for_fleet(served, served_cost, self.partition, offset, alerts,
+            fleet_summary=summarize_for_fleet(served, served_cost, self.source, offset, alerts,
                                               by_user=self._by_user),
+            routes=self.quality.routes(alerts, event_ms),
         )
+
+    def process_feedback(self, feedback: FeedbackColumns, offset: int, now_ms: int) -> FeedbackOutcome:
+        """Absorb one feedback record (on the calls topic, keyed like its calls): join, quality, experiments."""
+        event_ms = min(int(feedback.timestamp_ms.max()), now_ms)
+        joined = self.quality.on_feedback(feedback, offset)
+        experiment, variant = joined_arms(joined)
+        touched = self.experiments.update(experiment, variant, {"quality": joined.score}, offset)
+        observations = self.quality.observe(event_ms)
+        for name in touched:
+            observations += self.experiments.observe(name, event_ms)
+        alerts = self._decide(observations, offset)
+        summary = summarize_for_fleet(_no_calls(), np.zeros(0, dtype=np.int64), self.source, offset, alerts)
+        return FeedbackOutcome(alerts, summary, self.quality.routes(alerts, event_ms), len(joined), len(feedback))
 
     @staticmethod
     def _counts(calls: CallColumns, cost: np.ndarray, verdicts: GuardVerdicts) -> dict[str, np.ndarray]:
@@ -182,13 +234,14 @@ class PartitionEngine:
         """Periodic evaluation without new data: quiet series clear, held alerts resolve, old slots go."""
         self.latency.evict(now_ms)
         self.traffic.slots.evict(now_ms)
-        observations: list[Observation] = []
-        for s in self.latency.series():
-            observations += self.latency.observe(s, now_ms)
-        for s in self.traffic.series():
-            observations += self.traffic.observe(s, now_ms)
+        # idle series go after the longest window: drift state too, and the codes no monitor holds any more
+        self.drift.evict(now_ms, max(self.config.latency.windows_s) * 1000)
+        self.series_index.retain({*self.latency.series(), *self.traffic.series()})
+        open_rules = self.policy.open_rules()
+        observations = _in_order(self.latency.observe_series(self.latency.series(), now_ms, open_rules))
+        observations += _in_order(self.traffic.observe_series(self.traffic.series(), now_ms, open_rules))
         for s in self.drift.series():
-            observations += self.drift.observe(s, now_ms, force=True)
+            observations += self.drift.observe(s, now_ms, force=True, open_rules=open_rules)
         attempts = self._attempts.get(ATTEMPTS_KEY)
         if attempts is not None and (attempts.attempts or attempts.reported):
             observations += self.guard.escalate(attempts, now_ms)
@@ -262,14 +315,15 @@ class PartitionEngine:
         return [
             {"experiment": c.experiment, "variant": c.variant, "metric": c.metric, "effect_size": c.effect_size,
              "p_value": c.p_value, "control_mean": c.control_mean, "variant_mean": c.variant_mean,
-             "regression": c.regression}
+             "regression": c.regression, "improvement": c.improvement, "welch_p": c.welch_p,
+             "difference_interval": [c.lower, c.upper], "samples": c.samples}
             for experiment in self.experiments.experiments() for c in self.experiments.compare(experiment)
         ]
 
     # ---- persistence -------------------------------------------------------------------------------------
     def _states(self) -> list[KeyedState]:  # type: ignore[type-arg]
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
-                self.experiments.state, self.savings.state, self._attempts, self._policy]
+                self.experiments.state, self.savings.state, self._attempts, self._policy, *self.quality.states()]
 
     def drain_state(self) -> list[tuple[str, bytes | None]]:
         """Changed state, then the cursor: written in this order, a persisted cursor implies its state is."""
@@ -293,7 +347,7 @@ class PartitionEngine:
             if slots.state.namespace == namespace:
                 slots.restore(key, blob)
                 return
-        for state in (self.drift.state, self._attempts, self._policy):
+        for state in (self.drift.state, self._attempts, self._policy, *self.quality.states()):
             if state.namespace == namespace:
                 state.restore(key, blob)
                 return
@@ -309,6 +363,10 @@ class _PolicyState:
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.policy.to_dict(), separators=(",", ":")).encode()
+
+
+def _in_order(by_position: dict[int, list[Observation]]) -> list[Observation]:
+    return [obs for i in sorted(by_position) for obs in by_position[i]]
 
 
 def _plain(value: Any) -> Any:

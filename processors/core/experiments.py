@@ -1,8 +1,14 @@
-"""A/B experiments: streaming mean and variance per (experiment, variant) of latency, cost and confidence,
-Welch's t-test and Cohen's d of each variant against the control once both arms have ``min_samples``.
+"""A/B experiments: streaming mean and variance per (experiment, variant) of latency, cost, confidence and
+quality (feedback scores joined to the calls, quality.py), each variant against the control once both arms
+have ``min_samples``.
 
-A variant is a regression when it is significantly worse (p < ``alpha``) with at least a small effect
-(|d| >= ``min_effect``): slower, costlier or less confident (seed 003).
+Decisions use an always-valid sequential test (sequential.py, mSPRT): the experiment is re-evaluated after
+every record, and the running minimum of its p-value is kept with the arm, so looking again and again keeps
+the false-positive rate at ``alpha``. Welch's p-value and Cohen's d stay as descriptive figures. A variant is
+a regression when it is significantly worse with at least a small effect (|d| >= ``min_effect``): slower,
+costlier, less confident or lower quality (seed 003); an improvement when significantly better. The winner
+of an experiment is the arm significantly best on quality: the variant with the largest significant
+improvement, or the control when every variant is significantly worse.
 """
 
 from __future__ import annotations
@@ -15,34 +21,48 @@ import numpy as np
 from llmpulse.processors.core.abtest import Welford, cohens_d, welch_t_test
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.sequential import MIXTURE_SD, msprt
 
-METRICS = ("latency", "cost", "confidence")
-WORSE_WHEN_HIGHER = {"latency": True, "cost": True, "confidence": False}
+METRICS = ("latency", "cost", "confidence", "quality")
+WORSE_WHEN_HIGHER = {"latency": True, "cost": True, "confidence": False, "quality": False}
+PRIMARY_METRIC = "quality"  # the winner is decided on it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExperimentConfig:
     control_variants: tuple[str, ...] = ("control", "a", "baseline")
     min_samples: int = 50
-    alpha: float = 0.01
+    alpha: float = 0.05  # always-valid: holds however often the experiment is looked at
     min_effect: float = 0.2
+    mixture_sd: float = MIXTURE_SD
+
+
+_VERDICT = struct.Struct("<dd")
 
 
 class ArmStats:
-    """Welford moments of every metric for one (experiment, variant)."""
+    """Welford moments of every metric for one (experiment, variant), and per metric the running minimum of
+    the always-valid p-value against the control with the sign of the difference when it was reached."""
 
     def __init__(self) -> None:
         self.moments = {metric: Welford() for metric in METRICS}
+        self.verdicts = {metric: (1.0, 0.0) for metric in METRICS}
 
     def to_bytes(self) -> bytes:
-        return b"".join(self.moments[m].to_bytes() for m in METRICS)
+        return (b"".join(self.moments[m].to_bytes() for m in METRICS)
+                + b"".join(_VERDICT.pack(*self.verdicts[m]) for m in METRICS))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ArmStats:
+        """Also reads blobs written before quality and verdicts existed (latency, cost, confidence only)."""
         out = cls()
         size = len(Welford().to_bytes())
-        for i, metric in enumerate(METRICS):
+        stored = min(len(METRICS), len(blob) // size)
+        for i, metric in enumerate(METRICS[:stored]):
             out.moments[metric] = Welford.from_bytes(blob, i * size)
+        if len(blob) == len(METRICS) * (size + _VERDICT.size):
+            for i, metric in enumerate(METRICS):
+                out.verdicts[metric] = _VERDICT.unpack_from(blob, len(METRICS) * size + i * _VERDICT.size)
         return out
 
 
@@ -55,11 +75,16 @@ class Comparison:
     variant: str
     metric: str
     t: float
-    p_value: float
+    p_value: float  # always-valid (running minimum over every look)
     effect_size: float
     control_mean: float
     variant_mean: float
     regression: bool
+    improvement: bool = False
+    welch_p: float = float("nan")  # one look, descriptive only
+    lower: float = float("nan")  # always-valid confidence sequence for variant - control
+    upper: float = float("nan")
+    samples: int = 0  # the smaller arm
 
 
 class ExperimentMonitor:
@@ -91,8 +116,9 @@ class ExperimentMonitor:
                 continue
             member = rows[keys == key]
             for metric in METRICS:
-                column = values[metric][member]
-                arm.moments[metric].update(column[~np.isnan(column)])
+                if metric in values:
+                    column = values[metric][member]
+                    arm.moments[metric].update(column[~np.isnan(column)])
         return touched
 
     def compare(self, experiment: str) -> list[Comparison]:
@@ -112,22 +138,63 @@ class ExperimentMonitor:
                     continue
                 test = welch_t_test(b, a)
                 d = cohens_d(b, a)
-                worse = (b.mean > a.mean) == WORSE_WHEN_HIGHER[metric]
-                regression = worse and test.p_value < self.config.alpha and abs(d) >= self.config.min_effect
-                out.append(Comparison(experiment, variant, metric, test.t, test.p_value, d, a.mean, b.mean,
-                                      regression))
+                sequential = msprt(b, a, self.config.alpha, self.config.mixture_sd)
+                best_p, sign = arm.verdicts[metric]
+                if sequential is not None and sequential.p_value < best_p:
+                    best_p, sign = sequential.p_value, float(np.sign(sequential.difference))
+                lower, upper = (sequential.lower, sequential.upper) if sequential else (float("nan"),) * 2
+                significant = best_p < self.config.alpha and abs(d) >= self.config.min_effect and sign != 0
+                worse = (sign > 0) == WORSE_WHEN_HIGHER[metric]
+                out.append(Comparison(experiment, variant, metric, test.t, best_p, d, a.mean, b.mean,
+                                      significant and worse, significant and not worse, test.p_value, lower, upper,
+                                      min(a.count, b.count)))
         return out
 
     def observe(self, experiment: str, now_ms: int) -> list[Observation]:
+        """Regressions, improvements and the winner; keeps each comparison's running-minimum p-value."""
         out = []
-        for c in self.compare(experiment):
+        comparisons = self.compare(experiment)
+        for c in comparisons:
+            self._keep_verdict(c)
+            labels = (("experiment", c.experiment), ("variant", c.variant), ("metric", c.metric))
+            figures = (f"{c.experiment}/{c.variant} {c.metric} {c.variant_mean:.4g} vs control {c.control_mean:.4g} "
+                       f"(Cohen's d {c.effect_size:+.2f}, always-valid p={c.p_value:.2g}, n={c.samples})")
+            out.append(Observation("ab_regression", labels, "WARNING" if c.regression else None, c.effect_size,
+                                   self.config.min_effect, "experiment", figures, now_ms))
+            out.append(Observation("ab_improvement", labels, "INFO" if c.improvement else None, c.effect_size,
+                                   self.config.min_effect, "experiment", figures, now_ms))
+        winner = _winner([c for c in comparisons if c.metric == PRIMARY_METRIC], self._control(experiment))
+        if winner is not None:
+            arm, c = winner
             out.append(Observation(
-                "ab_regression", (("experiment", c.experiment), ("variant", c.variant), ("metric", c.metric)),
-                "WARNING" if c.regression else None, c.effect_size, self.config.min_effect, "experiment",
-                f"{c.experiment}/{c.variant} {c.metric} {c.variant_mean:.4g} vs control {c.control_mean:.4g} "
-                f"(Cohen's d {c.effect_size:+.2f}, Welch p={c.p_value:.2g})", now_ms,
-            ))
+                "ab_winner", (("experiment", experiment), ("variant", arm)), "INFO", c.effect_size,
+                self.config.min_effect, "experiment",
+                f"{experiment}: {arm} wins on {PRIMARY_METRIC} ({c.variant}: {c.variant_mean:.4g} vs control "
+                f"{c.control_mean:.4g}, always-valid p={c.p_value:.2g}, n={c.samples} per arm)", now_ms))
         return out
+
+    def _keep_verdict(self, c: Comparison) -> None:
+        key = f"{c.experiment}\x1f{c.variant}"
+        arm = self.state.get(key)
+        if arm is not None and c.p_value < arm.verdicts[c.metric][0]:
+            arm.verdicts[c.metric] = (c.p_value, float(np.sign(c.variant_mean - c.control_mean)))
+            self.state.touch(key)
+
+    def _control(self, experiment: str) -> str:
+        arms = self._arms.get(experiment, set())
+        return next((v for v in self.config.control_variants if v in arms), "control")
 
     def experiments(self) -> list[str]:
         return list(self._arms)
+
+
+def _winner(quality: list[Comparison], control: str) -> tuple[str, Comparison] | None:
+    """The variant with the largest significant quality improvement, or the control when every variant is
+    significantly worse; None while undecided."""
+    better = [c for c in quality if c.improvement]
+    if better:
+        best = max(better, key=lambda c: c.variant_mean)
+        return best.variant, best
+    if quality and all(c.regression for c in quality):
+        return control, max(quality, key=lambda c: c.variant_mean)
+    return None

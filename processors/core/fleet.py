@@ -20,11 +20,12 @@ import numpy as np
 
 from llmpulse.circuit_breaker import BreakerConfig
 from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, AlertPolicy
+from llmpulse.processors.core.budget_state import BudgetStatePublisher
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
 from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
-from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, highest_crossings
+from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
 
 _HOUR_MS = 3_600_000
 _OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker and fill its rate window
@@ -39,21 +40,23 @@ class FleetConfig:
 
 
 def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int,
-                        alerts: list[AlertEvent] | None = None) -> bytes:
-    """The fleet summary of one calls record: spend per (model, hour), ordered outcomes per provider, and the
-    alert events the record decided."""
+                        alerts: list[AlertEvent] | None = None, by_user: bool = False) -> bytes:
+    """The fleet summary of one calls record: spend per (model, service, hour), or per (model, service, user,
+    hour) with ``by_user`` (user budgets configured), as ``[model, max ts, cost, service, user]``; ordered outcomes
+    per provider/model, and the alert events the record decided."""
     spend: list[list[Any]] = []
     priced = cost_micros >= 0
     if priced.any():
         hours = calls.timestamp_ms // _HOUR_MS
-        keys, inverse = calls.group_by("model")
-        for g, (model,) in enumerate(keys):
+        keys, inverse = calls.group_by("model", "service", *(("user_hash",) if by_user else ()))
+        for g, key in enumerate(keys):
+            model, service, user = key[0], key[1], key[2] if by_user else None
             member = priced & (inverse == g)
             for hour in np.unique(hours[member]).tolist():
                 rows = member & (hours == hour)
-                spend.append([model, int(calls.timestamp_ms[rows].max()), int(cost_micros[rows].sum())])
+                spend.append([model, int(calls.timestamp_ms[rows].max()), int(cost_micros[rows].sum()), service, user])
     outcomes: list[list[Any]] = []
-    keys, inverse = calls.group_by("provider", "model")
+    keys, inverse = calls.group_by("provider", "model") if len(calls) else ([], None)
     for g, (provider, model) in enumerate(keys):
         member = np.flatnonzero(inverse == g)
         ok = calls.status[member] == OK
@@ -79,10 +82,21 @@ class FleetOutcome:
     incidents: list[IncidentEvent] = field(default_factory=list)
 
 
+def fleet_scopes(limits: BudgetLimits) -> tuple[str, ...]:
+    """Global and model budgets always; service and user ones too when limited, for the budget-state topic (their
+    alerts stay with the calls partitions, which see them first)."""
+    extra = tuple(scope for scope in ("service", "user") if getattr(limits, f"{scope}_limits") != PeriodLimits())
+    return ("global", "model", *extra)
+
+
+_ALERTING_SCOPES = ("global", "model")
+
+
 class FleetEngine:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
-        self.ledger = BudgetLedger(config.limits, scopes=("global", "model"), per_request=False)
+        self.ledger = BudgetLedger(config.limits, scopes=fleet_scopes(config.limits), per_request=False)
+        self.budget_states = BudgetStatePublisher(config.limits)
         self.circuits = StreamCircuitTracker(config.breaker)
         self.policy = AlertPolicy(config.alerts)
         self.incidents = IncidentManager(config.incidents)
@@ -99,11 +113,14 @@ class FleetEngine:
         self.applied[source] = offset
         observations = []
         if data["spend"]:
-            model = np.array([row[0] for row in data["spend"]], dtype=object)
-            ts = np.array([row[1] for row in data["spend"]], dtype=np.int64)
-            cost = np.array([row[2] for row in data["spend"]], dtype=np.int64)
-            nobody = np.full(len(model), None, dtype=object)
-            for crossing in highest_crossings(self.ledger.apply_batch(ts, nobody, nobody, model, cost)):
+            rows = data["spend"]
+            model = np.array([row[0] for row in rows], dtype=object)
+            ts = np.array([row[1] for row in rows], dtype=np.int64)
+            cost = np.array([row[2] for row in rows], dtype=np.int64)
+            service = np.array([row[3] if len(row) > 3 else None for row in rows], dtype=object)
+            user = np.array([row[4] if len(row) > 4 else None for row in rows], dtype=object)
+            crossings = self.ledger.apply_batch(ts, service, user, model, cost)
+            for crossing in highest_crossings([c for c in crossings if c.scope in _ALERTING_SCOPES]):
                 observations.append(crossing.observation())
         transitions = []
         for provider, model, timestamps, oks in data["outcomes"]:
@@ -116,6 +133,11 @@ class FleetEngine:
         alerts = self.policy.observe_many(observations)
         members = [*data.get("alerts", []), *(event.to_record() for event in alerts)]
         return FleetOutcome(alerts, transitions, applied=True, incidents=self.incidents.apply(members))
+
+    def budget_records(self, now_ms: int, refresh: bool) -> list[tuple[bytes, dict[str, Any]]]:
+        """budget_state records to publish (budget_state.py): changed states, and with ``refresh`` new spend
+        and the global heartbeat."""
+        return self.budget_states.records(self.ledger, now_ms, refresh)
 
     def tick(self, now_ms: int) -> FleetOutcome:
         """Resolve held or stale fleet alerts, and incidents without news; the outcome has no transitions."""
@@ -152,7 +174,7 @@ class FleetEngine:
     def from_bytes(cls, blob: bytes, config: FleetConfig) -> FleetEngine:
         data = json.loads(blob)
         out = cls(config)
-        out.ledger = BudgetLedger.from_dict(data["ledger"], config.limits, scopes=("global", "model"),
+        out.ledger = BudgetLedger.from_dict(data["ledger"], config.limits, scopes=fleet_scopes(config.limits),
                                             per_request=False)
         out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
         out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)

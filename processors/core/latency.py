@@ -6,18 +6,28 @@ Alert rules (seed 000): p95 over the alert window above ``p95_warning_s`` is WAR
 only when more calls are over its threshold than a series whose true percentile sits exactly at the threshold
 would show by chance (binomial tail below ``breach_alpha``), and never on fewer than ``min_breaching_calls``: on
 60 calls the p99 is the slowest single call, and a timeout or two must not page as a latency incident.
+
+Rules run on columns: ``observe_series`` evaluates both rules for many series at once (the window sketches of
+every series merged and read in one sorted pass, see ``window_quantiles``) and builds an ``Observation`` only
+where a rule is breached or an incident is open on it; ``observe`` is the same for one series, every rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.sketch import LatencySketch
 from llmpulse.processors.core.slots import SlotSeries, series_parts
+
+OpenRules = Mapping[tuple[tuple[str, str], ...], frozenset[str]]  # AlertPolicy.open_rules()
+_NO_OPEN: OpenRules = {}
+_RANK_BITS = 40  # composite (series, cumulative count) keys: counts stay below 2^40
 
 QUANTILES = (0.5, 0.95, 0.99)
 SERIES_LABELS = ("service", "model", "provider")
@@ -43,8 +53,11 @@ def window_label(seconds: int) -> str:
 class LatencyMonitor:
     """Sketch windows for one partition's series; decisions as alert observations."""
 
-    def __init__(self, config: LatencyConfig) -> None:
+    RULES = ("latency_p95", "latency_p99")
+
+    def __init__(self, config: LatencyConfig, index: SeriesIndex | None = None) -> None:
         self.config = config
+        self.index = index or SeriesIndex(SERIES_LABELS)
         horizon = max(config.windows_s)
 
         def create() -> LatencySketch:
@@ -63,20 +76,24 @@ class LatencyMonitor:
         offset: int,
         now_ms: int,
     ) -> None:
-        """Add one batch; ``series[inverse[i]]`` is call i's series key."""
+        """Add one batch; ``series[inverse[i]]`` is call i's series key. One stable sort by (series, slot), then
+        each group is a contiguous slice (no mask per group)."""
         slots = self.latency.slots_of(timestamps_ms)
-        combined = inverse.astype(np.int64) * (1 << 40) + (slots - slots.min())
-        groups, group_of = np.unique(combined, return_inverse=True)
         base = int(slots.min())
-        seconds = latency_ms / 1000.0
-        ttft_seconds = ttft_ms / 1000.0
-        for g, code in enumerate(groups.tolist()):
-            member = group_of == g
+        combined = inverse.astype(np.int64) * (1 << 40) + (slots - base)
+        order = np.argsort(combined, kind="stable")
+        combined = combined[order]
+        starts = np.flatnonzero(np.r_[True, combined[1:] != combined[:-1]])
+        bounds = np.r_[starts, combined.size].tolist()
+        seconds = latency_ms[order] / 1000.0
+        ttft_seconds = ttft_ms[order] / 1000.0
+        for g, code in enumerate(combined[starts].tolist()):
+            lo, hi = bounds[g], bounds[g + 1]
             key, slot = series[code >> 40], base + (code & ((1 << 40) - 1))
             sketch = self.latency.for_update(key, slot, offset, now_ms)
             if sketch is not None:
-                sketch.add_many(seconds[member])
-            ttft = ttft_seconds[member]
+                sketch.add_many(seconds[lo:hi])
+            ttft = ttft_seconds[lo:hi]
             ttft = ttft[~np.isnan(ttft)]
             if ttft.size:
                 ttft_sketch = self.ttft.for_update(key, slot, offset, now_ms)
@@ -92,37 +109,124 @@ class LatencyMonitor:
         return sketch.count, sketch.quantiles(QUANTILES)
 
     def observe(self, series: str, now_ms: int) -> list[Observation]:
-        """p95 and p99 rule evaluations for one series over the alert window."""
+        """p95 and p99 rule evaluations for one series over the alert window (clear ones included)."""
+        return self.observe_series([series], now_ms, emit_all=True).get(0, [])
+
+    def observe_series(self, series: Sequence[str], now_ms: int, open_rules: OpenRules = _NO_OPEN,
+                       emit_all: bool = False) -> dict[int, list[Observation]]:
+        """Both rules for every series at once; position in ``series`` -> its observations, only where a rule is
+        breached or ``open_rules`` holds an incident on it (every rule with ``emit_all``)."""
+        if not series:
+            return {}
         config = self.config
-        sketch = self.window(series, config.alert_window_s, now_ms)
-        count = sketch.count
+        codes = self.index.codes(series)
+        count, figures = self.window_quantiles(series, config.alert_window_s, now_ms)
         # the k-th slowest call must be over a threshold too, k from the binomial noise of that percentile
-        ranks = [(count - breaching_calls_needed(count, tail, config.breach_alpha, config.min_breaching_calls))
-                 / max(count - 1, 1) for tail in (0.05, 0.01)]
-        _p50, p95, p99, guard95, guard99 = sketch.quantiles(
-            (*QUANTILES, *(min(q, max(rank, 0.0)) for q, rank in zip((0.95, 0.99), ranks, strict=True)))
-        ) if count else (np.nan,) * 5
-        if count:  # more breaching calls needed than there are calls: nothing can breach
-            guard95, guard99 = (g if rank >= 0 else np.nan for g, rank in zip((guard95, guard99), ranks, strict=True))
-        labels = tuple(zip(SERIES_LABELS, series_parts(series), strict=True))
-        window = window_label(config.alert_window_s)
+        p95, p99, guard95, guard99 = figures[:, 1], figures[:, 2], figures[:, 3], figures[:, 4]
         enough = count >= config.min_samples
-        where = "/".join(series_parts(series))
-        rules = (("latency_p95", "WARNING", p95, guard95, config.p95_warning_s),
-                 ("latency_p99", "CRITICAL", p99, guard99, config.p99_critical_s))
-        return [
-            Observation(
-                rule=rule,
-                labels=labels,
-                severity=severity if enough and min(value, guard) > threshold else None,
-                observed=float(value) if enough else 0.0,
-                threshold=threshold,
-                window=window,
-                summary=f"{rule[-3:]} latency {value:.2f}s over {window} for {where} (threshold {threshold:g}s)",
-                now_ms=now_ms,
-            )
-            for rule, severity, value, guard, threshold in rules
-        ]
+        # Python's min(value, guard) keeps value when guard is NaN (comparisons with NaN are false)
+        breach95 = enough & (np.where(guard95 < p95, guard95, p95) > config.p95_warning_s)
+        breach99 = enough & (np.where(guard99 < p99, guard99, p99) > config.p99_critical_s)
+        wanted = np.flatnonzero(breach95 | breach99) if not (emit_all or open_rules) else np.arange(len(series))
+        window = window_label(config.alert_window_s)
+        rules = (("latency_p95", "WARNING", p95, breach95, config.p95_warning_s),
+                 ("latency_p99", "CRITICAL", p99, breach99, config.p99_critical_s))
+        out: dict[int, list[Observation]] = {}
+        for i in wanted.tolist():
+            code = int(codes[i])
+            held = open_rules.get(self.index.sorted_labels(code), frozenset())
+            observations = []
+            for rule, severity, values, breached, threshold in rules:
+                if not (breached[i] or emit_all or rule in held):
+                    continue
+                value = values[i]
+                where = "/".join(series_parts(series[i]))
+                observations.append(Observation(
+                    rule, self.index.labels(code), severity if breached[i] else None,
+                    float(value) if enough[i] else 0.0, threshold, window,
+                    f"{rule[-3:]} latency {value:.2f}s over {window} for {where} (threshold {threshold:g}s)",
+                    now_ms, self.index.fingerprint(code, rule)))
+            if observations:
+                out[i] = observations
+        return out
+
+    def window_quantiles(self, series: Sequence[str], window_s: int, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """(count per series, per series p50, p95, p99 and the two guard quantiles) over the window, NaN where a
+        series has no calls; a guard is NaN when more breaching calls are needed than there are calls.
+
+        Exactly what merging each series' slot sketches and asking ``LatencySketch.quantiles`` gives, for all
+        series at once: every slot's counters concatenated, one sort by (series, bucket), sums per bucket by
+        ``reduceat``, and each rank found by one ``searchsorted`` over (series, cumulative count).
+        """
+        config = self.config
+        n = len(series)
+        count = np.zeros(n, dtype=np.int64)
+        zeros = np.zeros(n, dtype=np.int64)
+        low, high = np.full(n, np.inf), np.full(n, -np.inf)
+        top = np.full(n, np.iinfo(np.int64).min)
+        owners, los, blocks = [], [], []
+        mapping = max_buckets = None
+        for i, key in enumerate(series):
+            for part in self.latency.window(key, window_s, now_ms):
+                store = part.store
+                mapping, max_buckets = part.mapping, store.max_buckets
+                if part.count:
+                    count[i] += part.count
+                    zeros[i] += part._zero_count
+                    low[i], high[i] = min(low[i], part._min), max(high[i], part._max)
+                if store.counts.size:
+                    top[i] = max(top[i], store.lo + store.counts.size - 1)
+                    owners.append(i)
+                    los.append(store.lo)
+                    blocks.append(store.counts)
+        figures = np.full((n, len(QUANTILES) + 2), np.nan)
+        counted = np.flatnonzero(count)
+        if counted.size == 0:
+            return count, figures
+        qs = np.zeros((n, len(QUANTILES) + 2))
+        qs[:, : len(QUANTILES)] = QUANTILES
+        guards_off = np.zeros((n, 2), dtype=bool)
+        for i in counted.tolist():
+            c = int(count[i])
+            for j, (q, tail) in enumerate(((0.95, 0.05), (0.99, 0.01))):
+                rank = (c - breaching_calls_needed(c, tail, config.breach_alpha, config.min_breaching_calls)) / max(
+                    c - 1, 1)
+                qs[i, len(QUANTILES) + j] = min(q, max(rank, 0.0))
+                guards_off[i, j] = rank < 0
+        ranks = qs * (count - 1)[:, None]
+        if blocks:
+            sizes = np.fromiter((b.size for b in blocks), dtype=np.int64, count=len(blocks))
+            owner = np.repeat(np.asarray(owners, dtype=np.int64), sizes)
+            keys = np.repeat(np.asarray(los, dtype=np.int64) - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(
+                int(sizes.sum()))
+            counts = np.concatenate(blocks)
+            assert max_buckets is not None
+            keys = np.maximum(keys, top[owner] - max_buckets + 1)  # the union's fold of its lowest buckets
+            order = np.lexsort((keys, owner))
+            owner, keys, counts = owner[order], keys[order], counts[order]
+            first = np.flatnonzero(np.r_[True, (owner[1:] != owner[:-1]) | (keys[1:] != keys[:-1])])
+            owner, keys, counts = owner[first], keys[first], np.add.reduceat(counts, first)
+            starts = np.searchsorted(owner, np.arange(n))
+            ends = np.searchsorted(owner, np.arange(n), side="right")
+            running = np.cumsum(counts)
+            before = np.r_[0, running][starts]  # cumulative count before each series' first bucket
+            cumulative = running - before[owner] + zeros[owner]
+            composite = (owner << _RANK_BITS) + cumulative
+            # first bucket whose cumulative count exceeds the rank: cumulative >= floor(rank) + 1
+            wanted = (np.arange(n)[:, None] << _RANK_BITS) + (np.floor(ranks).astype(np.int64) + 1)
+            at = np.searchsorted(composite, wanted, side="left")
+            at = np.clip(at, starts[:, None], np.maximum(ends - 1, starts)[:, None])
+            assert mapping is not None
+            bucket_values = mapping.values_of(keys[np.minimum(at, keys.size - 1)])
+        else:
+            bucket_values = np.zeros_like(ranks)
+        estimate = np.where(ranks < zeros[:, None], 0.0, bucket_values)
+        estimate = np.clip(estimate, low[:, None], high[:, None])
+        estimate = np.where(qs == 0.0, low[:, None], np.where(qs == 1.0, high[:, None], estimate))
+        figures[counted] = estimate[counted]
+        guards = figures[:, len(QUANTILES):]
+        guards[guards_off] = np.nan
+        return count, figures
 
     def series(self) -> list[str]:
         return self.latency.series()

@@ -292,6 +292,11 @@ class BudgetLedger:
         projected, limit = view["projected_micros"], view["limit_micros"]
         return BudgetCrossing("global", GLOBAL_KEY, "projection", month, 1.0, projected, limit, now_ms)
 
+    def current_bucket(self, period: str) -> Bucket | None:
+        """The newest bucket of ``period`` (by event time), or None before the first charge; read-only use."""
+        kept = self._buckets[period]
+        return kept[-1] if kept else None
+
     def spent(self, scope: str, key: str, period: str, at_ms: int) -> int:
         """Spend of one key in the bucket containing ``at_ms`` (0 if not tracked)."""
         start = int(bucket_starts(np.array([at_ms], dtype=np.int64), period)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
 _MITIGATIONS: dict[str, str] = {
@@ -43,6 +44,15 @@ _MITIGATIONS: dict[str, str] = {
         "Fail over to the alternate provider; check the provider's status page and rate limits."
     ),
     "ab_regression": "Stop or roll back the losing variant; check its sample size and guardrail metrics.",
+    "ab_improvement": "Keep the experiment running to its decision or promote the better variant; check guardrails.",
+    "ab_winner": "Promote the winning variant to all traffic and end the experiment.",
+    "quality_drop": (
+        "Roll back to the previous model/prompt version; check for data drift and recent prompt or model changes."
+    ),
+    "concept_drift": (
+        "Inputs look the same but answers got worse: roll back to the previous model/prompt version, then "
+        "re-evaluate the prompt against fresh labelled examples."
+    ),
     "token_average": "Find the callers with long prompts or outputs; cap max tokens; summarise context.",
 }
 
@@ -50,5 +60,10 @@ MITIGATIONS = MappingProxyType(_MITIGATIONS)
 DEFAULT_MITIGATION = "Check the dashboard for the affected service and model; follow the team runbook."
 
 
-def mitigation_for(rule: str) -> str:
+def mitigation_for(rule: str, labels: Mapping[str, str] | None = None) -> str:
+    """The rule's runbook line; quality alerts that name a version to return to get it spelt out."""
+    target = (labels or {}).get("rollback_to")
+    if target and rule in ("quality_drop", "concept_drift"):
+        return (f"Roll back {labels.get('service', 'the service')} from {labels.get('version', 'this version')} "  # type: ignore[union-attr]
+                f"to {target}, the previous version with good quality; then check for data drift.")
     return MITIGATIONS.get(rule, DEFAULT_MITIGATION)

@@ -31,9 +31,21 @@ class SeriesTotals:
     errors_by_type: dict[str, int]
 
 
-def _bucket_counts(values_s: np.ndarray) -> np.ndarray:
-    index = np.searchsorted(SECONDS_BUCKETS, values_s, side="left")
-    return np.bincount(index, minlength=len(SECONDS_BUCKETS) + 1)
+def _grouped_buckets(groups: np.ndarray, values_s: np.ndarray, n_groups: int) -> np.ndarray:
+    """Non-cumulative bucket counts per group (rows), one bincount over (group, bucket)."""
+    width = len(SECONDS_BUCKETS) + 1
+    index = groups * width + np.searchsorted(SECONDS_BUCKETS, values_s, side="left")
+    return np.bincount(index, minlength=n_groups * width).reshape(n_groups, width)
+
+
+def _errors_by_series(error_type: np.ndarray, inverse: np.ndarray, failed: np.ndarray) -> dict[int, dict[str, int]]:
+    """Failed calls per (series, error type), sorted by type; one pass over the failed calls only."""
+    out: dict[int, dict[str, int]] = {}
+    for s, kind in zip(inverse[failed].tolist(), error_type[failed].tolist(), strict=True):
+        counts = out.setdefault(s, {})
+        name = kind or "unknown"
+        counts[name] = counts.get(name, 0) + 1
+    return {s: dict(sorted(counts.items())) for s, counts in out.items()}
 
 
 def _int_sums(inverse: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -63,19 +75,17 @@ def totals_by_series(
     ttft_s = calls.ttft_ms / 1000.0
     sent = calls.status != DENIED  # a call the SDK denied has no latency and is no provider error
     failed = (calls.status != 0) & sent
+    # one bincount per figure over (series, bucket), never a mask per series
+    latency_buckets = _grouped_buckets(inverse[sent], latency_s[sent], n_series)
+    timed = sent & ~np.isnan(latency_s)
+    latency_sums = np.bincount(inverse[timed], weights=latency_s[timed], minlength=n_series)
+    latency_nan = np.bincount(inverse[sent & ~timed], minlength=n_series) > 0  # a NaN latency sums to NaN
+    has_ttft = sent & ~np.isnan(ttft_s)
+    ttft_buckets = _grouped_buckets(inverse[has_ttft], ttft_s[has_ttft], n_series)
+    ttft_sums = np.bincount(inverse[has_ttft], weights=ttft_s[has_ttft], minlength=n_series)
+    errors_by_series = _errors_by_series(calls.error_type, inverse, failed)
     out = []
     for s, key in enumerate(keys):
-        member = inverse == s
-        lat = latency_s[member & sent]
-        ttft = ttft_s[member & sent]
-        ttft = ttft[~np.isnan(ttft)]
-        errors: dict[str, int] = {}
-        if failed[member].any():
-            types, counts = np.unique(
-                np.array([t or "unknown" for t in calls.error_type[member & failed]], dtype=object),
-                return_counts=True,
-            )
-            errors = dict(zip(types.tolist(), counts.tolist(), strict=True))
         out.append(
             SeriesTotals(
                 series=key,
@@ -86,11 +96,11 @@ def totals_by_series(
                 cost_micros=int(sums["cost"][s]),
                 cache_hits=int(sums["hits"][s]),
                 no_answer=int(sums["no_answer"][s]),
-                latency_buckets=_bucket_counts(lat),
-                latency_sum_s=float(lat.sum()),
-                ttft_buckets=_bucket_counts(ttft),
-                ttft_sum_s=float(ttft.sum()),
-                errors_by_type=errors,
+                latency_buckets=latency_buckets[s],
+                latency_sum_s=float("nan") if latency_nan[s] else float(latency_sums[s]),
+                ttft_buckets=ttft_buckets[s],
+                ttft_sum_s=float(ttft_sums[s]),
+                errors_by_type=errors_by_series.get(s, {}),
             )
         )
     return out

@@ -68,6 +68,8 @@ class SlotSeries(Generic[T]):
         slots = self._by_series.get(series, {})
         newest = now_ms // self.interval_ms
         oldest = newest - window_s * 1000 // self.interval_ms
+        if newest - oldest < len(slots):  # a short window of a long history: look its slots up
+            return [item for item in map(slots.get, range(oldest + 1, newest + 1)) if item is not None]
         return [item for slot, item in slots.items() if oldest < slot <= newest]
 
     def series(self) -> list[str]:

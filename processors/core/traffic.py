@@ -9,16 +9,22 @@ Mean tokens per request (prompt + response): above ``token_average_limit`` (500,
 INFO, recorded and never paging, because realistic services average 1,000-97,000 tokens per request and a 500
 limit would fire on normal traffic; above ``token_average_warning`` it is WARNING, and that limit is off
 (None or 0) unless the user sets one. Either limit at 0 turns its level off.
+
+Rules run on columns: ``observe_series`` sums the window of every series into a (series x column) matrix,
+judges every rule on it at once, and builds an ``Observation`` only where a rule is breached or an incident is
+open on it; ``observe`` is the same for one series, every rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
-from llmpulse.processors.core.latency import LatencyConfig, window_label
+from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, window_label
+from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 
@@ -75,15 +81,25 @@ class TrafficConfig:
     unsafe_warning_count: int = 3
 
 
-def _obs(rule: str, labels: tuple[tuple[str, str], ...], severity: str | None, observed: float,
-         threshold: float, window: str, summary: str, now_ms: int) -> Observation:
-    return Observation(rule, labels, severity, observed, threshold, window, summary, now_ms)
+RULES = ("error_rate", "cost_per_request", "no_answer_rate", "token_average", "prompt_injection", "hallucination",
+         "pii_leak", "unsafe_content")
+_GUARD_RULES = (
+    ("prompt_injection", "injection", "injection_warning_count", "prompt-injection attempts"),
+    ("hallucination", "hallucination", "hallucination_warning_count", "unhedged high-risk claims"),
+    ("pii_leak", "pii", "pii_warning_count", "calls carrying PII"),
+    ("unsafe_content", "toxic", "unsafe_warning_count", "unsafe-content hits"),
+)
+_SEVERITY_CODES = (None, "INFO", "WARNING", "CRITICAL")  # 0: clear
 
 
 class TrafficMonitor:
-    def __init__(self, config: TrafficConfig) -> None:
+    def __init__(self, config: TrafficConfig, index: SeriesIndex | None = None) -> None:
         self.config = config
-        self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes)
+        self.index = index or SeriesIndex(LABELS)
+        # Slots are kept as long as a rule reads them (plus a minute for event time lagging the clock), not for
+        # the latency grid's whole horizon: traffic state per series is bounded by its own windows.
+        horizon_s = min(config.horizon_s, max(config.window_s, config.active_window_s) + 60)
+        self.slots = SlotSeries("traffic", config.interval_s, horizon_s, CounterVector, CounterVector.from_bytes)
 
     def update(self, series: list[str], inverse: np.ndarray, timestamps_ms: np.ndarray,
                counts: dict[str, np.ndarray], offset: int, now_ms: int) -> None:
@@ -105,70 +121,144 @@ class TrafficMonitor:
         summed = np.sum([p.values for p in parts], axis=0) if parts else np.zeros(len(COLUMNS), dtype=np.int64)
         return dict(zip(COLUMNS, summed.tolist(), strict=True))
 
+    def window_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> np.ndarray:
+        """Totals over the window, one row per series, one column per COLUMNS."""
+        out = np.zeros((len(series), len(COLUMNS)), dtype=np.int64)
+        for i, key in enumerate(series):
+            parts = self.slots.window(key, window_s, now_ms)
+            if parts:
+                out[i] = np.sum([p.values for p in parts], axis=0) if len(parts) > 1 else parts[0].values
+        return out
+
     def observe(self, series: str, now_ms: int) -> list[Observation]:
+        """Every rule for one series (clear ones included)."""
+        return self.observe_series([series], now_ms, emit_all=True).get(0, [])
+
+    def observe_series(self, series: Sequence[str], now_ms: int, open_rules: OpenRules = _NO_OPEN,
+                       emit_all: bool = False) -> dict[int, list[Observation]]:
+        """Every rule for every series at once (a series x rule severity matrix); position in ``series`` -> its
+        observations, only where a rule is breached or ``open_rules`` holds an incident on it (all with
+        ``emit_all``)."""
+        if not series:
+            return {}
         c = self.config
-        t = self.totals(series, c.window_s, now_ms)
+        codes = self.index.codes(series)
+        t = self.window_matrix(series, c.window_s, now_ms)
         short_s = min(c.active_window_s, c.window_s)
-        r = self.totals(series, short_s, now_ms) if short_s < c.window_s else t  # the recent part
-        labels = tuple(zip(LABELS, series_parts(series), strict=True))
+        r = self.window_matrix(series, short_s, now_ms) if short_s < c.window_s else t  # the recent part
+        severity = self._severities(t, r)
+        wanted = np.flatnonzero(severity.any(axis=1)) if not (emit_all or open_rules) else np.arange(len(series))
+        out: dict[int, list[Observation]] = {}
+        for i in wanted.tolist():
+            code = int(codes[i])
+            held = open_rules.get(self.index.sorted_labels(code), frozenset())
+            rules = [j for j, rule in enumerate(RULES) if severity[i, j] or emit_all or rule in held]
+            if rules:
+                out[i] = self._observations(series[i], code, rules, severity[i].tolist(), t[i], r[i], now_ms)
+        return out
+
+    def _severities(self, t: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Severity codes (index into _SEVERITY_CODES) per series (rows) and rule (RULES, columns)."""
+        c = self.config
+        col = INDEX
+        out = np.zeros((t.shape[0], len(RULES)), dtype=np.int8)
+        n, n_recent = t[:, col["requests"]], r[:, col["requests"]]
+        enough = n >= c.min_requests
+        failed, ratio = _failure_columns(t)
+        failed_recent, ratio_now = _failure_columns(r)
+        error = np.zeros(t.shape[0], dtype=np.int8)
+        for level, limit in ((2, c.error_warning_ratio), (3, c.error_critical_ratio)):  # the higher level wins
+            over_window = self._breach_columns(n, failed, ratio, limit) & (ratio_now >= limit)
+            over_recent = self._breach_columns(n_recent, failed_recent, ratio_now, limit)
+            error[over_window | over_recent] = level
+        out[:, 0] = error
+        limit = c.cost_per_request_warning_micros
+        priced, priced_recent = t[:, col["priced"]], r[:, col["priced"]]
+        expensive = (_ratio(t[:, col["cost_micros"]], priced) > limit) & (
+            (priced_recent == 0) | (_ratio(r[:, col["cost_micros"]], priced_recent) > limit))
+        out[:, 1] = np.where(enough & expensive, 2, 0)
+        limit_ratio = c.no_answer_warning_ratio
+        evasive = (_ratio(t[:, col["no_answer"]], n) > limit_ratio) & (
+            (n_recent == 0) | (_ratio(r[:, col["no_answer"]], n_recent) > limit_ratio))
+        out[:, 2] = np.where(enough & evasive, 2, 0)
+        tokens = _ratio(t[:, col["tokens"]], n)
+        token_level = np.zeros(t.shape[0], dtype=np.int8)
+        if c.token_average_limit:
+            token_level[enough & (tokens > c.token_average_limit)] = 1
+        if c.token_average_warning:
+            token_level[enough & (tokens > c.token_average_warning)] = 2
+        out[:, 3] = token_level
+        for j, (_rule, column, setting, _noun) in enumerate(_GUARD_RULES, start=4):
+            ongoing = (t[:, col[column]] >= getattr(c, setting)) & (r[:, col[column]] > 0)
+            out[:, j] = np.where(ongoing, 2, 0)
+        return out
+
+    def _breach_columns(self, n: np.ndarray, failed: np.ndarray, ratio: np.ndarray, limit: float) -> np.ndarray:
+        """``_breaches`` for every series at once (the recent-part condition applied by the caller)."""
+        c = self.config
+        candidate = (n >= c.min_requests) & (ratio >= limit)
+        needed = np.zeros(n.shape, dtype=np.int64)
+        for i in np.flatnonzero(candidate).tolist():
+            needed[i] = breaching_calls_needed(int(n[i]), limit, c.breach_alpha, 1)
+        return candidate & (failed >= needed)
+
+    def _observations(self, series: str, code: int, rules: list[int], severity: list[int], totals: np.ndarray,
+                      recent_totals: np.ndarray, now_ms: int) -> list[Observation]:
+        """The observations of the chosen rules (indices into RULES) for one series."""
+        c = self.config
+        t = dict(zip(COLUMNS, totals.tolist(), strict=True))
+        r = dict(zip(COLUMNS, recent_totals.tolist(), strict=True))
+        labels = self.index.labels(code)
         where = "/".join(series_parts(series))
+        short_s = min(c.active_window_s, c.window_s)
         window, recent = window_label(c.window_s), window_label(short_s)
         n = t["requests"]
-        enough = n >= c.min_requests
         out = []
-        failed, ratio = _failures(t)
-        _, ratio_now = _failures(r)
-        severity = None
-        for level, limit in (("CRITICAL", c.error_critical_ratio), ("WARNING", c.error_warning_ratio)):
-            if self._breaches(t, limit, ratio_now >= limit) or self._breaches(r, limit, True):
-                severity = level
-                break
-        out.append(_obs("error_rate", labels, severity, ratio, c.error_warning_ratio, window,
-                        f"error rate {ratio:.1%} over {window}, {ratio_now:.1%} over the last {recent} for {where} "
-                        f"({failed}/{n}: {t['errors']} errors, {t['timeouts']} timeouts, "
-                        f"{t['rate_limited']} rate-limited)", now_ms))
-        per_request = _per(t, "cost_micros", "priced")
-        expensive = per_request > c.cost_per_request_warning_micros and (
-            not r["priced"] or _per(r, "cost_micros", "priced") > c.cost_per_request_warning_micros)
-        out.append(_obs("cost_per_request", labels, "WARNING" if enough and expensive else None,
-                        per_request / 1e6, c.cost_per_request_warning_micros / 1e6, window,
-                        f"mean cost ${per_request / 1e6:.4f}/request over {window} for {where}", now_ms))
-        no_answer = _per(t, "no_answer", "requests")
-        evasive = no_answer > c.no_answer_warning_ratio and (
-            not r["requests"] or _per(r, "no_answer", "requests") > c.no_answer_warning_ratio)
-        out.append(_obs("no_answer_rate", labels, "WARNING" if enough and evasive else None,
-                        no_answer, c.no_answer_warning_ratio, window,
-                        f"'I don't know' rate {no_answer:.1%} over {window} for {where}", now_ms))
-        tokens = _per(t, "tokens", "requests")
-        severity, limit = None, c.token_average_limit
-        if enough and c.token_average_warning and tokens > c.token_average_warning:
-            severity, limit = "WARNING", c.token_average_warning
-        elif enough and c.token_average_limit and tokens > c.token_average_limit:
-            severity = "INFO"
-        out.append(_obs("token_average", labels, severity, tokens, float(limit), window,
-                        f"{tokens:.0f} tokens/request (prompt+response) over {window} for {where}", now_ms))
-        for rule, column, limit, noun in (
-            ("prompt_injection", "injection", c.injection_warning_count, "prompt-injection attempts"),
-            ("hallucination", "hallucination", c.hallucination_warning_count, "unhedged high-risk claims"),
-            ("pii_leak", "pii", c.pii_warning_count, "calls carrying PII"),
-            ("unsafe_content", "toxic", c.unsafe_warning_count, "unsafe-content hits"),
-        ):
-            count = t[column]
-            ongoing = count >= limit and r[column] > 0  # the last one inside the recent part: still going on
-            out.append(_obs(rule, labels, "WARNING" if ongoing else None, float(count), float(limit),
-                            window, f"{count} {noun} over {window} for {where}", now_ms))
+        for j in rules:
+            rule, level = RULES[j], _SEVERITY_CODES[severity[j]]
+            fp = self.index.fingerprint(code, rule)
+            if rule == "error_rate":
+                failed, ratio = _failures(t)
+                _, ratio_now = _failures(r)
+                out.append(Observation(
+                    rule, labels, level, ratio, c.error_warning_ratio, window,
+                    f"error rate {ratio:.1%} over {window}, {ratio_now:.1%} over the last {recent} for {where} "
+                    f"({failed}/{n}: {t['errors']} errors, {t['timeouts']} timeouts, "
+                    f"{t['rate_limited']} rate-limited)", now_ms, fp))
+            elif rule == "cost_per_request":
+                per_request = _per(t, "cost_micros", "priced")
+                out.append(Observation(rule, labels, level, per_request / 1e6, c.cost_per_request_warning_micros / 1e6,
+                                       window, f"mean cost ${per_request / 1e6:.4f}/request over {window} for {where}",
+                                       now_ms, fp))
+            elif rule == "no_answer_rate":
+                no_answer = _per(t, "no_answer", "requests")
+                out.append(Observation(rule, labels, level, no_answer, c.no_answer_warning_ratio, window,
+                                       f"'I don't know' rate {no_answer:.1%} over {window} for {where}", now_ms, fp))
+            elif rule == "token_average":
+                tokens = _per(t, "tokens", "requests")
+                limit = c.token_average_warning if level == "WARNING" else c.token_average_limit
+                out.append(Observation(rule, labels, level, tokens, float(limit or 0), window,
+                                       f"{tokens:.0f} tokens/request (prompt+response) over {window} for {where}",
+                                       now_ms, fp))
+            else:
+                _, column, setting, noun = _GUARD_RULES[j - 4]
+                count = t[column]
+                out.append(Observation(rule, labels, level, float(count), float(getattr(c, setting)), window,
+                                       f"{count} {noun} over {window} for {where}", now_ms, fp))
         return out
 
     def series(self) -> list[str]:
         return self.slots.series()
 
-    def _breaches(self, totals: dict[str, int], limit: float, recent_agrees: bool) -> bool:
-        """Enough calls, a failure ratio at ``limit`` or above, more failures than a series failing at exactly
-        ``limit`` shows by chance (significance.py), and the recent part of the window agreeing."""
-        n = totals["requests"]
-        failed, ratio = _failures(totals)
-        return (recent_agrees and n >= self.config.min_requests and ratio >= limit
-                and failed >= breaching_calls_needed(n, limit, self.config.breach_alpha, 1))
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0.0 where the denominator is 0 (as ``_per``)."""
+    return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator != 0)
+
+
+def _failure_columns(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    failed = totals[:, INDEX["errors"]] + totals[:, INDEX["timeouts"]] + totals[:, INDEX["rate_limited"]]
+    return failed, _ratio(failed, totals[:, INDEX["requests"]])
 
 
 def _failures(totals: dict[str, int]) -> tuple[int, float]:

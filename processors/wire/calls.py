@@ -1,14 +1,17 @@
 """Kafka record bytes -> CallColumns, plus the refused parts with reasons (never an exception).
 
-Accepts both shapes on the calls topic: ``llm_call_batch`` (what the SDK writes) and single ``llm_call``
-records (other languages, hand-written producers). A single call is packed into the batch layout, so both
-take the same vectorised path: packed numbers become arrays with ``np.frombuffer`` and dictionary-encoded
+Accepts every shape on the calls topic: ``llm_call_batch`` (what the SDK writes), single ``llm_call``
+records (other languages, hand-written producers), both also in the Schema Registry framing, and JSON (one
+``llm_call`` object or an array of them, json_calls.py). Single and JSON calls are packed into the batch layout,
+so all take the same vectorised path: packed numbers become arrays with ``np.frombuffer`` and dictionary-encoded
 strings with one fancy-index, no per-call Python step.
 """
 
 from __future__ import annotations
 
+import json
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +20,10 @@ import numpy as np
 from llmpulse import schemas
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.validation import Limits, find_invalid
+from llmpulse.processors.wire.json_calls import JsonCalls, looks_like_json
 from llmpulse.processors.wire.registry import RegistryDecoder, is_registry_framed
 from llmpulse.producers.batching import (
+    ADDED_IN_V2,
     DICTIONARY,
     FIELDS,
     NULLABLE_STRINGS,
@@ -30,8 +35,9 @@ from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 _DTYPES = {"q": "<i8", "d": "<f8", "i": "<i4", "B": "u1"}
 _RENAMED = {"request_model": "model"}
-_IGNORED = {"prompt_chars", "response_chars", "feature_version", "prompt_version", "response_model",
-            "operation", "session_id", "trace_id", "span_id", "prompt_sha256"}
+_IGNORED = {"prompt_chars", "response_chars", "feature_version", "response_model",
+            "operation", "session_id", "trace_id", "span_id", "prompt_sha256",
+            "reasoning_tokens", "tool_calls"}  # v2: kept in dead-letter payloads and exports; no detector reads them
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,34 +50,65 @@ class Refused:
     batch_index: int | None = None
 
 
+def split_invalid(calls: CallColumns, limits: Limits, now_ms: int, payload_of: Callable[[int], bytes],
+                  index_of: Sequence[int] | None = None) -> tuple[CallColumns | None, list[Refused]]:
+    """The calls that pass ``find_invalid`` and one ``invalid_field`` Refused per call that does, whatever the wire
+    format: ``payload_of(i)`` is call i's dead-letter payload, ``index_of[i]`` its position in the record."""
+    reasons = find_invalid(calls, limits, now_ms)
+    bad = reasons != None  # noqa: E711  (element-wise on an object array)
+    if not bad.any():
+        return calls, []
+    refused = [
+        Refused("invalid_field", str(reasons[i]), payload_of(int(i)), int(i) if index_of is None else index_of[i])
+        for i in np.flatnonzero(bad)
+    ]
+    return (calls.take(~bad) if not bad.all() else None), refused
+
+
 class CallDecoder:
-    """Stateless apart from the parsed schemas, which are built once per worker."""
+    """Stateless apart from the parsed schemas, which are built once per worker.
+
+    ``version`` pins the reader contract version and the versions known without a registry (the newest and all
+    shipped when None): a decoder pinned to 1 reads as a worker released with v1 did (tests of upgrades)."""
 
     def __init__(self, limits: Limits, max_record_bytes: int, max_calls_per_batch: int,
-                 registry: RegistryDecoder | None = None) -> None:
+                 registry: RegistryDecoder | None = None, version: int | None = None) -> None:
         self.limits = limits
         self.registry = registry  # reads the Confluent Schema Registry framing when a registry is configured
         self.max_record_bytes = max_record_bytes
         self.max_calls_per_batch = max_calls_per_batch
-        self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH)
-        self.call_codec = SchemaCodec(schemas.LLM_CALL)
+        self.batch_codec = SchemaCodec(schemas.LLM_CALL_BATCH, version, known_up_to=version)
+        self.call_codec = SchemaCodec(schemas.LLM_CALL, version, known_up_to=version)
         self._packer = BatchEncoder(producer_id="llmpulse-processor")
+        self._json = JsonCalls(max_calls_per_batch)
 
     def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+        if len(data) <= self.max_record_bytes and looks_like_json(data):
+            return self._decode_json(data, now_ms)
         try:
             record = self._record_of(data)
             calls = to_call_columns(record)
         except DecodeError as exc:
             return None, [Refused(exc.code, str(exc), data)]
-        reasons = find_invalid(calls, self.limits, now_ms)
-        bad = reasons != None  # noqa: E711  (element-wise on an object array)
-        if not bad.any():
-            return calls, []
-        refused = [
-            Refused("invalid_field", str(reasons[i]), self._reencode(record, int(i)), int(i))
-            for i in np.flatnonzero(bad)
-        ]
-        return (calls.take(~bad) if not bad.all() else None), refused
+        return split_invalid(calls, self.limits, now_ms, lambda index: self._reencode(record, index))
+
+    def _decode_json(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+        """JSON calls (json_calls.py): schema misfits refused one by one, the rest down the columnar path."""
+        try:
+            parsed = self._json.parse(data)
+            calls = to_call_columns(self._packer.columns(parsed.rows)) if parsed.rows else None
+        except DecodeError as exc:
+            return None, [Refused(exc.code, str(exc), data)]
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            return None, [Refused("invalid_field", f"calls do not fit the columnar layout: {exc}", data)]
+        refused = [Refused("invalid_field", reason, payload, position) for position, reason, payload in parsed.refused]
+        if calls is None:
+            return None, refused
+        rows = parsed.rows
+        accepted, invalid = split_invalid(calls, self.limits, now_ms,
+                                          lambda index: json.dumps(rows[index], default=str).encode(),
+                                          parsed.positions)
+        return accepted, sorted(refused + invalid, key=lambda item: item.batch_index or 0)
 
     def _record_of(self, data: bytes) -> dict[str, Any]:
         if len(data) > self.max_record_bytes:
@@ -92,6 +129,10 @@ class CallDecoder:
     def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
         if not 0 < record["count"] <= self.max_calls_per_batch:
             raise DecodeError("invalid_batch", f"batch count {record['count']} not in 1..{self.max_calls_per_batch}")
+        for name in ADDED_IN_V2:  # a v1 writer (or a v1 reader) has none of these: every call has the fill value
+            if not record.get(name):
+                typecode, fill = PACKED[name]
+                record[name] = struct.pack(f"<{record['count']}{typecode}", *[fill] * record["count"])
         return record
 
     def _packed(self, call: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ class RecordCodecs:
         self.dead_letter = SchemaCodec(schemas.DEAD_LETTER)
         self.command = SchemaCodec(schemas.ALERT_COMMAND)
         self.provider_state = SchemaCodec(schemas.PROVIDER_STATE)
+        self.budget_state = SchemaCodec(schemas.BUDGET_STATE)
         self.max_payload = dead_letter_payload_bytes
 
     def encode_alert(self, event: AlertEvent) -> bytes:

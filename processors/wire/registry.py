@@ -32,11 +32,13 @@ def is_registry_framed(data: bytes) -> bool:
 class RegistryDecoder:
     """Writer schemas by id (cached), decoded into the newest local reader schema of the same contract."""
 
-    def __init__(self, registry: SchemaRegistry, retry_s: float = 5.0, max_schemas: int = 1024) -> None:
+    def __init__(self, registry: SchemaRegistry, retry_s: float = 5.0, max_schemas: int = 1024,
+                 version: int | None = None) -> None:
         self.registry = registry
         self.retry_s = retry_s
         self.max_schemas = max_schemas
-        self._readers = {full_name(schemas.raw(name)): (name, fastavro.parse_schema(schemas.raw(name)))
+        # ``version`` pins the reader schemas (the newest when None), as CallDecoder's does.
+        self._readers = {full_name(schemas.raw(name)): (name, fastavro.parse_schema(schemas.raw(name, version)))
                          for name in _CONTRACTS}
         self._writers: dict[int, tuple[str, dict[str, Any]]] = {}
         self._refused: dict[int, tuple[float, DecodeError]] = {}

@@ -185,8 +185,33 @@ class Call:
 
 
 @dont_throw
-def start(target: Target, kwargs: dict[str, Any]) -> Call:
-    return Call(target, kwargs)
+def start(target: Target, kwargs: dict[str, Any], extra: dict[str, Any] | None = None) -> Call:
+    call = Call(target, kwargs)
+    if extra and "labels" in extra:  # a prompt the guard flagged (observe mode)
+        call.tracker.set(labels={**(target.defaults.get("labels") or {}), **extra["labels"]})
+    return call
+
+
+_MAX_OUTPUT = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def preflight(target: Target, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The Pulse's guard and admission gate (producers/preflight.py), before any request is sent. Raises only
+    PromptBlocked or BudgetExceeded; the user is the client's ``user_hash`` field, else the request's own."""
+    check = getattr(target.pulse, "preflight", None)
+    if check is None:
+        return None
+    try:
+        model = kwargs.get("model")
+        limit = next((kwargs[name] for name in _MAX_OUTPUT if isinstance(kwargs.get(name), int)), None)
+        metadata = kwargs.get("metadata")
+        user = target.defaults.get("user_hash") or kwargs.get("user") or (
+            metadata.get("user_id") if isinstance(metadata, dict) else None)
+    except Exception:  # never refuse a call for a reason of our own
+        return None
+    return check(provider=target.provider, model=model if isinstance(model, str) and model else "unknown",
+                 prompt=lambda: target.endpoint.reader().prompt(kwargs), max_output_tokens=limit,
+                 user=user if isinstance(user, str) else None, service=target.defaults.get("service"))
 
 
 def finish(call: Call | None, result: Any) -> Any:
@@ -205,7 +230,7 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
 
         @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = start(target, kwargs)
+            call = start(target, kwargs, preflight(target, kwargs))
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
@@ -218,7 +243,7 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = start(target, kwargs)
+        call = start(target, kwargs, preflight(target, kwargs))
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
@@ -233,6 +258,7 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
 def _wrap_manager(original: Callable[..., Any], target: Target, proxy: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        preflight(target, kwargs)  # the manager sends its request on __enter__: refuse before that
         return proxy(original(*args, **kwargs), target, kwargs)
 
     return wrapper

@@ -31,6 +31,7 @@ class Scenario:
     share: float = 1.0  # of the eligible calls in the window
     calls_per_s: float | None = None  # absolute: share = calls_per_s / rate, capped at 1
     eligible: Callable[[TrafficModel, CallBlock], np.ndarray] | None = None  # default: answered calls
+    prelude: Injector | None = None  # what eligible calls look like before the window (e.g. the old version)
 
     def at(self, start_s: float | None = None, duration_s: float | None = None) -> Scenario:
         """The same scenario with another window."""
@@ -53,6 +54,11 @@ class Scenario:
         inside &= self.eligible(model, block) if self.eligible else _answered(model, block)
         share = self.share if self.calls_per_s is None else min(1.0, self.calls_per_s / max(rate, 1e-9))
         rows = np.flatnonzero(inside & (rng.random(len(block)) < share))
+        if self.prelude is not None:
+            before = (block.timestamp_ms < start) & (block.scenario == None)  # noqa: E711
+            before &= self.eligible(model, block) if self.eligible else _answered(model, block)
+            if before.any():
+                self.prelude(model, block, np.flatnonzero(before), rng)
         if rows.size:
             self.inject(model, block, rows, rng)
             block.scenario[rows] = self.name
@@ -163,6 +169,33 @@ def _ab_regression(_model: TrafficModel, block: CallBlock, rows: np.ndarray, rng
 
 def _ab_eligible(model: TrafficModel, block: CallBlock) -> np.ndarray:
     return (block.service == _service_or_first(model, AB_SERVICE)) & ~block.cache_hit
+
+
+QUALITY_SERVICE = "support-bot"
+
+
+def _quality_eligible(model: TrafficModel, block: CallBlock) -> np.ndarray:
+    service = _service_or_first(model, QUALITY_SERVICE)
+    first_model = next(s for s in model.services if s.name == service).models[0][0]
+    return _answered(model, block) & (block.service == service) & (block.request_model == first_model)
+
+
+def _rated(block: CallBlock, rows: np.ndarray, version: str, accuracy: np.ndarray | float,
+           rng: np.random.Generator) -> None:
+    if block.prompt_version is None:
+        block.prompt_version = np.full(len(block), None, dtype=object)
+    if block.feedback is None:
+        block.feedback = np.full(len(block), np.nan)
+    block.prompt_version[rows] = version
+    block.feedback[rows] = (rng.random(rows.size) < accuracy).astype(np.float64)
+
+
+def _quality_before(_model: TrafficModel, block: CallBlock, rows: np.ndarray, rng: np.random.Generator) -> None:
+    _rated(block, rows, "v1", 0.93, rng)  # prompt v1: reviewers mark 93% of answers correct
+
+
+def _quality_drop(_model: TrafficModel, block: CallBlock, rows: np.ndarray, rng: np.random.Generator) -> None:
+    _rated(block, rows, "v2", 0.62, rng)  # prompt v2 ships: same questions, 62% correct
 
 
 # ---- text: injection, hallucination, PII -------------------------------------------------------------------
@@ -281,6 +314,10 @@ SCENARIOS: dict[str, Scenario] = {
                  _provider_outage, eligible=_outage_eligible),
         Scenario("ab-regression", f"Experiment prompt-v2 on {AB_SERVICE}: treatment is 40% slower and 0.12 less "
                  "confident than control.", _ab_regression, duration_s=90.0, eligible=_ab_eligible),
+        Scenario("quality-drop", f"{QUALITY_SERVICE}'s first model runs prompt v1 (93% of reviewed answers correct) "
+                 "until prompt v2 ships at 90 s: 62% correct on the same inputs. Every answer gets feedback.",
+                 _quality_drop, start_s=90.0, duration_s=120.0, eligible=_quality_eligible,
+                 prelude=_quality_before),
     )
 }
 

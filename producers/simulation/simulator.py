@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmpulse.producers.batching import new_event_id
 from llmpulse.producers.simulation import scenarios as scenario_registry
 from llmpulse.producers.simulation.scenarios import Scenario
 from llmpulse.producers.simulation.trace_replay import LLM_CALL_JSONL, Trace
@@ -232,8 +233,9 @@ def _send(
         for scenario in scenarios:
             touched[scenario.name] += scenario.apply(model, batch, rng, run_start_ms, rate)
         calls = batch.to_calls()
+        feedback = _with_feedback(batch, calls, pulse)
     else:
-        calls = batch
+        calls, feedback = batch, []
     summary.generated += len(calls)
     for call in calls:
         if pulse.record(**call):
@@ -241,6 +243,21 @@ def _send(
             summary.by_service_status[(call.get("service") or "?", call.get("status") or "ok")] += 1
         else:
             summary.refused += 1
+    for request_id, service, correct, ts in feedback:  # after the calls, as reviewers would
+        pulse.feedback(request_id, correct=correct, source="simulator", service=service,  # type: ignore[attr-defined]
+                       timestamp_ms=ts)
+
+
+def _with_feedback(block: CallBlock, calls: list[dict[str, Any]], pulse: Recorder) -> list[tuple[str, str, bool, int]]:
+    """Request ids for the calls a scenario rated, and their feedback (sent only to a recorder that takes it)."""
+    if block.feedback is None or not hasattr(pulse, "feedback"):
+        return []
+    out = []
+    for i in np.flatnonzero(~np.isnan(block.feedback)).tolist():
+        call = calls[i]
+        call["event_id"] = request_id = new_event_id()
+        out.append((request_id, call["service"], bool(block.feedback[i]), int(call["timestamp_ms"]) + 500))
+    return out
 
 
 def _wait_for_room(pulse: Recorder, clock: Clock, max_pending: int) -> None:

@@ -165,13 +165,16 @@ class CallBlock:
     prompt_text: np.ndarray
     response_text: np.ndarray
     scenario: np.ndarray  # name of the scenario that changed the call, None for baseline
+    prompt_version: np.ndarray | None = None  # object[str | None], set by scenarios that need it
+    feedback: np.ndarray | None = None  # float64 0/1 correct, NaN: no feedback (the simulator sends it)
 
     def __len__(self) -> int:
         return int(self.timestamp_ms.shape[0])
 
     def to_calls(self) -> list[dict[str, Any]]:
         """One ``llm_call`` dict per row for ``Pulse.record``, leaving out absent optional fields."""
-        columns = {f.name: getattr(self, f.name).tolist() for f in fields(self) if f.name != "scenario"}
+        columns = {f.name: getattr(self, f.name).tolist() for f in fields(self)
+                   if f.name not in ("scenario", "feedback") and getattr(self, f.name) is not None}
         calls = []
         scenarios = self.scenario.tolist()
         for values, scenario in zip(zip(*columns.values(), strict=True), scenarios, strict=True):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmpulse.local_registry import LocalRegistry, RegistryConfig
 from tests.support.secure_kafka import SecuredKafka, secured_broker
 from tests.support.worker import WorkerProcess
 
@@ -38,3 +39,14 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKa
     """One secured broker (SASL_SSL, SCRAM users, its own CA) for the session, beside the plaintext one."""
     with secured_broker(tmp_path_factory.mktemp("secure-kafka")) as kafka:
         yield kafka
+
+
+@pytest.fixture(scope="session")
+def apicurio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A real Confluent-compatible schema registry (Apicurio, in memory) for the session; ``.url`` is its
+    ``/apis/ccompat/v7`` base. Fetched once with Maven into ~/.cache/llmpulse, then up in a few seconds."""
+    from tests.support.worker import free_port
+
+    log = tmp_path_factory.mktemp("apicurio") / "registry.log"
+    with LocalRegistry(RegistryConfig(port=free_port(), log_file=log)) as registry:
+        yield registry

@@ -24,8 +24,9 @@ class SecuredKafka:
 
 
 @contextlib.contextmanager
-def secured_broker(data_dir: Path) -> Iterator[SecuredKafka]:
-    broker = LocalBroker(BrokerConfig.from_env(port=free_port_pair(), data_dir=data_dir, secure=True))
+def secured_broker(data_dir: Path, acls: bool = False) -> Iterator[SecuredKafka]:
+    """``acls``: the authorizer on, with llmpulse's least-privilege ACLs (llmpulse/broker_acls.py)."""
+    broker = LocalBroker(BrokerConfig.from_env(port=free_port_pair(), data_dir=data_dir, secure=True, acls=acls))
     try:
         status = broker.start()
         assert broker.secure is not None

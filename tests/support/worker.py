@@ -53,6 +53,7 @@ class WorkerProcess:
             "LLMPULSE_TOPIC_ALERT_COMMANDS": f"commands-{suffix}",
             "LLMPULSE_TOPIC_PROVIDER_STATE": f"provider-state-{suffix}",
             "LLMPULSE_TOPIC_FLEET": f"fleet-{suffix}",
+            "LLMPULSE_TOPIC_BUDGET_STATE": f"budget-state-{suffix}",
             **self.extra_env,
         }
 

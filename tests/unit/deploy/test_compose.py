@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from llmpulse.config import Topics
 from tests.support.deploy import PROM_DIR, PROVISIONING, REPO, deployed_topics
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -26,6 +27,7 @@ SERVICES = {
     "prometheus",
     "alertmanager",
     "grafana",
+    "otel-collector",
 }
 WEB_PORT = 6066
 
@@ -79,7 +81,7 @@ def test_all_services_present() -> None:
 
 def test_every_bind_mount_exists() -> None:
     mounts = bind_mounts()
-    assert {name for name, _, _ in mounts} == {"prometheus", "alertmanager", "grafana"}
+    assert {name for name, _, _ in mounts} == {"prometheus", "alertmanager", "grafana", "otel-collector"}
     for name, source, _ in mounts:
         assert (REPO / source).exists(), f"{name} mounts missing {source}"
 
@@ -133,6 +135,20 @@ def test_topic_names_match_the_code_defaults() -> None:
     assert created == set(expected.values())
 
 
+def test_the_collector_writes_otlp_where_the_workers_read_it() -> None:
+    svcs = services()
+    config_flag = next(arg for arg in svcs["otel-collector"]["command"] if arg.startswith("--config="))
+    config = yaml.safe_load(host_path("otel-collector", config_flag.split("=", 1)[1]).read_text())
+    kafka = config["exporters"]["kafka"]
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["kafka"]
+    worker = svcs["worker"]["environment"]
+    assert worker["LLMPULSE_OTLP__ENABLED"] == "true"
+    assert kafka["traces"]["topic"] == worker.get("LLMPULSE_TOPIC_OTLP", Topics().otlp)
+    assert kafka["traces"]["encoding"] == worker["LLMPULSE_OTLP__ENCODING"]
+    assert svcs["otel-collector"]["environment"]["KAFKA_BROKERS"] == worker["KAFKA_BOOTSTRAP_SERVERS"]
+    assert f"{Topics().otlp}:3" in svcs["kafka-init"]["command"][0]  # the workers' partition count (default 3)
+
+
 def test_prometheus_scrapes_the_worker_service_and_alerts_alertmanager() -> None:
     prom = yaml.safe_load(PROMETHEUS.read_text())
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
@@ -183,7 +199,7 @@ def test_dockerfile_runs_the_worker_on_6066() -> None:
     assert ("EXPOSE", str(WEB_PORT)) in instructions
     assert ("ENTRYPOINT", '["llmpulse"]') in instructions
     assert ("CMD", '["worker"]') in instructions
-    assert any(op == "RUN" and '".[processor,simulation]"' in arg for op, arg in instructions)
+    assert any(op == "RUN" and '".[processor,simulation,otlp]"' in arg for op, arg in instructions)
     assert any(op == "USER" and arg != "root" for op, arg in instructions)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,14 @@ from llmpulse.processors.core.engine import EngineConfig
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.wire.otlp import SpanMapping
 
 SETTINGS_PY = Path(configure.__file__).with_name("settings.py")
 
-# Settings taken outside the core configs: the decoder's and the dead-letter records' limits (processors/app.py).
-NOT_FOR_THE_CORE = frozenset(f"validation.{name}" for name in configure.DECODER_FIELDS)
+# Settings taken outside the core configs: the decoder's and the dead-letter records' limits, and whether and how
+# OTLP spans are read (processors/app.py, wiring.py).
+NOT_FOR_THE_CORE = frozenset(f"validation.{name}" for name in configure.DECODER_FIELDS) | {"otlp.enabled",
+                                                                                          "otlp.encoding"}
 # Core fields no setting exposes: the core's default is their only value.
 CORE_ONLY = frozenset({
     "AlertConfig.stale_ms", "AlertConfig.max_incidents", "AlertConfig.priorities",
@@ -62,7 +66,8 @@ def built(settings: ProcessorSettings) -> dict[str, tuple[str, Any]]:
     """Every leaf of every config configure.py builds."""
     out: dict[str, tuple[str, Any]] = {}
     for name, config in (("engine", configure.engine_config(settings)), ("fleet", configure.fleet_config(settings)),
-                         ("validation", configure.validation_limits(settings))):
+                         ("validation", configure.validation_limits(settings)),
+                         ("otlp", configure.span_mapping(settings))):
         _flatten(config, name, name, out)
     return out
 
@@ -96,7 +101,10 @@ def changed_by(setting: str) -> set[str]:
     """The core leaves that move when this one setting moves."""
     group, name = setting.split(".")
     current = getattr(ProcessorSettings(), group)
-    changed = type(current)(**{**current.model_dump(), name: _other(getattr(current, name))})
+    choices = typing.get_args(type(current).model_fields[name].annotation)  # a Literal: another allowed value
+    other = next((c for c in choices if c != getattr(current, name)), None) if choices and all(
+        isinstance(c, str) for c in choices) else _other(getattr(current, name))
+    changed = type(current)(**{**current.model_dump(), name: other})
     moved = ProcessorSettings(**{group: changed})
     before, after = built(ProcessorSettings()), built(moved)
     return {path for path in before if before[path][1] != after[path][1]}
@@ -107,6 +115,7 @@ def test_the_settings_defaults_are_the_core_defaults() -> None:
     assert configure.engine_config(settings) == EngineConfig()
     assert configure.fleet_config(settings) == FleetConfig()
     assert configure.validation_limits(settings) == Limits()
+    assert configure.span_mapping(settings) == SpanMapping()
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

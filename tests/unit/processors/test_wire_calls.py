@@ -219,7 +219,7 @@ def test_unknown_status_code_is_refused_not_counted(encoder: BatchEncoder, decod
     calls, refused = decoder.decode(_tampered(encoder, {"status": bytes([0, 9])}), NOW_MS)
     assert calls is not None and calls.event_id.tolist() == ["ev-0"]
     assert [(r.code, r.reason, r.batch_index) for r in refused] == [
-        ("invalid_field", "status must be a code in 0..4", 1)
+        ("invalid_field", "status must be a code in 0..5", 1)
     ]
     assert b"ev-1" in refused[0].payload  # no llm_call can hold status 9: a readable trace instead
 
@@ -238,7 +238,8 @@ def test_oversized_record(encoder: BatchEncoder) -> None:
     [
         (b"", "truncated"),
         (b"\xc3\x01\x00", "truncated"),
-        (b'{"json": true}', "bad_magic"),
+        (b"<xml>not a call</xml>", "bad_magic"),
+        (b'{"json": true', "corrupt_json"),  # JSON records are read (test_wire_json_calls.py); broken JSON is not
         (b"\xc3\x01" + b"\x11" * 8 + b"body", "unknown_schema"),
     ],
 )

@@ -81,7 +81,7 @@ ALL = [(name, version) for name, version, _ in schemas.all_versions()]
 def test_every_contract_ships() -> None:
     names = {name for name, _ in ALL}
     assert names == {"llm_call", "llm_call_batch", "alert", "incident", "dead_letter", "alert_command",
-                     "provider_state"}
+                     "provider_state", "feedback", "model_route", "budget_state"}
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["all-fields", "nulls"])

@@ -197,7 +197,7 @@ def test_names_parse_from_repeats_and_commas() -> None:
 
 
 def test_every_scenario_has_a_description_and_a_window_that_ends() -> None:
-    assert len(scenarios.SCENARIOS) == 10
+    assert len(scenarios.SCENARIOS) == 11
     for scenario in scenarios.SCENARIOS.values():
         assert len(scenario.description) > 20
         assert 0 < scenario.duration_s <= 120 and scenario.start_s >= 20

@@ -184,7 +184,7 @@ def test_every_rule_has_a_mitigation() -> None:
         "latency_p95", "latency_p99", "error_rate", "cost_per_request", "budget", "budget_projection",
         "confidence_drift", "distribution_drift", "prompt_injection", "security_incident", "hallucination",
         "pii_leak", "unsafe_content", "no_answer_rate", "provider_circuit", "ab_regression", "token_average",
-        "request_budget",
+        "request_budget", "ab_improvement", "ab_winner", "quality_drop", "concept_drift",
     }  # fmt: skip
     assert set(MITIGATIONS) == rules
     assert all(MITIGATIONS[rule] for rule in rules)

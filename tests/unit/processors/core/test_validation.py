@@ -133,8 +133,8 @@ def test_limits_are_configurable() -> None:
 
 def test_out_of_range_status_codes_are_refused() -> None:
     calls = _columns([_call(), _call()])
-    calls.status = np.array([5, -1], dtype=np.int8)
-    assert find_invalid(calls, Limits(), NOW_MS).tolist() == ["status must be a code in 0..4"] * 2
+    calls.status = np.array([6, -1], dtype=np.int8)  # 5 is ``denied`` (llm_call v2): refused by the SDK's gate
+    assert find_invalid(calls, Limits(), NOW_MS).tolist() == ["status must be a code in 0..5"] * 2
 
 
 def test_empty_batch_has_no_reasons() -> None:

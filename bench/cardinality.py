@@ -1,0 +1,192 @@
+"""Cost per call against cardinality, and bounded state over an accelerated event-time replay (in process).
+
+* ``inprocess_eps_100_series`` / ``inprocess_eps_10k_series``: decode + ``PartitionEngine.process`` + metrics
+  export (bench/inprocess.py's Pipeline) on the same realistic calls, once spread over ~100 (service, model,
+  provider) series and 100 users, once over ~10,000 series and 10,000 users; fed side by side in small chunks,
+  the order alternating, so a neighbour's load slows both alike. ``cardinality_ratio`` = the second / the first.
+* The replay: one partition engine driven in event time for more than two hours (the 1-hour window fills and
+  rolls), ``series`` series and as many users, a record per 500 calls, the 5 s timer ticking; RSS after the first
+  and the second hour gives ``rss_growth_second_hour``; the state it persisted (latency and TTFT slots, traffic
+  slots, drift), over the series active at the end, gives ``state_bytes_per_series``.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import dataset
+from bench.common import GroupResult
+from bench.inprocess import Pipeline
+from llmpulse.processors import configure
+from llmpulse.processors.clock import TICK_SECONDS
+from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.engine import PartitionEngine
+from llmpulse.processors.core.guard_monitor import GuardMonitor
+from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.settings import ProcessorSettings
+
+FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "cardinality_ratio", "state_bytes_per_series",
+           "rss_growth_second_hour", "replay_wall_s")
+STATE_NAMESPACES = ("latency", "ttft", "traffic", "drift")
+HOUR_MS = 3_600_000
+TICK_MS = int(TICK_SECONDS * 1000)
+REPLAY_START_MS = 1_700_000_000_000
+CALLS_PER_RECORD = 500
+MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet-20241022"),
+          ("anthropic", "claude-3-haiku-20240307"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayScale:
+    series: int
+    calls_per_series_s: float  # event-time rate per series
+    hours: float = 2.25
+
+
+QUICK_REPLAY = ReplayScale(series=1_000, calls_per_series_s=0.05)
+FULL_REPLAY = ReplayScale(series=10_000, calls_per_series_s=0.05)
+
+
+def spread(rows: list[dict[str, Any]], series: int, users: int, seed: int = 16) -> list[dict[str, Any]]:
+    """The same calls over ~``series`` (service, model, provider) series and ``users`` users: services renamed
+    so that services x the rows' (model, provider) pairs ~ ``series``."""
+    rng = np.random.default_rng(seed)
+    pairs = len({(row["request_model"], row["provider"]) for row in rows})
+    services = max(1, round(series / pairs))
+    service_of = rng.integers(0, services, len(rows)).tolist()
+    user_of = rng.integers(0, users, len(rows)).tolist()
+    return [{**row, "service": f"svc-{service_of[i]:05d}", "user_hash": f"user-{user_of[i]:05d}"}
+            for i, row in enumerate(rows)]
+
+
+def side_by_side(records: dict[str, list[bytes]], chunk: int = 16) -> dict[str, float]:
+    """Calls/s of one pipeline per record set, fed alternately ``chunk`` records at a time."""
+    pipelines = {name: Pipeline() for name in records}
+    spent = dict.fromkeys(records, 0.0)
+    accepted = dict.fromkeys(records, 0)
+    names = list(records)
+    longest = max(len(values) for values in records.values())
+    for turn, start in enumerate(range(0, longest, chunk)):
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            part = records[name][start : start + chunk]
+            if part:
+                began = time.perf_counter()
+                accepted[name] += pipelines[name].feed(part, first_offset=start)
+                spent[name] += time.perf_counter() - began
+    return {name: accepted[name] / spent[name] for name in names}
+
+
+def _rss_bytes() -> int:
+    fields = Path("/proc/self/statm").read_text().split()
+    import resource
+
+    return int(fields[1]) * resource.getpagesize()
+
+
+def _columns(rng: np.random.Generator, timestamps: np.ndarray, series: np.ndarray, users: int,
+             services: np.ndarray, models: np.ndarray, providers: np.ndarray, user_names: np.ndarray) -> CallColumns:
+    n = timestamps.size
+    output = np.clip(rng.lognormal(4.5, 0.9, n), 1, 8_000).astype(np.int64)
+    prompt = np.clip(rng.lognormal(6.0, 1.0, n), 1, 100_000).astype(np.int64)
+    latency = 200 * rng.lognormal(0, 0.3, n) + output * 20 * rng.lognormal(0, 0.2, n)
+    status = np.where(rng.random(n) < 0.01, 1, 0).astype(np.int8)
+    model_of = series % len(MODELS)
+    service_of = series // len(MODELS)
+    none = np.full(n, None, dtype=object)
+    return CallColumns(
+        timestamp_ms=timestamps, service=services[service_of], provider=providers[model_of],
+        model=models[model_of], status=status, latency_ms=latency, ttft_ms=latency * 0.3,
+        input_tokens=prompt, output_tokens=output, cached_tokens=np.zeros(n, dtype=np.int64),
+        cost_micros=(prompt + 4 * output) * 2, confidence=rng.uniform(0.5, 1.0, n), cache_hit=rng.random(n) < 0.1,
+        no_answer=rng.random(n) < 0.02, error_type=np.where(status == 1, "server_error", None).astype(object),
+        user_hash=user_names[rng.integers(0, users, n)], experiment_id=none, variant=none, feature=none,
+        prompt_text=none, response_text=none, event_id=none,
+        codes={"service": (service_of.astype(np.int32), np.append(services, None)),
+               "model": (model_of.astype(np.int32), np.append(models, None)),
+               "provider": (model_of.astype(np.int32), np.append(providers, None))},
+    )
+
+
+def replay(scale: ReplayScale, seed: int = 16) -> dict[str, float]:
+    """Event-time replay of ``scale``; RSS after each hour, persisted state per active series, wall time."""
+    settings = ProcessorSettings()
+    config = configure.engine_config(settings)
+    engine = PartitionEngine(0, config, Pricer(), GuardMonitor(config.guarding))
+    rng = np.random.default_rng(seed)
+    services = np.array([f"svc-{k:05d}" for k in range(-(-scale.series // len(MODELS)))], dtype=object)
+    models = np.array([m for _, m in MODELS], dtype=object)
+    providers = np.array([p for p, _ in MODELS], dtype=object)
+    user_names = np.array([f"user-{k:05d}" for k in range(scale.series)], dtype=object)
+    persisted: dict[str, int] = {}
+    rss: dict[int, int] = {}
+    began = time.perf_counter()
+    offset = 0
+    end_ms = REPLAY_START_MS + int(scale.hours * HOUR_MS)
+    per_tick = scale.series * scale.calls_per_series_s * TICK_MS / 1000
+    now_ms = REPLAY_START_MS
+    while now_ms < end_ms:
+        n = int(rng.poisson(per_tick))
+        stamps = np.sort(rng.integers(now_ms, now_ms + TICK_MS, n)).astype(np.int64)
+        series = rng.integers(0, scale.series, n)
+        for start in range(0, n, CALLS_PER_RECORD):
+            part = slice(start, start + CALLS_PER_RECORD)
+            calls = _columns(rng, stamps[part], series[part], scale.series, services, models, providers, user_names)
+            engine.process(calls, offset, int(stamps[part][-1]))
+            offset += 1
+        now_ms += TICK_MS
+        engine.tick(now_ms)
+        for key, blob in engine.drain_state():
+            if blob is None:
+                persisted.pop(key, None)
+            else:
+                persisted[key] = len(blob)
+        hour = (now_ms - REPLAY_START_MS) // HOUR_MS
+        if hour in (1, 2) and hour not in rss:
+            gc.collect()
+            rss[hour] = _rss_bytes()
+    wall = time.perf_counter() - began
+    active = len(engine.latency.series())
+    state = {ns: sum(size for key, size in persisted.items() if key.split("/", 1)[0] == ns) for ns in STATE_NAMESPACES}
+    return {"rss_1h_mb": rss.get(1, 0) / 2**20, "rss_2h_mb": rss.get(2, 0) / 2**20, "active_series": active,
+            "state_bytes": sum(state.values()), **{f"state_bytes_{ns}": v for ns, v in state.items()},
+            "calls": float(offset), "wall_s": wall}
+
+
+def run(quick: bool) -> GroupResult:
+    result = GroupResult()
+    calls = 60_000 if quick else 400_000
+    rows = dataset.realistic_rows(calls)
+    records = {name: [value for _, value, _ in dataset.batch_records(spread(rows, series, series))]
+               for name, series in (("100", 100), ("10k", 10_000))}
+    rates = [side_by_side(records) for _ in range(3)]
+    few = float(np.median([r["100"] for r in rates]))
+    many = float(np.median([r["10k"] for r in rates]))
+    sizes = {name: calls / len(values) for name, values in records.items()}
+    method = (f"in process (decode + PartitionEngine.process + MetricsExporter, no broker), {calls:,} realistic "
+              f"calls spread over ~100 series/100 users and ~10,000 series/10,000 users, records keyed by service "
+              f"({sizes['100']:.0f} and {sizes['10k']:.0f} calls per record), fed alternately 16 records at a time, "
+              "median of 3 rounds")
+    result.put("inprocess_eps_100_series", few, method)
+    result.put("inprocess_eps_10k_series", many, method)
+    result.put("cardinality_ratio", many / few, "inprocess_eps_10k_series / inprocess_eps_100_series (same run)")
+    scale = QUICK_REPLAY if quick else FULL_REPLAY
+    figures = replay(scale)
+    replayed = (f"event-time replay of {scale.hours:g} h, {scale.series:,} series and {scale.series:,} users at "
+                f"{scale.calls_per_series_s:g} calls/s per series ({figures['calls']:,.0f} records of <= "
+                f"{CALLS_PER_RECORD}), 5 s ticks, in {figures['wall_s']:.0f} s of wall time")
+    per_series = figures["state_bytes"] / max(figures["active_series"], 1)
+    parts = ", ".join(f"{ns} {figures[f'state_bytes_{ns}'] / max(figures['active_series'], 1):,.0f}"
+                      for ns in STATE_NAMESPACES)
+    result.put("state_bytes_per_series", per_series,
+               f"persisted bytes of every window's state per active series ({parts}); {replayed}")
+    result.put("rss_growth_second_hour", figures["rss_2h_mb"] / figures["rss_1h_mb"] - 1.0,
+               f"RSS {figures['rss_1h_mb']:.0f} MB after the first hour -> {figures['rss_2h_mb']:.0f} MB after the "
+               f"second; {replayed}")
+    result.put("replay_wall_s", figures["wall_s"], replayed)
+    return result

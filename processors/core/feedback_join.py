@@ -1,0 +1,211 @@
+"""Feedback meets its call: a bounded, exactly-once join by request id inside one calls partition.
+
+Feedback travels on the calls topic keyed like the call (by service), so a feedback record lands on the
+partition, and the engine, that absorbed its call (docs/design.md, "Feedback and quality"). Both sides are
+remembered for ``window_ms`` of event time:
+
+- every call's request id (its ``event_id``, hashed to 64 bits), the source offset of its record, its time and
+  its quality series, in join slots of ``slot_ms`` (``JoinSlot``; only the newest slot changes, so a group of
+  records rewrites one small blob);
+- feedback whose call has not arrived yet (out of order: another process, another SDK instance), in
+  ``PendingFeedback``.
+
+A feedback record joins calls from records *before* it (lower offset) and a calls record joins pending
+feedback from records before it. Matching on offsets, not on what the state holds, makes a replay after a
+crash decide exactly what the first pass decided even when state from later records was already persisted:
+with offset stamps on every object (keyed_state.py) each join is counted once. Pending feedback is never
+removed by a match, only by age (``2 * window_ms`` behind the newest event, so a replay within one group of
+records still sees it); feedback older than the window when it arrives, or whose call never comes, expires
+and is counted as ``expired``. Everything is numpy over the batch: ids are hashed as fixed-width UTF-32
+columns, lookups are ``searchsorted`` over each slot's sorted hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS: tuple[str, ...] = ("thumbs", "rating", "evaluator", "label")
+THUMBS, RATING, EVALUATOR, LABEL = range(len(KINDS))
+BINARY_KINDS = (THUMBS, LABEL)  # correct / incorrect: these give accuracy
+_ID_CHARS = 64  # request ids are hashed on their first 64 characters
+_FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
+_HEAD = struct.Struct("<qi")
+
+
+@dataclass(slots=True)
+class FeedbackColumns:
+    """N feedback events for one service as parallel arrays (schemas/feedback.v1.avsc)."""
+
+    service: str
+    request_id: np.ndarray  # object[str]
+    timestamp_ms: np.ndarray  # int64
+    kind: np.ndarray  # uint8 codes into KINDS
+    value: np.ndarray  # float64 as sent: thumbs and label 1/0, rating 1..5, evaluator 0..1
+    source: np.ndarray  # object[str]
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0])
+
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(score in 0..1, binary mask): a 1-5 rating r scores (r - 1) / 4; thumbs and labels are binary."""
+        value = self.value.astype(np.float64)
+        score = np.where(self.kind == RATING, (value - 1.0) / 4.0, value)
+        binary = np.isin(self.kind, BINARY_KINDS)
+        return np.clip(score, 0.0, 1.0), binary
+
+
+def id_hashes(ids: np.ndarray) -> np.ndarray:
+    """64-bit FNV-1a-style hashes of request ids, one numpy pass per character position (None hashes as "")."""
+    text = np.asarray(ids, dtype=object)
+    if text.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    text = np.where(text == None, "", text).astype(f"U{_ID_CHARS}")  # noqa: E711
+    width = text.dtype.itemsize // 4
+    chars = text.view(np.uint32).reshape(len(text), width).astype(np.uint64)
+    h = np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
+    for j in range(width):
+        h ^= chars[:, j]
+        h *= _FNV_PRIME
+    h ^= h >> np.uint64(29)
+    return h
+
+
+class JoinSlot:
+    """Calls of one ``slot_ms`` of event time: hash, source offset, time and series code per call."""
+
+    __slots__ = ("_order", "codes", "hashes", "offsets", "series", "times")
+
+    def __init__(self) -> None:
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.offsets = np.zeros(0, dtype=np.int64)
+        self.times = np.zeros(0, dtype=np.int64)
+        self.codes = np.zeros(0, dtype=np.int32)
+        self.series: list[str] = []
+        self._order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    def add(self, hashes: np.ndarray, offset: int, times: np.ndarray, series: list[str],
+            codes: np.ndarray) -> None:
+        known = {s: i for i, s in enumerate(self.series)}
+        remap = np.array([known.setdefault(s, len(known)) for s in series], dtype=np.int32)
+        self.series = list(known)
+        self.hashes = np.concatenate([self.hashes, hashes])
+        self.offsets = np.concatenate([self.offsets, np.full(hashes.size, offset, dtype=np.int64)])
+        self.times = np.concatenate([self.times, times.astype(np.int64)])
+        self.codes = np.concatenate([self.codes, remap[codes] if remap.size else codes.astype(np.int32)])
+        self._order = None
+
+    def find(self, hashes: np.ndarray, before_offset: np.ndarray) -> np.ndarray:
+        """Per wanted hash, the row of a call with that hash absorbed before ``before_offset``; -1 if none."""
+        out = np.full(hashes.size, -1, dtype=np.int64)
+        if not len(self) or not hashes.size:
+            return out
+        if self._order is None:
+            self._order = np.argsort(self.hashes, kind="stable")
+        ordered = self.hashes[self._order]
+        at = np.searchsorted(ordered, hashes)
+        inside = at < ordered.size
+        hit = np.zeros(hashes.size, dtype=bool)
+        hit[inside] = ordered[at[inside]] == hashes[inside]
+        rows = np.where(hit, self._order[np.minimum(at, ordered.size - 1)], -1)
+        ok = hit & (self.offsets[np.maximum(rows, 0)] < before_offset)
+        out[ok] = rows[ok]
+        return out
+
+    def to_bytes(self) -> bytes:
+        names = json.dumps(self.series, separators=(",", ":")).encode()
+        return (_HEAD.pack(len(self), len(names)) + names + self.hashes.tobytes() + self.offsets.tobytes()
+                + self.times.tobytes() + self.codes.tobytes())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> JoinSlot:
+        n, names = _HEAD.unpack_from(blob, 0)
+        at = _HEAD.size
+        slot = cls()
+        slot.series = json.loads(blob[at:at + names])
+        at += names
+        for name, dtype, size in (("hashes", "<u8", 8), ("offsets", "<i8", 8), ("times", "<i8", 8),
+                                  ("codes", "<i4", 4)):
+            setattr(slot, name, np.frombuffer(blob, dtype=dtype, count=n, offset=at).copy())
+            at += n * size
+        return slot
+
+
+class PendingFeedback:
+    """Feedback that arrived before its call: hash, offset, time, kind and value per event (bounded)."""
+
+    __slots__ = ("expired", "hashes", "kinds", "offsets", "sources", "times", "values")
+
+    def __init__(self) -> None:
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.offsets = np.zeros(0, dtype=np.int64)
+        self.times = np.zeros(0, dtype=np.int64)
+        self.kinds = np.zeros(0, dtype=np.uint8)
+        self.values = np.zeros(0, dtype=np.float64)
+        self.expired = 0  # never joined: their call was older than the window, or never came
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    def add(self, hashes: np.ndarray, offset: int, feedback: FeedbackColumns, rows: np.ndarray) -> None:
+        self.hashes = np.concatenate([self.hashes, hashes[rows]])
+        self.offsets = np.concatenate([self.offsets, np.full(rows.size, offset, dtype=np.int64)])
+        self.times = np.concatenate([self.times, feedback.timestamp_ms[rows].astype(np.int64)])
+        self.kinds = np.concatenate([self.kinds, feedback.kind[rows].astype(np.uint8)])
+        self.values = np.concatenate([self.values, feedback.value[rows].astype(np.float64)])
+
+    def expire(self, oldest_ms: int, capacity: int) -> None:
+        keep = self.times >= oldest_ms
+        if keep.sum() > capacity:  # keep the newest ``capacity``
+            keep &= self.times >= np.sort(self.times[keep])[-capacity]
+        if not keep.all():
+            self.expired += int((~keep).sum())
+            for name in ("hashes", "offsets", "times", "kinds", "values"):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def to_bytes(self) -> bytes:
+        return (_HEAD.pack(len(self), self.expired) + self.hashes.tobytes() + self.offsets.tobytes()
+                + self.times.tobytes() + self.kinds.tobytes() + self.values.tobytes())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> PendingFeedback:
+        n, expired = _HEAD.unpack_from(blob, 0)
+        out = cls()
+        out.expired = expired
+        at = _HEAD.size
+        for name, dtype, size in (("hashes", "<u8", 8), ("offsets", "<i8", 8), ("times", "<i8", 8),
+                                  ("kinds", "u1", 1), ("values", "<f8", 8)):
+            setattr(out, name, np.frombuffer(blob, dtype=dtype, count=n, offset=at).copy())
+            at += n * size
+        return out
+
+
+@dataclass(slots=True)
+class Joined:
+    """Feedback matched to calls: per match, the call's series key, its time, the score and whether binary."""
+
+    series: np.ndarray  # object[str]
+    call_ms: np.ndarray
+    score: np.ndarray
+    binary: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Joined:
+        return cls(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool))
+
+    def __len__(self) -> int:
+        return int(self.series.size)
+
+    @staticmethod
+    def concat(parts: list[Joined]) -> Joined:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Joined.empty()
+        return Joined(np.concatenate([p.series for p in parts]), np.concatenate([p.call_ms for p in parts]),
+                      np.concatenate([p.score for p in parts]), np.concatenate([p.binary for p in parts]))

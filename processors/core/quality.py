@@ -1,0 +1,455 @@
+"""Answer quality from feedback: per (service, model, prompt version, experiment, variant) series, and per
+service the model versions it ran with their quality, so an alert can name the version to roll back to.
+
+Calls and feedback meet in feedback_join.py. Each series keeps one vector per ``slot_s`` of event time (the
+call's time): calls, ratings, score sum, binary ratings, correct ones, a histogram of input sizes (log2 of
+input tokens) and a histogram of scores (the label distribution). Alerts compare the last ``window_s`` with
+the ``reference_s`` before it, over every series of the same service:
+
+- ``quality_drop`` (seed 003's "Quality drop"): accuracy below ``accuracy_threshold`` (0.80) when at least
+  ``min_ratings`` binary labels arrived in the window, else the mean score (0..1) below ``min_mean_score``;
+- ``concept_drift``: quality fell by at least ``concept_drop`` from the reference while the input
+  distribution stayed put (input-size PSI below ``input_stable_psi``): the same inputs, worse answers.
+  When inputs moved too, it is data drift (drift_monitor.py) and this rule stays quiet.
+
+Label drift (PSI of the score histogram, window vs reference) is a figure. A version is ``model@prompt`` (or
+the model alone); when the alerting series runs a version that came after another one with good quality,
+its alerts carry ``rollback_to`` (mitigations.py turns it into "roll back ... to ..."). With
+``rollback_enabled`` (off by default) a firing alert also yields a ``RouteDecision``, at most one per
+service per ``rollback_cooldown_s`` so routing cannot flap; the worker publishes it on a compacted topic that
+the SDK's ``ModelRoutes`` follows.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmpulse.processors.core.alert_policy import FIRING, AlertEvent, Observation
+from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.feedback_join import FeedbackColumns, Joined, JoinSlot, PendingFeedback, id_hashes
+from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.slots import series_key, series_parts
+
+QUALITY_RULES = ("quality_drop", "concept_drift")
+SERIES_FIELDS = ("service", "model", "prompt_version", "experiment_id", "variant")
+CALLS, RATED, SCORE, BINARY, CORRECT = range(5)
+IN_BINS, LABEL_BINS = 10, 5
+IN_HIST, LABEL_HIST = 5, 5 + IN_BINS
+WIDTH = LABEL_HIST + LABEL_BINS
+PENDING_KEY = "pending"
+_COUNT = struct.Struct("<i")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QualityConfig:
+    join_window_s: float = 900.0  # feedback more than this after its call is not joined
+    join_slot_s: float = 10.0
+    max_joined_calls: int = 1_000_000  # per partition: oldest join slots go first beyond it
+    max_pending_feedback: int = 100_000
+    slot_s: float = 60.0
+    window_s: float = 900.0
+    reference_s: float = 3600.0
+    min_ratings: int = 30
+    accuracy_threshold: float = 0.80
+    min_mean_score: float = 0.60
+    concept_drop: float = 0.10
+    input_stable_psi: float = 0.10
+    min_version_ratings: int = 30
+    rollback_enabled: bool = False
+    rollback_cooldown_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Route a service back to an earlier version (fields of schemas/model_route.v1.avsc)."""
+
+    service: str
+    from_version: str
+    to_version: str
+    to_model: str
+    to_prompt_version: str | None
+    reason: str
+    alert_id: str
+    decided_at_ms: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class QualitySlots:
+    """One series: a WIDTH-vector per slot start (ms)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots: dict[int, np.ndarray] = {}
+
+    def add(self, start_ms: int, vector: np.ndarray) -> None:
+        known = self.slots.get(start_ms)
+        self.slots[start_ms] = vector.copy() if known is None else known + vector
+
+    def evict(self, oldest_ms: int) -> None:
+        for start in [s for s in self.slots if s < oldest_ms]:
+            del self.slots[start]
+
+    def total(self, lo_ms: int, hi_ms: int) -> np.ndarray:
+        """Sum over slots starting in [lo_ms, hi_ms)."""
+        out = np.zeros(WIDTH)
+        for start, vector in self.slots.items():
+            if lo_ms <= start < hi_ms:
+                out += vector
+        return out
+
+    def to_bytes(self) -> bytes:
+        starts = np.array(sorted(self.slots), dtype=np.int64)
+        matrix = np.array([self.slots[s] for s in starts.tolist()], dtype=np.float64).reshape(-1, WIDTH)
+        return _COUNT.pack(starts.size) + starts.tobytes() + matrix.tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> QualitySlots:
+        (n,) = _COUNT.unpack_from(blob, 0)
+        starts = np.frombuffer(blob, dtype="<i8", count=n, offset=_COUNT.size)
+        matrix = np.frombuffer(blob, dtype="<f8", count=n * WIDTH, offset=_COUNT.size + 8 * n).reshape(n, WIDTH)
+        out = cls()
+        out.slots = {int(s): matrix[i].copy() for i, s in enumerate(starts.tolist())}
+        return out
+
+
+class VersionBook:
+    """One service's versions: first and last call time and lifetime feedback; the last route decision."""
+
+    __slots__ = ("last_route_ms", "versions")
+
+    def __init__(self) -> None:
+        self.versions: dict[str, list[float]] = {}  # version -> [first_ms, last_ms, rated, score, binary, correct]
+        self.last_route_ms = -1
+
+    def seen(self, version: str, first_ms: int, last_ms: int) -> None:
+        row = self.versions.setdefault(version, [first_ms, last_ms, 0, 0, 0, 0])
+        row[0], row[1] = min(row[0], first_ms), max(row[1], last_ms)
+
+    def rated(self, version: str, totals: np.ndarray) -> None:
+        row = self.versions.get(version)
+        if row is not None:
+            for i, column in enumerate((RATED, SCORE, BINARY, CORRECT)):
+                row[2 + i] += float(totals[column])
+
+    def quality(self, version: str, min_ratings: int) -> tuple[str, float] | None:
+        row = self.versions.get(version)
+        if row is None:
+            return None
+        if row[4] >= min_ratings:
+            return "accuracy", row[5] / row[4]
+        return ("mean score", row[3] / row[2]) if row[2] >= min_ratings else None
+
+    def previous_good(self, version: str, config: QualityConfig) -> str | None:
+        """The most recent version before ``version`` whose quality passes the thresholds."""
+        current = self.versions.get(version)
+        if current is None:
+            return None
+        best: tuple[float, str] | None = None
+        for name, row in self.versions.items():
+            quality = self.quality(name, config.min_version_ratings)
+            if name == version or row[0] >= current[0] or quality is None:
+                continue
+            floor = config.accuracy_threshold if quality[0] == "accuracy" else config.min_mean_score
+            if quality[1] >= floor and (best is None or row[0] > best[0]):
+                best = (row[0], name)
+        return None if best is None else best[1]
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": self.versions, "r": self.last_route_ms}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> VersionBook:
+        data = json.loads(blob)
+        out = cls()
+        out.versions, out.last_route_ms = data["v"], data["r"]
+        return out
+
+
+def joined_arms(joined: Joined) -> tuple[np.ndarray, np.ndarray]:
+    """(experiment_id, variant) of each joined feedback event, None outside experiments."""
+    names, inverse = np.unique(joined.series.astype(str), return_inverse=True)
+    parts = [series_parts(name) for name in names.tolist()]
+    experiment = np.array([p[3] or None for p in parts] + [None], dtype=object)[:-1]
+    variant = np.array([p[4] or None for p in parts] + [None], dtype=object)[:-1]
+    return experiment[inverse], variant[inverse]
+
+
+def version_of(model: str | None, prompt_version: str | None) -> str:
+    return f"{model or ''}@{prompt_version}" if prompt_version else (model or "")
+
+
+def psi(reference: np.ndarray, current: np.ndarray, smoothing: float = 0.5) -> float:
+    """Population stability index of two histograms (Laplace-smoothed so empty bins stay finite)."""
+    p = (reference + smoothing) / (reference.sum() + smoothing * reference.size)
+    q = (current + smoothing) / (current.sum() + smoothing * current.size)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+class QualityMonitor:
+    def __init__(self, config: QualityConfig) -> None:
+        self.config = config
+        self.joins: KeyedState[JoinSlot] = KeyedState("qjoin", lambda _k: JoinSlot(), JoinSlot.from_bytes)
+        self.pending: KeyedState[PendingFeedback] = KeyedState(
+            "qpending", lambda _k: PendingFeedback(), PendingFeedback.from_bytes)
+        self.state: KeyedState[QualitySlots] = KeyedState("quality", lambda _k: QualitySlots(), QualitySlots.from_bytes)
+        self.versions: KeyedState[VersionBook] = KeyedState(
+            "qversions", lambda _k: VersionBook(), VersionBook.from_bytes)
+        self.newest_ms = 0
+        self.joined = 0  # since this engine was built (a figure, not state)
+
+    def states(self) -> list[KeyedState]:  # type: ignore[type-arg]
+        return [self.joins, self.pending, self.state, self.versions]
+
+    @property
+    def _window_ms(self) -> int:
+        return int(self.config.join_window_s * 1000)
+
+    # ---- calls and feedback ------------------------------------------------------------------------------
+    def on_calls(self, calls: CallColumns, offset: int) -> Joined:
+        """Remember the calls for the join, join feedback that came first; returns the feedback joined."""
+        if not len(calls):
+            return Joined.empty()
+        if calls.prompt_version is None:  # a wire format without the column (OTLP)
+            calls.prompt_version = np.full(len(calls), None, dtype=object)
+        keys, inverse = calls.group_by(*SERIES_FIELDS)
+        series = np.array([series_key(k) for k in keys], dtype=object)
+        hashes, times = id_hashes(calls.event_id), calls.timestamp_ms.astype(np.int64)
+        self.newest_ms = max(self.newest_ms, int(times.max()))
+        self._remember(hashes, times, series, inverse, offset)
+        joined = self._join_pending(hashes, times, series[inverse], offset)
+        self._apply(series[inverse], times, calls.input_tokens, joined, offset)
+        return joined
+
+    def on_feedback(self, feedback: FeedbackColumns, offset: int) -> Joined:
+        """Join feedback to the calls absorbed before it; keep the rest pending (bounded, by age)."""
+        if not len(feedback):
+            return Joined.empty()
+        hashes, times = id_hashes(feedback.request_id), feedback.timestamp_ms.astype(np.int64)
+        self.newest_ms = max(self.newest_ms, int(times.max()))
+        score, binary = feedback.scores()
+        found_series = np.full(len(feedback), None, dtype=object)
+        found_ms = np.zeros(len(feedback), dtype=np.int64)
+        for _key, slot in self.joins.items():
+            want = np.flatnonzero(found_series == None)  # noqa: E711
+            if not want.size:
+                break
+            rows = slot.find(hashes[want], offset)
+            hit = rows >= 0
+            names = np.array(slot.series, dtype=object)
+            found_series[want[hit]] = names[slot.codes[rows[hit]]]
+            found_ms[want[hit]] = slot.times[rows[hit]]
+        found = found_series != None  # noqa: E711
+        late = found & (times - found_ms > self._window_ms)
+        matched = found & ~late
+        pending = self.pending.for_update(PENDING_KEY, offset)
+        if pending is not None:
+            pending.add(hashes, offset, feedback, np.flatnonzero(~found))
+            pending.expired += int(late.sum())
+            pending.expire(self.newest_ms - 2 * self._window_ms, self.config.max_pending_feedback)
+        joined = Joined(found_series[matched], found_ms[matched], score[matched], binary[matched])
+        self._apply(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), joined,
+                    offset)
+        return joined
+
+    def _remember(self, hashes: np.ndarray, times: np.ndarray, series: np.ndarray, inverse: np.ndarray,
+                  offset: int) -> None:
+        slot_ms = int(self.config.join_slot_s * 1000)
+        oldest = self.newest_ms - 2 * self._window_ms
+        starts = times // slot_ms * slot_ms
+        for start in np.unique(starts).tolist():
+            if start + slot_ms < oldest:
+                continue  # older than any feedback may still be joined to
+            slot = self.joins.for_update(str(start), offset)
+            if slot is not None:
+                rows = np.flatnonzero(starts == start)
+                slot.add(hashes[rows], offset, times[rows], series.tolist(), inverse[rows])
+        kept = sorted(((int(key), len(slot)) for key, slot in self.joins.items()), reverse=True)
+        total = 0
+        for start, size in kept:
+            total += size
+            if start + slot_ms < oldest or total > self.config.max_joined_calls:
+                self.joins.delete(str(start))
+
+    def _join_pending(self, hashes: np.ndarray, times: np.ndarray, series: np.ndarray, offset: int) -> Joined:
+        pending = self.pending.get(PENDING_KEY)
+        if pending is None or not len(pending):
+            return Joined.empty()
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        at = np.minimum(np.searchsorted(ordered, pending.hashes), ordered.size - 1)
+        rows = order[at]
+        hit = (ordered[at] == pending.hashes) & (pending.offsets < offset)
+        hit &= pending.times - times[rows] <= self._window_ms
+        if not hit.any():
+            return Joined.empty()
+        kinds, values, rows = pending.kinds[hit], pending.values[hit], rows[hit]
+        feedback = FeedbackColumns("", np.zeros(kinds.size, dtype=object), times[rows], kinds, values,
+                                   np.zeros(kinds.size, dtype=object))
+        score, binary = feedback.scores()
+        return Joined(series[rows], times[rows], score, binary)
+
+    def _apply(self, call_series: np.ndarray, call_ms: np.ndarray, input_tokens: np.ndarray, joined: Joined,
+               offset: int) -> None:
+        """One update per touched series (and service version book) for everything this record brings."""
+        n_calls = call_series.size
+        names = np.concatenate([call_series, joined.series])
+        if not names.size:
+            return
+        self.joined += len(joined)
+        times = np.concatenate([call_ms, joined.call_ms])
+        slot_ms = int(self.config.slot_s * 1000)
+        starts = times // slot_ms * slot_ms
+        rows = np.zeros((names.size, WIDTH))
+        rows[:n_calls, CALLS] = 1.0
+        in_bin = np.clip(np.floor(np.log2(np.maximum(input_tokens, 1))).astype(np.int64) - 5, 0, IN_BINS - 1)
+        rows[np.arange(n_calls), IN_HIST + in_bin] = 1.0
+        fb = slice(n_calls, None)
+        rows[fb, RATED] = 1.0
+        rows[fb, SCORE] = joined.score
+        rows[fb, BINARY] = joined.binary
+        rows[fb, CORRECT] = joined.binary & (joined.score >= 0.5)
+        label_bin = np.minimum((joined.score * LABEL_BINS).astype(np.int64), LABEL_BINS - 1)
+        rows[np.arange(n_calls, names.size), LABEL_HIST + label_bin] = 1.0
+        unique_names, name_of = np.unique(names.astype(str), return_inverse=True)
+        unique_starts, start_of = np.unique(starts, return_inverse=True)
+        cell = name_of * unique_starts.size + start_of
+        cells, cell_of = np.unique(cell, return_inverse=True)
+        sums = np.zeros((cells.size, WIDTH))
+        np.add.at(sums, cell_of, rows)
+        horizon = self.newest_ms - int((self.config.window_s + self.config.reference_s + self.config.slot_s) * 1000)
+        books: dict[str, VersionBook | None] = {}
+        for i, name in enumerate(unique_names.tolist()):
+            mine = np.flatnonzero(cells // unique_starts.size == i)
+            target = self.state.for_update(name, offset)
+            if target is not None:
+                for c in mine.tolist():
+                    target.add(int(unique_starts[cells[c] % unique_starts.size]), sums[c])
+                target.evict(horizon)
+            service, model, prompt_version = series_parts(name)[:3]
+            if service not in books:
+                books[service] = self.versions.for_update(service, offset)
+            book = books[service]
+            if book is not None:
+                version = version_of(model, prompt_version)
+                used = name_of[:n_calls] == i
+                if used.any():
+                    book.seen(version, int(call_ms[used].min()), int(call_ms[used].max()))
+                book.rated(version, sums[mine].sum(axis=0))
+
+    # ---- decisions -------------------------------------------------------------------------------------------
+    def observe(self, now_ms: int) -> list[Observation]:
+        """Quality-drop and concept-drift observations of every series with data in the window."""
+        config = self.config
+        window_ms, reference_ms = int(config.window_s * 1000), int(config.reference_s * 1000)
+        lo = now_ms - window_ms
+        by_service: dict[str, list[tuple[str, np.ndarray]]] = {}
+        reference: dict[str, np.ndarray] = {}
+        for name, slots in self.state.items():
+            service = series_parts(name)[0]
+            by_service.setdefault(service, []).append((name, slots.total(lo, now_ms + 1)))
+            reference[service] = reference.get(service, np.zeros(WIDTH)) + slots.total(lo - reference_ms, lo)
+        out: list[Observation] = []
+        for service, members in by_service.items():
+            for name, recent in members:
+                if recent[RATED] >= config.min_ratings:
+                    out += self._judge(name, recent, reference[service], now_ms)
+        return out
+
+    def _judge(self, name: str, recent: np.ndarray, reference: np.ndarray, now_ms: int) -> list[Observation]:
+        config = self.config
+        service, model, prompt_version, experiment, variant = series_parts(name)
+        version = version_of(model, prompt_version)
+        book = self.versions.get(service)
+        rollback = book.previous_good(version, config) if book is not None else None
+        labels = [("service", service), ("model", model), ("version", version)]
+        labels += [(k, v) for k, v in (("experiment", experiment), ("variant", variant)) if v]
+        labels += [("rollback_to", rollback)] if rollback else []
+        accuracy = recent[BINARY] >= config.min_ratings
+        metric = "accuracy" if accuracy else "mean score"
+        quality = _quality(recent, accuracy)
+        floor = config.accuracy_threshold if accuracy else config.min_mean_score
+        window = _label(config.window_s)
+        advice = f"; roll back to {rollback}" if rollback else ""
+        severity = None if quality >= floor else ("ERROR" if quality < floor - 0.15 else "WARNING")
+        out = [Observation(
+            "quality_drop", tuple(labels), severity, quality, floor, window,
+            f"{service} {version}{_arm(experiment, variant)}: {metric} {quality:.2f} below {floor:.2f} over "
+            f"{int(recent[RATED])} ratings{advice}", now_ms)]
+        enough = (reference[BINARY] if accuracy else reference[RATED]) >= config.min_ratings
+        if enough:
+            before = _quality(reference, accuracy)
+            shift = psi(reference[IN_HIST:IN_HIST + IN_BINS], recent[IN_HIST:IN_HIST + IN_BINS])
+            drifting = before - quality >= config.concept_drop and shift < config.input_stable_psi
+            out.append(Observation(
+                "concept_drift", tuple(labels), "WARNING" if drifting else None, before - quality,
+                config.concept_drop, window,
+                f"concept drift on {service} {version}{_arm(experiment, variant)}: {metric} {before:.2f} -> "
+                f"{quality:.2f} while the inputs stayed the same (input PSI {shift:.2f}){advice}", now_ms))
+        return out
+
+    def routes(self, events: list[AlertEvent], now_ms: int) -> list[RouteDecision]:
+        """Route-back decisions for newly firing quality alerts that name a version to return to (opt-in)."""
+        if not self.config.rollback_enabled:
+            return []
+        out = []
+        for event in events:
+            target = event.labels.get("rollback_to")
+            if event.rule not in QUALITY_RULES or event.status != FIRING or not target or not event.service:
+                continue
+            book = self.versions.get(event.service)
+            if book is None or (book.last_route_ms >= 0
+                                and now_ms - book.last_route_ms < self.config.rollback_cooldown_s * 1000):
+                continue
+            book.last_route_ms = now_ms
+            self.versions.touch(event.service)
+            model, _, prompt_version = target.partition("@")
+            out.append(RouteDecision(event.service, event.labels.get("version", ""), target, model,
+                                     prompt_version or None, event.summary, event.alert_id, now_ms))
+        return out
+
+    # ---- views ---------------------------------------------------------------------------------------------------
+    def figures(self, now_ms: int) -> list[dict[str, Any]]:
+        """Per series over the window: ratings, mean score, accuracy, label drift against the reference."""
+        lo = now_ms - int(self.config.window_s * 1000)
+        rows = []
+        for name, slots in self.state.items():
+            recent, ref = slots.total(lo, now_ms + 1), slots.total(lo - int(self.config.reference_s * 1000), lo)
+            row: dict[str, Any] = dict(zip(SERIES_FIELDS, series_parts(name), strict=True))
+            row.update(calls=int(recent[CALLS]), ratings=int(recent[RATED]),
+                       mean_score=_ratio(recent[SCORE], recent[RATED]),
+                       accuracy=_ratio(recent[CORRECT], recent[BINARY]),
+                       label_psi=psi(ref[LABEL_HIST:], recent[LABEL_HIST:]) if ref[RATED] and recent[RATED] else None)
+            rows.append(row)
+        return rows
+
+    def versions_of(self, service: str) -> dict[str, dict[str, Any]]:
+        book = self.versions.get(service)
+        if book is None:
+            return {}
+        return {name: {"first_ms": int(row[0]), "last_ms": int(row[1]), "ratings": int(row[2]),
+                       "quality": book.quality(name, 1)} for name, row in book.versions.items()}
+
+
+def _quality(vector: np.ndarray, accuracy: bool) -> float:
+    return float(vector[CORRECT] / vector[BINARY]) if accuracy else float(vector[SCORE] / max(vector[RATED], 1))
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b else None
+
+
+def _arm(experiment: str, variant: str) -> str:
+    return f" ({experiment}/{variant})" if experiment or variant else ""
+
+
+def _label(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h" if s % 3600 == 0 else f"{s // 60}m" if s % 60 == 0 else f"{s}s"

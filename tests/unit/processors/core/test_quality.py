@@ -1,0 +1,123 @@
+"""Feedback joined to calls by request id, quality per version, quality alerts with the rollback suggestion."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
+from llmpulse.processors.core.feedback_join import FeedbackColumns
+from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
+from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.quality import QualityConfig
+from llmpulse.processors.core.validation import Limits
+from llmpulse.processors.loaders import read_injection_model
+from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.processors.wire.feedback import FeedbackDecoder
+from llmpulse.producers.batching import BatchEncoder
+from llmpulse.producers.feedback import FeedbackEncoder, feedback_row
+
+NOW = int(time.time() * 1000)
+FAST = QualityConfig(window_s=60, reference_s=120, slot_s=10, join_window_s=120, min_ratings=20,
+                     min_version_ratings=20)
+
+
+@pytest.fixture(scope="module")
+def shared() -> tuple[Pricer, GuardMonitor]:
+    return Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model())
+
+
+def _engine(shared: tuple[Pricer, GuardMonitor], **quality: object) -> PartitionEngine:
+    return PartitionEngine(0, EngineConfig(quality=replace(FAST, **quality)), *shared)  # type: ignore[arg-type]
+
+
+def _calls(ids: list[str], ts: int, prompt_version: str = "v1"):  # type: ignore[no-untyped-def]
+    rows = [{"event_id": i, "timestamp_ms": ts, "service": "support-bot", "provider": "openai",
+             "request_model": "gpt-4o-mini", "status": "ok", "latency_ms": 300.0, "input_tokens": 400,
+             "output_tokens": 80, "prompt_version": prompt_version} for i in ids]
+    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
+    assert not refused and calls is not None
+    return calls
+
+
+def _feedback(ids: list[str], correct: np.ndarray, ts: int) -> FeedbackColumns:
+    rows = [feedback_row(i, correct=bool(c), source="review", timestamp_ms=ts) for i, c in zip(ids, correct,
+                                                                                                 strict=True)]
+    data = FeedbackEncoder("t").encode("support-bot", rows)  # type: ignore[arg-type]
+    feedback, refused = FeedbackDecoder().decode(data)
+    assert not refused and feedback is not None
+    return feedback
+
+
+def _accuracy(engine: PartitionEngine, version: str, now: int) -> float | None:
+    return next(row["accuracy"] for row in engine.quality.figures(now) if row["prompt_version"] == version)
+
+
+def test_feedback_joins_its_call_in_either_order_and_a_replay_counts_nothing_twice(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    ids = [f"r{i}" for i in range(40)]
+    engine.process(_calls(ids[:20], NOW - 5000), offset=0, now_ms=NOW)
+    engine.process_feedback(_feedback(ids, np.arange(40) % 4 != 0, NOW - 4000), offset=1, now_ms=NOW)
+    assert engine.quality.joined == 20  # the other 20 calls have not arrived yet: pending
+    engine.process(_calls(ids[20:], NOW - 3000), offset=2, now_ms=NOW)
+    assert engine.quality.joined == 40
+    assert _accuracy(engine, "v1", NOW) == pytest.approx(0.75)
+    before = engine.drain_state()
+    engine.process_feedback(_feedback(ids, np.ones(40), NOW - 4000), offset=1, now_ms=NOW)  # replays
+    engine.process(_calls(ids[20:], NOW - 3000), offset=2, now_ms=NOW)
+    assert _accuracy(engine, "v1", NOW) == pytest.approx(0.75)
+
+    restored = _engine(shared)  # the persisted state rebuilds the same figures
+    for key, blob in before:
+        if blob is not None:
+            restored.restore(key, blob)
+    assert _accuracy(restored, "v1", NOW) == pytest.approx(0.75)
+    assert restored.quality.versions_of("support-bot")["gpt-4o-mini@v1"]["ratings"] == 40
+
+
+def test_feedback_for_a_call_outside_the_join_window_is_not_joined(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    engine.process(_calls(["old"], NOW - 200_000), offset=0, now_ms=NOW)
+    engine.process_feedback(_feedback(["old"], np.ones(1), NOW), offset=1, now_ms=NOW)
+    assert engine.quality.joined == 0
+    assert engine.quality.pending.get("pending").expired == 1  # type: ignore[union-attr]
+
+
+def _run_versions(engine: PartitionEngine, rng: np.random.Generator) -> list:  # type: ignore[type-arg]
+    """v1 answers right 93% of the time for 2 minutes, then v2 takes over and gets 60% right."""
+    events, offset = [], 0
+    for second in range(0, 180, 5):
+        version, accuracy = ("v1", 0.93) if second < 120 else ("v2", 0.60)
+        ts = NOW - 180_000 + second * 1000
+        ids = [f"{second}-{i}" for i in range(20)]
+        events += engine.process(_calls(ids, ts, version), offset=offset, now_ms=NOW).alerts
+        outcome = engine.process_feedback(_feedback(ids, rng.random(20) < accuracy, ts + 500), offset=offset + 1,
+                                          now_ms=NOW)
+        events += outcome.alerts
+        events += [("route", r) for r in outcome.routes]
+        offset += 2
+    return events
+
+
+def test_quality_drop_after_a_version_change_names_the_version_to_roll_back_to(shared) -> None:  # type: ignore[no-untyped-def]
+    events = _run_versions(_engine(shared), np.random.default_rng(3))
+    firing = {e.rule: e for e in events if not isinstance(e, tuple) and e.status == "firing"}
+    assert {"quality_drop", "concept_drift"} <= set(firing)
+    drop = firing["quality_drop"]
+    assert drop.labels["version"] == "gpt-4o-mini@v2" and drop.labels["rollback_to"] == "gpt-4o-mini@v1"
+    assert "roll back to gpt-4o-mini@v1" in drop.summary
+    assert "from gpt-4o-mini@v2 to gpt-4o-mini@v1" in drop.mitigation
+    assert "concept drift" in firing["concept_drift"].summary
+    assert "inputs stayed the same" in firing["concept_drift"].summary
+    assert not [e for e in events if isinstance(e, tuple)]  # rollback routing is off by default
+
+
+def test_opt_in_rollback_publishes_one_route_back_per_cooldown(shared) -> None:  # type: ignore[no-untyped-def]
+    events = _run_versions(_engine(shared, rollback_enabled=True), np.random.default_rng(3))
+    routes = [r for e in events if isinstance(e, tuple) for r in e[1:]]
+    assert len(routes) == 1  # quality_drop and concept_drift both fire: the cooldown lets one decision through
+    assert (routes[0].service, routes[0].from_version, routes[0].to_model, routes[0].to_prompt_version) == (
+        "support-bot", "gpt-4o-mini@v2", "gpt-4o-mini", "v1")
