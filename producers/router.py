@@ -22,9 +22,7 @@ The local breakers are fed all the time, so they are warm when the broker goes a
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 from llmpulse import schemas
 from llmpulse.circuit_breaker import CLOSED, HALF_OPEN, BreakerConfig, CircuitBreaker
 from llmpulse.config import KafkaSecurity
-from llmpulse.connection import client_config
+from llmpulse.producers.topic_follower import FollowerTiming, TopicFollower
 from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 log = logging.getLogger("llmpulse.router")
@@ -60,16 +58,6 @@ class FleetState:
     updated_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class RouterTiming:
-    """How the follower thread paces itself against the broker (seconds)."""
-
-    poll: float = 0.2
-    heartbeat: float = 2.0  # how often reachability is re-checked
-    request_timeout: float = 2.0
-    retry: float = 1.0  # back-off after a failed connect
-
-
 def key_of(provider: str, model: str) -> str:
     return f"{provider}/{model}"
 
@@ -86,7 +74,7 @@ class ProviderRouter:
         breaker_config: BreakerConfig | None = None,
         *,
         stale_after_s: float | None = None,
-        timing: RouterTiming | None = None,
+        timing: FollowerTiming | None = None,
         consumer_config: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         security: KafkaSecurity | None = None,
@@ -98,23 +86,10 @@ class ProviderRouter:
         self.stale_after_s = stale_after_s
         self._breakers = {key_of(*pref): CircuitBreaker(breaker_config, clock=clock) for pref in self.preferences}
         self._fleet: dict[str, FleetState] = {}
-        self._catch_up: dict[int, int] = {}  # partition -> end offset still to reach at start-up
-        self._reachable = False
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._timing = timing or RouterTiming()
         self._codec = SchemaCodec(schemas.PROVIDER_STATE)
-        self._thread: threading.Thread | None = None
-        if bootstrap:
-            config = {
-                **client_config(bootstrap, security, "llmpulse.router.librdkafka"),
-                "group.id": f"llmpulse-router-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                **(consumer_config or {}),
-            }
-            self._thread = threading.Thread(target=self._follow, args=(config,), name="llmpulse-router", daemon=True)
-            self._thread.start()
+        # Known states stay while the topic is re-read from the beginning: newer records overwrite them.
+        self._follower = TopicFollower("router", bootstrap, topic, self._take, security=security, timing=timing,
+                                       consumer_config=consumer_config)
 
     # ---- caller side: in-memory only ---------------------------------------------------------------
     def choose(self) -> Preference:
@@ -155,16 +130,14 @@ class ProviderRouter:
     @property
     def reachable(self) -> bool:
         """Whether the provider-state topic answered within the last heartbeat."""
-        return self._reachable
+        return self._follower.reachable
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the topic has been read up to its end once (for start-up); False on timeout."""
-        return self._ready.wait(timeout)
+        return self._follower.wait_ready(timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        self._follower.close()
 
     def __enter__(self) -> ProviderRouter:
         return self
@@ -173,7 +146,7 @@ class ProviderRouter:
         self.close()
 
     def _fleet_state(self, key: str) -> FleetState | None:
-        if not self._reachable:
+        if not self._follower.reachable:
             return None
         fleet = self._fleet.get(key)
         if fleet is None or self.stale_after_s is None:
@@ -181,56 +154,7 @@ class ProviderRouter:
         age_s = time.time() - fleet.updated_at_ms / 1000.0
         return fleet if age_s <= self.stale_after_s else None
 
-    # ---- follower thread ---------------------------------------------------------------------------
-    def _follow(self, config: dict[str, Any]) -> None:
-        from confluent_kafka import Consumer
-
-        consumer = Consumer(config)
-        try:
-            while not self._stop.is_set():
-                try:
-                    partitions = self._assign(consumer)
-                    self._read(consumer, partitions)
-                except Exception as exc:  # broker down, topic missing: fall back, retry later
-                    self._reachable = False
-                    log.debug("llmpulse router: provider-state topic unavailable: %s", exc)
-                    self._stop.wait(self._timing.retry)
-        finally:
-            consumer.close()
-
-    def _assign(self, consumer: Any) -> list[Any]:
-        """Assign every partition from the beginning; remember where the end was, to know when caught up."""
-        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
-
-        metadata = consumer.list_topics(self.topic, timeout=self._timing.request_timeout).topics.get(self.topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise KafkaException(metadata.error if metadata is not None else "no metadata")
-        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)]
-        self._catch_up = {}
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=self._timing.request_timeout, cached=False)
-            if high > low:
-                self._catch_up[tp.partition] = high
-        # Known states stay while the topic is re-read from the beginning: newer records overwrite them.
-        consumer.assign(partitions)
-        self._reachable = True
-        if not self._catch_up:
-            self._ready.set()
-        return partitions
-
-    def _read(self, consumer: Any, partitions: list[Any]) -> None:
-        next_heartbeat = time.monotonic() + self._timing.heartbeat
-        while not self._stop.is_set():
-            message = consumer.poll(self._timing.poll)
-            if message is not None and message.error() is None:
-                self._apply(message.partition(), message.offset(), message.key(), message.value())
-            if time.monotonic() >= next_heartbeat:
-                # A cheap round trip: poll() alone cannot tell an idle topic from a dead broker.
-                consumer.get_watermark_offsets(partitions[0], timeout=self._timing.request_timeout, cached=False)
-                self._reachable = True
-                next_heartbeat = time.monotonic() + self._timing.heartbeat
-
-    def _apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+    def _take(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # a tombstone: the processors forgot this key
             if key is not None:
                 self._fleet.pop(key.decode("utf-8", "replace"), None)
@@ -244,8 +168,3 @@ class ProviderRouter:
                 self._fleet[fleet_key] = FleetState(
                     record["state"], record["reason"], record["error_rate"], record["updated_at_ms"]
                 )
-        high = self._catch_up.get(partition)
-        if high is not None and offset + 1 >= high:
-            del self._catch_up[partition]
-            if not self._catch_up:
-                self._ready.set()

@@ -14,12 +14,10 @@ the decision moved away from, and what it was given otherwise (no decision, anot
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
 from typing import Any
 
 from llmpulse.config import KafkaSecurity, Topics
-from llmpulse.connection import client_config
+from llmpulse.producers.topic_follower import FollowerTiming, TopicFollower
 from llmpulse.schemas.single_object import SchemaCodec
 
 log = logging.getLogger("llmpulse.routes")
@@ -31,17 +29,13 @@ def version_of(model: str, prompt_version: str | None) -> str:
 
 
 class ModelRoutes:
-    def __init__(self, service: str, bootstrap: str, topic: str | None = None,
-                 security: KafkaSecurity | None = None) -> None:
+    def __init__(self, service: str, bootstrap: str | None, topic: str | None = None,
+                 security: KafkaSecurity | None = None, timing: FollowerTiming | None = None) -> None:
         self.service = service
-        self.topic = topic or Topics.from_env().model_routes
         self._codec = SchemaCodec(MODEL_ROUTE)
         self._decision: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        config = {**client_config(bootstrap, security or KafkaSecurity(), "llmpulse.routes.librdkafka"),
-                  "group.id": f"llmpulse-routes-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-        self._thread = threading.Thread(target=self._follow, args=(config,), name="llmpulse-routes", daemon=True)
-        self._thread.start()
+        self._follower = TopicFollower("routes", bootstrap, topic or Topics.from_env().model_routes,
+                                       self._take, security=security, timing=timing)
 
     @property
     def decision(self) -> dict[str, Any] | None:
@@ -57,37 +51,14 @@ class ModelRoutes:
             log.debug("llmpulse: route lookup failed", exc_info=True)
         return model, prompt_version
 
-    def apply(self, record: bytes | None, key: bytes | None) -> None:
-        """Take one record of the topic (the follower thread calls it; tests may too)."""
-        if key is None or key.decode(errors="replace") != self.service or not record:
-            return
-        try:
-            self._decision = self._codec.decode(record)
-        except Exception as exc:
-            log.warning("llmpulse: unreadable route decision: %s", exc)
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the topic has been read up to its end once (for start-up and tests); False on timeout."""
+        return self._follower.wait_ready(timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._follower.close()
 
-    def _follow(self, config: dict[str, Any]) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        consumer = Consumer(config)
-        try:
-            while not self._stop.is_set():
-                try:
-                    metadata = consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
-                    if metadata is None or metadata.error is not None or not metadata.partitions:
-                        self._stop.wait(5.0)
-                        continue
-                    consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-                    while not self._stop.is_set():
-                        message = consumer.poll(0.5)
-                        if message is not None and not message.error():
-                            self.apply(message.value(), message.key())
-                except Exception as exc:  # broker down: keep the last decision, retry later
-                    log.debug("llmpulse: route follower retrying: %s", exc)
-                    self._stop.wait(5.0)
-        finally:
-            consumer.close()
+    def _take(self, key: bytes | None, record: bytes | None) -> None:
+        if key is None or key.decode(errors="replace") != self.service or not record:
+            return
+        self._decision = self._codec.decode(record)  # an unreadable one is logged and skipped by the follower

@@ -97,9 +97,9 @@ class TrafficMonitor:
         self.config = config
         self.index = index or SeriesIndex(LABELS)
         # Slots are kept as long as a rule reads them (plus a minute for event time lagging the clock), not for
-        # the latency grid's whole horizon: traffic state per series is bounded by its own windows.
-        horizon_s = min(config.horizon_s, max(config.window_s, config.active_window_s) + 60)
-        self.slots = SlotSeries("traffic", config.interval_s, horizon_s, CounterVector, CounterVector.from_bytes)
+        # The latency grid's whole horizon, although the rules look back ``window_s`` only: the horizon is also
+        # how late a call may arrive (behind the newest one) and still count, e.g. while a worker catches up.
+        self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes)
 
     def update(self, series: list[str], inverse: np.ndarray, timestamps_ms: np.ndarray,
                counts: dict[str, np.ndarray], offset: int, now_ms: int) -> None:

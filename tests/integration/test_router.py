@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from llmpulse import schemas
-from llmpulse.producers.router import ProviderRouter, RouterTiming
+from llmpulse.producers.router import ProviderRouter
+from llmpulse.producers.topic_follower import FollowerTiming
 from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.waiting import wait_until
 
 PREFERENCES = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4o-mini")]
-FAST = RouterTiming(poll=0.05, heartbeat=0.3, request_timeout=1.0, retry=0.2)
+FAST = FollowerTiming(poll=0.05, heartbeat=0.3, request_timeout=1.0, retry=0.2)
 
 
 def fail(router: ProviderRouter, provider: str, model: str, times: int) -> None:

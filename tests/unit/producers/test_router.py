@@ -13,12 +13,13 @@ from collections.abc import Iterator
 import pytest
 
 from llmpulse.circuit_breaker import BreakerConfig
-from llmpulse.producers.router import NoHealthyProvider, ProviderRouter, RouterTiming
+from llmpulse.producers.router import NoHealthyProvider, ProviderRouter
+from llmpulse.producers.topic_follower import FollowerTiming
 from tests.support.clock import FakeClock
 
 PREFERENCES = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4o-mini")]
 # Short timeouts so the follower thread gives up on a closed port quickly.
-OFFLINE = RouterTiming(poll=0.05, heartbeat=0.3, request_timeout=0.2, retry=0.2)
+OFFLINE = FollowerTiming(poll=0.05, heartbeat=0.3, request_timeout=0.2, retry=0.2)
 
 
 def closed_port() -> str:
@@ -40,7 +41,7 @@ class _FirstFailure(logging.Handler):
         self.seen = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "provider-state topic unavailable" in record.getMessage():
+        if "unavailable" in record.getMessage():
             self.seen.set()
 
 
