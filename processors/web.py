@@ -98,7 +98,9 @@ def register_views(app: faust.App, api: ApiParts) -> None:
 
     @app.page("/api/budgets")
     class ApiBudgets(View):
-        """Read-only: the fleet ledger (when this worker owns the fleet partition) and every partition ledger."""
+        """Read-only: the fleet ledger (when this worker owns the fleet partition) and every partition ledger.
+        Global and model spend live in the fleet ledger; service and user spend in the partition ledgers, and
+        the fleet's rows for those two scopes are its copy for the budget-state topic (do not add them up)."""
 
         async def get(self, request: Request) -> Response:
             # fleet_view: the fleet ledger without caching an engine (a view must not pin state mid-recovery)

@@ -59,7 +59,19 @@ WORKER_ENV = {
     "LLMPULSE_DRIFT__REFERENCE_SIZE": "500",
     # Small cap so the cardinality burst below folds label values into "other".
     "LLMPULSE_MAX_SERIES_PER_METRIC": "60",
+    # OpenTelemetry spans beside the calls: a non-GenAI span shows in the skipped-spans query of "Dead letters".
+    "LLMPULSE_OTLP__ENABLED": "true",
+    "LLMPULSE_OTLP__ENCODING": "otlp_json",
 }
+# One OTLP/JSON request (as the Collector's Kafka exporter writes it) holding an HTTP span, not a model call.
+HTTP_SPAN_REQUEST = json.dumps({"resourceSpans": [{
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+    "scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "GET /cart",
+        "kind": 2, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000120000000",
+        "attributes": [{"key": "http.request.method", "value": {"stringValue": "GET"}}],
+    }]}],
+}]}).encode()
 
 
 @dataclass
@@ -195,6 +207,7 @@ def send_garbage(worker: WorkerProcess) -> None:
     producer = Producer({"bootstrap.servers": worker.bootstrap})
     for payload in (b"not avro", b"", b"\xc3\x01" + b"\x00" * 8):
         producer.produce(worker.topic("calls"), payload)
+    producer.produce(worker.topic("otlp"), HTTP_SPAN_REQUEST)
     assert producer.flush(10) == 0
 
 

@@ -145,14 +145,18 @@ def priced_traffic(kafka_bootstrap: str) -> Callable[..., PricedTraffic]:
     return lambda topic, **options: PricedTraffic(kafka_bootstrap, topic, **options)
 
 
+FLEET_SCOPES = ("global", "model")  # kept by the fleet ledger alone; service and user by the partitions' ledgers
+
+
 def spend_by_scope(views: list[dict[str, Any]], period: str = "day") -> dict[str, Counter[str]]:
-    """Union of /api/budgets answers: fleet ledgers (global, model) and partition ledgers (service, user)."""
+    """Union of /api/budgets answers: fleet ledgers (global, model) and partition ledgers (service, user). The
+    fleet ledger also mirrors service and user spend for the budget-state topic; the partitions' count here."""
     out: dict[str, Counter[str]] = {s: Counter() for s in SCOPES}
     for view in views:
-        rows = list(view.get("fleet") or [])
-        for partition_rows in view.get("partitions", {}).values():
-            rows += partition_rows
-        for row in rows:
+        fleet = [row for row in view.get("fleet") or [] if row["scope"] in FLEET_SCOPES]
+        partitions = [row for rows in view.get("partitions", {}).values() for row in rows
+                      if row["scope"] not in FLEET_SCOPES]
+        for row in fleet + partitions:
             if row["period"] == period:
                 out[row["scope"]][row["key"]] += int(row["spent_micros"])
     return out
