@@ -192,6 +192,10 @@ class AdmissionGate:
             rate = self.prices.rate(provider, model)
             if rate is None:
                 self._counts["unpriced"] += 1
+                if self._counts["unpriced"] == 1:  # once: the cap cannot hold without prices
+                    log.warning("llmpulse gate: no price for %s/%s, so the per-request cost cap lets it through; "
+                                "install llmpulse[admission] (the genai-prices catalogue) or give the gate prices",
+                                provider, model)
             elif cost_micros(rate, tokens_in, tokens_out) > self._cap:
                 return Decision(False, "request_cost", "request", model, "request")
         total = tokens_in + tokens_out
