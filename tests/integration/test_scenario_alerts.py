@@ -24,7 +24,7 @@ from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.timeout(300)
 ALERTS_TOPIC = AlertsTopicCodec()
-DURATION_S = 330  # confidence-drift: 90 s baseline, 120 s drift, then two clean drift blocks
+DURATION_S = 390  # confidence-drift: 90 s baseline, 120 s drift, then three minutes of clean drift blocks
 QUIET = {
     "LLMPULSE_ALERTS__RESOLVE_HOLD_S": "15",
     "LLMPULSE_LATENCY__ALERT_WINDOW_S": "30",
