@@ -51,6 +51,18 @@ class Log:
     def pages(self, since_ms: int = 0) -> list[Emitted]:
         return [e for e in self.incidents if e.is_page and e.at_ms >= since_ms]
 
+    def seen_by_on_call(self, since_ms: int = 0) -> list[Emitted]:
+        """Pages, and every later event of an incident that paged: a member joining an incident on-call was
+        already paged for is in front of them (the incident updates) without a page of its own."""
+        paged: set[str] = set()
+        out = []
+        for emitted in self.incidents:
+            if emitted.is_page:
+                paged.add(emitted.event.incident_id)
+            if emitted.event.incident_id in paged and emitted.at_ms >= since_ms:
+                out.append(emitted)
+        return out
+
     def member_firings(self, since_ms: int = 0) -> list[tuple[int, AlertEvent]]:
         """Member alert events that would page if every firing member paged (firing and escalations)."""
         return [(t, a) for t, a in self.members if a.status == FIRING and t >= since_ms and a.priority != "P3"]

@@ -41,7 +41,7 @@ EXPECTED_RULES: dict[str, tuple[str, ...]] = {
     "error-burst": ("error_rate",),
     "provider-outage": ("provider_circuit", "error_rate"),
     "cost-spike": ("cost_per_request",),
-    "budget-exhaustion": ("budget",),
+    "budget-exhaustion": ("budget", "budget_burn"),
     "confidence-drift": ("confidence_drift",),
     "ab-regression": ("ab_regression",),
     "injection-campaign": ("prompt_injection", "security_incident"),

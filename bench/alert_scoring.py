@@ -1,12 +1,14 @@
 """Scoring a replay against its labelled schedule: detection, delays, pages per incident, false pages.
 
 A *page* is an incident event with ``paging`` set and status ``opened`` or ``escalated``. An injected incident
-is *detected* by the first page, emitted between its start and its end + ``GRACE_S``, of an incident holding a
-member that (a) has a rule the kind is expected to fire (alert_schedule.EXPECTED_RULES), (b) started inside
-that span, and (c) carries labels that fall in the injected scope: each of its service, model and provider is
-either absent (fleet-wide rules: the global budget, per-user security incidents) or that of an affected
-series; an ``ab_regression`` member must name the injected experiment. Detection delay is that page's event
-time minus the injected start; resolve delay is the incident's first ``resolved_at_ms`` after the injected end
+is *detected* by the first event on-call sees (a page, or a later update of an incident that paged: a member
+that joins an incident someone was paged for needs no page of its own), emitted between its start and its
+end + ``GRACE_S``, of an incident holding a member that (a) has a rule the kind is expected to fire
+(alert_schedule.EXPECTED_RULES), (b) started inside that span, and (c) carries labels that fall in the
+injected scope: each of its service, model and provider is either absent (fleet-wide rules: the global budget,
+per-user security incidents) or that of an affected series; an ``ab_regression`` member must name the injected
+experiment. Detection delay is that member's start minus the injected start, page delay that event's time
+minus the injected start; resolve delay is the incident's first ``resolved_at_ms`` after the injected end
 minus that end (an incident that merely reopens later, for another member, is not held against it).
 """
 
@@ -32,7 +34,7 @@ class Verdict:
 
     incident: Injected
     detected_at_ms: int | None = None  # the first matching member's start: when llmpulse saw it
-    paged_at_ms: int | None = None  # the page that carried it (detection plus the incident's group wait)
+    paged_at_ms: int | None = None  # the page (or paged incident's update) that carried it to on-call
     incident_id: str | None = None
     priority: str | None = None
     resolved_at_ms: int | None = None
@@ -54,6 +56,7 @@ def judge(log: Log, schedule: Sequence[Injected], series: Sequence[Series], day_
         if emitted.event.status == "resolved" and emitted.event.resolved_at_ms is not None:
             resolves.setdefault(emitted.event.incident_id, []).append(emitted.event.resolved_at_ms)
     pages = log.pages()
+    seen = log.seen_by_on_call()
     out = []
     for incident in schedule:
         start, end = day_start_ms + int(incident.start_s * 1000), day_start_ms + int(incident.end_s * 1000)
@@ -61,7 +64,7 @@ def judge(log: Log, schedule: Sequence[Injected], series: Sequence[Series], day_
         affected = [s for s in series if incident.covers(s)]
         verdict = Verdict(incident)
         verdict.window_pages = [p.event.rules[0] if p.event.rules else "?" for p in pages if start <= p.at_ms <= until]
-        for page in pages:
+        for page in seen:
             if not start <= page.at_ms <= until:
                 continue
             rules = _matching_rules(page, incident, affected, alerts, start, until)

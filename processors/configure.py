@@ -57,6 +57,7 @@ def budget_limits(s: ProcessorSettings) -> BudgetLimits:
         user_limits=period("user"),
         model_limits=period("model"),
         thresholds=b.thresholds,
+        burn_fraction=b.burn_fraction,
         projection_limit_micros=_micros(b.projection_month_usd),
         max_keys_per_scope=b.max_keys_per_scope,
     )

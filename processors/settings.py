@@ -129,6 +129,9 @@ class BudgetRules(_Group):
     model_day_usd: float | None = _usd(_LIMITS.model_limits.day)
     model_month_usd: float | None = _usd(_LIMITS.model_limits.month)
     thresholds: tuple[float, ...] = _LIMITS.thresholds
+    # A key that spends this fraction of its hour limit within one minute is a runaway (``budget_burn``, P1: at
+    # that pace the hour's budget lasts 1 / burn_fraction minutes); None turns it off.
+    burn_fraction: float | None = _LIMITS.burn_fraction
     projection_month_usd: float | None = _usd(_LIMITS.projection_limit_micros)
     max_keys_per_scope: int = _LIMITS.max_keys_per_scope
 
@@ -145,6 +148,7 @@ class DriftRules(_Group):
     reference_size: int = _DRIFT.reference_size
     block_size: int = _DRIFT.block_size
     min_current: int = _DRIFT.min_current
+    recent_size: int = _DRIFT.recent_size  # confidence_drift clears once the latest recent_size..2x calls recover
     confidence_warning_pct: float = _DRIFT.confidence_warning_pct
     confidence_critical_pct: float = _DRIFT.confidence_critical_pct
     psi_warning: float = _DRIFT.psi_warning

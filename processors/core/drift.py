@@ -28,6 +28,7 @@ PSI_SIGNIFICANT = 0.2
 SMOOTHING = 0.5  # added to every count before PSI takes proportions (Jeffreys)
 
 _MEAN_DRIFT = struct.Struct("<4sqqqq")  # magic, baseline size, current size, min current, reference end
+_RECENT = struct.Struct("<q")  # recent size (MDR2)
 _BINNED = struct.Struct("<4sI")  # magic, number of edges
 _NO_REFERENCE_END = -1
 
@@ -37,11 +38,13 @@ class MeanDrift:
 
     Baseline: the first ``baseline_size`` observations, or when ``reference_end_ms`` is set, every observation
     timestamped before it. Current: two tumbling blocks of ``current_size`` observations (the last completed
-    one plus the one filling), i.e. the latest ``current_size`` to ``2 * current_size`` observations.
+    one plus the one filling), i.e. the latest ``current_size`` to ``2 * current_size`` observations. Recent
+    (with ``recent_size``): the same over blocks of ``recent_size``, the latest calls alone, which tell that a
+    shift is over long before the current window has forgotten it.
     """
 
-    __slots__ = ("_baseline", "_block", "_previous", "baseline_size", "current_size", "min_current",
-                 "reference_end_ms")
+    __slots__ = ("_baseline", "_block", "_previous", "_recent", "_recent_previous", "baseline_size", "current_size",
+                 "min_current", "recent_size", "reference_end_ms")
 
     def __init__(
         self,
@@ -49,16 +52,20 @@ class MeanDrift:
         current_size: int = 1000,
         min_current: int = 30,
         reference_end_ms: int | None = None,
+        recent_size: int = 0,
     ) -> None:
-        if baseline_size < 2 or current_size < 1 or min_current < 1:
-            raise ValueError("baseline_size must be >= 2, current_size and min_current >= 1")
+        if baseline_size < 2 or current_size < 1 or min_current < 1 or recent_size < 0:
+            raise ValueError("baseline_size must be >= 2, current_size and min_current >= 1, recent_size >= 0")
         self.baseline_size = baseline_size
         self.current_size = current_size
         self.min_current = min_current
+        self.recent_size = recent_size
         self.reference_end_ms = reference_end_ms
         self._baseline = Welford()
         self._previous = Welford()
         self._block = Welford()
+        self._recent_previous = Welford()
+        self._recent = Welford()
 
     @property
     def baseline(self) -> Welford:
@@ -95,6 +102,14 @@ class MeanDrift:
 
     def _update_current(self, v: np.ndarray) -> None:
         v = v[~np.isnan(v)]
+        if self.recent_size:
+            rest = v
+            while rest.size:  # as below, over the small blocks
+                room = self.recent_size - self._recent.count
+                self._recent.update(rest[:room])
+                rest = rest[room:]
+                if self._recent.count >= self.recent_size:
+                    self._recent_previous, self._recent = self._recent, Welford()
         while v.size:  # one pass per block boundary crossed: batch / current_size + 1 iterations
             room = self.current_size - self._block.count
             self._block.update(v[:room])
@@ -110,29 +125,48 @@ class MeanDrift:
             return math.nan
         return 100.0 * (current.mean - base) / abs(base)
 
+    def recent_percent_change(self) -> float:
+        """The same change over the latest ``recent_size`` to ``2 * recent_size`` observations; NaN without a
+        recent window, or until it has ``recent_size`` of them."""
+        recent = self._recent_previous.copy()
+        recent.merge(self._recent)
+        base = self._baseline.mean
+        if not self.recent_size or not self.baseline_ready or recent.count < self.recent_size or base == 0.0:
+            return math.nan
+        return 100.0 * (recent.mean - base) / abs(base)
+
     def rebaseline(self) -> None:
         """Accept the current window as the new baseline (e.g. after an intended change); topped up to
         ``baseline_size`` by the next observations in count mode."""
         self._baseline = self.current
         self._previous, self._block = Welford(), Welford()
+        self._recent_previous, self._recent = Welford(), Welford()
 
     def to_bytes(self) -> bytes:
         end = _NO_REFERENCE_END if self.reference_end_ms is None else self.reference_end_ms
-        header = _MEAN_DRIFT.pack(b"MDR1", self.baseline_size, self.current_size, self.min_current, end)
-        return header + self._baseline.to_bytes() + self._previous.to_bytes() + self._block.to_bytes()
+        header = _MEAN_DRIFT.pack(b"MDR2", self.baseline_size, self.current_size, self.min_current, end)
+        parts = (self._baseline, self._previous, self._block, self._recent_previous, self._recent)
+        return header + _RECENT.pack(self.recent_size) + b"".join(w.to_bytes() for w in parts)
 
     @classmethod
-    def from_bytes(cls, buf: bytes | memoryview) -> MeanDrift:
+    def from_bytes(cls, buf: bytes | memoryview, recent_size: int = 0) -> MeanDrift:
+        """``recent_size``: for the first format (MDR1), which had no recent window; it starts empty."""
         try:
             magic, baseline_size, current_size, min_current, end = _MEAN_DRIFT.unpack_from(buf, 0)
-            if magic != b"MDR1":
+            if magic not in (b"MDR1", b"MDR2"):
                 raise ValueError("not a MeanDrift serialization")
-            out = cls(baseline_size, current_size, min_current, None if end == _NO_REFERENCE_END else end)
-            size = len(Welford().to_bytes())
             offset = _MEAN_DRIFT.size
+            if magic == b"MDR2":
+                (recent_size,) = _RECENT.unpack_from(buf, offset)
+                offset += _RECENT.size
+            out = cls(baseline_size, current_size, min_current, None if end == _NO_REFERENCE_END else end, recent_size)
+            size = len(Welford().to_bytes())
             out._baseline = Welford.from_bytes(buf, offset)
             out._previous = Welford.from_bytes(buf, offset + size)
             out._block = Welford.from_bytes(buf, offset + 2 * size)
+            if magic == b"MDR2":
+                out._recent_previous = Welford.from_bytes(buf, offset + 3 * size)
+                out._recent = Welford.from_bytes(buf, offset + 4 * size)
         except struct.error as exc:
             raise ValueError("truncated MeanDrift bytes") from exc
         return out

@@ -1,8 +1,10 @@
 """Confidence drift (percent change of the mean) and distribution drift (KS and PSI) per (service, model).
 
 Rules (seeds 000/003): |mean confidence change| > 10% WARNING, > 15% CRITICAL (``confidence_drift``, see
-drift.MeanDrift); ``distribution_drift`` WARNING per feature (confidence, latency, tokens) when the latest
-window of calls differs from the reference both significantly and materially:
+drift.MeanDrift) over the latest ``block_size`` to twice that many calls, while the latest ``recent_size`` to
+twice that many show a change beyond the warning too (so it clears minutes after confidence recovers, not when
+the window has forgotten the shift); ``distribution_drift`` WARNING per feature (confidence, latency, tokens)
+when the latest window of calls differs from the reference both significantly and materially:
 
 * Reference: the feature's first ``reference_size`` values (NaN skipped: a failed call without confidence still
   counts for latency and tokens) on fixed fine bins. While it fills, every window of ``block_size`` values is
@@ -76,6 +78,7 @@ class DriftConfig:
     reference_size: int = 4000
     block_size: int = 500
     min_current: int = 100
+    recent_size: int = 50  # confidence_drift keeps firing only while the latest 50-100 calls show the change too
     confidence_warning_pct: float = 10.0
     confidence_critical_pct: float = 15.0
     psi_warning: float = 0.2
@@ -294,7 +297,8 @@ class SeriesDrift:
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
-        self.mean = MeanDrift(max(2, config.reference_size), config.block_size, config.min_current)
+        self.mean = MeanDrift(max(2, config.reference_size), config.block_size, config.min_current,
+                              recent_size=config.recent_size)
         self.features = {f: FeatureDrift(config, _EDGES[f], _CLASSES.get(f, 1)) for f in FEATURES}
 
     def update(self, values: dict[str, np.ndarray]) -> None:
@@ -325,7 +329,7 @@ class SeriesDrift:
         try:
             _, mean_len = _SERIES.unpack_from(blob, 0)
             offset = _SERIES.size
-            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len])
+            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len], config.recent_size)
             offset += mean_len
             for f in FEATURES:
                 out.features[f], offset = FeatureDrift.from_bytes(blob, offset, config, _EDGES[f], _CLASSES.get(f, 1))
@@ -343,7 +347,7 @@ class SeriesDrift:
         try:
             _, mean_len = _V1_HEADER.unpack_from(blob, 0)
             offset = _V1_HEADER.size
-            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len])
+            out.mean = MeanDrift.from_bytes(blob[offset : offset + mean_len], config.recent_size)
             offset += mean_len
             for f in FEATURES:  # the reference blocks come first
                 (length,) = struct.unpack_from("<I", blob, offset)
@@ -443,6 +447,9 @@ class DriftMonitor:
             severity = "CRITICAL"
         elif not np.isnan(change) and abs(change) > c.confidence_warning_pct:
             severity = "WARNING"
+        recent = drift.mean.recent_percent_change()
+        if severity and not np.isnan(recent) and abs(recent) <= c.confidence_warning_pct:
+            severity = None  # the latest calls are back to the baseline: over, though the window still holds it
         out = []
         if open_rules is None or severity or "confidence_drift" in open_rules.get((labels[1], labels[0]), ()):
             said = (f"mean confidence changed {change:+.1f}% vs baseline for {service}/{model}" if change == change

@@ -37,7 +37,7 @@ BUDGET_NAMESPACE = "budget"  # the ledger's buckets persist as budget/<period>/<
 BUDGET_KEY = "ledger"  # where the whole ledger was persisted as one blob (still restored, then deleted)
 ATTEMPTS_KEY = "attempts"
 CURSOR_KEY = "cursor/next"
-PARTITION_SCOPES = ("service", "user")  # global and model budgets are fleet-wide (fleet.py)
+PARTITION_SCOPES = ("service",)  # calls are keyed by service; global, model and user budgets are fleet-wide
 
 
 class _Json:

@@ -83,13 +83,14 @@ class FleetOutcome:
 
 
 def fleet_scopes(limits: BudgetLimits) -> tuple[str, ...]:
-    """Global and model budgets always; service and user ones too when limited, for the budget-state topic (their
-    alerts stay with the calls partitions, which see them first)."""
+    """Global and model budgets always; service and user ones too when limited, for the budget-state topic. A
+    service's alerts stay with its calls partition, which sees all of its calls first; a user calls any service,
+    so only this stage sees all of a user's spend, and alerts on it."""
     extra = tuple(scope for scope in ("service", "user") if getattr(limits, f"{scope}_limits") != PeriodLimits())
     return ("global", "model", *extra)
 
 
-_ALERTING_SCOPES = ("global", "model")
+_ALERTING_SCOPES = ("global", "model", "user")
 
 
 class FleetEngine:

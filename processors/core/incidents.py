@@ -6,7 +6,9 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
 * Grouping. A member that starts firing joins a live incident of the same *cause family* (availability:
   latency, errors, circuits; spend and budgets; drift; injection; PII; output quality; experiments) when the
   incident's scope already covers it, or when the incident's newest member started within
-  ``group_window_ms`` of it (the incident then widens). Across families, a member joins an incident that
+  ``group_window_ms`` of it (the incident then widens). It also joins a live incident of another family that
+  holds a member of its own family on its series, however long ago that started (a runaway's incident takes the
+  later budget crossings of the service it ran on). Across families, a member joins an incident that
   already has a member on its series (or, for a service or model budget, in its service or model) within
   ``group_window_ms``: one series misbehaving on several fronts at once (slow, expensive and over budget) is
   one cause. A symptom (drift) joins its series' incident of another family whenever it starts, while that
@@ -31,7 +33,8 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   ``cooldown_ms`` of the resolve, inside the incident's scope or within ``group_window_ms`` of its newest
   member, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once even while it
   moves from one service to the next.
-  Incidents whose worst severity is INFO (priority P3) never page.
+  Incidents whose worst severity is INFO (priority P3) never page, nor do those of a quiet family
+  (``QUIET_FAMILIES``: distribution drift), which take the informational priority whatever their severity.
 * Pages (``paging`` on the event): the first announcement at P0-P2; one escalation into the urgent tier
   (``urgent_priorities``, P0/P1: someone is woken) from a P2 page; the resolve of an incident that paged.
   An escalation within the urgent tier (P1 -> P0) is an ``escalated`` event that does not page again: the
@@ -72,8 +75,8 @@ FAMILIES: Mapping[str, str] = {
     "latency_p95": "availability", "latency_p99": "availability", "ttft_p95": "availability",
     "ttft_p99": "availability", "error_rate": "availability", "provider_circuit": "availability",
     "cost_per_request": "spend", "token_average": "spend", "request_budget": "spend",
-    "budget": "spend", "budget_projection": "spend",
-    "distribution_drift": "drift", "confidence_drift": "drift",
+    "budget": "spend", "budget_burn": "spend", "budget_projection": "spend",
+    "distribution_drift": "distribution", "confidence_drift": "drift",
     "prompt_injection": "injection", "security_incident": "injection",
     "pii_leak": "pii",
     "hallucination": "output_quality", "unsafe_content": "output_quality", "no_answer_rate": "output_quality",
@@ -95,7 +98,12 @@ def _informational(family: str) -> bool:
 
 # Families that follow a cause rather than being one: a latency spike shifts the latency distribution, a cost
 # spike the token one. Joined to an incident with a cause, they do not hold it open: it resolves with its causes.
-SYMPTOM_FAMILIES = frozenset({"drift"})
+SYMPTOM_FAMILIES = frozenset({"drift", "distribution"})
+# Families that never page on their own: a distribution that moved while every rule on the traffic holds (an A/B
+# arm, a new prompt, a shift in what users ask) is news for the model's owner, recorded at the informational
+# priority (P3, the digest), not a reason to wake anyone. Their incidents take no member of another family (a
+# cause opens its own, which pages); their members still join a cause's incident on their series, as detail.
+QUIET_FAMILIES = frozenset({"distribution"})
 
 
 def _symptom(member: _Member) -> bool:
@@ -104,6 +112,10 @@ def _symptom(member: _Member) -> bool:
 
 def _symptom_family(family: str) -> bool:
     return family in SYMPTOM_FAMILIES
+
+
+def _quiet(family: str) -> bool:
+    return family.removesuffix(_INFO_SUFFIX) in QUIET_FAMILIES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,10 +282,14 @@ class IncidentManager:
                 out.append(self._event(incident, kind, paging=self._pages(incident, kind)))
         return out
 
+    def _priority(self, incident: _Incident) -> str:
+        informational = self.config.priorities.get("INFO", "P3")
+        return informational if _quiet(incident.family) else self.config.priorities.get(incident.severity, "P3")
+
     def _pages(self, incident: _Incident, kind: str) -> bool:
         """Whether this event pages, and remember what was paged: the first event at P0-P2, an escalation
         into the urgent tier (P2 -> P1/P0) once, and the resolve of an incident that paged."""
-        priority = self.config.priorities.get(incident.severity, "P3")
+        priority = self._priority(incident)
         if kind == RESOLVED:
             return incident.paged
         if kind not in (OPENED, ESCALATED) or priority == self.config.priorities.get("INFO", "P3"):
@@ -328,9 +344,15 @@ class IncidentManager:
         chosen = None
         for incident in self._incidents.values():
             recent = member.started_at_ms - incident.last_member_start_ms <= window
-            if incident.family != family:
+            if incident.family != family and _holds_on_series(incident, member, family):
+                if incident.status == RESOLVED:
+                    continue
+                covers = True  # its family is there already, on its series: however long ago that started
+            elif incident.family != family:
                 if _informational(family) or _informational(incident.family) or not _shares_series(incident, member):
                     continue
+                if _quiet(incident.family) and not _quiet(family):
+                    continue  # a cause pages from an incident of its own
                 if _symptom(member):  # drift follows its cause by minutes: it joins while the cause is live or cools
                     if incident.status == RESOLVED and member.started_at_ms - (
                             incident.resolved_at_ms or incident.updated_at_ms) > self.config.cooldown_ms:
@@ -468,7 +490,7 @@ class IncidentManager:
     def _event(self, incident: _Incident, status: str, paging: bool = False) -> IncidentEvent:
         scope, key = incident.scope()
         ordered = incident.worst()
-        priority = self.config.priorities.get(incident.severity, "P3")
+        priority = self._priority(incident)
         rules = list(dict.fromkeys(m.rule for m in ordered))
         mitigations = list(dict.fromkeys(mitigation_for(rule) for rule in rules))
         return IncidentEvent(
@@ -499,15 +521,27 @@ class IncidentManager:
         )
 
 
+def _holds_on_series(incident: _Incident, member: _Member, family: str) -> bool:
+    """The incident, opened by another family, has a member of ``family`` on the member's series: a runaway
+    job's latency incident holding its budget burn takes the job's later crossings of that service's budgets.
+    (Members of an informational family join only their own kind.)"""
+    if _informational(family) or _informational(incident.family):
+        return False
+    return any(FAMILIES.get(m.rule, m.rule) == family and _same_series(m, member) for m in incident.members.values())
+
+
 def _shares_series(incident: _Incident, member: _Member) -> bool:
-    """The member is on a series one of the incident's members is on: service, model and provider agree
-    wherever both carry one (drift series have no provider, a service budget no model), and at least the
-    service or the model is named on both sides (a global budget joins nothing this way)."""
-    def agree(m: _Member) -> bool:
-        pairs = list(zip(m.series, member.series, strict=True))
-        return (all(a is None or b is None or a == b for a, b in pairs)
-                and any(a is not None and a == b for a, b in pairs[:2]))
-    return any(agree(m) for m in incident.members.values())
+    """The member is on a series one of the incident's members is on (``_same_series``)."""
+    return any(_same_series(m, member) for m in incident.members.values())
+
+
+def _same_series(a: _Member, b: _Member) -> bool:
+    """Service, model and provider agree wherever both carry one (drift series have no provider, a service
+    budget no model), and at least the service or the model is named on both sides (a global budget joins
+    nothing this way)."""
+    pairs = list(zip(a.series, b.series, strict=True))
+    return (all(x is None or y is None or x == y for x, y in pairs)
+            and any(x is not None and x == y for x, y in pairs[:2]))
 
 
 def _strongest(kinds: set[str]) -> str:

@@ -19,6 +19,16 @@ zero if it spends again (its spend is under-reported, never over-reported).
 Storage (spend_store.py): each (bucket, scope) keeps its keys as an index into parallel int64 arrays; each
 bucket is persisted as its own key stamped with the last record offset it absorbed (``drain``/``restore``).
 
+Burn rate. Besides the calendar periods, each scope with an hour limit keeps its spend per UTC minute (the
+``minute`` period, current and previous minute only). A key that spends ``burn_fraction`` of its hour limit
+within one minute crosses its burn limit: at that pace the hour's budget lasts ``1 / burn_fraction`` minutes
+(five by default). That is a runaway caller, seen within a minute rather than when most of the budget is gone:
+rule ``budget_burn``, ERROR (P1), one alert per key and hour. Calls too late for the minutes kept are simply not
+counted there (they are not ``late_dropped``: their hour, day and month still charge them).
+
+A user's crossing carries the service and model of the call that reached the threshold, so incidents can
+place it on the series it is spending on.
+
 Month-end projection: ``spent / elapsed fraction of the month`` for the global scope, alerted once per month
 when above ``projection_limit_micros`` and at least ``projection_min_elapsed_ms`` into the month (a projection
 from the first minutes of a month is noise). Its severity is INFO (priority P3): a forecast is recorded, never
@@ -40,10 +50,13 @@ from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.keyed_state import NEVER
 from llmpulse.processors.core.pricing import factorize
 from llmpulse.processors.core.spend_store import (
+    BURN_PERIOD,
     DAY_MS,
+    HOUR_MS,
     OFFSET,
     PERIODS,
     SCOPES,
+    TRACKED_PERIODS,
     Bucket,
     BucketRing,
     Charge,
@@ -55,6 +68,7 @@ from llmpulse.processors.core.spend_store import (
 USD = 1_000_000  # micro-dollars
 GLOBAL_KEY = "all"
 META_KEY = "meta"  # the persisted late-drop count and projection month (per-bucket persistence)
+_BURN_BP = np.array([10_000], dtype=np.int64)  # the burn limit has one threshold: itself
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,12 +90,16 @@ class BudgetLimits:
     user_limits: PeriodLimits = PeriodLimits()
     model_limits: PeriodLimits = PeriodLimits()
     thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 1.0)
+    burn_fraction: float | None = 0.2  # of an hour limit spent within one minute: a runaway (None: off)
     projection_limit_micros: int | None = 1_000 * USD
     projection_min_elapsed_ms: int = DAY_MS
     max_keys_per_scope: int = 100_000
 
     def limit(self, scope: str, period: str) -> int | None:
         limits = getattr(self, f"{scope}_limits")
+        if period == BURN_PERIOD:
+            hour = limits.hour
+            return None if hour is None or self.burn_fraction is None else round(hour * self.burn_fraction)
         return getattr(limits, period)
 
     def threshold_bp(self) -> np.ndarray:
@@ -91,7 +109,7 @@ class BudgetLimits:
 
 @dataclass(frozen=True, slots=True)
 class BudgetCrossing:
-    """Spend reached ``threshold`` of a limit; ``period`` is request|hour|day|month|projection."""
+    """Spend reached ``threshold`` of a limit; ``period`` is request|minute|hour|day|month|projection."""
 
     scope: str
     key: str
@@ -109,6 +127,8 @@ class BudgetCrossing:
     def severity(self) -> str:
         if self.period == "projection":
             return "INFO"  # a forecast, not spend: recorded (P3), never paging; the thresholds page on spend
+        if self.period == BURN_PERIOD:
+            return "ERROR"  # a runaway: the hour's budget goes within minutes at this pace
         if self.threshold >= 1.0:
             return "CRITICAL"
         if self.threshold >= 0.95:
@@ -117,8 +137,9 @@ class BudgetCrossing:
         return "WARNING" if self.threshold >= 0.9 else "INFO"
 
     def observation(self) -> Observation:
-        """This crossing as an alert-policy observation: rule ``budget``, ``budget_projection`` or
-        ``cost_per_request``; each new hour/day/month bucket is a new incident (``bucket`` label)."""
+        """This crossing as an alert-policy observation: rule ``budget``, ``budget_burn``, ``budget_projection``
+        or ``request_budget``; each new hour/day/month bucket is a new incident (``bucket`` label; a burn is
+        labelled with its hour: one alert per key and hour, however many minutes burn)."""
         spent, limit = self.spent_micros / USD, self.limit_micros / USD
         labels = [("scope", self.scope), ("key", self.key), ("period", self.period)]
         labels += [(name, v) for name, v in (("service", self.service), ("model", self.model)) if v]
@@ -126,11 +147,17 @@ class BudgetCrossing:
             rule, summary = "request_budget", f"{self.count} call(s) over ${limit:,.2f}; max ${spent:,.4f}"
         elif self.period == "projection":
             rule, summary = "budget_projection", f"month-end spend projected at ${spent:,.2f} > ${limit:,.2f}"
+        elif self.period == BURN_PERIOD:
+            rule = "budget_burn"
+            summary = (f"{self.scope} {self.key} spent ${spent:,.2f} within a minute, over its burn limit of "
+                       f"${limit:,.2f}: at this pace the hour's budget is gone in minutes")
         else:
             rule = "budget"
             summary = f"{self.scope} {self.key} spent ${spent:,.2f} of ${limit:,.2f} this {self.period}"
         if self.period != "request":
-            start = datetime.fromtimestamp(self.bucket_start_ms / 1000, tz=UTC)
+            bucket_ms = self.bucket_start_ms - self.bucket_start_ms % HOUR_MS if self.period == BURN_PERIOD \
+                else self.bucket_start_ms
+            start = datetime.fromtimestamp(bucket_ms / 1000, tz=UTC)
             labels.append(("bucket", start.strftime("%Y-%m-%dT%H:%MZ")))
         threshold = limit if self.period == "projection" else limit * self.threshold
         return Observation(
@@ -151,6 +178,9 @@ class BudgetLedger:
         self.projection_enabled = projection
         self._bp = self.limits.threshold_bp()
         self._fractions = self._bp / 10_000
+        # the minute is kept only for the scopes with a burn limit, and only when there is one
+        self._burn_scopes = tuple(s for s in scopes if self.limits.limit(s, BURN_PERIOD) is not None)
+        self._periods = TRACKED_PERIODS if self._burn_scopes else PERIODS
         self._ring = BucketRing()
         self._buckets = self._ring.periods  # per period [previous, current]
         self._projection_alerted_month = -1
@@ -186,24 +216,28 @@ class BudgetLedger:
         lo, hi = int(ts.min()), int(ts.max())
         meta_new = offset is None or offset > self._meta_applied  # late drops and projection count once
         meta_before = (self.late_dropped, self._projection_alerted_month)
-        for period in PERIODS:
+        for period in self._periods:
+            burn = period == BURN_PERIOD
             first, last = bucket_starts(np.array([lo, hi], dtype=np.int64), period).tolist()
             starts = None if first == last else bucket_starts(ts, period)
             for start in [first] if starts is None else np.unique(starts).tolist():
                 rows = None if starts is None else starts == start
                 bucket = self._ring.bucket(period, start)
                 if bucket is None:
-                    self.late_dropped += (ts.shape[0] if rows is None else int(rows.sum())) if meta_new else 0
+                    if not burn:  # too late for the minutes kept, but charged to its hour, day and month
+                        self.late_dropped += (ts.shape[0] if rows is None else int(rows.sum())) if meta_new else 0
                     continue
                 if not self._ring.admit(period, bucket, offset):
                     continue
                 for scope, (codes, names) in groups.items():
+                    if burn and scope not in self._burn_scopes:
+                        continue
                     charge = whole.get(scope) if rows is None else None
                     if charge is None:
                         charge = aggregate(codes, names, rows, cost)
                         if rows is None:
                             whole[scope] = charge
-                    out.extend(self._charge(bucket, period, scope, charge, ts, cost))
+                    out.extend(self._charge(bucket, period, scope, charge, ts, cost, service, model))
             self._ring.evict(period, self.limits.max_keys_per_scope, offset)
         crossing = self.check_projection(hi) if self.projection_enabled and meta_new else None
         if crossing is not None:
@@ -230,9 +264,8 @@ class BudgetLedger:
             out.append(BudgetCrossing("request", key, "request", 0, 1.0, spent, limit, at, rows.shape[0], svc, mdl))
         return out
 
-    def _charge(
-        self, bucket: Bucket, period: str, scope: str, charge: Charge, ts: np.ndarray, cost: np.ndarray
-    ) -> list[BudgetCrossing]:
+    def _charge(self, bucket: Bucket, period: str, scope: str, charge: Charge, ts: np.ndarray, cost: np.ndarray,
+                service: np.ndarray, model: np.ndarray) -> list[BudgetCrossing]:
         if not charge.names:
             return []
         store = bucket.spend[scope]
@@ -244,18 +277,23 @@ class BudgetLedger:
         if limit is None or limit <= 0:
             return []
         after = store.spent[slots]
-        levels = np.searchsorted(self._bp * limit, after * 10_000, side="right")  # thresholds reached
+        bp = _BURN_BP if period == BURN_PERIOD else self._bp
+        levels = np.searchsorted(bp * limit, after * 10_000, side="right")  # thresholds reached
         crossed = np.flatnonzero(levels > store.level[slots])  # usually none: the loop is per crossing key
         out: list[BudgetCrossing] = []
         for i in crossed.tolist():
             key, spent, reached = charge.names[i], int(after[i]), int(levels[i])
             crossed_levels = range(int(store.level[slots[i]]), reached)
             rows_of_key = charge.rows[charge.codes == charge.present[i]]
-            amounts = [int(self._bp[t]) * limit for t in crossed_levels]
-            times = _crossing_times(spent - int(charge.sums[i]), ts[rows_of_key], cost[rows_of_key], amounts)
-            service, model = (key if scope == "service" else None), (key if scope == "model" else None)
-            out.extend(BudgetCrossing(scope, key, period, bucket.start_ms, float(self._fractions[t]), spent, limit, at,
-                                      1, service, model) for t, at in zip(crossed_levels, times, strict=True))
+            amounts = [int(bp[t]) * limit for t in crossed_levels]
+            reaching = _crossing_rows(spent - int(charge.sums[i]), ts, cost, rows_of_key, amounts)
+            for t, row in zip(crossed_levels, reaching, strict=True):
+                # a crossing names its own service or model; a user's those of the call that reached the
+                # threshold, so its incident can join the series it spends on (the global budget names none)
+                svc = key if scope == "service" else service[row] if scope == "user" else None
+                mdl = key if scope == "model" else model[row] if scope == "user" else None
+                out.append(BudgetCrossing(scope, key, period, bucket.start_ms, float(bp[t]) / 10_000, spent, limit,
+                                          int(ts[row]), 1, svc, mdl))
             store.level[slots[i]] = reached
         return out
 
@@ -322,7 +360,8 @@ class BudgetLedger:
         """JSON-able state (for a changelog-backed table): per bucket and scope ``{key: [spent, reported
         thresholds]}``, least recently charged first."""
         return {
-            "buckets": {period: [b.to_dict() for b in buckets] for period, buckets in self._buckets.items()},
+            "buckets": {period: [b.to_dict() for b in buckets] for period, buckets in self._buckets.items()
+                        if buckets or period in PERIODS},  # the minute only once kept (the format stays as it was)
             "projection_alerted_month": self._projection_alerted_month,
             "late_dropped": self.late_dropped,
         }
@@ -386,12 +425,13 @@ class BudgetLedger:
             self._meta_applied = offset
 
 
-def _crossing_times(before: int, ts: np.ndarray, cost: np.ndarray, amounts_bp: list[int]) -> list[int]:
-    """Event time of the call whose running spend first reached each amount (amounts scaled by 10,000)."""
-    order = np.argsort(ts, kind="stable")
+def _crossing_rows(before: int, ts: np.ndarray, cost: np.ndarray, rows: np.ndarray, amounts_bp: list[int]) -> list[int]:
+    """Of ``rows``, the call whose running spend (in event-time order) first reached each amount (amounts
+    scaled by 10,000)."""
+    order = rows[np.argsort(ts[rows], kind="stable")]
     running = (before + np.cumsum(cost[order])) * 10_000  # spend after each call, in time order
     first = np.searchsorted(running, np.array(amounts_bp, dtype=np.int64), side="left")
-    return ts[order][np.minimum(first, running.shape[0] - 1)].tolist()
+    return order[np.minimum(first, running.shape[0] - 1)].tolist()
 
 
 def month_bounds(now_ms: int) -> tuple[int, int]:

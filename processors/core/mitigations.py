@@ -17,6 +17,10 @@ _MITIGATIONS: dict[str, str] = {
     "cost_per_request": "Cap max tokens; trim prompts and context; route simple requests to a cheaper model.",
     "request_budget": "Find the call that exceeded the per-request limit (trace id); cap max_tokens and context size.",
     "budget": "Route to a cheaper model; enable rate limiting per service/user; review the top spenders.",
+    "budget_burn": (
+        "Find the caller (the alert's key, service and model) and stop or throttle it: a runaway job or a retry "
+        "loop; with the SDK's admission gate in enforce mode its calls are refused once the budget is gone."
+    ),
     "budget_projection": (
         "Review the monthly trend and top spenders; cut volume or switch models before month end."
     ),

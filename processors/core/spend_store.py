@@ -27,8 +27,11 @@ import numpy as np
 from llmpulse.processors.core.keyed_state import NEVER
 
 SCOPES: tuple[str, ...] = ("global", "service", "user", "model")
-PERIODS: tuple[str, ...] = ("hour", "day", "month")
+PERIODS: tuple[str, ...] = ("hour", "day", "month")  # the calendar periods budgets are set for
+BURN_PERIOD = "minute"  # spend per minute, against a fraction of the hour limit: how fast a budget goes
+TRACKED_PERIODS: tuple[str, ...] = (*PERIODS, BURN_PERIOD)
 OFFSET = struct.Struct("<q")
+MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 _LENGTH = struct.Struct("<I")
@@ -188,7 +191,7 @@ class BucketRing:
     fleet's) charges every bucket and tracks nothing."""
 
     def __init__(self) -> None:
-        self.periods: dict[str, list[Bucket]] = {p: [] for p in PERIODS}  # [previous, current]
+        self.periods: dict[str, list[Bucket]] = {p: [] for p in TRACKED_PERIODS}  # [previous, current]
         self.stamp = 0  # charge counter: the LRU order of keys
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -362,8 +365,10 @@ def _sum_by_code(codes: np.ndarray, values: np.ndarray, size: int) -> np.ndarray
 
 
 def bucket_starts(timestamp_ms: np.ndarray, period: str) -> np.ndarray:
-    """UTC start (Unix ms) of the hour/day/month each timestamp falls in, vectorised."""
+    """UTC start (Unix ms) of the minute/hour/day/month each timestamp falls in, vectorised."""
     ts = np.asarray(timestamp_ms, dtype=np.int64)
+    if period == BURN_PERIOD:
+        return ts - ts % MINUTE_MS
     if period == "hour":
         return ts - ts % HOUR_MS
     if period == "day":

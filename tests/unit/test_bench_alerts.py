@@ -91,3 +91,29 @@ def test_a_schedule_names_its_bad_line(tmp_path: Path) -> None:
                     '{"kind": "pii-leak", "scope": "provider", "start": "00:10:30", "duration": 60, "magnitude": 2}\n')
     (incident,) = load(path, series, np.random.default_rng(0))
     assert incident.start_s == 630.0 and incident.magnitude == 2.0 and incident.target in ("openai", "anthropic")
+
+
+def test_a_cause_joining_an_incident_on_call_was_paged_for_is_detected_without_a_second_page() -> None:
+    """A runaway's 100k-token calls are slow first: latency pages, then its budget burn joins that incident."""
+    from bench.alert_fleet import Series
+    from bench.alert_replay import Emitted, Log
+    from bench.alert_schedule import Injected
+    from bench.alert_scoring import judge
+    from llmpulse.processors.core.alert_policy import AlertPolicy, Observation
+    from llmpulse.processors.core.incidents import IncidentManager
+
+    day0, series = 1_750_000_000_000, Series("docs-qa", "claude-3-5-sonnet-20241022", "anthropic", 1.0)
+    runaway = Injected(0, "budget-exhaustion", "series", f"{series.service}/{series.model}", 600.0, 180.0)
+    policy, incidents, log = AlertPolicy(), IncidentManager(), Log()
+    where = (("model", series.model), ("service", series.service))
+    for at_s, rule, severity, labels in ((605, "latency_p99", "CRITICAL", (*where, ("provider", series.provider))),
+                                         (630, "budget_burn", "ERROR", (*where, ("key", "u1"), ("scope", "user")))):
+        at = day0 + at_s * 1000
+        alerts = policy.observe(Observation(rule, labels, severity, 1.0, 1.0, "1m", rule, at))
+        log.members.extend((at, alert) for alert in alerts)
+        log.incidents.extend(Emitted(at, e) for e in incidents.apply(a.to_record() for a in alerts))
+    assert [e.is_page for e in log.incidents] == [True, False]  # one incident, one page
+
+    [verdict] = judge(log, [runaway], [series], day0)
+    assert verdict.detected and verdict.rules == ["budget_burn"] and verdict.window_pages == ["latency_p99"]
+    assert (verdict.detected_at_ms - day0, verdict.paged_at_ms - day0) == (630_000, 630_000)

@@ -181,7 +181,7 @@ def test_unknown_severity_is_rejected() -> None:
 
 def test_every_rule_has_a_mitigation() -> None:
     rules = {
-        "latency_p95", "latency_p99", "error_rate", "cost_per_request", "budget", "budget_projection",
+        "latency_p95", "latency_p99", "error_rate", "cost_per_request", "budget", "budget_burn", "budget_projection",
         "confidence_drift", "distribution_drift", "prompt_injection", "security_incident", "hallucination",
         "pii_leak", "unsafe_content", "no_answer_rate", "provider_circuit", "ab_regression", "token_average",
         "request_budget", "ab_improvement", "ab_winner", "quality_drop", "concept_drift",

@@ -13,7 +13,8 @@ HOUR = 3_600_000
 
 
 def engine() -> FleetEngine:
-    limits = BudgetLimits(global_limits=PeriodLimits(hour=1_000_000), user_limits=PeriodLimits(day=300_000))
+    limits = BudgetLimits(global_limits=PeriodLimits(hour=1_000_000), user_limits=PeriodLimits(day=300_000),
+                          burn_fraction=None)
     return FleetEngine(FleetConfig(limits=limits))
 
 
@@ -65,12 +66,17 @@ def test_record_fields_bucket_and_projection() -> None:
     assert record["projected_exhaustion_ms"] == (eta if eta < start + HOUR else None)
 
 
-def test_service_and_user_spend_alert_only_where_they_always_did() -> None:
+def test_a_user_over_budget_across_partitions_alerts_once_from_the_fleet_on_the_series_it_spends_on() -> None:
     fleet = engine()
-    outcome = spend(fleet, 1, ("u1", 400_000))  # a user over its day budget: its calls partition alerts, not the fleet
-    assert fleet.ledger.spent("user", "u1", "day", NOW) == 400_000
-    assert outcome.alerts == []
-    outcome = spend(fleet, 2, ("u1", 700_000))  # the global hour budget crossed: the fleet alerts, as before
+    assert spend(fleet, 1, ("u1", 200_000)).alerts == []  # 67 % of the day budget, via svc (partition 0)
+    summary = {"p": 1, "o": 1, "outcomes": [], "spend": [["gpt-4o", NOW + 1_000, 150_000, "billing", "u1"]]}
+    outcome = fleet.apply(json.dumps(summary).encode())  # 117 %: only the sum over both partitions says so
+    assert fleet.ledger.spent("user", "u1", "day", NOW) == 350_000
+    [alert] = outcome.alerts
+    labels = alert.to_record()["labels"]
+    assert (alert.rule, alert.severity, labels["scope"], labels["key"]) == ("budget", "CRITICAL", "user", "u1")
+    assert (alert.service, alert.model) == ("billing", "gpt-4o")  # the call that crossed it: its incident's series
+    outcome = spend(fleet, 2, ("u1", 700_000))  # the global hour budget crossed too: the fleet alerts, as before
     assert {(a.rule, a.to_record()["labels"]["scope"]) for a in outcome.alerts} == {("budget", "global")}
 
 

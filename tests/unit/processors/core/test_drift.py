@@ -257,3 +257,17 @@ def test_psi_of_same_population_is_stable_on_coarse_bins() -> None:
 )
 def test_psi_bands(value: float, band: str) -> None:
     assert psi_band(value) == band
+
+
+def test_the_recent_window_sees_a_shift_end_while_the_current_window_still_holds_it() -> None:
+    drift = MeanDrift(baseline_size=200, current_size=500, min_current=100, recent_size=50)
+    rng = np.random.default_rng(4)
+    drift.update(rng.normal(0.8, 0.05, 200))  # baseline 0.8
+    drift.update(rng.normal(0.56, 0.05, 600))  # a 30 % drop
+    assert drift.percent_change() < -25 and drift.recent_percent_change() < -25
+    drift.update(rng.normal(0.8, 0.05, 100))  # recovered: the latest 100 are back
+    assert drift.percent_change() < -10  # the 500-1000 call window still reads a drop
+    assert abs(drift.recent_percent_change()) < 5
+    restored = MeanDrift.from_bytes(drift.to_bytes())
+    assert restored.recent_percent_change() == drift.recent_percent_change()
+    assert math.isnan(MeanDrift(baseline_size=2).recent_percent_change())  # no recent window: no opinion

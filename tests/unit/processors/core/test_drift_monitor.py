@@ -93,6 +93,25 @@ def test_failed_calls_without_confidence_do_not_switch_confidence_drift_off() ->
     assert calls_until_firing(feed(monitor, drop), "confidence") <= 500
 
 
+def test_confidence_drift_clears_within_a_hundred_calls_of_recovery_not_a_whole_window_later() -> None:
+    monitor = DriftMonitor(DriftConfig())
+    rng = np.random.default_rng(8)
+    feed(monitor, traffic(4400, rng))
+    drop = traffic(600, rng)
+    drop["confidence"] *= 0.7
+
+    def dropped(observations: list[Observation]) -> bool:
+        return any(o.rule == "confidence_drift" and o.severity is not None for o in observations)
+
+    assert dropped(feed(monitor, drop)[-1])
+    recovered = feed(monitor, traffic(600, rng))
+    clear_after = next(10 * (k + 1) for k, obs in enumerate(recovered) if not dropped(obs))
+    assert clear_after <= 2 * DriftConfig().recent_size
+    assert not any(dropped(obs) for obs in recovered[clear_after // 10 :])
+    assert monitor.state.get(KEY).mean.percent_change() < -DriftConfig().confidence_warning_pct  # the window alone
+    # would still read a drop: it forgets the shift only ~400 calls after recovery
+
+
 @pytest.mark.parametrize(("feature", "factor"), [("confidence", 0.9), ("latency", 1.5)])
 @pytest.mark.parametrize("seed", [3, 4, 5])
 def test_a_real_shift_fires_within_one_block(feature: str, factor: float, seed: int) -> None:

@@ -123,17 +123,18 @@ def test_the_cursor_is_persisted_last_so_a_persisted_cursor_implies_its_state(sh
 
 
 # Written under budget/ledger by the engine before buckets were persisted apart (offset 7 || whole-ledger JSON),
-# after two records (offsets 6, 7) at 12:00 UTC: alice spent 9,000 of her 10,000 day limit, 80 % and 90 %
-# reported (level 2); bob 500; one call without a user.
+# after two records (offsets 6, 7) at 12:00 UTC: checkout spent 9,000 of its 10,000 day limit, 80 % and 90 %
+# reported (level 2); users alice 8,500 and bob 500 (users were tracked per partition then; the fleet does now).
 WHOLE_LEDGER_BLOB = (
     b'\x07\x00\x00\x00\x00\x00\x00\x00{"buckets":{"hour":[{"start_ms":1741608000000,"spend":{"global":{},"service":'
-    b'{"checkout":[9600,0]},"user":{"alice":[9000,0],"bob":[500,0]},"model":{}}}],"day":[{"start_ms":1741564800000,'
-    b'"spend":{"global":{},"service":{"checkout":[9600,0]},"user":{"alice":[9000,2],"bob":[500,0]},"model":{}}}],'
-    b'"month":[{"start_ms":1740787200000,"spend":{"global":{},"service":{"checkout":[9600,0]},"user":{"alice":'
-    b'[9000,0],"bob":[500,0]},"model":{}}}]},"projection_alerted_month":-1,"late_dropped":0}'
+    b'{"checkout":[9000,0]},"user":{"alice":[8500,0],"bob":[500,0]},"model":{}}}],"day":[{"start_ms":1741564800000,'
+    b'"spend":{"global":{},"service":{"checkout":[9000,2]},"user":{"alice":[8500,0],"bob":[500,0]},"model":{}}}],'
+    b'"month":[{"start_ms":1740787200000,"spend":{"global":{},"service":{"checkout":[9000,0]},"user":{"alice":'
+    b'[8500,0],"bob":[500,0]},"model":{}}}]},"projection_alerted_month":-1,"late_dropped":0}'
 )
 AT = int(datetime(2025, 3, 10, 12, 0, 5, tzinfo=UTC).timestamp() * 1000)
-USER_DAY_LIMIT = EngineConfig(limits=BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(day=10_000)))
+SERVICE_DAY_LIMIT = EngineConfig(limits=BudgetLimits(per_request_micros=None,
+                                                     service_limits=PeriodLimits(day=10_000)))
 
 
 def _priced(costs: list[int], users: list[str | None], at: int = AT):  # type: ignore[no-untyped-def]
@@ -146,12 +147,12 @@ def _priced(costs: list[int], users: list[str | None], at: int = AT):  # type: i
 
 
 def test_a_ledger_persisted_whole_by_the_previous_version_restores_then_moves_to_buckets(shared) -> None:  # type: ignore[no-untyped-def]
-    engine = PartitionEngine(0, USER_DAY_LIMIT, *shared)
+    engine = PartitionEngine(0, SERVICE_DAY_LIMIT, *shared)
     engine.restore("budget/ledger", WHOLE_LEDGER_BLOB)
-    assert engine.budget.spent("user", "alice", "day", AT) == 9000
-    assert engine.budget.spent("service", "checkout", "month", AT) == 9600
+    assert engine.budget.spent("service", "checkout", "day", AT) == 9000
+    assert engine.budget.spent("service", "checkout", "month", AT) == 9000
     engine.process(_priced([5000], ["alice"], AT + 60_000), offset=7, now_ms=AT + 61_000)  # a replay: no change
-    assert engine.budget.spent("user", "alice", "day", AT) == 9000
+    assert engine.budget.spent("service", "checkout", "day", AT) == 9000
     quiet = engine.process(_priced([50], ["alice"], AT + 120_000), offset=8, now_ms=AT + 121_000)
     assert [a for a in quiet.alerts if a.rule == "budget"] == []  # 90.5 %: 90 % was reported before the upgrade
     loud = engine.process(_priced([500], ["alice"], AT + 180_000), offset=9, now_ms=AT + 181_000)
@@ -161,12 +162,12 @@ def test_a_ledger_persisted_whole_by_the_previous_version_restores_then_moves_to
     assert saved[-1] == ("budget/ledger", None)  # the old blob goes only after the buckets replacing it
     assert {key for key, blob in saved if blob} == {
         "budget/hour/1741608000000", "budget/day/1741564800000", "budget/month/1740787200000", "budget/meta"}
-    upgraded = PartitionEngine(0, USER_DAY_LIMIT, *shared)
+    upgraded = PartitionEngine(0, SERVICE_DAY_LIMIT, *shared)
     for key, blob in saved[:-1]:
         assert blob is not None
         upgraded.restore(key, blob)
     assert upgraded.budget.to_dict() == engine.budget.to_dict()
-    assert upgraded.budget.spent("user", "alice", "day", AT) == 9550
+    assert upgraded.budget.spent("service", "checkout", "day", AT) == 9550
 
 
 def test_a_crash_between_bucket_writes_charges_only_the_buckets_left_behind(shared) -> None:  # type: ignore[no-untyped-def]
@@ -183,7 +184,7 @@ def test_a_crash_between_bucket_writes_charges_only_the_buckets_left_behind(shar
         assert blob is not None
         restored.restore(key, blob)
     restored.process(_priced(*records[2]), offset=2, now_ms=AT + 3_601_000)  # replayed: cursor was not written
-    assert restored.budget.spent("user", "a", "hour", AT + 3_600_000) == 800  # persisted: not charged twice
-    assert restored.budget.spent("user", "a", "hour", AT) == 100 + 400
-    assert restored.budget.spent("user", "a", "day", AT) == 100 + 400 + 800  # not persisted: charged now
-    assert restored.budget.spent("user", "b", "month", AT) == 200 + 1600
+    assert restored.budget.spent("service", "checkout", "hour", AT + 3_600_000) == 2400  # persisted: charged once
+    assert restored.budget.spent("service", "checkout", "hour", AT) == 100 + 200 + 400
+    assert restored.budget.spent("service", "checkout", "day", AT) == 700 + 2400  # not persisted: charged now
+    assert restored.budget.spent("service", "checkout", "month", AT) == 700 + 2400

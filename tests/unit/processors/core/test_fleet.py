@@ -25,7 +25,7 @@ def _calls(n: int, **fields: object):  # type: ignore[no-untyped-def]
 
 def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_threshold() -> None:
     limits = BudgetLimits(global_limits=PeriodLimits(hour=10 * USD, day=None, month=None),
-                          projection_limit_micros=None)
+                          projection_limit_micros=None, burn_fraction=None)  # its thresholds, not its pace
     fleet = FleetEngine(FleetConfig(limits=limits))
     calls = _calls(100, cost_micros=50_000)  # $5 per summary
     first = summarize_for_fleet(calls, calls.cost_micros, partition=0, offset=7)

@@ -248,15 +248,19 @@ def test_a_drift_symptom_does_not_hold_its_cause_open_and_lingers_silently() -> 
     assert manager.apply([{**drift, "status": "resolved", "updated_at_ms": T0 + 900 * S}]) == []
 
 
-def test_a_drift_incident_of_its_own_resolves_with_its_drift_members() -> None:
+def test_a_distribution_drift_alone_is_recorded_not_paged_and_a_confidence_drop_beside_it_pages_on_its_own() -> None:
     manager = manager_now()
     drift = alert("distribution_drift", "chat", "gpt-4o", "openai")
-    other = alert("confidence_drift", "chat", "gpt-4o", "openai", at=10 * S)
-    manager.apply([drift, other])
-    assert [e.status for e in manager.apply([{**drift, "status": "resolved", "updated_at_ms": T0 + 60 * S}])] \
-        == ["updated"]
-    assert [e.status for e in manager.apply([{**other, "status": "resolved", "updated_at_ms": T0 + 90 * S}])] \
-        == ["resolved"]
+    [quiet] = manager.apply([drift])
+    assert (quiet.status, quiet.priority, quiet.paging, quiet.severity) == ("opened", "P3", False, "WARNING")
+    drop = alert("confidence_drift", "chat", "gpt-4o", "openai", at=10 * S)
+    [loud] = manager.apply([drop])  # a cause on the same series: an incident of its own, which pages
+    assert (loud.status, loud.priority, loud.paging) == ("opened", "P2", True)
+    assert loud.incident_id != quiet.incident_id and loud.rules == ["confidence_drift"]
+    [ended] = manager.apply([{**drift, "status": "resolved", "updated_at_ms": T0 + 60 * S}])
+    assert (ended.incident_id, ended.status, ended.paging) == (quiet.incident_id, "resolved", False)
+    [ended] = manager.apply([{**drop, "status": "resolved", "updated_at_ms": T0 + 90 * S}])
+    assert (ended.incident_id, ended.status, ended.paging) == (loud.incident_id, "resolved", True)
 
 
 def test_a_service_budget_joins_the_incident_of_a_series_of_that_service() -> None:
@@ -281,3 +285,16 @@ def test_a_late_drift_symptom_joins_its_cause_live_or_cooling_down_and_never_pag
         == opened[0].incident_id
     much_later = manager.apply([alert("confidence_drift", "chat", "gpt-4o", None, at=30 * 60 * S)])
     assert much_later[0].incident_id != opened[0].incident_id and much_later[0].paging
+
+
+def test_a_runaways_incident_takes_the_later_budget_crossings_of_the_service_it_ran_on() -> None:
+    manager = manager_now()
+    slow = manager.apply([alert("latency_p99", "docs-qa", "claude-3-5-sonnet", "anthropic", severity="CRITICAL")])
+    burn = manager.apply([alert("budget_burn", "docs-qa", "claude-3-5-sonnet", None, severity="ERROR", at=30 * S)])
+    assert burn[0].incident_id == slow[0].incident_id and pages(burn) == []  # the user's burn, on that series
+    manager.apply([alert("latency_p99", "docs-qa", "claude-3-5-sonnet", "anthropic", status="resolved",
+                         severity="CRITICAL", at=300 * S)])  # the job stopped; its spend stays
+    later = manager.apply([alert("budget", "docs-qa", None, None, severity="WARNING", at=40 * 60 * S)])
+    assert later[0].incident_id == slow[0].incident_id and pages(later) == []  # its service's day budget
+    elsewhere = manager.apply([alert("budget", "billing", None, None, severity="WARNING", at=41 * 60 * S)])
+    assert elsewhere[0].incident_id != slow[0].incident_id and len(pages(elsewhere)) == 1

@@ -68,7 +68,7 @@ def test_unpriced_calls_are_not_charged() -> None:
     assert ledger.spent("global", "all", "day", T0) == 350
 
 
-NO_REQUEST_LIMIT = BudgetLimits(per_request_micros=None)
+NO_REQUEST_LIMIT = BudgetLimits(per_request_micros=None, burn_fraction=None)  # the calendar periods alone
 
 
 def test_each_threshold_crosses_exactly_once_per_bucket() -> None:
@@ -246,7 +246,8 @@ PERSISTED_BEFORE_ARRAYS = (
     b'"carol":[300,0],"bob":[400100,0]},"model":{"gpt-4o":[1250600,0]}}}]},"projection_alerted_month":-1,'
     b'"late_dropped":0}'
 )
-PERSISTED_LIMITS = BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(day=USD), max_keys_per_scope=3)
+PERSISTED_LIMITS = BudgetLimits(per_request_micros=None, user_limits=PeriodLimits(day=USD), max_keys_per_scope=3,
+                                burn_fraction=None)
 NOON = ms(2025, 3, 10, 12, 10)
 
 
@@ -459,3 +460,44 @@ def test_buckets_round_trip_any_key_name_and_keep_the_eviction_order() -> None:
     assert again.to_dict() == ledger.to_dict()
     charge_at(again, [1], T0 + 10, 6, user="e")  # evicts the least recently charged: ""
     assert [again.spent("user", u, "day", T0) for u in ("", "c", "d", "a\x00b", "e")] == [0, 13, 14, 15, 1]
+
+
+RUNAWAY_LIMITS = BudgetLimits(per_request_micros=None, global_limits=PeriodLimits(), projection_limit_micros=None,
+                              user_limits=PeriodLimits(hour=100 * USD))  # burn limit: $20 within a minute
+
+
+def test_a_user_spending_a_fifth_of_its_hour_budget_within_a_minute_is_a_runaway_seen_at_once() -> None:
+    ledger = BudgetLedger(RUNAWAY_LIMITS)
+    steady = [charge(ledger, [19 * USD], at=ms(2025, 3, 10, 12, m), user="steady") for m in range(4)]
+    assert steady == [[], [], [], []]  # $19 a minute: 76 % of the hour by now, but never a fifth within a minute
+    start = ms(2025, 3, 10, 12, 10, 5)
+    out = charge(ledger, [1 * USD] * 30, at=[start + 1000 * i for i in range(30)], user="batch-job", service="docs")
+    [burn] = out  # $1 a second: the 20th call reaches $20, 19 s in, long before the hour's thresholds
+    assert (burn.period, burn.key, burn.at_ms, burn.severity) == ("minute", "batch-job", start + 19_000, "ERROR")
+    assert (burn.service, burn.model) == ("docs", "gpt-4o")  # the series it spends on
+    obs = burn.observation()
+    assert obs.rule == "budget_burn" and dict(obs.labels)["bucket"] == "2025-03-10T12:00Z"
+    # The next minute burns again: a crossing of its own, the same alert (one per key and hour).
+    again = charge(ledger, [1 * USD] * 30, at=[ms(2025, 3, 10, 12, 11, 5) + 1000 * i for i in range(30)],
+                   user="batch-job", service="docs")
+    assert [c.period for c in again] == ["minute"]
+    policy = AlertPolicy()
+    assert len(policy.observe(obs)) == 1 and policy.observe(again[0].observation()) == []
+
+
+def test_calls_too_late_for_the_minutes_kept_still_charge_their_hour_and_are_not_dropped() -> None:
+    ledger = BudgetLedger(RUNAWAY_LIMITS)
+    charge(ledger, [USD], at=ms(2025, 3, 10, 12, 30))
+    charge(ledger, [USD], at=ms(2025, 3, 10, 12, 5))  # 25 minutes late
+    assert ledger.spent("user", "u1", "hour", T0) == 2 * USD and ledger.late_dropped == 0
+
+
+def test_minute_spend_is_persisted_and_charged_once_on_a_replay() -> None:
+    ledger, store = BudgetLedger(RUNAWAY_LIMITS), {}
+    charge_at(ledger, [15 * USD], T0 + 1000, 0)
+    persist(store, ledger.drain())
+    assert any(key.startswith("minute/") for key in store)
+    again = restored(store, RUNAWAY_LIMITS)
+    assert charge_at(again, [15 * USD], T0 + 1000, 0) == []  # the replayed record: already counted
+    [burn] = charge_at(again, [6 * USD], T0 + 2000, 1)  # $21 within the minute
+    assert burn.period == "minute" and burn.spent_micros == 21 * USD
