@@ -83,7 +83,8 @@ def pii_figures(result: GroupResult) -> None:
 
 
 def prompt_cost(result: GroupResult) -> None:
-    """p50/p99 of the full guard on one ~2 kB prompt per call (no response), prompts varied."""
+    """p50/p99 of the worker's full guard (injection, PII, safety) on one ~2 kB prompt per call (no response),
+    prompts varied; the SDK's input guard alone is bench/admission.py's ``guard_prompt_*``."""
     rng = np.random.default_rng(3)
     phrases = ("Please summarise the attached report", "list the three main risks for the board",
                "call me at +44 20 7946 0958", "or mail jane@example.com", "order 20240115 shipped on 2024-01-15",
@@ -104,8 +105,8 @@ def prompt_cost(result: GroupResult) -> None:
         timings.append((time.perf_counter() - started) * 1e6)
     timings = timings[PROMPT_REPEATS // 10 :]  # warm-up
     note = f"TextGuard.check_batch on one {PROMPT_CHARS}-char prompt with digits, an email and a phone"
-    result.put("guard_prompt_p50_us_2kb", percentile(timings, 0.5), note)
-    result.put("guard_prompt_p99_us_2kb", percentile(timings, 0.99), note)
+    result.put("worker_guard_p50_us_2kb", percentile(timings, 0.5), note)
+    result.put("worker_guard_p99_us_2kb", percentile(timings, 0.99), note)
 
 
 def run() -> GroupResult:

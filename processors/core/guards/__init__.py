@@ -4,7 +4,7 @@ The facade is ``guards.guard.TextGuard``. Every detector is a few regexes; ``gua
 all of them at once, the texts that contain their required literals, and each regex then runs only on those
 (``docs_matching``). Where many texts remain, they are joined with NUL separators and scanned in one pass (no
 detector pattern matches a NUL, so no match spans two texts), and match offsets are mapped back to texts with
-a binary search.
+a binary search. A scan tries the regex only where one of its leading literals may start (``guards.anchors``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from llmpulse.processors.core.guards.anchors import finditer
 
 # Above this many candidate texts one joined scan beats a scan per text: joining and mapping offsets back
 # costs ~10 us, a scan per text ~1 us of call overhead (measured break-even: 8-12 short texts).
@@ -53,10 +55,10 @@ def docs_matching(
     """
     if len(docs) > JOIN_ABOVE:
         joined, starts = join_texts([texts[i] for i in docs])
-        found = [m.start() for m in regex.finditer(joined) if _counts(m, joined, word_start, accept)]
+        found = [m.start() for m in finditer(regex, joined) if _counts(m, joined, word_start, accept)]
         hit = np.unique(np.searchsorted(starts, found, side="right") - 1).tolist() if found else []
         return [docs[i] for i in hit]
-    return [i for i in docs if any(_counts(m, texts[i], word_start, accept) for m in regex.finditer(texts[i]))]
+    return [i for i in docs if any(_counts(m, texts[i], word_start, accept) for m in finditer(regex, texts[i]))]
 
 
 def _counts(match: re.Match[str], text: str, word_start: bool, accept: Callable[[str], bool] | None) -> bool:

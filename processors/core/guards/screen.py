@@ -185,14 +185,14 @@ def _rarity(piece: str) -> float:
     return _CLUSTERING[len(piece) - 1] * float(np.prod([_FREQUENCY.get(ch, 0.002) for ch in piece]))
 
 
-def _window(string: str) -> str:
+def rarest_piece(string: str) -> str:
     """The string's rarest 3-character piece (the whole string when shorter)."""
     return min((string[i : i + 3] for i in range(max(len(string) - 2, 1))), key=_rarity)
 
 
 def _cost(literals: Literals) -> float:
     """Estimated chance that a position starts one of the strings' rarest pieces."""
-    return sum(_rarity(_window(s)) for s in literals)
+    return sum(_rarity(rarest_piece(s)) for s in literals)
 
 
 def _best(sets: list[Literals], keep: int) -> Branch:
@@ -241,22 +241,30 @@ class Screen:
         n = len(lowered)
         if n == 0:
             return np.zeros((0, self.n_regexes), dtype=bool)
-        lengths = np.fromiter(map(len, lowered), dtype=np.int64, count=n)
-        starts = np.zeros(n, dtype=np.int64)
-        np.cumsum(lengths[:-1] + 1, out=starts[1:])
         a = self._codes("\0".join(lowered) + "\0\0")  # two pads: every position starts a full 3-gram
         slot = self._gram_index.take((a[:-2] << 12) | (a[1:-1] << 6) | a[2:])
         hits = np.flatnonzero(slot != 0)
         present = np.zeros((self._gram_mask.shape[0], n), dtype=np.uint64)  # literal sets each text holds
         if hits.size:  # hits come in text order, so each text's hits are one run to OR together
-            doc = np.searchsorted(starts, hits, side="right") - 1
-            first = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-            slots = slot[hits]
+            first, doc = _runs(lowered, hits)
+            slots = slot.take(hits)
             for word, masks in enumerate(self._gram_mask):
-                present[word, doc[first]] = np.bitwise_or.reduceat(masks[slots], first)
+                present[word, doc] = np.bitwise_or.reduceat(masks.take(slots), first)
         need = self._branch_mask[:, None, :]
         met = ((present[:, :, None] & need) == need).all(axis=0)  # (texts, branches)
         return met.astype(np.float32) @ self._branch_regex > 0
+
+
+def _runs(texts: Sequence[str], hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each text's run of ``hits`` (ascending offsets into the NUL-joined texts) starts, and its text."""
+    if len(texts) == 1:  # the SDK's case: one run
+        return np.zeros(1, dtype=np.intp), np.zeros(1, dtype=np.intp)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    doc = np.searchsorted(starts, hits, side="right") - 1
+    first = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
+    return first, doc[first]
 
 
 def candidate_lists(candidates: np.ndarray) -> list[list[int]]:
@@ -293,14 +301,14 @@ def _gram_table(sets: list[Literals], codes: dict[str, int], words: int) -> tupl
     rows, slot = np.unique(masks[keys], axis=0, return_inverse=True)
     if rows.shape[0] >= 1 << 16:
         raise ValueError(f"{rows.shape[0]} distinct gram masks do not fit a uint16 slot")
-    index = np.zeros(1 << 18, dtype=np.uint16)
+    index = np.zeros(1 << 18, dtype=np.uint8 if rows.shape[0] < 255 else np.uint16)  # 256 KB stays in cache
     index[keys] = slot.reshape(-1) + 1
     return index, np.ascontiguousarray(np.vstack((np.zeros((1, words), np.uint64), rows)).T)
 
 
 def _keys(string: str, codes: dict[str, int]) -> np.ndarray:
     """3-gram keys whose presence at a position shows ``string`` may start there (its rarest piece)."""
-    window = _window(string)
+    window = rarest_piece(string)
     key = 0
     for ch in window:
         key = key << 6 | codes[ch]
