@@ -57,7 +57,8 @@ class Worker:
         codecs = RecordCodecs(v.dead_letter_payload_bytes)
         pricer = Pricer(loaders.read_price_overrides(settings.prices_file))
         guard = GuardMonitor(config.guarding, loaders.read_injection_model())
-        exporter = MetricsExporter(WorkerMetrics(self.registry, settings.max_series_per_metric))
+        health = configure.health_config(settings)
+        exporter = MetricsExporter(WorkerMetrics(self.registry, settings.max_series_per_metric), health)
 
         wiring = wire(settings)
         self.app = app = wiring.app
@@ -85,7 +86,7 @@ class Worker:
         FleetAgent(store, emitter, ownership).register(app, wiring.fleet)
         CommandsAgent(store, emitter, ownership, codecs.command).register(app, wiring.commands)
         Ticker(store, emitter, ownership, exporter).register(app)
-        reports = Reports(store, pricer.rate, directory)
+        reports = Reports(store, pricer.rate, directory, health, settings.kpis)
         register_views(app, ApiParts(engines=store, ownership=ownership, directory=directory, emitter=emitter,
                                      exporter=exporter, registry=self.registry, reports=reports,
                                      api_token=settings.api_token))

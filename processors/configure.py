@@ -19,6 +19,7 @@ from llmpulse.processors.core.experiments import ExperimentConfig
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
 from llmpulse.processors.core.guards.guard import GuardConfig
+from llmpulse.processors.core.health import HealthConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits, PeriodLimits
@@ -114,6 +115,10 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
         alerts=alert_config(s),
         incidents=incident_config(s),
     )
+
+
+def health_config(s: ProcessorSettings) -> HealthConfig:
+    return HealthConfig(**s.health.model_dump())
 
 
 def validation_limits(s: ProcessorSettings) -> Limits:

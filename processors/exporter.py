@@ -13,6 +13,7 @@ from llmpulse.processors.core.columns import STATUSES, CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.fleet import FleetEngine
 from llmpulse.processors.core.guard_monitor import GuardVerdicts
+from llmpulse.processors.core.health import HealthConfig, service_health
 from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.series_totals import SeriesTotals
 from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
@@ -23,8 +24,9 @@ _CIRCUIT_CODE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 
 
 class MetricsExporter:
-    def __init__(self, metrics: WorkerMetrics) -> None:
+    def __init__(self, metrics: WorkerMetrics, health: HealthConfig | None = None) -> None:
         self.metrics = metrics
+        self.health = health or HealthConfig()
         self._lag_seen: set[tuple[str, int]] = set()
 
     def record_batch(self, totals: Iterable[SeriesTotals], accepted: int) -> None:
@@ -120,7 +122,9 @@ class MetricsExporter:
     def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         """Recompute sliding-window gauges (called on a timer and before each scrape)."""
         m = self.metrics
+        engines = list(engines)
         firing: Tally[tuple[str, str]] = Tally()
+        self._refresh_health(engines, now_ms)
         for engine in engines:
             self._refresh_series(engine, now_ms)
             self._refresh_budgets(engine.budget.snapshot())
@@ -164,6 +168,22 @@ class MetricsExporter:
                 if drift.get(f"{feature}_psi") is not None:
                     m.psi.child(service, model, feature).set(drift[f"{feature}_psi"])
                     m.ks.child(service, model, feature).set(drift[f"{feature}_ks"])
+
+    def _refresh_health(self, engines: list[PartitionEngine], now_ms: int) -> None:
+        """Health score and spend per 1,000 requests per service; NaN (unknown) for a service without a figure now,
+        including one no longer seen, so a quiet service does not keep its last score."""
+        m = self.metrics
+        score: dict[tuple[str, ...], float] = dict.fromkeys(m.health_score.known(), math.nan)
+        cost: dict[tuple[str, ...], float] = dict.fromkeys(m.cost_per_1k.known(), math.nan)
+        for row in service_health(engines, now_ms, self.health):
+            key = (row["service"],)
+            score[key] = math.nan if row["score"] is None else row["score"]
+            per_1k = row["cost_per_1k_requests_usd"]
+            cost[key] = math.nan if per_1k is None else per_1k
+        for key, value in score.items():
+            m.health_score.child(*key).set(value)
+        for key, value in cost.items():
+            m.cost_per_1k.child(*key).set(value)
 
     def _refresh_budgets(self, snapshot: list[dict]) -> None:  # type: ignore[type-arg]
         m = self.metrics

@@ -145,6 +145,11 @@ class WorkerMetrics:
                          [*sm, "feature"])
         self.ks = gauge("llmpulse_distribution_ks_statistic", "Kolmogorov-Smirnov statistic vs the reference",
                         [*sm, "feature"])
+        self.health_score = gauge("llmpulse_health_score",
+                                  "AI health score 0-100 over the health window (NaN: no traffic or no signal)",
+                                  ["service"])
+        self.cost_per_1k = gauge("llmpulse_cost_per_1k_requests_usd",
+                                 "Spend per 1,000 requests over the health window", ["service"])
         self.circuit = gauge("llmpulse_provider_circuit_state", "0 closed, 1 half-open, 2 open",
                              ["provider", "model"])
         self.effect_size = gauge("llmpulse_experiment_effect_size", "Cohen's d of a variant against control",

@@ -2,8 +2,10 @@
 
 Pure: the caller gathers the inputs (daily usage from the engines' SavingsTracker, budget rows from the
 partition and fleet ledgers, the month-end projection, alert records from the alerts topic, experiment
-comparisons) and gets a JSON-ready dict. Periods are UTC calendar periods containing ``now_ms`` (today, this
-ISO week from Monday, this month), the same buckets the budget ledger uses; they run to ``now_ms``.
+comparisons, the health rows of core/health.py, the KPI definitions of core/kpis.py) and gets a JSON-ready dict.
+Every services and models row carries ``cost_per_1k_requests_usd`` over the period. Periods are UTC calendar
+periods containing ``now_ms`` (today, this ISO week from Monday, this month), the same buckets the budget ledger
+uses; they run to ``now_ms``.
 
 A worker only holds the calls of its own partitions: ``partitions`` in the report says which. Alerts are the
 whole alerts topic (every worker reads all of it); fleet budgets appear on the worker that owns the fleet stage.
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse.processors.core.health import cost_per_1k
+from llmpulse.processors.core.kpis import Kpi, kpi_rows
 from llmpulse.processors.core.ledger import month_bounds
 from llmpulse.processors.core.savings import COUNTERS, DAY_MS, ServiceSavings, Usage, UsageRow
 from llmpulse.processors.core.sketch import LatencySketch
@@ -54,6 +58,7 @@ def _figures(counts: np.ndarray, latency: LatencySketch) -> dict[str, Any]:
         "input_tokens": c["input_tokens"], "output_tokens": c["output_tokens"], "cached_tokens": c["cached_tokens"],
         "tokens_per_request": (c["input_tokens"] + c["output_tokens"]) / n if n else 0.0,
         "cost_usd": c["cost_micros"] / 1e6,
+        "cost_per_1k_requests_usd": cost_per_1k(c["cost_micros"], n),
         "unpriced_requests": n - c["priced"],
         "cache_hit_ratio": c["cache_hits"] / n if n else 0.0,
         "latency_ms": {f"p{round(q * 100)}": (None if np.isnan(v) else round(float(v) * 1000.0, 1))
@@ -128,6 +133,8 @@ def build_report(
     experiments: Iterable[dict[str, Any]] = (),
     partitions: Iterable[int] = (),
     top: int = 10,
+    health: Iterable[dict[str, Any]] = (),
+    kpis: Iterable[Kpi] = (),
 ) -> dict[str, Any]:
     """The report dict (JSON-ready); see the module docstring for what each input is."""
     start_ms, end_ms = period_bounds(period, now_ms)
@@ -149,6 +156,8 @@ def build_report(
         "alerts": _alerts(alerts, start_ms, end_ms),
         "savings": [s.as_dict() for s in savings],
         "experiments": list(experiments),
+        "health": list(health),  # now, over the health window: not the period's
+        "kpis": kpi_rows(usage, kpis),
     }
 
 

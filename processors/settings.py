@@ -35,7 +35,9 @@ from llmpulse.processors.core.alert_policy import AlertConfig
 from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.experiments import ExperimentConfig
 from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
+from llmpulse.processors.core.health import HealthConfig
 from llmpulse.processors.core.incidents import IncidentConfig
+from llmpulse.processors.core.kpis import Kpi
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits
 from llmpulse.processors.core.quality import QualityConfig
@@ -49,7 +51,7 @@ _LATENCY, _TRAFFIC, _LIMITS, _DRIFT = LatencyConfig(), TrafficConfig(), BudgetLi
 _GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardMonitorConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
 _ALERTS, _INCIDENTS, _VALIDATION = AlertConfig(), IncidentConfig(), Limits()
 _SPANS = SpanMapping()
-_QUALITY = QualityConfig()
+_QUALITY, _HEALTH = QualityConfig(), HealthConfig()
 
 
 def _s(ms: int) -> int:
@@ -213,6 +215,30 @@ class SavingsRules(_Group):
     target_models: tuple[str, ...] = _SAVINGS.target_models
     retention_days: int = _SAVINGS.retention_days
     max_users: int = _SAVINGS.max_users
+    max_outcomes: int = _SAVINGS.max_outcomes  # outcome names (labels["outcome"]) per day and service
+
+
+class HealthRules(_Group):
+    """The AI health score per service (processors/core/health.py): a component is 1 within its threshold and 0 at
+    ``zero_at`` times it; the score is the weighted mean of the components that have data, x 100."""
+
+    window_s: int = _HEALTH.window_s
+    latency_p95_s: float = _HEALTH.latency_p95_s
+    latency_p99_s: float = _HEALTH.latency_p99_s
+    error_ratio: float = _HEALTH.error_ratio
+    drift_confidence_pct: float = _HEALTH.drift_confidence_pct
+    drift_psi: float = _HEALTH.drift_psi
+    guard_flag_ratio: float = _HEALTH.guard_flag_ratio  # guard flags (injection, PII, toxic, hallucination) per call
+    quality_accuracy: float = _HEALTH.quality_accuracy
+    quality_mean_score: float = _HEALTH.quality_mean_score
+    zero_at: float = _HEALTH.zero_at
+    min_requests: int = _HEALTH.min_requests  # calls in the window before latency, errors and guard count
+    min_ratings: int = _HEALTH.min_ratings  # joined ratings in the window before quality counts
+    weight_latency: float = _HEALTH.weight_latency
+    weight_errors: float = _HEALTH.weight_errors
+    weight_drift: float = _HEALTH.weight_drift
+    weight_guard: float = _HEALTH.weight_guard
+    weight_quality: float = _HEALTH.weight_quality
 
 
 class AlertRules(_Group):
@@ -320,6 +346,10 @@ class ProcessorSettings(BaseSettings):
     incidents: IncidentRules = IncidentRules()
     validation: ValidationLimits = ValidationLimits()
     otlp: OtlpIngest = OtlpIngest()
+    health: HealthRules = HealthRules()
+    # Business KPIs, spend per named outcome (processors/core/kpis.py), e.g. in YAML
+    # ``kpis: [{name: cost_per_follow, outcome: follow}]`` or LLMPULSE_KPIS='[{"name": ..., "outcome": ...}]'.
+    kpis: tuple[Kpi, ...] = ()
     schema_registry_url: str | None = None  # read Confluent-framed records too (docs: README, Reports and export)
     schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth
     prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue

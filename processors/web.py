@@ -2,7 +2,9 @@
 
 GET  /metrics                      Prometheus text format
 GET  /health/live, /health/ready   liveness; readiness once assigned partitions are recovered
-GET  /api/metrics                  JSON summary per service/model from this worker's partitions
+GET  /api/metrics                  JSON summary per service/model from this worker's partitions: series figures,
+                                   health score per service with its components and spend per 1,000 requests
+                                   (``health``), business KPIs per day and month (``kpis``), experiments, savings
 GET  /api/alerts?status=&severity= every member alert known on the alerts topic (same answer on every worker)
 GET  /api/incidents?status=        every incident on the alerts topic, with its members (status: open, or one
                                    of opened/escalated/updated/acknowledged/resolved)
@@ -93,6 +95,7 @@ def register_views(app: faust.App, api: ApiParts) -> None:
             built = engines.all_engines()  # the calls partitions' engines and, with OTLP ingest, the OTLP ones
             series = [row for engine in built for row in engine.summary(now)]
             return self.json({"generated_at_ms": now, "partitions": sorted(engines.engines()), "series": series,
+                              "health": api.reports.health_rows(now), "kpis": api.reports.kpi_rows(now),
                               "experiments": [r for e in built for r in e.experiment_results()],
                               "savings": api.reports.savings_rows(now)})
 

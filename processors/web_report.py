@@ -2,6 +2,9 @@
 
 GET /api/report?period=day|week|month&top=10   the usage report of this worker's partitions (processors/report.py)
 
+Health scores (processors/core/health.py) and business KPIs (processors/core/kpis.py) are computed here too, when
+asked, for ``GET /api/metrics`` and the report; the exporter's health gauges come from the same function.
+
 Savings are computed when asked (a scrape, an API call) from the engines' daily usage, never on the hot path:
 ``savings_rows`` feeds ``GET /api/metrics`` and ``SavingsCollector`` the Prometheus gauges
 ``llmpulse_routing_savings_usd``, ``llmpulse_routing_easy_ratio`` and ``llmpulse_routing_cost_usd``
@@ -21,6 +24,8 @@ from prometheus_client.registry import Collector
 
 from llmpulse.processors.alert_directory import AlertDirectory
 from llmpulse.processors.clock import now_ms
+from llmpulse.processors.core.health import HealthConfig, service_health
+from llmpulse.processors.core.kpis import Kpi, kpi_rows
 from llmpulse.processors.core.savings import RateLookup, SavingsTracker, ServiceSavings, Usage, estimate_savings
 from llmpulse.processors.engine_store import EngineViews
 from llmpulse.processors.report import PERIODS, build_report, period_bounds
@@ -30,12 +35,16 @@ MAX_TOP = 100
 
 
 class Reports:
-    """Reports and savings from this worker's engines (read-only), its price table and the alert directory."""
+    """Reports, savings, health and KPIs from this worker's engines (read-only), its price table and the alert
+    directory."""
 
-    def __init__(self, engines: EngineViews, rate: RateLookup, directory: AlertDirectory) -> None:
+    def __init__(self, engines: EngineViews, rate: RateLookup, directory: AlertDirectory,
+                 health: HealthConfig | None = None, kpis: tuple[Kpi, ...] = ()) -> None:
         self.engines = engines
         self.rate = rate
         self.directory = directory
+        self.health = health or HealthConfig()
+        self.kpis = kpis
 
     def _trackers(self) -> list[SavingsTracker]:
         # getattr: an engine built without a tracker (older wiring) simply contributes no usage.
@@ -59,6 +68,17 @@ class Reports:
                 rows.append({"period": period, **saving.as_dict()})
         return rows
 
+    def health_rows(self, now_ms: int) -> list[dict[str, Any]]:
+        """Per service: health score, components and spend per 1,000 requests over the health window."""
+        return service_health(self.engines.all_engines(), now_ms, self.health)
+
+    def kpi_rows(self, now_ms: int) -> list[dict[str, Any]]:
+        """Per KPI and period (day, month): spend per outcome, for ``GET /api/metrics``."""
+        if not self.kpis:
+            return []
+        return [{"period": period, **row} for period in SAVINGS_PERIODS
+                for row in kpi_rows(self.period_usage(period, now_ms), self.kpis)]
+
     def report(self, period: str, now_ms: int, top: int = 10) -> dict[str, Any]:
         usage = self.period_usage(period, now_ms)
         engines = self.engines.all_engines()  # calls partitions' engines and, with OTLP ingest, the OTLP ones
@@ -77,6 +97,8 @@ class Reports:
             experiments=[row for engine in engines for row in engine.experiment_results()],
             partitions=self.engines.engines(),
             top=top,
+            health=self.health_rows(now_ms),
+            kpis=self.kpis,
         )
 
 

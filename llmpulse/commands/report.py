@@ -1,4 +1,4 @@
-"""``llmpulse report``: spend, tokens, latency, errors, budgets, alerts and routing savings for a period.
+"""``llmpulse report``: spend, tokens, latency, errors, budgets, alerts, routing savings, health and KPIs.
 
 The figures come from a worker's ``GET /api/report`` (the state the workers keep, no second pipeline) and are
 printed as a terminal report, JSON or Markdown.
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 FORMATS = ("table", "json", "markdown")
+HEALTH_COMPONENTS = ("latency", "errors", "drift", "guard", "quality")  # processors/core/health.py
 PERIODS = ("day", "week", "month")
 
 
@@ -74,6 +75,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _component(row: dict[str, Any], name: str) -> str:
+    """A health component's score (0..1) as a percentage; "-" when it had no signal."""
+    component = row["components"].get(name)
+    return "-" if component is None else f"{component['score']:.0%}"
+
+
 def _latency(row: dict[str, Any]) -> list[str]:
     return [_ms(row["latency_ms"].get(q)) for q in ("p50", "p95", "p99")]
 
@@ -87,12 +98,27 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
               ("latency p50 / p95 / p99", " / ".join(_latency(t))),
               ("unpriced requests", f"{t['unpriced_requests']:,}")]
     sections = [("Totals", ["figure", "value"], [list(pair) for pair in totals])]
-    sections.append(("Services", ["service", "requests", "spend", "tokens/req", "error rate", "p50", "p95", "p99"],
-                     [[s["service"], f"{s['requests']:,}", _usd(s["cost_usd"]), f"{s['tokens_per_request']:,.0f}",
+    sections.append(("Services", ["service", "requests", "spend", "per 1k req", "tokens/req", "error rate", "p50",
+                                  "p95", "p99"],
+                     [[s["service"], f"{s['requests']:,}", _usd(s["cost_usd"]),
+                       _usd(s.get("cost_per_1k_requests_usd")), f"{s['tokens_per_request']:,.0f}",
                        _pct(s["error_ratio"]), *_latency(s)] for s in data["services"]]))
-    sections.append(("Top models by cost", ["model", "provider", "requests", "spend", "share", "error rate", "p95"],
-                     [[m["model"], m["provider"], f"{m['requests']:,}", _usd(m["cost_usd"]), _pct(m["cost_share"]),
-                       _pct(m["error_ratio"]), _ms(m["latency_ms"].get("p95"))] for m in data["models"]]))
+    sections.append(("Top models by cost", ["model", "provider", "requests", "spend", "per 1k req", "share",
+                                            "error rate", "p95"],
+                     [[m["model"], m["provider"], f"{m['requests']:,}", _usd(m["cost_usd"]),
+                       _usd(m.get("cost_per_1k_requests_usd")), _pct(m["cost_share"]), _pct(m["error_ratio"]),
+                       _ms(m["latency_ms"].get("p95"))] for m in data["models"]]))
+    sections.append(("Business KPIs (spend per outcome over the period)",
+                     ["kpi", "outcome", "spend", "outcomes", "per outcome"],
+                     [[k["name"], k["outcome"], _usd(k["cost_usd"]), f"{k['outcomes']:,}",
+                       _usd(k["cost_per_outcome_usd"])] for k in data.get("kpis", [])]))
+    health = data.get("health", [])
+    window = health[0]["window"] if health else "window"
+    sections.append((f"Health now (score 0-100 over the last {window}; components 100% = within threshold)",
+                     ["service", "score", "latency", "errors", "drift", "guard", "quality", "requests",
+                      "per 1k req"],
+                     [[h["service"], _score(h["score"]), *(_component(h, c) for c in HEALTH_COMPONENTS),
+                       f"{h['requests']:,}", _usd(h["cost_per_1k_requests_usd"])] for h in health]))
     sections.append(("Top users by cost", ["user", "service", "spend"],
                      [[u["user"], u["service"], _usd(u["cost_usd"])] for u in data["users"]]))
     sections.append(("Budgets", ["scope", "key", "period", "spent", "limit", "used"],

@@ -42,6 +42,8 @@ COUNTERS: tuple[str, ...] = (
 )
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 OTHER_USERS = "(other)"
+OUTCOME_LABEL = "outcome"  # a call's labels["outcome"] names the business outcome it produced (processors/core/kpis.py)
+OTHER_OUTCOMES = "(other)"
 _ABSENT = np.iinfo(np.int64).min  # a user's spend is never this low: marks "not yet a user" in bulk lookups
 _LEN = struct.Struct("<I")
 _DAY_BITS = 12  # days of one batch packed under the series code; retention stays far below 4096 days
@@ -54,19 +56,27 @@ class SavingsConfig:
     target_models: tuple[str, ...] = ()  # "provider/model" or "model"; empty: the models a service uses
     retention_days: int = 35  # a calendar month plus the days a report's week may reach back
     max_users: int = 1000  # per day and service
+    max_outcomes: int = 100  # outcome names per day and service; later names share "(other)"
     relative_accuracy: float = 0.01
 
 
 class DayUsage:
-    """One service's calls of one UTC day: counters and latency per (model, provider), spend per user."""
+    """One service's calls of one UTC day: counters and latency per (model, provider), spend per user, and
+    calls per business outcome (``labels["outcome"]``)."""
 
-    __slots__ = ("accuracy", "latency", "rows", "users")
+    __slots__ = ("accuracy", "latency", "outcomes", "rows", "users")
 
     def __init__(self, accuracy: float = 0.01) -> None:
         self.accuracy = accuracy
         self.rows: dict[tuple[str, str], np.ndarray] = {}
         self.latency: dict[tuple[str, str], LatencySketch] = {}
         self.users: dict[str, int] = {}
+        self.outcomes: dict[str, int] = {}
+
+    def count_outcome(self, name: str, max_outcomes: int) -> None:
+        if name not in self.outcomes and len(self.outcomes) >= max_outcomes:
+            name = OTHER_OUTCOMES
+        self.outcomes[name] = self.outcomes.get(name, 0) + 1
 
     def add(self, model: str, provider: str, counts: np.ndarray, latency_s: np.ndarray) -> None:
         key = (model, provider)
@@ -113,8 +123,11 @@ class DayUsage:
 
     def to_bytes(self) -> bytes:
         keys = list(self.rows)
-        head = json.dumps({"a": self.accuracy, "rows": [[m, p, self.rows[(m, p)].tolist()] for m, p in keys],
-                           "users": self.users}, separators=(",", ":")).encode()
+        fields: dict[str, object] = {"a": self.accuracy, "rows": [[m, p, self.rows[(m, p)].tolist()] for m, p in keys],
+                                     "users": self.users}
+        if self.outcomes:  # absent when none: a day without outcomes keeps the earlier format byte for byte
+            fields["outcomes"] = self.outcomes
+        head = json.dumps(fields, separators=(",", ":")).encode()
         parts = [_LEN.pack(len(head)), head]
         for key in keys:
             blob = self.latency[key].to_bytes()
@@ -135,6 +148,7 @@ class DayUsage:
             out.latency[(model, provider)] = LatencySketch.from_bytes(blob[at + _LEN.size : at + _LEN.size + length])
             at += _LEN.size + length
         out.users = {str(k): int(v) for k, v in head["users"].items()}
+        out.outcomes = {str(k): int(v) for k, v in head.get("outcomes", {}).items()}  # absent before outcomes
         return out
 
 
@@ -201,6 +215,7 @@ class SavingsTracker:
             if usage is not None:
                 usage.add(model or "", provider or "", matrix[g], latency_s[bounds[g] : bounds[g + 1]])
         self._charge_users(calls, cost_micros, days, touched)
+        self._count_outcomes(calls, days, touched)
 
     def _counters(self, calls: CallColumns, cost: np.ndarray, order: np.ndarray, bounds: np.ndarray) -> np.ndarray:
         """Per group (calls ``order[bounds[g]:bounds[g+1]]``) the sum of every counter, exact int64."""
@@ -260,6 +275,17 @@ class SavingsTracker:
                 names = list(map(str, user_values[group_user[members]].tolist()))
                 usage.charge_users(names, sums[members], self.config.max_users)
 
+    def _count_outcomes(self, calls: CallColumns, days: np.ndarray, touched: dict[str, DayUsage | None]) -> None:
+        """Calls whose labels name an outcome, per (day, service); a batch without labels costs nothing."""
+        if not calls.labels:
+            return
+        for i, labels in enumerate(calls.labels):
+            name = labels.get(OUTCOME_LABEL) if labels else None
+            if name:
+                usage = touched.get(usage_key(int(days[i]), calls.service[i] or ""))
+                if usage is not None:
+                    usage.count_outcome(str(name), self.config.max_outcomes)
+
     def evict(self) -> None:
         """Drop days that left the retention window (called when a newer day first appears)."""
         oldest = self._newest_day - self.config.retention_days
@@ -290,10 +316,12 @@ class UsageRow:
 
 @dataclass(slots=True)
 class Usage:
-    """Usage summed over a period and over partitions: rows per (service, model, provider), users per service."""
+    """Usage summed over a period and over partitions: rows per (service, model, provider), users and outcomes
+    per service."""
 
     rows: dict[tuple[str, str, str], UsageRow] = field(default_factory=dict)
     users: dict[str, dict[str, int]] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, service: str, day: DayUsage) -> None:
         for (model, provider), counts in day.rows.items():
@@ -306,6 +334,10 @@ class Usage:
         spend = self.users.setdefault(service, {})
         for user, micros in day.users.items():
             spend[user] = spend.get(user, 0) + micros
+        if day.outcomes:
+            counted = self.outcomes.setdefault(service, {})
+            for name, count in day.outcomes.items():
+                counted[name] = counted.get(name, 0) + count
 
     @classmethod
     def collect(cls, trackers: Iterable[SavingsTracker], start_ms: int, end_ms: int) -> Usage:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from llmpulse.processors import configure
 from llmpulse.processors.core.engine import EngineConfig
 from llmpulse.processors.core.fleet import FleetConfig
+from llmpulse.processors.core.health import HealthConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.otlp import SpanMapping
@@ -67,7 +68,7 @@ def built(settings: ProcessorSettings) -> dict[str, tuple[str, Any]]:
     out: dict[str, tuple[str, Any]] = {}
     for name, config in (("engine", configure.engine_config(settings)), ("fleet", configure.fleet_config(settings)),
                          ("validation", configure.validation_limits(settings)),
-                         ("otlp", configure.span_mapping(settings))):
+                         ("otlp", configure.span_mapping(settings)), ("health", configure.health_config(settings))):
         _flatten(config, name, name, out)
     return out
 
@@ -116,6 +117,7 @@ def test_the_settings_defaults_are_the_core_defaults() -> None:
     assert configure.fleet_config(settings) == FleetConfig()
     assert configure.validation_limits(settings) == Limits()
     assert configure.span_mapping(settings) == SpanMapping()
+    assert configure.health_config(settings) == HealthConfig()
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
