@@ -130,3 +130,9 @@ class Emitter:
         return await self._commands.send(
             key=alert_id.encode(), value=self._codecs.encode_command(alert_id, action, actor), partition=partition,
         )
+
+    async def send_command_to_fleet(self, alert_id: str, action: str, actor: str) -> Awaitable[Any]:
+        """Pass an operator command on to the fleet stage (an incident or a fleet-wide alert, when the worker that
+        owns the command's partition does not own the fleet stage); returns its delivery."""
+        return await self._fleet.send(value=self._codecs.encode_command(alert_id, action, actor),
+                                      partition=FLEET_PARTITION)

@@ -2,7 +2,9 @@
 
 Commands are written to the partition the alert came from, so they reach the worker that owns it. Incidents
 and fleet-wide alerts live in the fleet stage; acknowledging an incident there marks the incident, and the
-web layer sends one command per member to the members' own partitions.
+web layer sends one command per member to the members' own partitions. Their alerts-topic partition is the fleet
+stage's, but its commands partition may be another worker's: that worker passes the command on to the fleet
+topic, where the fleet stage's owner applies it (agents/fleet.py).
 """
 
 from __future__ import annotations
@@ -62,3 +64,5 @@ class CommandsAgent:
                 await emitter.send_alerts(alerts, partition)
                 await emitter.send_incidents(incidents, wait=True)
                 store.persist_fleet()
+        else:  # another worker owns the fleet stage: it applies the command from the fleet topic
+            await (await emitter.send_command_to_fleet(alert_id, "acknowledge", actor))

@@ -6,11 +6,13 @@ incidents and provider states are on the broker before the fleet blob that says 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 
+from llmpulse import schemas
 from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.budget_state import REFRESH_S
@@ -20,6 +22,9 @@ from llmpulse.processors.core.keyed_state import Admission
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import EngineStore
 from llmpulse.processors.ownership import PartitionOwnership
+from llmpulse.schemas.single_object import DecodeError, SchemaCodec
+
+log = logging.getLogger("llmpulse.worker.fleet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,8 @@ class FleetAgent:
     store: EngineStore
     emitter: Emitter
     ownership: PartitionOwnership
+    # operator commands another worker passed on (agents/commands.py): Avro among the JSON summaries
+    commands: SchemaCodec = field(default_factory=lambda: SchemaCodec(schemas.ALERT_COMMAND))
 
     def register(self, app: faust.App, topic: faust.TopicT) -> None:
         @app.agent(topic, name="llmpulse.fleet")
@@ -60,6 +67,11 @@ class FleetAgent:
             changed = True
             if not event.value:
                 continue
+            if not event.value.startswith(b"{"):  # not a JSON summary: an acknowledgement passed on
+                acked_alerts, acked_incidents = self._acknowledge(event.value)
+                alerts += acked_alerts
+                incidents += acked_incidents
+                continue
             outcome = fleet.apply(event.value)
             alerts += outcome.alerts
             transitions += outcome.transitions
@@ -73,3 +85,13 @@ class FleetAgent:
             self.store.persist_fleet()
         if hole:
             await self.ownership.rewind_fleet(fleet.cursor)
+
+    def _acknowledge(self, value: bytes) -> tuple[list[AlertEvent], list[IncidentEvent]]:
+        try:
+            command = self.commands.decode(value)
+        except DecodeError as exc:
+            log.warning("ignoring an unreadable record on the fleet topic: %s", exc)
+            return [], []
+        if command["action"] != "acknowledge":
+            return [], []
+        return self.store.fleet().acknowledge(command["alert_id"], command["actor"], now_ms())
