@@ -22,8 +22,9 @@ bucket is persisted as its own key stamped with the last record offset it absorb
 Burn rate. Besides the calendar periods, each scope with an hour limit keeps its spend per UTC minute (the
 ``minute`` period, current and previous minute only). A key that spends ``burn_fraction`` of its hour limit
 within one minute crosses its burn limit: at that pace the hour's budget lasts ``1 / burn_fraction`` minutes
-(five by default). That is a runaway caller, seen within a minute rather than when most of the budget is gone:
-rule ``budget_burn``, ERROR (P1), one alert per key and hour. Calls too late for the minutes kept are simply not
+(ten by default, where a key spending its whole limit evenly spends a sixtieth a minute). That is a runaway
+caller, seen within a minute rather than when most of the budget is gone: rule ``budget_burn``, ERROR (P1), one
+alert per key and hour. Calls too late for the minutes kept are simply not
 counted there (they are not ``late_dropped``: their hour, day and month still charge them).
 
 A user's crossing carries the service and model of the call that reached the threshold, so incidents can
@@ -90,7 +91,7 @@ class BudgetLimits:
     user_limits: PeriodLimits = PeriodLimits()
     model_limits: PeriodLimits = PeriodLimits()
     thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 1.0)
-    burn_fraction: float | None = 0.2  # of an hour limit spent within one minute: a runaway (None: off)
+    burn_fraction: float | None = 0.1  # of an hour limit spent within one minute: a runaway (None: off)
     projection_limit_micros: int | None = 1_000 * USD
     projection_min_elapsed_ms: int = DAY_MS
     max_keys_per_scope: int = 100_000

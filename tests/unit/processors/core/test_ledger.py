@@ -463,7 +463,7 @@ def test_buckets_round_trip_any_key_name_and_keep_the_eviction_order() -> None:
 
 
 RUNAWAY_LIMITS = BudgetLimits(per_request_micros=None, global_limits=PeriodLimits(), projection_limit_micros=None,
-                              user_limits=PeriodLimits(hour=100 * USD))  # burn limit: $20 within a minute
+                              user_limits=PeriodLimits(hour=100 * USD), burn_fraction=0.2)  # $20 within a minute
 
 
 def test_a_user_spending_a_fifth_of_its_hour_budget_within_a_minute_is_a_runaway_seen_at_once() -> None:
