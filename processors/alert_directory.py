@@ -115,11 +115,14 @@ class AlertDirectory:
 
     def incidents(self, status: str | None = None) -> list[dict[str, Any]]:
         """Incidents, open ones first, then most severe, then newest; ``status`` as in the incident record
-        (opened/escalated/updated/acknowledged/resolved), or "open" for any not resolved."""
+        (opened/escalated/updated/acknowledged/resolved), or "open" for any not resolved. "acknowledged" means
+        acknowledged now: the newest event of an acknowledged incident may be an ``updated`` (its members'
+        acknowledgements, a new member), which keeps ``acknowledged_by``."""
         with self._lock:
             records = [known.record for known in self._incidents.values()]
         chosen = [r for r in records if status is None or r["status"] == status
-                  or (status == "open" and r["status"] != "resolved")]
+                  or (status == "open" and r["status"] != "resolved")
+                  or (status == "acknowledged" and r["status"] != "resolved" and r.get("acknowledged_by"))]
         chosen.sort(key=lambda r: (r["status"] == "resolved", _SEVERITY_RANK.get(r["severity"], 9),
                                    -r["updated_at_ms"]))
         return chosen
