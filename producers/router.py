@@ -17,11 +17,16 @@ Two sources of health, in this order for each preference:
    only, so an old CLOSED is still current).
 
 The local breakers are fed all the time, so they are warm when the broker goes away.
+
+Failover is visible: when ``choose`` moves to another preference than the one it chose before, it logs one line
+(WARNING when it moves down the list, INFO when it comes back up) naming both and why the skipped ones were
+ruled out, and counts it in :meth:`ProviderRouter.stats`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +63,17 @@ class FleetState:
     updated_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    """What ``choose`` did: calls, answers other than the first preference, and moves between preferences."""
+
+    choices: int
+    fallback_choices: int  # answered with a preference below the first
+    failovers: int  # moves down the list (the one chosen before was ruled out)
+    failbacks: int  # moves back up the list
+    current: str | None  # provider/model of the last answer
+
+
 def key_of(provider: str, model: str) -> str:
     return f"{provider}/{model}"
 
@@ -86,6 +102,9 @@ class ProviderRouter:
         self.stale_after_s = stale_after_s
         self._breakers = {key_of(*pref): CircuitBreaker(breaker_config, clock=clock) for pref in self.preferences}
         self._fleet: dict[str, FleetState] = {}
+        self._lock = threading.Lock()
+        self._counts = {"choices": 0, "fallback_choices": 0, "failovers": 0, "failbacks": 0}
+        self._current: int | None = None  # index of the preference chosen last
         self._codec = SchemaCodec(schemas.PROVIDER_STATE)
         # Known states stay while the topic is re-read from the beginning: newer records overwrite them.
         self._follower = TopicFollower("router", bootstrap, topic, self._take, security=security, timing=timing,
@@ -95,19 +114,43 @@ class ProviderRouter:
     def choose(self) -> Preference:
         """The first healthy preference; NoHealthyProvider when none is. Never blocks on Kafka."""
         ruled_out: dict[str, str] = {}
-        for provider, model in self.preferences:
+        for index, (provider, model) in enumerate(self.preferences):
             key = key_of(provider, model)
             fleet = self._fleet_state(key)
             if fleet is not None:
                 if fleet.state in HEALTHY:
+                    self._chosen(index, ruled_out)
                     return provider, model
                 ruled_out[key] = f"{fleet.state} (fleet)"
                 continue
             breaker = self._breakers[key]
             if breaker.allow():  # in HALF_OPEN this takes the trial permit the chosen call will use
+                self._chosen(index, ruled_out)
                 return provider, model
             ruled_out[key] = f"{breaker.state} (local)"
         raise NoHealthyProvider(ruled_out)
+
+    def _chosen(self, index: int, ruled_out: dict[str, str]) -> None:
+        with self._lock:
+            counts, before = self._counts, self._current
+            counts["choices"] += 1
+            counts["fallback_choices"] += index > 0
+            self._current = index
+        if before is None or before == index:
+            return
+        moved = f"{key_of(*self.preferences[before])} -> {key_of(*self.preferences[index])}"
+        with self._lock:
+            counts["failovers" if index > before else "failbacks"] += 1
+        if index > before:
+            why = ", ".join(f"{key} {state}" for key, state in ruled_out.items())
+            log.warning("router failover %s (%s)", moved, why)
+        else:
+            log.info("router failback %s", moved)
+
+    def stats(self) -> RouterStats:
+        with self._lock:
+            current = None if self._current is None else key_of(*self.preferences[self._current])
+            return RouterStats(**self._counts, current=current)
 
     def record(self, provider: str, model: str, ok: bool) -> None:
         """The outcome of a call made to a preference (other keys are ignored)."""

@@ -50,6 +50,8 @@ def test_the_router_fails_over_when_the_worker_opens_the_fleet_circuit(
         assert wait_until(failed_over, 45, step=0.1), (
             f"router saw {router.state(*FAILING)}; worker log:\n{worker.log_tail(20)}")
         assert router.state(*FALLBACK) == ("CLOSED", "local")  # the worker wrote nothing about the fallback
+        stats = router.stats()  # the failover, counted once however often choose() answered since
+        assert (stats.failovers, stats.failbacks, stats.current) == (1, 0, "/".join(FALLBACK))
 
     circuit = {"provider": FAILING[0], "model": FAILING[1]}
     assert wait_until(lambda: worker.metric("llmpulse_provider_circuit_state", **circuit) == 2, 15)  # 2: open

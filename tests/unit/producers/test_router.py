@@ -76,6 +76,25 @@ def test_local_breaker_fails_over_after_five_failures_and_recovers() -> None:
     assert router.choose() == ("openai", "gpt-4o")
 
 
+def test_a_failover_is_logged_once_and_counted_and_so_is_the_way_back(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    router = ProviderRouter(PREFERENCES, breaker_config=BreakerConfig(open_seconds=0.3), clock=clock)
+    caplog.set_level(logging.INFO, logger="llmpulse.router")
+    assert router.choose() == ("openai", "gpt-4o")
+    fail(router, "openai", "gpt-4o", 5)
+    for _ in range(3):
+        assert router.choose() == ("anthropic", "claude-sonnet-4-5")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["router failover openai/gpt-4o -> anthropic/claude-sonnet-4-5 (openai/gpt-4o OPEN (local))"]
+    stats = router.stats()
+    assert (stats.choices, stats.fallback_choices, stats.failovers, stats.failbacks) == (4, 3, 1, 0)
+    assert stats.current == "anthropic/claude-sonnet-4-5"
+    clock.advance(0.35)
+    assert router.choose() == ("openai", "gpt-4o")  # the half-open trial
+    assert router.stats().failbacks == 1 and router.stats().current == "openai/gpt-4o"
+    assert any(r.getMessage() == "router failback anthropic/claude-sonnet-4-5 -> openai/gpt-4o" for r in caplog.records)
+
+
 def test_error_rate_opens_the_local_breaker() -> None:
     router = ProviderRouter(PREFERENCES[:2])
     for _ in range(5):  # alternate: never 5 in a row, but 50 % errors over 10 calls
