@@ -150,12 +150,13 @@ class MetricsExporter:
         m = self.metrics
         for row in engine.summary(now_ms):
             service, model = row["service"], row["model"]
-            for window, values in row.items():
-                if not isinstance(values, dict) or "p95" not in values:
-                    continue
-                for name, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-                    if values.get(name) is not None:
-                        m.latency_quantile.child(service, model, window, label).set(values[name])
+            for gauge, windows in ((m.latency_quantile, row), (m.ttft_quantile, row["ttft"])):
+                for window, values in windows.items():
+                    if not isinstance(values, dict) or "p95" not in values:
+                        continue
+                    for name, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+                        if values.get(name) is not None:
+                            gauge.child(service, model, window, label).set(values[name])
             rates = row["rates"]
             m.error_ratio.child(service, model, rates["window"]).set(rates["error_ratio"])
             m.no_answer_ratio.child(service, model, rates["window"]).set(rates["no_answer_ratio"])

@@ -120,6 +120,11 @@ class WorkerMetrics:
             "Latency quantile from the 1%-accurate sketch over a sliding window",
             ["service", "model", "window", "quantile"],
         )
+        self.ttft_quantile = self._gauge(
+            "llmpulse_llm_time_to_first_token_quantile_seconds",
+            "Time-to-first-token quantile of streamed calls from the 1%-accurate sketch over a sliding window",
+            ["service", "model", "window", "quantile"],
+        )
         gauge = self._gauge
         sm, smw = ["service", "model"], ["service", "model", "window"]
         self.error_ratio = gauge("llmpulse_llm_error_ratio", "Share of failed calls over a sliding window", smw)

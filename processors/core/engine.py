@@ -288,13 +288,10 @@ class PartitionEngine:
         rows = []
         for s in self.latency.series():
             row: dict[str, Any] = dict(zip(("service", "model", "provider"), series_parts(s), strict=True))
+            row["ttft"] = {}  # time to first token of the streamed calls, per window like latency
             for window_s in self.config.latency.windows_s:
-                count, values = self.latency.quantiles(s, window_s, now_ms)
-                quantiles = {
-                    f"p{int(q * 100)}": (None if np.isnan(v) else float(v))
-                    for q, v in zip(QUANTILES, values, strict=True)
-                }
-                row[window_label(window_s)] = {"count": count, **quantiles}
+                row[window_label(window_s)] = _quantile_row(*self.latency.quantiles(s, window_s, now_ms))
+                row["ttft"][window_label(window_s)] = _quantile_row(*self.latency.quantiles(s, window_s, now_ms, True))
             totals = self.traffic.totals(s, self.config.traffic.window_s, now_ms)
             n = totals["requests"] or 1
             row["rates"] = {
@@ -363,6 +360,11 @@ class _PolicyState:
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.policy.to_dict(), separators=(",", ":")).encode()
+
+
+def _quantile_row(count: int, values: np.ndarray) -> dict[str, Any]:
+    return {"count": count, **{f"p{int(q * 100)}": (None if np.isnan(v) else float(v))
+                               for q, v in zip(QUANTILES, values, strict=True)}}
 
 
 def _in_order(by_position: dict[int, list[Observation]]) -> list[Observation]:

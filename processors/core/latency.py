@@ -104,8 +104,9 @@ class LatencyMonitor:
         parts = (self.ttft if ttft else self.latency).window(series, window_s, now_ms)
         return LatencySketch.merge_all(parts) if parts else LatencySketch(self.config.relative_accuracy)
 
-    def quantiles(self, series: str, window_s: int, now_ms: int) -> tuple[int, np.ndarray]:
-        sketch = self.window(series, window_s, now_ms)
+    def quantiles(self, series: str, window_s: int, now_ms: int, ttft: bool = False) -> tuple[int, np.ndarray]:
+        """(count, ``QUANTILES``) of latency, or with ``ttft`` of time to first token (streamed calls only)."""
+        sketch = self.window(series, window_s, now_ms, ttft)
         return sketch.count, sketch.quantiles(QUANTILES)
 
     def observe(self, series: str, now_ms: int) -> list[Observation]:

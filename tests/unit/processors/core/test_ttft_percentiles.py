@@ -70,7 +70,8 @@ def test_ttft_percentiles_are_within_one_percent_of_the_exact_ones(shared: tuple
     streamed = rng.random(N) < 0.7  # the rest were not streamed: no first token to time
     engine = PartitionEngine(0, EngineConfig(), *shared)
     registry = CollectorRegistry()
-    _feed(engine, MetricsExporter(WorkerMetrics(registry)), ttft_ms, streamed)
+    exporter = MetricsExporter(WorkerMetrics(registry))
+    _feed(engine, exporter, ttft_ms, streamed)
     ttft_s = ttft_ms[streamed] / 1000.0
 
     sketch = engine.latency.window(SERIES, 300, NOW, ttft=True)
@@ -81,6 +82,14 @@ def test_ttft_percentiles_are_within_one_percent_of_the_exact_ones(shared: tuple
         assert abs(got - want) <= ACCURACY * want + 1e-12, f"p{q * 100:g}: {got} s, exact {want} s"
     # the latency window is another sketch: every call, its own values
     assert engine.latency.window(SERIES, 300, NOW).count == N
+    # what a user reads: /api/metrics rows and the quantile gauge, the same sketch's figures
+    [row] = engine.summary(NOW)
+    assert row["ttft"]["5m"]["count"] == int(streamed.sum())
+    assert [row["ttft"]["5m"][f"p{int(q * 100)}"] for q in QUANTILES] == pytest.approx(list(estimate), rel=1e-12)
+    exporter.refresh([engine], None, NOW)
+    p99 = registry.get_sample_value("llmpulse_llm_time_to_first_token_quantile_seconds",
+                                    {"service": "chat", "model": "gpt-4o", "window": "5m", "quantile": "0.99"})
+    assert p99 == pytest.approx(float(estimate[list(QUANTILES).index(0.99)]), rel=1e-12)
 
     def sample(suffix: str, **extra: str) -> float | None:
         return registry.get_sample_value(f"llmpulse_llm_time_to_first_token_seconds{suffix}", {**LABELS, **extra})
