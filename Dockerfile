@@ -8,6 +8,7 @@ COPY llmpulse ./llmpulse
 COPY schemas ./schemas
 COPY producers ./producers
 COPY processors ./processors
+COPY scripts/llmpulse_build_backend.py ./scripts/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[processor,simulation,otlp]"
 
 FROM python:3.11-slim

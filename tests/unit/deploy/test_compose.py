@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,6 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
     mapped = set(re.findall(r'= "(\w+)"', pyproject.split("package-dir", 1)[1].split("\n", 1)[0]))
     copied = {arg.split()[0].strip("./") for op, arg in dockerfile_instructions() if op == "COPY"}
     assert mapped <= copied
+    # So must the build backend pyproject names (backend-path), and .dockerignore must let it through.
+    backend = "scripts/" + tomllib.loads(pyproject)["build-system"]["build-backend"] + ".py"
+    assert backend in copied and f"!{backend}" in ignored
