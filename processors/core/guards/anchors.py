@@ -18,7 +18,7 @@ optional or wide first item, IGNORECASE) is scanned by ``re`` as before.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -34,6 +34,17 @@ _MAX_CLASS = 12  # a character class with more members than this is not read as 
 # Below this many characters ``re`` scans faster than the lookup's fixed cost (~3 us).
 ANCHOR_FROM = 256
 _ZERO_WIDTH = (sre.AT, sre.ASSERT, sre.ASSERT_NOT)
+
+
+def _union(alternatives: Sequence[object], read: Callable[[object], Strings | None]) -> Strings | None:
+    """The strings ``read`` gives for every alternative of a branch, or None if it cannot read one."""
+    union: set[str] = set()
+    for alternative in alternatives:
+        strings = read(alternative)
+        if strings is None:
+            return None
+        union |= strings
+    return frozenset(union)
 
 
 def _product(left: Strings | None, right: Strings | None) -> Strings | None:
@@ -61,13 +72,8 @@ def _strings(op: object, av: object) -> Strings | None:
     if op is sre.SUBPATTERN and not av[1] & re.IGNORECASE:  # type: ignore[index]
         return _sequence_strings(av[3])  # type: ignore[index]
     if op is sre.BRANCH:
-        union: set[str] = set()
-        for alternative in av[1]:  # type: ignore[index]
-            strings = _sequence_strings(alternative)
-            if strings is None:
-                return None
-            union |= strings
-        return frozenset(union) if len(union) <= _MAX_STRINGS else None
+        union = _union(av[1], _sequence_strings)  # type: ignore[index]
+        return union if union is not None and len(union) <= _MAX_STRINGS else None
     if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and av[1] <= 2:  # type: ignore[index]
         low, high, body = av  # type: ignore[misc]
         once = _sequence_strings(body)
@@ -108,13 +114,7 @@ def _item_starts(op: object, av: object) -> Strings | None:
     if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and av[0] >= 1:  # type: ignore[index]
         return _starts(av[2])  # type: ignore[index]
     if op is sre.BRANCH:
-        union: set[str] = set()
-        for alternative in av[1]:  # type: ignore[index]
-            strings = _starts(alternative)
-            if strings is None:
-                return None
-            union |= strings
-        return frozenset(union)
+        return _union(av[1], _starts)  # type: ignore[index]
     return None
 
 
