@@ -49,7 +49,8 @@ class Emitter:
         """Send alert events to the partition they came from; ``wait`` awaits the broker's ack."""
         pending = []
         for event in events:
-            log.info("alert %s %s %s: %s", event.status, event.severity, event.rule, event.summary)
+            log.info("alert %s %s %s: %s", event.status, event.severity, event.rule, event.summary,
+                     extra={"alert_id": event.alert_id, "fingerprint": event.fingerprint, "rule": event.rule})
             pending.append(
                 await self._alerts.send(
                     key=event.fingerprint.encode(), value=self._codecs.encode_alert(event), partition=partition
@@ -68,7 +69,8 @@ class Emitter:
         """Send incident events to the alerts topic (the fleet stage's partition), keyed by incident id."""
         pending = []
         for event in events:
-            log.info("incident %s %s %s: %s", event.status, event.priority, event.incident_id, event.summary)
+            log.info("incident %s %s %s: %s", event.status, event.priority, event.incident_id, event.summary,
+                     extra={"incident_id": event.incident_id})
             pending.append(await self._alerts.send(
                 key=event.incident_id.encode(), value=self._codecs.encode_incident(event),
                 partition=FLEET_ALERTS_PARTITION,

@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from llmpulse import config as shared
 from llmpulse.circuit_breaker import BreakerConfig
+from llmpulse.logs import LogFormat
 from llmpulse.processors.core.alert_policy import AlertConfig
 from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.experiments import ExperimentConfig
@@ -331,6 +332,8 @@ class ProcessorSettings(BaseSettings):
     data_dir: Path = Path(".llmpulse-data")
     topic_partitions: int = 3
     max_series_per_metric: int = 2000
+    # json: one JSON object a line with the ids a line carries (alert_id, incident_id; llmpulse/logs.py)
+    log_format: LogFormat = "text"
 
     latency: LatencyRules = LatencyRules()
     errors: ErrorRules = ErrorRules()

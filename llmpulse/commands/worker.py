@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from llmpulse.logs import logging_config
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +49,8 @@ def worker(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         typer.echo(f"llmpulse worker: invalid settings: {problems}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # LLMPULSE_LOG_FORMAT=json: one JSON object a line (llmpulse/logs.py)
+    logging.config.dictConfig(logging_config(loglevel, settings.log_format))
     # Without a broker, say why once in a while and answer /health/ready with 503 until it is there.
     wait_for_kafka(settings.bootstrap_servers, settings.kafka, settings.web_host, settings.web_port)
     try:
@@ -60,4 +64,7 @@ def worker(
         f"llmpulse worker: kafka {settings.bootstrap_servers} ({settings.kafka.describe()}), "
         f"topic {settings.topics.calls}, http://{settings.web_host}:{settings.web_port}/metrics"
     )
-    faust.Worker(built.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    # faust replaces the root handlers with its own (colored text) unless given a logging config; a fresh one,
+    # since dictConfig consumes parts of the dict it is given.
+    json_logs = {"logging_config": logging_config(loglevel, "json")} if settings.log_format == "json" else {}
+    faust.Worker(built.app, loglevel=loglevel, quiet=True, **json_logs).execute_from_commandline()

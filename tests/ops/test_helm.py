@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.deploy import CHART, RULES, deployed_topics
+from tests.support.deploy import ADAPTER_VALUES, CHART, RULES, deployed_topics
 from tests.support.tools import require_tool
 
 CORE_KINDS = {"Deployment", "Service", "ConfigMap", "Secret"}
@@ -41,7 +41,8 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
-@pytest.mark.parametrize("sets", [(), ("serviceMonitor.enabled=true", "prometheusRule.enabled=true")])
+@pytest.mark.parametrize("sets", [(), ("serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+                                         "autoscaling.enabled=true")])
 def test_helm_lint_strict(helm: str, sets: tuple[str, ...]) -> None:
     args = ["lint", str(CHART), "--strict"]
     for value in sets:
@@ -201,3 +202,58 @@ def test_kafka_tls_and_sasl_come_from_kubernetes_secrets(helm: str) -> None:
     assert "KAFKA_SASL_PASSWORD" not in objs["ConfigMap"]["data"]
     plain = by_kind(render(helm))["Deployment"]["spec"]["template"]["spec"]
     assert [e["name"] for e in plain["containers"][0]["env"]] == ["LLMPULSE_API_TOKEN"] and "volumes" not in plain
+
+
+def test_autoscaler_scales_the_worker_on_consumer_lag_then_cpu(helm: str) -> None:
+    objs = by_kind(render(helm, "autoscaling.enabled=true", "topics.calls=team-calls", "serviceMonitor.enabled=true"))
+    hpa, deployment = objs["HorizontalPodAutoscaler"], objs["Deployment"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count; an upgrade must not reset it
+    lag, cpu = hpa["spec"]["metrics"]
+    assert lag["type"] == "External"
+    assert lag["external"]["metric"] == {"name": "llmpulse_consumer_lag_records",
+                                         "selector": {"matchLabels": {"topic": "team-calls"}}}
+    assert lag["external"]["target"] == {"type": "AverageValue", "averageValue": "5000"}
+    assert cpu == {"type": "Resource", "resource": {"name": "cpu",
+                                                    "target": {"type": "Utilization", "averageUtilization": 80}}}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"]["cpu"]  # utilization is relative to the request
+
+
+def test_autoscaler_names_the_metric_the_adapter_serves(helm: str) -> None:
+    """The worker exports it (tests/unit/deploy/test_helm_chart.py); prometheus-adapter serves it by that name."""
+    hpa = by_kind(render(helm, "autoscaling.enabled=true"))["HorizontalPodAutoscaler"]
+    name = hpa["spec"]["metrics"][0]["external"]["metric"]["name"]
+    [rule] = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["external"]
+    assert rule["name"]["as"] == name == "llmpulse_consumer_lag_records"
+
+
+def test_autoscaler_cpu_only_and_off_by_default(helm: str) -> None:
+    assert "HorizontalPodAutoscaler" not in by_kind(render(helm))
+    assert by_kind(render(helm))["Deployment"]["spec"]["replicas"] == 2
+    hpa = by_kind(render(helm, "autoscaling.enabled=true", "autoscaling.consumerLag.enabled=false",
+                         "autoscaling.maxReplicas=6"))["HorizontalPodAutoscaler"]
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"] and hpa["spec"]["maxReplicas"] == 6
+
+
+@pytest.mark.parametrize("sets", [
+    ("autoscaling.consumerLag.enabled=false", "autoscaling.targetCPUUtilizationPercentage=0"),
+    ("autoscaling.minReplicas=4", "autoscaling.maxReplicas=3"),
+])
+def test_autoscaler_refuses_values_that_cannot_scale(helm: str, sets: tuple[str, ...]) -> None:
+    args = ["template", "rel", str(CHART), "--set", "autoscaling.enabled=true"]
+    for value in sets:
+        args += ["--set", value]
+    result = helm_run(helm, *args)
+    assert result.returncode != 0 and "autoscaling" in result.stderr
+
+
+def test_autoscaler_matches_the_kubernetes_schema(helm: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
+    for doc in render(helm, "autoscaling.enabled=true"):
+        if doc["kind"] in CORE_KINDS | {"HorizontalPodAutoscaler"}:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)

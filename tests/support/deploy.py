@@ -19,6 +19,7 @@ ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llmpulse.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 CHART = REPO / "helm" / "llmpulse"
+ADAPTER_VALUES = REPO / "deploy" / "prometheus-adapter" / "values.yaml"  # the rule serving the HPA its lag metric
 RUNBOOK = REPO / "docs" / "runbook.md"
 CATALOGUE = REPO / "docs" / "metrics.md"
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tests.support.deploy import CHART, RULES
+from tests.support.deploy import ADAPTER_VALUES, CHART, RULES
 
 
 def test_chart_rules_file_is_the_deploy_rules_file() -> None:
@@ -39,3 +39,29 @@ def test_chart_metadata() -> None:
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == "llmpulse"
     assert chart["type"] == "application"
+
+
+def test_autoscaling_is_off_by_default_and_its_values_are_checked() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["autoscaling"]["enabled"] is False
+    on = {**values, "autoscaling": {**values["autoscaling"], "enabled": True}}
+    assert not list(validator.iter_errors(on))
+    assert list(validator.iter_errors({**on, "autoscaling": {**on["autoscaling"], "minReplicas": 0}}))
+    assert list(validator.iter_errors({**on, "autoscaling": {**on["autoscaling"], "targetCPU": 80}}))
+
+
+def test_the_lag_metric_the_autoscaler_names_is_exported_by_the_worker_and_served_by_the_adapter() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from llmpulse.processors.metrics import WorkerMetrics
+
+    name = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]["consumerLag"]["metricName"]
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    lag = next(family for family in registry.collect() if family.name == name)
+    assert lag.type == "gauge"
+    [rule] = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["external"]
+    assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
+    assert "sum by (topic)" in rule["metricsQuery"]  # one value per topic: the HPA selects the calls topic
