@@ -43,8 +43,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {
     "latency-spike": (("latency_p95", "latency_p99"), True, {}),
     "error-burst": (("error_rate",), True, {}),
     "cost-spike": (("cost_per_request",), True, {}),
-    # Spend never "un-happens": a budget incident ends with its period (or after an hour without news).
-    "budget-exhaustion": (("budget",), False, {"LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "60"}),
+    # Spend never "un-happens": a budget incident ends with its period (or after an hour without news). The runaway
+    # is one caller: a per-user budget sees it (its burn within seconds), and names the series it spends on.
+    "budget-exhaustion": (("budget", "budget_burn"), False, {"LLMPULSE_BUDGETS__USER_HOUR_USD": "50"}),
     "confidence-drift": (("confidence_drift",), True, {}),
     # The per-user incident window is 10 min by default; the campaign must age out of it to resolve.
     "injection-campaign": (("prompt_injection", "security_incident"), True,
@@ -164,9 +165,6 @@ def test_scenario_fires_its_alert_once_per_incident_and_resolves(runs: dict[str,
     print(f"\n{scenario}: first alert {(first - INCIDENT_START_MS[scenario]) / 1000:.1f} s after the incident began")
 
 
-# Symptoms a scenario causes beside its own rule, which may page as an incident of their own: the batch job that
-# exhausts the budget sends long, slow, expensive calls, so its series is genuinely slow as well.
-SYMPTOMS: dict[str, set[str]] = {"budget-exhaustion": {"latency_p95", "latency_p99", "cost_per_request"}}
 # Rules that name the same cause: failing calls open the provider circuit, an outage raises the error rate.
 SAME_CAUSE: dict[str, set[str]] = {"error-burst": {"provider_circuit"}, "provider-outage": {"error_rate"}}
 
@@ -197,7 +195,7 @@ def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict
     assert len(escalations) <= 1 and all(r["priority"] in ("P0", "P1") for r in escalations), shown
     assert opened[0]["priority"] == "P2" or not escalations, shown
     others = [r for r in pages if r not in cause]
-    assert all(set(r["rules"]) <= SYMPTOMS.get(scenario, set()) for r in others), f"{scenario}: noise paged: {shown}"
+    assert not others, f"{scenario}: paged for something else: {shown}"
     page = opened[0]
     assert page["summary"] and page["mitigation"] and page["member_count"] >= 1
     if resolves:
