@@ -214,6 +214,25 @@ def normalize(row: Any, service: str) -> dict[str, Any]:
     return call
 
 
+FEEDBACK_VALUES = ("thumbs", "rating", "score", "correct")
+
+
+def feedback_of(row: Any, service: str) -> dict[str, Any] | None:
+    """A feedback line (``request_id`` and one of thumbs / rating / score / correct, no call fields) as a queued
+    feedback row (producers/feedback.py); None when the line is not feedback. ValueError when it is, malformed."""
+    from llmpulse.producers.feedback import feedback_row
+
+    if not isinstance(row, dict) or "request_id" not in row or "latency_ms" in row \
+            or not any(name in row for name in FEEDBACK_VALUES):
+        return None
+    given = {name: row.get(name) for name in FEEDBACK_VALUES}
+    feedback = feedback_row(str(row["request_id"]), **given, source=str(row.get("source") or "import"),
+                            service=str(row.get("service") or service), timestamp_ms=row.get("timestamp_ms"))
+    if feedback is None:
+        raise ValueError("feedback needs exactly one of thumbs, rating (1-5), score (0-1) or correct")
+    return feedback
+
+
 def _lines(path: Path) -> Iterator[tuple[int, int, str]]:
     """(line number, bytes read so far, text) of every non-empty line."""
     read = 0
@@ -242,9 +261,11 @@ class _Sender:
         from confluent_kafka import Producer
 
         from llmpulse.connection import client_config
+        from llmpulse.producers.feedback import FeedbackEncoder
         from llmpulse.producers.registry import encoder_for
 
         self.topic = topic
+        self.feedback_encoder = FeedbackEncoder("llmpulse-import")
         registry = _registry()
         self.encoder = encoder_for("llmpulse-import", topic, registry.get("url", ""), registry.get("auth") or None)
         self.producer = Producer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
@@ -257,15 +278,25 @@ class _Sender:
         for row in rows:
             by_service.setdefault(row["service"], []).append(row)
         for service, group in by_service.items():
-            payload, count = self.encoder.encode_batch(group), len(group)
-            while True:
-                try:
-                    self.producer.produce(self.topic, payload, key=service.encode(),
-                                          on_delivery=lambda err, _m, n=count: self._settle(err, n))
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-            self.producer.poll(0)
+            self._produce(service, self.encoder.encode_batch(group), len(group))
+
+    def send_feedback(self, rows: list[dict[str, Any]]) -> None:
+        """Feedback rows, on the calls topic keyed by service like their calls (as the SDK sends them)."""
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_service.setdefault(row["service"], []).append(row)
+        for service, group in by_service.items():
+            self._produce(service, self.feedback_encoder.encode(service, group), len(group))
+
+    def _produce(self, service: str, payload: bytes, count: int) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, payload, key=service.encode(),
+                                      on_delivery=lambda err, _m, n=count: self._settle(err, n))
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.producer.poll(0)
 
     def _settle(self, err: Any, count: int) -> None:
         if err is None:
@@ -278,15 +309,16 @@ class _Sender:
 
 
 def import_calls(
-    file: Annotated[Path, typer.Argument(help="JSON Lines of llm_call dicts or seed-004 telemetry.", exists=True,
-                                         dir_okay=False, readable=True)],
+    file: Annotated[Path, typer.Argument(help="JSON Lines of llm_call dicts, seed-004 telemetry, or feedback "
+                                              "({request_id, one of thumbs/rating/score/correct, source}).",
+                                         exists=True, dir_okay=False, readable=True)],
     topic: Annotated[str | None, typer.Option(help="Calls topic [default: the configured one].")] = None,
     service: Annotated[str, typer.Option(help="Service for lines that name none.")] = "imported",
     batch_size: Annotated[int, typer.Option(help="Calls per Kafka record.", min=1, max=10_000)] = 500,
     shift_to_now: Annotated[bool, typer.Option(help="Move timestamps so the newest call is now.")] = False,
     redact_pii: Annotated[bool, typer.Option(help="Redact PII in prompt/response text, as the SDK does.")] = True,
 ) -> None:
-    """Replay a JSON Lines file of calls into the calls topic, as columnar batches."""
+    """Replay a JSON Lines file of calls, and feedback on them, into the calls topic, as columnar batches."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from llmpulse import pii
@@ -298,6 +330,7 @@ def import_calls(
     sender = _Sender(bootstrap, security, topic or Topics.from_env().calls)
     skipped: list[str] = []
     chunk: list[dict[str, Any]] = []
+    feedback: list[dict[str, Any]] = []
     columns = (TextColumn("[bold]importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[calls]} calls"),
                TimeRemainingColumn())
     with Progress(*columns, console=_stderr_console()) as bar:
@@ -305,7 +338,13 @@ def import_calls(
         sent = 0
         for number, read, text in _lines(file):
             try:
-                call = normalize(json.loads(text), service)
+                row = json.loads(text)
+                verdict = feedback_of(row, service)
+                if verdict is not None:
+                    verdict["timestamp_ms"] += offset
+                    feedback.append(verdict)
+                    continue
+                call = normalize(row, service)
                 call["timestamp_ms"] = int(call["timestamp_ms"]) + offset
                 sender.encoder.columns([call])  # a call the batch layout cannot hold fails here, alone
             except (ValueError, KeyError, TypeError, OverflowError) as exc:
@@ -325,12 +364,18 @@ def import_calls(
             sender.send(chunk)
             sent += len(chunk)
         bar.update(task, completed=file.stat().st_size, calls=sent)
-    sender.close(30.0)
+    sender.close(30.0)  # the calls first: feedback that arrives before its call waits for it, but why make it
+    if feedback:
+        for start in range(0, len(feedback), batch_size):
+            sender.send_feedback(feedback[start : start + batch_size])
+        sent += len(feedback)
+        sender.close(30.0)
     for line in skipped[:10]:
         typer.echo(f"skipped {line}", err=True)
     lost = sent - sender.delivered
-    typer.echo(f"imported {sender.delivered} calls into {sender.topic}; {len(skipped)} line(s) skipped"
-               + (f"; {lost} not delivered" if lost else ""), err=True)
+    what = f"{sent - len(feedback)} calls" + (f" and {len(feedback)} feedback" if feedback else "")
+    typer.echo(f"imported {what} into {sender.topic}; {len(skipped)} line(s) skipped"
+               + (f"; {lost} of them not delivered" if lost else ""), err=True)
     if lost:
         raise typer.Exit(1)
 

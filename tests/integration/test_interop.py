@@ -143,3 +143,23 @@ def test_worker_report_token_alert_and_alert_export(worker: WorkerProcess, tmp_p
 
 def _read_alerts(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_imported_feedback_joins_its_imported_calls_in_the_worker(worker: WorkerProcess, tmp_path: Path) -> None:
+    calls = [_call(i, service="reviewed", request_model="gpt-4o", timestamp_ms=NOW - 60_000 + i * 1000,
+                   cost_micros=None) for i in range(40)]
+    verdicts = [{"request_id": call["event_id"], "correct": i % 4 != 0, "source": "review",
+                 "timestamp_ms": NOW - 10_000} for i, call in enumerate(calls)]  # 30 of 40 correct
+    malformed = {"request_id": "x", "rating": 9}
+    source = _write(tmp_path / "reviewed.jsonl", [*calls, *verdicts, malformed])
+    imported = _cli("import", str(source), "--topic", worker.topic("calls"), "--shift-to-now", env=worker.env)
+    assert "imported 40 calls and 40 feedback" in imported.stderr and "1 line(s) skipped" in imported.stderr
+    assert "line 81: feedback needs exactly one of" in imported.stderr
+
+    def quality() -> dict[str, Any] | None:
+        _, summary = worker.get("/api/metrics")
+        rows = [row for row in summary.get("health", []) if row["service"] == "reviewed"]
+        return rows[0]["components"]["quality"] if rows and rows[0]["components"]["quality"] else None
+
+    joined = wait_until(quality, 60)
+    assert joined["measured"]["accuracy"] == pytest.approx(0.75)
