@@ -435,7 +435,7 @@ class LocalBroker:
         deadline = time.monotonic() + cfg.start_timeout
         security = self.client_security()
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not self._alive(pid):
                 self._reap()
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(f"the broker exited during start-up; last log lines:\n{self.log_tail()}")
@@ -455,6 +455,13 @@ class LocalBroker:
                 return True
             time.sleep(0.1)
         return False
+
+    def _alive(self, pid: int) -> bool:
+        """Our own child by its exit status (its /proc entry can read empty or stale while the JVM launcher
+        starts); a broker found by its pid file by ``_pid_alive``."""
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        return _pid_alive(pid)
 
     def _reap(self) -> None:
         if self._proc is not None:
