@@ -267,16 +267,22 @@ def test_example_service_fails_over_and_records(fake_api: Any, recorder: Any) ->
     from fastapi.testclient import TestClient
 
     from examples.llm_service.app import ServiceConfig, create_app
+    from examples.llm_service.retries import RetryPolicy
 
-    config = ServiceConfig(base_url=fake_api.openai_base_url, models=("gpt-status-500", "gpt-4o"))
+    config = ServiceConfig(base_url=fake_api.openai_base_url, models=("gpt-status-500", "gpt-4o"),
+                           retry=RetryPolicy(max_attempts=3, base_delay_s=0.0))
     with TestClient(create_app(config, pulse=recorder)) as http:
         codes = [http.post("/ask", json={"question": f"q{i}"}).status_code for i in range(6)]
-        assert codes == [502] * 5 + [200]  # the local breaker opens after 5 failures, then gpt-4o answers
+        # q0 fails on all three attempts; q1's second failure is the fifth, which opens the local breaker, and its
+        # third attempt goes to gpt-4o
+        assert codes == [502] + [200] * 5
         ready = http.get("/health/ready").json()
         assert ready["circuits"]["openai/gpt-status-500"]["state"] == "OPEN" and ready["ready"]
         assert http.post("/ask", json={"question": "q5"}).json()["cached"] is True
         assert 'ai_circuit_open{model="gpt-status-500"} 1.0' in http.get("/metrics").text
         assert http.get("/cost").json()["total_spend_usd"] > 0
     statuses = [(c["request_model"], c.get("status", "ok"), c.get("cache_hit", False)) for c in recorder.calls]
-    assert statuses == [("gpt-status-500", "error", False)] * 5 + [("gpt-4o", "ok", False), ("gpt-4o", "ok", True)]
+    failed, answered, cached = ("gpt-status-500", "error", False), ("gpt-4o", "ok", False), ("gpt-4o", "ok", True)
+    assert statuses == [failed] * 5 + [answered] * 5 + [cached]
+    assert [c["labels"]["attempt"] for c in recorder.calls[:6]] == ["1", "2", "3", "1", "2", "3"]  # one per attempt
     assert {c["feature"] for c in recorder.calls if not c.get("cache_hit")} == {"ask"}
