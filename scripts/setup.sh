@@ -2,7 +2,7 @@
 # Sets up everything `make test` and `make demo` need on a fresh Debian machine, idempotently:
 # a JDK 17+ and Maven (for the local Kafka broker and examples/java-producer), Node.js and npm
 # (examples/node-producer), a virtualenv in .venv with llmpulse and its extras, and the ops tools
-# (promtool, amtool, helm) used by the ops tests.
+# (promtool, amtool, helm, an OpenTelemetry Collector with the Kafka exporter) used by the ops tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
