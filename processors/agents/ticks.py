@@ -43,6 +43,8 @@ class Ticker:
             delivery = await emitter.send_alerts_to_fleet(events)
             if delivery is not None:
                 await delivery
+            for route in await emitter.send_routes(engine.drain_timer_routes()):
+                await route
             store.persist(engine)
         fleet = store.loaded_fleet()
         if fleet is not None and ownership.owns_fleet():

@@ -27,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from llmpulse.processors.core.mitigations import mitigation_for
@@ -125,7 +126,11 @@ class AlertPolicy:
         self._incidents: dict[str, _Incident] = {}  # by fingerprint
         self._ids: dict[str, str] = {}  # alert_id -> fingerprint
         self._open: set[str] = set()  # fingerprints of firing or acknowledged incidents
-        self._open_rules: dict[tuple[tuple[str, str], ...], frozenset[str]] | None = None  # derived from _open
+        self._resolved: set[str] = set()  # fingerprints of resolved incidents (the only ones a cooldown expires)
+        self._open_rules: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}  # kept with _open (_set_open)
+        # each incident's JSON as to_bytes writes it, dropped when the incident may have changed: a partition with
+        # thousands of open incidents re-encodes only the few a record touched
+        self._encoded: dict[str, bytes] = {}
         self.suppressed: dict[str, int] = {}  # rule -> incidents not fired because of the cooldown
 
     def observe(self, obs: Observation) -> list[AlertEvent]:
@@ -134,6 +139,7 @@ class AlertPolicy:
             raise ValueError(f"unknown severity {obs.severity!r}")
         fp = obs.fingerprint or fingerprint(obs.rule, obs.labels)
         incident = self._incidents.get(fp)
+        self._encoded.pop(fp, None)
         if obs.severity is None:
             return self._clear(incident, obs) if incident else []
         if incident is None or (
@@ -151,19 +157,25 @@ class AlertPolicy:
 
     def open_rules(self) -> Mapping[tuple[tuple[str, str], ...], frozenset[str]]:
         """Sorted label set -> rules with a firing or acknowledged incident on it. A clear observation changes
-        only such incidents, so a detector may skip the clear ones of every other (rule, labels)."""
-        if self._open_rules is None:
-            by_labels: dict[tuple[tuple[str, str], ...], set[str]] = {}
-            for fp in self._open:
-                incident = self._incidents[fp]
-                by_labels.setdefault(incident.labels, set()).add(incident.rule)
-            self._open_rules = {labels: frozenset(rules) for labels, rules in by_labels.items()}
-        return self._open_rules
+        only such incidents, so a detector may skip the clear ones of every other (rule, labels). A live view: kept
+        up to date as incidents open and close, never rebuilt."""
+        return MappingProxyType(self._open_rules)
 
-    def _set_open(self, fp: str, is_open: bool) -> None:
-        if (fp in self._open) != is_open:
-            (self._open.add if is_open else self._open.discard)(fp)
-            self._open_rules = None
+    def _set_open(self, incident: _Incident, is_open: bool) -> None:
+        fp = incident.fingerprint
+        if (fp in self._open) == is_open:
+            return
+        rules = self._open_rules.get(incident.labels, frozenset())
+        if is_open:
+            self._open.add(fp)
+            rules |= {incident.rule}
+        else:
+            self._open.discard(fp)
+            rules -= {incident.rule}
+        if rules:
+            self._open_rules[incident.labels] = rules
+        else:
+            self._open_rules.pop(incident.labels, None)
 
     def tick(self, now_ms: int) -> list[AlertEvent]:
         """Resolve incidents clear for the hold time or silent past ``stale_ms``; evict expired ones."""
@@ -195,6 +207,7 @@ class AlertPolicy:
             incident.status = ACKNOWLEDGED
             incident.acknowledged_by = actor
             incident.updated_at_ms = now_ms
+            self._encoded.pop(incident.fingerprint, None)
         return self._event(incident)
 
     def active(self) -> list[AlertEvent]:
@@ -209,16 +222,20 @@ class AlertPolicy:
         return self._event(incident) if incident and incident.alert_id == alert_id else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "incidents": [
-                {**asdict(i), "labels": [list(kv) for kv in i.labels]} for i in self._incidents.values()
-            ],
-            "suppressed": dict(self.suppressed),
-        }
+        return {"incidents": [_incident_dict(i) for i in self._incidents.values()], "suppressed": dict(self.suppressed)}
 
     def to_bytes(self) -> bytes:
-        """Compact JSON of ``to_dict()`` (the KeyedState ``Serializable`` protocol)."""
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
+        """Compact JSON of ``to_dict()`` (the KeyedState ``Serializable`` protocol), byte for byte; incidents
+        unchanged since the last call are not encoded again."""
+        encoded = self._encoded
+        parts = []
+        for fp, incident in self._incidents.items():
+            blob = encoded.get(fp)
+            if blob is None:
+                blob = encoded[fp] = json.dumps(_incident_dict(incident), separators=(",", ":")).encode("utf-8")
+            parts.append(blob)
+        suppressed = json.dumps(dict(self.suppressed), separators=(",", ":")).encode("utf-8")
+        return b'{"incidents":[' + b",".join(parts) + b'],"suppressed":' + suppressed + b"}"
 
     @classmethod
     def from_bytes(cls, blob: bytes, config: AlertConfig | None = None) -> AlertPolicy:
@@ -231,7 +248,9 @@ class AlertPolicy:
             incident = _Incident(**{**raw, "labels": tuple((str(k), str(v)) for k, v in raw["labels"])})
             policy._incidents[incident.fingerprint] = incident
             policy._ids[incident.alert_id] = incident.fingerprint
-            policy._set_open(incident.fingerprint, incident.status != RESOLVED)
+            policy._set_open(incident, incident.status != RESOLVED)
+            if incident.status == RESOLVED:
+                policy._resolved.add(incident.fingerprint)
         policy.suppressed = {str(k): int(v) for k, v in data.get("suppressed", {}).items()}
         return policy
 
@@ -241,7 +260,8 @@ class AlertPolicy:
         old = self._incidents.pop(fp, None)
         if old is not None:
             self._ids.pop(old.alert_id, None)
-            self._set_open(fp, False)
+            self._set_open(old, False)
+            self._resolved.discard(fp)
         incident = _Incident(
             alert_id=f"{fp}-{obs.now_ms}",
             fingerprint=fp,
@@ -259,7 +279,7 @@ class AlertPolicy:
         )
         self._incidents[fp] = incident
         self._ids[incident.alert_id] = fp
-        self._set_open(fp, True)
+        self._set_open(incident, True)
         self._evict(obs.now_ms)
         return self._event(incident)
 
@@ -290,7 +310,9 @@ class AlertPolicy:
         incident.status = RESOLVED
         incident.updated_at_ms = now_ms
         incident.clear_since_ms = None
-        self._set_open(incident.fingerprint, False)
+        self._set_open(incident, False)
+        self._resolved.add(incident.fingerprint)
+        self._encoded.pop(incident.fingerprint, None)
         return self._event(incident)
 
     @staticmethod
@@ -302,11 +324,8 @@ class AlertPolicy:
             incident.summary = obs.summary
 
     def _evict(self, now_ms: int) -> None:
-        expired = {
-            fp
-            for fp, i in self._incidents.items()
-            if i.status == RESOLVED and now_ms - i.updated_at_ms >= self.config.cooldown_ms
-        }
+        cooldown, incidents = self.config.cooldown_ms, self._incidents
+        expired = {fp for fp in self._resolved if now_ms - incidents[fp].updated_at_ms >= cooldown}
         excess = len(self._incidents) - len(expired) - self.config.max_incidents
         if excess > 0:
             rest = sorted(
@@ -315,8 +334,11 @@ class AlertPolicy:
             )
             expired.update(i.fingerprint for i in rest[:excess])
         for fp in expired:
-            self._ids.pop(self._incidents.pop(fp).alert_id, None)
-            self._set_open(fp, False)
+            incident = self._incidents.pop(fp)
+            self._ids.pop(incident.alert_id, None)
+            self._set_open(incident, False)
+            self._resolved.discard(fp)
+            self._encoded.pop(fp, None)
 
     def _event(self, incident: _Incident) -> AlertEvent:
         labels = dict(incident.labels)
@@ -340,3 +362,13 @@ class AlertPolicy:
             acknowledged_by=incident.acknowledged_by,
             labels=labels,
         )
+
+
+_INCIDENT_FIELDS = tuple(f.name for f in fields(_Incident))
+
+
+def _incident_dict(incident: _Incident) -> dict[str, Any]:
+    """``asdict`` of an incident, labels as lists, without asdict's deep copies (its fields are plain values)."""
+    out = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+    out["labels"] = [list(kv) for kv in incident.labels]
+    return out

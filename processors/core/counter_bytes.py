@@ -1,4 +1,5 @@
-"""Integer counters as compact bytes: the narrowest little-endian width, and a bitmap for sparse bucket arrays.
+"""Integer counters as compact bytes: the narrowest little-endian width, and for sparse bucket arrays a bitmap
+or, when fewer bytes, the gaps between the non-zero positions.
 
 Shared by every state that persists histograms or sketches (latency sketches, drift bins and means).
 """
@@ -10,6 +11,8 @@ import struct
 import numpy as np
 
 _COUNTS_HEADER = struct.Struct("<BI")  # width code, number of counters
+_LENGTH = struct.Struct("<I")
+_POSITIONS = 1 << 31  # flag in encode_bucket_counts' length: position gaps follow instead of a bitmap
 # Width codes for encode_counts: unsigned in the narrowest width that holds the largest count, else int64.
 _WIDTHS: tuple[np.dtype, ...] = tuple(
     np.dtype(t).newbyteorder("<") for t in (np.uint8, np.uint16, np.uint32, np.uint64, np.int64)
@@ -39,25 +42,44 @@ def decode_counts(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray,
 
 
 def encode_bucket_counts(counts: np.ndarray) -> bytes:
-    """Bucket counters as their length, a bitmap of the non-zero ones and those values (encode_counts).
+    """Bucket counters as their length, where the non-zero ones are and their values (encode_counts).
 
-    Sparse slots (few values spread over many buckets) cost about 1 bit per empty bucket instead of a byte.
+    Where: a bitmap (about 1 bit per empty bucket instead of a byte), or, when that takes fewer bytes (a few
+    values over many buckets, e.g. a drift ring of 11,110 bins), the gaps between their positions (encode_counts),
+    flagged by the length's top bit.
     """
     flat = np.asarray(counts, dtype=np.int64).ravel()
+    if flat.size >= _POSITIONS:
+        raise ValueError("too many counters")
     present = flat != 0
-    return struct.pack("<I", flat.size) + np.packbits(present).tobytes() + encode_counts(flat[present])
+    values = encode_counts(flat[present])
+    bitmap_bytes = (flat.size + 7) // 8
+    where = np.flatnonzero(present)
+    if _COUNTS_HEADER.size + where.size < bitmap_bytes:  # gaps can be shorter than the bitmap (1+ byte each)
+        gaps = encode_counts(np.diff(where, prepend=0))
+        if len(gaps) < bitmap_bytes:
+            return _LENGTH.pack(flat.size | _POSITIONS) + gaps + values
+    return _LENGTH.pack(flat.size) + np.packbits(present).tobytes() + values
 
 
 def decode_bucket_counts(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray, int]:
     """Inverse of encode_bucket_counts: (int64 counters, offset just past them)."""
-    (n,) = struct.unpack_from("<I", buf, offset)
-    offset += 4
-    n_bitmap = (n + 7) // 8
-    bitmap = np.frombuffer(buf, dtype=np.uint8, count=n_bitmap, offset=offset)
-    present = np.unpackbits(bitmap, count=n).astype(bool)
-    values, end = decode_counts(buf, offset + n_bitmap)
-    if values.size != int(np.count_nonzero(present)):
-        raise ValueError("bucket bitmap and values disagree")
+    (n,) = _LENGTH.unpack_from(buf, offset)
+    offset += _LENGTH.size
+    if n & _POSITIONS:
+        n &= ~_POSITIONS
+        gaps, offset = decode_counts(buf, offset)
+        where = np.cumsum(gaps)
+        if where.size and (int(gaps[1:].min(initial=1)) < 1 or int(where[0]) < 0 or int(where[-1]) >= n):
+            raise ValueError("bucket positions out of range")
+    else:
+        n_bitmap = (n + 7) // 8
+        bitmap = np.frombuffer(buf, dtype=np.uint8, count=n_bitmap, offset=offset)
+        where = np.flatnonzero(np.unpackbits(bitmap, count=n))
+        offset += n_bitmap
+    values, end = decode_counts(buf, offset)
+    if values.size != where.size:
+        raise ValueError("bucket positions and values disagree")
     counts = np.zeros(n, dtype=np.int64)
-    counts[present] = values
+    counts[where] = values
     return counts, end

@@ -110,6 +110,7 @@ class PartitionEngine:
         # both for engines of other topics' partitions (engine_store.py, lanes).
         self.lane = ""
         self.source = partition
+        self._timer_routes: list[RouteDecision] = []  # route-back decisions of alerts the timer fired
 
         # Exactly-once per bucket inside the ledger: a group of records rewrites only the buckets it charged.
         self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False)
@@ -164,7 +165,7 @@ class PartitionEngine:
                     "confidence": np.concatenate([served.confidence, unrated]),
                     "quality": np.concatenate([np.full(len(served), np.nan), joined.score]),
                 }, offset)
-            observations += self.quality.observe(event_ms)
+            observations += self.quality.observe_changed(event_ms)  # the series these calls changed
             self.savings.update(served, served_cost, offset)
         open_rules = self.policy.open_rules()
         latency = self.latency.observe_series(series, event_ms, open_rules)
@@ -201,7 +202,7 @@ class PartitionEngine:
         joined = self.quality.on_feedback(feedback, offset)
         experiment, variant = joined_arms(joined)
         touched = self.experiments.update(experiment, variant, {"quality": joined.score}, offset)
-        observations = self.quality.observe(event_ms)
+        observations = self.quality.observe_changed(event_ms)
         for name in touched:
             observations += self.experiments.observe(name, event_ms)
         alerts = self._decide(observations, offset)
@@ -242,6 +243,7 @@ class PartitionEngine:
         observations += _in_order(self.traffic.observe_series(self.traffic.series(), now_ms, open_rules))
         for s in self.drift.series():
             observations += self.drift.observe(s, now_ms, force=True, open_rules=open_rules)
+        observations += self.quality.observe(now_ms)  # every series: windows move with time, not only with data
         attempts = self._attempts.get(ATTEMPTS_KEY)
         if attempts is not None and (attempts.attempts or attempts.reported):
             observations += self.guard.escalate(attempts, now_ms)
@@ -251,7 +253,13 @@ class PartitionEngine:
         if events:
             self._policy.touch(POLICY_KEY)
             self._rebaseline_drift(events)
+            self._timer_routes += self.quality.routes(events, now_ms)
         return events
+
+    def drain_timer_routes(self) -> list[RouteDecision]:
+        """Route-back decisions for quality alerts ``tick`` fired (opt-in, quality.py); sent before ``persist``."""
+        routes, self._timer_routes = self._timer_routes, []
+        return routes
 
     def acknowledge(self, alert_id: str, actor: str, now_ms: int) -> AlertEvent | None:
         """Acknowledging is idempotent by nature, so it needs no offset stamp (and has no calls offset)."""
@@ -359,7 +367,7 @@ class _PolicyState:
         self.policy = policy
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.policy.to_dict(), separators=(",", ":")).encode()
+        return self.policy.to_bytes()  # compact JSON of to_dict(), unchanged incidents not encoded again
 
 
 def _quantile_row(count: int, values: np.ndarray) -> dict[str, Any]:

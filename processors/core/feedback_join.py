@@ -34,6 +34,7 @@ BINARY_KINDS = (THUMBS, LABEL)  # correct / incorrect: these give accuracy
 _ID_CHARS = 64  # request ids are hashed on their first 64 characters
 _FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
 _HEAD = struct.Struct("<qi")
+_JOIN_COLUMNS = (np.uint64, np.int64, np.int64, np.int32)  # JoinSlot: hashes, offsets, times, series codes
 
 
 @dataclass(slots=True)
@@ -75,31 +76,68 @@ def id_hashes(ids: np.ndarray) -> np.ndarray:
 
 
 class JoinSlot:
-    """Calls of one ``slot_ms`` of event time: hash, source offset, time and series code per call."""
+    """Calls of one ``slot_ms`` of event time: hash, source offset, time and series code per call.
 
-    __slots__ = ("_order", "codes", "hashes", "offsets", "series", "times")
+    The columns grow by doubling (a record appends in amortised time proportional to its own calls, not to the
+    slot's); ``hashes``, ``offsets``, ``times`` and ``codes`` are views of the filled part."""
+
+    __slots__ = ("_codes", "_columns", "_n", "_names", "_order", "series")
 
     def __init__(self) -> None:
-        self.hashes = np.zeros(0, dtype=np.uint64)
-        self.offsets = np.zeros(0, dtype=np.int64)
-        self.times = np.zeros(0, dtype=np.int64)
-        self.codes = np.zeros(0, dtype=np.int32)
+        self._columns = [np.zeros(0, dtype=dtype) for dtype in _JOIN_COLUMNS]
+        self._n = 0
         self.series: list[str] = []
+        self._codes: dict[str, int] | None = None  # series -> its position in ``series`` (built when first needed)
+        self._names: tuple[int, bytes] = (0, b"")  # the first n names as JSON array items (``series`` only grows)
         self._order: np.ndarray | None = None
 
+    @property
+    def hashes(self) -> np.ndarray:
+        return self._columns[0][: self._n]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._columns[1][: self._n]
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._columns[2][: self._n]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._columns[3][: self._n]
+
     def __len__(self) -> int:
-        return int(self.hashes.size)
+        return self._n
+
+    def _append(self, *values: np.ndarray | int) -> None:
+        """Append one value (array or scalar) per column, ``k`` rows (the first value's size)."""
+        n, k = self._n, np.size(values[0])
+        if n + k > self._columns[0].size:
+            capacity = max(n + k, 2 * self._columns[0].size, 64)
+            grown = [np.empty(capacity, dtype=dtype) for dtype in _JOIN_COLUMNS]
+            for new, old in zip(grown, self._columns, strict=True):
+                new[:n] = old[:n]
+            self._columns = grown
+        for column, value in zip(self._columns, values, strict=True):
+            column[n : n + k] = value
+        self._n = n + k
+        self._order = None
 
     def add(self, hashes: np.ndarray, offset: int, times: np.ndarray, series: list[str],
             codes: np.ndarray) -> None:
-        known = {s: i for i, s in enumerate(self.series)}
-        remap = np.array([known.setdefault(s, len(known)) for s in series], dtype=np.int32)
-        self.series = list(known)
-        self.hashes = np.concatenate([self.hashes, hashes])
-        self.offsets = np.concatenate([self.offsets, np.full(hashes.size, offset, dtype=np.int64)])
-        self.times = np.concatenate([self.times, times.astype(np.int64)])
-        self.codes = np.concatenate([self.codes, remap[codes] if remap.size else codes.astype(np.int32)])
-        self._order = None
+        known = self._codes
+        if known is None or len(known) != len(self.series):
+            known = self._codes = {s: i for i, s in enumerate(self.series)}
+        names = self.series
+        remap = np.empty(len(series), dtype=np.int32)
+        for j, name in enumerate(series):  # the batch's series only: the slot's others are not looked at
+            code = known.get(name)
+            if code is None:
+                code = known[name] = len(names)
+                names.append(name)
+            remap[j] = code
+        self._append(hashes, offset, times, remap[codes] if remap.size else codes)
 
     def find(self, hashes: np.ndarray, before_offset: np.ndarray) -> np.ndarray:
         """Per wanted hash, the row of a call with that hash absorbed before ``before_offset``; -1 if none."""
@@ -118,8 +156,17 @@ class JoinSlot:
         out[ok] = rows[ok]
         return out
 
+    def _names_json(self) -> bytes:
+        """``series`` as a JSON array; names already encoded are not encoded again."""
+        known, items = self._names
+        if known < len(self.series):
+            more = json.dumps(self.series[known:], separators=(",", ":")).encode()[1:-1]
+            items = items + b"," + more if known else more
+            self._names = (len(self.series), items)
+        return b"[" + items + b"]"
+
     def to_bytes(self) -> bytes:
-        names = json.dumps(self.series, separators=(",", ":")).encode()
+        names = self._names_json()
         return (_HEAD.pack(len(self), len(names)) + names + self.hashes.tobytes() + self.offsets.tobytes()
                 + self.times.tobytes() + self.codes.tobytes())
 
@@ -130,10 +177,11 @@ class JoinSlot:
         slot = cls()
         slot.series = json.loads(blob[at:at + names])
         at += names
-        for name, dtype, size in (("hashes", "<u8", 8), ("offsets", "<i8", 8), ("times", "<i8", 8),
-                                  ("codes", "<i4", 4)):
-            setattr(slot, name, np.frombuffer(blob, dtype=dtype, count=n, offset=at).copy())
+        columns = []
+        for dtype, size in (("<u8", 8), ("<i8", 8), ("<i8", 8), ("<i4", 4)):
+            columns.append(np.frombuffer(blob, dtype=dtype, count=n, offset=at))
             at += n * size
+        slot._append(*columns)
         return slot
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,10 @@ IN_BINS, LABEL_BINS = 10, 5
 IN_HIST, LABEL_HIST = 5, 5 + IN_BINS
 WIDTH = LABEL_HIST + LABEL_BINS
 PENDING_KEY = "pending"
+# A join slot is kept in parts of this many records' calls (key "<slot start>.<offset // this>", chosen by the
+# record, so a replay finds the part it went to): a group of records rewrites its own part, not the whole slot.
+# Slots persisted whole before parts (key "<slot start>") are still read, and age out as before.
+JOIN_PART_RECORDS = 128
 _COUNT = struct.Struct("<i")
 
 
@@ -82,16 +87,20 @@ class RouteDecision:
 
 
 class QualitySlots:
-    """One series: a WIDTH-vector per slot start (ms)."""
+    """One series: a WIDTH-vector per slot start (ms); ``rated_ms`` is the newest slot start holding ratings
+    (-1: none), so a pass over many series skips those with no ratings in the window without summing slots."""
 
-    __slots__ = ("slots",)
+    __slots__ = ("rated_ms", "slots")
 
     def __init__(self) -> None:
         self.slots: dict[int, np.ndarray] = {}
+        self.rated_ms = -1
 
     def add(self, start_ms: int, vector: np.ndarray) -> None:
         known = self.slots.get(start_ms)
         self.slots[start_ms] = vector.copy() if known is None else known + vector
+        if vector[RATED] and start_ms > self.rated_ms:
+            self.rated_ms = start_ms
 
     def evict(self, oldest_ms: int) -> None:
         for start in [s for s in self.slots if s < oldest_ms]:
@@ -117,6 +126,8 @@ class QualitySlots:
         matrix = np.frombuffer(blob, dtype="<f8", count=n * WIDTH, offset=_COUNT.size + 8 * n).reshape(n, WIDTH)
         out = cls()
         out.slots = {int(s): matrix[i].copy() for i, s in enumerate(starts.tolist())}
+        rated = starts[matrix[:, RATED] > 0]
+        out.rated_ms = int(rated.max()) if rated.size else -1
         return out
 
 
@@ -204,6 +215,9 @@ class QualityMonitor:
             "qversions", lambda _k: VersionBook(), VersionBook.from_bytes)
         self.newest_ms = 0
         self.joined = 0  # since this engine was built (a figure, not state)
+        self._changed: dict[str, None] = {}  # services whose series records changed since ``observe_changed``
+        self._members: dict[str, dict[str, None]] = {}  # service -> its series names (in memory, see _by_service)
+        self._indexed = 0  # names in _members
 
     def states(self) -> list[KeyedState]:  # type: ignore[type-arg]
         return [self.joins, self.pending, self.state, self.versions]
@@ -267,16 +281,16 @@ class QualityMonitor:
         for start in np.unique(starts).tolist():
             if start + slot_ms < oldest:
                 continue  # older than any feedback may still be joined to
-            slot = self.joins.for_update(str(start), offset)
+            slot = self.joins.for_update(f"{start}.{offset // JOIN_PART_RECORDS}", offset)
             if slot is not None:
                 rows = np.flatnonzero(starts == start)
                 slot.add(hashes[rows], offset, times[rows], series.tolist(), inverse[rows])
-        kept = sorted(((int(key), len(slot)) for key, slot in self.joins.items()), reverse=True)
+        kept = sorted(((_join_part(key), key, len(slot)) for key, slot in self.joins.items()), reverse=True)
         total = 0
-        for start, size in kept:
+        for (start, _part), key, size in kept:
             total += size
             if start + slot_ms < oldest or total > self.config.max_joined_calls:
-                self.joins.delete(str(start))
+                self.joins.delete(key)
 
     def _join_pending(self, hashes: np.ndarray, times: np.ndarray, series: np.ndarray, offset: int) -> Joined:
         pending = self.pending.get(PENDING_KEY)
@@ -334,6 +348,11 @@ class QualityMonitor:
                     target.add(int(unique_starts[cells[c] % unique_starts.size]), sums[c])
                 target.evict(horizon)
             service, model, prompt_version = series_parts(name)[:3]
+            self._changed[service] = None
+            members = self._members.setdefault(service, {})
+            if name not in members:
+                members[name] = None
+                self._indexed += 1
             if service not in books:
                 books[service] = self.versions.for_update(service, offset)
             book = books[service]
@@ -345,23 +364,47 @@ class QualityMonitor:
                 book.rated(version, sums[mine].sum(axis=0))
 
     # ---- decisions -------------------------------------------------------------------------------------------
-    def observe(self, now_ms: int) -> list[Observation]:
-        """Quality-drop and concept-drift observations of every series with data in the window."""
+    def observe(self, now_ms: int, services: Iterable[str] | None = None) -> list[Observation]:
+        """Quality-drop and concept-drift observations at ``now_ms`` of every series with at least ``min_ratings``
+        ratings in the window: of every service (the timer's pass, ``services`` None) or of ``services`` only.
+        A series is judged against the reference of its whole service."""
         config = self.config
-        window_ms, reference_ms = int(config.window_s * 1000), int(config.reference_s * 1000)
-        lo = now_ms - window_ms
-        by_service: dict[str, list[tuple[str, np.ndarray]]] = {}
-        reference: dict[str, np.ndarray] = {}
-        for name, slots in self.state.items():
-            service = series_parts(name)[0]
-            by_service.setdefault(service, []).append((name, slots.total(lo, now_ms + 1)))
-            reference[service] = reference.get(service, np.zeros(WIDTH)) + slots.total(lo - reference_ms, lo)
+        lo = now_ms - int(config.window_s * 1000)
+        reference_lo = lo - int(config.reference_s * 1000)
+        by_service = self._by_service()
+        if services is None:  # only a series with ratings in the window can be judged: skip the others unsummed
+            services = [service for service, names in by_service.items()
+                        if any(slots is not None and slots.rated_ms >= lo for slots in map(self.state.get, names))]
         out: list[Observation] = []
-        for service, members in by_service.items():
-            for name, recent in members:
-                if recent[RATED] >= config.min_ratings:
-                    out += self._judge(name, recent, reference[service], now_ms)
+        for service in services:
+            members = [(name, slots) for name in by_service.get(service, ())
+                       if (slots := self.state.get(name)) is not None]
+            judged = [(name, recent) for name, recent in
+                      ((name, slots.total(lo, now_ms + 1)) for name, slots in members if slots.rated_ms >= lo)
+                      if recent[RATED] >= config.min_ratings]
+            if not judged:
+                continue
+            reference = np.zeros(WIDTH)
+            for _name, slots in members:
+                reference += slots.total(reference_lo, lo)
+            for name, recent in judged:
+                out += self._judge(name, recent, reference, now_ms)
         return out
+
+    def observe_changed(self, now_ms: int) -> list[Observation]:
+        """``observe`` for the services whose series (slots, version book) records changed since the last call:
+        the event-driven pass; the timer's full pass (``observe`` of every service) judges the rest as time moves."""
+        changed, self._changed = self._changed, {}
+        return self.observe(now_ms, changed) if changed else []
+
+    def _by_service(self) -> dict[str, dict[str, None]]:
+        """Service -> its series names; indexed again from the state when series were restored from the changelog."""
+        if self._indexed != len(self.state):
+            self._members = {}
+            for name, _slots in self.state.items():
+                self._members.setdefault(series_parts(name)[0], {})[name] = None
+            self._indexed = len(self.state)
+        return self._members
 
     def _judge(self, name: str, recent: np.ndarray, reference: np.ndarray, now_ms: int) -> list[Observation]:
         config = self.config
@@ -436,6 +479,12 @@ class QualityMonitor:
             return {}
         return {name: {"first_ms": int(row[0]), "last_ms": int(row[1]), "ratings": int(row[2]),
                        "quality": book.quality(name, 1)} for name, row in book.versions.items()}
+
+
+def _join_part(key: str) -> tuple[int, int]:
+    """(slot start, part) of a join key; a slot persisted whole is part -1."""
+    start, _, part = key.partition(".")
+    return int(start), int(part) if part else -1
 
 
 def _quality(vector: np.ndarray, accuracy: bool) -> float:

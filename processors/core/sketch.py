@@ -15,8 +15,11 @@ Three parts, as in DDSketch:
 * ``LatencySketch``: a mapping and a store, plus a zero bucket for non-indexable values (reported as 0) and
   exact count, sum, min and max. NaN and infinities are ignored. Units are whatever the caller passes.
 
-Bytes (``to_bytes``/``from_bytes``): a config header, the totals, then the store's counters in the compact
-form of counter_bytes.py.
+Bytes (``to_bytes``/``from_bytes``): a version byte and a form byte, the configuration only when it is not the
+default, then the least that rebuilds the sketch exactly: nothing (empty), the value itself (one value), the minimum
+and maximum (two values), else the totals and the store's counters in the compact form of counter_bytes.py. Most
+slots of a sparse series hold one or two values: 10 or 18 bytes instead of ~80. The first format (a ``LSK1`` header
+with the configuration and the totals) is still read.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,9 +37,15 @@ from llmpulse.processors.core.counter_bytes import decode_bucket_counts, encode_
 DEFAULT_RELATIVE_ACCURACY = 0.01
 DEFAULT_MAX_BUCKETS = 2048
 
-_CONFIG = struct.Struct("<4sdId")  # magic, relative accuracy, max buckets, min indexable
+_CONFIG = struct.Struct("<4sdId")  # first format: magic, relative accuracy, max buckets, min indexable
 _TOTALS = struct.Struct("<qqddd")  # zero count, lowest key, sum, min, max
 _MAGIC = b"LSK1"
+_VERSION = 2  # first byte of the compact format (the first format starts with b"L")
+_EMPTY, _ONE, _TWO, _FULL = range(4)  # forms (the low bits of the second byte)
+_CUSTOM = 4  # flag in the form byte: _SETTINGS follow (not the default configuration)
+_SETTINGS = struct.Struct("<dId")  # relative accuracy, max buckets, min indexable
+_VALUES = (struct.Struct("<d"), struct.Struct("<dd"))  # the one value; the minimum and maximum
+_FLOAT = struct.Struct("<d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,12 @@ class LogMapping:
     def values_of(self, keys: np.ndarray) -> np.ndarray:
         """The value each bucket reports: within ``relative_accuracy`` of every value it holds."""
         return np.exp(keys * (1.0 / self._multiplier)) * (2.0 / (1.0 + self.gamma))
+
+
+@lru_cache(maxsize=32)
+def _mapping(relative_accuracy: float, min_indexable: float) -> LogMapping:
+    """One (frozen) mapping per configuration, shared by every sketch built with it (a sketch per slot)."""
+    return LogMapping(relative_accuracy, min_indexable)
 
 
 class BucketStore:
@@ -147,7 +163,7 @@ class LatencySketch:
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         min_indexable: float | None = None,
     ) -> None:
-        self.mapping = LogMapping(relative_accuracy, 0.0 if min_indexable is None else min_indexable)
+        self.mapping = _mapping(relative_accuracy, 0.0 if min_indexable is None else min_indexable)
         self.store = BucketStore(max_buckets)
         self.clear()
 
@@ -271,24 +287,83 @@ class LatencySketch:
 
     # ----------------------------------------------------------------- bytes
     def to_bytes(self) -> bytes:
-        m = self.mapping
-        config = _CONFIG.pack(_MAGIC, m.relative_accuracy, self.store.max_buckets, m.min_indexable)
-        totals = _TOTALS.pack(self._zero_count, self.store.lo, self._sum, self._min, self._max)
-        return config + totals + encode_bucket_counts(self.store.counts)
+        """The compact format (module docstring)."""
+        m, store = self.mapping, self.store
+        custom = m != _DEFAULT_MAPPING or store.max_buckets != DEFAULT_MAX_BUCKETS
+        settings = _SETTINGS.pack(m.relative_accuracy, store.max_buckets, m.min_indexable) if custom else b""
+        if self._count == 0 and self._zero_count == 0 and not store.counts.size and self._sum == 0.0:
+            form, body = _EMPTY, b""
+        elif (values := self._few_values()) is not None:
+            form, body = (_ONE, _VALUES[0].pack(*values)) if len(values) == 1 else (_TWO, _VALUES[1].pack(*values))
+        else:
+            form = _FULL
+            body = _TOTALS.pack(self._zero_count, store.lo, self._sum, self._min, self._max) + encode_bucket_counts(
+                store.counts)
+        return bytes((_VERSION, form | (_CUSTOM if custom else 0))) + settings + body
+
+    def _few_values(self) -> tuple[float, ...] | None:
+        """The sketch's one or two values when adding them to an empty sketch rebuilds exactly this state (then
+        they are all its bytes need); None otherwise (more values, merged sums that differ in the last bit...)."""
+        if self._count not in (1, 2):
+            return None
+        values = (self._min,) if self._count == 1 else (self._min, self._max)
+        v = np.array(values)
+        if _FLOAT.pack(0.0 + float(v.sum())) != _FLOAT.pack(self._sum):  # as add_many totals them
+            return None
+        indexable = v > self.mapping.min_indexable
+        if self._zero_count != self._count - int(np.count_nonzero(indexable)):
+            return None
+        keys, counts = self.mapping.keys_of(v[indexable]), self.store.counts
+        if not keys.size:
+            return values if not counts.size else None
+        lo = int(keys.min())
+        expected = np.bincount(keys - lo)
+        if self.store.lo != lo or counts.size != expected.size or not np.array_equal(counts, expected):
+            return None
+        return values
 
     @classmethod
     def from_bytes(cls, buf: bytes | memoryview) -> LatencySketch:
+        if bytes(buf[:4]) == _MAGIC:
+            return cls._from_first_format(buf)
         try:
-            magic, accuracy, max_buckets, min_indexable = _CONFIG.unpack_from(buf, 0)
-            if magic != _MAGIC:
+            version, form = buf[0], buf[1]
+            if version != _VERSION or form & ~_CUSTOM > _FULL:
                 raise ValueError("not a LatencySketch serialization")
+            at = 2
+            if form & _CUSTOM:
+                sketch = cls(*_SETTINGS.unpack_from(buf, at))
+                at += _SETTINGS.size
+            else:
+                sketch = cls()
+            form &= ~_CUSTOM
+            if form in (_ONE, _TWO):
+                sketch.add_many(np.array(_VALUES[form - _ONE].unpack_from(buf, at)))
+            elif form == _FULL:
+                zero_count, lo, total, low, high = _TOTALS.unpack_from(buf, at)
+                counts, _end = decode_bucket_counts(buf, at + _TOTALS.size)
+                sketch._restore(zero_count, lo, counts, total, low, high)
+        except (struct.error, IndexError) as exc:
+            raise ValueError("truncated sketch bytes") from exc
+        return sketch
+
+    @classmethod
+    def _from_first_format(cls, buf: bytes | memoryview) -> LatencySketch:
+        try:
+            _magic, accuracy, max_buckets, min_indexable = _CONFIG.unpack_from(buf, 0)
             zero_count, lo, total, low, high = _TOTALS.unpack_from(buf, _CONFIG.size)
             counts, _end = decode_bucket_counts(buf, _CONFIG.size + _TOTALS.size)
         except struct.error as exc:
             raise ValueError("truncated sketch bytes") from exc
         sketch = cls(accuracy, max_buckets, min_indexable)
-        sketch.store.set_counts(lo, counts)
-        sketch._zero_count = int(zero_count)
-        sketch._count = sketch._zero_count + int(sketch.store.counts.sum())
-        sketch._sum, sketch._min, sketch._max = float(total), float(low), float(high)
+        sketch._restore(zero_count, lo, counts, total, low, high)
         return sketch
+
+    def _restore(self, zero_count: int, lo: int, counts: np.ndarray, total: float, low: float, high: float) -> None:
+        self.store.set_counts(lo, counts)
+        self._zero_count = int(zero_count)
+        self._count = self._zero_count + int(self.store.counts.sum())
+        self._sum, self._min, self._max = float(total), float(low), float(high)
+
+
+_DEFAULT_MAPPING = LogMapping(DEFAULT_RELATIVE_ACCURACY)

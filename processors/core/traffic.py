@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.counter_bytes import decode_bucket_counts, encode_bucket_counts
 from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, window_label
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
@@ -34,11 +35,16 @@ COLUMNS: tuple[str, ...] = (
     "denied",  # appended: persisted vectors are positional (CounterVector.from_bytes tolerates added columns)
 )
 INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_COMPACT = b"\x02"  # CounterVector's compact format
 LABELS = ("service", "model", "provider")
 
 
 class CounterVector:
-    """A fixed vector of int64 counts; persisted as its raw little-endian bytes."""
+    """A fixed vector of int64 counts; persisted sparse: a version byte, then the non-zero counters in the
+    narrowest width (counter_bytes.encode_bucket_counts), ~20 bytes for a slot of a few calls instead of 120.
+
+    The first format was the raw little-endian int64 vector, always a multiple of 8 bytes long; the compact one
+    is padded to never be, which is how ``from_bytes`` tells them apart (it reads both)."""
 
     __slots__ = ("values",)
 
@@ -46,12 +52,18 @@ class CounterVector:
         self.values = np.zeros(len(COLUMNS), dtype=np.int64) if values is None else values
 
     def to_bytes(self) -> bytes:
-        return self.values.astype("<i8").tobytes()
+        blob = _COMPACT + encode_bucket_counts(self.values)
+        return blob + b"\0" if len(blob) % 8 == 0 else blob
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CounterVector:
         values = np.zeros(len(COLUMNS), dtype=np.int64)
-        stored = np.frombuffer(blob, dtype="<i8")
+        if len(blob) % 8:
+            if blob[:1] != _COMPACT:
+                raise ValueError("not a CounterVector serialization")
+            stored, _end = decode_bucket_counts(blob, 1)
+        else:  # the first format
+            stored = np.frombuffer(blob, dtype="<i8")
         values[: min(stored.size, values.size)] = stored[: values.size]  # tolerate added columns
         return cls(values)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from llmpulse.processors.core.alert_policy import (
@@ -188,3 +189,32 @@ def test_every_rule_has_a_mitigation() -> None:
     }  # fmt: skip
     assert set(MITIGATIONS) == rules
     assert all(MITIGATIONS[rule] for rule in rules)
+
+
+def test_bytes_and_open_rules_stay_what_a_rebuild_gives_through_a_random_lifecycle() -> None:
+    """to_bytes re-encodes only touched incidents and open_rules is kept up to date, never rebuilt: both must
+    equal the from-scratch forms (compact JSON of to_dict, open incidents grouped by labels) at every step."""
+    rng = np.random.default_rng(5)
+    config = AlertConfig(max_incidents=60)
+    policy = AlertPolicy(config)
+    now = T0
+    for step in range(4000):
+        now += int(rng.integers(0, 20_000))
+        labels = (("service", f"s{int(rng.integers(0, 80))}"), ("model", "m"))
+        severity = (None, None, "INFO", "WARNING", "CRITICAL")[int(rng.integers(0, 5))]
+        policy.observe(Observation(str(rng.choice(["a", "b"])), labels, severity, float(rng.random()), 0.5, "5m",
+                                   f"step {step}" if rng.random() < 0.5 else "", now))
+        if rng.random() < 0.05:
+            policy.tick(now)
+        if rng.random() < 0.02 and policy.active():
+            policy.acknowledge(policy.active()[-1].alert_id, "me", now)
+        if step % 50 == 0:
+            assert policy.to_bytes() == json.dumps(policy.to_dict(), separators=(",", ":")).encode()
+            rebuilt: dict[tuple[tuple[str, str], ...], set[str]] = {}
+            for event in policy.active():
+                rebuilt.setdefault(tuple(sorted(event.labels.items())), set()).add(event.rule)
+            assert dict(policy.open_rules()) == {k: frozenset(v) for k, v in rebuilt.items()}
+            assert policy._resolved == {fp for fp, i in policy._incidents.items() if i.status == "resolved"}
+            restored = AlertPolicy.from_bytes(policy.to_bytes(), config)
+            assert restored.to_bytes() == policy.to_bytes()
+            assert dict(restored.open_rules()) == dict(policy.open_rules())

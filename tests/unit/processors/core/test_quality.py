@@ -34,8 +34,8 @@ def _engine(shared: tuple[Pricer, GuardMonitor], **quality: object) -> Partition
     return PartitionEngine(0, EngineConfig(quality=replace(FAST, **quality)), *shared)  # type: ignore[arg-type]
 
 
-def _calls(ids: list[str], ts: int, prompt_version: str = "v1"):  # type: ignore[no-untyped-def]
-    rows = [{"event_id": i, "timestamp_ms": ts, "service": "support-bot", "provider": "openai",
+def _calls(ids: list[str], ts: int, prompt_version: str = "v1", service: str = "support-bot"):  # type: ignore[no-untyped-def]
+    rows = [{"event_id": i, "timestamp_ms": ts, "service": service, "provider": "openai",
              "request_model": "gpt-4o-mini", "status": "ok", "latency_ms": 300.0, "input_tokens": 400,
              "output_tokens": 80, "prompt_version": prompt_version} for i in ids]
     calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
@@ -43,10 +43,10 @@ def _calls(ids: list[str], ts: int, prompt_version: str = "v1"):  # type: ignore
     return calls
 
 
-def _feedback(ids: list[str], correct: np.ndarray, ts: int) -> FeedbackColumns:
+def _feedback(ids: list[str], correct: np.ndarray, ts: int, service: str = "support-bot") -> FeedbackColumns:
     rows = [feedback_row(i, correct=bool(c), source="review", timestamp_ms=ts) for i, c in zip(ids, correct,
                                                                                                  strict=True)]
-    data = FeedbackEncoder("t").encode("support-bot", rows)  # type: ignore[arg-type]
+    data = FeedbackEncoder("t").encode(service, rows)  # type: ignore[arg-type]
     feedback, refused = FeedbackDecoder().decode(data)
     assert not refused and feedback is not None
     return feedback
@@ -121,3 +121,81 @@ def test_opt_in_rollback_publishes_one_route_back_per_cooldown(shared) -> None: 
     assert len(routes) == 1  # quality_drop and concept_drift both fire: the cooldown lets one decision through
     assert (routes[0].service, routes[0].from_version, routes[0].to_model, routes[0].to_prompt_version) == (
         "support-bot", "gpt-4o-mini@v2", "gpt-4o-mini", "v1")
+
+
+def _rate(engine: PartitionEngine, ids: list[str], correct: np.ndarray, ts: int, offset: int,
+          service: str = "support-bot") -> list:  # type: ignore[type-arg]
+    """Calls then their feedback (two records); the alert events they decide."""
+    events = engine.process(_calls(ids, ts, service=service), offset=offset, now_ms=ts).alerts
+    return events + engine.process_feedback(_feedback(ids, correct, ts + 1, service), offset=offset + 1,
+                                            now_ms=ts + 1).alerts
+
+
+def test_a_record_judges_the_series_of_the_services_it_changed_and_the_timer_judges_every_one(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    t0 = NOW - 600_000
+    _rate(engine, [f"a{i}" for i in range(30)], np.ones(30), t0, offset=0, service="support-bot")
+    _rate(engine, [f"b{i}" for i in range(30)], np.ones(30), t0, offset=2, service="search")
+    assert engine.quality.observe_changed(t0 + 5000) == []  # the engine judged (and forgot) each record's changes
+    engine.quality.on_calls(_calls(["a-late"], t0 + 5000, service="support-bot"), offset=4)
+    changed = engine.quality.observe_changed(t0 + 5000)
+    assert {o.labels[0][1] for o in changed} == {"support-bot"}
+    assert engine.quality.observe_changed(t0 + 5000) == []  # nothing changed since
+    everything = engine.quality.observe(t0 + 5000)
+    assert {o.labels[0][1] for o in everything} == {"support-bot", "search"}
+
+    restored = _engine(shared)  # the service index is rebuilt from restored state
+    for key, blob in engine.drain_state():
+        if blob is not None:
+            restored.restore(key, blob)
+    assert sorted(restored.quality.observe(t0 + 5000), key=repr) == sorted(everything, key=repr)
+
+
+def test_the_timer_fires_a_quality_drop_when_good_ratings_leave_the_window_and_resolves_it(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared, window_s=300, reference_s=600)
+    t0 = (NOW - 3_600_000) // 10_000 * 10_000  # on a slot boundary
+    events = _rate(engine, [f"good{i}" for i in range(100)], np.ones(100), t0, offset=0)
+    events += _rate(engine, [f"bad{i}" for i in range(24)], np.zeros(24), t0 + 30_000, offset=2)
+    assert not events  # 100 right of 124: accuracy 0.81, above 0.80
+    # No new records: as the window moves past the good ratings, only the 24 wrong ones are left in it.
+    fired = [e for tick in range(t0 + 35_000, t0 + 320_000, 5000) for e in engine.tick(tick)
+             if e.rule == "quality_drop"]
+    assert [(e.status, e.labels["version"]) for e in fired] == [("firing", "gpt-4o-mini@v1")]
+    assert fired[0].started_at_ms == t0 + 305_000  # the first tick whose window no longer holds t0's slot
+    # Good ratings again: quality clears on that record, and the timer resolves it after the hold time.
+    events = _rate(engine, [f"again{i}" for i in range(100)], np.ones(100), t0 + 320_000, offset=4)
+    assert not [e for e in events if e.rule == "quality_drop"]
+    resolved = [e for tick in range(t0 + 325_000, t0 + 460_000, 5000) for e in engine.tick(tick)
+                if e.rule == "quality_drop"]
+    assert [(e.status, e.alert_id) for e in resolved] == [("resolved", fired[0].alert_id)]
+    assert resolved[0].updated_at_ms - (t0 + 320_001) >= 120_000
+
+
+def test_a_quality_alert_the_timer_fires_yields_its_route_back_decision(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared, window_s=300, reference_s=600, rollback_enabled=True)
+    t0 = NOW - 3_600_000
+    _rate(engine, [f"v1-{i}" for i in range(40)], np.ones(40), t0, offset=0)  # v1: every answer right
+    engine.process(_calls([f"v2-{i}" for i in range(100)], t0 + 60_000, "v2"), offset=2, now_ms=t0 + 60_000)
+    feedback = _feedback([f"v2-{i}" for i in range(100)], np.arange(100) >= 19, t0 + 60_001)
+    assert not engine.process_feedback(feedback, offset=3, now_ms=t0 + 60_001).alerts  # 81 of 100 right
+    engine.process(_calls(["v2-late"], t0 + 90_000, "v2"), offset=4, now_ms=t0 + 90_000)
+    assert engine.drain_timer_routes() == []
+    for tick in range(t0 + 95_000, t0 + 400_000, 5000):
+        engine.tick(tick)
+    routes = engine.drain_timer_routes()
+    assert [(r.from_version, r.to_version) for r in routes] == [("gpt-4o-mini@v2", "gpt-4o-mini@v1")]
+    assert engine.drain_timer_routes() == []
+
+
+def test_join_slots_persist_in_parts_by_record_and_slots_persisted_whole_still_join(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    ids = [f"p{i}" for i in range(30)]
+    engine.process(_calls(ids, NOW - 5000), offset=0, now_ms=NOW)
+    persisted = {key: blob for key, blob in engine.drain_state() if blob is not None}
+    parts = [key for key in persisted if key.startswith("qjoin/")]
+    assert parts and all(key.endswith(".0") for key in parts)  # records 0..127 share part 0 of their slot
+    whole = _engine(shared)  # as persisted before parts: one key per slot start
+    for key, blob in persisted.items():
+        whole.restore(key.removesuffix(".0") if key.startswith("qjoin/") else key, blob)
+    whole.process_feedback(_feedback(ids, np.ones(30), NOW - 4000), offset=1, now_ms=NOW)
+    assert whole.quality.joined == 30

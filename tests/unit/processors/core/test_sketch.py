@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -202,3 +203,43 @@ def test_counter_encoding_round_trips_in_narrowest_width(top: int) -> None:
     assert end == len(blob)
     width = 1 if top < 256 else 2 if top < 65536 else 4 if top < 2**32 else 8
     assert len(blob) == 5 + 4 * width
+
+
+def _state(sketch: LatencySketch) -> tuple[object, ...]:
+    return (sketch.count, sketch._zero_count, repr(sketch._sum), repr(sketch._min), repr(sketch._max),
+            sketch.store.lo, sketch.store.counts.tolist(), sketch.mapping, sketch.store.max_buckets)
+
+
+@pytest.mark.parametrize("values", [[], [0.31], [0.0], [0.31, 0.31], [0.31, 7.5], [0.0, 2.0], [1e-320],
+                                    [0.2, 0.4, 0.5]])
+@pytest.mark.parametrize(("accuracy", "max_buckets"), [(0.01, 2048), (0.02, 2048), (0.01, 16)])
+def test_bytes_rebuild_exactly_the_same_sketch_and_one_or_two_values_cost_their_doubles(
+        values: list[float], accuracy: float, max_buckets: int) -> None:
+    sketch = LatencySketch(accuracy, max_buckets)
+    for value in values:  # one add per value: the totals as a slot accumulates them
+        sketch.add_many(np.array([value]))
+    blob = sketch.to_bytes()
+    assert _state(LatencySketch.from_bytes(blob)) == _state(sketch)
+    if (accuracy, max_buckets) == (0.01, 2048) and len(values) <= 2:
+        assert len(blob) == 2 + 8 * len(values)  # version and form bytes, then the values themselves
+
+
+def test_merged_sketches_whose_sum_is_not_min_plus_max_keep_their_totals() -> None:
+    a, b = LatencySketch(), LatencySketch()
+    a.add_many(np.array([0.1]))
+    b.add_many(np.array([0.2]))
+    merged = LatencySketch.merge_all([a, b])
+    merged._sum = math.nextafter(merged._sum, 1.0)  # a sum no rebuild from the two values gives: kept whole
+    assert merged.to_bytes()[1] == 3  # the full form
+    assert _state(LatencySketch.from_bytes(merged.to_bytes())) == _state(merged)
+
+
+def test_the_first_format_is_still_read() -> None:
+    sketch = LatencySketch()
+    sketch.add_many(np.array([0.25, 0.5, 3.0, 0.0]))
+    store, present = sketch.store, sketch.store.counts != 0
+    first = (struct.pack("<4sdId", b"LSK1", 0.01, 2048, sketch.mapping.min_indexable)  # magic and configuration
+             + struct.pack("<qqddd", sketch._zero_count, store.lo, sketch._sum, sketch._min, sketch._max)
+             + struct.pack("<I", store.counts.size) + np.packbits(present).tobytes()
+             + encode_counts(store.counts[present]))
+    assert _state(LatencySketch.from_bytes(first)) == _state(sketch)

@@ -105,3 +105,16 @@ def test_a_count_rule_clears_once_the_last_minute_is_quiet() -> None:
     assert _severity(monitor, "hallucination") is None  # 8 in the window, none in the last minute
     _minutes(monitor, 60, 1, 10, 1, "hallucination")
     assert _severity(monitor, "hallucination") == "WARNING"
+
+
+def test_counter_vectors_persist_sparse_and_the_raw_first_format_is_still_read() -> None:
+    from llmpulse.processors.core.traffic import COLUMNS, CounterVector
+
+    values = np.zeros(len(COLUMNS), dtype=np.int64)
+    values[[0, 7, 8, 9]] = [1, 1_500, 1, 700]  # one priced call
+    blob = CounterVector(values).to_bytes()
+    assert len(blob) <= 24 and len(blob) % 8  # never a multiple of 8: that length is the first format's
+    np.testing.assert_array_equal(CounterVector.from_bytes(blob).values, values)
+    np.testing.assert_array_equal(CounterVector.from_bytes(values.astype("<i8").tobytes()).values, values)
+    older = CounterVector.from_bytes(values[:14].astype("<i8").tobytes())  # before "denied" was appended
+    np.testing.assert_array_equal(older.values, np.r_[values[:14], 0])
