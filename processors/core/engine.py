@@ -37,7 +37,9 @@ BUDGET_NAMESPACE = "budget"  # the ledger's buckets persist as budget/<period>/<
 BUDGET_KEY = "ledger"  # where the whole ledger was persisted as one blob (still restored, then deleted)
 ATTEMPTS_KEY = "attempts"
 CURSOR_KEY = "cursor/next"
-PARTITION_SCOPES = ("service",)  # calls are keyed by service; global, model and user budgets are fleet-wide
+# Calls are keyed by service: a partition's service spend is whole, its users' a share (kept for /api/budgets). A
+# service's limits are judged here, first; global, model and user limits by the fleet stage, which sees all.
+PARTITION_SCOPES, PARTITION_ALERT_SCOPES = ("service", "user"), ("service",)
 
 
 class _Json:
@@ -113,7 +115,8 @@ class PartitionEngine:
         self._timer_routes: list[RouteDecision] = []  # route-back decisions of alerts the timer fired
 
         # Exactly-once per bucket inside the ledger: a group of records rewrites only the buckets it charged.
-        self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False)
+        self._budget = BudgetLedger(config.limits, scopes=PARTITION_SCOPES, projection=False,
+                                    alert_scopes=PARTITION_ALERT_SCOPES)
         self._by_user = config.limits.user_limits != PeriodLimits()  # fleet summaries carry spend per user
         self._attempts: KeyedState[AttemptLog] = KeyedState("attempts", lambda _k: AttemptLog(), AttemptLog.from_bytes)
         self._policy: KeyedState[_Json] = KeyedState(

@@ -96,7 +96,8 @@ _ALERTING_SCOPES = ("global", "model", "user")
 class FleetEngine:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
-        self.ledger = BudgetLedger(config.limits, scopes=fleet_scopes(config.limits), per_request=False)
+        self.ledger = BudgetLedger(config.limits, scopes=fleet_scopes(config.limits), per_request=False,
+                                   alert_scopes=_ALERTING_SCOPES)
         self.budget_states = BudgetStatePublisher(config.limits)
         self.circuits = StreamCircuitTracker(config.breaker)
         self.policy = AlertPolicy(config.alerts)
@@ -121,7 +122,7 @@ class FleetEngine:
             service = np.array([row[3] if len(row) > 3 else None for row in rows], dtype=object)
             user = np.array([row[4] if len(row) > 4 else None for row in rows], dtype=object)
             crossings = self.ledger.apply_batch(ts, service, user, model, cost)
-            for crossing in highest_crossings([c for c in crossings if c.scope in _ALERTING_SCOPES]):
+            for crossing in highest_crossings(crossings):
                 observations.append(crossing.observation())
         transitions = []
         for provider, model, timestamps, oks in data["outcomes"]:
@@ -176,7 +177,7 @@ class FleetEngine:
         data = json.loads(blob)
         out = cls(config)
         out.ledger = BudgetLedger.from_dict(data["ledger"], config.limits, scopes=fleet_scopes(config.limits),
-                                            per_request=False)
+                                            per_request=False, alert_scopes=_ALERTING_SCOPES)
         out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
         out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)
         out.incidents = IncidentManager.from_dict(data.get("incidents", {}), config.incidents)

@@ -170,17 +170,21 @@ class BudgetLedger:
     """Spend per scope/key/period with threshold crossings; see the module docstring."""
 
     def __init__(self, limits: BudgetLimits | None = None, scopes: tuple[str, ...] = SCOPES,
-                 per_request: bool = True, projection: bool = True) -> None:
+                 per_request: bool = True, projection: bool = True,
+                 alert_scopes: tuple[str, ...] | None = None) -> None:
         """``scopes``/``per_request``/``projection`` select what this ledger tracks, so a deployment can
-        split scopes between ledgers (per-partition service and user spend, fleet-wide global and model)."""
+        split scopes between ledgers (per-partition service and user spend, fleet-wide global and model);
+        ``alert_scopes`` (default: all tracked) those whose limits it judges: the others are spend only."""
         self.limits = limits or BudgetLimits()
         self.scopes = scopes
+        self.alert_scopes = scopes if alert_scopes is None else alert_scopes
         self.per_request = per_request
         self.projection_enabled = projection
         self._bp = self.limits.threshold_bp()
         self._fractions = self._bp / 10_000
         # the minute is kept only for the scopes with a burn limit, and only when there is one
-        self._burn_scopes = tuple(s for s in scopes if self.limits.limit(s, BURN_PERIOD) is not None)
+        self._burn_scopes = tuple(s for s in scopes if s in self.alert_scopes
+                                  and self.limits.limit(s, BURN_PERIOD) is not None)
         self._periods = TRACKED_PERIODS if self._burn_scopes else PERIODS
         self._ring = BucketRing()
         self._buckets = self._ring.periods  # per period [previous, current]
@@ -275,7 +279,7 @@ class BudgetLedger:
         # Charged keys become the most recent, in code order (the order the persisted dict keeps).
         store.stamp[slots] = self._ring.next_stamps(slots.shape[0])
         limit = self.limits.limit(scope, period)
-        if limit is None or limit <= 0:
+        if limit is None or limit <= 0 or scope not in self.alert_scopes:
             return []
         after = store.spent[slots]
         bp = _BURN_BP if period == BURN_PERIOD else self._bp
