@@ -187,7 +187,9 @@ def render_log4j2(cfg: BrokerConfig) -> str:
 
 
 def new_cluster_id() -> str:
-    """A Kafka Uuid string: 16 random bytes, URL-safe base64 without padding (what ``random-uuid`` prints)."""
+    """A Kafka Uuid string: 16 random bytes, URL-safe base64 without padding (what ``random-uuid`` prints). One in
+    64 starts with "-": pass it as ``--cluster-id=<id>``, never as a separate argument an option parser takes
+    for an option."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
 
 
@@ -414,7 +416,7 @@ class LocalBroker:
             return  # formatted by an earlier start: keep its topics and offsets
         secure = self.secure
         cmd = [*self._jvm(java, libs), "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               "-t", new_cluster_id(), "-c", str(cfg.data_dir / "server.properties"),
+               f"--cluster-id={new_cluster_id()}", "-c", str(cfg.data_dir / "server.properties"),
                *(secure.format_args() if secure is not None else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:

@@ -86,6 +86,16 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
 
 
+def test_a_cluster_id_starting_with_a_dash_reaches_the_storage_tool_as_a_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(broker_mod, "new_cluster_id", lambda: "-4xQ9vbNTb2Ibz8lm6cRIA")  # 1 id in 64 looks so
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **_: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    LocalBroker(BrokerConfig.from_env(port=19092, data_dir=tmp_path))._format_storage("java", tmp_path)
+    [cmd] = ran
+    assert "--cluster-id=-4xQ9vbNTb2Ibz8lm6cRIA" in cmd  # "-t", "-4x..." made argparse take it for an option
+
+
 @pytest.mark.parametrize(
     ("output", "major"),
     [
