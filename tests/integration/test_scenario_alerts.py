@@ -174,7 +174,8 @@ def test_scenario_pages_once_through_an_incident_that_names_its_cause(runs: dict
                                                                      scenario: str) -> None:
     worker = runs[scenario]
     rules, resolves, _ = EXPECTED[scenario]
-    deadline = time.monotonic() + 150  # an incident resolves after its last member: drift members clear last
+    deadline = time.monotonic() + 240  # an incident resolves after its last member: drift members clear last (a
+    # loaded machine processes the --fast traffic minutes late)
     while True:
         incidents = [record for kind, record in _read_alerts_topic(worker) if kind == "incident"]
         pages = [r for r in incidents if r["paging"] and r["status"] in ("opened", "escalated")]
