@@ -132,15 +132,14 @@ class ProviderRouter:
 
     def _chosen(self, index: int, ruled_out: dict[str, str]) -> None:
         with self._lock:
-            counts, before = self._counts, self._current
-            counts["choices"] += 1
-            counts["fallback_choices"] += index > 0
-            self._current = index
+            before, self._current = self._current, index
+            self._counts["choices"] += 1
+            self._counts["fallback_choices"] += index > 0
+            if before is not None and before != index:
+                self._counts["failovers" if index > before else "failbacks"] += 1
         if before is None or before == index:
             return
         moved = f"{key_of(*self.preferences[before])} -> {key_of(*self.preferences[index])}"
-        with self._lock:
-            counts["failovers" if index > before else "failbacks"] += 1
         if index > before:
             why = ", ".join(f"{key} {state}" for key, state in ruled_out.items())
             log.warning("router failover %s (%s)", moved, why)

@@ -254,6 +254,14 @@ def _shift(path: Path) -> int:
     return int(time.time() * 1000) - newest if newest else 0
 
 
+def _by_service(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by service: the record key, as the SDK keys calls and feedback."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["service"], []).append(row)
+    return grouped
+
+
 class _Sender:
     """Encodes chunks of calls per service and produces them; counts what the broker acknowledged."""
 
@@ -274,18 +282,12 @@ class _Sender:
         self.delivered = self.failed = 0
 
     def send(self, rows: list[dict[str, Any]]) -> None:
-        by_service: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_service.setdefault(row["service"], []).append(row)
-        for service, group in by_service.items():
+        for service, group in _by_service(rows).items():
             self._produce(service, self.encoder.encode_batch(group), len(group))
 
     def send_feedback(self, rows: list[dict[str, Any]]) -> None:
         """Feedback rows, on the calls topic keyed by service like their calls (as the SDK sends them)."""
-        by_service: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_service.setdefault(row["service"], []).append(row)
-        for service, group in by_service.items():
+        for service, group in _by_service(rows).items():
             self._produce(service, self.feedback_encoder.encode(service, group), len(group))
 
     def _produce(self, service: str, payload: bytes, count: int) -> None:

@@ -33,6 +33,24 @@ _BINNED = struct.Struct("<4sI")  # magic, number of edges
 _NO_REFERENCE_END = -1
 
 
+def _merged(previous: Welford, block: Welford) -> Welford:
+    merged = previous.copy()
+    merged.merge(block)
+    return merged
+
+
+def _tumble(previous: Welford, block: Welford, size: int, values: np.ndarray) -> tuple[Welford, Welford]:
+    """Two tumbling blocks of ``size`` (the last completed, the one filling) after ``values``: one pass per block
+    boundary crossed, batch / size + 1 iterations."""
+    while values.size:
+        room = size - block.count
+        block.update(values[:room])
+        values = values[room:]
+        if block.count >= size:
+            previous, block = block, Welford()
+    return previous, block
+
+
 class MeanDrift:
     """Percent change of a recent mean against a baseline mean, from running Welford statistics.
 
@@ -73,9 +91,7 @@ class MeanDrift:
 
     @property
     def current(self) -> Welford:
-        merged = self._previous.copy()
-        merged.merge(self._block)
-        return merged
+        return _merged(self._previous, self._block)
 
     @property
     def baseline_ready(self) -> bool:
@@ -103,37 +119,25 @@ class MeanDrift:
     def _update_current(self, v: np.ndarray) -> None:
         v = v[~np.isnan(v)]
         if self.recent_size:
-            rest = v
-            while rest.size:  # as below, over the small blocks
-                room = self.recent_size - self._recent.count
-                self._recent.update(rest[:room])
-                rest = rest[room:]
-                if self._recent.count >= self.recent_size:
-                    self._recent_previous, self._recent = self._recent, Welford()
-        while v.size:  # one pass per block boundary crossed: batch / current_size + 1 iterations
-            room = self.current_size - self._block.count
-            self._block.update(v[:room])
-            v = v[room:]
-            if self._block.count >= self.current_size:
-                self._previous, self._block = self._block, Welford()
+            self._recent_previous, self._recent = _tumble(self._recent_previous, self._recent, self.recent_size, v)
+        self._previous, self._block = _tumble(self._previous, self._block, self.current_size, v)
 
     def percent_change(self) -> float:
         """100 * (current mean - baseline mean) / |baseline mean|; NaN until both sides have enough data."""
-        current = self.current
-        base = self._baseline.mean
-        if not self.baseline_ready or current.count < self.min_current or base == 0.0:
-            return math.nan
-        return 100.0 * (current.mean - base) / abs(base)
+        return self._change(self.current, self.min_current)
 
     def recent_percent_change(self) -> float:
         """The same change over the latest ``recent_size`` to ``2 * recent_size`` observations; NaN without a
         recent window, or until it has ``recent_size`` of them."""
-        recent = self._recent_previous.copy()
-        recent.merge(self._recent)
-        base = self._baseline.mean
-        if not self.recent_size or not self.baseline_ready or recent.count < self.recent_size or base == 0.0:
+        if not self.recent_size:
             return math.nan
-        return 100.0 * (recent.mean - base) / abs(base)
+        return self._change(_merged(self._recent_previous, self._recent), self.recent_size)
+
+    def _change(self, window: Welford, min_count: int) -> float:
+        base = self._baseline.mean
+        if not self.baseline_ready or window.count < min_count or base == 0.0:
+            return math.nan
+        return 100.0 * (window.mean - base) / abs(base)
 
     def rebaseline(self) -> None:
         """Accept the current window as the new baseline (e.g. after an intended change); topped up to
