@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,16 +304,8 @@ class LocalBroker:
 
     def ensure_installed(self) -> Path:
         """Fetch the broker's jars once into ``<home>/libs``; later calls only check the marker file."""
-        cfg = self.config
-        if (cfg.home / _MARKER).is_file():
-            return cfg.libs
-        _, mvn = require_tools()
-        cfg.home.mkdir(parents=True, exist_ok=True)
-        with _locked(cfg.home / ".lock"):
-            if (cfg.home / _MARKER).is_file():  # another process finished while this one waited
-                return cfg.libs
-            self._fetch_jars(mvn)
-        return cfg.libs
+        install_once(self.config.home, f"kafka {self.config.version}", self._fetch_jars)
+        return self.config.libs
 
     def _fetch_jars(self, mvn: str) -> None:
         cfg = self.config
@@ -330,8 +322,7 @@ class LocalBroker:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
             raise BrokerError(f"Maven could not fetch Kafka {cfg.version}:\n{tail}")
         shutil.rmtree(cfg.libs, ignore_errors=True)
-        staging.rename(cfg.libs)  # the marker is written last: a half-finished fetch is never trusted
-        (cfg.home / _MARKER).write_text(f"kafka {cfg.version}\n")
+        staging.rename(cfg.libs)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -474,6 +465,22 @@ class LocalBroker:
             return int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+
+
+def install_once(home: Path, label: str, fetch: Callable[[str], None]) -> None:
+    """Run ``fetch(mvn)`` into ``home`` unless an earlier fetch completed there, one process at a time.
+
+    The marker file naming ``label`` is written after ``fetch`` returns: a half-finished fetch is never trusted.
+    """
+    if (home / _MARKER).is_file():
+        return
+    _, mvn = require_tools()
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home / ".lock"):
+        if (home / _MARKER).is_file():  # another process finished while this one waited
+            return
+        fetch(mvn)
+        (home / _MARKER).write_text(f"{label}\n")
 
 
 @contextlib.contextmanager

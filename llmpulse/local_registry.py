@@ -21,12 +21,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmpulse.broker import BrokerError, _locked, require_tools
+from llmpulse.broker import BrokerError, install_once, require_tools
 
 APICURIO_VERSION = "3.0.9"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 _ARTIFACT = "io.apicurio:apicurio-registry-app:{version}:tar.gz:all"
-_MARKER = ".complete"
 
 
 class RegistryError(BrokerError):
@@ -72,15 +71,8 @@ class LocalRegistry:
 
     def ensure_installed(self) -> Path:
         """Fetch and unpack the registry once; later calls only check the marker file."""
-        cfg = self.config
-        if (cfg.home / _MARKER).is_file():
-            return cfg.runner
-        _, mvn = require_tools()
-        cfg.home.mkdir(parents=True, exist_ok=True)
-        with _locked(cfg.home / ".lock"):
-            if not (cfg.home / _MARKER).is_file():  # another process may have finished while this one waited
-                self._fetch(mvn)
-        return cfg.runner
+        install_once(self.config.home, f"apicurio-registry {self.config.version}", self._fetch)
+        return self.config.runner
 
     def _fetch(self, mvn: str) -> None:
         cfg = self.config
@@ -101,8 +93,7 @@ class LocalRegistry:
             archive.extractall(staging, filter="data")
         shutil.rmtree(download, ignore_errors=True)
         shutil.rmtree(cfg.home / "app", ignore_errors=True)
-        staging.rename(cfg.home / "app")  # the marker is written last: a half-finished fetch is never trusted
-        (cfg.home / _MARKER).write_text(f"apicurio-registry {cfg.version}\n")
+        staging.rename(cfg.home / "app")
 
     def answers(self, timeout: float = 1.0) -> bool:
         try:

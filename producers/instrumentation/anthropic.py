@@ -23,6 +23,7 @@ from llmpulse.producers.instrumentation.common import (
     Target,
     count,
     dont_throw,
+    fail,
     finish,
     instrument_client,
     require,
@@ -105,7 +106,7 @@ class StreamManagerProxy(Proxy):
         try:
             stream = self.__wrapped__.__enter__()
         except BaseException as exc:
-            self._fail(exc)
+            fail(self._llmpulse_call, exc)
             raise
         self._attach(stream)
         return stream
@@ -115,7 +116,7 @@ class StreamManagerProxy(Proxy):
         try:
             stream = await self.__wrapped__.__aenter__()
         except BaseException as exc:
-            self._fail(exc)
+            fail(self._llmpulse_call, exc)
             raise
         self._attach(stream)
         return stream
@@ -125,10 +126,6 @@ class StreamManagerProxy(Proxy):
 
     async def __aexit__(self, *exc_info: Any) -> Any:
         return await self.__wrapped__.__aexit__(*exc_info)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._llmpulse_call is not None:
-            self._llmpulse_call.end(exc)
 
     @dont_throw
     def _attach(self, stream: Any) -> None:

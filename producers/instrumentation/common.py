@@ -214,6 +214,12 @@ def preflight(target: Target, kwargs: dict[str, Any]) -> dict[str, Any] | None:
                  user=user if isinstance(user, str) else None, service=target.defaults.get("service"))
 
 
+def fail(call: Call | None, exc: BaseException) -> None:
+    """End the call with the caller's exception (which the caller re-raises); nothing when telemetry failed."""
+    if call is not None:
+        call.end(exc)
+
+
 def finish(call: Call | None, result: Any) -> Any:
     """The caller's result, or its stream proxy; the raw result whenever telemetry failed."""
     if call is None:
@@ -234,8 +240,7 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
-                if call is not None:
-                    call.end(exc)
+                fail(call, exc)
                 raise
             return finish(call, result)
 
@@ -247,8 +252,7 @@ def wrap_method(original: Callable[..., Any], target: Target) -> Callable[..., A
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
-            if call is not None:
-                call.end(exc)
+            fail(call, exc)
             raise
         return finish(call, result)
 
@@ -304,6 +308,10 @@ class _RecordingProxy(Proxy):
         if call is not None and not call.done:
             call.end()
 
+    def _pull_raised(self, exc: BaseException) -> None:
+        """Taking the next item raised: the end of the stream ends the call cleanly, anything else as a failure."""
+        self._llmpulse_call.end(None if isinstance(exc, StopIteration | StopAsyncIteration) else exc)
+
 
 class StreamProxy(_RecordingProxy):
     """A sync SDK stream that records its call when iteration ends, fails, or the stream is closed."""
@@ -316,11 +324,8 @@ class StreamProxy(_RecordingProxy):
     def __next__(self) -> Any:
         try:
             item = next(self.__wrapped__)
-        except StopIteration:
-            self._llmpulse_call.end()
-            raise
         except BaseException as exc:
-            self._llmpulse_call.end(exc)
+            self._pull_raised(exc)
             raise
         self._llmpulse_call.chunk(item)
         return item
@@ -353,11 +358,8 @@ class AsyncStreamProxy(_RecordingProxy):
     async def __anext__(self) -> Any:
         try:
             item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._llmpulse_call.end()
-            raise
         except BaseException as exc:
-            self._llmpulse_call.end(exc)
+            self._pull_raised(exc)
             raise
         self._llmpulse_call.chunk(item)
         return item

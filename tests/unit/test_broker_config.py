@@ -150,6 +150,24 @@ def test_install_without_maven_fails_clearly(monkeypatch: pytest.MonkeyPatch, cf
         LocalBroker(cfg).ensure_installed()
 
 
+def test_an_interrupted_fetch_is_fetched_again_and_a_finished_one_never(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(broker_mod, "require_tools", lambda: ("/usr/bin/java", "/usr/bin/mvn"))
+    fetches: list[str] = []
+
+    def interrupted(mvn: str) -> None:
+        fetches.append(mvn)
+        raise BrokerError("network down")
+
+    with pytest.raises(BrokerError, match="network down"):
+        broker_mod.install_once(tmp_path / "home", "thing 1.0", interrupted)
+    broker_mod.install_once(tmp_path / "home", "thing 1.0", fetches.append)
+    broker_mod.install_once(tmp_path / "home", "thing 1.0", fetches.append)
+
+    assert fetches == ["/usr/bin/mvn", "/usr/bin/mvn"]
+
+
 def test_a_recycled_pid_is_not_taken_for_the_broker(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True)
     broker = LocalBroker(cfg)

@@ -13,6 +13,7 @@ from llmpulse.circuit_breaker import (
     BreakerConfig,
     CircuitBreaker,
     Transition,
+    TransitionCallback,
 )
 from tests.support.clock import FakeClock
 
@@ -20,6 +21,14 @@ from tests.support.clock import FakeClock
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(start=1_000.0)
+
+
+def _opened(clock: FakeClock, on_transition: TransitionCallback | None = None) -> CircuitBreaker:
+    """A breaker with the default config that five consecutive failures have just opened."""
+    breaker = CircuitBreaker(clock=clock, on_transition=on_transition)
+    for _ in range(5):
+        breaker.record_failure()
+    return breaker
 
 
 def test_opens_after_five_consecutive_failures(clock: FakeClock) -> None:
@@ -68,9 +77,7 @@ def test_error_rate_below_threshold_stays_closed(clock: FakeClock) -> None:
 
 def test_half_open_after_open_seconds_then_two_successes_close(clock: FakeClock) -> None:
     seen: list[Transition] = []
-    breaker = CircuitBreaker(clock=clock, on_transition=seen.append)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock, on_transition=seen.append)
     clock.advance(29.9)
     assert not breaker.allow()
     clock.advance(0.1)
@@ -88,9 +95,7 @@ def test_half_open_after_open_seconds_then_two_successes_close(clock: FakeClock)
 
 
 def test_failure_in_half_open_reopens_for_a_full_period(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(clock=clock)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock)
     clock.advance(30)
     assert breaker.allow()
     breaker.record_success()
@@ -104,9 +109,7 @@ def test_failure_in_half_open_reopens_for_a_full_period(clock: FakeClock) -> Non
 
 
 def test_outcomes_while_open_are_ignored(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(clock=clock)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock)
     breaker.record_success(100)
     breaker.record_failure()
     assert breaker.state == OPEN
@@ -114,9 +117,7 @@ def test_outcomes_while_open_are_ignored(clock: FakeClock) -> None:
 
 
 def test_lost_trial_permit_expires(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(clock=clock)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock)
     clock.advance(30)
     assert breaker.allow()  # the caller crashes and never reports
     assert not breaker.allow()
@@ -125,9 +126,7 @@ def test_lost_trial_permit_expires(clock: FakeClock) -> None:
 
 
 def test_bulk_successes_close_and_then_fill_the_window(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(clock=clock)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock)
     clock.advance(30)
     breaker.record_success(1000)
     snap = breaker.snapshot()
@@ -136,9 +135,7 @@ def test_bulk_successes_close_and_then_fill_the_window(clock: FakeClock) -> None
 
 
 def test_closing_forgets_the_outage(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(clock=clock)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = _opened(clock)
     clock.advance(30)
     breaker.record_success(2)
     for _ in range(4):

@@ -16,6 +16,7 @@ import pydantic
 import pytest
 
 from llmpulse.logs import JsonFormatter, bound_fields, log_fields, logging_config
+from tests.support import json_logs
 
 
 def record(msg: str = "hello %s", args: tuple[Any, ...] = ("world",), **extra: Any) -> logging.LogRecord:
@@ -74,16 +75,8 @@ def test_the_worker_setting_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def worker_json_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("llmpulse.worker")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with json_logs.json_lines("llmpulse.worker", logging.INFO) as stream:
+        yield stream
 
 
 def test_worker_alert_lines_carry_the_alert_id(worker_json_lines: io.StringIO) -> None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from examples.llm_service.agent import RUNBOOKS, STOPPED
 from examples.llm_service.app import ServiceConfig, create_app
 from examples.llm_service.request_ids import RequestIds
-from llmpulse.logs import JsonFormatter
+from tests.support import json_logs
 from tests.support.recording import RecordingPulse
 from tests.support.scripted_llm import ScriptedLLM, Sleeps, completion, sample
 
@@ -35,16 +35,8 @@ def app_for(llm: ScriptedLLM, pulse: RecordingPulse, sleeps: Sleeps, **config: A
 @pytest.fixture
 def json_lines() -> Iterator[io.StringIO]:
     """What the service logs, formatted as it is in production."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("llm_service")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with json_logs.json_lines("llm_service", logging.DEBUG) as stream:
+        yield stream
 
 
 def test_active_requests_gauge_counts_requests_in_flight(pulse: RecordingPulse, sleeps: Sleeps) -> None:

@@ -16,6 +16,7 @@ from llmpulse.processors.core.savings import (
     Usage,
     estimate_savings,
 )
+from tests.support import persisted
 from tests.support.priced_calls import DAY0, PRICER, priced_calls
 
 
@@ -76,10 +77,7 @@ def test_replayed_offset_changes_nothing_and_state_survives_a_restore() -> None:
     tracker = SavingsTracker()
     tracker.update(calls, cost, offset=7)
     tracker.update(calls, cost, offset=7)  # at-least-once redelivery
-    restored = SavingsTracker()
-    for key, blob in tracker.state.drain():
-        assert blob is not None
-        restored.restore(key, blob)
+    restored = persisted.restored(SavingsTracker(), tracker.state.drain())
     for state in (tracker, restored):
         (chat,) = estimate_savings(_usage(state), PRICER.rate)
         assert chat.requests == 21

@@ -10,6 +10,7 @@ import pytest
 from llmpulse.processors.core.kpis import Kpi, kpi_rows
 from llmpulse.processors.core.savings import DAY_MS, OTHER_OUTCOMES, DayUsage, SavingsConfig, SavingsTracker, Usage
 from llmpulse.processors.report import build_report
+from tests.support import persisted
 from tests.support.priced_calls import DAY0, priced_calls
 
 FOLLOW = {"outcome": "follow"}
@@ -64,10 +65,7 @@ def test_a_replayed_record_counts_no_outcome_twice_and_outcomes_survive_a_restor
     tracker = SavingsTracker()
     tracker.update(calls, cost, offset=5)
     tracker.update(calls, cost, offset=5)  # at-least-once redelivery
-    restored = SavingsTracker()
-    for key, blob in tracker.state.drain():
-        assert blob is not None
-        restored.restore(key, blob)
+    restored = persisted.restored(SavingsTracker(), tracker.state.drain())
     assert _day(restored).outcomes == {"chat": {"follow": 3}}
 
 

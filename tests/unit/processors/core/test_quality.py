@@ -19,6 +19,7 @@ from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.processors.wire.feedback import FeedbackDecoder
 from llmpulse.producers.batching import BatchEncoder
 from llmpulse.producers.feedback import FeedbackEncoder, feedback_row
+from tests.support import persisted
 
 NOW = int(time.time() * 1000)
 FAST = QualityConfig(window_s=60, reference_s=120, slot_s=10, join_window_s=120, min_ratings=20,
@@ -70,10 +71,7 @@ def test_feedback_joins_its_call_in_either_order_and_a_replay_counts_nothing_twi
     engine.process(_calls(ids[20:], NOW - 3000), offset=2, now_ms=NOW)
     assert _accuracy(engine, "v1", NOW) == pytest.approx(0.75)
 
-    restored = _engine(shared)  # the persisted state rebuilds the same figures
-    for key, blob in before:
-        if blob is not None:
-            restored.restore(key, blob)
+    restored = persisted.restored(_engine(shared), before)  # the persisted state rebuilds the same figures
     assert _accuracy(restored, "v1", NOW) == pytest.approx(0.75)
     assert restored.quality.versions_of("support-bot")["gpt-4o-mini@v1"]["ratings"] == 40
 
@@ -144,10 +142,7 @@ def test_a_record_judges_the_series_of_the_services_it_changed_and_the_timer_jud
     everything = engine.quality.observe(t0 + 5000)
     assert {o.labels[0][1] for o in everything} == {"support-bot", "search"}
 
-    restored = _engine(shared)  # the service index is rebuilt from restored state
-    for key, blob in engine.drain_state():
-        if blob is not None:
-            restored.restore(key, blob)
+    restored = persisted.restored(_engine(shared), engine.drain_state())  # the service index is rebuilt from it
     assert sorted(restored.quality.observe(t0 + 5000), key=repr) == sorted(everything, key=repr)
 
 
