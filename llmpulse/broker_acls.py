@@ -8,9 +8,10 @@ user; so is ``ANONYMOUS``, the principal of the local broker's PLAINTEXT control
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from llmpulse.config import KafkaSecurity
+from llmpulse.config import KafkaSecurity, Topics
 
 
 class Grant(NamedTuple):
@@ -22,22 +23,45 @@ class Grant(NamedTuple):
 
 
 _RW = ("READ", "WRITE", "DESCRIBE")
-GRANTS: tuple[Grant, ...] = (
-    Grant("worker", "topic", "llm-calls", ("READ", "DESCRIBE")),
-    *(Grant("worker", "topic", topic, _RW) for topic in ("llm-alerts", "llm-alert-commands", "llm-fleet")),
-    *(Grant("worker", "topic", topic, ("WRITE", "DESCRIBE")) for topic in ("llm-dead-letter", "llm-provider-state")),
-    Grant("worker", "topic", "llmpulse-", ("CREATE", *_RW), prefixed=True),
-    Grant("worker", "group", "llmpulse", ("READ",)),
-    Grant("worker", "group", "llmpulse-alert-directory", ("READ",)),
-    Grant("worker", "cluster", "kafka-cluster", ("CREATE",)),
-    Grant("sdk", "topic", "llm-calls", ("WRITE", "DESCRIBE")),
-    Grant("sdk", "topic", "llm-provider-state", ("READ", "DESCRIBE")),
-    Grant("sdk", "group", "llmpulse-router-", ("READ",), prefixed=True),
-    Grant("oncall", "topic", "llm-alerts", ("READ", "DESCRIBE")),
-    Grant("oncall", "group", "llmpulse-alerts-tail", ("READ",)),
-    Grant("oncall", "group", "llmpulse-alerts-forward", ("READ",)),
-    Grant("oncall", "group", "llmpulse-export-", ("READ",), prefixed=True),
-)
+_READ = ("READ", "DESCRIBE")
+_WRITE = ("WRITE", "DESCRIBE")
+DEFAULT_APP_ID = "llmpulse"
+ALERT_DIRECTORY_GROUP = "llmpulse-alert-directory"  # the worker's reader of every alert (processors/alert_directory.py)
+# consumer groups the on-call commands join (llmpulse/commands: alerts tail, alerts forward, export)
+ONCALL_GROUPS = ("llmpulse-alerts-tail", "llmpulse-alerts-forward")
+EXPORT_GROUP_PREFIX = "llmpulse-export-"
+
+
+def grants(topics: Topics | None = None, app_id: str = DEFAULT_APP_ID,
+           principals: Mapping[str, str] | None = None) -> tuple[Grant, ...]:
+    """Least-privilege grants for these topic names and the worker's app id (``LLMPULSE_APP_ID``); ``principals``
+    renames the users (``{"worker": "svc-llmpulse"}``), which are otherwise ``worker``, ``sdk`` and ``oncall``.
+
+    The worker reads calls (and OTLP spans), reads and writes what it keeps for itself (alerts, commands, the
+    fleet topic), writes what others follow (dead letters, provider and budget state, model routes), owns the
+    topics and the consumer group faust names after its app id, and creates the topics it uses. The SDK writes
+    calls and reads the compacted topics its router and admission gate follow; it assigns partitions itself and
+    never joins a group. On-call tools read alerts, in their own groups."""
+    t = topics or Topics()
+    named = {"worker": "worker", "sdk": "sdk", "oncall": "oncall", **(principals or {})}
+    return tuple(grant._replace(principal=named[grant.principal]) for grant in (
+        *(Grant("worker", "topic", topic, _READ) for topic in (t.calls, t.otlp)),
+        *(Grant("worker", "topic", topic, _RW) for topic in (t.alerts, t.alert_commands, t.fleet)),
+        *(Grant("worker", "topic", topic, _WRITE)
+          for topic in (t.dead_letter, t.provider_state, t.budget_state, t.model_routes)),
+        Grant("worker", "topic", f"{app_id}-", ("CREATE", *_RW), prefixed=True),  # faust changelogs, leader
+        Grant("worker", "group", app_id, ("READ",)),
+        Grant("worker", "group", ALERT_DIRECTORY_GROUP, ("READ",)),
+        Grant("worker", "cluster", "kafka-cluster", ("CREATE",)),
+        Grant("sdk", "topic", t.calls, _WRITE),
+        *(Grant("sdk", "topic", topic, _READ) for topic in (t.provider_state, t.budget_state, t.model_routes)),
+        Grant("oncall", "topic", t.alerts, _READ),
+        *(Grant("oncall", "group", group, ("READ",)) for group in ONCALL_GROUPS),
+        Grant("oncall", "group", EXPORT_GROUP_PREFIX, ("READ",), prefixed=True),
+    ))
+
+
+GRANTS: tuple[Grant, ...] = grants()  # the defaults: the table in docs/operations.md
 
 
 def authorizer_properties(admin: str) -> dict[str, str]:
@@ -77,3 +101,15 @@ def apply(bootstrap: str, admin: KafkaSecurity, grants: tuple[Grant, ...] = GRAN
     for future in client.create_acls(acls, request_timeout=timeout).values():
         future.result()
     return len(acls)
+
+
+def kafka_acls_commands(grants: tuple[Grant, ...] = GRANTS) -> list[str]:
+    """The same grants as ``kafka-acls.sh`` command lines, one per grant, for an admin to run on a cluster."""
+    options = {"topic": "--topic {}", "group": "--group {}", "cluster": "--cluster"}
+    return [" ".join([
+        'kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" --command-config admin.properties --add',
+        f"--allow-principal User:{grant.principal}",
+        *(f"--operation {operation.capitalize()}" for operation in grant.operations),
+        options[grant.resource].format(grant.name),
+        *(["--resource-pattern-type prefixed"] if grant.prefixed else []),
+    ]) for grant in grants]

@@ -19,6 +19,7 @@ from llmpulse.schemas.alerts_topic import INCIDENT_KIND
 if TYPE_CHECKING:
     import urllib.request
 
+TAIL_GROUP = "llmpulse-alerts-tail"  # required by the client; partitions are assigned, nothing is committed
 alerts_app = typer.Typer(help="Follow and acknowledge incidents and alerts.", no_args_is_help=True)
 _COLORS = {"CRITICAL": "bold red", "ERROR": "red", "WARNING": "yellow", "INFO": "cyan"}
 _RANK = {"INFO": 0, "WARNING": 1, "ERROR": 2, "CRITICAL": 3}
@@ -193,7 +194,7 @@ def tail(
     console = Console(soft_wrap=True)
     errors = Console(soft_wrap=True, stderr=True) if as_json else console
     consumer = Consumer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
-                         "group.id": "llmpulse-alerts-tail",
+                         "group.id": TAIL_GROUP,
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     deadline = time.monotonic() + timeout if timeout else None
 

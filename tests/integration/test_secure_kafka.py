@@ -3,9 +3,6 @@ misconfiguration refused in one line that names the setting to fix."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +10,11 @@ import pytest
 from llmpulse.config import KafkaSecurity
 from llmpulse.connection import KafkaUnavailable, check_connection
 from llmpulse.producers import Pulse
-from tests.support.secure_kafka import SecuredKafka
+from tests.support.cli import run_cli
+from tests.support.secure_kafka import SecuredKafka, first_alert, send_slow_calls
 from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llmpulse.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def test_calls_reach_alerts_tail_over_sasl_ssl(secure_kafka: SecuredKafka, tmp_path: Path) -> None:
@@ -31,26 +24,17 @@ def test_calls_reach_alerts_tail_over_sasl_ssl(secure_kafka: SecuredKafka, tmp_p
         sdk = secure_kafka.files.security("sdk", mechanism="SCRAM-SHA-256")
         with Pulse(service="checkout", bootstrap_servers=secure_kafka.bootstrap, kafka=sdk,
                    topic=worker.topic("calls"), linger_ms=20) as pulse:
-            for i in range(120):
-                pulse.record(provider="openai", request_model="gpt-4o", latency_ms=3000.0 + i, input_tokens=120,
-                             output_tokens=40)
-            assert pulse.flush(30) == 0
-        assert pulse.stats().delivered == 120
-
-        oncall = {**worker.env, **secure_kafka.env("oncall")}
-        tail = _cli("alerts", "tail", "--json", "--members", "--from-beginning", "--max", "1", "--timeout", "60",
-                    env=oncall)
+            send_slow_calls(pulse)
+        record = first_alert(secure_kafka, worker, timeout=60)
     finally:
         worker.stop()
-    assert tail.returncode == 0, tail.stderr
-    record = json.loads(tail.stdout.splitlines()[0])
     assert (record["kind"], record["rule"], record["service"]) == ("alert", "latency_p95", "checkout")
     assert secure_kafka.files.users["worker"] not in worker.log_tail(500)  # the password is never logged
 
 
 def test_a_wrong_password_is_refused_in_one_line_naming_the_setting(secure_kafka: SecuredKafka) -> None:
-    tail = _cli("alerts", "tail", "--timeout", "5", env=secure_kafka.env("oncall", KAFKA_SASL_PASSWORD="wrong"),
-                timeout=60)
+    tail = run_cli("alerts", "tail", "--timeout", "5", env=secure_kafka.env("oncall", KAFKA_SASL_PASSWORD="wrong"),
+                   timeout=60)
     assert tail.returncode == 1
     assert "Traceback" not in tail.stderr + tail.stdout
     lines = tail.stderr.strip().splitlines()
