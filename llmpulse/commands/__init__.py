@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-_MODULES = ("broker", "acls", "worker", "simulate", "alerts", "forward", "guard", "report", "interop")
+_MODULES = ("broker", "acls", "worker", "simulate", "alerts", "forward", "dead_letter", "guard", "report", "interop")
 
 
 def register_all(app: typer.Typer) -> None:
