@@ -40,12 +40,12 @@ def grants(topics: Topics | None = None, app_id: str = DEFAULT_APP_ID,
     The worker reads calls (and OTLP spans), reads and writes what it keeps for itself (alerts, commands, the
     fleet topic), writes what others follow (dead letters, provider and budget state, model routes), owns the
     topics and the consumer group faust names after its app id, and creates the topics it uses. The SDK writes
-    calls and reads the compacted topics its router and admission gate follow; it assigns partitions itself and
-    never joins a group. On-call tools read alerts, in their own groups."""
+    calls and its writer schemas, and reads the compacted topics its router and admission gate follow; it assigns
+    partitions itself and never joins a group. On-call tools read alerts, in their own groups."""
     t = topics or Topics()
     named = {"worker": "worker", "sdk": "sdk", "oncall": "oncall", **(principals or {})}
     return tuple(grant._replace(principal=named[grant.principal]) for grant in (
-        *(Grant("worker", "topic", topic, _READ) for topic in (t.calls, t.otlp)),
+        *(Grant("worker", "topic", topic, _READ) for topic in (t.calls, t.otlp, t.schemas)),
         *(Grant("worker", "topic", topic, _RW) for topic in (t.alerts, t.alert_commands, t.fleet)),
         *(Grant("worker", "topic", topic, _WRITE)
           for topic in (t.dead_letter, t.provider_state, t.budget_state, t.model_routes)),
@@ -53,7 +53,7 @@ def grants(topics: Topics | None = None, app_id: str = DEFAULT_APP_ID,
         Grant("worker", "group", app_id, ("READ",)),
         Grant("worker", "group", ALERT_DIRECTORY_GROUP, ("READ",)),
         Grant("worker", "cluster", "kafka-cluster", ("CREATE",)),
-        Grant("sdk", "topic", t.calls, _WRITE),
+        *(Grant("sdk", "topic", topic, _WRITE) for topic in (t.calls, t.schemas)),
         *(Grant("sdk", "topic", topic, _READ) for topic in (t.provider_state, t.budget_state, t.model_routes)),
         Grant("oncall", "topic", t.alerts, _READ),
         *(Grant("oncall", "group", group, ("READ",)) for group in ONCALL_GROUPS),

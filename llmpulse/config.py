@@ -63,6 +63,8 @@ class Topics:
     model_routes: str = "llm-model-routes"  # compacted: route-back decisions (quality rollback, opt-in)
     # Internal: one partition; per-record spend and outcome summaries for fleet-wide budgets and circuits.
     fleet: str = "llm-fleet"
+    # compacted: writer schemas SDKs announce, so an older worker reads a newer SDK without a registry
+    schemas: str = "llm-schemas"
     # OTLP traces as the OpenTelemetry Collector's Kafka exporter writes them (its default topic); the worker
     # reads it only with LLMPULSE_OTLP__ENABLED=true (docs/opentelemetry.md).
     otlp: str = "otlp_spans"

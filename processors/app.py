@@ -16,8 +16,11 @@ faust's per-partition transactions here: timers and HTTP commands produce outsid
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry
 
+from llmpulse import schemas
 from llmpulse.processors import configure, loaders
 from llmpulse.processors.agents.calls import CallsAgent
 from llmpulse.processors.agents.commands import CommandsAgent
@@ -36,10 +39,12 @@ from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.web import ApiParts, register_views
 from llmpulse.processors.web_report import Reports, register_report_views
 from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.processors.wire.feedback import FeedbackDecoder
 from llmpulse.processors.wire.otlp import OtlpDecoder
 from llmpulse.processors.wire.outputs import RecordCodecs
 from llmpulse.processors.wire.registry import registry_decoder
 from llmpulse.processors.wiring import wire
+from llmpulse.processors.writer_schemas import WriterSchemaCatalog
 
 __all__ = ["Worker"]
 
@@ -78,7 +83,13 @@ class Worker:
         self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts,
                                                     settings.kafka)
 
-        CallsAgent(store, emitter, ownership, decoder, exporter).register(app, wiring.calls)
+        feedback = FeedbackDecoder()
+        self.writer_schemas = WriterSchemaCatalog(
+            settings.bootstrap_servers, settings.topics.schemas, settings.kafka,
+            {schemas.LLM_CALL_BATCH: [decoder.batch_codec], schemas.LLM_CALL: [decoder.call_codec],
+             schemas.FEEDBACK: [feedback.codec]})
+        CallsAgent(store, emitter, ownership, decoder, exporter, feedback=feedback,
+                   writer_schemas=self.writer_schemas).register(app, wiring.calls)
         if wiring.otlp is not None:  # OpenTelemetry GenAI spans: same path, engines and cursors of their own
             spans = OtlpDecoder(configure.validation_limits(settings), v.max_record_bytes, settings.otlp.encoding,
                                 configure.span_mapping(settings), on_skipped=exporter.record_skipped_spans)
@@ -96,6 +107,11 @@ class Worker:
         app.on_partitions_revoked.connect(ownership.on_revoked)
         app.on_rebalance_complete.connect(ownership.commit_persisted_cursors)
         app.task(self._start_directory)
+        app.task(self._read_writer_schemas)
 
     async def _start_directory(self) -> None:
         self.directory.start()
+
+    async def _read_writer_schemas(self) -> None:
+        """The writer schemas SDKs announced so far, before records that need them are likely to arrive."""
+        await asyncio.get_running_loop().run_in_executor(None, self.writer_schemas.read_to_end)

@@ -37,6 +37,7 @@ def topic_specs(topics: Topics, partitions: int, otlp: bool = False) -> list[New
         topic(topics.budget_state, **{"cleanup.policy": "compact"}),
         topic(topics.model_routes, **{"cleanup.policy": "compact"}),
         NewTopic(topics.fleet, num_partitions=1, replication_factor=1, config={"retention.ms": _WEEK_MS}),
+        NewTopic(topics.schemas, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"}),
     ]
     if otlp:
         specs.append(topic(topics.otlp, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(16 * 1024 * 1024)}))

@@ -28,16 +28,17 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from llmpulse import pii
+from llmpulse import pii, schemas
 from llmpulse.connection import KafkaUnavailable, diagnose
 from llmpulse.producers.admission import Decision
 from llmpulse.producers.assignment import assign_variant
-from llmpulse.producers.batching import new_event_id
+from llmpulse.producers.batching import BatchEncoder, new_event_id
 from llmpulse.producers.feedback import MARK, FeedbackEncoder, feedback_row
 from llmpulse.producers.preflight import before_the_call, run_preflight
 from llmpulse.producers.registry import encoder_for
 from llmpulse.producers.settings import PulseSettings, detect_service
 from llmpulse.producers.tracking import CallTracker
+from llmpulse.schemas.writer_schemas import Announcement
 
 log = logging.getLogger("llmpulse.sdk")
 
@@ -56,6 +57,7 @@ class PulseStats:
     dropped_encoding: int
     pending: int
     broker_errors: int
+    schemas_announced: int = 0  # writer schemas delivered to the schemas topic (three, once per process)
 
 
 class Pulse:
@@ -74,7 +76,8 @@ class Pulse:
         self._stopping = threading.Event()
         self._pending = 0  # queued + in flight, the quantity the buffer bound applies to
         self._counts = dict.fromkeys(
-            ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors"), 0
+            ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors",
+             "schemas_announced"), 0
         )
         self._last_problem = ("", 0.0)  # (what was logged, when)
         self._feedback_encoder: FeedbackEncoder | None = None
@@ -181,6 +184,7 @@ class Pulse:
             dropped_encoding=counts["encoding"],
             pending=self._pending,
             broker_errors=counts["broker_errors"],
+            schemas_announced=counts["schemas_announced"],
         )
 
     def __enter__(self) -> Pulse:
@@ -192,6 +196,10 @@ class Pulse:
     # ---- background thread -------------------------------------------------------------------------
     def _run(self) -> None:
         linger = self.settings.linger_ms / 1000.0
+        try:
+            self._announce_schemas()
+        except Exception:
+            log.exception("llmpulse: announcing the writer schemas failed (continuing)")
         while not self._stopping.is_set():
             self._wake.wait(linger)
             self._wake.clear()
@@ -200,6 +208,35 @@ class Pulse:
                 self._producer.poll(0)
             except Exception:
                 log.exception("llmpulse: background sender error (continuing)")
+
+    def _announce_schemas(self) -> None:
+        """Before the first record, the writer schemas this SDK writes, on the schemas topic: a worker older than
+        this SDK reads them there instead of refusing its records (docs/schemas.md, "Upgrades"). Waits for their
+        delivery up to ``schema_announce_timeout_s`` in this thread; the caller never waits. Not with a registry,
+        which serves schemas by id."""
+        encoder = self._encoder
+        if not self.settings.schemas_topic or not isinstance(encoder, BatchEncoder):
+            return
+        announced = [Announcement(codec.name, codec.raw) for codec in (encoder.batch_codec, encoder.call_codec)]
+        announced.append(Announcement(schemas.FEEDBACK, schemas.raw(schemas.FEEDBACK)))
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is None:
+                with self._lock:
+                    self._counts["schemas_announced"] += 1
+            else:
+                log.warning("llmpulse: writer schema not announced on %s: %s", self.settings.schemas_topic, err)
+
+        for announcement in announced:
+            self._producer.produce(self.settings.schemas_topic, announcement.value(), key=announcement.key(),
+                                   on_delivery=on_delivery)
+        deadline = time.monotonic() + self.settings.schema_announce_timeout_s
+        waiting = len(self._producer)
+        while waiting and time.monotonic() < deadline and not self._stopping.is_set():
+            waiting = self._producer.flush(0.1)
+        if waiting:
+            log.warning("llmpulse: writer schemas not yet delivered to %s after %.0f s; sending calls meanwhile",
+                        self.settings.schemas_topic, self.settings.schema_announce_timeout_s)
 
     def _drain(self) -> None:
         while self._queue:

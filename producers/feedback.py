@@ -19,9 +19,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from llmpulse.schemas import FEEDBACK
 from llmpulse.schemas.single_object import SchemaCodec
 
-FEEDBACK = "feedback"  # the contract's name (schemas/feedback.v1.avsc)
 MARK = "__feedback__"  # queued rows carrying it are feedback, not calls
 KINDS = ("thumbs", "rating", "evaluator", "label")
 

@@ -60,6 +60,9 @@ class PulseSettings:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     guard: str = field(default_factory=lambda: env("SDK_GUARD", "off").strip().lower())  # off, observe, block
     budget_state_topic: str = field(default_factory=lambda: Topics.from_env().budget_state)
+    # Writer schemas announced before the first record (schemas/writer_schemas.py); "" announces nothing.
+    schemas_topic: str = field(default_factory=lambda: Topics.from_env().schemas)
+    schema_announce_timeout_s: float = 2.0  # how long the background sender waits for them, once
 
     def producer_config(self) -> dict[str, object]:
         # librdkafka logs each failed reconnect: client_config routes it to a logger the host application controls.

@@ -23,6 +23,7 @@ DEAD_LETTER = "dead_letter"
 ALERT_COMMAND = "alert_command"
 PROVIDER_STATE = "provider_state"
 BUDGET_STATE = "budget_state"
+FEEDBACK = "feedback"
 
 
 @cache

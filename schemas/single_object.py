@@ -70,7 +70,8 @@ class SchemaCodec:
         """Writes ``version`` of contract ``name`` (the newest when None) and reads every shipped version, or
         only those up to ``known_up_to``: what a release that shipped that version knew (tests of upgrades)."""
         self.name = name
-        self.schema = fastavro.parse_schema(schemas.raw(name, version))
+        self.raw = schemas.raw(name, version)  # the writer schema as JSON (announced on the schemas topic)
+        self.schema = fastavro.parse_schema(self.raw)
         self.fingerprint = fingerprint(self.schema)
         self._header = MAGIC + self.fingerprint
         self._writers: dict[bytes, dict[str, Any]] = {}

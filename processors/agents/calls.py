@@ -10,6 +10,7 @@ see at most a repeat, never a loss.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ class RecordDecoder(Protocol):
     def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]: ...
 
 
+class WriterSchemaLookup(Protocol):
+    """Finds the writer schema of a record no codec knows (writer_schemas.py); blocking, so run off the loop."""
+
+    def lookup(self, data: bytes) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallsAgent:
     """One per source topic: the calls topic, and the OTLP topic (``lane``) when its ingest is on; each topic's
@@ -52,6 +59,7 @@ class CallsAgent:
     exporter: MetricsExporter
     lane: str = CALLS_LANE
     feedback: FeedbackDecoder = field(default_factory=FeedbackDecoder)  # feedback shares the calls topic
+    writer_schemas: WriterSchemaLookup | None = None  # announced schemas of SDKs newer than this worker
 
     def register(self, app: faust.App, topic: faust.TopicT) -> None:
         topic_name = topic.get_topic_name()
@@ -103,6 +111,8 @@ class CallsAgent:
             calls = None
         else:
             calls, refused = self.decoder.decode(value, now_ms())
+            if calls is None and await self._learned_writer_schema(value, refused):
+                return await self._handle(engine, topic_name, partition, offset, value, alerts)
         sends = [await self.emitter.send_dead_letter(item, topic_name, partition, offset) for item in refused]
         if calls is None:
             return sends
@@ -122,6 +132,13 @@ class CallsAgent:
         if outcome.alerts:
             alerts.append((outcome.alerts, partition))
         return sends
+
+    async def _learned_writer_schema(self, value: bytes, refused: list[Refused]) -> bool:
+        """Whether a record refused only for its unknown schema can be read now: an SDK newer than this worker
+        announced that schema (the lookup reads the schemas topic; true at most once per schema, so no loop)."""
+        if self.writer_schemas is None or [item.code for item in refused] != ["unknown_schema"]:
+            return False
+        return await asyncio.get_running_loop().run_in_executor(None, self.writer_schemas.lookup, value)
 
     async def _handle_feedback(self, engine: PartitionEngine, topic_name: str, partition: int, offset: int,
                                value: bytes, alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:

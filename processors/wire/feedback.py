@@ -11,7 +11,7 @@ import numpy as np
 
 from llmpulse.processors.core.feedback_join import KINDS, RATING, FeedbackColumns
 from llmpulse.processors.wire.calls import Refused
-from llmpulse.producers.feedback import FEEDBACK
+from llmpulse.schemas import FEEDBACK
 from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 

@@ -90,7 +90,8 @@ def test_each_part_runs_as_its_own_least_privileged_principal(acl_kafka: Secured
     try:
         sdk = acl_kafka.files.security("sdk")
         with Pulse(service="checkout", bootstrap_servers=acl_kafka.bootstrap, kafka=sdk, topic=worker.topic("calls"),
-                   budget_state_topic=worker.topic("budget_state"), linger_ms=20,
+                   budget_state_topic=worker.topic("budget_state"), schemas_topic=worker.topic("schemas"),
+                   linger_ms=20,
                    admission=AdmissionSettings(mode="observe")) as pulse:
             assert pulse.gate.budgets is not None and pulse.gate.budgets.wait_ready(30)
             send_slow_calls(pulse)

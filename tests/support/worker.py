@@ -55,6 +55,7 @@ class WorkerProcess:
             "LLMPULSE_TOPIC_FLEET": f"fleet-{suffix}",
             "LLMPULSE_TOPIC_BUDGET_STATE": f"budget-state-{suffix}",
             "LLMPULSE_TOPIC_MODEL_ROUTES": f"model-routes-{suffix}",
+            "LLMPULSE_TOPIC_SCHEMAS": f"schemas-{suffix}",
             "LLMPULSE_TOPIC_OTLP": f"otlp-{suffix}",  # read only with LLMPULSE_OTLP__ENABLED=true
             **self.extra_env,
         }
