@@ -58,7 +58,21 @@ def docs_matching(
         found = [m.start() for m in finditer(regex, joined) if _counts(m, joined, word_start, accept)]
         hit = np.unique(np.searchsorted(starts, found, side="right") - 1).tolist() if found else []
         return [docs[i] for i in hit]
-    return [i for i in docs if any(_counts(m, texts[i], word_start, accept) for m in finditer(regex, texts[i]))]
+    return [i for i in docs if text_matches(regex, texts[i], word_start, accept)]
+
+
+def text_matches(
+    regex: re.Pattern[str],
+    text: str,
+    word_start: bool = False,
+    accept: Callable[[str], bool] | None = None,
+    starts: list[int] | None = None,
+) -> bool:
+    """Whether ``regex`` matches in ``text``, ``word_start`` and ``accept`` as for ``docs_matching``.
+
+    ``starts``: ascending positions where every match starts, if known (``anchors.AnchorIndex``).
+    """
+    return any(_counts(m, text, word_start, accept) for m in finditer(regex, text, starts))
 
 
 def _counts(match: re.Match[str], text: str, word_start: bool, accept: Callable[[str], bool] | None) -> bool:

@@ -12,7 +12,8 @@ cannot match anywhere in the text are not tried (``list ... before`` in a prompt
 ``finditer`` yields what ``regex.finditer`` yields: the leftmost match at or after the end of the previous one is
 the match at the first possible start where the regex matches, and ``match`` at a position sees the text before
 it (look-behinds, ``\b``, ``^``) as a scan does. A pattern whose starts are not a few known literals (an
-optional or wide first item, IGNORECASE) is scanned by ``re`` as before.
+optional or wide first item, IGNORECASE) is scanned by ``re`` as before. ``AnchorIndex`` packs the tables of
+several regexes into one, so one text is looked up once for all of them (the SDK's input guard).
 """
 
 from __future__ import annotations
@@ -227,17 +228,102 @@ def anchors(regex: re.Pattern[str]) -> Anchors | None:
     return Anchors.of(regex)
 
 
-def finditer(regex: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
-    """The matches ``regex.finditer(text)`` yields, in order (see the module docstring)."""
-    found = anchors(regex) if len(text) >= ANCHOR_FROM else None
-    if found is None:
-        yield from regex.finditer(text)
-        return
+def finditer(regex: re.Pattern[str], text: str, starts: list[int] | None = None) -> Iterator[re.Match[str]]:
+    """The matches ``regex.finditer(text)`` yields, in order (see the module docstring).
+
+    ``starts``: ascending positions where every match starts (``AnchorIndex.starts``), if known.
+    """
+    if starts is None:
+        found = anchors(regex) if len(text) >= ANCHOR_FROM else None
+        if found is None:
+            yield from regex.finditer(text)
+            return
+        starts = found.positions(text)
     end = 0
     match = regex.match
-    for start in found.positions(text):
+    for start in starts:
         if start >= end:
             m = match(text, start)
             if m is not None:
                 yield m
                 end = m.end()
+
+
+def _requirement_table(regex: re.Pattern[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """For a regex whose starts are unknown: a table with a bit per literal set of ``screen.requirement`` (where
+    one of its strings may start), and per alternative the bits a text must hold (no start bit)."""
+    table = np.zeros(1 << 15, dtype=np.uint32)
+    branches = requirement(regex, lowered=False)
+    sets = sorted({s for branch in branches for s in branch}, key=sorted)[: 2 * _BITS]
+    for k, literal_set in enumerate(sets):
+        for string in literal_set:
+            table[_grams(rarest_piece(string))] |= np.uint32(1 << k)
+    bit = {s: 1 << k for k, s in enumerate(sets)}
+    return table, [(0, sum(bit.get(s, 0) for s in set(branch))) for branch in branches]
+
+
+class AnchorIndex:
+    """``Anchors`` of several regexes in one table: for one text, which of them may match it and where.
+
+    A regex's ``Anchors`` costs a lookup per position of the text; one text checked against a dozen regexes
+    would pay a dozen. Here every regex's table bits are packed into uint64 words, so one lookup per word finds
+    the start positions of them all; a regex whose starts are unknown keeps its ``screen.requirement`` bits,
+    which tell whether it may match at all. Sound as ``Anchors`` is: every match starts at a position given.
+    (For many texts at once ``screen.Screen`` is cheaper per text; this is the one-text path.)
+    """
+
+    __slots__ = ("_lowered", "_programs", "_words")
+
+    def __init__(self, regexes: Sequence[tuple[re.Pattern[str], bool]]) -> None:
+        words: list[np.ndarray] = []
+        # Per regex: its word, whether its starts are known, and per alternative the bits a text must hold for
+        # it (its start bit, if known, and its literal sets'), and its start bit; all as moved into the word.
+        self._programs: list[tuple[int, bool, list[tuple[int, int]]]] = []
+        free = 0
+        for regex, _lowered in regexes:
+            found = anchors(regex)
+            table, needs = (found._table, found._needs) if found is not None else _requirement_table(regex)
+            bits = int(np.bitwise_or.reduce(table)) | sum(start | need for start, need in needs)
+            used = [b for b in range(32) if bits >> b & 1]
+            if not words or free + len(used) > 64:
+                words.append(np.zeros(1 << 15, dtype=np.uint64))
+                free = 0
+            moved = {b: free + k for k, b in enumerate(used)}
+            for b, to in moved.items():
+                words[-1] |= ((table >> np.uint32(b)) & np.uint32(1)).astype(np.uint64) << np.uint64(to)
+            free += len(used)
+            alternatives = [(_move(start | need, moved), _move(start, moved)) for start, need in needs]
+            self._programs.append((len(words) - 1, found is not None, alternatives))
+        self._words = np.stack(words)  # (words, 2**15): one take reads every word of a position
+        self._lowered = [lowered for _regex, lowered in regexes]
+
+    def starts(self, lowered: str, text: str) -> list[list[int] | None]:
+        """Per regex, ascending positions of its text (``lowered`` or ``text``, as it runs on) where a match
+        may start; [] when it cannot match; None when it may but its starts are unknown (scan the text)."""
+        found = self._words.take(gram_keys(lowered), axis=1)
+        cased = found  # ASCII text lower-cases in place, to the same codes
+        if not all(self._lowered) and not text.isascii():
+            cased = self._words.take(gram_keys(text), axis=1)
+        held = np.bitwise_or.reduce(found, axis=1).tolist()
+        held_cased = held if cased is found else np.bitwise_or.reduce(cased, axis=1).tolist()
+        out: list[list[int] | None] = []
+        for (word, anchored, alternatives), on_lowered in zip(self._programs, self._lowered, strict=True):
+            have = (held if on_lowered else held_cased)[word]
+            starts = 0  # the start bits of the alternatives the text holds everything for
+            possible = False
+            for needs, start in alternatives:
+                if have & needs == needs:
+                    starts |= start
+                    possible = True
+            if not anchored:
+                out.append(None if possible else [])
+            elif starts:
+                positions = (found if on_lowered else cased)[word]
+                out.append((positions & np.uint64(starts)).astype(bool).nonzero()[0].tolist())
+            else:
+                out.append([])
+        return out
+
+
+def _move(bits: int, moved: dict[int, int]) -> int:
+    return sum(1 << to for b, to in moved.items() if bits >> b & 1)

@@ -1,9 +1,9 @@
 """Tier-2 prompt-injection detector: hashed character n-grams and words -> logistic regression, numpy only.
 
 Featurisation is vectorised over a whole batch: texts are lower-cased, truncated, joined with NUL separators
-and turned into one uint32 code-point array. A polynomial prefix hash (mod 2**64, so numpy's wrapping uint64
-arithmetic is the modulus) gives the hash of any substring in O(1), which makes every 3-5 character n-gram
-and every word a handful of array operations instead of a Python loop per token.
+and turned into one uint32 code-point array. A polynomial hash (mod 2**64, so numpy's wrapping uint64
+arithmetic is the modulus) makes every 3-5 character n-gram (grown one character at a time) and every word (a
+difference of prefix hashes) a handful of array operations instead of a Python loop per token.
 
 Length must not leak into the score (attacks in the training data are ~8x longer than benign texts), so each
 text's vector is scaled to unit norm and no length feature exists (training adds long benign texts too, see
@@ -13,6 +13,7 @@ injection is almost always near its start.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,76 +92,82 @@ def _encode(texts: Sequence[str], max_chars: int) -> np.ndarray:
 
 
 def _bucketise(h: np.ndarray, bits: int) -> np.ndarray:
-    return ((h * _MIX) >> _U64(64 - bits)).astype(np.int64)
+    """Hash keys to buckets, in place: the top ``bits`` bits of h * _MIX, as int64 (the same values)."""
+    h *= _MIX
+    h >>= _U64(64 - bits)
+    return h.view(np.int64)
 
 
-class _Prefix(NamedTuple):
-    hashes: np.ndarray  # H[i] = sum_{j<i} (c_j + 1) * B**j, then ``pad`` filler entries
-    inv_pow: np.ndarray  # B**-i
-    nul_count: np.ndarray  # number of NULs before position i; the pad entries count one more than the last
-    doc_of: np.ndarray  # document index of position i (-1 before the first text)
+# Hash keys, each with the position its feature starts at (None for one text: only batches need positions).
+_Keyed = list[tuple[np.ndarray, np.ndarray | None]]
 
 
-def _prefix(codes: np.ndarray, pad: int) -> _Prefix:
-    """Prefix sums over ``codes``, with ``pad`` entries past the end so n-grams of every length can share
-    one window length (an n-gram reaching into the pad spans a NUL by its count, and is dropped)."""
-    n = codes.shape[0]
-    hashes = np.zeros(n + 1 + pad, dtype=_U64)
-    np.cumsum((codes.astype(_U64) + _U64(1)) * _powers(_BASE, n), dtype=_U64, out=hashes[1 : n + 1])
-    nul_count = np.zeros(n + 1 + pad, dtype=np.int64)
-    np.cumsum(codes == 0, out=nul_count[1 : n + 1])
-    nul_count[n + 1 :] = nul_count[n] + 1
-    return _Prefix(hashes, _powers(_BASE_INV, n + 1), nul_count, nul_count[1 : n + 1] - 1)
+def _char_ngrams(units: np.ndarray, inside: np.ndarray | None, cfg: HasherConfig) -> _Keyed:
+    """Hash keys of every n-gram, n = ngram_min..ngram_max, each length by position, with where each starts.
 
-
-def _rows(x: np.ndarray, first: int, count: int, width: int, shift: int = 1) -> np.ndarray:
-    """Read-only (count x width) view of contiguous ``x`` whose row r is x[first + r * shift :][:width]."""
-    step = x.strides[0]
-    view = np.ndarray((count, width), x.dtype, buffer=x, offset=first * step, strides=(shift * step, step))
-    view.flags.writeable = False  # np.ndarray, not as_strided: a few us less per call
-    return view
-
-
-def _char_ngrams(p: _Prefix, n_codes: int, cfg: HasherConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Documents and hash keys of every n-gram, n = ngram_min..ngram_max, in that order, each by position.
-
-    All lengths at once as one (lengths x positions) array: the n-gram starting at i is codes[i:i+n].
+    The n-gram at i hashes to sum_j units[i + j] * B**j (mod 2**64), grown one character at a time:
+    h_{n+1}[i] = h_n[i] + units[i + n] * B**n (exactly what prefix hashes give, (P[i + n] - P[i]) * B**-i, as
+    in ``_words``: the features the stored models were trained on). N-grams spanning a NUL are dropped;
+    ``inside``: which codes are no NUL, None for one text (its only NULs are the first and the last code, so its
+    n-grams of length n start at 1 .. size - n - 1: a slice, no mask).
     """
-    width = max(n_codes - cfg.ngram_min + 1, 0)
-    count = cfg.ngram_max - cfg.ngram_min + 1
-    valid = _rows(p.nul_count, cfg.ngram_min, count, width) == p.nul_count[:width]  # drop spans over a NUL
-    h = (_rows(p.hashes, cfg.ngram_min, count, width) - p.hashes[:width]) * p.inv_pow[:width]
-    h ^= np.arange(cfg.ngram_min, cfg.ngram_max + 1, dtype=_U64)[:, None]
-    return _rows(p.doc_of, 0, count, width, shift=0)[valid], h[valid]
+    size = units.shape[0]
+    h, whole, power = units, inside, 1
+    out = []
+    for n in range(1, cfg.ngram_max + 1):
+        if n > 1:
+            width = max(size - n + 1, 0)
+            h = h[:width] + units[n - 1 : n - 1 + width] * _U64(power)
+            if whole is not None:
+                whole = whole[:width] & inside[n - 1 : n - 1 + width]
+        power = power * _BASE % 2**64
+        if n < cfg.ngram_min:
+            continue
+        if whole is None:
+            out.append((h[1 : size - n] ^ _U64(n), None))
+        else:
+            out.append((h[whole] ^ _U64(n), np.flatnonzero(whole)))
+    return out
 
 
-def _words(p: _Prefix, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Documents and hash keys of every word, then of every pair of neighbouring words in one document."""
-    word = _WORD_TABLE.take(np.minimum(codes, 0xC0))  # codes open and close with a NUL: no word at either end
-    starts = np.flatnonzero(word[1:] > word[:-1]) + 1
-    stops = np.flatnonzero(word[1:] < word[:-1]) + 1
-    unigram = ((p.hashes[stops] - p.hashes[starts]) * p.inv_pow[starts]) ^ _WORD_SALT
-    doc = p.doc_of[starts]
+def _words(units: np.ndarray, codes: np.ndarray, doc_of: np.ndarray | None) -> _Keyed:
+    """Hash keys of every word, then of every pair of neighbouring words in one text, with where each starts.
+
+    ``doc_of``: the text of each position, None when there is one text.
+    """
+    word = _WORD_TABLE.take(codes if codes.dtype == np.uint8 else np.minimum(codes, 0xC0))
+    edges = np.flatnonzero(word[1:] != word[:-1]) + 1  # codes open and close with a NUL: start, stop, start...
+    starts, stops = edges[0::2], edges[1::2]
+    size = units.shape[0]
+    prefix = np.zeros(size + 1, dtype=_U64)  # prefix[i] = sum_{j<i} units[j] * B**j
+    np.cumsum(units * _powers(_BASE, size), dtype=_U64, out=prefix[1:])
+    unigram = ((prefix[stops] - prefix[starts]) * _powers(_BASE_INV, size).take(starts)) ^ _WORD_SALT
+    bigram = unigram[:-1] * _BIGRAM_MULT + unigram[1:]
+    if doc_of is None:
+        return [(unigram, None), (bigram, None)]
+    doc = doc_of.take(starts)
     same_doc = doc[1:] == doc[:-1]
-    bigram = (unigram[:-1] * _BIGRAM_MULT + unigram[1:])[same_doc]
-    return np.concatenate((doc, doc[:-1][same_doc])), np.concatenate((unigram, bigram))
+    return [(unigram, starts), (bigram[same_doc], starts[:-1][same_doc])]
 
 
 def featurize(texts: Sequence[str], cfg: HasherConfig) -> SparseBatch:
     """Hashed, length-normalised n-gram and word features of a batch of texts."""
     n_docs = len(texts)
     codes = _encode(texts, cfg.max_chars)
-    p = _prefix(codes, cfg.ngram_max - cfg.ngram_min)
-    doc, keys = _char_ngrams(p, codes.shape[0], cfg)
-    if cfg.words:
-        word_doc, word_keys = _words(p, codes)
-        doc, keys = np.concatenate((doc, word_doc)), np.concatenate((keys, word_keys))
+    units = codes.astype(_U64)
+    units += _U64(1)  # a character hashes as its code point + 1, so a NUL counts too
+    inside = None if n_docs == 1 else codes != 0
+    doc_of = None if inside is None else np.cumsum(~inside, dtype=np.int64) - 1  # the text at each position
+    parts = _char_ngrams(units, inside, cfg) + (_words(units, codes, doc_of) if cfg.words else [])
+    keys = np.concatenate([k for k, _ in parts])
     # Each occurrence weighs 1/sqrt(occurrences in its text): the exact L2 normalisation when no feature
     # repeats, and close to it otherwise. Repeats need no merging (the dot product adds them up), which
     # spares sorting millions of keys per batch; measured as accurate as sublinear-tf L2 on held-out data.
-    if n_docs == 1:  # one text, the SDK's case: every entry is its own
-        value = np.full(doc.shape[0], 1.0 / np.sqrt(max(doc.shape[0], 1)))
+    if doc_of is None:  # one text, the SDK's case: every entry is its own
+        doc = np.zeros(keys.shape[0], dtype=np.int64)
+        value = np.full(keys.shape[0], 1.0 / math.sqrt(max(keys.shape[0], 1)))
     else:
+        doc = doc_of.take(np.concatenate([s for _, s in parts if s is not None]))
         value = (1.0 / np.sqrt(np.maximum(np.bincount(doc, minlength=n_docs), 1))).take(doc)
     return SparseBatch(doc, _bucketise(keys, cfg.bits), value, n_docs)
 
@@ -195,6 +202,8 @@ class InjectionClassifier:
         # bincount adds each document's entries in their order, whatever its neighbours: a text scores the same
         # alone (the SDK) and in a batch (the worker), to the last bit.
         contributions = batch.value * self._weights_at(batch.bucket)
+        if batch.n_docs == 1:  # the SDK's case: the same sum in the same order, without bincount's indexing
+            return np.cumsum(contributions)[-1:] + self.bias if contributions.size else np.array([self.bias])
         return np.bincount(batch.doc, weights=contributions, minlength=batch.n_docs) + self.bias
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -202,7 +211,7 @@ class InjectionClassifier:
         if len(texts) == 0:
             return np.zeros(0)
         z = self.decision(featurize(texts, self.config))
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -50.0), 50.0)))  # clipped: exp stays finite
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The stored form: int8 ``weights`` with their ``scale``, ``bias`` and the hasher config as ``meta``."""

@@ -14,7 +14,7 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 import pytest
 
-from llmpulse.processors.core.guards.anchors import ANCHOR_FROM, anchors, finditer, leading
+from llmpulse.processors.core.guards.anchors import ANCHOR_FROM, AnchorIndex, anchors, finditer, leading
 from tests.unit.processors.core.test_guard_screen import _CONTEXT, _generate, _guard_regexes, _labelled_texts
 
 
@@ -82,3 +82,45 @@ def test_anchored_scans_yield_what_re_yields_on_labelled_texts() -> None:
             for source in (text, text.lower()):
                 assert _spans(finditer(regex, source)) == _spans(regex.finditer(source)), (regex.pattern[:40],
                                                                                           source[:80])
+
+
+def _index_is_sound(index: AnchorIndex, regexes: list[tuple[re.Pattern[str], bool]], text: str) -> int:
+    """Asserts every match of every regex starts where ``index`` says one may; returns the matches seen."""
+    seen = 0
+    for (regex, lowered), starts in zip(regexes, index.starts(text.lower(), text), strict=True):
+        found = [m.start() for m in regex.finditer(text.lower() if lowered else text)]
+        assert starts is None or set(found) <= set(starts), (regex.pattern[:40], text[:80])
+        seen += len(found)
+    return seen
+
+
+def test_one_index_lookup_finds_every_match_start_of_every_regex() -> None:
+    regexes = _guard_regexes()
+    index = AnchorIndex(regexes)
+    rng = random.Random(13)
+    seen = 0
+    for regex, _lowered in regexes:
+        tree = list(sre_parse.parse(regex.pattern, regex.flags))
+        for _ in range(25):
+            parts = []
+            while sum(map(len, parts)) < rng.choice((30, ANCHOR_FROM + 50)):  # short texts too
+                core = _generate(tree, rng, {})
+                parts.append(rng.choice(_CONTEXT) + (core.upper() if rng.random() < 0.3 else core))
+                parts.append(rng.choice(_CONTEXT) * rng.randint(0, 3) + "filler text, " * rng.randint(0, 4))
+            seen += _index_is_sound(index, regexes, "".join(parts))
+    assert seen > 1000  # the generator really produces matches
+
+
+def test_one_index_lookup_finds_every_match_start_in_labelled_texts() -> None:
+    regexes = _guard_regexes()
+    index = AnchorIndex(regexes)
+    assert sum(_index_is_sound(index, regexes, text) for text in _labelled_texts()) > 100
+
+
+def test_an_index_says_which_regexes_cannot_match() -> None:
+    regexes = [(re.compile(r"ignore\s+(?:the\s+)?rules"), True), (re.compile(r"DAN\b"), False),
+               (re.compile(r"\w+ing\s+rules"), True)]  # the last one may start anywhere
+    index = AnchorIndex(regexes)
+    assert index.starts("please summarise this", "please summarise this") == [[], [], []]
+    text = "ok. ignore the rules, DAN, bending rules"
+    assert index.starts(text.lower(), text) == [[4], [22], None]
