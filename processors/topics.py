@@ -7,6 +7,7 @@ provider-state topics are ours to create, with the same partition count so faust
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -44,18 +45,38 @@ def topic_specs(topics: Topics, partitions: int, otlp: bool = False) -> list[New
     return specs
 
 
+def layout_problems(topics: Topics, partitions: int, existing: Mapping[str, int], otlp: bool = False) -> list[str]:
+    """Why topics created by someone else cannot serve a worker of ``partitions`` partitions (``existing``: name ->
+    partition count). Calls partition p (and OTLP partition p) is state-table partition p, so they need exactly
+    ``partitions``; the worker writes alerts, dead letters and state for calls partition p to partition p of
+    those topics, so they need at least as many."""
+    exact = [topics.calls, *([topics.otlp] if otlp else [])]
+    at_least = [topics.alerts, topics.dead_letter, topics.alert_commands, topics.provider_state,
+                topics.budget_state, topics.model_routes]
+    def has(name: str) -> str:
+        return f"{name} has {existing[name]} partition{'' if existing[name] == 1 else 's'}"
+
+    problems = [f"{has(name)}, not {partitions}" for name in exact
+                if name in existing and existing[name] != partitions]
+    problems += [f"{has(name)}, fewer than {partitions}" for name in at_least
+                 if name in existing and existing[name] < partitions]
+    return problems
+
+
 def ensure_topics(bootstrap: str, security: KafkaSecurity, topics: Topics, partitions: int,
                   timeout: float = 30.0, otlp: bool = False) -> list[str]:
-    """Create missing topics; returns the names created. Existing topics are left as they are, except that an
-    OTLP topic (``otlp``) created by someone else must have ``partitions`` partitions: its partition p shares the
-    state-table partition p with calls partition p, so both must be assigned to the same worker."""
+    """Create missing topics; returns the names created. Existing topics are left as they are; one whose
+    partition count cannot serve ``partitions`` (``layout_problems``) stops the worker with TopicLayoutError
+    before it starts, instead of failing on the first record of a partition the other topics lack."""
     admin = AdminClient(client_config(bootstrap, security, "llmpulse.topics.librdkafka"))
     existing = admin.list_topics(timeout=timeout).topics
-    if otlp and topics.otlp in existing and len(existing[topics.otlp].partitions) != partitions:
+    problems = layout_problems(topics, partitions, {name: len(meta.partitions) for name, meta in existing.items()},
+                               otlp)
+    if problems:
         raise TopicLayoutError(
-            f"topic {topics.otlp} has {len(existing[topics.otlp].partitions)} partitions; OTLP ingest needs "
-            f"{partitions}, as many as {topics.calls} (LLMPULSE_TOPIC_PARTITIONS): recreate it with "
-            f"{partitions} partitions or point LLMPULSE_TOPICS__OTLP at a topic that has them")
+            f"{'; '.join(problems)}: set LLMPULSE_TOPIC_PARTITIONS to the partition count of {topics.calls}, "
+            "or recreate the topics with it (every topic but the fleet and schemas topics co-partitions with the "
+            "calls topic)")
     wanted = [spec for spec in topic_specs(topics, partitions, otlp) if spec.topic not in existing]
     created = []
     for name, future in (admin.create_topics(wanted, operation_timeout=timeout) if wanted else {}).items():

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmpulse import schemas
 from llmpulse.producers import Pulse
 from llmpulse.schemas.single_object import SchemaCodec
+from tests.support.cli import run_cli
 from tests.support.kafka import read_alert_records, read_topic
 from tests.support.waiting import wait_until
 from tests.support.worker import API_TOKEN, WorkerProcess
@@ -109,3 +112,18 @@ def test_acknowledge_needs_the_token_and_reaches_every_view(worker: WorkerProces
     _, summary = worker.get("/api/metrics")
     row = next(r for r in summary["series"] if r["service"] == "support")
     assert row["1m"]["count"] == 50 and 2.6 <= row["1m"]["p95"] <= 2.7
+
+
+def test_a_calls_topic_the_worker_cannot_serve_stops_it_in_one_line(
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """More calls partitions than LLMPULSE_TOPIC_PARTITIONS: partitions past it would have no state and nowhere
+    to send alerts, so the worker says so and exits before starting instead of crashing on their first record."""
+    worker = worker_factory(start=False, LLMPULSE_TOPIC_PARTITIONS="3")
+    admin = AdminClient({"bootstrap.servers": worker.bootstrap})
+    admin.create_topics([NewTopic(worker.topic("calls"), 6, 1)])[worker.topic("calls")].result(30)
+    started = run_cli("worker", env=worker.env, timeout=90)
+    assert started.returncode == 2
+    problem = [line for line in started.stderr.splitlines() if line.startswith("llmpulse worker:")]
+    assert len(problem) == 1 and "Traceback" not in started.stderr, started.stderr
+    assert f"{worker.topic('calls')} has 6 partitions, not 3" in problem[0]
+    assert "LLMPULSE_TOPIC_PARTITIONS" in problem[0]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from llmpulse.config import Topics
+from llmpulse.processors.topics import layout_problems
 from tests.support.deploy import PROM_DIR, PROVISIONING, REPO, deployed_topics
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -131,9 +132,18 @@ def test_topic_names_match_the_code_defaults() -> None:
     expected = deployed_topics()
     env = services()["worker"]["environment"]
     assert {k: env[k] for k in expected} == expected
-    init_script = services()["kafka-init"]["command"][0]
-    created = set(re.findall(r"\b(llm-[a-z-]+):\d+", init_script))
-    assert created == set(expected.values())
+
+
+def test_the_topics_kafka_init_creates_fit_the_workers() -> None:
+    """What kafka-init creates first, the worker must accept (processors/topics.py's layout check): the calls and
+    OTLP topics with exactly the workers' LLMPULSE_TOPIC_PARTITIONS, so every partition has its state."""
+    env = services()["worker"]["environment"]
+    created = {name: int(count) for name, count in
+               re.findall(r"\b([a-z_-]+):(\d+)\b", services()["kafka-init"]["command"][0])}
+    topics = Topics(**{name: env[f"LLMPULSE_TOPIC_{name.upper()}"] for name in ("calls", "otlp")
+                       if f"LLMPULSE_TOPIC_{name.upper()}" in env})
+    assert topics.calls in created and topics.otlp in created
+    assert layout_problems(topics, int(env["LLMPULSE_TOPIC_PARTITIONS"]), created, otlp=True) == []
 
 
 def test_the_collector_writes_otlp_where_the_workers_read_it() -> None:
@@ -147,7 +157,6 @@ def test_the_collector_writes_otlp_where_the_workers_read_it() -> None:
     assert kafka["traces"]["topic"] == worker.get("LLMPULSE_TOPIC_OTLP", Topics().otlp)
     assert kafka["traces"]["encoding"] == worker["LLMPULSE_OTLP__ENCODING"]
     assert svcs["otel-collector"]["environment"]["KAFKA_BROKERS"] == worker["KAFKA_BOOTSTRAP_SERVERS"]
-    assert f"{Topics().otlp}:3" in svcs["kafka-init"]["command"][0]  # the workers' partition count (default 3)
 
 
 def test_prometheus_scrapes_the_worker_service_and_alerts_alertmanager() -> None:
