@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def deployed_topics() -> dict[str, str]:
-    """The topic variables the compose file and the chart set, with the code's default names."""
+    """The topic variables the compose file and the chart set (every topic), with the code's default names."""
     topics = Topics()
-    return {
-        "LLMPULSE_TOPIC_CALLS": topics.calls,
-        "LLMPULSE_TOPIC_ALERTS": topics.alerts,
-        "LLMPULSE_TOPIC_DEAD_LETTER": topics.dead_letter,
-        "LLMPULSE_TOPIC_ALERT_COMMANDS": topics.alert_commands,
-        "LLMPULSE_TOPIC_PROVIDER_STATE": topics.provider_state,
-    }
+    return {f"LLMPULSE_TOPIC_{item.name.upper()}": getattr(topics, item.name) for item in fields(Topics)}
 
 
 def dashboard() -> dict[str, Any]:
