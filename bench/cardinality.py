@@ -1,9 +1,15 @@
-"""Cost per call against cardinality, and bounded state over an accelerated event-time replay (in process).
+"""Cost per call against cardinality (in process and through the real worker), and bounded state over an
+accelerated event-time replay (in process).
 
 * ``inprocess_eps_100_series`` / ``inprocess_eps_10k_series``: decode + ``PartitionEngine.process`` + metrics
   export (bench/inprocess.py's Pipeline) on the same realistic calls, once spread over ~100 (service, model,
   provider) series and 100 users, once over ~10,000 series and 10,000 users; fed side by side in small chunks,
-  the order alternating, so a neighbour's load slows both alike. ``cardinality_ratio`` = the second / the first.
+  the order alternating, so a neighbour's load slows both alike. ``inprocess_cardinality_ratio`` = the second /
+  the first.
+* ``worker_eps_100_series`` / ``worker_eps_10k_series`` (``worker_run``, needs Kafka): the real worker subprocess
+  (bench/throughput.py's ``worker_run``, timed by its fleet summaries) draining the same calls, spread the same two
+  ways, from two pre-loaded topics; the runs alternate (100, 10k, 10k, 100, ...) and each figure is the median.
+  ``cardinality_ratio`` = worker_eps_10k_series / worker_eps_100_series.
 * The replay: one partition engine driven in event time for more than two hours (the 1-hour window fills and
   rolls), ``series`` series and as many users, a record per 500 calls, the 5 s timer ticking; RSS after the first
   and the second hour gives ``rss_growth_second_hour``; the state it persisted (latency and TTFT slots, traffic
@@ -13,15 +19,17 @@
 from __future__ import annotations
 
 import gc
+import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench import dataset
-from bench.common import GroupResult
+from bench import dataset, throughput
+from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio
 from bench.inprocess import Pipeline
 from llmpulse.processors import configure
 from llmpulse.processors.clock import TICK_SECONDS
@@ -31,8 +39,12 @@ from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.settings import ProcessorSettings
 
-FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "cardinality_ratio", "state_bytes_per_series",
-           "rss_growth_second_hour", "replay_wall_s")
+FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "inprocess_cardinality_ratio",
+           "state_bytes_per_series", "rss_growth_second_hour", "replay_wall_s")
+WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio")
+SPREADS = {"100": 100, "10k": 10_000}  # name -> (service, model, provider) series, and as many users
+WORKER_CALLS = 100_000  # both modes: the calls per record (the shape that sets the cost) stay the same
+QUICK_WORKER_MAX_S = 8.0  # quick mode stops a run after this much processing (the 10k variant is the slow one)
 STATE_NAMESPACES = ("latency", "ttft", "traffic", "drift")
 HOUR_MS = 3_600_000
 TICK_MS = int(TICK_SECONDS * 1000)
@@ -63,6 +75,11 @@ def spread(rows: list[dict[str, Any]], series: int, users: int, seed: int = 16) 
     user_of = rng.integers(0, users, len(rows)).tolist()
     return [{**row, "service": f"svc-{service_of[i]:05d}", "user_hash": f"user-{user_of[i]:05d}"}
             for i, row in enumerate(rows)]
+
+
+def spread_records(rows: list[dict[str, Any]]) -> dict[str, list[tuple[bytes, bytes, int]]]:
+    """The rows spread each way of ``SPREADS``, packed as the SDK packs them (records of <= 500, keyed by service)."""
+    return {name: dataset.batch_records(spread(rows, series, series)) for name, series in SPREADS.items()}
 
 
 def side_by_side(records: dict[str, list[bytes]], chunk: int = 16) -> dict[str, float]:
@@ -162,8 +179,7 @@ def run(quick: bool) -> GroupResult:
     result = GroupResult()
     calls = 60_000 if quick else 400_000
     rows = dataset.realistic_rows(calls)
-    records = {name: [value for _, value, _ in dataset.batch_records(spread(rows, series, series))]
-               for name, series in (("100", 100), ("10k", 10_000))}
+    records = {name: [value for _, value, _ in packed] for name, packed in spread_records(rows).items()}
     rates = [side_by_side(records) for _ in range(3)]
     few = float(np.median([r["100"] for r in rates]))
     many = float(np.median([r["10k"] for r in rates]))
@@ -174,7 +190,8 @@ def run(quick: bool) -> GroupResult:
               "median of 3 rounds")
     result.put("inprocess_eps_100_series", few, method)
     result.put("inprocess_eps_10k_series", many, method)
-    result.put("cardinality_ratio", many / few, "inprocess_eps_10k_series / inprocess_eps_100_series (same run)")
+    result.put("inprocess_cardinality_ratio", many / few,
+               "inprocess_eps_10k_series / inprocess_eps_100_series (same run; the worker's is cardinality_ratio)")
     scale = QUICK_REPLAY if quick else FULL_REPLAY
     figures = replay(scale)
     replayed = (f"event-time replay of {scale.hours:g} h, {scale.series:,} series and {scale.series:,} users at "
@@ -189,4 +206,40 @@ def run(quick: bool) -> GroupResult:
                f"RSS {figures['rss_1h_mb']:.0f} MB after the first hour -> {figures['rss_2h_mb']:.0f} MB after the "
                f"second; {replayed}")
     result.put("replay_wall_s", figures["wall_s"], replayed)
+    return result
+
+
+def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
+    """The real worker on the same ``WORKER_CALLS`` calls at ~100 and at ~10,000 series, runs alternated."""
+    result = GroupResult()
+    records = spread_records(dataset.realistic_rows(WORKER_CALLS))
+    topics = {name: f"{tag}-card-{name}" for name in records}
+    for name, topic in topics.items():
+        dataset.preload(bootstrap, topic, records[name])
+    max_s = None if scale.name == FULL.name else QUICK_WORKER_MAX_S
+    timed: dict[str, list[int]] = {name: [] for name in records}
+    with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as tmp:
+
+        def drain(name: str) -> float:
+            run = throughput.worker_run(bootstrap, topics[name], len(records[name]), WORKER_CALLS, tag, Path(tmp),
+                                        max_s=max_s)
+            timed[name].append(int(run["records_timed"]))
+            return run["eps"]
+
+        samples = alternating({name: partial(drain, name) for name in records}, scale.rounds)
+    mid = medians(samples)
+    sizes = {name: WORKER_CALLS / len(values) for name, values in records.items()}
+    coverage = "; ".join(f"{name}: {min(done)}-{max(done)} of {len(records[name])} records timed"
+                         for name, done in timed.items())
+    cap = "every record" if max_s is None else f"stopped after {max_s:g} s of processing"
+    method = (f"llmpulse worker subprocess draining {WORKER_CALLS:,} realistic calls from a pre-loaded topic, spread "
+              f"over ~100 series/100 users and ~10,000 series/10,000 users, records keyed by service "
+              f"({sizes['100']:.0f} and {sizes['10k']:.0f} calls per record); first to last record processed "
+              f"({cap}; {coverage}), timed by its fleet summaries' send stamps (as worker_eps); runs alternated, "
+              f"median of {scale.rounds}; " + describe(samples))
+    result.put("worker_eps_100_series", mid["100"], method)
+    result.put("worker_eps_10k_series", mid["10k"], method)
+    result.put("cardinality_ratio", ratio(mid["10k"], mid["100"]),
+               "worker_eps_10k_series / worker_eps_100_series: the real worker, same calls, same run "
+               "(the in-process pipeline's is inprocess_cardinality_ratio)")
     return result

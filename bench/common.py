@@ -78,6 +78,18 @@ def rate_between(first: tuple[float, int], last: tuple[float, int]) -> float:
     return (last[1] - first[1]) / elapsed if elapsed > 0 else float("nan")
 
 
+def stamped_rate(stamps_ms: Sequence[int], calls: float) -> float:
+    """Calls/s of ``calls`` processed in records of equal size whose fleet summaries were sent at ``stamps_ms``.
+
+    A summary is stamped once its record is done, so the first stamp marks the end of the first record: the
+    span covers the other records' calls only.
+    """
+    n = len(stamps_ms)
+    if n < 2:
+        return float("nan")
+    return rate_between((min(stamps_ms) / 1000.0, 0), (max(stamps_ms) / 1000.0, calls * (n - 1) / n))
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -56,7 +56,7 @@ GOALS: dict[str, Goal] = {
     "ab_power_quality_8_6pct": Goal(">= 0.80", _at_least(0.80)),
     "drift_detect_windows_max": Goal("<= 1 window", _at_most(1.0)),
     "resolve_delay_p95_s": Goal("<= 300 s after the end", _at_most(300.0)),
-    # issue #16: cost per call flat in cardinality, bounded state (bench/cardinality.py)
+    # issue #16: cost per call flat in cardinality, bounded state (bench/cardinality.py), scale-out (bench/scaleout.py)
     "cardinality_ratio": Goal(">= 0.5", _at_least(0.5)),
     "state_bytes_per_series": Goal("<= 4 KiB", _at_most(4096.0)),
     "rss_growth_second_hour": Goal("< 5%", lambda value, _figures: value < 0.05),
@@ -76,6 +76,10 @@ REQUIRED = (
     "guard_us_per_event", "drift_us_per_event",
     "alert_recall_min", "pages_per_incident", "false_pages_p0p1_per_day", "false_pages_p2_per_day",
     "detect_delay_p95_s", "drift_detect_windows_max", "resolve_delay_p95_s", "drift_false_per_100_series_days",
+    # issue #16
+    "worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio", "scaleout_ratio_2_workers",
+    "alert_latency_p99_s_80pct", "state_bytes_per_series", "rss_growth_second_hour",
+    "prom_histogram_rel_err_max_default", "prom_histogram_rel_err_max_tuned",
 )
 
 

@@ -5,7 +5,8 @@
     python -m bench.run --quick --only sdk   # one group (or the group of a figure key); merged into latest.json
 
 Groups: throughput, inprocess, alerts, alert_quality, sdk, accuracy, detectors, layout, stability, wire (decode
-cost per wire format, worker on OTLP vs Avro: bench/wire_formats.py). Parts needing
+cost per wire format, worker on OTLP vs Avro: bench/wire_formats.py), cardinality (in process), worker_cardinality
+(the real worker at ~100 vs ~10,000 series), scaleout (two workers vs one: bench/scaleout.py). Parts needing
 Kafka use ``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092) and are reported as skipped when it does not
 answer. Every topic a run creates carries the run's tag and is deleted at the end. ``alerts`` is the latency of
 one alert through a live worker; ``alert_quality`` (bench/alerts.py, in process, no broker) replays a control
@@ -37,6 +38,7 @@ from bench import (
     detectors,
     inprocess,
     report,
+    scaleout,
     sdk,
     stability,
     throughput,
@@ -46,12 +48,13 @@ from bench.common import FULL, QUICK, GroupResult, Scale, round_floats
 
 RESULTS = Path(__file__).parent / "results"
 GROUPS = ("accuracy", "detectors", "layout", "inprocess", "sdk", "throughput", "alerts", "alert_quality", "stability",
-          "cardinality", "wire", "ab", "admission")
+          "cardinality", "worker_cardinality", "scaleout", "wire", "ab", "admission")
 KEYS_OF = {
     "throughput": ("raw_consume_eps", "decode_eps", "worker_eps", "faust_noop_eps", "worker_vs_raw",
                    "worker_vs_decode", "worker_vs_faust_noop"),
     "inprocess": ("sketch_overhead_ratio", "metrics_overhead_ratio"),
-    "alerts": ("alert_latency_p50_s", "alert_latency_p99_s", "passthrough_p99_s"),
+    "alerts": ("alert_latency_p50_s", "alert_latency_p99_s", "alert_latency_p50_s_80pct", "alert_latency_p99_s_80pct",
+               "passthrough_p99_s"),
     "alert_quality": alerts.FIGURES,
     "sdk": ("sdk_emit_p50_us", "sdk_emit_p99_us", "sdk_emit_p99_us_broker_down"),
     "admission": admission.KEYS,
@@ -60,6 +63,8 @@ KEYS_OF = {
     "detectors": ("guard_us_per_event", "drift_us_per_event"),
     "layout": (),
     "cardinality": cardinality.FIGURES,
+    "worker_cardinality": cardinality.WORKER_FIGURES,
+    "scaleout": scaleout.FIGURES,
     "wire": wire_formats.FIGURES,
     "ab": ab_sequential.FIGURES,
 }
@@ -103,22 +108,26 @@ class Suite:
             "detectors": lambda: detectors.run(s),
             "layout": lambda: batch_layout.run(s),
             "cardinality": lambda: cardinality.run(quick=s.name != FULL.name),
+            "worker_cardinality": lambda: self._needs_broker("worker_cardinality",
+                                                             lambda: cardinality.worker_run(s, b, tag)),
+            "scaleout": lambda: self._needs_broker("scaleout", lambda: scaleout.run(s, b, tag)),
             "inprocess": lambda: inprocess.run(s),
             "sdk": lambda: sdk.run(s, b if self.broker else None, tag),
             "admission": lambda: admission.run(s, b if self.broker else None),
             "throughput": lambda: self._needs_broker("throughput", lambda: throughput.run(s, b, tag)),
             "alerts": lambda: self._needs_broker(
-                "alerts", lambda: self._at_rate(alert_latency.run, "alert_latency_p50_s")),
+                "alerts", lambda: self._at_rate(alert_latency.run, "alert_latency_p50_s", "alert_latency_p50_s_80pct")),
             "alert_quality": self._alert_quality,
             "stability": self._stability,
             "wire": lambda: wire_formats.run(s, b if self.broker else None, tag),
             "ab": lambda: ab_sequential.run(s),
         }
 
-    def _at_rate(self, step: Callable[[str, str, float], GroupResult], key: str) -> GroupResult:
+    def _at_rate(self, step: Callable[[str, str, float], GroupResult], *keys: str) -> GroupResult:
         rate, source = self.worker_rate()
         result = step(self.bootstrap, self.tag, rate)
-        result.notes[key] = f"{result.notes.get(key, '')}; max worker rate {rate:,.0f} calls/s from {source}"
+        for key in keys:
+            result.notes[key] = f"{result.notes.get(key, '')}; max worker rate {rate:,.0f} calls/s from {source}"
         return result
 
     def _alert_quality(self) -> GroupResult:

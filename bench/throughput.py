@@ -28,7 +28,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError
 
 from bench import dataset, workerproc
-from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, rate_between, ratio
+from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, rate_between, ratio, stamped_rate
 from bench.traffic import TopicWatcher
 from llmpulse.processors import configure
 from llmpulse.processors.settings import ProcessorSettings
@@ -79,12 +79,14 @@ def consume_rate(bootstrap: str, topic: str, total_records: int, total_calls: in
 
 
 def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, workdir: Path,
-               extra_env: dict[str, str] | None = None) -> dict[str, float]:
+               extra_env: dict[str, str] | None = None, max_s: float | None = None) -> dict[str, float]:
     """Start a worker on the pre-loaded topic; rate from its first processed record to its last.
 
     Timed by the worker's fleet summaries (one per calls record, producer-stamped when sent) rather than by
     scraping /metrics at a high rate: each scrape refreshes every gauge, ~15 ms of the worker's CPU, which
     at 20 Hz would slow it by a quarter. /metrics is read once at the end to confirm the processed count.
+    With ``max_s`` the run stops once that many seconds of processing are stamped; the rate then covers the
+    records stamped so far, at the topic's mean calls per record (a time cap for slow variants).
     """
     app_id = f"{tag}-w{uuid.uuid4().hex[:6]}"
     fleet = workerproc.fleet_topic(tag, app_id)
@@ -96,19 +98,24 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
     worker = workerproc.launch(bootstrap, workdir / app_id, app_id, topic, tag, extra_env)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while len(stamps) < records and time.monotonic() < deadline:
+        capped = False
+        while len(stamps) < records and time.monotonic() < deadline and not capped:
             if worker.process is not None and worker.process.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
             time.sleep(0.2)
+            capped = max_s is not None and len(stamps) > 1 and (max(stamps) - min(stamps)) / 1000.0 >= max_s
         processed = workerproc.processed(worker) or 0.0
     finally:
         worker.stop()
         watcher.stop()
-    if len(stamps) < records or processed < calls:
+    done = min(len(stamps), records)
+    expected = calls if done == records else 1.0  # capped: record sizes vary, the count can only be checked > 0
+    if (done < records and not capped) or processed < expected:
         raise RuntimeError(f"worker processed {processed:.0f} of {calls} calls:\n{worker.log_tail()}")
-    first, last = min(stamps) / 1000.0, max(stamps) / 1000.0
-    return {"eps": calls * (records - 1) / records / (last - first), "startup_s": first - launched,
-            "wall_eps": calls / (last - launched), "processed": processed}
+    counted, timed = calls * done / records, stamps[:done]
+    first, last = min(timed) / 1000.0, max(timed) / 1000.0
+    return {"eps": stamped_rate(timed, counted), "startup_s": first - launched,
+            "wall_eps": counted / (last - launched), "processed": processed, "records_timed": done}
 
 
 _FAUST_NOOP_APP = textwrap.dedent(

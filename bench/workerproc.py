@@ -43,6 +43,14 @@ def processed(worker: WorkerProcess) -> float | None:
     return worker.metric(PROCESSED) if PROCESSED in (text or "") else 0.0
 
 
+def calls_partitions(worker: WorkerProcess) -> set[int] | None:
+    """The calls partitions whose engines the worker holds now (/api/budgets), or None while it does not answer."""
+    status, body = worker.get("/api/budgets")
+    if status != 200 or not isinstance(body, dict):
+        return None
+    return {int(key) for key in body["partitions"] if key.isdigit()}  # OTLP lanes are "otlp:<n>"
+
+
 def wait_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,154 @@
+"""Calls/s of two workers of one app (one consumer group) against one worker, on the same calls.
+
+Two groups run side by side, each on its own calls topic of ``PARTITIONS`` partitions: one worker, and two workers
+sharing an app id (so one consumer group). Each is warmed with slices of calls until it has settled: its workers
+together hold engines for every partition, each worker for some, none twice, the same way after two slices running
+(the rebalance is over and every worker is processing). Then the same timed calls are produced to one group's
+topic at a time, alternating between the groups (1, 2, 2, 1, ...), so a neighbour's load hits both alike; a rate
+runs from the first timed record processed to the last, timed by the fleet summaries' send stamps (as
+``worker_eps``), and each worker's /metrics counter gives its share. A batch during which the partitions moved
+fails the run. The calls are spread over ``SERIES`` series (a hundred services, the SDK's record keys) so the
+keys hash evenly to the partitions.
+
+``scaleout_ratio_2_workers`` = the two workers' rate / the one worker's, median of each.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+from bench import dataset, workerproc
+from bench.cardinality import spread
+from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio, stamped_rate
+from bench.traffic import TopicWatcher
+
+FIGURES = ("scaleout_eps_1_worker", "scaleout_eps_2_workers", "scaleout_ratio_2_workers")
+PARTITIONS = 4
+SERIES = 400  # 100 services x 4 (model, provider) pairs, and as many users
+QUICK_CALLS, FULL_CALLS = 200_000, 1_000_000
+WARMUP_CALLS = 20_000  # one warm-up slice: a record for every service
+SETTLE_TIMEOUT_S = 180.0
+SLICE_TIMEOUT_S = 60.0
+BATCH_TIMEOUT_S = 600.0
+QUIET_S = 1.0  # no summary for this long: the group has finished what it was given
+
+Records = list[tuple[bytes, bytes, int]]
+
+
+def settled(held: Sequence[Collection[int]], partitions: int) -> bool:
+    """Whether each worker holds some partitions, none is held twice, and together they hold all of them."""
+    owned = [p for partitions_of in held for p in partitions_of]
+    return all(held) and len(owned) == len(set(owned)) and set(owned) == set(range(partitions))
+
+
+def _wait(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return done()
+
+
+class WorkerGroup:
+    """``size`` workers of one app on a fresh calls topic; ``settle`` once, then ``timed`` batch after batch."""
+
+    def __init__(self, bootstrap: str, tag: str, workdir: Path, size: int) -> None:
+        self.bootstrap, self.size = bootstrap, size
+        app_id = f"{tag}-so{size}-{uuid.uuid4().hex[:6]}"
+        self.topic, fleet = f"{tag}-{app_id}-calls", workerproc.fleet_topic(tag, app_id)
+        dataset.create_topics(bootstrap, [self.topic], partitions=PARTITIONS)
+        dataset.create_topics(bootstrap, [fleet], partitions=1)
+        self.stamps: list[int] = []
+        self.watcher = TopicWatcher(bootstrap, fleet, lambda message, _when: self.stamps.append(message.timestamp()[1]))
+        self.watcher.start()
+        env = {"LLMPULSE_TOPIC_PARTITIONS": str(PARTITIONS)}
+        self.workers = [workerproc.launch(bootstrap, workdir / app_id / str(k), app_id, self.topic, tag, env)
+                        for k in range(size)]
+        self.held: list[set[int]] = []
+        self.shares: list[list[float]] = []  # per timed batch, each worker's share of its calls
+
+    def __enter__(self) -> WorkerGroup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.watcher.stop()
+
+    def _holding(self) -> list[set[int]]:
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+        return [workerproc.calls_partitions(worker) or set() for worker in self.workers]
+
+    def _feed(self, records: Records, timeout: float) -> tuple[int, bool]:
+        """Produce ``records``; (index of their first summary, whether every summary came within ``timeout``)."""
+        start = len(self.stamps)
+        dataset.preload(self.bootstrap, self.topic, records)
+        done = _wait(lambda: len(self.stamps) >= start + len(records), timeout)
+        count = -1
+        while count != len(self.stamps):  # quiet: nothing of this batch still on its way
+            count = len(self.stamps)
+            time.sleep(QUIET_S)
+        return start, done
+
+    def settle(self, warmup: Records) -> None:
+        """Warm-up slices until the workers hold the partitions the same settled way twice running."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        previous: list[set[int]] | None = None
+        while time.monotonic() < deadline:
+            self._feed(warmup, SLICE_TIMEOUT_S)
+            held = self._holding()
+            if settled(held, PARTITIONS) and held == previous:
+                self.held = held
+                return
+            previous = held
+        raise RuntimeError(f"{self.size} workers did not settle on {PARTITIONS} partitions in "
+                           f"{SETTLE_TIMEOUT_S:.0f} s (last held: {previous})")
+
+    def timed(self, records: Records) -> float:
+        """Calls/s over ``records``, produced at once; fails when a worker died or the partitions moved meanwhile."""
+        calls = sum(n for _, _, n in records)
+        before = [workerproc.processed(worker) or 0.0 for worker in self.workers]
+        start, done = self._feed(records, BATCH_TIMEOUT_S)
+        after = [workerproc.processed(worker) or 0.0 for worker in self.workers]
+        held = self._holding()
+        if not done or held != self.held:
+            raise RuntimeError(f"{self.size} workers: {len(self.stamps) - start} of {len(records)} timed records "
+                               f"done, partitions held {self.held} before and {held} after")
+        self.shares.append([(b - a) / calls for a, b in zip(before, after, strict=True)])
+        return stamped_rate(self.stamps[start : start + len(records)], calls)
+
+
+def run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
+    result = GroupResult()
+    calls = FULL_CALLS if scale.name == FULL.name else QUICK_CALLS
+    spread_rows = spread(dataset.realistic_rows(calls + WARMUP_CALLS), SERIES, SERIES)
+    warmup = dataset.batch_records(spread_rows[:WARMUP_CALLS])
+    timed = dataset.batch_records(spread_rows[WARMUP_CALLS:])
+    with (tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as tmp,
+          WorkerGroup(bootstrap, tag, Path(tmp), 1) as one, WorkerGroup(bootstrap, tag, Path(tmp), 2) as two):
+        one.settle(warmup)
+        two.settle(warmup)
+        samples = alternating({"1": partial(one.timed, timed), "2": partial(two.timed, timed)}, scale.rounds)
+    mid = medians(samples)
+    splits = " / ".join(":".join(f"{share:.2f}" for share in batch) for batch in two.shares)
+    method = (f"{calls:,} realistic calls over ~{SERIES} series/{SERIES} users in {len(timed)} records keyed by "
+              f"service, on {PARTITIONS}-partition topics; one group of 1 worker and one of 2 (one app id), each "
+              f"settled first (two workers held {two.held}), the same timed calls produced to each in turn; first "
+              f"to last timed record processed, by the fleet summaries' send stamps; runs alternated, median of "
+              f"{scale.rounds}; " + describe(samples))
+    result.put("scaleout_eps_1_worker", mid["1"], method)
+    result.put("scaleout_eps_2_workers", mid["2"], f"{method}; each worker's share of the timed calls: {splits}")
+    result.put("scaleout_ratio_2_workers", ratio(mid["2"], mid["1"]),
+               f"scaleout_eps_2_workers / scaleout_eps_1_worker (same run, same data); the machine has "
+               f"{os.cpu_count()} cores, shared with the broker, the benchmark process and the idle group, and one "
+               "of the two workers also runs the fleet stage (every record's summary)")
+    return result

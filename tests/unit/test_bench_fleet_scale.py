@@ -1,0 +1,86 @@
+"""The pure parts of the fleet-scale benchmarks (issue #16): rates from fleet-summary stamps, when a worker group
+has settled on its partitions, the alert p99 when incidents raised no alert, and how a run reports what it could
+not measure. Nothing here times anything."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import alert_latency, dataset, run
+from bench.alert_latency import Probe, p99_or_reason
+from bench.common import stamped_rate
+from bench.scaleout import settled
+
+
+def test_rate_from_summary_stamps_leaves_out_the_first_record() -> None:
+    # Three records of 100 calls, done at 0, 1 and 2 s: the first stamp is the end of the first record.
+    assert stamped_rate([0, 1_000, 2_000], calls=300) == pytest.approx(100.0)
+
+
+def test_rate_from_summary_stamps_does_not_depend_on_arrival_order() -> None:
+    # Two workers stamp the same fleet topic; their summaries interleave.
+    assert stamped_rate([1_000, 0, 3_000, 2_000], calls=400) == stamped_rate([0, 1_000, 2_000, 3_000], calls=400)
+
+
+def test_rate_needs_two_stamps() -> None:
+    assert math.isnan(stamped_rate([1_000], calls=500))
+
+
+@pytest.mark.parametrize(("held", "expected"), [
+    ([{0, 1}, {2, 3}], True),
+    ([{0, 1, 2, 3}], True),
+    ([{0, 1, 2, 3}, set()], False),  # the second worker has not got partitions yet
+    ([{0, 1}, {1, 2, 3}], False),  # partition 1 still on both: the rebalance is not over
+    ([{0}, {1, 2}], False),  # nobody processes partition 3
+])
+def test_a_group_has_settled_when_every_worker_holds_its_own_partitions(held: list[set[int]], expected: bool) -> None:
+    assert settled(held, 4) is expected
+
+
+def test_alert_p99_is_the_largest_but_one_of_twenty() -> None:
+    latencies = [0.1 * k for k in range(1, 21)]
+    value, _note = p99_or_reason(Probe(latencies, 20, 0, 1_000.0))
+    assert value == pytest.approx(1.9)
+
+
+def test_an_incident_without_an_alert_counts_as_the_slowest() -> None:
+    latencies = [0.1 * k for k in range(1, 20)]  # 19 of 20 alerted
+    value, _note = p99_or_reason(Probe(latencies, 20, 0, 1_000.0))
+    assert value == pytest.approx(1.9)  # the p99's rank now falls on the slowest alerted one
+
+
+def test_alert_p99_is_not_measured_when_it_falls_on_missing_alerts() -> None:
+    value, note = p99_or_reason(Probe([0.2] * 18, 20, 0, 1_000.0))
+    assert value is None
+    assert "2 of 20" in note and f"{alert_latency.SETTLE_S:.0f} s" in note
+
+
+@pytest.mark.parametrize(("key", "group"), [
+    ("cardinality_ratio", "worker_cardinality"),
+    ("worker_eps_10k_series", "worker_cardinality"),
+    ("inprocess_eps_10k_series", "cardinality"),
+    ("scaleout_ratio_2_workers", "scaleout"),
+    ("alert_latency_p99_s_80pct", "alerts"),
+    ("prom_histogram_rel_err_max_tuned", "accuracy"),
+])
+def test_only_a_figure_runs_the_group_that_measures_it(key: str, group: str) -> None:
+    assert run.group_of(key) == group
+
+
+def test_a_fleet_figure_without_a_broker_fails_the_run_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(dataset, "broker_up", lambda _bootstrap, timeout=5.0: False)
+
+    assert run.main(["--quick", "--only", "scaleout", "--only", "worker_cardinality", "--out", str(tmp_path),
+                     "--no-profile"]) == 1
+
+    payload = json.loads((tmp_path / "latest.json").read_text())
+    for key in ("scaleout_ratio_2_workers", "cardinality_ratio", "worker_eps_100_series"):
+        assert payload[key] is None
+        assert "no Kafka broker" in payload["notes"][key]
+    err = capsys.readouterr().err
+    assert "not measured: scaleout_ratio_2_workers" in err and "not measured: cardinality_ratio" in err
