@@ -16,8 +16,6 @@ from llmpulse.schemas.writer_schemas import Announcement
 from tests.support.clock import FakeClock
 from tests.support.newer_sdk import newer_announcement, newer_batch, newer_batch_schema
 
-NOW_MS = int(time.time() * 1000)  # newer_batch stamps calls with the wall clock
-
 
 class _Catalog(WriterSchemaCatalog):
     """The catalog with the topic replaced by a list of record values (each read once, in order)."""
@@ -35,6 +33,10 @@ class _Catalog(WriterSchemaCatalog):
         return learned
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)  # newer_batch stamps its calls with the wall clock
+
+
 def _decoder() -> CallDecoder:
     return CallDecoder(Limits(), 1 << 22, 10_000)
 
@@ -43,14 +45,14 @@ def test_a_newer_batch_is_refused_until_its_schema_is_announced_then_read() -> N
     decoder, topic = _decoder(), []
     catalog = _Catalog(decoder, FakeClock(), topic)
     record = newer_batch(5)
-    calls, (refused,) = decoder.decode(record, NOW_MS)
+    calls, (refused,) = decoder.decode(record, _now_ms())
     assert calls is None and refused.code == "unknown_schema"
     assert catalog.lookup(record) is False  # nothing announced yet
 
     topic.append(newer_announcement().value())
     catalog.clock.advance(catalog.retry_s)  # this fingerprint may be looked up again
     assert catalog.lookup(record) is True and catalog.learned == 1
-    calls, refused_now = decoder.decode(record, NOW_MS)
+    calls, refused_now = decoder.decode(record, _now_ms())
     assert calls is not None and not refused_now and len(calls) == 5
 
 
@@ -64,7 +66,7 @@ def test_unusable_announcements_teach_nothing() -> None:
     catalog = _Catalog(decoder, FakeClock(), list(bad))
     assert catalog.read_to_end() == 0
     assert (catalog.learned, catalog.ignored) == (0, len(bad))
-    assert decoder.decode(newer_batch(1), NOW_MS)[0] is None
+    assert decoder.decode(newer_batch(1), _now_ms())[0] is None
 
 
 def test_lookups_are_bounded_per_fingerprint_and_per_minute() -> None:
