@@ -12,6 +12,7 @@ import numpy as np
 
 _COUNTS_HEADER = struct.Struct("<BI")  # width code, number of counters
 _LENGTH = struct.Struct("<I")
+_FEW = 32  # up to this many counters, encode_counts finds their range in Python
 _POSITIONS = 1 << 31  # flag in encode_bucket_counts' length: position gaps follow instead of a bitmap
 # Width codes for encode_counts: unsigned in the narrowest width that holds the largest count, else int64.
 _WIDTHS: tuple[np.dtype, ...] = tuple(
@@ -22,11 +23,14 @@ _WIDTHS: tuple[np.dtype, ...] = tuple(
 def encode_counts(counts: np.ndarray) -> bytes:
     """Integer counters as a width code, a length and the values in the narrowest little-endian type."""
     flat = np.asarray(counts, dtype=np.int64).ravel()
-    if flat.size and int(flat.min()) < 0:
-        code = 4
+    if not flat.size:
+        return _COUNTS_HEADER.pack(0, 0)
+    if flat.size <= _FEW:  # a slot's few counters: Python's min and max beat two numpy reductions
+        listed = flat.tolist()
+        low, top = min(listed), max(listed)
     else:
-        top = int(flat.max()) if flat.size else 0
-        code = next(i for i, bits in enumerate((8, 16, 32, 64)) if top < 1 << bits)
+        low, top = int(flat.min()), int(flat.max())
+    code = 4 if low < 0 else 0 if top < 1 << 8 else 1 if top < 1 << 16 else 2 if top < 1 << 32 else 3
     return _COUNTS_HEADER.pack(code, flat.size) + flat.astype(_WIDTHS[code]).tobytes()
 
 
@@ -52,13 +56,15 @@ def encode_bucket_counts(counts: np.ndarray) -> bytes:
     if flat.size >= _POSITIONS:
         raise ValueError("too many counters")
     present = flat != 0
-    values = encode_counts(flat[present])
-    bitmap_bytes = (flat.size + 7) // 8
     where = np.flatnonzero(present)
+    values = encode_counts(flat[where])
+    bitmap_bytes = (flat.size + 7) // 8
     if _COUNTS_HEADER.size + where.size < bitmap_bytes:  # gaps can be shorter than the bitmap (1+ byte each)
-        gaps = encode_counts(np.diff(where, prepend=0))
-        if len(gaps) < bitmap_bytes:
-            return _LENGTH.pack(flat.size | _POSITIONS) + gaps + values
+        gaps = where.copy()
+        gaps[1:] -= where[:-1]
+        encoded_gaps = encode_counts(gaps)
+        if len(encoded_gaps) < bitmap_bytes:
+            return _LENGTH.pack(flat.size | _POSITIONS) + encoded_gaps + values
     return _LENGTH.pack(flat.size) + np.packbits(present).tobytes() + values
 
 

@@ -157,12 +157,15 @@ class FeatureDrift:
         self.window = np.zeros_like(self.reference)  # the ring's sum, kept up to date as sub-blocks come and go
         self.ring = np.zeros((config.looks_per_block, classes, edges.size + 1), dtype=np.int64)
         self.rebaselined_at_ms = NEVER
-        self._start_over()
+        self._empty_figures()  # the counts are zero already: not written again (a ring is ~90 KB)
 
     def _start_over(self) -> None:
         self.reference[:] = 0
         self.window[:] = 0
         self.ring[:] = 0
+        self._empty_figures()
+
+    def _empty_figures(self) -> None:
         self.settled = self.ring_pos = self.ring_fill = 0  # settled: reference values that left the ring
         self.frozen = False
         self.natural = 0.0

@@ -28,6 +28,7 @@ from llmpulse.processors.core.slots import SlotSeries, series_parts
 OpenRules = Mapping[tuple[tuple[str, str], ...], frozenset[str]]  # AlertPolicy.open_rules()
 _NO_OPEN: OpenRules = {}
 _RANK_BITS = 40  # composite (series, cumulative count) keys: counts stay below 2^40
+_SLOT_BITS = 40  # composite (series, slot) keys of one batch: slots of a batch span less than 2^40
 
 QUANTILES = (0.5, 0.95, 0.99)
 SERIES_LABELS = ("service", "model", "provider")
@@ -44,6 +45,13 @@ class LatencyConfig:
     min_breaching_calls: int = 3
     breach_alpha: float = 0.001
     relative_accuracy: float = 0.01
+
+
+def first_of_runs(values: np.ndarray) -> np.ndarray:
+    """True where a non-empty sorted array starts a run of equal values (each group's first row)."""
+    first = np.empty(values.size, dtype=bool)
+    first[0], first[1:] = True, values[1:] != values[:-1]
+    return first
 
 
 def window_label(seconds: int) -> str:
@@ -63,6 +71,7 @@ class LatencyMonitor:
         def create() -> LatencySketch:
             return LatencySketch(config.relative_accuracy)
 
+        self.sketch_mapping = create().mapping  # the mapping every slot sketch shares
         self.latency = SlotSeries("latency", config.interval_s, horizon, create, LatencySketch.from_bytes)
         self.ttft = SlotSeries("ttft", config.interval_s, horizon, create, LatencySketch.from_bytes)
 
@@ -77,28 +86,55 @@ class LatencyMonitor:
         now_ms: int,
     ) -> None:
         """Add one batch; ``series[inverse[i]]`` is call i's series key. One stable sort by (series, slot), then
-        each group is a contiguous slice (no mask per group)."""
+        each group is a contiguous slice (no mask per group) whose count, sum, extremes and bucket keys come from
+        whole-batch arrays (``_absorb``)."""
         slots = self.latency.slots_of(timestamps_ms)
         base = int(slots.min())
-        combined = inverse.astype(np.int64) * (1 << 40) + (slots - base)
+        combined = inverse.astype(np.int64) * (1 << _SLOT_BITS) + (slots - base)
         order = np.argsort(combined, kind="stable")
         combined = combined[order]
-        starts = np.flatnonzero(np.r_[True, combined[1:] != combined[:-1]])
-        bounds = np.r_[starts, combined.size].tolist()
-        seconds = latency_ms[order] / 1000.0
-        ttft_seconds = ttft_ms[order] / 1000.0
-        for g, code in enumerate(combined[starts].tolist()):
-            lo, hi = bounds[g], bounds[g + 1]
-            key, slot = series[code >> 40], base + (code & ((1 << 40) - 1))
-            sketch = self.latency.for_update(key, slot, offset, now_ms)
-            if sketch is not None:
-                sketch.add_many(seconds[lo:hi])
-            ttft = ttft_seconds[lo:hi]
-            ttft = ttft[~np.isnan(ttft)]
-            if ttft.size:
-                ttft_sketch = self.ttft.for_update(key, slot, offset, now_ms)
-                if ttft_sketch is not None:
-                    ttft_sketch.add_many(ttft)
+        first = first_of_runs(combined)
+        codes = combined[first]
+        keys = [series[code] for code in (codes >> _SLOT_BITS).tolist()]
+        group_slots = (base + (codes & ((1 << _SLOT_BITS) - 1))).tolist()
+        group = np.cumsum(first) - 1  # each call's (series, slot) group, in sorted order
+        self._absorb(self.latency, keys, group_slots, group, latency_ms[order] / 1000.0, offset, now_ms)
+        ttft = ttft_ms[order] / 1000.0
+        streamed = ~np.isnan(ttft)  # TTFT of streamed calls only: groups without one get no TTFT slot
+        if streamed.all():
+            self._absorb(self.ttft, keys, group_slots, group, ttft, offset, now_ms)
+        elif streamed.any():
+            self._absorb(self.ttft, keys, group_slots, group[streamed], ttft[streamed], offset, now_ms)
+
+    def _absorb(self, slots: SlotSeries[LatencySketch], keys: list[str], group_slots: list[int], group: np.ndarray,
+                seconds: np.ndarray, offset: int, now_ms: int) -> None:
+        """``LatencySketch.add_many`` of each group's values (``group`` sorted, naming an entry of ``keys`` and
+        ``group_slots``) into its slot sketch, with the figures of every group computed at once."""
+        starts = np.flatnonzero(first_of_runs(group))
+        edges = [*starts.tolist(), group.size]
+        mapping = self.sketch_mapping
+        indexable = seconds > mapping.min_indexable
+        bucket = np.zeros(seconds.size, dtype=np.int64)
+        bucket[indexable] = mapping.keys_of(seconds[indexable])
+        finite = np.isfinite(seconds)
+        all_finite = finite.all()
+        clean = seconds if all_finite else np.where(finite, seconds, 0.0)
+        low = np.minimum.reduceat(clean, starts).tolist()
+        high = np.maximum.reduceat(clean, starts).tolist()
+        indexed = np.add.reduceat(indexable, starts).tolist()
+        fast = [True] * len(edges) if all_finite else (np.add.reduceat(finite, starts) == np.diff(edges)).tolist()
+        for g, code in enumerate(group[starts].tolist()):
+            sketch = slots.for_update(keys[code], group_slots[code], offset, now_ms)
+            if sketch is None:
+                continue
+            lo, hi = edges[g], edges[g + 1]
+            values = seconds[lo:hi]
+            if not fast[g]:  # infinities among them: add_many leaves them out
+                sketch.add_many(values)
+                continue
+            zeros = hi - lo - indexed[g]
+            sketch.add_summarized(hi - lo, float(values.sum()), low[g], high[g], zeros,
+                                  bucket[lo:hi] if not zeros else bucket[lo:hi][indexable[lo:hi]])
 
     def window(self, series: str, window_s: int, now_ms: int, ttft: bool = False) -> LatencySketch:
         parts = (self.ttft if ttft else self.latency).window(series, window_s, now_ms)
@@ -161,10 +197,13 @@ class LatencyMonitor:
         """
         config = self.config
         n = len(series)
-        count = np.zeros(n, dtype=np.int64)
-        zeros = np.zeros(n, dtype=np.int64)
-        low, high = np.full(n, np.inf), np.full(n, -np.inf)
-        top = np.full(n, np.iinfo(np.int64).min)
+        # every slot sketch in a window as flat Python lists (an entry per sketch; no tuple per sketch for the
+        # garbage collector to track), summed per series as arrays below
+        of: list[int] = []
+        counts_of: list[int] = []
+        zeros_of: list[int] = []
+        lows_of: list[float] = []
+        highs_of: list[float] = []
         owners, los, blocks = [], [], []
         mapping = max_buckets = None
         for i, key in enumerate(series):
@@ -172,14 +211,23 @@ class LatencyMonitor:
                 store = part.store
                 mapping, max_buckets = part.mapping, store.max_buckets
                 if part.count:
-                    count[i] += part.count
-                    zeros[i] += part._zero_count
-                    low[i], high[i] = min(low[i], part._min), max(high[i], part._max)
+                    of.append(i)
+                    counts_of.append(part.count)
+                    zeros_of.append(part._zero_count)
+                    lows_of.append(part._min)
+                    highs_of.append(part._max)
                 if store.counts.size:
-                    top[i] = max(top[i], store.lo + store.counts.size - 1)
                     owners.append(i)
                     los.append(store.lo)
                     blocks.append(store.counts)
+        count = np.zeros(n, dtype=np.int64)
+        zeros = np.zeros(n, dtype=np.int64)
+        low, high = np.full(n, np.inf), np.full(n, -np.inf)
+        if of:
+            np.add.at(count, of, counts_of)
+            np.add.at(zeros, of, zeros_of)
+            np.minimum.at(low, of, lows_of)
+            np.maximum.at(high, of, highs_of)
         figures = np.full((n, len(QUANTILES) + 2), np.nan)
         counted = np.flatnonzero(count)
         if counted.size == 0:
@@ -187,8 +235,9 @@ class LatencyMonitor:
         qs = np.zeros((n, len(QUANTILES) + 2))
         qs[:, : len(QUANTILES)] = QUANTILES
         guards_off = np.zeros((n, 2), dtype=bool)
+        listed = count.tolist()
         for i in counted.tolist():
-            c = int(count[i])
+            c = listed[i]
             for j, (q, tail) in enumerate(((0.95, 0.05), (0.99, 0.01))):
                 rank = (c - breaching_calls_needed(c, tail, config.breach_alpha, config.min_breaching_calls)) / max(
                     c - 1, 1)
@@ -197,6 +246,8 @@ class LatencyMonitor:
         ranks = qs * (count - 1)[:, None]
         if blocks:
             sizes = np.fromiter((b.size for b in blocks), dtype=np.int64, count=len(blocks))
+            top = np.full(n, np.iinfo(np.int64).min)
+            np.maximum.at(top, owners, np.asarray(los, dtype=np.int64) + sizes - 1)
             owner = np.repeat(np.asarray(owners, dtype=np.int64), sizes)
             keys = np.repeat(np.asarray(los, dtype=np.int64) - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(
                 int(sizes.sum()))

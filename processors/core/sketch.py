@@ -106,6 +106,9 @@ class BucketStore:
     def add_counts(self, lo: int, counts: np.ndarray) -> None:
         """Add counters for keys lo .. lo + len - 1, growing and collapsing the store as needed."""
         hi = lo + counts.size - 1
+        if not self.counts.size and counts.size <= self.max_buckets:  # an empty store takes them as they are
+            self.counts, self.lo = np.array(counts, dtype=np.int64), lo
+            return
         cur_hi = self.lo + self.counts.size - 1
         if self.counts.size and lo >= self.lo and hi <= cur_hi:
             self.counts[lo - self.lo : hi - self.lo + 1] += counts
@@ -165,10 +168,13 @@ class LatencySketch:
     ) -> None:
         self.mapping = _mapping(relative_accuracy, 0.0 if min_indexable is None else min_indexable)
         self.store = BucketStore(max_buckets)
-        self.clear()
+        self._empty_totals()
 
     def clear(self) -> None:
         self.store = BucketStore(self.store.max_buckets)
+        self._empty_totals()
+
+    def _empty_totals(self) -> None:
         self._zero_count = 0
         self._count = 0
         self._sum = 0.0
@@ -211,14 +217,21 @@ class LatencySketch:
             v = v[finite]
         if v.size == 0:
             return
-        self._add_totals(int(v.size), float(v.sum()), float(v.min()), float(v.max()))
         indexable = v > self.mapping.min_indexable
         n_indexable = int(np.count_nonzero(indexable))
-        self._zero_count += int(v.size) - n_indexable
-        if n_indexable < v.size:
-            v = v[indexable]
-        if n_indexable:
-            self.store.add_keys(self.mapping.keys_of(v))
+        keys = self.mapping.keys_of(v if n_indexable == v.size else v[indexable])
+        self.add_summarized(int(v.size), float(v.sum()), float(v.min()), float(v.max()), int(v.size) - n_indexable,
+                            keys)
+
+    def add_summarized(self, count: int, total: float, low: float, high: float, zero_count: int,
+                       keys: np.ndarray) -> None:
+        """What ``add_many`` does with a non-empty batch of finite values, given their count, sum, minimum and
+        maximum, how many are not indexable and the keys of the others: for callers that compute these for many
+        batches at once (``LatencyMonitor.update``)."""
+        self._add_totals(count, total, low, high)
+        self._zero_count += zero_count
+        if keys.size:
+            self.store.add_keys(keys)
 
     def _add_totals(self, count: int, total: float, low: float, high: float) -> None:
         self._count += count
@@ -303,22 +316,26 @@ class LatencySketch:
 
     def _few_values(self) -> tuple[float, ...] | None:
         """The sketch's one or two values when adding them to an empty sketch rebuilds exactly this state (then
-        they are all its bytes need); None otherwise (more values, merged sums that differ in the last bit...)."""
+        they are all its bytes need); None otherwise (more values, merged sums that differ in the last bit...).
+        Judged in plain Python: most slot sketches of a sparse series come here."""
         if self._count not in (1, 2):
             return None
         values = (self._min,) if self._count == 1 else (self._min, self._max)
-        v = np.array(values)
-        if _FLOAT.pack(0.0 + float(v.sum())) != _FLOAT.pack(self._sum):  # as add_many totals them
+        total = self._min if self._count == 1 else self._min + self._max  # as add_many totals them
+        if _FLOAT.pack(0.0 + total) != _FLOAT.pack(self._sum):
             return None
-        indexable = v > self.mapping.min_indexable
-        if self._zero_count != self._count - int(np.count_nonzero(indexable)):
+        indexable = [v for v in values if v > self.mapping.min_indexable]
+        if self._zero_count != self._count - len(indexable):
             return None
-        keys, counts = self.mapping.keys_of(v[indexable]), self.store.counts
-        if not keys.size:
+        counts = self.store.counts
+        if not indexable:
             return values if not counts.size else None
-        lo = int(keys.min())
-        expected = np.bincount(keys - lo)
-        if self.store.lo != lo or counts.size != expected.size or not np.array_equal(counts, expected):
+        keys = self.mapping.keys_of(np.array(indexable)).tolist()
+        lo = min(keys)
+        expected = [0] * (max(keys) - lo + 1)
+        for key in keys:
+            expected[key - lo] += 1
+        if self.store.lo != lo or counts.size != len(expected) or counts.tolist() != expected:
             return None
         return values
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.counter_bytes import decode_bucket_counts, encode_bucket_counts
-from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, window_label
+from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, first_of_runs, window_label
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
@@ -135,11 +135,16 @@ class TrafficMonitor:
 
     def window_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> np.ndarray:
         """Totals over the window, one row per series, one column per COLUMNS."""
-        out = np.zeros((len(series), len(COLUMNS)), dtype=np.int64)
+        rows, owners = [], []  # every slot vector in a window, series by series
         for i, key in enumerate(series):
             parts = self.slots.window(key, window_s, now_ms)
-            if parts:
-                out[i] = np.sum([p.values for p in parts], axis=0) if len(parts) > 1 else parts[0].values
+            rows += [p.values for p in parts]
+            owners += [i] * len(parts)
+        out = np.zeros((len(series), len(COLUMNS)), dtype=np.int64)
+        if rows:
+            owner = np.asarray(owners)
+            starts = np.flatnonzero(first_of_runs(owner))
+            out[owner[starts]] = np.add.reduceat(np.concatenate(rows).reshape(-1, len(COLUMNS)), starts, axis=0)
         return out
 
     def observe(self, series: str, now_ms: int) -> list[Observation]:

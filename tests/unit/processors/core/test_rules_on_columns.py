@@ -25,7 +25,7 @@ from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.latency import QUANTILES, SERIES_LABELS, LatencyMonitor, window_label
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.significance import breaching_calls_needed
-from llmpulse.processors.core.slots import series_parts
+from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.traffic import LABELS, TrafficMonitor
 from llmpulse.processors.core.traffic import RULES as TRAFFIC_RULES
 from llmpulse.producers.simulation.scenarios import SCENARIOS
@@ -250,3 +250,102 @@ def test_columnar_rules_decide_as_the_per_series_rules_did() -> None:
     assert "resolved" in statuses
     print(f"events {events}, rules {sorted(rules_fired)}, observations built {built} of {total}")
     assert built < total / 2
+
+
+# ---- the monitors alone: every series, every rule, at many moments --------------------------------------------
+MONITOR_START_MS = 1_700_000_040_000
+BEHAVIOURS = ("steady", "slow", "very_slow", "errors", "error_storm", "expensive", "evasive", "injected", "few",
+              "goes_idle", "late_starter", "flapping")
+
+
+def _batch(rng: np.random.Generator, behaviour: str, second: int) -> dict[str, np.ndarray] | None:
+    """One second of calls of one series behaving as ``behaviour`` at ``second`` (None: no calls)."""
+    if behaviour == "few" and second % 40:
+        return None  # a call every 40 s: never min_samples in a minute
+    if behaviour == "goes_idle" and second >= 200:
+        return None
+    if behaviour == "late_starter" and second < 250:
+        return None
+    on = (second // 60) % 2 == 1 if behaviour == "flapping" else 90 <= second < 330
+    n = 1 if behaviour == "few" else int(rng.integers(1, 5))
+    latency = rng.lognormal(np.log(600.0), 0.4, n)
+    ttft = np.where(rng.random(n) < 0.6, latency * 0.3, np.nan)
+    error_rate = 0.01
+    if on and behaviour in ("slow", "flapping"):
+        latency = latency * 4.5  # p95 over 2 s, p99 mostly under 5 s
+    if on and behaviour == "very_slow":
+        latency = np.where(rng.random(n) < 0.2, 9_000.0 + latency, latency * 3.0)
+    if on and behaviour in ("errors", "flapping"):
+        error_rate = 0.08
+    if on and behaviour == "error_storm":
+        error_rate = 0.4
+    status = np.where(rng.random(n) < error_rate, np.where(rng.random(n) < 0.7, 1, 2), 0)
+    cost = rng.integers(1_000, 9_000, n) * (4 if on and behaviour == "expensive" else 1)
+    return {
+        "latency_ms": latency, "ttft_ms": ttft,
+        "requests": np.ones(n, dtype=bool), "denied": np.zeros(n, dtype=bool),
+        "errors": status == 1, "timeouts": status == 2, "rate_limited": np.zeros(n, dtype=bool),
+        "filtered": np.zeros(n, dtype=bool), "cache_hits": rng.random(n) < 0.1,
+        "no_answer": rng.random(n) < (0.35 if on and behaviour == "evasive" else 0.02),
+        "cost_micros": cost, "priced": rng.random(n) < 0.95,
+        "tokens": rng.integers(50, 900, n), "injection": (rng.random(n) < 0.3) & on & (behaviour == "injected"),
+        "hallucination": np.zeros(n, dtype=bool), "pii": np.zeros(n, dtype=bool), "toxic": np.zeros(n, dtype=bool),
+    }
+
+
+def _comparable(observations: list[Observation]) -> list[tuple[Any, ...]]:
+    return [(o.rule, o.labels, o.severity, o.observed, o.threshold, o.window, o.summary, o.now_ms)
+            for o in observations]
+
+
+def test_columnar_monitors_judge_every_series_as_the_per_series_rules_at_every_moment() -> None:
+    """Latency and traffic monitors fed the same mixed fleet, judged every 20 s of event time (and on the timer
+    long after the last call): the columnar evaluation of all series at once gives, for every series, exactly the
+    rule, severity, value and wording of the per-series reference; without ``emit_all`` it keeps exactly the
+    breached rules plus the rules an incident holds open."""
+    rng = np.random.default_rng(1616)
+    config = EngineConfig()
+    engine = PartitionEngine(0, config, Pricer(), GuardMonitor(config.guarding))
+    latency, traffic = engine.latency, engine.traffic
+    keys = [series_key((f"svc-{k:02d}", "gpt-4o", "openai")) for k in range(2 * len(BEHAVIOURS))]
+    behaviour_of = dict(zip(keys, BEHAVIOURS * 2, strict=True))
+    breached: set[tuple[str, str | None]] = set()
+    too_few = judged = 0
+    offset = 0
+    for second in range(0, 420):
+        now_ms = MONITOR_START_MS + second * 1000
+        batches = [(i, b) for i, key in enumerate(keys) if (b := _batch(rng, behaviour_of[key], second)) is not None]
+        if batches:
+            inverse = np.concatenate([np.full(len(b["latency_ms"]), i) for i, b in batches])
+            columns = {name: np.concatenate([b[name] for _, b in batches]) for name in batches[0][1]}
+            stamps = now_ms - rng.integers(0, 1000, inverse.size)
+            latency.update(keys, inverse, stamps, columns.pop("latency_ms"), columns.pop("ttft_ms"), offset, now_ms)
+            traffic.update(keys, inverse, stamps, columns, offset, now_ms)
+            offset += 1
+        moments = [now_ms] if second % 20 == 19 else []
+        if second == 419:
+            moments += [now_ms + 45_000, now_ms + 200_000, now_ms + 400_000]  # timer ticks after the calls stop
+        for moment in moments:
+            for monitor, reference in ((latency, reference_latency), (traffic, reference_traffic)):
+                series = monitor.series()
+                everything = monitor.observe_series(series, moment, emit_all=True)
+                expected = {i: reference(monitor, key, moment) for i, key in enumerate(series)}
+                assert {i: _comparable(o) for i, o in everything.items()} == {
+                    i: _comparable(o) for i, o in expected.items() if o}, f"at {moment}"
+                # incidents held open on every other series' first and last rule
+                held = {labels: frozenset({obs[0].rule, obs[-1].rule}) for i, obs in expected.items()
+                        if i % 2 for labels in [tuple(sorted(obs[0].labels))]}
+                chosen = monitor.observe_series(series, moment, held)
+                assert {i: _comparable(o) for i, o in chosen.items()} == {
+                    i: _comparable(kept) for i, obs in expected.items()
+                    if (kept := [o for o in obs if o.severity is not None
+                                 or o.rule in held.get(tuple(sorted(o.labels)), ())])}, f"at {moment}"
+                for obs in expected.values():
+                    breached.update((o.rule, o.severity) for o in obs if o.severity is not None)
+                    judged += len(obs)
+                    too_few += sum(o.rule == "latency_p95" and o.observed == 0.0 for o in obs)
+    # the replay must reach every kind of decision the rules can take
+    assert {("latency_p95", "WARNING"), ("latency_p99", "CRITICAL"), ("error_rate", "WARNING"),
+            ("error_rate", "CRITICAL"), ("cost_per_request", "WARNING"), ("no_answer_rate", "WARNING"),
+            ("token_average", "INFO"), ("prompt_injection", "WARNING")} <= breached
+    assert too_few > 0 and judged > 1000
