@@ -30,6 +30,7 @@ from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.series_totals import SeriesTotals, totals_by_series
 from llmpulse.processors.core.slots import series_key, series_parts
+from llmpulse.processors.core.traffic import COLUMNS as TRAFFIC_COLUMNS
 from llmpulse.processors.core.traffic import TrafficConfig, TrafficMonitor
 
 POLICY_KEY = "policy"
@@ -297,13 +298,18 @@ class PartitionEngine:
     def summary(self, now_ms: int) -> list[dict[str, Any]]:
         """Per-series figures over every configured window (for /api/metrics and gauges)."""
         rows = []
-        for s in self.latency.series():
+        every = self.latency.series()
+        # every series' quantiles of a window at once (LatencyMonitor.window_quantiles), as merging its sketches
+        windows = {(window_s, ttft): self.latency.window_quantiles(every, window_s, now_ms, ttft=ttft, guards=False)
+                   for window_s in self.config.latency.windows_s for ttft in (False, True)}
+        traffic = self.traffic.window_matrix(every, self.config.traffic.window_s, now_ms).tolist()
+        for i, s in enumerate(every):
             row: dict[str, Any] = dict(zip(("service", "model", "provider"), series_parts(s), strict=True))
             row["ttft"] = {}  # time to first token of the streamed calls, per window like latency
-            for window_s in self.config.latency.windows_s:
-                row[window_label(window_s)] = _quantile_row(*self.latency.quantiles(s, window_s, now_ms))
-                row["ttft"][window_label(window_s)] = _quantile_row(*self.latency.quantiles(s, window_s, now_ms, True))
-            totals = self.traffic.totals(s, self.config.traffic.window_s, now_ms)
+            for (window_s, ttft), (count, figures) in windows.items():
+                quantiles = _quantile_row(int(count[i]), figures[i, : len(QUANTILES)])
+                (row["ttft"] if ttft else row)[window_label(window_s)] = quantiles
+            totals = dict(zip(TRAFFIC_COLUMNS, traffic[i], strict=True))
             n = totals["requests"] or 1
             row["rates"] = {
                 "window": window_label(self.config.traffic.window_s),

@@ -187,9 +187,11 @@ class LatencyMonitor:
                 out[i] = observations
         return out
 
-    def window_quantiles(self, series: Sequence[str], window_s: int, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    def window_quantiles(self, series: Sequence[str], window_s: int, now_ms: int, *, ttft: bool = False,
+                         guards: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(count per series, per series p50, p95, p99 and the two guard quantiles) over the window, NaN where a
-        series has no calls; a guard is NaN when more breaching calls are needed than there are calls.
+        series has no calls; a guard is NaN when more breaching calls are needed than there are calls. ``ttft``:
+        of time to first token instead of latency; ``guards=False`` leaves the guard columns NaN (not needed).
 
         Exactly what merging each series' slot sketches and asking ``LatencySketch.quantiles`` gives, for all
         series at once: every slot's counters concatenated, one sort by (series, bucket), sums per bucket by
@@ -206,8 +208,9 @@ class LatencyMonitor:
         highs_of: list[float] = []
         owners, los, blocks = [], [], []
         mapping = max_buckets = None
+        slots = self.ttft if ttft else self.latency
         for i, key in enumerate(series):
-            for part in self.latency.window(key, window_s, now_ms):
+            for part in slots.window(key, window_s, now_ms):
                 store = part.store
                 mapping, max_buckets = part.mapping, store.max_buckets
                 if part.count:
@@ -235,8 +238,9 @@ class LatencyMonitor:
         qs = np.zeros((n, len(QUANTILES) + 2))
         qs[:, : len(QUANTILES)] = QUANTILES
         guards_off = np.zeros((n, 2), dtype=bool)
+        guards_off[:] = not guards
         listed = count.tolist()
-        for i in counted.tolist():
+        for i in counted.tolist() if guards else ():
             c = listed[i]
             for j, (q, tail) in enumerate(((0.95, 0.05), (0.99, 0.01))):
                 rank = (c - breaching_calls_needed(c, tail, config.breach_alpha, config.min_breaching_calls)) / max(

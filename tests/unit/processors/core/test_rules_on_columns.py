@@ -349,3 +349,50 @@ def test_columnar_monitors_judge_every_series_as_the_per_series_rules_at_every_m
             ("error_rate", "CRITICAL"), ("cost_per_request", "WARNING"), ("no_answer_rate", "WARNING"),
             ("token_average", "INFO"), ("prompt_injection", "WARNING")} <= breached
     assert too_few > 0 and judged > 1000
+
+
+def _summary_by_merging(engine: PartitionEngine, now_ms: int) -> list[dict[str, Any]]:
+    """What ``PartitionEngine.summary`` reported when it merged every series' sketches one series at a time."""
+    rows = []
+    for series in engine.latency.series():
+        windows = {window_label(w): w for w in engine.config.latency.windows_s}
+        row = {label: _quantiles(engine.latency.window(series, w, now_ms)) for label, w in windows.items()}
+        row["ttft"] = {label: _quantiles(engine.latency.window(series, w, now_ms, ttft=True))
+                       for label, w in windows.items()}
+        row["totals"] = engine.traffic.totals(series, engine.config.traffic.window_s, now_ms)
+        rows.append(row)
+    return rows
+
+
+def _quantiles(sketch: Any) -> dict[str, Any]:
+    values = sketch.quantiles(QUANTILES)
+    return {"count": sketch.count, **{f"p{int(q * 100)}": None if np.isnan(v) else float(v)
+                                      for q, v in zip(QUANTILES, values, strict=True)}}
+
+
+def test_the_summary_reads_every_series_as_merging_its_sketches_did() -> None:
+    """/api/metrics and the latency gauges come from one columnar pass per window (window_quantiles); every
+    series, latency and TTFT, every window, must read exactly as its merged sketches do, as calls age out too."""
+    config = EngineConfig()
+    rng = np.random.default_rng(7)
+    fleet = Fleet(40.0, rng)
+    engine = PartitionEngine(0, config, Pricer(), GuardMonitor(config.guarding))
+    compared = 0
+    for k in range(3 * 60_000 // STEP_MS):
+        t0, now_ms = k * STEP_MS / 1000.0, START_MS + (k + 1) * STEP_MS
+        for _service, block in fleet.step(t0, t0 + STEP_MS / 1000.0, START_MS):
+            calls = to_columns(block)
+            calls.ttft_ms[::3] = calls.latency_ms[::3] * 0.25  # a third streamed
+            engine.process(calls, k, now_ms)
+        if k % 20 == 19:
+            for later_ms in (now_ms, now_ms + 45_000, now_ms + 400_000):  # windows with fewer calls, or none
+                summary = engine.summary(later_ms)
+                expected = _summary_by_merging(engine, later_ms)
+                for row, reference in zip(summary, expected, strict=True):
+                    assert {label: row[label] for label in row["ttft"]} == {
+                        label: reference[label] for label in reference["ttft"]}
+                    assert row["ttft"] == reference["ttft"]
+                    assert row["rates"]["requests"] == reference["totals"]["requests"]
+                    assert row["rates"]["cost_usd"] == reference["totals"]["cost_micros"] / 1e6
+                compared += len(summary)
+    assert compared > 100
