@@ -153,9 +153,11 @@ class FeatureDrift:
     def __init__(self, config: DriftConfig, edges: np.ndarray, classes: int = 1) -> None:
         self._config = config
         self._edges = edges
-        self.reference = np.zeros((classes, edges.size + 1), dtype=np.int64)
+        # int32 counters: a count never exceeds reference_size, and a series' latency ring is half the memory
+        # (~45 KB instead of ~90 KB; 10,000 series keep these in memory). Persisted as int64 (counter_bytes).
+        self.reference = np.zeros((classes, edges.size + 1), dtype=np.int32)
         self.window = np.zeros_like(self.reference)  # the ring's sum, kept up to date as sub-blocks come and go
-        self.ring = np.zeros((config.looks_per_block, classes, edges.size + 1), dtype=np.int64)
+        self.ring = np.zeros((config.looks_per_block, classes, edges.size + 1), dtype=np.int32)
         self.rebaselined_at_ms = NEVER
         self._empty_figures()  # the counts are zero already: not written again (a ring is ~90 KB)
 
