@@ -235,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown(figures, notes, meta, details)
     (args.out / "latest.md").write_text(table)
     print(table)
+    # the quick suite leaves out the 10-minute stability run by design; asked for by name, its absence fails
+    by_design = set(KEYS_OF["stability"]) if scale.stability_s is None and not args.only else set()
     unmeasured = {key: notes.get(key, "no figure") for group in groups for key in KEYS_OF.get(group, ())
-                  if key in report.GOALS and figures.get(key) is None}
+                  if key in report.GOALS and figures.get(key) is None and key not in by_design}
     for key, reason in unmeasured.items():
         print(f"[bench] not measured: {key}: {reason}", file=sys.stderr)
     return 1 if unmeasured else 0
