@@ -11,7 +11,6 @@ counted and left.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,6 +51,8 @@ def _drain(consumer: Any, topic: str, bootstrap: str, reached: dict[int, int] | 
     ``reached`` gets, per partition, the offset after the last record yielded (where a later run starts)."""
     from confluent_kafka import TopicPartition
 
+    from llmpulse.commands.topic_reading import records_until_ends
+
     metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         typer.echo(f"llmpulse: topic {topic} does not exist on {bootstrap} (nothing was refused yet?)", err=True)
@@ -59,20 +60,10 @@ def _drain(consumer: Any, topic: str, bootstrap: str, reached: dict[int, int] | 
     partitions = sorted(metadata.partitions)
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     consumer.assign([TopicPartition(topic, p) for p in partitions])  # from the committed offset, else earliest
-    pending = set(partitions)
-    idle_since = time.monotonic()
-    while pending and time.monotonic() - idle_since < IDLE_TIMEOUT_S:
-        messages = consumer.consume(num_messages=500, timeout=0.5)
-        for message in messages:
-            if message.error() is None and message.offset() < ends[message.partition()]:
-                yield message
-                if reached is not None:
-                    reached[message.partition()] = message.offset() + 1
-        if messages:
-            idle_since = time.monotonic()
-        for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-            if tp.offset >= ends[tp.partition]:
-                pending.discard(tp.partition)
+    for message in records_until_ends(consumer, topic, ends, IDLE_TIMEOUT_S):
+        yield message
+        if reached is not None:
+            reached[message.partition()] = message.offset() + 1
 
 
 def show() -> None:

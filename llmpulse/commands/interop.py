@@ -99,6 +99,7 @@ def read_range(bootstrap: str, security: KafkaSecurity, topic: str, start_ms: in
 
     from confluent_kafka import Consumer, TopicPartition
 
+    from llmpulse.commands.topic_reading import records_until_ends
     from llmpulse.connection import client_config
 
     consumer = Consumer({**client_config(bootstrap, security, "llmpulse.cli.librdkafka"),
@@ -116,19 +117,10 @@ def read_range(bootstrap: str, security: KafkaSecurity, topic: str, start_ms: in
         if not wanted:
             return
         consumer.assign(wanted)
-        pending = {tp.partition for tp in wanted}
-        idle_since = time.monotonic()
-        while pending and time.monotonic() - idle_since < IDLE_TIMEOUT_S:
-            messages = consumer.consume(num_messages=500, timeout=0.5)
-            for message in messages:
-                if message.error() is None and message.offset() < ends[message.partition()] and message.value():
-                    yield message.value()
-            if messages:
-                idle_since = time.monotonic()
-            # Positions pass transaction markers too, so "caught up" never waits for a record that is not there.
-            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
+        reading = {tp.partition: ends[tp.partition] for tp in wanted}
+        for message in records_until_ends(consumer, topic, reading, IDLE_TIMEOUT_S):
+            if message.value():
+                yield message.value()
     finally:
         consumer.close()
 
