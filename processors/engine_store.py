@@ -11,11 +11,11 @@ Agents change and persist engines holding ``lock``; the web layer sees only ``En
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from llmpulse.processors.core.engine import CURSOR_KEY, PartitionEngine
+from llmpulse.processors.core.engine import CURSOR_KEY, RUN_PLAN_KEY, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
 from llmpulse.processors.core.keyed_state import SourceCursor
 
@@ -100,6 +100,14 @@ class EngineStore:
             else:
                 self._state.data[table_key] = blob
             self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
+
+    def persist_run_plan(self, engine: PartitionEngine) -> Awaitable[Any]:
+        """Write where the engine's runs end; returns the delivery to await before any output of those runs is
+        sent (a replay must cut the runs whose output reached the broker as they were cut)."""
+        table_key = f"{_prefix(engine.lane, engine.partition)}{RUN_PLAN_KEY}".encode()
+        blob = engine.run_plan.to_bytes()
+        self._state.data[table_key] = blob
+        return self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
 
     def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""

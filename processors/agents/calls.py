@@ -1,11 +1,12 @@
 """Agent: llm-calls records -> engine of each record's partition -> alerts, dead letters, metrics, state.
 
-Records are taken in small groups (``take_events``): every record is processed, then alerts, dead letters
-and fleet summaries are sent and their delivery awaited, then the changed state of every touched engine is
-written once for the group, its source cursor last, and only then does faust ack the records. A crash
-anywhere replays from the persisted cursor (ownership.py commits it on every assignment): state objects skip
-what they already absorbed (offset stamps) and an alert decided again carries the same alert_id, so consumers
-see at most a repeat, never a loss.
+Records are taken in small groups (``take_events``); a partition's records in a group are cut into runs that
+its engine absorbs as one batch each (core/run_plan.py), the runs' ends persisted before any of their output
+is sent. Then alerts, dead letters and fleet summaries are sent and their delivery awaited, then the changed
+state of every touched engine is written once for the group, its source cursor last, and only then does faust
+ack the records. A crash anywhere replays from the persisted cursor (ownership.py commits it on every
+assignment) and cuts the same runs: state objects skip what they already absorbed (offset stamps) and an alert
+decided again carries the same alert_id, so consumers see at most a repeat, never a loss.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llmpulse.processors.core.alert_policy import AlertEvent
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.keyed_state import Admission
+from llmpulse.processors.core.run_plan import Cut
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import CALLS_LANE, EngineStore
 from llmpulse.processors.exporter import MetricsExporter
@@ -72,9 +74,7 @@ class CallsAgent:
 
     async def process_group(self, topic_name: str, events: Sequence[faust.EventT]) -> None:
         store, ownership, lane = self.store, self.ownership, self.lane
-        touched: set[int] = set()
-        alerts: list[tuple[list[AlertEvent], int]] = []
-        deliveries: list[Awaitable[Any]] = []
+        admitted: dict[int, list[tuple[int, bytes | None]]] = {}  # partition -> its records, in offset order
         holes: set[int] = set()
         for event in events:
             message = event.message
@@ -86,43 +86,67 @@ class CallsAgent:
                 holes.add(message.partition)
             if admission is not Admission.PROCESS:
                 continue
-            deliveries += await self._handle(engine, topic_name, message.partition, message.offset, event.value,
-                                             alerts)
             engine.cursor.advance(message.offset)
-            touched.add(message.partition)
+            admitted.setdefault(message.partition, []).append((message.offset, event.value))
+        cuts = {partition: self._cut(store.engine(partition, lane), records) for partition, records in admitted.items()}
+        plans = [store.persist_run_plan(store.engine(partition, lane))
+                 for partition, (cut, _records) in cuts.items() if cut.planned]
+        for plan in plans:  # where a run ends is on the broker before any of its output
+            await plan
+        alerts: list[tuple[list[AlertEvent], int]] = []
+        deliveries: list[Awaitable[Any]] = []
+        for partition, (cut, records) in cuts.items():
+            engine = store.engine(partition, lane)
+            for first, end in cut.runs:
+                deliveries += await self._handle(engine, topic_name, partition, records[first:end], alerts)
+            if cut.held_from is not None:
+                engine.cursor.hold_back(records[cut.held_from][0])
+                holes.add(partition)
         for decided, partition in alerts:
             await self.emitter.send_alerts(decided, partition, wait=True)
         for delivery in deliveries:  # the cursor may only move past records whose output is on the broker
             await delivery
-        for partition in touched:
+        for partition in admitted:
             if ownership.owns(partition, lane):
                 store.persist(store.engine(partition, lane))
         for partition in holes:
             if ownership.owns(partition, lane):
                 await ownership.rewind(partition, store.engine(partition, lane).cursor, lane)
 
-    async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int, offset: int,
-                      value: bytes | None, alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:
-        """Decode and absorb one record; returns the pending sends (dead letters, fleet summary) it caused."""
-        if value and self.feedback.knows(value):
-            return await self._handle_feedback(engine, topic_name, partition, offset, value, alerts)
-        if not value:
-            refused = [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
-            calls = None
-        else:
-            calls, refused = self.decoder.decode(value, now_ms())
-            if calls is None and await self._learned_writer_schema(value, refused):
-                return await self._handle(engine, topic_name, partition, offset, value, alerts)
-        sends = [await self.emitter.send_dead_letter(item, topic_name, partition, offset) for item in refused]
-        if calls is None:
+    def _cut(self, engine: PartitionEngine, records: list[tuple[int, bytes | None]]
+             ) -> tuple[Cut, list[tuple[int, bytes | None]]]:
+        """The partition's runs (run_plan.py); feedback and empty records stand alone. New ends join the plan."""
+        cut = engine.run_plan.cut([offset for offset, _ in records],
+                                  [not value or self.feedback.knows(value) for _, value in records])
+        engine.run_plan.extend(cut.planned, records[0][0])
+        return cut, records
+
+    async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int,
+                      run: list[tuple[int, bytes | None]], alerts: list[tuple[list[AlertEvent], int]]
+                      ) -> list[Awaitable[Any]]:
+        """Decode a run of records and absorb their calls as one batch; returns the pending sends (dead letters,
+        fleet summary) it caused."""
+        if len(run) == 1 and run[0][1] and self.feedback.knows(run[0][1]):
+            return await self._handle_feedback(engine, topic_name, partition, run[0][0], run[0][1], alerts)
+        now = now_ms()
+        sends: list[Awaitable[Any]] = []
+        parts: list[CallColumns] = []
+        for offset, value in run:
+            calls, refused = await self._decode(value, now)
+            sends += [await self.emitter.send_dead_letter(item, topic_name, partition, offset) for item in refused]
+            if calls is not None:
+                parts.append(calls)
+        if not parts:
             return sends
+        calls, last = CallColumns.concat(parts), run[-1][0]
         try:
-            outcome = engine.process(calls, offset, now_ms())
-        except Exception as exc:  # a bug must cost one record (kept on the dead-letter topic), not the agent
-            log.exception("processing %s:%d@%d failed", topic_name, partition, offset)
+            outcome = engine.process(calls, last, now)
+        except Exception as exc:  # a bug must cost its records (kept on the dead-letter topic), not the agent
+            log.exception("processing %s:%d@%d-%d failed", topic_name, partition, run[0][0], last)
             reason = f"processing failed: {type(exc).__name__}: {exc}"
-            sends.append(await self.emitter.send_dead_letter(Refused("internal_error", reason, value or b""),
-                                                             topic_name, partition, offset))
+            for offset, value in run:
+                sends.append(await self.emitter.send_dead_letter(Refused("internal_error", reason, value or b""),
+                                                                 topic_name, partition, offset))
             return sends
         self.exporter.record_batch(outcome.totals, outcome.accepted)
         self.exporter.record_guard(outcome.guard, calls)
@@ -132,6 +156,14 @@ class CallsAgent:
         if outcome.alerts:
             alerts.append((outcome.alerts, partition))
         return sends
+
+    async def _decode(self, value: bytes | None, now: int) -> tuple[CallColumns | None, list[Refused]]:
+        if not value:
+            return None, [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
+        calls, refused = self.decoder.decode(value, now)
+        if calls is None and await self._learned_writer_schema(value, refused):
+            return self.decoder.decode(value, now)
+        return calls, refused
 
     async def _learned_writer_schema(self, value: bytes, refused: list[Refused]) -> bool:
         """Whether a record refused only for its unknown schema can be read now: an SDK newer than this worker

@@ -6,6 +6,7 @@ Status is a small integer code so rates are vectorised comparisons, not string m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,27 @@ class CallColumns:
         picked["codes"] = {name: (codes[index], values) for name, (codes, values) in self.codes.items()}
         return CallColumns(**picked)
 
+    @classmethod
+    def concat(cls, parts: Sequence[CallColumns]) -> CallColumns:
+        """The calls of several batches, in order, as one: the engine absorbs a run of records in one pass.
+        Wire dictionary codes are kept where every part has them, renumbered over the union of their values."""
+        if len(parts) == 1:
+            return parts[0]
+        arrays: dict[str, object] = {}
+        for name in cls.__dataclass_fields__:
+            if name in ("labels", "codes", "_groups"):
+                continue
+            columns = [getattr(part, name) for part in parts]
+            if all(column is None for column in columns):
+                continue
+            arrays[name] = np.concatenate([np.full(len(part), None, dtype=object) if column is None else column
+                                           for part, column in zip(parts, columns, strict=True)])
+        arrays["labels"] = ([labels for part in parts for labels in (part.labels or [{}] * len(part))]
+                            if any(part.labels for part in parts) else [])
+        arrays["codes"] = {name: _merged_codes([part.codes[name] for part in parts])
+                           for name in set.intersection(*(set(part.codes) for part in parts))}
+        return cls(**arrays)  # type: ignore[arg-type]
+
     def factorize(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(codes, values) of a string column: values[codes] == column, codes are dense ints >= 0."""
         known = self.codes.get(name)
@@ -102,3 +124,16 @@ class CallColumns:
                 parts.append(values[part])
             keys.append(tuple(reversed(parts)))
         return keys, inverse
+
+
+def _merged_codes(coded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One dictionary for several (codes, values) columns (values end with None, code -1): each value once."""
+    position: dict[object, int] = {}
+    renumbered = []
+    for codes, values in coded:
+        remap = np.array([position.setdefault(value, len(position)) for value in values[:-1].tolist()] + [-1],
+                         dtype=codes.dtype)
+        renumbered.append(remap[codes])
+    merged = np.empty(len(position) + 1, dtype=object)
+    merged[:-1] = list(position)
+    return np.concatenate(renumbered), merged

@@ -26,6 +26,7 @@ from llmpulse.processors.core.latency import QUANTILES, SERIES_LABELS, LatencyCo
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.quality import QualityConfig, QualityMonitor, RouteDecision, joined_arms
+from llmpulse.processors.core.run_plan import RunPlan
 from llmpulse.processors.core.savings import SavingsConfig, SavingsTracker
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.series_totals import SeriesTotals, totals_by_series
@@ -38,6 +39,7 @@ BUDGET_NAMESPACE = "budget"  # the ledger's buckets persist as budget/<period>/<
 BUDGET_KEY = "ledger"  # where the whole ledger was persisted as one blob (still restored, then deleted)
 ATTEMPTS_KEY = "attempts"
 CURSOR_KEY = "cursor/next"
+RUN_PLAN_KEY = "cursor/runs"  # where runs of records end (run_plan.py), written before their output is sent
 # Calls are keyed by service: a partition's service spend is whole, its users' a share (kept for /api/budgets). A
 # service's limits are judged here, first; global, model and user limits by the fleet stage, which sees all.
 PARTITION_SCOPES, PARTITION_ALERT_SCOPES = ("service", "user"), ("service",)
@@ -109,6 +111,7 @@ class PartitionEngine:
         self.savings = SavingsTracker(config.savings)
         self.quality = QualityMonitor(config.quality)
         self.cursor = SourceCursor()  # moved by the agent: it also covers records refused before reaching here
+        self.run_plan = RunPlan()  # cut and persisted by the agent, so a replay absorbs the same runs
         # Which source topic feeds it ("" the calls topic) and the source its fleet summaries name: the store sets
         # both for engines of other topics' partitions (engine_store.py, lanes).
         self.lane = ""
@@ -128,7 +131,8 @@ class PartitionEngine:
 
     # ---- stream ------------------------------------------------------------------------------------
     def process(self, calls: CallColumns, offset: int, now_ms: int) -> BatchOutcome:
-        """Absorb one record's calls. Decisions use the batch's event time, so a replay decides the same."""
+        """Absorb the calls of one run of records (run_plan.py), ``offset`` its last. Decisions use the batch's
+        event time, so a replay of the same run decides the same."""
         event_ms = min(int(calls.timestamp_ms.max()), now_ms)
         before = dict(self.pricer.unknown_models())
         cost = self.pricer.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
@@ -349,6 +353,9 @@ class PartitionEngine:
     def restore(self, store_key: str, blob: bytes) -> None:
         if store_key == CURSOR_KEY:
             self.cursor = SourceCursor.from_bytes(blob)
+            return
+        if store_key == RUN_PLAN_KEY:
+            self.run_plan = RunPlan.from_bytes(blob)
             return
         namespace, _, key = store_key.partition("/")
         if namespace == BUDGET_NAMESPACE:

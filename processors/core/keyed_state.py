@@ -141,6 +141,11 @@ class SourceCursor:
             self.next_offset = offset + 1
             self._dirty = True
 
+    def hold_back(self, offset: int) -> None:
+        """Records from ``offset`` on were admitted but not absorbed (they wait for a later group)."""
+        self.next_offset = offset
+        self._dirty = True
+
     def drain(self) -> bytes | None:
         """The blob to persist if the cursor moved since the last drain, else None."""
         if not self._dirty or self.next_offset is None:

@@ -1,0 +1,242 @@
+"""The calls agent absorbs runs of records as one batch each, and a replay after a crash cuts the same runs.
+
+A worker that sent a run's output (its fleet summary, its alerts) and died before persisting the state that
+covers it must, when restarted, decide that output again exactly: the fleet stage drops a summary whose offset
+it already applied, and an alert's id holds the event time its run decided at. These tests drive the real
+``CallsAgent.process_group`` and ``EngineStore`` against in-memory tables, crash between the output of a group
+and its persist, and replay in groups of other sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from llmpulse.processors import configure
+from llmpulse.processors.agents.calls import CallsAgent
+from llmpulse.processors.core.engine import RUN_PLAN_KEY, PartitionEngine
+from llmpulse.processors.core.fleet import FleetConfig
+from llmpulse.processors.core.guard_monitor import GuardMonitor
+from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.run_plan import MAX_HOLDS, RunPlan
+from llmpulse.processors.engine_store import EngineStore
+from llmpulse.processors.exporter import MetricsExporter
+from llmpulse.processors.metrics import WorkerMetrics
+from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.wire.calls import CallDecoder
+from llmpulse.producers.batching import BatchEncoder
+
+SETTINGS = ProcessorSettings()
+CALLS_PER_RECORD = 20
+RECORDS = 40
+FAILING_FROM = 20  # records from here on are errors of one service: an error-rate alert fires in their group
+
+
+def _done() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class Table:
+    """A faust table's ``data`` and changelog; every write is delivered at once."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any, key_serializer: Any = None,
+                       value_serializer: Any = None) -> asyncio.Future[None]:
+        return _done()
+
+
+class Emitter:
+    """What the agent sends: fleet summaries and alerts, in order."""
+
+    def __init__(self) -> None:
+        self.summaries: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+
+    async def send_alerts(self, events: list[Any], partition: int, wait: bool = False) -> None:
+        self.alerts += [event.to_record() for event in events]
+
+    async def send_fleet_summary(self, summary: bytes) -> asyncio.Future[None]:
+        self.summaries.append(json.loads(summary))
+        return _done()
+
+    async def send_routes(self, decisions: list[Any]) -> list[asyncio.Future[None]]:
+        return []
+
+    async def send_dead_letter(self, refused: Any, topic: str, partition: int, offset: int) -> asyncio.Future[None]:
+        raise AssertionError(f"no record of this test is refused: {refused}")
+
+
+class Ownership:
+    def __init__(self) -> None:
+        self.rewinds: list[int] = []
+
+    def owns(self, partition: int, lane: str = "") -> bool:
+        return True
+
+    async def rewind(self, partition: int, cursor: Any, lane: str = "") -> None:
+        self.rewinds.append(cursor.next_offset)
+
+
+def _records() -> list[bytes]:
+    """Records of 20 calls each; from FAILING_FROM on, service "chat" fails every call."""
+    start = int(time.time() * 1000) - 600_000
+    encoder = BatchEncoder("t")
+    records = []
+    for r in range(RECORDS):
+        failing = r >= FAILING_FROM
+        rows = [{"event_id": f"e{r}-{i}", "timestamp_ms": start + (r * CALLS_PER_RECORD + i) * 200,
+                 "service": "chat", "provider": "openai", "request_model": "gpt-4o-mini",
+                 "status": "error" if failing else "ok", "error_type": "server_error" if failing else None,
+                 "latency_ms": 400.0 + i, "input_tokens": 100, "output_tokens": 50}
+                for i in range(CALLS_PER_RECORD)]
+        records.append(encoder.encode_batch(rows))
+    return records
+
+
+class Worker:
+    """One worker's calls agent over one partition, restored from ``table``."""
+
+    def __init__(self, table: Table) -> None:
+        config = configure.engine_config(SETTINGS)
+        guard = GuardMonitor(config.guarding)
+        self.table = table
+        self.store = EngineStore(table, Table(), lambda p: PartitionEngine(p, config, Pricer(), guard), FleetConfig())
+        self.emitter = Emitter()
+        self.ownership = Ownership()
+        limits = configure.validation_limits(SETTINGS)
+        decoder = CallDecoder(limits, SETTINGS.validation.max_record_bytes, SETTINGS.validation.max_calls_per_batch)
+        exporter = MetricsExporter(WorkerMetrics(CollectorRegistry(), SETTINGS.max_series_per_metric))
+        self.agent = CallsAgent(self.store, self.emitter, self.ownership, decoder, exporter)  # type: ignore[arg-type]
+
+    def feed(self, records: list[bytes], sizes: list[int]) -> None:
+        """Deliver records from the persisted cursor in groups of ``sizes`` (the last size repeats), seeking
+        back to the cursor whenever the agent rewinds, until every record is absorbed."""
+        engine = self.store.engine(0)
+        position = engine.cursor.next_offset or 0
+        turn = 0
+        while position < len(records):
+            size = sizes[min(turn, len(sizes) - 1)]
+            turn += 1
+            self.group(records, position, size)
+            position = engine.cursor.next_offset if self.ownership.rewinds else min(position + size, len(records))
+            self.ownership.rewinds.clear()
+
+    def group(self, records: list[bytes], first: int, size: int) -> None:
+        events = [SimpleNamespace(message=SimpleNamespace(partition=0, offset=offset), value=records[offset])
+                  for offset in range(first, min(first + size, len(records)))]
+        asyncio.run(self.agent.process_group("llm-calls", events))
+
+
+def _spend(summaries: list[dict[str, Any]]) -> int:
+    """Micro-USD the fleet stage charges from these summaries: a summary at or below an applied offset is dropped."""
+    applied, total = -1, 0
+    for summary in summaries:
+        if summary["o"] > applied:
+            applied = summary["o"]
+            total += sum(row[2] for row in summary["spend"])
+    return total
+
+
+def _crash(records: list[bytes], sizes: list[int], crash_group: int
+           ) -> tuple[Worker, dict[bytes, bytes], tuple[int, int], tuple[int, int]]:
+    """A first attempt that dies after group ``crash_group`` sent its output and before it persisted. Returns
+    the worker (every group run, for reference), the table as the crash left it, and where the crash group's
+    summaries and alerts are in what the worker sent (first, end)."""
+    first = Worker(Table())
+    position = 0
+    for turn, size in enumerate(sizes):
+        persisted = dict(first.table.data)
+        before = len(first.emitter.summaries), len(first.emitter.alerts)
+        first.group(records, position, size)
+        position += size
+        if turn == crash_group:
+            summaries, alerts = (before[0], len(first.emitter.summaries)), (before[1], len(first.emitter.alerts))
+            plan_key = f"0|{RUN_PLAN_KEY}".encode()
+            crashed = {**persisted, plan_key: first.table.data[plan_key]}  # written before the group's output
+    return first, crashed, summaries, alerts
+
+
+FIRST_SIZES = [6, 9, 5, 10, 10]  # the crash group holds records 20..29: the failing service's first group
+
+
+def test_a_replay_after_a_crash_sends_what_the_first_attempt_sent_and_charges_once() -> None:
+    records = _records()
+    first, crashed, summaries, alerts = _crash(records, FIRST_SIZES, crash_group=3)
+    crash_summaries = first.emitter.summaries[slice(*summaries)]
+    crash_alerts = first.emitter.alerts[slice(*alerts)]
+    assert [s["o"] for s in crash_summaries] == [29], "records 20..29 are one run"
+    assert any(a["status"] == "firing" for a in crash_alerts), "the failing service should fire in the crash group"
+
+    replay = Worker(Table(crashed))
+    replay.feed(records, [2, 3, 40])  # groups that cut the planned run 20..29 short twice, then hold all of it
+
+    assert replay.emitter.summaries[0] == crash_summaries[0], "the planned run is replayed whole, to the same summary"
+    assert replay.emitter.alerts[: len(crash_alerts)] == crash_alerts, "the same alerts, with the same ids"
+    expected = _spend(first.emitter.summaries)
+    assert expected > 0
+    assert _spend(first.emitter.summaries[: summaries[1]] + replay.emitter.summaries) == expected
+
+
+def test_without_the_plan_a_replay_in_other_groups_charges_records_twice() -> None:
+    """The control: what persisting the runs' ends prevents."""
+    records = _records()
+    first, crashed, summaries, _alerts = _crash(records, FIRST_SIZES, crash_group=3)
+    crashed.pop(f"0|{RUN_PLAN_KEY}".encode())
+    replay = Worker(Table(crashed))
+    replay.feed(records, [2, 3, 40])
+    charged = _spend(first.emitter.summaries[: summaries[1]] + replay.emitter.summaries)
+    assert charged > _spend(first.emitter.summaries)
+
+
+def test_records_of_a_group_are_absorbed_as_one_run_and_feed_the_same_totals() -> None:
+    records = _records()
+    whole, one_by_one = Worker(Table()), Worker(Table())
+    whole.feed(records, [RECORDS])
+    one_by_one.feed(records, [1])
+    assert [s["o"] for s in whole.emitter.summaries] == [RECORDS - 1]
+    assert len(one_by_one.emitter.summaries) == RECORDS
+    assert _spend(whole.emitter.summaries) == _spend(one_by_one.emitter.summaries) > 0
+
+
+# ---- the plan alone -------------------------------------------------------------------------------------------
+def test_fresh_records_make_one_run_split_by_records_that_stand_alone() -> None:
+    plan = RunPlan()
+    cut = plan.cut(list(range(10, 20)), [i == 3 for i in range(10)])
+    assert cut.runs == [(0, 3), (3, 4), (4, 10)]
+    assert cut.planned == [12, 13, 19]
+    assert cut.held_from is None
+
+
+def test_planned_runs_are_cut_as_planned_and_the_rest_afresh() -> None:
+    plan = RunPlan([12, 19])
+    cut = plan.cut(list(range(10, 26)), [False] * 16)
+    assert cut.runs == [(0, 3), (3, 10), (10, 16)]
+    assert cut.planned == [25]
+
+
+def test_an_incomplete_planned_run_waits_then_goes_in_parts() -> None:
+    plan = RunPlan([19])
+    for _ in range(MAX_HOLDS):
+        cut = plan.cut(list(range(10, 16)), [False] * 6)
+        assert cut.runs == [] and cut.held_from == 0
+    cut = plan.cut(list(range(10, 16)), [False] * 6)
+    assert cut.runs == [(0, 6)] and cut.held_from is None and cut.planned == []
+    assert plan.cut(list(range(16, 20)), [False] * 4).runs == [(0, 4)], "the rest still ends where planned"
+
+
+@pytest.mark.parametrize("ends", [[], [5], [3, 70, 900]])
+def test_the_plan_round_trips_and_forgets_ends_the_cursor_passed(ends: list[int]) -> None:
+    plan = RunPlan.from_bytes(RunPlan(ends).to_bytes())
+    assert plan.ends == ends
+    plan.extend([1000], first=6)
+    assert plan.ends == [end for end in ends if end >= 6] + [1000]
