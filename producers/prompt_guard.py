@@ -75,14 +75,12 @@ class PromptGuard:
         """The verdict on one prompt (CLEAN when the guard is off or there is no text)."""
         if self._detector is None or not prompt:
             return CLEAN
-        text = self._window(prompt, self.scan_chars)
-        hits = self._detector.score([text], [text.lower()])
-        score = float(hits.score[0])
+        score, names = self._detector.score_one(self._window(prompt, self.scan_chars))
         self.checked += 1
         if score < self.threshold:
             return Verdict(False, "", score)
         self.flagged += 1
-        return Verdict(True, "injection", score, tuple(hits.names[0]))
+        return Verdict(True, "injection", score, tuple(names))
 
 
 def window(text: str, limit: int) -> str:

@@ -34,6 +34,9 @@ _MAX_STRINGS = 64  # a set of exact strings grown by cross products stops growin
 _MAX_CLASS = 12  # a character class with more members than this is not read as strings
 # Below this many characters ``re`` scans faster than the lookup's fixed cost (~3 us).
 ANCHOR_FROM = 256
+# Below this many characters ``AnchorIndex`` trusts its table bits: checking literal sets string by string costs
+# more than the regexes it spares (measured break-even on prompt-like text: ~380).
+HELD_FROM = 384
 _ZERO_WIDTH = (sre.AT, sre.ASSERT, sre.ASSERT_NOT)
 
 
@@ -270,15 +273,23 @@ class AnchorIndex:
     the start positions of them all; a regex whose starts are unknown keeps its ``screen.requirement`` bits,
     which tell whether it may match at all. Sound as ``Anchors`` is: every match starts at a position given.
     (For many texts at once ``screen.Screen`` is cheaper per text; this is the one-text path.)
+
+    A table bit stands for the rarest 3-gram of any string of a literal set, and common ones ("ver" of
+    "override", "cti" of "directions") occur in most long prompts. So an alternative the bits allow is tried
+    only if each of its literal sets also has a string every 3-gram of which occurs in the text (``_held``):
+    one check for all sets, ~5 us for 2 kB, run only when some alternative is allowed and the text is long
+    enough (``HELD_FROM``), where each regex spared saves ~5 us (finding its starts and trying them).
     """
 
-    __slots__ = ("_lowered", "_programs", "_words")
+    __slots__ = ("_grams", "_lowered", "_programs", "_set_starts", "_string_starts", "_words")
 
     def __init__(self, regexes: Sequence[tuple[re.Pattern[str], bool]]) -> None:
         words: list[np.ndarray] = []
         # Per regex: its word, whether its starts are known, and per alternative the bits a text must hold for
-        # it (its start bit, if known, and its literal sets'), and its start bit; all as moved into the word.
-        self._programs: list[tuple[int, bool, list[tuple[int, int]]]] = []
+        # it (its start bit, if known, and its literal sets'), its start bit, both as moved into the word, and
+        # the literal sets checked string by string (their indices in _held's answer).
+        self._programs: list[tuple[int, bool, list[tuple[int, int, tuple[int, ...]]]]] = []
+        checked: dict[frozenset[str], int] = {}
         free = 0
         for regex, _lowered in regexes:
             found = anchors(regex)
@@ -292,29 +303,61 @@ class AnchorIndex:
             for b, to in moved.items():
                 words[-1] |= ((table >> np.uint32(b)) & np.uint32(1)).astype(np.uint64) << np.uint64(to)
             free += len(used)
-            alternatives = [(_move(start | need, moved), _move(start, moved)) for start, need in needs]
+            branches = requirement(regex, lowered=False)
+            if len(branches) != len(needs):  # as Anchors reads it: then no alternative asks anything
+                branches = ((),) * len(needs)
+            alternatives = [
+                (_move(start | need, moved), _move(start, moved),
+                 tuple(checked.setdefault(s, len(checked)) for s in branch if _checkable(s)))
+                for (start, need), branch in zip(needs, branches, strict=True)
+            ]
             self._programs.append((len(words) - 1, found is not None, alternatives))
         self._words = np.stack(words)  # (words, 2**15): one take reads every word of a position
         self._lowered = [lowered for _regex, lowered in regexes]
+        # The 3-gram keys of every checked set's strings, set after set, string after string.
+        strings = [sorted(literal_set) for literal_set in checked]
+        self._set_starts = np.cumsum([0] + [len(s) for s in strings[:-1]], dtype=np.intp)
+        flat = [string for literal_set in strings for string in literal_set]
+        self._string_starts = np.cumsum([0] + [len(s) - 2 for s in flat[:-1]], dtype=np.intp)
+        self._grams = np.array([_key(s[i : i + 3]) for s in flat for i in range(len(s) - 2)], dtype=np.intp)
+
+    def _held(self, keys: np.ndarray) -> list[bool]:
+        """Per checked literal set, whether the text of ``keys`` may hold it: every 3-gram of one of its strings
+        occurs in the text (anywhere: a necessary condition, as sound as the table bits)."""
+        present = np.zeros(1 << 15, dtype=bool)
+        present[keys.astype(np.intp)] = True
+        strings = np.logical_and.reduceat(present.take(self._grams), self._string_starts)
+        return np.logical_or.reduceat(strings, self._set_starts).tolist()
 
     def starts(self, lowered: str, text: str) -> list[list[int] | None]:
         """Per regex, ascending positions of its text (``lowered`` or ``text``, as it runs on) where a match
         may start; [] when it cannot match; None when it may but its starts are unknown (scan the text)."""
-        found = self._words.take(gram_keys(lowered), axis=1)
-        cased = found  # ASCII text lower-cases in place, to the same codes
+        keys = cased_keys = gram_keys(lowered)
+        found = cased = self._words.take(keys, axis=1)  # ASCII text lower-cases in place, to the same codes
         if not all(self._lowered) and not text.isascii():
-            cased = self._words.take(gram_keys(text), axis=1)
+            cased_keys = gram_keys(text)
+            cased = self._words.take(cased_keys, axis=1)
         held = np.bitwise_or.reduce(found, axis=1).tolist()
         held_cased = held if cased is found else np.bitwise_or.reduce(cased, axis=1).tolist()
+        sets_held: dict[bool, list[bool]] = {}  # _held of the lowered text (True) and of the text, when asked
+        check_sets = len(lowered) >= HELD_FROM
         out: list[list[int] | None] = []
         for (word, anchored, alternatives), on_lowered in zip(self._programs, self._lowered, strict=True):
+            on_lowered = on_lowered or cased is found  # the text's own keys are the lowered text's
             have = (held if on_lowered else held_cased)[word]
             starts = 0  # the start bits of the alternatives the text holds everything for
             possible = False
-            for needs, start in alternatives:
-                if have & needs == needs:
-                    starts |= start
-                    possible = True
+            for needs, start, sets in alternatives:
+                if have & needs != needs:
+                    continue
+                if sets and check_sets:
+                    literal_sets = sets_held.get(on_lowered)
+                    if literal_sets is None:
+                        literal_sets = sets_held[on_lowered] = self._held(keys if on_lowered else cased_keys)
+                    if not all(literal_sets[k] for k in sets):
+                        continue
+                starts |= start
+                possible = True
             if not anchored:
                 out.append(None if possible else [])
             elif starts:
@@ -323,6 +366,17 @@ class AnchorIndex:
             else:
                 out.append([])
         return out
+
+
+def _checkable(literal_set: frozenset[str]) -> bool:
+    """Whether ``AnchorIndex._held`` can check the set: every string is ASCII (``screen.NON_ASCII`` stands for
+    any character past it) and has a 3-gram."""
+    return all(len(string) >= 3 and string.isascii() for string in literal_set)
+
+
+def _key(piece: str) -> int:
+    """The ``gram_keys`` key of a 3-character piece."""
+    return _code(piece[0]) << 10 | _code(piece[1]) << 5 | _code(piece[2])
 
 
 def _move(bits: int, moved: dict[int, int]) -> int:

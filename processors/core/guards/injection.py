@@ -19,7 +19,7 @@ import numpy as np
 from llmpulse.processors.core.guards import docs_matching, text_matches
 from llmpulse.processors.core.guards.anchors import AnchorIndex
 from llmpulse.processors.core.guards.classifier import InjectionClassifier
-from llmpulse.processors.core.guards.decoding import with_decoded
+from llmpulse.processors.core.guards.decoding import decoded_payloads, with_decoded
 from llmpulse.processors.core.guards.screen import Screen, Screened, candidate_lists
 
 SEVERITY_SCORE: dict[str, float] = {"low": 0.4, "medium": 0.7, "high": 0.95}
@@ -153,18 +153,22 @@ def _matched(
     return out
 
 
-def _matched_one(text: str, lowered: str, patterns: tuple[InjectionPattern, ...]) -> list[list[int]]:
-    """``_matched`` for one text: one ``AnchorIndex`` lookup tells every regex where it may start."""
+def _scan_one(text: str, lowered: str, patterns: tuple[InjectionPattern, ...]) -> tuple[float, list[str]]:
+    """``scan`` of one text in plain floats and lists: one ``AnchorIndex`` lookup tells every regex where it may
+    start. The highest severity matched (0 when none), and the names matched in ``patterns`` order."""
     starts = iter(_index(patterns).starts(lowered, text))
-    out = []
+    score = 0.0
+    names = []
     for pattern in patterns:
         where = next(starts)
         hit = where != [] and text_matches(pattern.regex, lowered, word_start=True, starts=where)
         if pattern.cased is not None:
             where = next(starts)
             hit = hit or (where != [] and text_matches(pattern.cased, text, word_start=True, starts=where))
-        out.append([0] if hit else [])
-    return out
+        if hit:
+            names.append(pattern.name)
+            score = max(score, SEVERITY_SCORE[pattern.severity])
+    return score, names
 
 
 def scan(
@@ -182,11 +186,11 @@ def scan(
     if lowered is None:
         lowered = [t.lower() for t in texts]
     if candidates is None and len(texts) == 1:  # the SDK's case
-        matched = _matched_one(texts[0], lowered[0], tuple(patterns))
-    else:
-        if candidates is None:
-            candidates = candidate_lists(_screen(tuple(patterns)).candidates(lowered))
-        matched = _matched(texts, lowered, patterns, candidates)
+        score_one, names_one = _scan_one(texts[0], lowered[0], tuple(patterns))
+        return PatternHits(np.array([score_one]), [names_one])
+    if candidates is None:
+        candidates = candidate_lists(_screen(tuple(patterns)).candidates(lowered))
+    matched = _matched(texts, lowered, patterns, candidates)
     score = np.zeros(len(texts))
     names: list[list[str]] = [[] for _ in texts]
     for pattern, docs in zip(patterns, matched, strict=True):
@@ -232,6 +236,9 @@ class InjectionDetector:
         candidates: Sequence[Sequence[int]] | None = None,
     ) -> PatternHits:
         """Both tiers on a batch; ``lowered`` and ``candidates`` as for ``scan``."""
+        if len(texts) == 1 and candidates is None:  # the SDK's case
+            score, names = self.score_one(texts[0], None if lowered is None else lowered[0])
+            return PatternHits(np.array([score]), [names])
         hits = scan(texts, self.patterns, lowered, candidates)
         decoded, changed = with_decoded(texts)
         if changed:
@@ -240,3 +247,19 @@ class InjectionDetector:
         if self.classifier is None or not len(texts):
             return hits
         return PatternHits(np.maximum(hits.score, self.classifier.predict_proba(decoded)), hits.names)
+
+    def score_one(self, text: str, lowered: str | None = None) -> tuple[float, list[str]]:
+        """``score`` of one text (the SDK's input guard) as a float and the names matched, without a batch's
+        arrays: the same values, to the last bit."""
+        score, names = _scan_one(text, text.lower() if lowered is None else lowered, self.patterns)
+        payloads = decoded_payloads(text)
+        if payloads:  # as with_decoded and _merged do for a batch
+            text = "\n".join([text, *payloads])
+            extra_score, extra_names = _scan_one(text, text.lower(), self.patterns)
+            score = max(score, extra_score)
+            if extra_names:
+                seen = set(names).union(extra_names)
+                names = [p.name for p in self.patterns if p.name in seen]
+        if self.classifier is None:
+            return score, names
+        return max(score, self.classifier.probability(text)), names

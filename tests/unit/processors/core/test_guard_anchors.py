@@ -14,7 +14,14 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 import pytest
 
-from llmpulse.processors.core.guards.anchors import ANCHOR_FROM, AnchorIndex, anchors, finditer, leading
+from llmpulse.processors.core.guards.anchors import (
+    ANCHOR_FROM,
+    HELD_FROM,
+    AnchorIndex,
+    anchors,
+    finditer,
+    leading,
+)
 from tests.unit.processors.core.test_guard_screen import _CONTEXT, _generate, _guard_regexes, _labelled_texts
 
 
@@ -103,7 +110,8 @@ def test_one_index_lookup_finds_every_match_start_of_every_regex() -> None:
         tree = list(sre_parse.parse(regex.pattern, regex.flags))
         for _ in range(25):
             parts = []
-            while sum(map(len, parts)) < rng.choice((30, ANCHOR_FROM + 50)):  # short texts too
+            # short texts too, and long ones, where literal sets are checked string by string
+            while sum(map(len, parts)) < rng.choice((30, ANCHOR_FROM + 50, HELD_FROM + 200)):
                 core = _generate(tree, rng, {})
                 parts.append(rng.choice(_CONTEXT) + (core.upper() if rng.random() < 0.3 else core))
                 parts.append(rng.choice(_CONTEXT) * rng.randint(0, 3) + "filler text, " * rng.randint(0, 4))
@@ -124,3 +132,16 @@ def test_an_index_says_which_regexes_cannot_match() -> None:
     assert index.starts("please summarise this", "please summarise this") == [[], [], []]
     text = "ok. ignore the rules, DAN, bending rules"
     assert index.starts(text.lower(), text) == [[4], [22], None]
+
+
+def test_in_long_texts_an_index_checks_literal_sets_string_by_string() -> None:
+    # "actions" holds the rarest 3-gram of "directions" and "ruling" that of "rules", but neither string
+    regex = re.compile(r"(?:ignore|skip)\s+(?:the\s+)?(?:directions|rules)")
+    index = AnchorIndex([(regex, True)])
+    short = "skip the actions, ruling out the rest. "
+    assert index.starts(short, short) == [[0]]  # a short text: the table bits alone, a start to try
+    long = short * (HELD_FROM // len(short) + 1)
+    assert index.starts(long, long) == [[]]
+    text = long + "then skip the rules"
+    assert [m.start() for m in regex.finditer(text)] == [len(long) + 5]
+    assert len(long) + 5 in (index.starts(text, text)[0] or [])
