@@ -41,30 +41,34 @@ class FleetConfig:
 
 def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int,
                         alerts: list[AlertEvent] | None = None, by_user: bool = False) -> bytes:
-    """The fleet summary of one calls record: spend per (model, service, hour), or per (model, service, user,
+    """The fleet summary of one run of records: spend per (model, service, hour), or per (model, service, user,
     hour) with ``by_user`` (user budgets configured), as ``[model, max ts, cost, service, user]``; ordered outcomes
-    per provider/model, and the alert events the record decided."""
+    per provider/model, and the alert events the run decided. Groups come from one sort each, not a mask per
+    group: a run can hold thousands of series."""
     spend: list[list[Any]] = []
-    priced = cost_micros >= 0
-    if priced.any():
-        hours = calls.timestamp_ms // _HOUR_MS
+    priced = np.flatnonzero(cost_micros >= 0)
+    if priced.size:
         keys, inverse = calls.group_by("model", "service", *(("user_hash",) if by_user else ()))
-        for g, key in enumerate(keys):
-            model, service, user = key[0], key[1], key[2] if by_user else None
-            member = priced & (inverse == g)
-            for hour in np.unique(hours[member]).tolist():
-                rows = member & (hours == hour)
-                spend.append([model, int(calls.timestamp_ms[rows].max()), int(cost_micros[rows].sum()), service, user])
+        hours, hour_of = np.unique(calls.timestamp_ms[priced] // _HOUR_MS, return_inverse=True)
+        cell = inverse[priced] * len(hours) + hour_of  # (group, hour), ordered as group then hour
+        order = np.argsort(cell, kind="stable")
+        cell, starts = np.unique(cell[order], return_index=True)
+        latest = np.maximum.reduceat(calls.timestamp_ms[priced][order], starts).tolist()
+        cost = np.add.reduceat(cost_micros[priced][order], starts).tolist()
+        for i, g in enumerate((cell // len(hours)).tolist()):
+            model, service, user = keys[g][0], keys[g][1], keys[g][2] if by_user else None
+            spend.append([model, int(latest[i]), int(cost[i]), service, user])
     outcomes: list[list[Any]] = []
-    keys, inverse = calls.group_by("provider", "model") if len(calls) else ([], None)
-    for g, (provider, model) in enumerate(keys):
-        member = np.flatnonzero(inverse == g)
-        ok = calls.status[member] == OK
-        ts = calls.timestamp_ms[member]
-        if ok.all():  # healthy keys travel as a handful of successes, not one row per call
-            member = member[-_OK_ROWS_FOR_HEALTHY_KEYS:]
-            ts, ok = ts[-_OK_ROWS_FOR_HEALTHY_KEYS:], ok[-_OK_ROWS_FOR_HEALTHY_KEYS:]
-        outcomes.append([provider, model, ts.tolist(), "".join("1" if v else "0" for v in ok.tolist())])
+    if len(calls):
+        keys, inverse = calls.group_by("provider", "model")
+        order = np.argsort(inverse, kind="stable")  # each key's calls, in call order
+        bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1)).tolist()
+        ok_all, ts_all = calls.status[order] == OK, calls.timestamp_ms[order]
+        for g, (provider, model) in enumerate(keys):
+            ok, ts = ok_all[bounds[g]:bounds[g + 1]], ts_all[bounds[g]:bounds[g + 1]]
+            if ok.all():  # healthy keys travel as a handful of successes, not one row per call
+                ts, ok = ts[-_OK_ROWS_FOR_HEALTHY_KEYS:], ok[-_OK_ROWS_FOR_HEALTHY_KEYS:]
+            outcomes.append([provider, model, ts.tolist(), "".join("1" if v else "0" for v in ok.tolist())])
     return json.dumps({"p": partition, "o": offset, "spend": spend, "outcomes": outcomes,
                        "alerts": [event.to_record() for event in alerts or ()]}, separators=(",", ":")).encode()
 
