@@ -78,16 +78,14 @@ def rate_between(first: tuple[float, int], last: tuple[float, int]) -> float:
     return (last[1] - first[1]) / elapsed if elapsed > 0 else float("nan")
 
 
-def stamped_rate(stamps_ms: Sequence[int], calls: float) -> float:
-    """Calls/s of ``calls`` processed in records of equal size whose fleet summaries were sent at ``stamps_ms``.
-
-    A summary is stamped once its record is done, so the first stamp marks the end of the first record: the
-    span covers the other records' calls only.
-    """
-    n = len(stamps_ms)
-    if n < 2:
+def summarized_rate(progress: Sequence[tuple[int, int]], calls_per_record: float) -> float:
+    """Calls/s from fleet summaries as (send stamp ms, records covered): a summary is sent once its run of records
+    is done, so the first stamp marks the end of the first run; the span covers the later runs' records only."""
+    if len(progress) < 2:
         return float("nan")
-    return rate_between((min(stamps_ms) / 1000.0, 0), (max(stamps_ms) / 1000.0, calls * (n - 1) / n))
+    ordered = sorted(progress)
+    later = sum(records for _, records in ordered[1:])
+    return rate_between((ordered[0][0] / 1000.0, 0), (ordered[-1][0] / 1000.0, later * calls_per_record))
 
 
 def now_ms() -> int:

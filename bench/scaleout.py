@@ -26,8 +26,8 @@ from types import TracebackType
 
 from bench import dataset, workerproc
 from bench.cardinality import spread
-from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio, stamped_rate
-from bench.traffic import TopicWatcher
+from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio, summarized_rate
+from bench.traffic import SummaryProgress, TopicWatcher
 
 FIGURES = ("scaleout_eps_1_worker", "scaleout_eps_2_workers", "scaleout_ratio_2_workers")
 PARTITIONS = 4
@@ -64,8 +64,8 @@ class WorkerGroup:
         self.topic, fleet = f"{tag}-{app_id}-calls", workerproc.fleet_topic(tag, app_id)
         dataset.create_topics(bootstrap, [self.topic], partitions=PARTITIONS)
         dataset.create_topics(bootstrap, [fleet], partitions=1)
-        self.stamps: list[int] = []
-        self.watcher = TopicWatcher(bootstrap, fleet, lambda message, _when: self.stamps.append(message.timestamp()[1]))
+        self.progress = SummaryProgress()
+        self.watcher = TopicWatcher(bootstrap, fleet, self.progress.handle)
         self.watcher.start()
         env = {"LLMPULSE_TOPIC_PARTITIONS": str(PARTITIONS)}
         self.workers = [workerproc.launch(bootstrap, workdir / app_id / str(k), app_id, self.topic, tag, env)
@@ -90,12 +90,12 @@ class WorkerGroup:
 
     def _feed(self, records: Records, timeout: float) -> tuple[int, bool]:
         """Produce ``records``; (index of their first summary, whether every summary came within ``timeout``)."""
-        start = len(self.stamps)
+        start = len(self.progress.runs)
         dataset.preload(self.bootstrap, self.topic, records)
-        done = _wait(lambda: len(self.stamps) >= start + len(records), timeout)
+        done = _wait(lambda: self.progress.records(start) >= len(records), timeout)
         count = -1
-        while count != len(self.stamps):  # quiet: nothing of this batch still on its way
-            count = len(self.stamps)
+        while count != len(self.progress.runs):  # quiet: nothing of this batch still on its way
+            count = len(self.progress.runs)
             time.sleep(QUIET_S)
         return start, done
 
@@ -121,10 +121,10 @@ class WorkerGroup:
         after = [workerproc.processed(worker) or 0.0 for worker in self.workers]
         held = self._holding()
         if not done or held != self.held:
-            raise RuntimeError(f"{self.size} workers: {len(self.stamps) - start} of {len(records)} timed records "
+            raise RuntimeError(f"{self.size} workers: {self.progress.records(start)} of {len(records)} timed records "
                                f"done, partitions held {self.held} before and {held} after")
         self.shares.append([(b - a) / calls for a, b in zip(before, after, strict=True)])
-        return stamped_rate(self.stamps[start : start + len(records)], calls)
+        return summarized_rate(self.progress.runs[start:], calls / len(records))
 
 
 def run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:

@@ -28,8 +28,18 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError
 
 from bench import dataset, workerproc
-from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, rate_between, ratio, stamped_rate
-from bench.traffic import TopicWatcher
+from bench.common import (
+    GroupResult,
+    Scale,
+    alternating,
+    describe,
+    medians,
+    now_ms,
+    rate_between,
+    ratio,
+    summarized_rate,
+)
+from bench.traffic import SummaryProgress, TopicWatcher
 from llmpulse.processors import configure
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.calls import CallDecoder
@@ -82,7 +92,8 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
                extra_env: dict[str, str] | None = None, max_s: float | None = None) -> dict[str, float]:
     """Start a worker on the pre-loaded topic; rate from its first processed record to its last.
 
-    Timed by the worker's fleet summaries (one per calls record, producer-stamped when sent) rather than by
+    Timed by the worker's fleet summaries (one per run of records, producer-stamped when sent; each names its
+    run's last offset, so it tells how many records it covers) rather than by
     scraping /metrics at a high rate: each scrape refreshes every gauge, ~15 ms of the worker's CPU, which
     at 20 Hz would slow it by a quarter. /metrics is read once at the end to confirm the processed count.
     With ``max_s`` the run stops once that many seconds of processing are stamped; the rate then covers the
@@ -91,30 +102,30 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
     app_id = f"{tag}-w{uuid.uuid4().hex[:6]}"
     fleet = workerproc.fleet_topic(tag, app_id)
     dataset.create_topics(bootstrap, [fleet], partitions=1)
-    stamps: list[int] = []
-    watcher = TopicWatcher(bootstrap, fleet, lambda message, _when: stamps.append(message.timestamp()[1]))
+    progress = SummaryProgress()
+    watcher = TopicWatcher(bootstrap, fleet, progress.handle)
     watcher.start()
     launched = time.time()
     worker = workerproc.launch(bootstrap, workdir / app_id, app_id, topic, tag, extra_env)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         capped = False
-        while len(stamps) < records and time.monotonic() < deadline and not capped:
+        while progress.records() < records and time.monotonic() < deadline and not capped:
             if worker.process is not None and worker.process.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
             time.sleep(0.2)
-            capped = max_s is not None and len(stamps) > 1 and (max(stamps) - min(stamps)) / 1000.0 >= max_s
+            capped = max_s is not None and progress.span_s() >= max_s
         processed = workerproc.processed(worker) or 0.0
     finally:
         worker.stop()
         watcher.stop()
-    done = min(len(stamps), records)
+    timed = list(progress.runs)
+    done = min(progress.records(), records)
     expected = calls if done == records else 1.0  # capped: record sizes vary, the count can only be checked > 0
     if (done < records and not capped) or processed < expected:
         raise RuntimeError(f"worker processed {processed:.0f} of {calls} calls:\n{worker.log_tail()}")
-    counted, timed = calls * done / records, stamps[:done]
-    first, last = min(timed) / 1000.0, max(timed) / 1000.0
-    return {"eps": stamped_rate(timed, counted), "startup_s": first - launched,
+    counted, last = calls * done / records, max(stamp for stamp, _ in timed) / 1000.0
+    return {"eps": summarized_rate(timed, calls / records), "startup_s": min(timed)[0] / 1000.0 - launched,
             "wall_eps": counted / (last - launched), "processed": processed, "records_timed": done}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -75,6 +76,32 @@ class LiveTraffic(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(60)
+
+
+class SummaryProgress:
+    """A worker's progress read from its fleet summaries (``handle`` for a TopicWatcher on the fleet topic).
+
+    Each summary is sent once its run of records is done and names the run's source partition and last offset,
+    so it tells how many records it covers (topics start at offset 0); a repeat from a replay covers none."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int]] = []  # (send stamp ms, records covered)
+        self._last: dict[int, int] = {}
+
+    def handle(self, message: Any, _arrived: float) -> None:
+        summary = json.loads(message.value())
+        source, offset = summary.get("p"), summary.get("o", -1)
+        if source is not None and offset > self._last.get(source, -1):
+            self.runs.append((message.timestamp()[1], offset - self._last.get(source, -1)))
+            self._last[source] = offset
+
+    def records(self, since: int = 0) -> int:
+        """Records covered by the summaries from index ``since`` on."""
+        return sum(records for _, records in self.runs[since:])
+
+    def span_s(self) -> float:
+        stamps = [stamp for stamp, _ in self.runs]
+        return (max(stamps) - min(stamps)) / 1000.0 if len(stamps) > 1 else 0.0
 
 
 class TopicWatcher(threading.Thread):

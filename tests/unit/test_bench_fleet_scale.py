@@ -7,27 +7,48 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bench import alert_latency, dataset, run
 from bench.alert_latency import Probe, p99_or_reason
-from bench.common import stamped_rate
+from bench.common import summarized_rate
 from bench.scaleout import settled
+from bench.traffic import SummaryProgress
 
 
-def test_rate_from_summary_stamps_leaves_out_the_first_record() -> None:
-    # Three records of 100 calls, done at 0, 1 and 2 s: the first stamp is the end of the first record.
-    assert stamped_rate([0, 1_000, 2_000], calls=300) == pytest.approx(100.0)
+def _summary(stamp_ms: int, partition: int, offset: int) -> SimpleNamespace:
+    value = json.dumps({"p": partition, "o": offset, "spend": [], "outcomes": [], "alerts": []}).encode()
+    return SimpleNamespace(value=lambda: value, timestamp=lambda: (1, stamp_ms))
 
 
-def test_rate_from_summary_stamps_does_not_depend_on_arrival_order() -> None:
+def test_rate_from_summaries_leaves_out_the_first_run() -> None:
+    # Runs of 2, 1 and 3 records of 100 calls, done at 0, 1 and 2 s: the first stamp is the end of the first run.
+    progress = SummaryProgress()
+    for stamp, offset in ((0, 1), (1_000, 2), (2_000, 5)):
+        progress.handle(_summary(stamp, 0, offset), 0.0)
+    assert progress.records() == 6
+    assert summarized_rate(progress.runs, calls_per_record=100) == pytest.approx(200.0)
+
+
+def test_summaries_of_two_partitions_count_apart_and_replays_count_nothing() -> None:
+    progress = SummaryProgress()
+    for stamp, partition, offset in ((0, 0, 3), (500, 1, 0), (900, 0, 3), (1_000, 0, 2), (2_000, 1, 4)):
+        progress.handle(_summary(stamp, partition, offset), 0.0)
+    assert progress.records() == 4 + 5
+    assert progress.records(since=1) == 5
+    assert progress.span_s() == pytest.approx(2.0)
+
+
+def test_rate_does_not_depend_on_arrival_order() -> None:
     # Two workers stamp the same fleet topic; their summaries interleave.
-    assert stamped_rate([1_000, 0, 3_000, 2_000], calls=400) == stamped_rate([0, 1_000, 2_000, 3_000], calls=400)
+    runs = [(1_000, 1), (0, 1), (3_000, 1), (2_000, 1)]
+    assert summarized_rate(runs, 100) == summarized_rate(sorted(runs), 100) == pytest.approx(100.0)
 
 
-def test_rate_needs_two_stamps() -> None:
-    assert math.isnan(stamped_rate([1_000], calls=500))
+def test_rate_needs_two_summaries() -> None:
+    assert math.isnan(summarized_rate([(1_000, 5)], calls_per_record=100))
 
 
 @pytest.mark.parametrize(("held", "expected"), [
