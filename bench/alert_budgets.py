@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.alert_fleet import Fleet
-from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.pricing import CallUsage, Pricer
 from llmpulse.processors.settings import BudgetRules, ProcessorSettings
 from llmpulse.producers.simulation.traffic_model import CallBlock
 
@@ -43,8 +43,9 @@ def derive(settings: ProcessorSettings, rate: float, seed: int, sample_s: float,
     while t < sample_s:
         hour = int(t // 3600)
         for _service, block in fleet.step(t, t + SAMPLE_STEP_S, day_start_ms):
-            cost = pricer.fill_missing(block.cost_micros, block.provider, block.request_model, block.input_tokens,
-                                       block.output_tokens, block.cached_tokens)
+            usage = CallUsage(block.provider, block.request_model, block.input_tokens, block.output_tokens,
+                              block.cached_tokens)
+            cost = pricer.fill_missing(block.cost_micros, usage)
             cost = np.where(cost >= 0, cost, 0).astype(np.float64)
             for scope, column in SCOPE_COLUMNS.items():
                 keys, inverse = np.unique(column(block), return_inverse=True)

@@ -1,8 +1,9 @@
 """llmpulse: streaming observability and guardrails for LLM traffic on Apache Kafka.
 
 This root package holds the CLI (``cli``, ``commands``, ``broker``) and the modules the SDK and the processors
-share, standard library only: ``config``, ``pii``, ``circuit_breaker``. The SDK, processors and schemas are
-its subpackages ``llmpulse.producers``, ``llmpulse.processors`` and ``llmpulse.schemas`` (pyproject.toml).
+share, standard library only: ``config``, ``pii``, ``circuit_breaker``, ``backoff`` (also the examples'). The SDK,
+processors and schemas are its subpackages ``llmpulse.producers``, ``llmpulse.processors`` and ``llmpulse.schemas``
+(pyproject.toml).
 """
 
 import logging

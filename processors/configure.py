@@ -19,7 +19,7 @@ from llmpulse.processors.core.experiments import ExperimentConfig
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.guard_monitor import GuardMonitorConfig
 from llmpulse.processors.core.guards.guard import GuardConfig
-from llmpulse.processors.core.health import HealthConfig
+from llmpulse.processors.core.health import COMPONENTS, HealthConfig
 from llmpulse.processors.core.incidents import IncidentConfig
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits, PeriodLimits
@@ -118,7 +118,10 @@ def fleet_config(s: ProcessorSettings) -> FleetConfig:
 
 
 def health_config(s: ProcessorSettings) -> HealthConfig:
-    return HealthConfig(**s.health.model_dump())
+    """The documented ``weight_<component>`` settings gathered into the core's one ``weights`` mapping."""
+    rules = s.health.model_dump()
+    weights = {name: rules.pop(f"weight_{name}") for name in COMPONENTS}
+    return HealthConfig(**rules, weights=weights)
 
 
 def validation_limits(s: ProcessorSettings) -> Limits:

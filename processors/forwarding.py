@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmpulse.backoff import Backoff
 from llmpulse.processors.alertmanager_mapping import (
     DedupKey,
     alertmanager_alert,
@@ -116,19 +117,15 @@ class IncidentMembers:
         return self._incident_of.get(str(record["alert_id"]))
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Capped exponential backoff: initial_s, initial_s * multiplier, ... at most max_s, max_attempts tries."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy(Backoff):
+    """llmpulse's capped exponential backoff with the forwarder's numbers (6 tries, 0.5 s doubling up to 30 s, no
+    jitter), and each POST's timeout."""
 
     max_attempts: int = 6
-    initial_s: float = 0.5
-    multiplier: float = 2.0
-    max_s: float = 30.0
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
     timeout_s: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.max_s, self.initial_s * self.multiplier ** (attempt - 1))
 
 
 class DeliveryError(RuntimeError):
@@ -195,7 +192,7 @@ class HttpPoster:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
             if attempt < self.policy.max_attempts:
-                delay = self.policy.delay(attempt)
+                delay = self.policy.delay_s(attempt)
                 log.warning("forward: POST %s failed (%s); retry %d/%d in %.1f s", url, last_error, attempt,
                             self.policy.max_attempts - 1, delay)
                 self.sleep(delay)

@@ -235,11 +235,13 @@ class HealthRules(_Group):
     zero_at: float = _HEALTH.zero_at
     min_requests: int = _HEALTH.min_requests  # calls in the window before latency, errors and guard count
     min_ratings: int = _HEALTH.min_ratings  # joined ratings in the window before quality counts
-    weight_latency: float = _HEALTH.weight_latency
-    weight_errors: float = _HEALTH.weight_errors
-    weight_drift: float = _HEALTH.weight_drift
-    weight_guard: float = _HEALTH.weight_guard
-    weight_quality: float = _HEALTH.weight_quality
+    # The core's ``weights`` mapping, one documented setting (LLMPULSE_HEALTH__WEIGHT_<COMPONENT>) per component;
+    # configure.health_config gathers them back into the mapping.
+    weight_latency: float = _HEALTH.weights["latency"]
+    weight_errors: float = _HEALTH.weights["errors"]
+    weight_drift: float = _HEALTH.weights["drift"]
+    weight_guard: float = _HEALTH.weights["guard"]
+    weight_quality: float = _HEALTH.weights["quality"]
 
 
 class AlertRules(_Group):

@@ -7,38 +7,25 @@ with its number (``labels["attempt"]``, see request_ids.py), and each attempt ca
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from openai import APIConnectionError, APIError
 
+from llmpulse.backoff import Backoff
+
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # timeout, conflict, rate limited; and every 5xx
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Attempt ``n`` (from 1) that failed waits ``min(max_delay_s, base_delay_s * multiplier ** (n - 1))``, less up
-    to ``jitter`` of it at random so that clients that failed together do not retry together."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy(Backoff):
+    """llmpulse's capped exponential backoff (``delay_s(attempt, retry_after_s)``) with this service's numbers:
+    0.5 s, 1 s, 2 s ... at most 8 s, each less up to 20 % at random; a provider's Retry-After is honoured up to
+    the cap."""
 
     max_attempts: int = 3
     base_delay_s: float = 0.5
-    multiplier: float = 2.0
     max_delay_s: float = 8.0
     jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base_delay_s < 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
-            raise ValueError(f"invalid retry policy: {self}")
-
-    def delay_s(self, attempt: int, retry_after_s: float | None = None,
-                rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt ``attempt``; a provider's Retry-After is honoured up to the cap."""
-        backoff = min(self.max_delay_s, self.base_delay_s * self.multiplier ** (attempt - 1))
-        backoff *= 1.0 - self.jitter * rand()
-        if retry_after_s is not None:
-            backoff = max(backoff, min(retry_after_s, self.max_delay_s))
-        return backoff
 
 
 def retryable(exc: BaseException) -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 from llmpulse.processors.core.mitigations import mitigation_for
 
 SEVERITIES: tuple[str, ...] = ("INFO", "WARNING", "ERROR", "CRITICAL")
-_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+SEVERITY_RANK: Mapping[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 DEFAULT_PRIORITIES: Mapping[str, str] = {"CRITICAL": "P0", "ERROR": "P1", "WARNING": "P2", "INFO": "P3"}
 FIRING, ACKNOWLEDGED, RESOLVED = "firing", "acknowledged", "resolved"
 MINUTE_MS = 60_000
@@ -135,7 +135,7 @@ class AlertPolicy:
 
     def observe(self, obs: Observation) -> list[AlertEvent]:
         """Apply one observation; returns the events it causes (zero or one)."""
-        if obs.severity is not None and obs.severity not in _RANK:
+        if obs.severity is not None and obs.severity not in SEVERITY_RANK:
             raise ValueError(f"unknown severity {obs.severity!r}")
         fp = obs.fingerprint or fingerprint(obs.rule, obs.labels)
         incident = self._incidents.get(fp)
@@ -213,7 +213,7 @@ class AlertPolicy:
     def active(self) -> list[AlertEvent]:
         """Firing and acknowledged incidents, most urgent first (for GET /api/alerts)."""
         live = [i for i in self._incidents.values() if i.status != RESOLVED]
-        live.sort(key=lambda i: (-_RANK[i.severity], i.started_at_ms))
+        live.sort(key=lambda i: (-SEVERITY_RANK[i.severity], i.started_at_ms))
         return [self._event(i) for i in live]
 
     def get(self, alert_id: str) -> AlertEvent | None:
@@ -287,7 +287,7 @@ class AlertPolicy:
         incident.clear_since_ms = None  # flapping back to active restarts the resolve hold
         incident.last_seen_ms = obs.now_ms
         self._take_values(incident, obs)  # latest figures, shown by active() and the next event
-        if _RANK[str(obs.severity)] <= _RANK[incident.severity]:
+        if SEVERITY_RANK[str(obs.severity)] <= SEVERITY_RANK[incident.severity]:
             return []
         incident.severity = str(obs.severity)
         incident.status = FIRING

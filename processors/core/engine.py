@@ -135,8 +135,7 @@ class PartitionEngine:
         event time, so a replay of the same run decides the same."""
         event_ms = min(int(calls.timestamp_ms.max()), now_ms)
         before = dict(self.pricer.unknown_models())
-        cost = self.pricer.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
-                                        calls.output_tokens, calls.cached_tokens)
+        cost = self.pricer.fill_missing(calls.cost_micros, calls)
         unpriced = {m: n - before.get(m, 0) for m, n in self.pricer.unknown_models().items() if n > before.get(m, 0)}
         keys, inverse = calls.group_by("service", "model", "provider")
         series = [series_key(key) for key in keys]

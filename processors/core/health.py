@@ -31,7 +31,9 @@ their own (``LLMPULSE_HEALTH__*``): moving an alert does not move the score.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -48,7 +50,10 @@ if TYPE_CHECKING:
 
     from llmpulse.processors.core.engine import PartitionEngine
 
-COMPONENTS = ("latency", "errors", "drift", "guard", "quality")
+# Each component's share of the score (renormalised over the components present); its keys are the components.
+DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"latency": 0.25, "errors": 0.30, "drift": 0.15, "guard": 0.15, "quality": 0.15})
+COMPONENTS = tuple(DEFAULT_WEIGHTS)
 GUARD_FLAGS = ("injection", "pii", "toxic", "hallucination")
 DRIFT_FEATURES = ("confidence", "latency", "tokens")
 _LATENCY, _TRAFFIC, _DRIFT, _QUALITY = LatencyConfig(), TrafficConfig(), DriftConfig(), QualityConfig()
@@ -68,14 +73,18 @@ class HealthConfig:
     zero_at: float = 2.0  # a component reaches 0 at this multiple of its threshold
     min_requests: int = _LATENCY.min_samples
     min_ratings: int = _QUALITY.min_ratings
-    weight_latency: float = 0.25
-    weight_errors: float = 0.30
-    weight_drift: float = 0.15
-    weight_guard: float = 0.15
-    weight_quality: float = 0.15
+    # component -> weight, a component left out weighs 0. Kept read-only, and out of the hash (a mappingproxy has
+    # none), so the frozen config stays immutable and hashable.
+    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(COMPONENTS))
+        if unknown:  # a misspelt component would otherwise weigh nothing without a word
+            raise ValueError(f"health weights for unknown components {unknown}: the components are {COMPONENTS}")
+        object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
 
     def weight(self, component: str) -> float:
-        return float(getattr(self, f"weight_{component}"))
+        return float(self.weights.get(component, 0.0))
 
 
 class ServiceSignals(NamedTuple):

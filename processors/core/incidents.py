@@ -34,7 +34,8 @@ Output: incident events (schemas/incident.v1.avsc). On-call pages on incident ev
   member, reopens it (``updated``, or ``escalated`` if worse), so a flapping cause pages once even while it
   moves from one service to the next.
   Incidents whose worst severity is INFO (priority P3) never page, nor do those of a quiet family
-  (``QUIET_FAMILIES``: distribution drift), which take the informational priority whatever their severity.
+  (``QUIET_FAMILIES`` in cause_families.py: distribution drift), which take the informational priority
+  whatever their severity.
 * Pages (``paging`` on the event): the first announcement at P0-P2; one escalation into the urgent tier
   (``urgent_priorities``, P0/P1: someone is woken) from a P2 page; the resolve of an incident that paged.
   An escalation within the urgent tier (P1 -> P0) is an ``escalated`` event that does not page again: the
@@ -62,60 +63,18 @@ from llmpulse.processors.core.alert_policy import (
     MINUTE_MS,
     RESOLVED,
     SEVERITIES,
+    SEVERITY_RANK,
 )
+from llmpulse.processors.core.cause_families import family_of, informational, quiet, symptom_family
+from llmpulse.processors.core.incident_members import Member, same_series
 from llmpulse.processors.core.mitigations import mitigation_for
 
-_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-_STATUS_RANK = {FIRING: 0, ACKNOWLEDGED: 1, RESOLVED: 2}
 OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
 SCOPES = ("series", "service", "model", "provider", "fleet")
 
-# Rules that share a likely cause; a rule not listed is a family of its own.
-FAMILIES: Mapping[str, str] = {
-    "latency_p95": "availability", "latency_p99": "availability", "ttft_p95": "availability",
-    "ttft_p99": "availability", "error_rate": "availability", "provider_circuit": "availability",
-    "cost_per_request": "spend", "token_average": "spend", "request_budget": "spend",
-    "budget": "spend", "budget_burn": "spend", "budget_projection": "spend",
-    "distribution_drift": "distribution", "confidence_drift": "drift",
-    "prompt_injection": "injection", "security_incident": "injection",
-    "pii_leak": "pii",
-    "hallucination": "output_quality", "unsafe_content": "output_quality", "no_answer_rate": "output_quality",
-    "ab_regression": "experiment",
-}
 
-
-def family_of(rule: str, severity: str = "WARNING") -> str:
-    family = FAMILIES.get(rule, rule)
-    return f"{family}{_INFO_SUFFIX}" if severity == "INFO" else family
-
-
-_INFO_SUFFIX = "/info"
-
-
-def _informational(family: str) -> bool:
-    return family.endswith(_INFO_SUFFIX)
-
-
-# Families that follow a cause rather than being one: a latency spike shifts the latency distribution, a cost
-# spike the token one. Joined to an incident with a cause, they do not hold it open: it resolves with its causes.
-SYMPTOM_FAMILIES = frozenset({"drift", "distribution"})
-# Families that never page on their own: a distribution that moved while every rule on the traffic holds (an A/B
-# arm, a new prompt, a shift in what users ask) is news for the model's owner, recorded at the informational
-# priority (P3, the digest), not a reason to wake anyone. Their incidents take no member of another family (a
-# cause opens its own, which pages); their members still join a cause's incident on their series, as detail.
-QUIET_FAMILIES = frozenset({"distribution"})
-
-
-def _symptom(member: _Member) -> bool:
-    return _symptom_family(FAMILIES.get(member.rule, member.rule))
-
-
-def _symptom_family(family: str) -> bool:
-    return family in SYMPTOM_FAMILIES
-
-
-def _quiet(family: str) -> bool:
-    return family.removesuffix(_INFO_SUFFIX) in QUIET_FAMILIES
+def _symptom(member: Member) -> bool:
+    return symptom_family(family_of(member.rule))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,44 +124,6 @@ class IncidentEvent:
 
 
 @dataclass(slots=True)
-class _Member:
-    alert_id: str
-    rule: str
-    severity: str
-    status: str
-    service: str | None
-    model: str | None
-    provider: str | None
-    summary: str
-    observed: float
-    started_at_ms: int
-    updated_at_ms: int
-
-    @classmethod
-    def of(cls, record: Mapping[str, Any]) -> _Member:
-        return cls(str(record["alert_id"]), str(record["rule"]), str(record["severity"]), str(record["status"]),
-                   record.get("service"), record.get("model"), record.get("provider"), str(record["summary"]),
-                   float(record["observed"]), int(record["started_at_ms"]), int(record["updated_at_ms"]))
-
-    def is_newer(self, record: Mapping[str, Any]) -> bool:
-        ours = (self.updated_at_ms, _STATUS_RANK.get(self.status, 0), _RANK.get(self.severity, 0))
-        theirs = (int(record["updated_at_ms"]), _STATUS_RANK.get(str(record["status"]), 0),
-                  _RANK.get(str(record["severity"]), 0))
-        return theirs > ours
-
-    def take(self, record: Mapping[str, Any]) -> None:
-        self.status = str(record["status"])
-        self.severity = str(record["severity"])
-        self.summary = str(record["summary"])
-        self.observed = float(record["observed"])
-        self.updated_at_ms = int(record["updated_at_ms"])
-
-    @property
-    def series(self) -> tuple[str | None, str | None, str | None]:
-        return self.service, self.model, self.provider
-
-
-@dataclass(slots=True)
 class _Incident:
     incident_id: str
     family: str
@@ -217,7 +138,7 @@ class _Incident:
     severity_since_ms: int = 0  # event time the worst severity was reached (the group wait restarts there)
     paged: bool = False  # an event of this incident paged
     paged_urgent: bool = False  # ... at an urgent priority (P0/P1): later escalations are updates
-    members: dict[str, _Member] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
 
     def scope(self) -> tuple[str, str]:
         members = list(self.members.values())
@@ -232,7 +153,7 @@ class _Incident:
                 return scope, str(next(iter(values)))
         return "fleet", "fleet"
 
-    def covers(self, member: _Member) -> bool:
+    def covers(self, member: Member) -> bool:
         scope, key = self.scope()
         if scope == "fleet":
             return True
@@ -240,9 +161,10 @@ class _Incident:
             return "/".join(v for v in member.series if v) == key
         return getattr(member, scope) == key
 
-    def worst(self) -> list[_Member]:
+    def worst(self) -> list[Member]:
         """Members, most severe first, then the earliest."""
-        return sorted(self.members.values(), key=lambda m: (-_RANK.get(m.severity, 0), m.started_at_ms, m.alert_id))
+        return sorted(self.members.values(),
+                      key=lambda m: (-SEVERITY_RANK.get(m.severity, 0), m.started_at_ms, m.alert_id))
 
 
 class IncidentManager:
@@ -283,8 +205,8 @@ class IncidentManager:
         return out
 
     def _priority(self, incident: _Incident) -> str:
-        informational = self.config.priorities.get("INFO", "P3")
-        return informational if _quiet(incident.family) else self.config.priorities.get(incident.severity, "P3")
+        info_priority = self.config.priorities.get("INFO", "P3")
+        return info_priority if quiet(incident.family) else self.config.priorities.get(incident.severity, "P3")
 
     def _pages(self, incident: _Incident, kind: str) -> bool:
         """Whether this event pages, and remember what was paged: the first event at P0-P2, an escalation
@@ -308,7 +230,7 @@ class IncidentManager:
             member = incident.members[alert_id]
             if not member.is_newer(record):
                 return None, None
-            if _informational(incident.family) and str(record["severity"]) != "INFO" \
+            if informational(incident.family) and str(record["severity"]) != "INFO" \
                     and str(record["status"]) != RESOLVED:
                 self._leave(incident, alert_id)  # an informational member turned paging: it has another home
                 return self._apply_one(record)
@@ -316,7 +238,7 @@ class IncidentManager:
             return incident.incident_id, self._reassess(incident, member)
         if str(record["status"]) == RESOLVED:
             return None, None  # a member we never saw firing (before incidents existed, or evicted)
-        member = _Member.of(record)
+        member = Member.of(record)
         incident = self._home_for(member)
         if incident is None:
             incident = self._open(member)
@@ -325,7 +247,7 @@ class IncidentManager:
         self._member_of[member.alert_id] = incident.incident_id
         incident.last_member_start_ms = max(incident.last_member_start_ms, member.started_at_ms)
         if incident.status == RESOLVED:
-            if _symptom(member) and not _symptom_family(incident.family):
+            if _symptom(member) and not symptom_family(incident.family):
                 return incident.incident_id, None  # a late symptom of a cause that has cleared: detail only
             incident.status, incident.resolved_at_ms = FIRING, None
         return incident.incident_id, self._reassess(incident, member)
@@ -337,7 +259,7 @@ class IncidentManager:
         if not incident.members:
             self._incidents.pop(incident.incident_id, None)
 
-    def _home_for(self, member: _Member) -> _Incident | None:
+    def _home_for(self, member: Member) -> _Incident | None:
         family = family_of(member.rule, member.severity)
         window = self.config.group_window_ms
         best: tuple[bool, int] | None = None
@@ -349,9 +271,9 @@ class IncidentManager:
                     continue
                 covers = True  # its family is there already, on its series: however long ago that started
             elif incident.family != family:
-                if _informational(family) or _informational(incident.family) or not _shares_series(incident, member):
+                if informational(family) or informational(incident.family) or not _shares_series(incident, member):
                     continue
-                if _quiet(incident.family) and not _quiet(family):
+                if quiet(incident.family) and not quiet(family):
                     continue  # a cause pages from an incident of its own
                 if _symptom(member):  # drift follows its cause by minutes: it joins while the cause is live or cools
                     if incident.status == RESOLVED and member.started_at_ms - (
@@ -380,7 +302,7 @@ class IncidentManager:
         return (self._clock_ms - steady_since >= self.config.group_wait_ms
                 or self._clock_ms - incident.started_at_ms >= self.config.max_group_wait_ms)
 
-    def _open(self, member: _Member) -> _Incident:
+    def _open(self, member: Member) -> _Incident:
         seed = member.alert_id
         while f"inc-{hashlib.sha256(seed.encode()).hexdigest()[:20]}" in self._incidents:
             seed += "/again"  # its informational incident still holds the first id (deterministic on replay)
@@ -396,12 +318,12 @@ class IncidentManager:
         self._evict(member.updated_at_ms)
         return incident
 
-    def _reassess(self, incident: _Incident, member: _Member) -> str | None:
+    def _reassess(self, incident: _Incident, member: Member) -> str | None:
         """After a member changed: escalate, resolve or just update (before its announcement, silently)."""
         if incident.status == RESOLVED and _symptom(member):
             return None  # a symptom that lingers after its cause changes nothing on-call sees
         incident.updated_at_ms = max(incident.updated_at_ms, member.updated_at_ms)
-        if member.status != RESOLVED and _RANK.get(member.severity, 0) > _RANK[incident.severity]:
+        if member.status != RESOLVED and SEVERITY_RANK.get(member.severity, 0) > SEVERITY_RANK[incident.severity]:
             incident.severity = member.severity
             incident.severity_since_ms = member.updated_at_ms
             incident.status = FIRING
@@ -449,7 +371,7 @@ class IncidentManager:
 
     def active(self) -> list[IncidentEvent]:
         live = [i for i in self._incidents.values() if i.status != RESOLVED and i.announced]
-        live.sort(key=lambda i: (-_RANK[i.severity], i.started_at_ms))
+        live.sort(key=lambda i: (-SEVERITY_RANK[i.severity], i.started_at_ms))
         return [self._event(i, _status_name(i.status)) for i in live]
 
     # ---- persistence ----------------------------------------------------------------------------------------
@@ -465,7 +387,7 @@ class IncidentManager:
         manager = cls(config)
         manager._clock_ms = int(data.get("clock_ms", 0))
         for raw in data.get("incidents", []):
-            members = {m["alert_id"]: _Member(**m) for m in raw["members"]}
+            members = {m["alert_id"]: Member(**m) for m in raw["members"]}
             incident = _Incident(**{**raw, "members": members})
             manager._incidents[incident.incident_id] = incident
             for alert_id in members:
@@ -521,27 +443,18 @@ class IncidentManager:
         )
 
 
-def _holds_on_series(incident: _Incident, member: _Member, family: str) -> bool:
+def _holds_on_series(incident: _Incident, member: Member, family: str) -> bool:
     """The incident, opened by another family, has a member of ``family`` on the member's series: a runaway
     job's latency incident holding its budget burn takes the job's later crossings of that service's budgets.
     (Members of an informational family join only their own kind.)"""
-    if _informational(family) or _informational(incident.family):
+    if informational(family) or informational(incident.family):
         return False
-    return any(FAMILIES.get(m.rule, m.rule) == family and _same_series(m, member) for m in incident.members.values())
+    return any(family_of(m.rule) == family and same_series(m, member) for m in incident.members.values())
 
 
-def _shares_series(incident: _Incident, member: _Member) -> bool:
-    """The member is on a series one of the incident's members is on (``_same_series``)."""
-    return any(_same_series(m, member) for m in incident.members.values())
-
-
-def _same_series(a: _Member, b: _Member) -> bool:
-    """Service, model and provider agree wherever both carry one (drift series have no provider, a service
-    budget no model), and at least the service or the model is named on both sides (a global budget joins
-    nothing this way)."""
-    pairs = list(zip(a.series, b.series, strict=True))
-    return (all(x is None or y is None or x == y for x, y in pairs)
-            and any(x is not None and x == y for x, y in pairs[:2]))
+def _shares_series(incident: _Incident, member: Member) -> bool:
+    """The member is on a series one of the incident's members is on (``same_series``)."""
+    return any(same_series(m, member) for m in incident.members.values())
 
 
 def _strongest(kinds: set[str]) -> str:
@@ -559,7 +472,7 @@ _SCOPE_NAMES = {"series": "{}", "service": "service {}", "model": "model {}", "p
                 "fleet": "fleet"}
 
 
-def _phrase(member: _Member) -> str:
+def _phrase(member: Member) -> str:
     v, rule = member.observed, member.rule
     if rule in ("latency_p95", "latency_p99", "ttft_p95", "ttft_p99"):
         return f"{rule.replace('_', ' ')} {v:.2f} s"
@@ -572,7 +485,7 @@ def _phrase(member: _Member) -> str:
     return member.summary
 
 
-def _summary(scope: str, key: str, ordered: list[_Member]) -> str:
+def _summary(scope: str, key: str, ordered: list[Member]) -> str:
     """"provider anthropic: error rate 38% across 6 series; also provider_circuit, latency_p99"."""
     head = ordered[0]
     series = {m.series for m in ordered if m.service and m.model}

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
 
-from llmpulse.processors.core.columns import NO_COST
+from llmpulse.processors.core.columns import NO_COST, CallColumns
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,23 @@ class Rate:
 
     def per_million_usd(self) -> dict[str, float]:
         return {name: getattr(self, name) / 1e6 for name in _COMPONENTS}
+
+
+@dataclass(frozen=True, slots=True)
+class CallUsage:
+    """The columns a price depends on, one row per call. ``CallColumns`` has the same names, so the worker prices
+    its batches as they are; callers holding loose arrays (tests, the bench) name them here once."""
+
+    provider: np.ndarray  # object[str | None]
+    model: np.ndarray  # object[str | None]: the request model
+    input_tokens: np.ndarray  # int, cached tokens included
+    output_tokens: np.ndarray
+    cached_tokens: np.ndarray
+
+    @classmethod
+    def rows(cls, calls: CallUsage | CallColumns, index: np.ndarray) -> CallUsage:
+        """These columns of the selected calls only: a whole ``CallColumns.take`` would copy the texts too."""
+        return cls(*(getattr(calls, column.name)[index] for column in fields(cls)))
 
 
 def usd_per_million_to_pico(price: Decimal | float | int | str) -> int:
@@ -135,29 +152,21 @@ class Pricer:
         cached_tokens: int = 0,
     ) -> int:
         """One call's cost in micro-dollars, or NO_COST."""
-        return int(
-            self.price_batch(
-                np.array([provider], dtype=object),
-                np.array([model], dtype=object),
-                np.array([input_tokens]),
-                np.array([output_tokens]),
-                np.array([cached_tokens]),
-            )[0]
+        usage = CallUsage(
+            np.array([provider], dtype=object),
+            np.array([model], dtype=object),
+            np.array([input_tokens]),
+            np.array([output_tokens]),
+            np.array([cached_tokens]),
         )
+        return int(self.price_batch(usage)[0])
 
-    def price_batch(
-        self,
-        provider: np.ndarray,
-        model: np.ndarray,
-        input_tokens: np.ndarray,
-        output_tokens: np.ndarray,
-        cached_tokens: np.ndarray,
-    ) -> np.ndarray:
+    def price_batch(self, calls: CallUsage | CallColumns) -> np.ndarray:
         """Cost of every call in micro-dollars (int64); NO_COST where the model has no known price."""
-        n = int(np.asarray(input_tokens).shape[0])
+        n = int(np.asarray(calls.input_tokens).shape[0])
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        codes, pairs = _pair_codes(provider, model)
+        codes, pairs = _pair_codes(calls.provider, calls.model)
         table = np.zeros((len(pairs), 3), dtype=np.int64)
         known = np.zeros(len(pairs), dtype=bool)
         tiered: list[int] = []
@@ -168,9 +177,9 @@ class Pricer:
                 known[code] = True
                 if rate.tiers:
                     tiered.append(code)
-        in_tok = np.clip(np.asarray(input_tokens, dtype=np.int64), 0, MAX_TOKENS)
-        out_tok = np.clip(np.asarray(output_tokens, dtype=np.int64), 0, MAX_TOKENS)
-        cached_tok = np.minimum(np.clip(np.asarray(cached_tokens, dtype=np.int64), 0, MAX_TOKENS), in_tok)
+        in_tok = np.clip(np.asarray(calls.input_tokens, dtype=np.int64), 0, MAX_TOKENS)
+        out_tok = np.clip(np.asarray(calls.output_tokens, dtype=np.int64), 0, MAX_TOKENS)
+        cached_tok = np.minimum(np.clip(np.asarray(calls.cached_tokens, dtype=np.int64), 0, MAX_TOKENS), in_tok)
         rates = table[codes]  # (n, 3): one gather, no per-call Python
         for code in tiered:  # few keys (long-context models); each patched with vector masks
             self._apply_tiers(rates, codes == code, in_tok, pairs[code])
@@ -178,30 +187,16 @@ class Pricer:
         micros = (pico + PICO_PER_MICRO // 2) // PICO_PER_MICRO
         hit = known[codes]
         if not hit.all():
-            self._count_unknown(model, codes, known)
+            self._count_unknown(calls.model, codes, known)
         return np.where(hit, micros, NO_COST).astype(np.int64)
 
-    def fill_missing(
-        self,
-        cost_micros: np.ndarray,
-        provider: np.ndarray,
-        model: np.ndarray,
-        input_tokens: np.ndarray,
-        output_tokens: np.ndarray,
-        cached_tokens: np.ndarray,
-    ) -> np.ndarray:
+    def fill_missing(self, cost_micros: np.ndarray, calls: CallUsage | CallColumns) -> np.ndarray:
         """``cost_micros`` with the producer's NO_COST entries priced here; producer prices are kept."""
         missing = np.asarray(cost_micros) == NO_COST
         if not missing.any():
             return cost_micros
         out = np.array(cost_micros, dtype=np.int64, copy=True)
-        out[missing] = self.price_batch(
-            provider[missing],
-            model[missing],
-            input_tokens[missing],
-            output_tokens[missing],
-            cached_tokens[missing],
-        )
+        out[missing] = self.price_batch(CallUsage.rows(calls, missing))
         return out
 
     def unknown_models(self) -> dict[str, int]:

@@ -33,6 +33,5 @@ def priced_calls(rows: list[dict[str, Any]]) -> tuple[CallColumns, np.ndarray]:
     calls, refused = CallDecoder(Limits(max_age_s=10**9), 1 << 24, 10_000).decode(
         BatchEncoder("t").encode_batch(full), now)
     assert not refused and calls is not None
-    cost = PRICER.fill_missing(calls.cost_micros, calls.provider, calls.model, calls.input_tokens,
-                               calls.output_tokens, calls.cached_tokens)
+    cost = PRICER.fill_missing(calls.cost_micros, calls)
     return calls, cost

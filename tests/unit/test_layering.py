@@ -4,8 +4,8 @@
   numpy, genai-prices' built-in catalogue, itself and the modules shared with the SDK; it opens no files.
   Files are read at the edge (``processors/loaders.py``) and handed in as data.
 * The modules shared by the SDK and the processors (``llmpulse.pii``, ``llmpulse.circuit_breaker``,
-  ``llmpulse.config``) import the standard library only, so the SDK's base install can use them; an optional
-  extra only inside a function, with a fallback (``SHARED_OPTIONAL``).
+  ``llmpulse.config``, ``llmpulse.backoff``) import the standard library only, so the SDK's base install can use
+  them; an optional extra only inside a function, with a fallback (``SHARED_OPTIONAL``).
 * The SDK (``producers/``) imports nothing from the processors or the CLI.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "processors" / "core"
-SHARED = [ROOT / "llmpulse" / name for name in ("pii.py", "circuit_breaker.py", "config.py")]
+SHARED = [ROOT / "llmpulse" / name for name in ("pii.py", "circuit_breaker.py", "config.py", "backoff.py")]
 SHARED_OPTIONAL = frozenset({"phonenumbers"})  # extras a shared module may import lazily, with a fallback
 
 IO_MODULES = frozenset({"glob", "http", "io", "os", "pathlib", "shutil", "socket", "subprocess", "tempfile",

@@ -91,7 +91,7 @@ INCIDENT_LABELS = {"alertname": "llmpulse_incident", "llmpulse_kind": "incident"
 
 def poster(receiver: FakeReceiver, attempts: int = 4) -> tuple[HttpPoster, list[float]]:
     sleeps: list[float] = []
-    policy = RetryPolicy(max_attempts=attempts, initial_s=0.5, multiplier=2.0, max_s=1.5)
+    policy = RetryPolicy(max_attempts=attempts, base_delay_s=0.5, multiplier=2.0, max_delay_s=1.5)
     return HttpPoster(policy, opener=receiver, sleep=sleeps.append, stats=ForwardStats()), sleeps
 
 

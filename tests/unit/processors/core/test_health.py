@@ -93,10 +93,19 @@ def test_quality_uses_accuracy_when_labelled_else_the_mean_score() -> None:
 
 
 def test_weights_are_settings_and_zero_weights_give_no_score() -> None:
-    errors_only = HealthConfig(weight_latency=0, weight_drift=0, weight_guard=0, weight_quality=0)
+    errors_only = HealthConfig(weights={"errors": 0.3})  # a component left out weighs 0
     assert health_score(HEALTHY._replace(failed=75), errors_only).score == pytest.approx(50.0)
-    nothing = HealthConfig(weight_latency=0, weight_errors=0, weight_drift=0, weight_guard=0, weight_quality=0)
+    nothing = HealthConfig(weights=dict.fromkeys(COMPONENTS, 0.0))
     assert health_score(HEALTHY, nothing).score is None
+
+
+def test_weights_are_read_only_and_name_known_components() -> None:
+    config = HealthConfig(weights={"errors": 1.0})
+    with pytest.raises(TypeError):
+        config.weights["errors"] = 2.0  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown components"):
+        HealthConfig(weights={"error": 1.0})
+    hash(config)  # still hashable: the mapping is left out of the hash
 
 
 # ---- from an engine's state -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from genai_prices import Usage, calc_price
 
 from llmpulse.processors.core.columns import NO_COST
 from llmpulse.processors.core.pricing import (
+    CallUsage,
     Pricer,
     Rate,
     factorize,
@@ -41,7 +42,7 @@ def test_sub_micro_prices_are_exact_and_rounded_once_per_call() -> None:
     # 7 tokens * 0.075 = 0.525 micro$ + 3 * 0.3 = 0.9 -> 1.425 -> 1 (one rounding, not two)
     assert pricer.price("p", "mini", 7, 3) == 1
     # 10 tokens * 0.075 = 0.75 + 5 * 0.3 = 1.5 -> 2.25 -> 2; 2 tokens: 0.15 + 1.5 (5 out) = 1.65 -> 2
-    costs = pricer.price_batch(obj("p", "p"), obj("mini", "mini"), ints(10, 2), ints(5, 5), ints(0, 0))
+    costs = pricer.price_batch(CallUsage(obj("p", "p"), obj("mini", "mini"), ints(10, 2), ints(5, 5), ints(0, 0)))
     assert costs.tolist() == [2, 2]
     assert costs.dtype == np.int64
     # Half a micro-dollar rounds up: 20 tokens * 0.075 = 1.5
@@ -94,7 +95,7 @@ def test_catalogue_prices_match_genai_prices_including_tiers() -> None:
     inp = rng.integers(0, 400_000, n)
     out = rng.integers(0, 20_000, n)
     cached = (inp * rng.random(n)).astype(np.int64)
-    costs = pricer.price_batch(provider, model, inp, out, cached)
+    costs = pricer.price_batch(CallUsage(provider, model, inp, out, cached))
     for i in range(n):
         usage = Usage(input_tokens=int(inp[i]), output_tokens=int(out[i]), cache_read_tokens=int(cached[i]))
         ref = calc_price(usage, model[i], provider_id=provider[i], genai_request_timestamp=PRICE_AT)
@@ -106,11 +107,13 @@ def test_catalogue_prices_match_genai_prices_including_tiers() -> None:
 def test_unknown_models_cost_nothing_and_are_counted() -> None:
     pricer = Pricer(price_at=PRICE_AT)
     costs = pricer.price_batch(
-        obj("openai", "acme", "acme", None),
-        obj("gpt-4o", "mystery-1", "mystery-1", None),
-        ints(1000, 10, 10, 10),
-        ints(0, 1, 1, 1),
-        ints(0, 0, 0, 0),
+        CallUsage(
+            obj("openai", "acme", "acme", None),
+            obj("gpt-4o", "mystery-1", "mystery-1", None),
+            ints(1000, 10, 10, 10),
+            ints(0, 1, 1, 1),
+            ints(0, 0, 0, 0),
+        )
     )
     assert costs.tolist() == [2500, NO_COST, NO_COST, NO_COST]
     pricer.price("acme", "mystery-1", 1, 1)
@@ -136,7 +139,7 @@ def test_rates_are_resolved_once_per_pair(monkeypatch: pytest.MonkeyPatch) -> No
     pricer = Pricer()
     for _ in range(3):
         costs = pricer.price_batch(
-            obj(*["p"] * 500), obj(*["m"] * 500), ints(*[1] * 500), ints(*[1] * 500), ints(*[0] * 500)
+            CallUsage(obj(*["p"] * 500), obj(*["m"] * 500), ints(*[1] * 500), ints(*[1] * 500), ints(*[0] * 500))
         )
         assert costs.sum() == 1000
     assert calls == [("p", "m")]
@@ -145,7 +148,7 @@ def test_rates_are_resolved_once_per_pair(monkeypatch: pytest.MonkeyPatch) -> No
 def test_fill_missing_keeps_producer_prices() -> None:
     pricer = Pricer(overrides=parse_overrides({"m": {"input": 1, "output": 1}}), use_catalogue=False)
     filled = pricer.fill_missing(
-        ints(77, NO_COST), obj("p", "p"), obj("m", "m"), ints(10, 10), ints(10, 10), ints(0, 0)
+        ints(77, NO_COST), CallUsage(obj("p", "p"), obj("m", "m"), ints(10, 10), ints(10, 10), ints(0, 0))
     )
     assert filled.tolist() == [77, 20]
 
@@ -161,7 +164,7 @@ def test_bad_override_prices_are_refused() -> None:
 
 def test_huge_token_counts_do_not_overflow() -> None:
     pricer = Pricer(overrides=parse_overrides({"m": {"input": 1000, "output": 1000}}), use_catalogue=False)
-    cost = pricer.price_batch(obj("p"), obj("m"), ints(2**40), ints(2**40), ints(0))
+    cost = pricer.price_batch(CallUsage(obj("p"), obj("m"), ints(2**40), ints(2**40), ints(0)))
     assert cost.tolist() == [2 * (2**31 - 1) * 1000]  # clipped to the schema's int range, positive
 
 
@@ -174,6 +177,6 @@ def test_factorize_groups_in_first_seen_order() -> None:
 def test_unknown_model_counts_are_bounded() -> None:
     pricer = Pricer(use_catalogue=False, max_pairs=3)
     names = obj(*(f"junk-{i}" for i in range(10)))
-    pricer.price_batch(obj(*["p"] * 10), names, ints(*[1] * 10), ints(*[1] * 10), ints(*[0] * 10))
+    pricer.price_batch(CallUsage(obj(*["p"] * 10), names, ints(*[1] * 10), ints(*[1] * 10), ints(*[0] * 10)))
     counts = pricer.unknown_models()
     assert len(counts) == 4 and counts["(other)"] == 7 and sum(counts.values()) == 10
