@@ -1,4 +1,4 @@
-"""The worker's pure path in one process: decode + ``PartitionEngine.process`` + metrics export per record.
+"""The worker's pure path in one process: decode + ``PartitionEngine.process`` + metrics export per run of records.
 
 The worker has no switches for sketches or metrics, so their cost is measured here instead: the engine
 built as processors/app.py builds it, once with the latency monitor's update replaced by a no-op (sketches
@@ -17,6 +17,7 @@ from bench import dataset
 from bench.common import GroupResult, Scale, describe, medians, now_ms
 from bench.throughput import build_decoder
 from llmpulse.processors import configure, loaders
+from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
@@ -40,21 +41,21 @@ class Pipeline:
         self.exporter = MetricsExporter(WorkerMetrics(registry, settings.max_series_per_metric)) if metrics else None
 
     def feed(self, values: Sequence[bytes], first_offset: int = 0) -> int:
-        """Process every record as the calls agent does; returns the calls accepted."""
-        accepted = 0
-        for offset, value in enumerate(values, start=first_offset):
-            now = now_ms()
-            calls, _refused = self.decoder.decode(value, now)
-            if calls is None:
-                continue
-            outcome = self.engine.process(calls, offset, now)
-            if self.exporter is not None:
-                self.exporter.record_batch(outcome.totals, outcome.accepted)
-                self.exporter.record_guard(outcome.guard, calls)
-                self.exporter.record_unpriced(outcome.unpriced_models)
-            accepted += outcome.accepted
+        """Process the records as the calls agent processes a group of them: decoded one by one, absorbed as one
+        run (core/run_plan.py), state drained once; returns the calls accepted."""
+        now = now_ms()
+        decoded = (self.decoder.decode(value, now)[0] for value in values)
+        parts = [calls for calls in decoded if calls is not None]
+        if not parts:
+            return 0
+        calls = CallColumns.concat(parts)
+        outcome = self.engine.process(calls, first_offset + len(values) - 1, now)
+        if self.exporter is not None:
+            self.exporter.record_batch(outcome.totals, outcome.accepted)
+            self.exporter.record_guard(outcome.guard, calls)
+            self.exporter.record_unpriced(outcome.unpriced_models)
         self.engine.drain_state()  # the agent persists the changed state once per group of records
-        return accepted
+        return outcome.accepted
 
 
 def _noop(*_args: object, **_kwargs: object) -> None:
