@@ -51,7 +51,7 @@ class Pipeline:
         calls = CallColumns.concat(parts)
         outcome = self.engine.process(calls, first_offset + len(values) - 1, now)
         if self.exporter is not None:
-            self.exporter.record_batch(outcome.totals, outcome.accepted)
+            self.exporter.record_batch(outcome.totals, outcome.accepted, records=len(values))
             self.exporter.record_guard(outcome.guard, calls)
             self.exporter.record_unpriced(outcome.unpriced_models)
         self.engine.drain_state()  # the agent persists the changed state once per group of records

@@ -191,6 +191,11 @@ class WorkerMetrics:
             "llmpulse_batches_processed_total", "Kafka records (micro-batches) processed", registry=registry
         )
         self.ready = Gauge("llmpulse_worker_ready", "1 once assigned partitions are recovered", registry=registry)
+        self.gauge_refresh = Gauge(
+            "llmpulse_gauge_refresh_seconds",
+            "How long the last refresh of the window gauges took; the next one waits ten times as long",
+            registry=registry,
+        )
         self.lag = Gauge(
             "llmpulse_consumer_lag_records", "Records behind the log end", ["topic", "partition"], registry=registry
         )

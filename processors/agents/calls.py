@@ -148,7 +148,7 @@ class CallsAgent:
                 sends.append(await self.emitter.send_dead_letter(Refused("internal_error", reason, value or b""),
                                                                  topic_name, partition, offset))
             return sends
-        self.exporter.record_batch(outcome.totals, outcome.accepted)
+        self.exporter.record_batch(outcome.totals, outcome.accepted, records=len(run))
         self.exporter.record_guard(outcome.guard, calls)
         self.exporter.record_unpriced(outcome.unpriced_models)
         sends.append(await self.emitter.send_fleet_summary(outcome.fleet_summary))

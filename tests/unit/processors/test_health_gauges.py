@@ -39,3 +39,23 @@ def test_gauges_follow_the_health_window() -> None:
     exporter.refresh([engine], None, NOW + 10 * 60_000)  # the calls left the 5-minute window: unknown, not stale
     assert math.isnan(registry.get_sample_value("llmpulse_health_score", labels) or 0.0)
     assert math.isnan(registry.get_sample_value("llmpulse_cost_per_1k_requests_usd", labels) or 0.0)
+
+
+def test_gauges_refresh_with_at_most_a_tenth_of_the_time() -> None:
+    engine = PartitionEngine(0, EngineConfig(), Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model()))
+    registry = CollectorRegistry()
+    exporter = MetricsExporter(WorkerMetrics(registry))
+    exporter.refresh([engine], None, NOW)
+    took = registry.get_sample_value("llmpulse_gauge_refresh_seconds") or 0.0
+    assert took > 0
+    rows = [{"event_id": f"e{i}", "timestamp_ms": NOW, "service": "search", "provider": "openai",
+             "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "cost_micros": 3000} for i in range(50)]
+    calls, _refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
+    assert calls is not None
+    engine.process(calls, 1, NOW)
+    labels = {"service": "search"}
+
+    exporter.refresh([engine], None, NOW + int(took * 1000 * 10) - 1)  # too soon: the gauges stay as they were
+    assert registry.get_sample_value("llmpulse_health_score", labels) is None
+    exporter.refresh([engine], None, NOW + int(took * 1000 * 10) + 1)
+    assert registry.get_sample_value("llmpulse_health_score", labels) == 100.0
