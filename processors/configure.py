@@ -91,6 +91,8 @@ def traffic_config(s: ProcessorSettings) -> TrafficConfig:
         error_critical_ratio=s.errors.critical_ratio,
         interval_s=s.latency.interval_s,  # the latency monitor's slot grid
         horizon_s=max(s.latency.windows_s),
+        exact_s=s.latency.exact_s,
+        fold_s=s.latency.fold_s,
     )
 
 

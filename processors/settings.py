@@ -78,6 +78,10 @@ class LatencyRules(_Group):
     min_breaching_calls: int = _LATENCY.min_breaching_calls
     breach_alpha: float = _LATENCY.breach_alpha  # ... and more than chance allows (binomial tail) if it sat there
     relative_accuracy: float = _LATENCY.relative_accuracy
+    # Latency and traffic slots further than this behind their series' newest call fold into slots of fold_s (0:
+    # never), which only the longest window reads; the other windows stay exact (core/slots.py).
+    exact_s: int = _LATENCY.exact_s
+    fold_s: int = _LATENCY.fold_s
 
 
 class ErrorRules(_Group):

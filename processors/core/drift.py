@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from llmpulse.processors.core.abtest import Welford
-from llmpulse.processors.core.counter_bytes import decode_counts, encode_counts
+from llmpulse.processors.core.counter_bytes import decode_counts, encode_counts, read_varint, unzigzag, varint, zigzag
 
 PsiBand = Literal["stable", "moderate", "significant"]
 PSI_MODERATE = 0.1
@@ -29,6 +29,8 @@ SMOOTHING = 0.5  # added to every count before PSI takes proportions (Jeffreys)
 
 _MEAN_DRIFT = struct.Struct("<4sqqqq")  # magic, baseline size, current size, min current, reference end
 _RECENT = struct.Struct("<q")  # recent size (MDR2)
+_MOMENTS = struct.Struct("<dd")  # a Welford's mean and M2 (MDR3, after its varint count)
+_ZERO_MOMENTS = _MOMENTS.pack(0.0, 0.0)
 _BINNED = struct.Struct("<4sI")  # magic, number of edges
 _NO_REFERENCE_END = -1
 
@@ -147,14 +149,23 @@ class MeanDrift:
         self._recent_previous, self._recent = Welford(), Welford()
 
     def to_bytes(self) -> bytes:
-        end = _NO_REFERENCE_END if self.reference_end_ms is None else self.reference_end_ms
-        header = _MEAN_DRIFT.pack(b"MDR2", self.baseline_size, self.current_size, self.min_current, end)
-        parts = (self._baseline, self._previous, self._block, self._recent_previous, self._recent)
-        return header + _RECENT.pack(self.recent_size) + b"".join(w.to_bytes() for w in parts)
+        """MDR3: sizes and counts as varints, and an empty Welford as one byte (~35 bytes instead of 164)."""
+        end = 0 if self.reference_end_ms is None else zigzag(self.reference_end_ms) + 1
+        out = [b"MDR3", varint(self.baseline_size), varint(self.current_size), varint(self.min_current),
+               varint(self.recent_size), varint(end)]
+        for w in (self._baseline, self._previous, self._block, self._recent_previous, self._recent):
+            moments = _MOMENTS.pack(w.mean, w.m2)
+            if w.count or moments != _ZERO_MOMENTS:
+                out += [varint(2 * w.count + 1), moments]
+            else:
+                out.append(b"\0")
+        return b"".join(out)
 
     @classmethod
     def from_bytes(cls, buf: bytes | memoryview, recent_size: int = 0) -> MeanDrift:
         """``recent_size``: for the first format (MDR1), which had no recent window; it starts empty."""
+        if bytes(buf[:4]) == b"MDR3":
+            return cls._from_varints(buf)
         try:
             magic, baseline_size, current_size, min_current, end = _MEAN_DRIFT.unpack_from(buf, 0)
             if magic not in (b"MDR1", b"MDR2"):
@@ -173,6 +184,29 @@ class MeanDrift:
                 out._recent = Welford.from_bytes(buf, offset + 4 * size)
         except struct.error as exc:
             raise ValueError("truncated MeanDrift bytes") from exc
+        return out
+
+    @classmethod
+    def _from_varints(cls, buf: bytes | memoryview) -> MeanDrift:
+        try:
+            at = 4
+            figures = []
+            for _ in range(5):  # baseline, current and min current sizes, recent size, reference end
+                value, at = read_varint(buf, at)
+                figures.append(value)
+            baseline_size, current_size, min_current, recent_size, end = figures
+            out = cls(baseline_size, current_size, min_current, unzigzag(end - 1) if end else None, recent_size)
+            welfords = []
+            for _ in range(5):
+                code, at = read_varint(buf, at)
+                moments = (0.0, 0.0)
+                if code & 1:
+                    moments = _MOMENTS.unpack_from(buf, at)
+                    at += _MOMENTS.size
+                welfords.append(Welford(code >> 1, *moments))
+        except (struct.error, IndexError) as exc:
+            raise ValueError("truncated MeanDrift bytes") from exc
+        out._baseline, out._previous, out._block, out._recent_previous, out._recent = welfords
         return out
 
 

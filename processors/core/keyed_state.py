@@ -72,6 +72,18 @@ class KeyedState(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(list(self._items.items()))
 
+    def fold(self, key: str, into: str, merge: Callable[[T, T], None]) -> T:
+        """Merge ``key``'s object into ``into``'s (created when unknown) and delete ``key``. ``into`` keeps the
+        later stamp of the two: it holds every record either absorbed, so a replay of any of them is skipped. It
+        drains before the tombstone, so a crash in between leaves both, never neither (see SlotSeries.restore)."""
+        target = self.get_or_create(into)
+        merge(target, self._items[key])
+        self._applied[into] = max(self._applied.get(into, NEVER), self._applied.get(key, NEVER))
+        self._dirty.add(into)
+        self._deleted.discard(into)
+        self.delete(key)
+        return target
+
     def delete(self, key: str) -> None:
         if self._items.pop(key, None) is not None:
             self._applied.pop(key, None)

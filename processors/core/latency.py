@@ -45,6 +45,12 @@ class LatencyConfig:
     min_breaching_calls: int = 3
     breach_alpha: float = 0.001
     relative_accuracy: float = 0.01
+    # Slots more than exact_s behind their series' newest call fold into slots of fold_s (slots.py; 0: never), so
+    # a sparse series persists ~3x fewer bytes. exact_s is raised to cover every window but the longest (the hour,
+    # whose far edge may then reach up to fold_s further back); a window stays exact when read up to exact_s minus
+    # its length behind its series' newest call (e.g. for a record that late: 180 s for the 5 m traffic window).
+    exact_s: int = 480
+    fold_s: int = 300
 
 
 def first_of_runs(values: np.ndarray) -> np.ndarray:
@@ -72,8 +78,11 @@ class LatencyMonitor:
             return LatencySketch(config.relative_accuracy)
 
         self.sketch_mapping = create().mapping  # the mapping every slot sketch shares
-        self.latency = SlotSeries("latency", config.interval_s, horizon, create, LatencySketch.from_bytes)
-        self.ttft = SlotSeries("ttft", config.interval_s, horizon, create, LatencySketch.from_bytes)
+        exact_s = max([config.exact_s, config.alert_window_s, *(w for w in config.windows_s if w < horizon)])
+        self.latency = SlotSeries("latency", config.interval_s, horizon, create, LatencySketch.from_bytes,
+                                  LatencySketch.merge, exact_s, config.fold_s)
+        self.ttft = SlotSeries("ttft", config.interval_s, horizon, create, LatencySketch.from_bytes,
+                               LatencySketch.merge, exact_s, config.fold_s)
 
     def update(
         self,

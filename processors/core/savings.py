@@ -130,7 +130,7 @@ class DayUsage:
         head = json.dumps(fields, separators=(",", ":")).encode()
         parts = [_LEN.pack(len(head)), head]
         for key in keys:
-            blob = self.latency[key].to_bytes()
+            blob = self.latency[key].to_bytes(fixed_width=True)  # rewritten per record: the faster form
             parts += [_LEN.pack(len(blob)), blob]
         return b"".join(parts)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
-from llmpulse.processors.core.counter_bytes import decode_bucket_counts, encode_bucket_counts
+from llmpulse.processors.core.counter_bytes import decode_bucket_counts, pack_counts, unpack_counts
 from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, first_of_runs, window_label
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
@@ -35,16 +35,18 @@ COLUMNS: tuple[str, ...] = (
     "denied",  # appended: persisted vectors are positional (CounterVector.from_bytes tolerates added columns)
 )
 INDEX = {name: i for i, name in enumerate(COLUMNS)}
-_COMPACT = b"\x02"  # CounterVector's compact format
+_COMPACT = b"\x02"  # CounterVector's first compact format (counter_bytes.encode_bucket_counts), still read
+_VARINTS = b"\x03"  # CounterVector's format now: counter_bytes.pack_counts
 LABELS = ("service", "model", "provider")
 
 
 class CounterVector:
-    """A fixed vector of int64 counts; persisted sparse: a version byte, then the non-zero counters in the
-    narrowest width (counter_bytes.encode_bucket_counts), ~20 bytes for a slot of a few calls instead of 120.
+    """A fixed vector of int64 counts; persisted sparse: a version byte, then the non-zero counters as varints
+    (counter_bytes.pack_counts), ~10 bytes for a slot of a few calls instead of 120 (or 20 in the first compact
+    format, fixed-width counters after a 4-byte length, still read).
 
-    The first format was the raw little-endian int64 vector, always a multiple of 8 bytes long; the compact one
-    is padded to never be, which is how ``from_bytes`` tells them apart (it reads both)."""
+    The first format was the raw little-endian int64 vector, always a multiple of 8 bytes long; the compact ones
+    are padded to never be, which is how ``from_bytes`` tells them apart (it reads all three)."""
 
     __slots__ = ("values",)
 
@@ -52,16 +54,23 @@ class CounterVector:
         self.values = np.zeros(len(COLUMNS), dtype=np.int64) if values is None else values
 
     def to_bytes(self) -> bytes:
-        blob = _COMPACT + encode_bucket_counts(self.values)
+        blob = _VARINTS + pack_counts(self.values)
         return blob + b"\0" if len(blob) % 8 == 0 else blob
+
+    def merge(self, other: CounterVector) -> None:
+        """Add ``other``'s counts (folding slots, slots.py)."""
+        self.values += other.values
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CounterVector:
         values = np.zeros(len(COLUMNS), dtype=np.int64)
         if len(blob) % 8:
-            if blob[:1] != _COMPACT:
+            if blob[:1] == _VARINTS:
+                stored, _end = unpack_counts(blob, 1)
+            elif blob[:1] == _COMPACT:
+                stored, _end = decode_bucket_counts(blob, 1)
+            else:
                 raise ValueError("not a CounterVector serialization")
-            stored, _end = decode_bucket_counts(blob, 1)
         else:  # the first format
             stored = np.frombuffer(blob, dtype="<i8")
         values[: min(stored.size, values.size)] = stored[: values.size]  # tolerate added columns
@@ -79,6 +88,8 @@ class TrafficConfig:
     # The latency monitor's slot grid, not a setting of its own: one slot interval, one horizon.
     interval_s: int = LatencyConfig().interval_s
     horizon_s: int = max(LatencyConfig().windows_s)
+    exact_s: int = LatencyConfig().exact_s  # slots further behind a series' newest call fold (slots.py)
+    fold_s: int = LatencyConfig().fold_s
     min_requests: int = 50
     error_warning_ratio: float = 0.05
     error_critical_ratio: float = 0.10
@@ -111,7 +122,9 @@ class TrafficMonitor:
         # Slots are kept as long as a rule reads them (plus a minute for event time lagging the clock), not for
         # The latency grid's whole horizon, although the rules look back ``window_s`` only: the horizon is also
         # how late a call may arrive (behind the newest one) and still count, e.g. while a worker catches up.
-        self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes)
+        exact_s = max(config.exact_s, config.window_s, config.active_window_s)  # every window the rules read: exact
+        self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes,
+                                CounterVector.merge, exact_s, config.fold_s)
 
     def update(self, series: list[str], inverse: np.ndarray, timestamps_ms: np.ndarray,
                counts: dict[str, np.ndarray], offset: int, now_ms: int) -> None:

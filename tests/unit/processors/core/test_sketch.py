@@ -243,3 +243,25 @@ def test_the_first_format_is_still_read() -> None:
              + struct.pack("<I", store.counts.size) + np.packbits(present).tobytes()
              + encode_counts(store.counts[present]))
     assert _state(LatencySketch.from_bytes(first)) == _state(sketch)
+
+
+@pytest.mark.parametrize(("n", "version"), [(3, 3), (20, 3), (256, 3), (257, 2), (50_000, 2)])
+def test_slot_sized_sketches_write_varints_and_big_ones_the_fixed_width_form(n: int, version: int) -> None:
+    """Varints pay off for a slot's few counts; a day's sketch keeps version 2's full form (as small once counts
+    pass a byte, and faster to write). Both read back exactly."""
+    sketch = LatencySketch()
+    sketch.add_many(np.random.default_rng(n).lognormal(0, 1, n))
+    blob = sketch.to_bytes()
+    assert blob[:2] == bytes((version, 3))
+    assert _state(LatencySketch.from_bytes(blob)) == _state(sketch)
+
+
+def test_a_sketch_asked_for_fixed_widths_writes_version_2s_full_form() -> None:
+    sketch = LatencySketch()
+    sketch.add_many(np.array([0.2, 0.3, 0.5, 0.0]))
+    blob = sketch.to_bytes(fixed_width=True)
+    assert blob[:2] == bytes((2, 3)) and len(blob) > len(sketch.to_bytes())
+    assert _state(LatencySketch.from_bytes(blob)) == _state(sketch)
+    one = LatencySketch()
+    one.add_many(np.array([0.2]))
+    assert one.to_bytes(fixed_width=True) == one.to_bytes()  # a value or two: the values themselves either way
