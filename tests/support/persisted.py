@@ -10,6 +10,10 @@ class Restorable(Protocol):
     def restore(self, key: str, blob: bytes) -> None: ...
 
 
+class Draining(Protocol):
+    def drain_state(self) -> Iterable[tuple[str, bytes | None]]: ...
+
+
 R = TypeVar("R", bound=Restorable)
 
 
@@ -20,3 +24,12 @@ def restored(fresh: R, persisted: Iterable[tuple[str, bytes | None]]) -> R:
         if blob is not None:
             fresh.restore(key, blob)
     return fresh
+
+
+def persist(engine: Draining, table: dict[str, bytes]) -> None:
+    """Write the engine's changed state into ``table`` as the store writes its changelog: a deletion removes."""
+    for key, blob in engine.drain_state():
+        if blob is None:
+            table.pop(key, None)
+        else:
+            table[key] = blob

@@ -17,6 +17,7 @@ from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.traffic import TrafficConfig
+from tests.support.persisted import persist
 
 START_MS = 1_700_000_000_000
 STEP_MS, TICK_MS, MINUTE_MS = 5_000, 5_000, 60_000
@@ -84,14 +85,6 @@ def _engine(config: EngineConfig, persisted: dict[str, bytes] | None = None) -> 
     return engine
 
 
-def _persist(engine: PartitionEngine, persisted: dict[str, bytes]) -> None:
-    for key, blob in engine.drain_state():
-        if blob is None:
-            persisted.pop(key, None)
-        else:
-            persisted[key] = blob
-
-
 def test_folded_slots_change_no_decision_and_no_window_but_the_hours_far_edge() -> None:
     folding = EngineConfig()
     plain = replace(folding, latency=replace(folding.latency, fold_s=0), traffic=replace(folding.traffic, fold_s=0))
@@ -113,7 +106,7 @@ def test_folded_slots_change_no_decision_and_no_window_but_the_hours_far_edge() 
         assert outcomes[0].alerts == outcomes[1].alerts, f"record {offset}"
         fired.update(f"{e.rule} {e.status}" for e in outcomes[0].alerts)
         for engine, store in zip(engines, kept, strict=True):
-            _persist(engine, store)
+            persist(engine, store)
         if offset == len(records) // 2:  # a worker restart: both rebuilt from what they persisted
             assert any("+" in key for key in kept[0])
             engines = [_engine(folding, kept[0]), _engine(plain, kept[1])]

@@ -29,6 +29,7 @@ from llmpulse.processors.core.slots import series_key, series_parts
 from llmpulse.processors.core.traffic import LABELS, TrafficMonitor
 from llmpulse.processors.core.traffic import RULES as TRAFFIC_RULES
 from llmpulse.producers.simulation.scenarios import SCENARIOS
+from tests.support.persisted import persist
 
 pytestmark = pytest.mark.unit
 
@@ -185,14 +186,6 @@ def _restarted(engine: PartitionEngine, persisted: dict[str, bytes], config: Eng
     return fresh
 
 
-def _persist(engine: PartitionEngine, persisted: dict[str, bytes]) -> None:
-    for key, blob in engine.drain_state():
-        if blob is None:
-            persisted.pop(key, None)
-        else:
-            persisted[key] = blob
-
-
 COLUMNAR_RULES = {*LatencyMonitor.RULES, *TRAFFIC_RULES, *DRIFT_RULES}  # the rest pass through unchanged
 
 
@@ -232,8 +225,8 @@ def test_columnar_rules_decide_as_the_per_series_rules_did() -> None:
             assert a_tick == b_tick, f"tick at {now_ms}"
             events += len(a_tick)
             statuses.update(e.status for e in a_tick)
-        _persist(new, kept_new)
-        _persist(ref, kept_ref)
+        persist(new, kept_new)
+        persist(ref, kept_ref)
         if k == restart_at:  # a worker restart: both rebuilt from what they persisted
             new = _restarted(new, kept_new, config, False, seen_new)
             ref = _restarted(ref, kept_ref, config, True, seen_ref)
