@@ -50,6 +50,23 @@ class WriterSchemaLookup(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _Record:
+    """One admitted record of a group: its calls decoded (a feedback record is kept raw)."""
+
+    offset: int
+    value: bytes | None
+    calls: CallColumns | None = None
+    refused: list[Refused] = field(default_factory=list)
+    feedback: bool = False
+
+    def times(self) -> tuple[int, int] | None:
+        """Event time of its oldest and newest call."""
+        if self.calls is None or not len(self.calls):
+            return None
+        return int(self.calls.timestamp_ms.min()), int(self.calls.timestamp_ms.max())
+
+
+@dataclass(frozen=True, slots=True)
 class CallsAgent:
     """One per source topic: the calls topic, and the OTLP topic (``lane``) when its ingest is on; each topic's
     partitions have engines and persisted cursors of their own."""
@@ -88,19 +105,22 @@ class CallsAgent:
                 continue
             engine.cursor.advance(message.offset)
             admitted.setdefault(message.partition, []).append((message.offset, event.value))
-        cuts = {partition: self._cut(store.engine(partition, lane), records) for partition, records in admitted.items()}
+        now = now_ms()
+        decoded = {partition: [await self._read(offset, value, now) for offset, value in records]
+                   for partition, records in admitted.items()}
+        cuts = {partition: self._cut(store.engine(partition, lane), records) for partition, records in decoded.items()}
         plans = [store.persist_run_plan(store.engine(partition, lane))
-                 for partition, (cut, _records) in cuts.items() if cut.planned]
+                 for partition, cut in cuts.items() if cut.planned]
         for plan in plans:  # where a run ends is on the broker before any of its output
             await plan
         alerts: list[tuple[list[AlertEvent], int]] = []
         deliveries: list[Awaitable[Any]] = []
-        for partition, (cut, records) in cuts.items():
-            engine = store.engine(partition, lane)
+        for partition, cut in cuts.items():
+            engine, records = store.engine(partition, lane), decoded[partition]
             for first, end in cut.runs:
-                deliveries += await self._handle(engine, topic_name, partition, records[first:end], alerts)
+                deliveries += await self._handle(engine, topic_name, partition, records[first:end], now, alerts)
             if cut.held_from is not None:
-                engine.cursor.hold_back(records[cut.held_from][0])
+                engine.cursor.hold_back(records[cut.held_from].offset)
                 holes.add(partition)
         for decided, partition in alerts:
             await self.emitter.send_alerts(decided, partition, wait=True)
@@ -113,40 +133,45 @@ class CallsAgent:
             if ownership.owns(partition, lane):
                 await ownership.rewind(partition, store.engine(partition, lane).cursor, lane)
 
-    def _cut(self, engine: PartitionEngine, records: list[tuple[int, bytes | None]]
-             ) -> tuple[Cut, list[tuple[int, bytes | None]]]:
-        """The partition's runs (run_plan.py); feedback and empty records stand alone. New ends join the plan."""
-        cut = engine.run_plan.cut([offset for offset, _ in records],
-                                  [not value or self.feedback.knows(value) for _, value in records])
-        engine.run_plan.extend(cut.planned, records[0][0])
-        return cut, records
+    async def _read(self, offset: int, value: bytes | None, now: int) -> _Record:
+        """A record as the run cutter needs it: feedback stays raw (its run is its own), calls are decoded."""
+        if value and self.feedback.knows(value):
+            return _Record(offset, value, feedback=True)
+        calls, refused = await self._decode(value, now)
+        return _Record(offset, value, calls=calls, refused=refused)
 
-    async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int,
-                      run: list[tuple[int, bytes | None]], alerts: list[tuple[list[AlertEvent], int]]
-                      ) -> list[Awaitable[Any]]:
-        """Decode a run of records and absorb their calls as one batch; returns the pending sends (dead letters,
-        fleet summary) it caused."""
-        if len(run) == 1 and run[0][1] and self.feedback.knows(run[0][1]):
-            return await self._handle_feedback(engine, topic_name, partition, run[0][0], run[0][1], alerts)
-        now = now_ms()
+    @staticmethod
+    def _cut(engine: PartitionEngine, records: list[_Record]) -> Cut:
+        """The partition's runs (run_plan.py): feedback and records without calls stand alone, a run spans a few
+        seconds of event time at most. New ends join the plan."""
+        cut = engine.run_plan.cut([record.offset for record in records],
+                                  [record.feedback or record.calls is None for record in records],
+                                  [record.times() for record in records])
+        engine.run_plan.extend(cut.planned, records[0].offset)
+        return cut
+
+    async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int, run: list[_Record], now: int,
+                      alerts: list[tuple[list[AlertEvent], int]]) -> list[Awaitable[Any]]:
+        """Absorb a run's calls as one batch; returns the pending sends (dead letters, fleet summary) it caused."""
+        if len(run) == 1 and run[0].feedback:
+            return await self._handle_feedback(engine, topic_name, partition, run[0].offset, run[0].value or b"",
+                                               alerts)
         sends: list[Awaitable[Any]] = []
-        parts: list[CallColumns] = []
-        for offset, value in run:
-            calls, refused = await self._decode(value, now)
-            sends += [await self.emitter.send_dead_letter(item, topic_name, partition, offset) for item in refused]
-            if calls is not None:
-                parts.append(calls)
+        for record in run:
+            sends += [await self.emitter.send_dead_letter(item, topic_name, partition, record.offset)
+                      for item in record.refused]
+        parts = [record.calls for record in run if record.calls is not None]
         if not parts:
             return sends
-        calls, last = CallColumns.concat(parts), run[-1][0]
+        calls, last = CallColumns.concat(parts), run[-1].offset
         try:
             outcome = engine.process(calls, last, now)
         except Exception as exc:  # a bug must cost its records (kept on the dead-letter topic), not the agent
-            log.exception("processing %s:%d@%d-%d failed", topic_name, partition, run[0][0], last)
+            log.exception("processing %s:%d@%d-%d failed", topic_name, partition, run[0].offset, last)
             reason = f"processing failed: {type(exc).__name__}: {exc}"
-            for offset, value in run:
-                sends.append(await self.emitter.send_dead_letter(Refused("internal_error", reason, value or b""),
-                                                                 topic_name, partition, offset))
+            for record in run:
+                sends.append(await self.emitter.send_dead_letter(
+                    Refused("internal_error", reason, record.value or b""), topic_name, partition, record.offset))
             return sends
         self.exporter.record_batch(outcome.totals, outcome.accepted, records=len(run))
         self.exporter.record_guard(outcome.guard, calls)

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MAX_RUN_RECORDS = 64  # at most one take group (processors/agents/calls.py)
+# A run spans at most this much event time: rules are judged once per run, at its newest call, so a backlog
+# caught up after an outage (or an accelerated simulation) is still judged every few seconds of event time,
+# as a live stream is, and never once per minutes of it. One slot of the latency and traffic windows.
+MAX_RUN_SPAN_MS = 10_000
 # A planned run still incomplete after this many groups is absorbed in parts: a replay must not stall for good
 # (an alert decided in such a part may then carry an id other than the one the first attempt sent).
 MAX_HOLDS = 3
@@ -39,9 +43,11 @@ class RunPlan:
     ends: list[int] = field(default_factory=list)
     holds: int = 0  # consecutive groups that held back the same planned run (in memory only)
 
-    def cut(self, offsets: Sequence[int], alone: Sequence[bool]) -> Cut:
+    def cut(self, offsets: Sequence[int], alone: Sequence[bool],
+            times: Sequence[tuple[int, int] | None] | None = None) -> Cut:
         """Cut a partition's admitted records (offsets rising) into runs. ``alone``: records that make a run of
-        their own (feedback, empty records). Planned runs are cut as planned; the rest afresh and planned."""
+        their own (feedback, empty records); ``times``: each record's oldest and newest call (None: no calls), a run
+        spanning at most MAX_RUN_SPAN_MS. Planned runs are cut as planned; the rest afresh and planned."""
         ends = [end for end in self.ends if end >= offsets[0]] if offsets else []
         runs: list[tuple[int, int]] = []
         planned: list[int] = []
@@ -61,7 +67,13 @@ class RunPlan:
                 continue
             j = i + 1
             if not alone[i]:
+                span = times[i] if times is not None else None
                 while j < n and not alone[j] and j - i < MAX_RUN_RECORDS:
+                    if times is not None and times[j] is not None:
+                        joined = times[j] if span is None else (min(span[0], times[j][0]), max(span[1], times[j][1]))
+                        if joined[1] - joined[0] > MAX_RUN_SPAN_MS:
+                            break
+                        span = joined
                     j += 1
             runs.append((i, j))
             planned.append(offsets[j - 1])

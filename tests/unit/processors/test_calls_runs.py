@@ -24,7 +24,7 @@ from llmpulse.processors.core.engine import RUN_PLAN_KEY, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.run_plan import MAX_HOLDS, RunPlan
+from llmpulse.processors.core.run_plan import MAX_HOLDS, MAX_RUN_SPAN_MS, RunPlan
 from llmpulse.processors.engine_store import EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
@@ -94,7 +94,7 @@ def _records() -> list[bytes]:
     records = []
     for r in range(RECORDS):
         failing = r >= FAILING_FROM
-        rows = [{"event_id": f"e{r}-{i}", "timestamp_ms": start + (r * CALLS_PER_RECORD + i) * 200,
+        rows = [{"event_id": f"e{r}-{i}", "timestamp_ms": start + (r * CALLS_PER_RECORD + i) * 10,  # 8 s in all
                  "service": "chat", "provider": "openai", "request_model": "gpt-4o-mini",
                  "status": "error" if failing else "ok", "error_type": "server_error" if failing else None,
                  "latency_ms": 400.0 + i, "input_tokens": 100, "output_tokens": 50}
@@ -232,6 +232,16 @@ def test_an_incomplete_planned_run_waits_then_goes_in_parts() -> None:
     cut = plan.cut(list(range(10, 16)), [False] * 6)
     assert cut.runs == [(0, 6)] and cut.held_from is None and cut.planned == []
     assert plan.cut(list(range(16, 20)), [False] * 4).runs == [(0, 4)], "the rest still ends where planned"
+
+
+def test_a_run_spans_a_few_seconds_of_event_time_at_most() -> None:
+    """A backlog (or an accelerated replay) is judged every few seconds of event time, not once per 64 records."""
+    times = [(k * 4_000, k * 4_000 + 3_000) for k in range(6)]  # records 4 s apart, each 3 s long
+    times[2] = None  # a record without calls does not stretch a run
+    cut = RunPlan().cut(list(range(6)), [False] * 6, times)
+    assert cut.runs == [(0, 3), (3, 5), (5, 6)]
+    assert all(times[end - 1] is None or (times[end - 1][1] - times[first][0]) <= MAX_RUN_SPAN_MS  # type: ignore[index]
+               for first, end in cut.runs)
 
 
 @pytest.mark.parametrize("ends", [[], [5], [3, 70, 900]])
