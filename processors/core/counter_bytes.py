@@ -142,13 +142,7 @@ def unzigzag(value: int) -> int:
 def _varints(values: list[int]) -> bytes:
     if not values or max(values) < 0x80:
         return bytes(values)
-    out = bytearray()
-    for value in values:
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out)
+    return b"".join(map(varint, values))
 
 
 def _varint_bytes(values: np.ndarray, top: int) -> int:
