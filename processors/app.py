@@ -69,7 +69,7 @@ class Worker:
         self.app = app = wiring.app
         self.store = store = EngineStore(
             wiring.state, wiring.fleet_state, lambda partition: PartitionEngine(partition, config, pricer, guard),
-            configure.fleet_config(settings),
+            configure.fleet_config(settings), checkpoint_ms=round(settings.state_checkpoint_s * 1000),
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,

@@ -57,7 +57,8 @@ class EngineViews(Protocol):
 
 class EngineStore:
     def __init__(self, state: ChangelogTable, fleet_state: ChangelogTable,
-                 new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig) -> None:
+                 new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig,
+                 checkpoint_ms: int = 0) -> None:
         self._state = state
         self._fleet_state = fleet_state
         self._new_engine = new_engine
@@ -65,6 +66,11 @@ class EngineStore:
         self._engines: dict[int, PartitionEngine] = {}  # calls partitions
         self._lanes: dict[tuple[str, int], PartitionEngine] = {}  # other source topics' partitions
         self._fleet: FleetEngine | None = None
+        # Calls engines' state is written at most this often by the agents (``checkpoint``); the timer writes it
+        # on every tick. Between writes it builds up in memory: a series touched by many runs is encoded and
+        # sent once, and a crash replays from the last persisted cursor (every run cut as planned).
+        self._checkpoint_ms = checkpoint_ms
+        self._persisted_at: dict[tuple[str, int], int] = {}  # (lane, partition) -> when its state was last written
         # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
         # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
         self.lock = asyncio.Lock()
@@ -89,9 +95,19 @@ class EngineStore:
         for partition in partitions:
             self.engine(partition, lane)
 
-    def persist(self, engine: PartitionEngine) -> None:
+    def checkpoint(self, engine: PartitionEngine, now_ms: int) -> bool:
+        """Persist the engine's state if ``checkpoint_ms`` passed since its last write, or it was never written
+        (a cursor must be on the broker early: before it, a new owner would resume from Kafka's commit)."""
+        last = self._persisted_at.get((engine.lane, engine.partition))
+        if last is not None and now_ms - last < self._checkpoint_ms:
+            return False
+        self.persist(engine, now_ms)
+        return True
+
+    def persist(self, engine: PartitionEngine, now_ms: int) -> None:
         """Write the engine's changed state to the table and its changelog (tombstones for deletions); the
         engine drains its cursor last, so a persisted cursor implies the state it covers is persisted."""
+        self._persisted_at[(engine.lane, engine.partition)] = now_ms
         prefix = _prefix(engine.lane, engine.partition)
         for key, blob in engine.drain_state():
             table_key = f"{prefix}{key}".encode()
@@ -111,6 +127,7 @@ class EngineStore:
 
     def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""
+        self._persisted_at.pop((lane, partition), None)
         if lane == CALLS_LANE:
             self._engines.pop(partition, None)
         else:

@@ -2,11 +2,12 @@
 
 Records are taken in small groups (``take_events``); a partition's records in a group are cut into runs that
 its engine absorbs as one batch each (core/run_plan.py), the runs' ends persisted before any of their output
-is sent. Then alerts, dead letters and fleet summaries are sent and their delivery awaited, then the changed
-state of every touched engine is written once for the group, its source cursor last, and only then does faust
-ack the records. A crash anywhere replays from the persisted cursor (ownership.py commits it on every
-assignment) and cuts the same runs: state objects skip what they already absorbed (offset stamps) and an alert
-decided again carries the same alert_id, so consumers see at most a repeat, never a loss.
+is sent. Then alerts, dead letters and fleet summaries are sent and their delivery awaited; at a checkpoint
+(``state_checkpoint_s`` since the engine's last write; the timer writes every engine on each tick) the changed
+state of the engine is written, its source cursor last. A crash anywhere replays from the persisted cursor
+(ownership.py commits it on every assignment) and cuts the same runs, the plan holding every run's end since
+that cursor: state objects skip what they already absorbed (offset stamps), the fleet stage skips summaries it
+applied, and an alert decided again carries the same alert_id, so consumers see at most a repeat, never a loss.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ class CallsAgent:
         now = now_ms()
         decoded = {partition: [await self._read(offset, value, now) for offset, value in records]
                    for partition, records in admitted.items()}
-        cuts = {partition: self._cut(store.engine(partition, lane), records) for partition, records in decoded.items()}
+        cuts = {partition: self._cut(store.engine(partition, lane), records, store.persisted_cursor(partition, lane))
+                for partition, records in decoded.items()}
         plans = [store.persist_run_plan(store.engine(partition, lane))
                  for partition, cut in cuts.items() if cut.planned]
         for plan in plans:  # where a run ends is on the broker before any of its output
@@ -128,7 +130,7 @@ class CallsAgent:
             await delivery
         for partition in admitted:
             if ownership.owns(partition, lane):
-                store.persist(store.engine(partition, lane))
+                store.checkpoint(store.engine(partition, lane), now)
         for partition in holes:
             if ownership.owns(partition, lane):
                 await ownership.rewind(partition, store.engine(partition, lane).cursor, lane)
@@ -141,13 +143,14 @@ class CallsAgent:
         return _Record(offset, value, calls=calls, refused=refused)
 
     @staticmethod
-    def _cut(engine: PartitionEngine, records: list[_Record]) -> Cut:
+    def _cut(engine: PartitionEngine, records: list[_Record], persisted_cursor: int | None) -> Cut:
         """The partition's runs (run_plan.py): feedback and records without calls stand alone, a run spans a few
-        seconds of event time at most. New ends join the plan."""
+        seconds of event time at most. New ends join the plan, which keeps every end a replay from the persisted
+        cursor would meet (state is written at checkpoints, not after every group)."""
         cut = engine.run_plan.cut([record.offset for record in records],
                                   [record.feedback or record.calls is None for record in records],
                                   [record.times() for record in records])
-        engine.run_plan.extend(cut.planned, records[0].offset)
+        engine.run_plan.extend(cut.planned, records[0].offset if persisted_cursor is None else persisted_cursor)
         return cut
 
     async def _handle(self, engine: PartitionEngine, topic_name: str, partition: int, run: list[_Record], now: int,

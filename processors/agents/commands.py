@@ -57,7 +57,7 @@ class CommandsAgent:
             delivery = await emitter.send_alerts_to_fleet([acked])  # the incident shows its member acked
             if delivery is not None:
                 await delivery
-            store.persist(engine)
+            store.persist(engine, now_ms())
         elif self.ownership.owns_fleet():  # incidents and fleet-wide alerts (budgets, circuits) live here
             alerts, incidents = store.fleet().acknowledge(alert_id, actor, now_ms())
             if alerts or incidents:

@@ -45,7 +45,7 @@ class Ticker:
                 await delivery
             for route in await emitter.send_routes(engine.drain_timer_routes()):
                 await route
-            store.persist(engine)
+            store.persist(engine, now)
         fleet = store.loaded_fleet()
         if fleet is not None and ownership.owns_fleet():
             outcome = fleet.tick(now)

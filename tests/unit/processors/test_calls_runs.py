@@ -20,9 +20,10 @@ from prometheus_client import CollectorRegistry
 
 from llmpulse.processors import configure
 from llmpulse.processors.agents.calls import CallsAgent
-from llmpulse.processors.core.engine import RUN_PLAN_KEY, PartitionEngine
+from llmpulse.processors.core.engine import CURSOR_KEY, RUN_PLAN_KEY, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig
 from llmpulse.processors.core.guard_monitor import GuardMonitor
+from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.run_plan import MAX_HOLDS, MAX_RUN_SPAN_MS, RunPlan
 from llmpulse.processors.engine_store import EngineStore
@@ -104,13 +105,15 @@ def _records() -> list[bytes]:
 
 
 class Worker:
-    """One worker's calls agent over one partition, restored from ``table``."""
+    """One worker's calls agent over one partition, restored from ``table``; state written at checkpoints
+    ``checkpoint_ms`` apart (0: after every group)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, checkpoint_ms: int = 0) -> None:
         config = configure.engine_config(SETTINGS)
         guard = GuardMonitor(config.guarding)
         self.table = table
-        self.store = EngineStore(table, Table(), lambda p: PartitionEngine(p, config, Pricer(), guard), FleetConfig())
+        self.store = EngineStore(table, Table(), lambda p: PartitionEngine(p, config, Pricer(), guard), FleetConfig(),
+                                 checkpoint_ms=checkpoint_ms)
         self.emitter = Emitter()
         self.ownership = Ownership()
         limits = configure.validation_limits(SETTINGS)
@@ -147,12 +150,12 @@ def _spend(summaries: list[dict[str, Any]]) -> int:
     return total
 
 
-def _crash(records: list[bytes], sizes: list[int], crash_group: int
+def _crash(records: list[bytes], sizes: list[int], crash_group: int, checkpoint_ms: int = 0
            ) -> tuple[Worker, dict[bytes, bytes], tuple[int, int], tuple[int, int]]:
     """A first attempt that dies after group ``crash_group`` sent its output and before it persisted. Returns
     the worker (every group run, for reference), the table as the crash left it, and where the crash group's
     summaries and alerts are in what the worker sent (first, end)."""
-    first = Worker(Table())
+    first = Worker(Table(), checkpoint_ms)
     position = 0
     for turn, size in enumerate(sizes):
         persisted = dict(first.table.data)
@@ -185,6 +188,27 @@ def test_a_replay_after_a_crash_sends_what_the_first_attempt_sent_and_charges_on
     expected = _spend(first.emitter.summaries)
     assert expected > 0
     assert _spend(first.emitter.summaries[: summaries[1]] + replay.emitter.summaries) == expected
+
+
+def test_between_checkpoints_a_replay_repeats_every_run_since_the_persisted_cursor_and_charges_once() -> None:
+    """State written once an hour: only the first group's cursor is on the broker when the worker dies after
+    its fourth group, so the replay covers four groups' runs, cut as they were first cut."""
+    records = _records()
+    first, crashed, summaries, alerts = _crash(records, FIRST_SIZES, crash_group=3, checkpoint_ms=3_600_000)
+    cursor = SourceCursor.from_bytes(crashed[f"0|{CURSOR_KEY}".encode()]).next_offset
+    assert cursor == FIRST_SIZES[0], "only the first group was written"
+    sent = [summary for summary in first.emitter.summaries[: summaries[1]] if summary["o"] >= cursor]
+    assert len(sent) == 3, "records 6..29 went out as three runs (groups of 9, 5 and 10)"
+    crash_alerts = first.emitter.alerts[: alerts[1]]
+    assert any(a["status"] == "firing" for a in crash_alerts)
+
+    replay = Worker(Table(crashed))
+    replay.feed(records, [4, 7, 40])
+
+    assert replay.emitter.summaries[: len(sent)] == sent, "every run since the cursor, to the same summaries"
+    assert replay.emitter.alerts[: len(crash_alerts)] == crash_alerts, "the same alerts, with the same ids"
+    assert _spend(first.emitter.summaries[: summaries[1]] + replay.emitter.summaries) == \
+        _spend(first.emitter.summaries) > 0
 
 
 def test_without_the_plan_a_replay_in_other_groups_charges_records_twice() -> None:

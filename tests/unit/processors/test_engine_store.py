@@ -75,7 +75,7 @@ def test_a_persisted_engine_is_restored_by_the_next_store(new_engine) -> None:  
     engine = store.engine(3)
     engine.process(_calls(30), offset=9, now_ms=NOW)
     engine.cursor.advance(9)
-    store.persist(engine)
+    store.persist(engine, 0)
 
     assert store.persisted_cursor(3) == 10 and store.persisted_cursor(4) is None
     later = EngineStore(state, FakeTable(), new_engine, FleetConfig())  # e.g. the next owner, after recovery
@@ -85,13 +85,32 @@ def test_a_persisted_engine_is_restored_by_the_next_store(new_engine) -> None:  
     assert later.engine(3) is restored  # cached: rebuilt once
 
 
+def test_agents_write_an_engine_at_checkpoints_and_a_new_or_retaken_engine_at_once() -> None:
+    state = FakeTable()
+    store = EngineStore(state, FakeTable(), ScriptedEngine, FleetConfig(), checkpoint_ms=5_000)  # type: ignore[arg-type]
+
+    def changed(at: int) -> bool:
+        engine = store.engine(1)
+        engine.drained = [(CURSOR_KEY, str(at).encode())]  # type: ignore[attr-defined]
+        return store.checkpoint(engine, at)
+
+    assert changed(1_000), "never written: its cursor goes to the broker at once"
+    assert not changed(3_000) and not changed(5_999)
+    assert state.data[b"1|cursor/next"] == b"1000", "state between checkpoints stays in memory"
+    assert changed(6_000)
+    store.persist(store.engine(1), 9_000)  # the timer's write also starts the interval again
+    assert not changed(10_000)
+    store.drop(1)
+    assert changed(10_500), "an engine taken again is written at once"
+
+
 def test_persist_writes_the_partition_changelog_raw_with_tombstones_and_the_cursor_last() -> None:
     state = FakeTable()
     state.data[b"2|attempts/gone"] = b"old"
     store = _scripted_store(state)
     engine = store.engine(2)
     engine.drained = [("attempts/kept", b"new"), ("attempts/gone", None), (CURSOR_KEY, b"cursor")]  # type: ignore[attr-defined]
-    store.persist(engine)
+    store.persist(engine, 0)
 
     assert state.data == {b"2|attempts/kept": b"new", b"2|cursor/next": b"cursor"}
     assert state.changelog == [
