@@ -166,7 +166,7 @@ class Pricer:
         n = int(np.asarray(calls.input_tokens).shape[0])
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        codes, pairs = _pair_codes(calls.provider, calls.model)
+        codes, pairs = _pair_codes(calls)
         table = np.zeros((len(pairs), 3), dtype=np.int64)
         known = np.zeros(len(pairs), dtype=bool)
         tiered: list[int] = []
@@ -195,6 +195,8 @@ class Pricer:
         missing = np.asarray(cost_micros) == NO_COST
         if not missing.any():
             return cost_micros
+        if missing.all():  # nothing priced by the producer: the batch as it is (its columns' codes are reused)
+            return self.price_batch(calls)
         out = np.array(cost_micros, dtype=np.int64, copy=True)
         out[missing] = self.price_batch(CallUsage.rows(calls, missing))
         return out
@@ -307,8 +309,12 @@ def factorize(*columns: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     return codes, keys
 
 
-def _pair_codes(provider: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    codes, keys = factorize(provider, model)
+def _pair_codes(calls: CallUsage | CallColumns) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(provider, model) code per call and the pair of each code; a batch's dictionary codes are reused."""
+    if isinstance(calls, CallColumns) and {"provider", "model"} <= calls.codes.keys():
+        keys, codes = calls.group_by("provider", "model")
+    else:
+        codes, keys = factorize(calls.provider, calls.model)
     return codes, [(p or "", m or "") for p, m in keys]
 
 
