@@ -13,7 +13,15 @@ Some sources are non-commercial or unlicensed: check SOURCES.md before shipping 
 Method: rows are split deterministically by a hash of their text (20% held out); the model is an
 L2-regularised, class-balanced logistic regression over ``classifier.featurize`` vectors of the texts with their
 encoded payloads decoded (``guards.decoding``, as ``InjectionDetector`` reads them), fitted on the
-training split only.
+training split only. Each feature is first scaled by the square root of the magnitude of its naive-Bayes
+log-count ratio (after NBSVM, Wang & Manning 2012, "Baselines and Bigrams"), so the L2 penalty shrinks features
+that occur about as often in both classes harder than telling ones; the shipped weights fold the scale in, so
+inference is the same dot product. The square root, not NBSVM's full ratio: the full ratio scored best by CV
+but let words that only the attack sources use ("password", "access" of the Tensor Trust game) flag ordinary
+support prompts such as the simulator's "How do I reset my password?" (p 0.80); the root keeps most of the CV
+gain at p < 0.5 on them. Regularisation, the ratio's smoothing and the operating point are chosen by 5-fold
+cross-validation grouped by text hash inside the training split (``cross_validated_decisions``); the held-out
+split is scored once, at the end, and never used to choose anything.
 Because attacks in this set are ~8x longer than benign texts, features carry no length signal (unit-norm
 vectors) and the report breaks precision/recall down by length bucket and on a length-matched subsample.
 """
@@ -42,7 +50,9 @@ from llmpulse.processors.loaders import INJECTION_MODEL, read_injection_model, w
 
 DEFAULT_DATA_DIR = shared_data_dir() / "injection"
 TEST_PERCENT = 20
-LENGTH_EDGES = (128, 512, 2048)  # buckets: <128, 128-511, 512-2047, >=2048 chars
+LENGTH_EDGES = (128, 400, 2000)  # buckets: <128, 128-399, 400-1999, >=2000 chars (the issue's 400 line)
+LENGTH_NAMES = ("<128", "128-399", "400-1999", ">=2000")
+CV_FOLDS = 5
 
 
 class Dataset(NamedTuple):
@@ -114,8 +124,7 @@ def report(
     predicted = predict(texts)
     out = {"overall": scores(predicted, labels)}
     buckets = length_buckets(texts)
-    names = ["<128", "128-511", "512-2047", ">=2048"]
-    for i, name in enumerate(names):
+    for i, name in enumerate(LENGTH_NAMES):
         mask = buckets == i
         out[f"len {name}"] = scores(predicted[mask], labels[mask])
     matched = length_matched(texts, labels)
@@ -156,12 +165,32 @@ def _csr(batch: SparseBatch, n_features: int):  # type: ignore[no-untyped-def]
     return csr_matrix((batch.value, (batch.doc, batch.bucket)), shape=(batch.n_docs, n_features))
 
 
-def fit(texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float = 1e-3) -> InjectionClassifier:
-    """Class-balanced, L2-regularised logistic regression fitted with L-BFGS."""
+def nb_scale(x, labels: np.ndarray, alpha: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """sqrt(|log-count ratio|) per feature: |log((p / |p|_1) / (q / |q|_1))| ** 0.5, p and q the number of attack
+    and benign texts holding the feature, each plus ``alpha`` (NBSVM's smoothing; 0.25 chosen by 5-fold CV)."""
+    present = x.copy()
+    present.data = (present.data > 0).astype(np.float64)
+    p = alpha + np.asarray(present[labels].sum(axis=0)).ravel()
+    q = alpha + np.asarray(present[~labels].sum(axis=0)).ravel()
+    return np.sqrt(np.abs(np.log(p / p.sum()) - np.log(q / q.sum())))
+
+
+def fit(
+    texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float = 1e-4, nb_alpha: float | None = 0.25
+) -> InjectionClassifier:
+    """Class-balanced, L2-regularised logistic regression fitted with L-BFGS.
+
+    ``nb_alpha``: when set, features are scaled by ``nb_scale`` before fitting (a per-feature L2 penalty of
+    l2 / scale**2) and the scale is folded into the returned weights; None fits the plain model.
+    """
     from scipy.optimize import minimize
+    from scipy.sparse import diags
 
     n_features = 1 << config.bits
     x = _csr(featurize(with_decoded(texts)[0], config), n_features)  # as InjectionDetector reads them
+    scale = nb_scale(x, labels, nb_alpha) if nb_alpha is not None else np.ones(n_features)
+    x = (x @ diags(scale)).tocsr()
+    x_t = x.T.tocsr()
     y = labels.astype(np.float64)
     # Balanced weights: each class contributes half of the loss, whatever its count.
     w_sample = np.where(labels, 0.5 / labels.sum(), 0.5 / (~labels).sum())
@@ -172,33 +201,60 @@ def fit(texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float = 
         p = 1.0 / (1.0 + np.exp(-z))
         nll = np.sum(w_sample * (np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * w @ w
         residual = w_sample * (p - y)
-        grad = np.concatenate((x.T @ residual + l2 * w, [residual.sum()]))
+        grad = np.concatenate((x_t @ residual + l2 * w, [residual.sum()]))
         return float(nll), grad
 
     result = minimize(loss, np.zeros(n_features + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return InjectionClassifier(result.x[:-1], float(result.x[-1]), config)
+    return InjectionClassifier(result.x[:-1] * scale, float(result.x[-1]), config)
 
 
-def calibrated(
-    texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float, n_extra: int, target_fpr: float,
-    folds: int = 5,
-) -> float:
-    """The decision value that k-fold cross-validation on ``texts`` (the training split only) puts at a
-    false-positive rate of ``target_fpr`` on benign texts, counting the patterns' own flags: the shipped
-    bias is shifted by it, so that ``p >= 0.5`` is that operating point. The held-out split is never seen.
-    """
+def cross_validated_decisions(
+    texts: list[str], labels: np.ndarray, config: HasherConfig, l2: float, n_extra: int,
+    nb_alpha: float | None = 0.25, folds: int = CV_FOLDS,
+) -> np.ndarray:
+    """Out-of-fold decision values of ``texts`` (the training split only): k folds grouped by text hash, each
+    scored by a model fitted (with its own synthetic long benign texts) on the others, its weights int8-quantised
+    as shipped."""
     fold = np.array([(_text_hash(t) // 100) % folds for t in texts])
     decision = np.zeros(len(texts))
     for k in range(folds):
         inside = np.flatnonzero(fold != k)
         outside = np.flatnonzero(fold == k)
         fold_texts, fold_labels = augmented([texts[i] for i in inside], labels[inside], n_extra)
-        model = fit(fold_texts, fold_labels, config, l2=l2)
+        model = InjectionClassifier.from_arrays(fit(fold_texts, fold_labels, config, l2, nb_alpha).to_arrays())
         decision[outside] = model.decision(featurize(with_decoded([texts[i] for i in outside])[0], config))
-    flagged_by_patterns = InjectionDetector(None).score(texts).score >= 0.5
+    return decision
+
+
+def threshold_at(decision: np.ndarray, labels: np.ndarray, flagged_by_patterns: np.ndarray, target_fpr: float) -> float:
+    """The decision value above which, with the patterns' own flags counted, at most ``target_fpr`` of the
+    benign texts are flagged."""
     benign = np.sort(decision[~labels & ~flagged_by_patterns])
     budget = max(int(target_fpr * (~labels).sum()) - int((flagged_by_patterns & ~labels).sum()), 0)
     return float(benign[len(benign) - budget - 1]) if len(benign) > budget else 0.0
+
+
+def cv_table(
+    texts: Sequence[str], labels: np.ndarray, flagged: np.ndarray
+) -> list[tuple[str, float, float, int, int]]:
+    """(slice, recall, false-positive rate, attacks, benign) overall, under 400 characters and per length
+    bucket; nan where a slice has no such text."""
+    buckets = length_buckets(texts)
+    slices = [("overall", np.ones(len(texts), dtype=bool)), ("<400", buckets <= 1)]
+    slices += [(name, buckets == i) for i, name in enumerate(LENGTH_NAMES)]
+    out = []
+    for name, inside in slices:
+        attack, benign = labels & inside, ~labels & inside
+        out.append((name, float(flagged[attack].mean()) if attack.any() else float("nan"),
+                    float(flagged[benign].mean()) if benign.any() else float("nan"),
+                    int(attack.sum()), int(benign.sum())))
+    return out
+
+
+def print_cv_table(title: str, table: list[tuple[str, float, float, int, int]]) -> None:
+    print(title)
+    for name, recall, fpr, n_attack, n_benign in table:
+        print(f"  {name:<9} recall {recall:.3f}  FPR {fpr:.4f}  (attacks {n_attack}, benign {n_benign})")
 
 
 def print_report(title: str, table: dict[str, Scores]) -> None:
@@ -216,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=INJECTION_MODEL)
     parser.add_argument("--bits", type=int, default=HasherConfig().bits)
     parser.add_argument("--l2", type=float, default=1e-4, help="chosen by 5-fold CV on the training split")
+    parser.add_argument("--nb-alpha", type=float, default=0.25,
+                        help="smoothing of the naive-Bayes feature scale (chosen by 5-fold CV); negative: none")
     parser.add_argument("--extra-benign", type=int, default=400, help="synthetic long benign texts to add")
     parser.add_argument("--target-fpr", type=float, default=0.005,
                         help="false-positive rate at p = 0.5, from cross-validation on the training split")
@@ -225,10 +283,18 @@ def main(argv: list[str] | None = None) -> None:
     train = np.flatnonzero(~data.is_test)
     test = np.flatnonzero(data.is_test)
     config = HasherConfig(bits=args.bits)
+    nb_alpha = args.nb_alpha if args.nb_alpha >= 0 else None
     train_texts, train_labels = [data.texts[i] for i in train], data.labels[train]
-    shift = calibrated(train_texts, train_labels, config, args.l2, args.extra_benign, args.target_fpr)
+    # The operating point: the decision value that k-fold CV on the training split puts at the target
+    # false-positive rate, counting the patterns' own flags; the shipped bias is shifted by it, so that
+    # p >= 0.5 is that point.
+    decision = cross_validated_decisions(train_texts, train_labels, config, args.l2, args.extra_benign, nb_alpha)
+    flagged_by_patterns = InjectionDetector(None).score(train_texts).score >= 0.5
+    shift = threshold_at(decision, train_labels, flagged_by_patterns, args.target_fpr)
+    print_cv_table(f"patterns + classifier, {CV_FOLDS}-fold CV on the training split, at the shipped threshold:",
+                   cv_table(train_texts, train_labels, flagged_by_patterns | (decision > shift)))
     texts, labels = augmented(train_texts, train_labels, args.extra_benign)
-    fitted = fit(texts, labels, config, l2=args.l2)
+    fitted = fit(texts, labels, config, l2=args.l2, nb_alpha=nb_alpha)
     model = InjectionClassifier(fitted.weights, fitted.bias - shift, config)
     print(f"bias shifted by {-shift:+.3f}: p = 0.5 at a cross-validated false-positive rate of {args.target_fpr}")
     write_injection_model(model, args.out)
@@ -243,10 +309,13 @@ def main(argv: list[str] | None = None) -> None:
     detector = InjectionDetector(reloaded)
     print_report("patterns + classifier (score >= 0.5), held-out split:",
                  report(lambda t: detector.score(t).score >= 0.5, test_texts, test_labels))
+    print_cv_table("patterns + classifier (score >= 0.5), held-out split:",
+                   cv_table(test_texts, test_labels, detector.score(test_texts).score >= 0.5))
     benign = [t for t, is_attack in zip(test_texts, test_labels, strict=True) if not is_attack]
     long_texts = long_benign(benign, np.repeat([600, 1000, 2000, 4000], 50), seed=1)
     false_positive = float(np.mean(detector.score(long_texts).score >= 0.5))
     print(f"synthetic long benign texts from the held-out split: false-positive rate {false_positive:.3f}")
+
 
 if __name__ == "__main__":
     main()

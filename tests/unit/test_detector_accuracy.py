@@ -24,14 +24,13 @@ def figures() -> dict[str, float | None]:
     return result.figures
 
 
-# Not reached yet (shipped model, held-out split): recall 0.946, recall under 400 chars 0.890, FPR 0.0118 (2 of
-# 170 benign). Strict: the day a figure reaches its goal the mark must go.
-INJECTION_GOAL_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 15 injection goal not reached yet")
+# Reached by the naive-Bayes-scaled model (shipped model, held-out split): recall 0.954 (228 of 239 attacks), recall
+# under 400 chars 0.923 (84 of 91), FPR 0.0059 (1 of 170 benign). One benign text more flagged would miss the FPR
+# goal: the split is small, see train_injection's cross-validated figures for the steadier estimate.
 
 
 @pytest.mark.parametrize(("key", "goal"), [
-    pytest.param("injection_recall", 0.95, marks=INJECTION_GOAL_NOT_MET),
-    pytest.param("injection_recall_lt400", 0.90, marks=INJECTION_GOAL_NOT_MET),
+    ("injection_recall", 0.95), ("injection_recall_lt400", 0.90),
     ("pii_recall_email", 0.95), ("pii_recall_phone", 0.95), ("pii_recall_ssn", 0.95),
     ("pii_recall_credit_card", 0.95), ("pii_precision_email", 0.99), ("pii_precision_phone", 0.99),
     ("pii_precision_ssn", 0.99), ("pii_precision_credit_card", 0.99),
@@ -41,7 +40,6 @@ def test_held_out_figure_reaches_its_goal(figures: dict[str, float | None], key:
     assert value is not None and value >= goal, f"{key} = {value} < {goal}"
 
 
-@INJECTION_GOAL_NOT_MET
 def test_injection_false_positive_rate_is_within_one_percent(figures: dict[str, float | None]) -> None:
     value = figures["injection_fpr"]
     assert value is not None and value <= 0.01, f"injection_fpr = {value} > 0.01"

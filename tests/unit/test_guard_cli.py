@@ -44,7 +44,11 @@ def test_json_lines_match_the_guard() -> None:
 
 
 def test_threshold_option_changes_the_verdict() -> None:
-    result = CliRunner().invoke(_app(), ["guard", "check", "--json", "--threshold", "0.99"], input=LINES[0])
+    # Just above the shipped model's score of the line (flagged at the default threshold), whatever the weights.
+    score = TextGuard(classifier=read_injection_model()).check(LINES[0]).injection_score
+    assert score < 1.0
+    threshold = f"{(score + 1.0) / 2:.6f}"
+    result = CliRunner().invoke(_app(), ["guard", "check", "--json", "--threshold", threshold], input=LINES[0])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["injection"] is False
 
