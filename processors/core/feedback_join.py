@@ -60,17 +60,22 @@ class FeedbackColumns:
 
 
 def id_hashes(ids: np.ndarray) -> np.ndarray:
-    """64-bit FNV-1a-style hashes of request ids, one numpy pass per character position (None hashes as "")."""
+    """64-bit FNV-1a-style hashes of request ids, one numpy pass per character position (None hashes as "").
+
+    An id is hashed as its first 64 characters padded with NULs; a NUL leaves the hash times the prime, so the
+    positions past the longest id of the batch are one multiplication by a power of the prime."""
     text = np.asarray(ids, dtype=object)
     if text.size == 0:
         return np.zeros(0, dtype=np.uint64)
-    text = np.where(text == None, "", text).astype(f"U{_ID_CHARS}")  # noqa: E711
-    width = text.dtype.itemsize // 4
-    chars = text.view(np.uint32).reshape(len(text), width).astype(np.uint64)
+    text = np.where(text == None, "", text).astype(str)  # noqa: E711  (U<longest id>)
+    longest = max(text.dtype.itemsize // 4, 1)
+    chars = text.view(np.uint32).reshape(len(text), longest)[:, :_ID_CHARS].astype(np.uint64)
     h = np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
-    for j in range(width):
+    for j in range(chars.shape[1]):
         h ^= chars[:, j]
         h *= _FNV_PRIME
+    if chars.shape[1] < _ID_CHARS:
+        h *= np.uint64(pow(int(_FNV_PRIME), _ID_CHARS - chars.shape[1], 1 << 64))
     h ^= h >> np.uint64(29)
     return h
 
