@@ -22,6 +22,7 @@ from llmpulse.processors.core.guards.guard import GuardConfig, TextGuard
 from llmpulse.processors.core.guards.hallucination import LEVELS
 
 _REDACTED = re.compile(r"\[REDACTED_([A-Z0-9_]+)\]")
+_MARKER = "[REDACTED_"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,8 +67,10 @@ class AttemptLog:
         return cls(data.get("attempts"), data.get("reported"))
 
 
-def _severity(score: float) -> str:
-    return "high" if score >= 0.9 else "medium" if score >= 0.7 else "low"
+def _counts(values: np.ndarray) -> dict[str, int]:
+    """How often each value occurs (in order of first sort), for the verdict's per-kind counts."""
+    names, counts = np.unique(values, return_counts=True)
+    return dict(zip(map(str, names.tolist()), counts.tolist(), strict=True))
 
 
 class GuardMonitor:
@@ -90,25 +93,28 @@ class GuardMonitor:
         verdicts.injection[rows] = result.injection
         verdicts.hallucination[rows] = result.hallucination_risk
         verdicts.toxic[rows] = result.toxic
-        for i, row in enumerate(rows.tolist()):
+        # Only rows with PII found or a redaction marker take a Python step (they are few).
+        marked = {i for i, text in enumerate(calls.prompt_text[rows].tolist()) if text and _MARKER in text}
+        marked |= {i for i, text in enumerate(calls.response_text[rows].tolist()) if text and _MARKER in text}
+        for i in sorted(marked | {i for i, found in enumerate(result.pii) if found}):
+            row = int(rows[i])
             kinds = set(result.pii[i]) | self._redacted_kinds(calls, row)
             if kinds:
                 verdicts.pii[row] = True
                 for kind in kinds:
                     verdicts.pii_by_kind[kind] = verdicts.pii_by_kind.get(kind, 0) + 1
-            if result.injection[i]:
-                severity = _severity(float(result.injection_score[i]))
-                verdicts.injection_by_severity[severity] = verdicts.injection_by_severity.get(severity, 0) + 1
-            if result.hallucination_risk[i]:
-                level = LEVELS[int(result.hallucination_level[i])]
-                verdicts.hallucination_by_level[level] = verdicts.hallucination_by_level.get(level, 0) + 1
+        score = result.injection_score[result.injection]
+        severities = np.where(score >= 0.9, "high", np.where(score >= 0.7, "medium", "low"))
+        verdicts.injection_by_severity.update(_counts(severities))
+        levels = np.asarray(result.hallucination_level)[result.hallucination_risk].astype(np.int64)
+        verdicts.hallucination_by_level.update(_counts(np.asarray(LEVELS, dtype=object)[levels]))
         return verdicts
 
     @staticmethod
     def _redacted_kinds(calls: CallColumns, row: int) -> set[str]:
         kinds = set()
         for text in (calls.prompt_text[row], calls.response_text[row]):
-            if text and "[REDACTED_" in text:
+            if text and _MARKER in text:
                 kinds.update(kind.lower() for kind in _REDACTED.findall(text))
         return kinds
 
