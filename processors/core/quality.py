@@ -87,37 +87,52 @@ class RouteDecision:
 
 
 class QualitySlots:
-    """One series: a WIDTH-vector per slot start (ms); ``rated_ms`` is the newest slot start holding ratings
-    (-1: none), so a pass over many series skips those with no ratings in the window without summing slots."""
+    """One series: a WIDTH-vector per slot start (ms), as one matrix row per slot (in the order the slots were
+    first added; ``starts`` beside it) rather than an array object and a dict entry each, half the memory of a
+    series' ~76 slots; ``rated_ms`` is the newest slot start holding ratings (-1: none), so a pass over many series
+    skips those with no ratings in the window without summing slots."""
 
-    __slots__ = ("rated_ms", "slots")
+    __slots__ = ("matrix", "rated_ms", "starts")
 
     def __init__(self) -> None:
-        self.slots: dict[int, np.ndarray] = {}
+        self.starts = np.zeros(0, dtype=np.int64)
+        self.matrix = np.zeros((0, WIDTH))
         self.rated_ms = -1
 
+    @property
+    def slots(self) -> dict[int, np.ndarray]:
+        """Slot start -> its vector (copies), in the order the slots were first added."""
+        return dict(zip(self.starts.tolist(), self.matrix.copy(), strict=True))
+
     def add(self, start_ms: int, vector: np.ndarray) -> None:
-        known = self.slots.get(start_ms)
-        self.slots[start_ms] = vector.copy() if known is None else known + vector
+        starts = self.starts
+        if starts.shape[0] and int(starts[-1]) == start_ms:  # the usual case: the newest slot
+            self.matrix[-1] += vector
+        else:
+            at = np.flatnonzero(starts == start_ms)
+            if at.shape[0]:
+                self.matrix[at[0]] += vector
+            else:
+                self.starts = np.append(starts, np.int64(start_ms))
+                self.matrix = np.vstack([self.matrix, vector])
         if vector[RATED] and start_ms > self.rated_ms:
             self.rated_ms = start_ms
 
     def evict(self, oldest_ms: int) -> None:
-        for start in [s for s in self.slots if s < oldest_ms]:
-            del self.slots[start]
+        if self.starts.shape[0] and int(self.starts.min()) < oldest_ms:
+            kept = self.starts >= oldest_ms
+            self.starts, self.matrix = self.starts[kept], self.matrix[kept]
 
     def total(self, lo_ms: int, hi_ms: int) -> np.ndarray:
-        """Sum over slots starting in [lo_ms, hi_ms)."""
+        """Sum over slots starting in [lo_ms, hi_ms), added in the slots' order (as always: the same float sums)."""
         out = np.zeros(WIDTH)
-        for start, vector in self.slots.items():
-            if lo_ms <= start < hi_ms:
-                out += vector
+        for vector in self.matrix[(self.starts >= lo_ms) & (self.starts < hi_ms)]:
+            out += vector
         return out
 
     def to_bytes(self) -> bytes:
-        starts = np.array(sorted(self.slots), dtype=np.int64)
-        matrix = np.array([self.slots[s] for s in starts.tolist()], dtype=np.float64).reshape(-1, WIDTH)
-        return _COUNT.pack(starts.size) + starts.tobytes() + matrix.tobytes()
+        order = np.argsort(self.starts, kind="stable")
+        return _COUNT.pack(self.starts.size) + self.starts[order].tobytes() + self.matrix[order].tobytes()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> QualitySlots:
@@ -125,7 +140,7 @@ class QualitySlots:
         starts = np.frombuffer(blob, dtype="<i8", count=n, offset=_COUNT.size)
         matrix = np.frombuffer(blob, dtype="<f8", count=n * WIDTH, offset=_COUNT.size + 8 * n).reshape(n, WIDTH)
         out = cls()
-        out.slots = {int(s): matrix[i].copy() for i, s in enumerate(starts.tolist())}
+        out.starts, out.matrix = starts.astype(np.int64), matrix.astype(np.float64)  # copies: writable
         rated = starts[matrix[:, RATED] > 0]
         out.rated_ms = int(rated.max()) if rated.size else -1
         return out

@@ -4,6 +4,8 @@ State. Per UTC day and service, one ``DayUsage``: for each (model, provider) a v
 (requests, failures by kind, tokens, priced cost, and the same figures for the *easy* calls) plus a latency
 sketch (1 % relative error, see sketch.py), and the priced spend per hashed user (at most ``max_users`` per
 day and service; later users share one ``(other)`` entry). Days older than ``retention_days`` are dropped.
+A user's spend is two numbers in arrays (``UserSpend``: a code into the tracker's ``UserNames``, which keeps each
+name once, and micro-dollars), 16 bytes per user a day and service instead of a dict entry and an int object (~80).
 Each (day, service) object is persisted on its own, so a batch rewrites one small object, never the month.
 The same state answers ``llmpulse report`` for a day, an ISO week or a month (see processors/report.py).
 
@@ -60,18 +62,132 @@ class SavingsConfig:
     relative_accuracy: float = 0.01
 
 
+class UserNames:
+    """Hashed user names <-> dense codes, shared by the ``DayUsage`` objects of one tracker: a name is kept once
+    however many days and services it spends in (``retain`` drops the names no kept day uses any more)."""
+
+    __slots__ = ("_code_of", "_names", "_size")
+
+    def __init__(self) -> None:
+        self._code_of: dict[str, int] = {}
+        self._names = np.empty(64, dtype=object)  # code -> name; grown by doubling
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def codes(self, names: Sequence[str]) -> np.ndarray:
+        """The code of each name (int64), new names registered in order of first appearance."""
+        found = np.fromiter(map(self._code_of.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        missing = np.flatnonzero(found < 0)
+        if missing.shape[0]:  # names this tracker has not seen yet (only these are looked at one by one)
+            fresh = list(dict.fromkeys(names[i] for i in missing.tolist()))
+            first, end = self._size, self._size + len(fresh)
+            if end > self._names.shape[0]:
+                grown = np.empty(max(end, 2 * self._names.shape[0]), dtype=object)
+                grown[:first] = self._names[:first]
+                self._names = grown
+            self._names[first:end] = fresh
+            self._code_of.update(zip(fresh, range(first, end), strict=True))
+            self._size = end
+            found[missing] = np.fromiter(map(self._code_of.__getitem__, (names[i] for i in missing.tolist())),
+                                         dtype=np.int64, count=missing.shape[0])
+        return found
+
+    def names(self, codes: np.ndarray) -> list[str]:
+        return self._names[codes].tolist()  # type: ignore[no-any-return]
+
+    def retain(self, days: Iterable[DayUsage]) -> None:
+        """Keep only the names ``days`` (every day still kept by the tracker) use, and renumber their codes (in the
+        same order, so each day's codes stay sorted)."""
+        days = list(days)
+        used = np.unique(np.concatenate([day.user_codes for day in days] or [np.zeros(0, dtype=np.int32)]))
+        if used.shape[0] == self._size:
+            return
+        renumbered = np.full(self._size, -1, dtype=np.int32)
+        renumbered[used] = np.arange(used.shape[0], dtype=np.int32)
+        kept = self._names[used]
+        self._names = np.empty(max(64, 2 * used.shape[0]), dtype=object)
+        self._names[: used.shape[0]] = kept
+        self._code_of = dict(zip(kept.tolist(), range(used.shape[0]), strict=True))
+        self._size = int(used.shape[0])
+        for day in days:
+            day.renumber_users(renumbered)
+
+
+class UserSpend:
+    """Spend per user of one day and service as arrays: the users' codes (``UserNames``) sorted, for lookups by
+    ``searchsorted``, with each one's micro-dollars and the order it was first charged in (``as_dict`` lists users
+    in that order, as the dict they replace did)."""
+
+    __slots__ = ("codes", "micros", "order")
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(0, dtype=np.int32)  # sorted
+        self.micros = np.zeros(0, dtype=np.int64)
+        self.order = np.zeros(0, dtype=np.int32)  # 0 for the first user charged, 1 for the second, ...
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    def positions(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each code in ``self.codes``, whether it is there)."""
+        at = np.searchsorted(self.codes, codes)
+        known = at < self.codes.shape[0]
+        known[known] = self.codes[at[known]] == codes[known]
+        return at, known
+
+    def insert(self, codes: np.ndarray, micros: np.ndarray) -> None:
+        """Add users not yet charged (distinct codes), first charged in the given order."""
+        if not codes.shape[0]:
+            return
+        sort = np.argsort(codes, kind="stable")
+        at = np.searchsorted(self.codes, codes[sort])
+        order = np.arange(len(self), len(self) + codes.shape[0], dtype=np.int32)[sort]
+        self.codes = np.insert(self.codes, at, codes[sort].astype(np.int32))
+        self.micros = np.insert(self.micros, at, micros[sort])
+        self.order = np.insert(self.order, at, order)
+
+    def add_one(self, code: int, micros: int) -> None:
+        at, known = self.positions(np.array([code], dtype=np.int64))
+        if known[0]:
+            self.micros[at[0]] += micros
+        else:
+            self.insert(np.array([code], dtype=np.int64), np.array([micros], dtype=np.int64))
+
+    def in_charge_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, micros) in the order the users were first charged."""
+        first = np.argsort(self.order, kind="stable")
+        return self.codes[first], self.micros[first]
+
+
 class DayUsage:
     """One service's calls of one UTC day: counters and latency per (model, provider), spend per user, and
     calls per business outcome (``labels["outcome"]``)."""
 
-    __slots__ = ("accuracy", "latency", "outcomes", "rows", "users")
+    __slots__ = ("_names", "_spend", "accuracy", "latency", "outcomes", "rows")
 
-    def __init__(self, accuracy: float = 0.01) -> None:
+    def __init__(self, accuracy: float = 0.01, names: UserNames | None = None) -> None:
         self.accuracy = accuracy
         self.rows: dict[tuple[str, str], np.ndarray] = {}
         self.latency: dict[tuple[str, str], LatencySketch] = {}
-        self.users: dict[str, int] = {}
         self.outcomes: dict[str, int] = {}
+        self._names = UserNames() if names is None else names  # a tracker's days share one
+        self._spend = UserSpend()
+
+    @property
+    def users(self) -> dict[str, int]:
+        """Spend per user name (micro-dollars), in the order the users were first charged."""
+        codes, micros = self._spend.in_charge_order()
+        return dict(zip(self._names.names(codes), micros.tolist(), strict=True))
+
+    @property
+    def user_codes(self) -> np.ndarray:
+        return self._spend.codes
+
+    def renumber_users(self, renumbered: np.ndarray) -> None:
+        """Codes renumbered by ``UserNames.retain`` (old code -> new, in the same order)."""
+        self._spend.codes = renumbered[self._spend.codes]
 
     def count_outcome(self, name: str, max_outcomes: int) -> None:
         if name not in self.outcomes and len(self.outcomes) >= max_outcomes:
@@ -90,36 +206,34 @@ class DayUsage:
     def charge_users(self, users: Sequence[str], micros: Sequence[int] | np.ndarray, max_users: int) -> None:
         """Add each user's spend; once ``max_users`` names are kept, new users share ``OTHER_USERS``.
 
-        Users are taken in the given order (the first new ones keep their names) with one dict update per
-        call, not one per user.
+        Users are taken in the given order (the first new ones keep their names), in bulk: one lookup of every
+        code, one insertion of every new user.
         """
         names = list(users)
         amounts = np.asarray(micros, dtype=np.int64)
-        spend = self.users
-        if len(set(names)) < len(names):  # a name twice: the order of additions matters, take them one by one
-            self._charge_one_by_one(names, amounts.tolist(), max_users)
+        codes = self._names.codes(names)
+        spend = self._spend
+        if np.unique(codes).shape[0] < codes.shape[0]:  # a name twice: the order of additions matters
+            self._charge_one_by_one(codes.tolist(), amounts.tolist(), max_users)
             return
-        before = np.fromiter(map(spend.get, names, repeat(_ABSENT)), dtype=np.int64, count=len(names))
-        new = np.flatnonzero(before == _ABSENT)
+        at, known = spend.positions(codes)
+        new = np.flatnonzero(~known)
         room = max(max_users - len(spend), 0)
-        other = 0
-        if new.shape[0] > room:  # bounded: the spend still counts, only the names are lost
-            dropped = new[room:]
-            other = int(amounts[dropped].sum())
-            kept = np.ones(len(names), dtype=bool)
-            kept[dropped] = False
-            names = [name for name, k in zip(names, kept.tolist(), strict=True) if k]
-            amounts, before = amounts[kept], before[kept]
-        before[before == _ABSENT] = 0
-        spend.update(zip(names, (before + amounts).tolist(), strict=True))
-        if other or new.shape[0] > room:
-            spend[OTHER_USERS] = spend.get(OTHER_USERS, 0) + other
+        spend.micros[at[known]] += amounts[known]  # distinct codes: distinct positions
+        kept, dropped = new[:room], new[room:]
+        spend.insert(codes[kept], amounts[kept])
+        if dropped.shape[0]:  # bounded: the spend still counts, only the names are lost
+            spend.add_one(self._other_code(), int(amounts[dropped].sum()))
 
-    def _charge_one_by_one(self, names: list[str], amounts: list[int], max_users: int) -> None:
-        for user, amount in zip(names, amounts, strict=True):
-            if user not in self.users and len(self.users) >= max_users:
-                user = OTHER_USERS
-            self.users[user] = self.users.get(user, 0) + amount
+    def _other_code(self) -> int:
+        return int(self._names.codes([OTHER_USERS])[0])
+
+    def _charge_one_by_one(self, codes: list[int], amounts: list[int], max_users: int) -> None:
+        spend = self._spend
+        for code, amount in zip(codes, amounts, strict=True):
+            if not spend.positions(np.array([code]))[1][0] and len(spend) >= max_users:
+                code = self._other_code()
+            spend.add_one(code, amount)
 
     def to_bytes(self) -> bytes:
         keys = list(self.rows)
@@ -135,10 +249,10 @@ class DayUsage:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> DayUsage:
+    def from_bytes(cls, blob: bytes, names: UserNames | None = None) -> DayUsage:
         (size,) = _LEN.unpack_from(blob, 0)
         head = json.loads(blob[_LEN.size : _LEN.size + size])
-        out = cls(float(head["a"]))
+        out = cls(float(head["a"]), names)
         at = _LEN.size + size
         for model, provider, counts in head["rows"]:
             row = np.zeros(len(COUNTERS), dtype=np.int64)
@@ -147,7 +261,9 @@ class DayUsage:
             out.rows[(model, provider)] = row
             out.latency[(model, provider)] = LatencySketch.from_bytes(blob[at + _LEN.size : at + _LEN.size + length])
             at += _LEN.size + length
-        out.users = {str(k): int(v) for k, v in head["users"].items()}
+        users = head["users"]
+        out._spend.insert(out._names.codes([str(k) for k in users]),
+                          np.fromiter(map(int, users.values()), dtype=np.int64, count=len(users)))
         out.outcomes = {str(k): int(v) for k, v in head.get("outcomes", {}).items()}  # absent before outcomes
         return out
 
@@ -173,7 +289,10 @@ class SavingsTracker:
     def __init__(self, config: SavingsConfig | None = None) -> None:
         self.config = config or SavingsConfig()
         accuracy = self.config.relative_accuracy
-        self.state: KeyedState[DayUsage] = KeyedState("usage", lambda _key: DayUsage(accuracy), DayUsage.from_bytes)
+        self.user_names = UserNames()  # every kept day's user names, once
+        self.state: KeyedState[DayUsage] = KeyedState(
+            "usage", lambda _key: DayUsage(accuracy, self.user_names),
+            lambda blob: DayUsage.from_bytes(blob, self.user_names))
         self._newest_day = -1
 
     def restore(self, key: str, blob: bytes) -> None:
@@ -289,9 +408,15 @@ class SavingsTracker:
     def evict(self) -> None:
         """Drop days that left the retention window (called when a newer day first appears)."""
         oldest = self._newest_day - self.config.retention_days
-        for key, _usage in self.state.items():
+        kept, dropped = [], 0
+        for key, usage in self.state.items():
             if int(key.split(SEP, 1)[0]) <= oldest:
                 self.state.delete(key)
+                dropped += 1
+            else:
+                kept.append(usage)
+        if dropped:  # names only the dropped days used go too
+            self.user_names.retain(kept)
 
     def days(self, start_ms: int, end_ms: int) -> Iterator[tuple[str, DayUsage]]:
         """(service, usage) of every kept day overlapping [start_ms, end_ms)."""
