@@ -213,17 +213,19 @@ class FeatureDrift:
             self.ring_fill += take
             start += take
             if self.ring_fill >= size:
-                self._look()
+                # A verdict is read after the batch, so only the batch's last look is judged: an earlier one's
+                # verdict would be replaced unread (a later look holds at least as many values).
+                self._look(judge=flat.size - start < size)
 
     def _residuals(self, counts: np.ndarray) -> np.ndarray:
         """Counts per fine bin relative to each size class's typical bin (the plain counts for one class)."""
         return counts[0] if counts.shape[0] == 1 else residual_counts(counts, self._offsets)
 
-    def _look(self) -> None:
+    def _look(self, judge: bool = True) -> None:
         c = self._config
         n = int(self.window.sum())
         if self.frozen:
-            if n >= c.min_current:
+            if judge and n >= c.min_current:
                 self.verdict = self._judge(n)
         elif self.settled >= c.block_size and n >= c.block_size:  # how far a window strays from the ones before
             self._offsets = size_offsets(self.reference)

@@ -164,6 +164,31 @@ def test_nothing_is_judged_below_min_current_values() -> None:
     assert monitor.figures(KEY)["latency_psi"] >= 0.0
 
 
+@pytest.mark.parametrize("sizes", [[4_000, 2_345], [1_200, 37, 2_900, 999, 611], [6_345]])
+def test_a_batch_judges_its_last_look_as_look_by_look_updates_would(sizes: list[int]) -> None:
+    """Only a batch's last look is judged (an earlier verdict would be replaced unread): after every batch each
+    feature's state and verdict equal those of the same values fed one look at a time, every look judged."""
+    config = DriftConfig(reference_size=2_000, block_size=500)
+    rng = np.random.default_rng(12)
+    calls = traffic(sum(sizes), rng)
+    calls["latency"][3_000:] *= 3  # a shift after the reference: verdicts that change from look to look
+    batched, look_by_look = SeriesDrift(config), SeriesDrift(config)
+    judged = 0
+    at = 0
+    for size in sizes:
+        part = {name: column[at : at + size] for name, column in calls.items()}
+        batched.update(part)
+        for lo in range(at, at + size, config.look_size):
+            look_by_look.update({name: column[lo : min(lo + config.look_size, at + size)]
+                                 for name, column in calls.items()})
+        at += size
+        for feature in FEATURES:  # (the confidence mean is kept per batch, so only the features compare)
+            assert batched.features[feature].to_bytes() == look_by_look.features[feature].to_bytes()
+            assert batched.features[feature].verdict == look_by_look.features[feature].verdict
+        judged += batched.features["latency"].verdict is not None
+    assert judged and batched.features["latency"].verdict.drifted  # type: ignore[union-attr]
+
+
 def test_state_round_trips_mid_reference_and_mid_window() -> None:
     config = DriftConfig(reference_size=1000, block_size=300)
     rng = np.random.default_rng(9)
