@@ -254,7 +254,7 @@ class QualityMonitor:
         self.newest_ms = max(self.newest_ms, int(times.max()))
         self._remember(hashes, times, series, inverse, offset)
         joined = self._join_pending(hashes, times, series[inverse], offset)
-        self._apply(series[inverse], times, calls.input_tokens, joined, offset)
+        self._apply(series, inverse, times, calls.input_tokens, joined, offset)
         return joined
 
     def on_feedback(self, feedback: FeedbackColumns, offset: int) -> Joined:
@@ -284,8 +284,8 @@ class QualityMonitor:
             pending.expired += int(late.sum())
             pending.expire(self.newest_ms - 2 * self._window_ms, self.config.max_pending_feedback)
         joined = Joined(found_series[matched], found_ms[matched], score[matched], binary[matched])
-        self._apply(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), joined,
-                    offset)
+        self._apply(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                    np.zeros(0, dtype=np.int64), joined, offset)
         return joined
 
     def _remember(self, hashes: np.ndarray, times: np.ndarray, series: np.ndarray, inverse: np.ndarray,
@@ -325,18 +325,30 @@ class QualityMonitor:
         score, binary = feedback.scores()
         return Joined(series[rows], times[rows], score, binary)
 
-    def _apply(self, call_series: np.ndarray, call_ms: np.ndarray, input_tokens: np.ndarray, joined: Joined,
-               offset: int) -> None:
-        """One update per touched series (and service version book) for everything this record brings."""
-        n_calls = call_series.size
-        names = np.concatenate([call_series, joined.series])
-        if not names.size:
+    def _apply(self, series: np.ndarray, call_codes: np.ndarray, call_ms: np.ndarray, input_tokens: np.ndarray,
+               joined: Joined, offset: int) -> None:
+        """One update per touched series (and service version book) for everything this record brings: the calls
+        (``call_codes`` into the batch's distinct ``series``) and the feedback joined."""
+        n_calls = call_codes.size
+        if not n_calls + len(joined):
             return
         self.joined += len(joined)
+        # Series codes for the calls and the joined feedback, ranked by name (the order series are updated in).
+        code_of = {name: code for code, name in enumerate(series.tolist())}
+        extra = [name for name in dict.fromkeys(joined.series.tolist()) if name not in code_of]
+        code_of.update((name, len(series) + k) for k, name in enumerate(extra))
+        every = np.concatenate([series, np.array(extra, dtype=object)])
+        rank = np.argsort(every.astype(str), kind="stable")
+        unique_names = every[rank]
+        ranked = np.empty(rank.size, dtype=np.int64)
+        ranked[rank] = np.arange(rank.size)
+        joined_codes = np.fromiter(map(code_of.__getitem__, joined.series.tolist()), dtype=np.int64,
+                                   count=len(joined))
+        name_of = ranked[np.concatenate([call_codes.astype(np.int64), joined_codes])]
         times = np.concatenate([call_ms, joined.call_ms])
         slot_ms = int(self.config.slot_s * 1000)
         starts = times // slot_ms * slot_ms
-        rows = np.zeros((names.size, WIDTH))
+        rows = np.zeros((name_of.size, WIDTH))
         rows[:n_calls, CALLS] = 1.0
         in_bin = np.clip(np.floor(np.log2(np.maximum(input_tokens, 1))).astype(np.int64) - 5, 0, IN_BINS - 1)
         rows[np.arange(n_calls), IN_HIST + in_bin] = 1.0
@@ -346,20 +358,26 @@ class QualityMonitor:
         rows[fb, BINARY] = joined.binary
         rows[fb, CORRECT] = joined.binary & (joined.score >= 0.5)
         label_bin = np.minimum((joined.score * LABEL_BINS).astype(np.int64), LABEL_BINS - 1)
-        rows[np.arange(n_calls, names.size), LABEL_HIST + label_bin] = 1.0
-        unique_names, name_of = np.unique(names.astype(str), return_inverse=True)
+        rows[np.arange(n_calls, name_of.size), LABEL_HIST + label_bin] = 1.0
         unique_starts, start_of = np.unique(starts, return_inverse=True)
         cell = name_of * unique_starts.size + start_of
         cells, cell_of = np.unique(cell, return_inverse=True)
         sums = np.zeros((cells.size, WIDTH))
         np.add.at(sums, cell_of, rows)
+        # cells are sorted by (name, start): each name's cells are one run, found by one search
+        bounds = np.searchsorted(cells // unique_starts.size, np.arange(unique_names.size + 1)).tolist()
+        called = np.bincount(name_of[:n_calls], minlength=unique_names.size) > 0
+        first_ms = np.full(unique_names.size, np.iinfo(np.int64).max, dtype=np.int64)
+        last_ms = np.full(unique_names.size, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(first_ms, name_of[:n_calls], call_ms)
+        np.maximum.at(last_ms, name_of[:n_calls], call_ms)
         horizon = self.newest_ms - int((self.config.window_s + self.config.reference_s + self.config.slot_s) * 1000)
         books: dict[str, VersionBook | None] = {}
         for i, name in enumerate(unique_names.tolist()):
-            mine = np.flatnonzero(cells // unique_starts.size == i)
+            mine = range(bounds[i], bounds[i + 1])
             target = self.state.for_update(name, offset)
             if target is not None:
-                for c in mine.tolist():
+                for c in mine:
                     target.add(int(unique_starts[cells[c] % unique_starts.size]), sums[c])
                 target.evict(horizon)
             service, model, prompt_version = series_parts(name)[:3]
@@ -373,10 +391,9 @@ class QualityMonitor:
             book = books[service]
             if book is not None:
                 version = version_of(model, prompt_version)
-                used = name_of[:n_calls] == i
-                if used.any():
-                    book.seen(version, int(call_ms[used].min()), int(call_ms[used].max()))
-                book.rated(version, sums[mine].sum(axis=0))
+                if called[i]:
+                    book.seen(version, int(first_ms[i]), int(last_ms[i]))
+                book.rated(version, sums[bounds[i] : bounds[i + 1]].sum(axis=0))
 
     # ---- decisions -------------------------------------------------------------------------------------------
     def observe(self, now_ms: int, services: Iterable[str] | None = None) -> list[Observation]:
