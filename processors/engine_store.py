@@ -3,7 +3,8 @@
 Per-partition state lives in one raw-bytes table (changelog-backed, keys ``<partition>|<namespace>/<key>``);
 the fleet stage's state (ledger, circuits, alert policy, incidents, cursor) is one blob under ``fleet`` in a
 one-partition table. Engines are rebuilt from the recovered tables on first use and written back with
-``persist``; a revoked partition's engine is dropped, so the next owner's writes are never shadowed here.
+``persist`` (the timer, commands) or ``checkpoint`` (agents: at most every ``checkpoint_ms``); a revoked
+partition's engine is dropped, so the next owner's writes are never shadowed here.
 
 Agents change and persist engines holding ``lock``; the web layer sees only ``EngineViews``.
 """
