@@ -115,18 +115,22 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
                 raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
             time.sleep(0.2)
             capped = max_s is not None and progress.span_s() >= max_s
+        # Records covered now, before the counter is read: a summary is sent after its calls are counted, so
+        # the counter read next covers them all (counted after it, summaries of a worker still running could
+        # make a capped run look complete with a counter read earlier).
+        done = min(progress.records(), records)
         processed = workerproc.processed(worker) or 0.0
     finally:
         worker.stop()
         watcher.stop()
     timed = list(progress.runs)
-    done = min(progress.records(), records)
     expected = calls if done == records else 1.0  # capped: record sizes vary, the count can only be checked > 0
     if (done < records and not capped) or processed < expected:
         raise RuntimeError(f"worker processed {processed:.0f} of {calls} calls:\n{worker.log_tail()}")
-    counted, last = calls * done / records, max(stamp for stamp, _ in timed) / 1000.0
+    covered = min(sum(count for _, count in timed), records)
+    counted, last = calls * covered / records, max(stamp for stamp, _ in timed) / 1000.0
     return {"eps": summarized_rate(timed, calls / records), "startup_s": min(timed)[0] / 1000.0 - launched,
-            "wall_eps": counted / (last - launched), "processed": processed, "records_timed": done}
+            "wall_eps": counted / (last - launched), "processed": processed, "records_timed": covered}
 
 
 _FAUST_NOOP_APP = textwrap.dedent(
