@@ -151,6 +151,7 @@ class MetricsExporter:
             self._refresh_budgets(fleet.ledger.snapshot())
             projection = fleet.ledger.projection(now_ms)
             m.budget_projected.child("global", "all").set(projection["projected_micros"] / _MICROS_PER_USD)
+            m.circuit_late.set(fleet.circuits.late_outcomes)
             for alert in fleet.policy.active():
                 firing[(alert.rule, alert.severity)] += 1
             incidents: Tally[tuple[str, str]] = Tally(

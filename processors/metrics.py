@@ -157,6 +157,11 @@ class WorkerMetrics:
                                  "Spend per 1,000 requests over the health window", ["service"])
         self.circuit = gauge("llmpulse_provider_circuit_state", "0 closed, 1 half-open, 2 open",
                              ["provider", "model"])
+        self.circuit_late = Gauge(
+            "llmpulse_circuit_late_outcomes",
+            "Call outcomes the fleet's circuits left out as late (older than their provider/model had already seen)",
+            registry=registry,
+        )
         self.effect_size = gauge("llmpulse_experiment_effect_size", "Cohen's d of a variant against control",
                                  ["experiment", "variant", "metric"])
         self.alerts_emitted = self._counter(

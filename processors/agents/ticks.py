@@ -49,7 +49,8 @@ class Ticker:
         fleet = store.loaded_fleet()
         if fleet is not None and ownership.owns_fleet():
             outcome = fleet.tick(now)
-            if outcome.alerts or outcome.incidents:
+            if outcome.alerts or outcome.incidents or outcome.transitions:
                 await emitter.send_fleet_alerts(outcome.alerts, wait=True)
                 await emitter.send_incidents(outcome.incidents, wait=True)
+                await emitter.send_provider_states(outcome.transitions)
                 store.persist_fleet()

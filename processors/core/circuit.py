@@ -8,7 +8,11 @@ replay of the topic reproduces them exactly.
 Per batch: calls are grouped by key and each group is replayed in timestamp order. A group that is all ``ok``
 on a CLOSED breaker cannot change state, so it is folded in with one bulk call; only groups holding failures
 (or keys not CLOSED) are stepped call by call, and within a group consecutive successes are still bulked.
-Events older than a key's clock are applied at the clock (event time never runs backwards per key).
+Event time never runs backwards per key: an outcome a little older than its key's clock (up to
+``late_tolerance_s``, the disorder of calls within one partition) is applied at the clock; an older one is
+*late*, news of a past the breaker has moved on from, and is counted in ``late_outcomes`` instead of replayed.
+The fleet stage orders outcomes across partitions before they come here (core/outcome_order.py), so only a
+partition running far behind the others delivers late ones.
 """
 
 from __future__ import annotations
@@ -89,12 +93,18 @@ class _Entry:
         self.breaker = CircuitBreaker(config, clock=self.clock, on_transition=self.transitions.append)
 
 
+LATE_TOLERANCE_S = 2.0
+
+
 class StreamCircuitTracker:
     """One event-time circuit breaker per (provider, model); bounded to ``max_keys`` keys."""
 
-    def __init__(self, config: BreakerConfig | None = None, max_keys: int = 10_000) -> None:
+    def __init__(self, config: BreakerConfig | None = None, max_keys: int = 10_000,
+                 late_tolerance_s: float = LATE_TOLERANCE_S) -> None:
         self.config = config or BreakerConfig()
         self.max_keys = max_keys
+        self.late_tolerance_s = late_tolerance_s
+        self.late_outcomes = 0  # outcomes older than their key's clock by more than the tolerance, left out
         self._entries: dict[Key, _Entry] = {}
 
     def apply_batch(
@@ -140,7 +150,8 @@ class StreamCircuitTracker:
             "keys": [
                 {"provider": k[0], "model": k[1], "now": e.clock.now, "breaker": e.breaker.export_state()}
                 for k, e in self._entries.items()
-            ]
+            ],
+            "late": self.late_outcomes,
         }
 
     def to_bytes(self) -> bytes:
@@ -156,6 +167,7 @@ class StreamCircuitTracker:
         cls, data: dict[str, Any], config: BreakerConfig | None = None, max_keys: int = 10_000
     ) -> StreamCircuitTracker:
         tracker = cls(config, max_keys)
+        tracker.late_outcomes = int(data.get("late", 0))
         for item in data.get("keys", []):
             key = (str(item["provider"]), str(item["model"]))
             entry = _Entry(key, tracker.config, float(item["now"]))
@@ -175,6 +187,12 @@ class StreamCircuitTracker:
     def _replay(self, key: Key, ts: np.ndarray, ok: np.ndarray) -> list[CircuitTransition]:
         entry = self._entry(key, float(ts[0]) / 1000.0)
         breaker, clock = entry.breaker, entry.clock
+        current = ts >= round((clock.now - self.late_tolerance_s) * 1000.0)
+        if not current.all():
+            self.late_outcomes += int(ts.shape[0] - current.sum())
+            ts, ok = ts[current], ok[current]
+            if not ts.shape[0]:
+                return []
         clock.now = max(clock.now, float(ts[0]) / 1000.0)
         if bool(ok.all()) and breaker.state == CLOSED and not entry.transitions:
             clock.now = max(clock.now, float(ts[-1]) / 1000.0)

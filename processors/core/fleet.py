@@ -2,7 +2,9 @@
 projection, provider circuits, and incidents (incidents.py). Every calls partition sends a compact summary
 of each record to one single-partition topic, with the alert events that record decided; alert events decided
 outside a record (timer, acknowledgements) travel alone (``summarize_alerts_for_fleet``). This engine applies
-them in order and groups every alert of the fleet, its own included, into incidents.
+them in order and groups every alert of the fleet, its own included, into incidents. Call outcomes reach the
+circuits in event-time order across partitions (outcome_order.py), not in the order the partitions' summaries
+happen to arrive.
 
 Exactly-once: each summary carries its source (partition, offset); the engine keeps the highest offset
 applied per source partition inside the same state blob as the ledger and circuits, so a summary sent twice
@@ -26,6 +28,7 @@ from llmpulse.processors.core.columns import OK, CallColumns
 from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
+from llmpulse.processors.core.outcome_order import OutcomeOrder, Outcomes
 
 _HOUR_MS = 3_600_000
 _OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker and fill its rate window
@@ -104,6 +107,8 @@ class FleetEngine:
                                    alert_scopes=_ALERTING_SCOPES)
         self.budget_states = BudgetStatePublisher(config.limits)
         self.circuits = StreamCircuitTracker(config.breaker)
+        self.outcomes = OutcomeOrder()  # call outcomes on their way to the circuits, in event-time order
+        self._summaries_since_tick = 0
         self.policy = AlertPolicy(config.alerts)
         self.incidents = IncidentManager(config.incidents)
         self.applied: dict[int, int] = {}
@@ -128,13 +133,8 @@ class FleetEngine:
             crossings = self.ledger.apply_batch(ts, service, user, model, cost)
             for crossing in highest_crossings(crossings):
                 observations.append(crossing.observation())
-        transitions = []
-        for provider, model, timestamps, oks in data["outcomes"]:
-            n = len(timestamps)
-            transitions += self.circuits.apply_batch(
-                np.array(timestamps, dtype=np.int64), np.full(n, provider, dtype=object),
-                np.full(n, model, dtype=object), np.array([c == "1" for c in oks], dtype=bool),
-            )
+        self._summaries_since_tick += 1
+        transitions = self._circuits(self.outcomes.add(source, _outcomes(data["outcomes"])))
         observations += [t.observation() for t in transitions]
         alerts = self.policy.observe_many(observations)
         members = [*data.get("alerts", []), *(event.to_record() for event in alerts)]
@@ -146,10 +146,13 @@ class FleetEngine:
         return self.budget_states.records(self.ledger, now_ms, refresh)
 
     def tick(self, now_ms: int) -> FleetOutcome:
-        """Resolve held or stale fleet alerts, and incidents without news; the outcome has no transitions."""
-        alerts = self.policy.tick(now_ms)
+        """Resolve held or stale fleet alerts, and incidents without news. When no summary came since the last
+        tick, the calls partitions have gone quiet: outcomes still held for ordering go to the circuits."""
+        transitions = [] if self._summaries_since_tick else self._circuits(self.outcomes.release(flush=True))
+        self._summaries_since_tick = 0
+        alerts = self.policy.observe_many([t.observation() for t in transitions]) + self.policy.tick(now_ms)
         incidents = self.incidents.apply(event.to_record() for event in alerts) + self.incidents.tick(now_ms)
-        return FleetOutcome(alerts, [], applied=True, incidents=incidents)
+        return FleetOutcome(alerts, transitions, applied=True, incidents=incidents)
 
     def acknowledge(self, alert_id: str, actor: str, now_ms: int) -> tuple[list[AlertEvent], list[IncidentEvent]]:
         """Acknowledge a fleet alert, or an incident (its members are acknowledged where they live: the caller
@@ -164,7 +167,7 @@ class FleetEngine:
 
     def to_bytes(self) -> bytes:
         return json.dumps({
-            "ledger": self.ledger.to_dict(), "circuits": self.circuits.to_dict(),
+            "ledger": self.ledger.to_dict(), "circuits": self.circuits.to_dict(), "outcomes": self.outcomes.to_dict(),
             "policy": self.policy.to_dict(), "applied": {str(k): v for k, v in self.applied.items()},
             "incidents": self.incidents.to_dict(),
             "cursor": self.cursor.next_offset,
@@ -183,8 +186,25 @@ class FleetEngine:
         out.ledger = BudgetLedger.from_dict(data["ledger"], config.limits, scopes=fleet_scopes(config.limits),
                                             per_request=False, alert_scopes=_ALERTING_SCOPES)
         out.circuits = StreamCircuitTracker.from_dict(data["circuits"], config.breaker)
+        out.outcomes = OutcomeOrder.from_dict(data.get("outcomes"))
         out.policy = AlertPolicy.from_dict(data["policy"], config.alerts)
         out.incidents = IncidentManager.from_dict(data.get("incidents", {}), config.incidents)
         out.applied = {int(k): int(v) for k, v in data["applied"].items()}
         out.cursor = SourceCursor(data.get("cursor"))
         return out
+
+    def _circuits(self, outcomes: Outcomes) -> list[CircuitTransition]:
+        return self.circuits.apply_batch(outcomes.timestamp_ms, outcomes.provider, outcomes.model, outcomes.ok)
+
+
+def _outcomes(rows: list[list[Any]]) -> Outcomes:
+    """A summary's ``[provider, model, timestamps, "1"/"0" per call]`` rows as columns."""
+    if not rows:
+        return Outcomes.empty()
+    counts = [len(row[2]) for row in rows]
+    return Outcomes(
+        np.fromiter((t for row in rows for t in row[2]), np.int64, sum(counts)),
+        np.repeat(np.array([row[0] for row in rows], dtype=object), counts),
+        np.repeat(np.array([row[1] for row in rows], dtype=object), counts),
+        np.frombuffer("".join(row[3] for row in rows).encode(), np.uint8) == ord("1"),
+    )

@@ -76,3 +76,82 @@ def test_member_alerts_from_every_partition_become_one_incident_once() -> None:
     resolved = restored.apply(summarize_alerts_for_fleet([member("search", "resolved", 2000)])).incidents
     assert [(e.incident_id, e.status, e.scope, e.scope_key) for e in resolved] == [
         (opened[0].incident_id, "resolved", "model", "gpt-4o")]
+
+
+def _outage_summaries(partition: int, start: int = 0, chunks: int = 30, chunk_s: int = 10) -> list[bytes]:
+    """One summary per ``chunk_s`` of a partition's claude calls (2/s): every call fails from 60 s to 180 s."""
+    import json
+
+    out = []
+    for chunk in range(chunks):
+        ts = [NOW + (chunk * chunk_s * 1000) + i * 500 + partition * 250 for i in range(chunk_s * 2)]
+        oks = "".join("0" if 60_000 <= t - NOW < 180_000 else "1" for t in ts)
+        out.append(json.dumps({"p": partition, "o": start + chunk, "spend": [],
+                               "outcomes": [["anthropic", "claude", ts, oks]]}).encode())
+    return out
+
+
+def _states(fleet: FleetEngine, summaries: list[bytes]) -> list[tuple[str, int]]:
+    return [(t.state, t.updated_at_ms - NOW) for s in summaries for t in fleet.apply(s).transitions]
+
+
+def test_a_partition_far_behind_the_others_does_not_reopen_a_recovered_circuit() -> None:
+    # Partition 0 is read to the end (the outage and the recovery) before partition 1's first summary: its old
+    # failures, replayed now, would trip the closed breaker again at the present, for an outage that is over.
+    fleet = FleetEngine(FleetConfig())
+    ahead = _states(fleet, _outage_summaries(0))
+    behind = _states(fleet, _outage_summaries(1))
+    assert ahead[0] == ("OPEN", 62_000) and ahead[-1][0] == "CLOSED" and ahead[-1][1] >= 180_000
+    assert behind == [] and fleet.circuits.state("anthropic", "claude") == "CLOSED"
+    assert fleet.circuits.late_outcomes > 0
+    restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig())
+    assert restored.circuits.late_outcomes == fleet.circuits.late_outcomes
+
+
+def test_partitions_a_few_seconds_apart_reach_the_circuit_in_event_time_order() -> None:
+    # Partition 1 arrives one 5 s summary late (up to 10 s of event time behind): the circuit sees what one ordered
+    # stream of both would show.
+    import json
+
+    ordered, reference = FleetEngine(FleetConfig()), []
+    for offset, pair in enumerate(zip(_outage_summaries(0, chunk_s=5, chunks=60),
+                                      _outage_summaries(1, chunk_s=5, chunks=60), strict=True)):
+        rows = sorted((t, ok) for s in pair for _, _, ts, oks in json.loads(s)["outcomes"]
+                      for t, ok in zip(ts, oks, strict=True))
+        one = {"p": 9, "o": offset, "spend": [],
+               "outcomes": [["anthropic", "claude", [t for t, _ in rows], "".join(ok for _, ok in rows)]]}
+        reference += [(t.state, t.updated_at_ms - NOW) for t in ordered.apply(json.dumps(one).encode()).transitions]
+    skewed = _outage_summaries(0, start=1, chunk_s=5, chunks=60)
+    late = _outage_summaries(1, start=1, chunk_s=5, chunks=60)
+    fleet = FleetEngine(FleetConfig())
+    # both partitions are known before the run (a source counts from its first summary: before that, nothing
+    # can wait for it)
+    for partition in (0, 1):
+        fleet.apply(json.dumps({"p": partition, "o": 0, "spend": [],
+                                "outcomes": [["anthropic", "claude", [NOW - 1000], "1"]]}).encode())
+    states = _states(fleet, [skewed[0], late[0], skewed[1]])  # from here on, partition 1 is a summary behind
+    for i in range(2, 60):
+        states += _states(fleet, [skewed[i], late[i - 1]])
+    states += _states(fleet, [late[-1]]) + [(t.state, t.updated_at_ms - NOW) for t in fleet.tick(NOW).transitions]
+    assert states == reference and fleet.circuits.late_outcomes == 0
+    assert reference[0][0] == "OPEN" and reference[-1][0] == "CLOSED"
+
+
+def test_outcomes_held_for_a_slower_partition_reach_the_circuit_on_a_quiet_tick() -> None:
+    import json
+
+    def summary(partition: int, offset: int, first_ms: int, oks: str) -> bytes:
+        ts = [NOW + first_ms + i * 100 for i in range(len(oks))]
+        return json.dumps({"p": partition, "o": offset, "spend": [],
+                           "outcomes": [["openai", "gpt-4o", ts, oks]]}).encode()
+
+    fleet = FleetEngine(FleetConfig())
+    assert fleet.apply(summary(0, 1, 0, "11")).transitions == []
+    # partition 1 fails 3 s later than partition 0 has reported: held until partition 0 passes it
+    assert fleet.apply(summary(1, 1, 3_000, "000000")).transitions == []
+    assert fleet.outcomes.held == 6
+    assert fleet.tick(NOW).transitions == []  # a summary came since the last tick: not quiet yet
+    restored = FleetEngine.from_bytes(fleet.to_bytes(), FleetConfig())  # held outcomes survive a restart
+    quiet = restored.tick(NOW + 5_000)
+    assert [t.state for t in quiet.transitions] == ["OPEN"]
+    assert [(a.rule, a.status) for a in quiet.alerts] == [("provider_circuit", "firing")]
