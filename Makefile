@@ -14,7 +14,7 @@ lint: setup
 
 ## test: lint, then every test (unit, integration against a real Kafka broker, ops, reliability)
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## test-fast: the tests that need no broker and no external binaries
 test-fast:
