@@ -68,7 +68,7 @@ class AttemptLog:
 
 
 def _counts(values: np.ndarray) -> dict[str, int]:
-    """How often each value occurs (in order of first sort), for the verdict's per-kind counts."""
+    """How often each value occurs (keys in sorted order), for the verdict's per-kind counts."""
     names, counts = np.unique(values, return_counts=True)
     return dict(zip(map(str, names.tolist()), counts.tolist(), strict=True))
 
