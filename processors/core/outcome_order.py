@@ -13,7 +13,8 @@ partition without calls sends nothing) does not hold the others back; its outcom
 tracker takes them unless they are older than what a key has already seen (core/circuit.py: late outcomes are
 counted, not replayed). ``release(flush=True)`` lets everything out, for when no summary has come for a while.
 
-Everything here is decided by the order of the fleet topic, so a replay of it releases the same outcomes.
+What is released on a summary is decided by the order of the fleet topic alone, so a replay of it releases
+the same outcomes; only the flush on a quiet tick (core/fleet.py) depends on the wall clock.
 """
 
 from __future__ import annotations
