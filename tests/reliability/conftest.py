@@ -119,6 +119,14 @@ class PricedTraffic:
             self._producer.commit_transaction(30)
         self._producer.poll(0)
 
+    def trickle(self, batches: int, size: int = 500, pause_s: float = 0.05) -> None:
+        """``batches`` batches one at a time, ``pause_s`` apart (calls that keep arriving while workers come,
+        go or freeze), then flush."""
+        for _ in range(batches):
+            self.produce(1, size)
+            time.sleep(pause_s)
+        self.flush()
+
     def _produce(self, key: str, value: bytes) -> None:
         while True:
             try:

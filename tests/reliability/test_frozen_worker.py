@@ -23,22 +23,17 @@ def test_budgets_stay_exact_when_a_worker_freezes_past_its_session_and_wakes(
     second = workers(app_id=first.app_id, fast_restart=True, **LOW_LIMITS)
     traffic = priced_traffic(first.topic("calls"), seed=29)
 
-    def phase() -> None:
-        for _ in range(PHASE_BATCHES):
-            traffic.produce(1, BATCH_SIZE)
-            time.sleep(0.05)
-        traffic.flush()
-
-    phase()
+    traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
     time.sleep(2)
     assert second.process is not None
     os.killpg(second.process.pid, signal.SIGSTOP)
     try:
-        phase()  # the first worker takes the frozen one's partitions once its session expires
+        # the first worker takes the frozen one's partitions once its session expires
+        traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
         time.sleep(max(0.0, FROZEN_S - PHASE_BATCHES * 0.05))
     finally:
         os.killpg(second.process.pid, signal.SIGCONT)
-    phase()
+    traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
 
     expected = traffic.expected
     caught_up = waiter(lambda: lag_of(first) == 0 and budgets(first, second) == expected, timeout=120, step=1.0)

@@ -20,18 +20,12 @@ def test_budgets_stay_exact_when_a_worker_leaves_and_rejoins(
     second = workers(app_id=first.app_id, fast_restart=True, **LOW_LIMITS)
     traffic = priced_traffic(first.topic("calls"), seed=23)
 
-    def phase() -> None:
-        for _ in range(PHASE_BATCHES):
-            traffic.produce(1, BATCH_SIZE)
-            time.sleep(0.05)
-        traffic.flush()
-
-    phase()
+    traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
     time.sleep(2)
     second.stop()  # SIGTERM: a clean leave, its partitions and maybe the fleet stage move to the first
-    phase()
+    traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
     second.start(timeout=90)  # and move back
-    phase()
+    traffic.trickle(PHASE_BATCHES, BATCH_SIZE)
 
     expected = traffic.expected
     caught_up = waiter(lambda: lag_of(first) == 0 and budgets(first, second) == expected, timeout=120, step=1.0)
