@@ -58,17 +58,22 @@ class Outcomes:
 
 
 class OutcomeOrder:
-    """A low-watermark buffer over source partitions; see the module docstring."""
+    """A low-watermark buffer over source partitions; see the module docstring.
+
+    Held outcomes stay in the chunks they came in (one per summary), each sorted by event time, so a release
+    costs what it releases plus a step per chunk, not a sort of everything held: a partition a few seconds behind
+    keeps tens of thousands of outcomes waiting."""
 
     def __init__(self, max_source_lag_ms: int = MAX_SOURCE_LAG_MS, max_buffered: int = MAX_BUFFERED) -> None:
         self.max_source_lag_ms = max_source_lag_ms
         self.max_buffered = max_buffered
         self.source_latest: dict[int, int] = {}  # source partition -> latest event time it reported
-        self._held = Outcomes.empty()
+        self._chunks: list[Outcomes] = []  # in arrival order, each sorted by event time
+        self._held = 0
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return self._held
 
     def watermark(self) -> int | None:
         """Event time every source keeping pace has passed; None before any source reported."""
@@ -82,26 +87,39 @@ class OutcomeOrder:
         if len(outcomes):
             latest = int(outcomes.timestamp_ms.max())
             self.source_latest[source] = max(self.source_latest.get(source, latest), latest)
-            self._held = Outcomes.concat([self._held, outcomes])
+            self._hold(outcomes)
         return self.release()
 
     def release(self, flush: bool = False) -> Outcomes:
         """Outcomes at or before the watermark (all of them with ``flush``), oldest first; the rest stay."""
-        held = self._held
-        if not len(held):
-            return held
+        if not self._chunks:
+            return Outcomes.empty()
         watermark = self.watermark()
-        due = held.timestamp_ms <= (np.iinfo(np.int64).max if flush or watermark is None else watermark)
-        excess = len(held) - int(due.sum()) - self.max_buffered
-        if excess > 0:  # too much ahead of a slow source: the oldest go now
-            waiting = np.flatnonzero(~due)
-            due[waiting[np.argsort(held.timestamp_ms[waiting], kind="stable")[:excess]]] = True
-        released = np.flatnonzero(due)
-        self._held = held.take(np.flatnonzero(~due))
-        return held.take(released[np.argsort(held.timestamp_ms[released], kind="stable")])
+        limit = np.iinfo(np.int64).max if flush or watermark is None else watermark
+        due: list[Outcomes] = []
+        kept: list[Outcomes] = []
+        for chunk in self._chunks:
+            ts = chunk.timestamp_ms
+            if ts[-1] <= limit:
+                due.append(chunk)
+            elif ts[0] > limit:
+                kept.append(chunk)
+            else:
+                cut = int(np.searchsorted(ts, limit, side="right"))
+                due.append(chunk.take(np.arange(cut)))
+                kept.append(chunk.take(np.arange(cut, len(chunk))))
+        self._chunks = kept
+        self._held = sum(len(chunk) for chunk in kept)
+        if self._held > self.max_buffered:  # too much ahead of a slow source: the oldest go now
+            waiting = _sorted(Outcomes.concat(kept))
+            excess = self._held - self.max_buffered
+            due.append(waiting.take(np.arange(excess)))
+            self._chunks = [waiting.take(np.arange(excess, len(waiting)))]
+            self._held = self.max_buffered
+        return _sorted(Outcomes.concat(due))
 
     def to_dict(self) -> dict[str, Any]:
-        held = self._held
+        held = Outcomes.concat(self._chunks)
         return {
             "sources": {str(source): latest for source, latest in self.source_latest.items()},
             "held": [held.timestamp_ms.tolist(), held.provider.tolist(), held.model.tolist(),
@@ -115,6 +133,19 @@ class OutcomeOrder:
             return order
         order.source_latest = {int(source): int(latest) for source, latest in data["sources"].items()}
         ts, provider, model, ok = data["held"]
-        order._held = Outcomes(np.array(ts, np.int64), np.array(provider, object), np.array(model, object),
-                               np.array([c == "1" for c in ok], bool))
+        order._hold(Outcomes(np.array(ts, np.int64), np.array(provider, object), np.array(model, object),
+                             np.array([c == "1" for c in ok], bool)))
         return order
+
+    def _hold(self, outcomes: Outcomes) -> None:
+        if len(outcomes):
+            self._chunks.append(_sorted(outcomes))
+            self._held += len(outcomes)
+
+
+def _sorted(outcomes: Outcomes) -> Outcomes:
+    """By event time; equal times keep their order."""
+    ts = outcomes.timestamp_ms
+    if ts.shape[0] < 2 or bool((ts[1:] >= ts[:-1]).all()):
+        return outcomes
+    return outcomes.take(np.argsort(ts, kind="stable"))
