@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -78,16 +79,19 @@ def test_member_alerts_from_every_partition_become_one_incident_once() -> None:
         (opened[0].incident_id, "resolved", "model", "gpt-4o")]
 
 
+def _summary(partition: int, offset: int, ts: list[int], oks: str,
+             key: tuple[str, str] = ("anthropic", "claude")) -> bytes:
+    """A fleet summary carrying only these call outcomes of one provider/model ("1" ok, "0" failed)."""
+    return json.dumps({"p": partition, "o": offset, "spend": [], "outcomes": [[*key, ts, oks]]}).encode()
+
+
 def _outage_summaries(partition: int, start: int = 0, chunks: int = 30, chunk_s: int = 10) -> list[bytes]:
     """One summary per ``chunk_s`` of a partition's claude calls (2/s): every call fails from 60 s to 180 s."""
-    import json
-
     out = []
     for chunk in range(chunks):
         ts = [NOW + (chunk * chunk_s * 1000) + i * 500 + partition * 250 for i in range(chunk_s * 2)]
         oks = "".join("0" if 60_000 <= t - NOW < 180_000 else "1" for t in ts)
-        out.append(json.dumps({"p": partition, "o": start + chunk, "spend": [],
-                               "outcomes": [["anthropic", "claude", ts, oks]]}).encode())
+        out.append(_summary(partition, start + chunk, ts, oks))
     return out
 
 
@@ -111,24 +115,20 @@ def test_a_partition_far_behind_the_others_does_not_reopen_a_recovered_circuit()
 def test_partitions_a_few_seconds_apart_reach_the_circuit_in_event_time_order() -> None:
     # Partition 1 arrives one 5 s summary late (up to 10 s of event time behind): the circuit sees what one ordered
     # stream of both would show.
-    import json
-
     ordered, reference = FleetEngine(FleetConfig()), []
     for offset, pair in enumerate(zip(_outage_summaries(0, chunk_s=5, chunks=60),
                                       _outage_summaries(1, chunk_s=5, chunks=60), strict=True)):
         rows = sorted((t, ok) for s in pair for _, _, ts, oks in json.loads(s)["outcomes"]
                       for t, ok in zip(ts, oks, strict=True))
-        one = {"p": 9, "o": offset, "spend": [],
-               "outcomes": [["anthropic", "claude", [t for t, _ in rows], "".join(ok for _, ok in rows)]]}
-        reference += [(t.state, t.updated_at_ms - NOW) for t in ordered.apply(json.dumps(one).encode()).transitions]
+        one = _summary(9, offset, [t for t, _ in rows], "".join(ok for _, ok in rows))
+        reference += [(t.state, t.updated_at_ms - NOW) for t in ordered.apply(one).transitions]
     skewed = _outage_summaries(0, start=1, chunk_s=5, chunks=60)
     late = _outage_summaries(1, start=1, chunk_s=5, chunks=60)
     fleet = FleetEngine(FleetConfig())
     # both partitions are known before the run (a source counts from its first summary: before that, nothing
     # can wait for it)
     for partition in (0, 1):
-        fleet.apply(json.dumps({"p": partition, "o": 0, "spend": [],
-                                "outcomes": [["anthropic", "claude", [NOW - 1000], "1"]]}).encode())
+        fleet.apply(_summary(partition, 0, [NOW - 1000], "1"))
     states = _states(fleet, [skewed[0], late[0], skewed[1]])  # from here on, partition 1 is a summary behind
     for i in range(2, 60):
         states += _states(fleet, [skewed[i], late[i - 1]])
@@ -138,12 +138,9 @@ def test_partitions_a_few_seconds_apart_reach_the_circuit_in_event_time_order() 
 
 
 def test_outcomes_held_for_a_slower_partition_reach_the_circuit_on_a_quiet_tick() -> None:
-    import json
-
     def summary(partition: int, offset: int, first_ms: int, oks: str) -> bytes:
-        ts = [NOW + first_ms + i * 100 for i in range(len(oks))]
-        return json.dumps({"p": partition, "o": offset, "spend": [],
-                           "outcomes": [["openai", "gpt-4o", ts, oks]]}).encode()
+        return _summary(partition, offset, [NOW + first_ms + i * 100 for i in range(len(oks))], oks,
+                        ("openai", "gpt-4o"))
 
     fleet = FleetEngine(FleetConfig())
     assert fleet.apply(summary(0, 1, 0, "11")).transitions == []
