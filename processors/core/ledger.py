@@ -20,7 +20,8 @@ Storage (spend_store.py): each (bucket, scope) keeps its keys as an index into p
 bucket is persisted as its own key stamped with the last record offset it absorbed (``drain``/``restore``).
 
 Burn rate. Besides the calendar periods, each scope with an hour limit keeps its spend per UTC minute (the
-``minute`` period, current and previous minute only). A key that spends ``burn_fraction`` of its hour limit
+``minute`` period; the minutes within ten of the newest are kept, since the fleet's partitions do not keep pace
+with each other). A key that spends ``burn_fraction`` of its hour limit
 within one minute crosses its burn limit: at that pace the hour's budget lasts ``1 / burn_fraction`` minutes
 (ten by default, where a key spending its whole limit evenly spends a sixtieth a minute). That is a runaway
 caller, seen within a minute rather than when most of the budget is gone: rule ``budget_burn``, ERROR (P1), one
@@ -187,7 +188,7 @@ class BudgetLedger:
                                   and self.limits.limit(s, BURN_PERIOD) is not None)
         self._periods = TRACKED_PERIODS if self._burn_scopes else PERIODS
         self._ring = BucketRing()
-        self._buckets = self._ring.periods  # per period [previous, current]
+        self._buckets = self._ring.periods  # per period, oldest first
         self._projection_alerted_month = -1
         self.late_dropped = 0
         self._meta_applied = NEVER  # offset stamp of the two fields above (``META_KEY``)

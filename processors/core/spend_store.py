@@ -34,6 +34,11 @@ OFFSET = struct.Struct("<q")
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+# How far behind its newest bucket a period still opens a new one. Calendar periods only rotate forward (a call
+# older than the current bucket charges the previous one if it is kept, else it is late). The fleet ledger's
+# minutes come from partitions that do not keep pace with each other: one may be minutes of event time ahead
+# (after a restart, or a backlog), and its minute must not crowd out the others' (their burn would go unseen).
+LATE_HORIZON_MS: dict[str, int] = {BURN_PERIOD: 10 * MINUTE_MS}
 _LENGTH = struct.Struct("<I")
 _UNUSED = np.iinfo(np.int64).max  # stamp of a free slot: sorts after every live key
 _NARROW = ("<u1", "<u2", "<u4")
@@ -186,12 +191,13 @@ class Bucket:
 
 
 class BucketRing:
-    """Per period the previous and the current bucket, the charge-stamp counter, and what changed since the
-    last drain. Offsets are those of source records; ``None`` (a ledger nobody persists per bucket, e.g. the
-    fleet's) charges every bucket and tracks nothing."""
+    """Per period the previous and the current bucket (the minute: every minute within ``LATE_HORIZON_MS`` of the
+    newest), the charge-stamp counter, and what changed since the last drain. Offsets are those of source
+    records; ``None`` (a ledger nobody persists per bucket, e.g. the fleet's) charges every bucket and tracks
+    nothing."""
 
     def __init__(self) -> None:
-        self.periods: dict[str, list[Bucket]] = {p: [] for p in TRACKED_PERIODS}  # [previous, current]
+        self.periods: dict[str, list[Bucket]] = {p: [] for p in TRACKED_PERIODS}  # oldest first
         self.stamp = 0  # charge counter: the LRU order of keys
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -205,15 +211,22 @@ class BucketRing:
         found = self.find(period, start)
         if found is not None:
             return found
-        if kept and start < kept[-1].start_ms:
-            if len(kept) == 2 or start < kept[0].start_ms:
-                return None  # older than what we keep
-            kept.insert(0, Bucket(start))
-            return kept[0]
-        kept.append(Bucket(start))
-        self._forget(period, kept[:-2])
-        del kept[:-2]
-        return kept[-1]
+        if kept and start < kept[-1].start_ms - LATE_HORIZON_MS.get(period, 0):
+            return None  # older than what we keep
+        bucket = Bucket(start)
+        kept.append(bucket)
+        self._trim(period)
+        return bucket
+
+    def _trim(self, period: str) -> None:
+        """Sort the period's buckets and forget those beyond its horizon, keeping at least the newest two."""
+        kept = self.periods[period]
+        kept.sort(key=lambda b: b.start_ms)
+        oldest_kept = kept[-1].start_ms - LATE_HORIZON_MS.get(period, 0)
+        gone = min(sum(b.start_ms < oldest_kept for b in kept), len(kept) - 2)
+        if gone > 0:
+            self._forget(period, kept[:gone])
+            del kept[:gone]
 
     def admit(self, period: str, bucket: Bucket, offset: int | None) -> bool:
         """May the record at ``offset`` charge ``bucket``? If so the bucket is stamped and will be written."""
@@ -284,8 +297,8 @@ class BucketRing:
 
     def place(self, period: str, bucket: Bucket, offset: int, rewrite: bool) -> None:
         """Put a restored bucket stamped ``offset`` in place. Restores arrive in any order: of two versions
-        of a bucket the later stamp wins, and of more than two buckets (a crash between a new bucket and the
-        tombstone of the one it rotated out) the two newest stay. ``rewrite``: write it at the next drain."""
+        of a bucket the later stamp wins, and of more buckets than the period keeps (a crash between a new bucket
+        and the tombstone of the one it rotated out) the newest stay. ``rewrite``: write it at the next drain."""
         bucket.applied, bucket.stored = offset, True
         kept = self.periods[period]
         same = self.find(period, bucket.start_ms)
@@ -294,9 +307,7 @@ class BucketRing:
                 return
             kept.remove(same)
         kept.append(bucket)
-        kept.sort(key=lambda b: b.start_ms)
-        self._forget(period, kept[:-2])
-        del kept[:-2]
+        self._trim(period)
         if rewrite and any(b is bucket for b in kept):
             self._dirty.add(f"{period}/{bucket.start_ms}")
 

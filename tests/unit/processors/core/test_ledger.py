@@ -492,6 +492,18 @@ def test_calls_too_late_for_the_minutes_kept_still_charge_their_hour_and_are_not
     assert ledger.spent("user", "u1", "hour", T0) == 2 * USD and ledger.late_dropped == 0
 
 
+def test_a_runaway_in_a_partition_minutes_behind_the_others_is_still_a_burn() -> None:
+    """The fleet ledger hears partitions at their own pace: one read to 12:15 before another's 12:06 runaway."""
+    ledger = BudgetLedger(RUNAWAY_LIMITS)
+    assert charge(ledger, [USD // 10] * 16, at=[ms(2025, 3, 10, 12, m) for m in range(16)], user="ahead") == []
+    runaway = [ms(2025, 3, 10, 12, 6, 10) + 1000 * i for i in range(30)]
+    [burn] = charge(ledger, [USD] * 30, at=runaway, user="batch-job")
+    assert (burn.period, burn.key, burn.at_ms) == ("minute", "batch-job", runaway[19])
+    # More than ten minutes behind the newest minute a call only charges its hour.
+    assert charge(ledger, [25 * USD], at=ms(2025, 3, 10, 12, 2), user="late") == []
+    assert ledger.spent("user", "late", "hour", T0) == 25 * USD and ledger.late_dropped == 0
+
+
 def test_minute_spend_is_persisted_and_charged_once_on_a_replay() -> None:
     ledger, store = BudgetLedger(RUNAWAY_LIMITS), {}
     charge_at(ledger, [15 * USD], T0 + 1000, 0)
