@@ -12,9 +12,11 @@ hour, day or month) starts from zero and may cross again. Per-request violations
 (service, model) per batch: one crossing carrying the count and the most expensive call, not one per call.
 
 Bounded state. Per period only the current and the previous bucket are kept; calls older than both are dropped
-and counted (``late_dropped``). Per (period, scope) at most ``max_keys_per_scope`` keys are tracked: the least
-recently charged keys go first, previous-bucket keys before current ones. An evicted current key restarts from
-zero if it spends again (its spend is under-reported, never over-reported).
+and counted (``late_dropped``). A late call opens the previous bucket if it was never charged: the fleet stage
+hears partitions at their own pace, and the first it hears from may already be in the next hour. Per (period,
+scope) at most ``max_keys_per_scope`` keys are tracked: the least recently charged keys go first,
+previous-bucket keys before current ones. An evicted current key restarts from zero if it spends again (its
+spend is under-reported, never over-reported).
 
 Storage (spend_store.py): each (bucket, scope) keeps its keys as an index into parallel int64 arrays; each
 bucket is persisted as its own key stamped with the last record offset it absorbed (``drain``/``restore``).

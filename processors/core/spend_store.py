@@ -34,11 +34,11 @@ OFFSET = struct.Struct("<q")
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-# How far behind its newest bucket a period still opens a new one. Calendar periods only rotate forward (a call
-# older than the current bucket charges the previous one if it is kept, else it is late). The fleet ledger's
-# minutes come from partitions that do not keep pace with each other: one may be minutes of event time ahead
-# (after a restart, or a backlog), and its minute must not crowd out the others' (their burn would go unseen).
-LATE_HORIZON_MS: dict[str, int] = {BURN_PERIOD: 10 * MINUTE_MS}
+# How far behind its newest bucket a period still opens one: a calendar period its previous bucket (a month back
+# is at most 31 days), the burn minute the last ten. The fleet ledger hears partitions that do not keep pace with
+# each other: one may be minutes of event time ahead (after a restart, or a backlog), and the buckets it opens
+# must not crowd out the others' (their spend would go uncounted, and a runaway's burn unseen).
+LATE_HORIZON_MS: dict[str, int] = {"hour": HOUR_MS, "day": DAY_MS, "month": 31 * DAY_MS, BURN_PERIOD: 10 * MINUTE_MS}
 _LENGTH = struct.Struct("<I")
 _UNUSED = np.iinfo(np.int64).max  # stamp of a free slot: sorts after every live key
 _NARROW = ("<u1", "<u2", "<u4")
@@ -191,10 +191,10 @@ class Bucket:
 
 
 class BucketRing:
-    """Per period the previous and the current bucket (the minute: every minute within ``LATE_HORIZON_MS`` of the
-    newest), the charge-stamp counter, and what changed since the last drain. Offsets are those of source
-    records; ``None`` (a ledger nobody persists per bucket, e.g. the fleet's) charges every bucket and tracks
-    nothing."""
+    """Per period the buckets within ``LATE_HORIZON_MS`` of the newest (the previous and the current hour, day
+    or month; the last ten minutes), the charge-stamp counter, and what changed since the last drain. Offsets
+    are those of source records; ``None`` (a ledger nobody persists per bucket, e.g. the fleet's) charges every
+    bucket and tracks nothing."""
 
     def __init__(self) -> None:
         self.periods: dict[str, list[Bucket]] = {p: [] for p in TRACKED_PERIODS}  # oldest first
@@ -211,7 +211,7 @@ class BucketRing:
         found = self.find(period, start)
         if found is not None:
             return found
-        if kept and start < kept[-1].start_ms - LATE_HORIZON_MS.get(period, 0):
+        if kept and start < kept[-1].start_ms - LATE_HORIZON_MS[period]:
             return None  # older than what we keep
         bucket = Bucket(start)
         kept.append(bucket)
@@ -222,7 +222,7 @@ class BucketRing:
         """Sort the period's buckets and forget those beyond its horizon, keeping at least the newest two."""
         kept = self.periods[period]
         kept.sort(key=lambda b: b.start_ms)
-        oldest_kept = kept[-1].start_ms - LATE_HORIZON_MS.get(period, 0)
+        oldest_kept = kept[-1].start_ms - LATE_HORIZON_MS[period]
         gone = min(sum(b.start_ms < oldest_kept for b in kept), len(kept) - 2)
         if gone > 0:
             self._forget(period, kept[:gone])

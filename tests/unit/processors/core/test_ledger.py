@@ -513,3 +513,74 @@ def test_minute_spend_is_persisted_and_charged_once_on_a_replay() -> None:
     assert charge_at(again, [15 * USD], T0 + 1000, 0) == []  # the replayed record: already counted
     [burn] = charge_at(again, [6 * USD], T0 + 2000, 1)  # $21 within the minute
     assert burn.period == "minute" and burn.spent_micros == 21 * USD
+
+
+LAGGED_LIMITS = BudgetLimits(per_request_micros=None, projection_limit_micros=None,
+                             global_limits=PeriodLimits(hour=150 * USD, day=300 * USD, month=500 * USD),
+                             user_limits=PeriodLimits(hour=40 * USD), model_limits=PeriodLimits(hour=70 * USD),
+                             burn_fraction=0.1)
+LAG_START = ms(2025, 3, 31, 22, 52)  # the next 2.5 h cross hours, a day and a month
+LAG_END = LAG_START + 150 * 60_000
+MAX_LAG_MS = 8 * 60_000  # less than the ten burn minutes kept
+
+
+def _source_batches(rng: np.random.Generator, source: int) -> list[tuple[np.ndarray, ...]]:
+    """One partition's 10 s summaries, ~1 call a second, with a runaway user for three minutes. Partition 0
+    starts at 22:52, the others at 23:00: heard late, its first calls are older than the hour the others opened."""
+    batches = []
+    for begin in range(LAG_START if source == 0 else ms(2025, 3, 31, 23), LAG_END, 10_000):
+        n = int(rng.poisson(10))
+        if not n:
+            continue
+        ts = np.sort(rng.integers(begin, begin + 10_000, n))
+        cost = rng.integers(10_000, 60_000, n)
+        runaway = ts - LAG_START - (30 + 40 * source) * 60_000
+        cost[(runaway >= 0) & (runaway < 3 * 60_000)] *= 20  # ~$7 a minute for three minutes
+        batches.append((ts, np.array([f"svc{source}"] * n, dtype=object),
+                        rng.choice(["u0", "u1", "u2", "u3"], n).astype(object),
+                        rng.choice(["gpt-4o", "claude"], n).astype(object), cost))
+    return batches
+
+
+def _crossings_and_spend(ledger: BudgetLedger, order: list[tuple[np.ndarray, ...]]) -> tuple[set, list]:
+    crossings = {(c.scope, c.key, c.period, c.bucket_start_ms, c.threshold)
+                 for batch in order for c in ledger.apply_batch(*batch)}
+    spend = sorted((row["scope"], row["key"], row["period"], row["bucket_start_ms"], row["spent_micros"])
+                   for row in ledger.snapshot(top=100))
+    return crossings, spend
+
+
+def _at_their_own_pace(rng: np.random.Generator, sources: list[list[tuple[np.ndarray, ...]]]) -> list:
+    """Each partition's summaries in its order, the partitions up to ``MAX_LAG_MS`` behind a clock, each with a
+    lag of its own that moves toward a new random target every ten minutes; then the laggards catch up."""
+    lag = [MAX_LAG_MS] + [0] * (len(sources) - 1)
+    target = list(lag)
+    delivered = [0] * len(sources)
+    out = []
+    for clock in range(LAG_START, LAG_END + 10_000, 10_000):
+        if (clock - LAG_START) % 600_000 == 0 and clock > LAG_START:
+            target = rng.integers(0, MAX_LAG_MS + 1, len(sources)).tolist()
+        for source in rng.permutation(len(sources)).tolist():
+            lag[source] += int(np.clip(target[source] - lag[source], -30_000, 30_000))
+            batches = sources[source]
+            while delivered[source] < len(batches) and int(batches[delivered[source]][0][-1]) <= clock - lag[source]:
+                out.append(batches[delivered[source]])
+                delivered[source] += 1
+    for source in rng.permutation(len(sources)).tolist():
+        out.extend(sources[source][delivered[source]:])
+    return out
+
+
+def test_partitions_minutes_apart_cross_the_same_thresholds_as_one_ordered_stream() -> None:
+    """The fleet ledger hears each partition in order but the partitions at their own pace, up to 8 minutes of
+    event time apart. Whatever the pace, the same thresholds are crossed, every bucket holds the same spend and
+    nothing is dropped as late, as when all calls arrive in event-time order."""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        sources = [_source_batches(rng, source) for source in range(3)]
+        ordered = sorted((batch for batches in sources for batch in batches), key=lambda b: int(b[0][0]))
+        expected = _crossings_and_spend(BudgetLedger(LAGGED_LIMITS), ordered)
+        assert {c[2] for c in expected[0]} == {"minute", "hour", "day", "month"}  # every period is exercised
+        ledger = BudgetLedger(LAGGED_LIMITS)
+        assert _crossings_and_spend(ledger, _at_their_own_pace(rng, sources)) == expected, f"seed {seed}"
+        assert ledger.late_dropped == 0
