@@ -140,6 +140,7 @@ class MetricsExporter:
         m = self.metrics
         firing: Tally[tuple[str, str]] = Tally()
         self._refresh_health(engines, now_ms)
+        m.budget_late.child("partitions").set(sum(engine.budget.late_dropped for engine in engines))
         for engine in engines:
             self._refresh_series(engine, now_ms)
             self._refresh_budgets(engine.budget.snapshot())
@@ -152,6 +153,7 @@ class MetricsExporter:
             projection = fleet.ledger.projection(now_ms)
             m.budget_projected.child("global", "all").set(projection["projected_micros"] / _MICROS_PER_USD)
             m.circuit_late.set(fleet.circuits.late_outcomes)
+            m.budget_late.child("fleet").set(fleet.ledger.late_dropped)
             for alert in fleet.policy.active():
                 firing[(alert.rule, alert.severity)] += 1
             incidents: Tally[tuple[str, str]] = Tally(

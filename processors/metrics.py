@@ -144,6 +144,9 @@ class WorkerMetrics:
         self.budget_used = gauge("llmpulse_budget_used_ratio", "Spent / limit (1 = exhausted)", budget)
         self.budget_projected = gauge("llmpulse_budget_projected_month_usd", "Month-end spend at the current rate",
                                       ["scope", "key"])
+        self.budget_late = gauge("llmpulse_budget_late_charges",
+                                 "Charges left out of an hour, day or month as too late (older than its previous "
+                                 "bucket), one per call and period", ["ledger"])
         self.confidence_drift = gauge("llmpulse_confidence_drift_ratio",
                                       "Signed relative change of mean confidence vs the reference", sm)
         self.psi = gauge("llmpulse_distribution_psi", "Population stability index vs the reference",
