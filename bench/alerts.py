@@ -1,6 +1,7 @@
 """Alert quality: does a labelled day of incidents page once each, quickly, and a quiet day not at all?
 
     python -m bench.alerts --quick                    # ~3 h control + one incident per kind, a minute or two
+    python -m bench.alerts --quick --control-hours 1 --schedule bench/schedules/smoke.jsonl  # a smoke run
     python -m bench.alerts --seed 7 --schedule bench/schedules/full.jsonl --json
 
 Two simulated days replay in event time through the worker's alerting path in one process (alert_replay.py,
@@ -29,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,12 @@ def _run_all(settings: ProcessorSettings, seeds: tuple[int, int], lengths: tuple
 
 
 def measure(quick: bool, seed: int = DEFAULT_SEED, schedule: Path | None = None,
-            parallel: bool | None = None) -> dict[str, Any]:
-    """Every figure (``FIGURES``), the per-kind detail (``DETAILS``) and a note per figure under ``notes``."""
+            parallel: bool | None = None, judged_control_s: float | None = None) -> dict[str, Any]:
+    """Every figure (``FIGURES``), the per-kind detail (``DETAILS``) and a note per figure under ``notes``;
+    ``judged_control_s`` replaces the variant's control time after the warm-up."""
     variant = QUICK if quick else FULL
+    if judged_control_s is not None:
+        variant = replace(variant, control_s=judged_control_s)
     control_seed, incident_seed, budget_seed, target_seed = _seeds(seed)
     series = fleet_series(fleet_model(), RATE)
     plan = load(schedule or variant.schedule, series, np.random.default_rng(target_seed))
@@ -357,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", type=Path, help="JSON lines: kind, scope, start, duration, magnitude")
     parser.add_argument("--json", action="store_true", help="print every key as one JSON object")
     parser.add_argument("--serial", action="store_true", help="run both days in this process")
+    parser.add_argument("--control-hours", type=float, help="judged control time (default: 3 quick, 24 full)")
     args = parser.parse_args(argv)
-    measured = measure(args.quick, args.seed, args.schedule, parallel=False if args.serial else None)
+    judged = None if args.control_hours is None else args.control_hours * 3600
+    measured = measure(args.quick, args.seed, args.schedule, parallel=False if args.serial else None,
+                       judged_control_s=judged)
     print(json.dumps(measured, indent=2) if args.json else _table(measured))
     return 0
 
