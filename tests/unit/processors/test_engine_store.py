@@ -12,11 +12,9 @@ from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionE
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.engine_store import FLEET_KEY, EngineStore
 from llmpulse.processors.loaders import read_injection_model
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 
@@ -64,9 +62,7 @@ def _calls(n: int):  # type: ignore[no-untyped-def]
     rows = [{"event_id": f"e-{i}", "timestamp_ms": NOW - 1000, "service": "checkout", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "input_tokens": 200,
              "output_tokens": 100, "user_hash": f"user-{i % 3}", "cost_micros": 1000} for i in range(n)]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), NOW)
-    assert not refused and calls is not None
-    return calls
+    return decoded(rows, NOW)
 
 
 def test_a_persisted_engine_is_restored_by_the_next_store(new_engine) -> None:  # type: ignore[no-untyped-def]

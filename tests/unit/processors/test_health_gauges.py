@@ -11,12 +11,10 @@ from prometheus_client import CollectorRegistry
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.metrics import WorkerMetrics
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 
@@ -25,8 +23,7 @@ def test_gauges_follow_the_health_window() -> None:
     engine = PartitionEngine(0, EngineConfig(), Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model()))
     rows = [{"event_id": f"e{i}", "timestamp_ms": NOW - 1000, "service": "checkout", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "cost_micros": 3000} for i in range(50)]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
-    assert not refused and calls is not None
+    calls = decoded(rows, NOW)
     engine.process(calls, 1, NOW)
     registry = CollectorRegistry()
     exporter = MetricsExporter(WorkerMetrics(registry))
@@ -50,8 +47,7 @@ def test_gauges_refresh_with_at_most_a_tenth_of_the_time() -> None:
     assert took > 0
     rows = [{"event_id": f"e{i}", "timestamp_ms": NOW, "service": "search", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "cost_micros": 3000} for i in range(50)]
-    calls, _refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
-    assert calls is not None
+    calls = decoded(rows, NOW)
     engine.process(calls, 1, NOW)
     labels = {"service": "search"}
 

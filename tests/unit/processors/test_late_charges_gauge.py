@@ -12,12 +12,10 @@ from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.metrics import WorkerMetrics
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 HOUR_MS = 3_600_000
@@ -27,9 +25,7 @@ def _calls(at_ms: int, count: int, first: int) -> CallColumns:
     rows = [{"event_id": f"e{first + i}", "timestamp_ms": at_ms, "service": "checkout", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "cost_micros": 3000}
             for i in range(count)]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
-    assert not refused and calls is not None
-    return calls
+    return decoded(rows, NOW)
 
 
 def test_calls_too_late_for_their_hour_are_counted_per_ledger() -> None:

@@ -13,12 +13,10 @@ from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.metrics import WorkerMetrics
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 WINDOW = {"service": "faq", "model": "gpt-4o", "window": "5m"}
@@ -38,9 +36,7 @@ def _calls(n: int, declined: int, cached: int, batch: int = 0) -> CallColumns:
          "output_tokens": 40, "no_answer": i < declined, "cache_hit": i >= n - cached}
         for i in range(n)
     ]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), NOW)
-    assert not refused and calls is not None
-    return calls
+    return decoded(rows, NOW)
 
 
 def _no_answer_alerts(engine: PartitionEngine, batches: list[CallColumns]) -> list:  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 
@@ -141,9 +142,7 @@ def _priced(costs: list[int], users: list[str | None], at: int = AT):  # type: i
     rows = [{"event_id": f"{at}-{i}", "timestamp_ms": at + i, "service": "checkout", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 300.0, "input_tokens": 10, "output_tokens": 10,
              "user_hash": user, "cost_micros": cost} for i, (cost, user) in enumerate(zip(costs, users, strict=True))]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), at + 1000)
-    assert not refused and calls is not None
-    return calls
+    return decoded(rows, at + 1000)
 
 
 def test_a_ledger_persisted_whole_by_the_previous_version_restores_then_moves_to_buckets(shared) -> None:  # type: ignore[no-untyped-def]

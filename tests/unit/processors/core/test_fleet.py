@@ -9,9 +9,7 @@ import numpy as np
 
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine, summarize_for_fleet
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
-from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 USD = 1_000_000
@@ -20,8 +18,7 @@ USD = 1_000_000
 def _calls(n: int, **fields: object):  # type: ignore[no-untyped-def]
     rows = [{"event_id": str(i), "timestamp_ms": NOW - 500 + i, "service": "svc", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 100.0, **fields} for i in range(n)]
-    calls, _ = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
-    return calls
+    return decoded(rows, NOW)
 
 
 def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_threshold() -> None:

@@ -7,10 +7,8 @@ import time
 import numpy as np
 
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.loaders import read_injection_model
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 BENIGN = "What is the capital of Australia?"
@@ -30,8 +28,7 @@ def _check() -> tuple[GuardMonitor, object]:
     rows = [{"event_id": f"e-{i}", "timestamp_ms": NOW - 1000, "service": "chat", "provider": "openai",
              "request_model": "gpt-4o", "status": "ok", "latency_ms": 400.0, "input_tokens": 20, "output_tokens": 10,
              "prompt_text": prompt, "response_text": response} for i, (prompt, response) in enumerate(TEXTS)]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), NOW)
-    assert not refused and calls is not None
+    calls = decoded(rows, NOW)
     monitor = GuardMonitor(GuardMonitorConfig(), read_injection_model())
     return monitor, monitor.check(calls)
 

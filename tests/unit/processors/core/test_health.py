@@ -11,10 +11,8 @@ from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.health import COMPONENTS, HealthConfig, ServiceSignals, health_score, ramp, service_health
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.loaders import read_injection_model
-from llmpulse.processors.wire.calls import CallDecoder
-from llmpulse.producers.batching import BatchEncoder
+from tests.support.calls import decoded
 
 CONFIG = HealthConfig()
 HEALTHY = ServiceSignals(requests=1000, failed=0, latency_count=1000, p95_s=0.8, p99_s=1.5, guard_flags=0,
@@ -113,8 +111,7 @@ NOW = int(time.time() * 1000)
 
 
 def _feed(engine: PartitionEngine, rows: list[dict[str, object]], offset: int) -> None:
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("test").encode_batch(rows), NOW)
-    assert not refused and calls is not None
+    calls = decoded(rows, NOW)
     engine.process(calls, offset, NOW)
 
 

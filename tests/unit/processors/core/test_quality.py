@@ -13,13 +13,11 @@ from llmpulse.processors.core.feedback_join import FeedbackColumns
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.quality import QualityConfig
-from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.loaders import read_injection_model
-from llmpulse.processors.wire.calls import CallDecoder
 from llmpulse.processors.wire.feedback import FeedbackDecoder
-from llmpulse.producers.batching import BatchEncoder
 from llmpulse.producers.feedback import FeedbackEncoder, feedback_row
 from tests.support import persisted
+from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
 FAST = QualityConfig(window_s=60, reference_s=120, slot_s=10, join_window_s=120, min_ratings=20,
@@ -39,9 +37,7 @@ def _calls(ids: list[str], ts: int, prompt_version: str = "v1", service: str = "
     rows = [{"event_id": i, "timestamp_ms": ts, "service": service, "provider": "openai",
              "request_model": "gpt-4o-mini", "status": "ok", "latency_ms": 300.0, "input_tokens": 400,
              "output_tokens": 80, "prompt_version": prompt_version} for i in ids]
-    calls, refused = CallDecoder(Limits(), 1 << 24, 10_000).decode(BatchEncoder("t").encode_batch(rows), NOW)
-    assert not refused and calls is not None
-    return calls
+    return decoded(rows, NOW)
 
 
 def _feedback(ids: list[str], correct: np.ndarray, ts: int, service: str = "support-bot") -> FeedbackColumns:
