@@ -49,7 +49,10 @@ class Welford:
         return math.sqrt(self.variance) if self.count > 1 else math.nan
 
     def add(self, value: float) -> None:
-        self.update(np.array([value], dtype=np.float64))
+        """One value (NaN skipped): ``update`` of a one-value batch, bit for bit, without numpy (a series touched by
+        one call per batch is the usual case at many series)."""
+        if value == value:
+            self._combine(1, value, 0.0 if math.isfinite(value) else math.nan)  # its M2 as d @ d gives it
 
     def update(self, values: np.ndarray) -> None:
         """Fold in a batch: its own mean and M2 in one numpy pass, then Chan's merge."""

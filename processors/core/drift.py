@@ -41,6 +41,14 @@ def _merged(previous: Welford, block: Welford) -> Welford:
     return merged
 
 
+def _tumble_one(previous: Welford, block: Welford, size: int, value: float) -> tuple[Welford, Welford]:
+    """``_tumble`` of one value (not NaN), without numpy."""
+    if block.count >= size:
+        previous, block = block, Welford()
+    block.add(value)
+    return (block, Welford()) if block.count >= size else (previous, block)
+
+
 def _tumble(previous: Welford, block: Welford, size: int, values: np.ndarray) -> tuple[Welford, Welford]:
     """Two tumbling blocks of ``size`` (the last completed, the one filling) after ``values``: one pass per block
     boundary crossed, batch / size + 1 iterations."""
@@ -117,6 +125,21 @@ class MeanDrift:
             self._baseline.update(v[:room])
             v = v[room:]
         self._update_current(v)
+
+    def add(self, value: float) -> None:
+        """One observation (NaN skipped) in count mode: ``update`` of a one-value batch, bit for bit, without
+        numpy."""
+        if self.reference_end_ms is not None:
+            raise ValueError("add is for count mode; with a reference period use update with timestamps")
+        if value != value:
+            return
+        if self._baseline.count < self.baseline_size:
+            self._baseline.add(value)
+            return
+        if self.recent_size:
+            self._recent_previous, self._recent = _tumble_one(self._recent_previous, self._recent, self.recent_size,
+                                                              value)
+        self._previous, self._block = _tumble_one(self._previous, self._block, self.current_size, value)
 
     def _update_current(self, v: np.ndarray) -> None:
         v = v[~np.isnan(v)]

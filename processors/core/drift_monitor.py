@@ -75,6 +75,7 @@ _CLASSES = {"latency": TOKEN_CLASSES.size + 1}  # features judged per size class
 MIN_CLASS_VALUES = 10  # a size class with fewer reference values borrows its offset from its neighbours
 MIN_EXPECTED = 5  # PSI uses fewer bins when the window would expect fewer values per bin
 NEVER = -1
+FEW_CELLS = 16  # up to this many values, a feature counts them one by one instead of with a bincount of its cells
 _SERIES = struct.Struct("<4sI")  # magic, length of the MeanDrift state
 _FEATURE = struct.Struct("<4sBBqqqdq")  # magic, frozen, has verdict, settled, ring position/fill, natural, rebaselined
 _VERDICT = struct.Struct("<qqddddB")
@@ -143,6 +144,25 @@ def size_offsets(reference: np.ndarray) -> np.ndarray:
     return np.rint(np.interp(np.arange(classes), known, centre)).astype(np.int64)
 
 
+def _cells(values: np.ndarray, edges: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """Each value's counter cell (size class x fine bin, flattened), -1 for NaN (not counted)."""
+    cells = np.searchsorted(edges, values, side="right")
+    if classes is not None:
+        cells = classes * (edges.size + 1) + cells
+    cells[np.isnan(values)] = -1
+    return cells
+
+
+def batch_cells(confidence: np.ndarray, latency: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """Every feature's cells of a batch of calls at once (``FeatureDrift.add_cells`` counts them); latency's in the
+    size class of the call's tokens."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    sizes = np.searchsorted(TOKEN_CLASSES, tokens, side="right")  # (NaN tokens, not sent by the engine: top)
+    return {"confidence": _cells(np.asarray(confidence, dtype=np.float64), _EDGES["confidence"]),
+            "latency": _cells(np.asarray(latency, dtype=np.float64), _EDGES["latency"], sizes),
+            "tokens": _cells(tokens, _EDGES["tokens"])}
+
+
 def residual_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Counts per (size class, fine bin) -> counts per bin relative to the class's offset (2 x bins - 1)."""
     bins = counts.shape[1]
@@ -160,8 +180,8 @@ class FeatureDrift:
     """
 
     __slots__ = ("_config", "_edges", "_groups", "_offsets", "_reference_bytes", "_reference_cdf",
-                 "_reference_residuals", "frozen", "natural", "rebaselined_at_ms", "reference", "ring", "ring_fill",
-                 "ring_pos", "settled", "verdict", "window")
+                 "_reference_residuals", "_ring_cells", "_window_cells", "frozen", "natural", "rebaselined_at_ms",
+                 "reference", "ring", "ring_fill", "ring_pos", "settled", "verdict", "window")
 
     def __init__(self, config: DriftConfig, edges: np.ndarray, classes: int = 1) -> None:
         self._config = config
@@ -171,6 +191,9 @@ class FeatureDrift:
         self.reference = np.zeros((classes, edges.size + 1), dtype=np.int32)
         self.window = np.zeros_like(self.reference)  # the ring's sum, kept up to date as sub-blocks come and go
         self.ring = np.zeros((config.looks_per_block, classes, edges.size + 1), dtype=np.int32)
+        # flat views of the same counters (written in place everywhere, never replaced), for add_cells
+        self._ring_cells = self.ring.reshape(config.looks_per_block, -1)
+        self._window_cells = self.window.reshape(-1)
         # the reference's pack_counts, kept between the looks that change it (to_bytes runs per persisted record;
         # a complete reference never changes): reset wherever the reference is written
         self._reference_bytes: bytes | None = None
@@ -201,10 +224,20 @@ class FeatureDrift:
     def update(self, values: np.ndarray, classes: np.ndarray | None = None) -> None:
         """Add a batch in arrival order (NaN skipped); ``classes`` gives each value's size class."""
         v = np.asarray(values, dtype=np.float64).ravel()
-        keep = ~np.isnan(v)
-        bins = np.searchsorted(self._edges, v[keep], side="right")
-        flat = bins if classes is None else np.asarray(classes).ravel()[keep] * self.reference.shape[1] + bins
-        size, start = self._config.look_size, 0
+        cells = _cells(v, self._edges, None if classes is None else np.asarray(classes).ravel())
+        self.add_cells(cells[cells >= 0])
+
+    def add_cells(self, cells: np.ndarray | list[int]) -> None:
+        """Add values already in their cells (``batch_cells``, NaN left out), in arrival order."""
+        size = self._config.look_size
+        if len(cells) <= FEW_CELLS and len(cells) < size - self.ring_fill:  # no look crossed: one by one
+            ring, window = self._ring_cells[self.ring_pos], self._window_cells
+            for cell in cells:
+                ring[cell] += 1
+                window[cell] += 1
+            self.ring_fill += len(cells)
+            return
+        flat, start = np.asarray(cells, dtype=np.int64), 0
         while start < flat.size:  # one pass per look crossed, never per value
             take = min(size - self.ring_fill, flat.size - start)
             counts = np.bincount(flat[start : start + take], minlength=self.reference.size).reshape(self.window.shape)
@@ -360,15 +393,22 @@ class SeriesDrift:
         self.features = {f: FeatureDrift(config, _EDGES[f], _CLASSES.get(f, 1)) for f in FEATURES}
 
     def update(self, values: dict[str, np.ndarray]) -> None:
+        """Add a batch of calls (confidence, latency in seconds, tokens) in arrival order."""
         confidence = np.asarray(values["confidence"], dtype=np.float64)
-        present = confidence[~np.isnan(confidence)]
-        if present.size:
-            self.mean.update(present)
-        tokens = np.asarray(values["tokens"], dtype=np.float64)
-        self.features["confidence"].update(confidence)
-        self.features["tokens"].update(tokens)
-        sizes = np.searchsorted(TOKEN_CLASSES, tokens, side="right")  # (NaN tokens, not sent by the engine: top)
-        self.features["latency"].update(values["latency"], sizes)
+        cells = batch_cells(confidence, values["latency"], values["tokens"])
+        self.absorb(confidence, {feature: column.tolist() for feature, column in cells.items()})
+
+    def absorb(self, confidence: np.ndarray, cells: Mapping[str, list[int]]) -> None:
+        """Add a batch of calls already in their cells (``batch_cells``, -1 for NaN); ``confidence`` the raw values
+        for the mean. A lone call (most series of a batch, at many series) takes no numpy call."""
+        if confidence.size == 1:
+            self.mean.add(float(confidence[0]))
+        else:
+            present = confidence[~np.isnan(confidence)]
+            if present.size:
+                self.mean.update(present)
+        for feature in FEATURES:
+            self.features[feature].add_cells([cell for cell in cells[feature] if cell >= 0])
 
     def rebaseline(self, feature: str, now_ms: int) -> None:
         self.features[feature].rebaseline(now_ms)
@@ -454,11 +494,15 @@ class DriftMonitor:
             self._updated_at.update(dict.fromkeys(series, now_ms))
         order = np.argsort(inverse, kind="stable")  # each series' rows contiguous, in arrival order
         bounds = np.searchsorted(inverse[order], np.arange(len(series) + 1)).tolist()
+        confidence = np.asarray(values["confidence"], dtype=np.float64)[order]
+        # every call binned at once; each series then takes its slice of plain lists
+        cells = {feature: column.tolist() for feature, column in
+                 batch_cells(confidence, values["latency"][order], values["tokens"][order]).items()}
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
             if drift is not None:
-                rows = order[bounds[s] : bounds[s + 1]]
-                drift.update({name: column[rows] for name, column in values.items()})
+                first, end = bounds[s], bounds[s + 1]
+                drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in cells.items()})
 
     def evict(self, now_ms: int, idle_ms: int) -> int:
         """Delete the series not updated for ``idle_ms`` (a series restored from the changelog counts from the

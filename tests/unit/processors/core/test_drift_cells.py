@@ -1,0 +1,86 @@
+"""Drift counted from a batch's cells (binned once per batch, a lone call counted without numpy) keeps exactly the
+state and verdicts of counting each series' values with numpy, as the monitor did before."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llmpulse.processors.core import drift_monitor
+from llmpulse.processors.core.abtest import Welford
+from llmpulse.processors.core.drift import MeanDrift
+from llmpulse.processors.core.drift_monitor import FEATURES, TOKEN_CLASSES, DriftConfig, DriftMonitor, SeriesDrift
+
+CONFIG = DriftConfig(reference_size=200, block_size=100, min_current=40)  # looks every 20 values: many crossed
+
+
+def numpy_update(drift: SeriesDrift, values: dict[str, np.ndarray]) -> None:
+    """The per-series numpy counting the monitor replaced: the oracle."""
+    confidence = np.asarray(values["confidence"], dtype=np.float64)
+    present = confidence[~np.isnan(confidence)]
+    if present.size:
+        drift.mean.update(present)
+    tokens = np.asarray(values["tokens"], dtype=np.float64)
+    drift.features["confidence"].update(confidence)
+    drift.features["tokens"].update(tokens)
+    drift.features["latency"].update(values["latency"], np.searchsorted(TOKEN_CLASSES, tokens, side="right"))
+
+
+def batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    confidence = rng.beta(8, 2, n)
+    confidence[rng.random(n) < 0.1] = np.nan
+    latency = rng.lognormal(0.0, 1.0, n)
+    latency[rng.random(n) < 0.05] = np.nan
+    return {"confidence": confidence, "latency": latency, "tokens": np.round(rng.lognormal(6.0, 1.5, n))}
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_a_monitor_fed_batches_over_many_series_keeps_what_per_series_numpy_counting_kept(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(seed)
+    keys = [f"svc-{i}\x1fgpt-4o" for i in range(12)]
+    monitor = DriftMonitor(CONFIG)
+    oracle = {key: SeriesDrift(CONFIG) for key in keys}
+    for offset in range(1, 250):
+        n = int(rng.choice([1, 2, 5, 30, 120]))  # lone calls, a few, and batches crossing several looks
+        calls = batch(rng, n)
+        touched = rng.choice(len(keys), size=min(len(keys), int(rng.integers(1, 8))), replace=False)
+        inverse = rng.integers(0, touched.size, n)
+        series = [keys[i] for i in touched]
+        monitor.update(series, inverse, calls, offset)
+        with monkeypatch.context() as patched:
+            patched.setattr(drift_monitor, "FEW_CELLS", -1)  # the oracle counts with numpy only
+            for s, key in enumerate(series):
+                rows = np.flatnonzero(inverse == s)
+                numpy_update(oracle[key], {name: column[rows] for name, column in calls.items()})
+        for key in series:
+            kept = monitor.state.get(key)
+            assert kept is not None and kept.to_bytes() == oracle[key].to_bytes()
+            assert [kept.features[f].verdict for f in FEATURES] == [oracle[key].features[f].verdict for f in FEATURES]
+    judged = [monitor.state.get(key).features["latency"].verdict for key in keys]  # type: ignore[union-attr]
+    assert any(verdict is not None for verdict in judged)  # the run reached judged looks, not only filling
+
+
+@pytest.mark.parametrize("value", [0.25, 1e300, -3.5, math.inf, -math.inf, math.nan])
+def test_adding_one_value_is_updating_with_a_batch_of_one(value: float) -> None:
+    added, updated = Welford(3, 0.5, 0.25), Welford(3, 0.5, 0.25)
+    added.add(value)
+    updated.update(np.array([value]))
+    assert repr(added) == repr(updated)
+
+
+def test_a_mean_drift_fed_one_value_at_a_time_matches_batches_of_one_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    added, updated = MeanDrift(20, 8, 4, recent_size=3), MeanDrift(20, 8, 4, recent_size=3)
+    values = rng.normal(0.7, 0.1, 120)
+    values[rng.random(120) < 0.1] = np.nan
+    for k, value in enumerate(values.tolist()):
+        added.add(value)
+        updated.update(np.array([value]))
+        if k == 70:  # a rebaseline leaves a baseline larger than its size: no more values go into it
+            added.rebaseline()
+            updated.rebaseline()
+        assert added.to_bytes() == updated.to_bytes()
+    assert added.percent_change() == updated.percent_change() and not math.isnan(added.percent_change())
