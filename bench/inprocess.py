@@ -42,11 +42,10 @@ class Pipeline:
         self.exporter = MetricsExporter(WorkerMetrics(registry, settings.max_series_per_metric)) if metrics else None
 
     def feed(self, values: Sequence[bytes], first_offset: int = 0) -> int:
-        """Process the records as the calls agent processes a group of them: decoded one by one, absorbed as one
-        run (core/run_plan.py), state drained once; returns the calls accepted."""
+        """Process the records as the calls agent processes a group of them: decoded (their calls checked at once),
+        absorbed as one run (core/run_plan.py), state drained once; returns the calls accepted."""
         now = now_ms()
-        decoded = (self.decoder.decode(value, now)[0] for value in values)
-        parts = [calls for calls in decoded if calls is not None]
+        parts = [calls for calls, _refused in self.decoder.decode_all(values, now) if calls is not None]
         if not parts:
             return 0
         calls = CallColumns.concat(parts)

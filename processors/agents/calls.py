@@ -39,9 +39,10 @@ TAKE_WITHIN_S = 0.05
 
 
 class RecordDecoder(Protocol):
-    """Record bytes -> calls and refused parts (wire/calls.py for the calls topic, wire/otlp.py for OTLP)."""
+    """Records' bytes -> calls and refused parts per record (wire/calls.py for the calls topic, wire/otlp.py for
+    OTLP); the calls of all the records are checked at once."""
 
-    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]: ...
+    def decode_all(self, values: Sequence[bytes], now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]: ...
 
 
 class WriterSchemaLookup(Protocol):
@@ -107,8 +108,7 @@ class CallsAgent:
             engine.cursor.advance(message.offset)
             admitted.setdefault(message.partition, []).append((message.offset, event.value))
         now = now_ms()
-        decoded = {partition: [await self._read(offset, value, now) for offset, value in records]
-                   for partition, records in admitted.items()}
+        decoded = {partition: await self._read(records, now) for partition, records in admitted.items()}
         cuts = {partition: self._cut(store.engine(partition, lane), records, store.persisted_cursor(partition, lane))
                 for partition, records in decoded.items()}
         plans = [store.persist_run_plan(store.engine(partition, lane))
@@ -135,12 +135,21 @@ class CallsAgent:
             if ownership.owns(partition, lane):
                 await ownership.rewind(partition, store.engine(partition, lane).cursor, lane)
 
-    async def _read(self, offset: int, value: bytes | None, now: int) -> _Record:
-        """A record as the run cutter needs it: feedback stays raw (its run is its own), calls are decoded."""
-        if value and self.feedback.knows(value):
-            return _Record(offset, value, feedback=True)
-        calls, refused = await self._decode(value, now)
-        return _Record(offset, value, calls=calls, refused=refused)
+    async def _read(self, records: list[tuple[int, bytes | None]], now: int) -> list[_Record]:
+        """A partition's records as the run cutter needs them: feedback stays raw (its run is its own), calls are
+        decoded, those of all the records checked at once."""
+        feedback = [bool(value) and self.feedback.knows(value) for _, value in records]
+        calls_at = [i for i, (_, value) in enumerate(records) if value and not feedback[i]]
+        decoded = dict(zip(calls_at, self.decoder.decode_all([records[i][1] or b"" for i in calls_at], now),
+                           strict=True))
+        out = []
+        for i, (offset, value) in enumerate(records):
+            if feedback[i]:
+                out.append(_Record(offset, value, feedback=True))
+                continue
+            calls, refused = await self._decoded(value, decoded.get(i), now)
+            out.append(_Record(offset, value, calls=calls, refused=refused))
+        return out
 
     @staticmethod
     def _cut(engine: PartitionEngine, records: list[_Record], persisted_cursor: int | None) -> Cut:
@@ -185,12 +194,14 @@ class CallsAgent:
             alerts.append((outcome.alerts, partition))
         return sends
 
-    async def _decode(self, value: bytes | None, now: int) -> tuple[CallColumns | None, list[Refused]]:
-        if not value:
+    async def _decoded(self, value: bytes | None, decoded: tuple[CallColumns | None, list[Refused]] | None,
+                       now: int) -> tuple[CallColumns | None, list[Refused]]:
+        """A record's decoding; an empty one refused, one of a schema announced since decoded again."""
+        if not value or decoded is None:
             return None, [Refused("empty", "record has no value (tombstone or empty bytes)", b"")]
-        calls, refused = self.decoder.decode(value, now)
+        calls, refused = decoded
         if calls is None and await self._learned_writer_schema(value, refused):
-            return self.decoder.decode(value, now)
+            return self.decoder.decode_all([value], now)[0]
         return calls, refused
 
     async def _learned_writer_schema(self, value: bytes, refused: list[Refused]) -> bool:

@@ -6,7 +6,7 @@ Status is a small integer code so rates are vectorised comparisons, not string m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,9 +69,10 @@ class CallColumns:
         return CallColumns(**picked)
 
     @classmethod
-    def concat(cls, parts: Sequence[CallColumns]) -> CallColumns:
+    def concat(cls, parts: Sequence[CallColumns], coded: Collection[str] | None = None) -> CallColumns:
         """The calls of several batches, in order, as one: the engine absorbs a run of records in one pass.
-        Wire dictionary codes are kept where every part has them, renumbered over the union of their values."""
+        Wire dictionary codes are kept where every part has them (of the ``coded`` columns only, when given),
+        renumbered over the union of their values."""
         if len(parts) == 1:
             return parts[0]
         arrays: dict[str, object] = {}
@@ -85,8 +86,9 @@ class CallColumns:
                                            for part, column in zip(parts, columns, strict=True)])
         arrays["labels"] = ([labels for part in parts for labels in (part.labels or [{}] * len(part))]
                             if any(part.labels for part in parts) else [])
+        common = set.intersection(*(set(part.codes) for part in parts))
         arrays["codes"] = {name: _merged_codes([part.codes[name] for part in parts])
-                           for name in set.intersection(*(set(part.codes) for part in parts))}
+                           for name in (common if coded is None else common.intersection(coded))}
         return cls(**arrays)  # type: ignore[arg-type]
 
     def factorize(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,9 @@ class Limits:
     max_age_s: int = 7 * 24 * 3600
 
 
+NAMES = ("service", "provider", "model")  # the name columns find_invalid checks (by their dictionary when coded)
+
+
 def _lengths(values: np.ndarray) -> np.ndarray:
     present = values != None  # noqa: E711
     out = np.zeros(len(values), dtype=np.int64)
@@ -93,7 +96,7 @@ def find_invalid(calls: CallColumns, limits: Limits, now_ms: int) -> np.ndarray:
     skew_ms, age_ms = limits.max_future_skew_s * 1000, limits.max_age_s * 1000
     check(calls.timestamp_ms > now_ms + skew_ms, f"timestamp_ms is more than {limits.max_future_skew_s}s ahead")
     check(calls.timestamp_ms < now_ms - age_ms, f"timestamp_ms is older than {limits.max_age_s}s")
-    for name in ("service", "provider", "model"):
+    for name in NAMES:
         lengths = _column_lengths(calls, name)
         check((lengths == 0) | (lengths > limits.max_name_chars), f"{name} must be 1-{limits.max_name_chars} chars")
         check(_column_has_control(calls, name), f"{name} must not contain control characters")

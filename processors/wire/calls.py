@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from llmpulse import schemas
 from llmpulse.processors.core.columns import CallColumns
-from llmpulse.processors.core.validation import Limits, find_invalid
+from llmpulse.processors.core.validation import NAMES, Limits, find_invalid
 from llmpulse.processors.wire.json_calls import JsonCalls, looks_like_json
 from llmpulse.processors.wire.registry import RegistryDecoder, is_registry_framed
 from llmpulse.producers.batching import (
@@ -34,7 +35,10 @@ from llmpulse.producers.batching import (
 from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 _DTYPES = {"q": "<i8", "d": "<f8", "i": "<i4", "B": "u1"}
+_DTYPE_OF = {name: np.dtype(_DTYPES[typecode]) for name, (typecode, _fill) in PACKED.items()}
+_FEW_CODES = 32  # up to this many codes, their range is checked in Python
 _RENAMED = {"request_model": "model"}
+CHECKED_TOGETHER_BELOW = 128  # calls: smaller records are checked together (check_all)
 _IGNORED = {"prompt_chars", "response_chars", "feature_version", "response_model",
             "operation", "session_id", "trace_id", "span_id", "prompt_sha256",
             "reasoning_tokens", "tool_calls"}  # v2: kept in dead-letter payloads and exports; no detector reads them
@@ -50,22 +54,75 @@ class Refused:
     batch_index: int | None = None
 
 
-def split_invalid(calls: CallColumns, limits: Limits, now_ms: int, payload_of: Callable[[int], bytes],
-                  index_of: Sequence[int] | None = None) -> tuple[CallColumns | None, list[Refused]]:
-    """The calls that pass ``find_invalid`` and one ``invalid_field`` Refused per call that does, whatever the wire
-    format: ``payload_of(i)`` is call i's dead-letter payload, ``index_of[i]`` its position in the record."""
-    reasons = find_invalid(calls, limits, now_ms)
+@dataclass(frozen=True, slots=True)
+class Unchecked:
+    """A record's calls as read, before the checks of ``find_invalid`` (``check_all`` checks many records at once):
+    the calls (None when none could be read), the parts refused so far, each call's dead-letter payload and its
+    position in the record (None: the call's index)."""
+
+    calls: CallColumns | None
+    refused: list[Refused] = field(default_factory=list)
+    payload_of: Callable[[int], bytes] | None = None
+    index_of: Sequence[int] | None = None
+
+
+def check_all(records: Sequence[Unchecked], limits: Limits,
+              now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]:
+    """Each record's accepted calls and refused parts, one ``invalid_field`` Refused per call that fails
+    ``find_invalid``, whatever the wire format. The checks cost a few dozen numpy calls whatever the number of calls,
+    so records of fewer than ``CHECKED_TOGETHER_BELOW`` calls (a quiet service's, a single call) are checked in one
+    pass over all of their calls; larger ones alone, sparing the copy. Every check looks at one call, so each record
+    gets what checking it alone gives."""
+    small = [k for k, record in enumerate(records)
+             if record.calls is not None and 0 < len(record.calls) < CHECKED_TOGETHER_BELOW]
+    reasons: dict[int, np.ndarray] = {}
+    if len(small) > 1:
+        calls = CallColumns.concat([records[k].calls for k in small], coded=NAMES)  # type: ignore[misc]
+        together = find_invalid(calls, limits, now_ms)
+        ends = np.cumsum([len(records[k].calls) for k in small]).tolist()  # type: ignore[arg-type]
+        reasons = {k: together[end - len(records[k].calls) : end]  # type: ignore[arg-type]
+                   for k, end in zip(small, ends, strict=True)}
+    return [_split(record, reasons.get(k), limits, now_ms) for k, record in enumerate(records)]
+
+
+def _split(record: Unchecked, reasons: np.ndarray | None, limits: Limits,
+           now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+    """A record's accepted calls and refused parts, given its calls' ``find_invalid`` reasons (found here if None)."""
+    calls = record.calls
+    if calls is None or not len(calls):
+        return None, record.refused
+    if reasons is None:
+        reasons = find_invalid(calls, limits, now_ms)
     bad = reasons != None  # noqa: E711  (element-wise on an object array)
-    if not bad.any():
-        return calls, []
-    refused = [
-        Refused("invalid_field", str(reasons[i]), payload_of(int(i)), int(i) if index_of is None else index_of[i])
-        for i in np.flatnonzero(bad)
-    ]
-    return (calls.take(~bad) if not bad.all() else None), refused
+    invalid = []
+    if bad.any():
+        assert record.payload_of is not None
+        index_of = record.index_of
+        invalid = [Refused("invalid_field", str(reasons[i]), record.payload_of(i),
+                           i if index_of is None else index_of[i]) for i in np.flatnonzero(bad).tolist()]
+        calls = calls.take(~bad) if not bad.all() else None
+    if record.refused:
+        return calls, sorted(record.refused + invalid, key=lambda item: item.batch_index or 0)
+    return calls, invalid
 
 
-class CallDecoder:
+class RecordReader(ABC):
+    """A wire format's reader: ``read`` takes one record apart, ``decode_all`` checks the calls of many at once."""
+
+    limits: Limits
+
+    @abstractmethod
+    def read(self, data: bytes) -> Unchecked: ...
+
+    def decode_all(self, values: Sequence[bytes], now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]:
+        """(accepted calls or None, refused parts) per record, in order (never an exception)."""
+        return check_all([self.read(data) for data in values], self.limits, now_ms)
+
+    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+        return self.decode_all([data], now_ms)[0]
+
+
+class CallDecoder(RecordReader):
     """Stateless apart from the parsed schemas, which are built once per worker.
 
     ``version`` pins the reader contract version and the versions known without a registry (the newest and all
@@ -82,33 +139,28 @@ class CallDecoder:
         self._packer = BatchEncoder(producer_id="llmpulse-processor")
         self._json = JsonCalls(max_calls_per_batch)
 
-    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+    def read(self, data: bytes) -> Unchecked:
         if len(data) <= self.max_record_bytes and looks_like_json(data):
-            return self._decode_json(data, now_ms)
+            return self._read_json(data)
         try:
             record = self._record_of(data)
             calls = to_call_columns(record)
         except DecodeError as exc:
-            return None, [Refused(exc.code, str(exc), data)]
-        return split_invalid(calls, self.limits, now_ms, lambda index: self._reencode(record, index))
+            return Unchecked(None, [Refused(exc.code, str(exc), data)])
+        return Unchecked(calls, payload_of=lambda index: self._reencode(record, index))
 
-    def _decode_json(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+    def _read_json(self, data: bytes) -> Unchecked:
         """JSON calls (json_calls.py): schema misfits refused one by one, the rest down the columnar path."""
         try:
             parsed = self._json.parse(data)
             calls = to_call_columns(self._packer.columns(parsed.rows)) if parsed.rows else None
         except DecodeError as exc:
-            return None, [Refused(exc.code, str(exc), data)]
+            return Unchecked(None, [Refused(exc.code, str(exc), data)])
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
-            return None, [Refused("invalid_field", f"calls do not fit the columnar layout: {exc}", data)]
+            return Unchecked(None, [Refused("invalid_field", f"calls do not fit the columnar layout: {exc}", data)])
         refused = [Refused("invalid_field", reason, payload, position) for position, reason, payload in parsed.refused]
-        if calls is None:
-            return None, refused
         rows = parsed.rows
-        accepted, invalid = split_invalid(calls, self.limits, now_ms,
-                                          lambda index: json.dumps(rows[index], default=str).encode(),
-                                          parsed.positions)
-        return accepted, sorted(refused + invalid, key=lambda item: item.batch_index or 0)
+        return Unchecked(calls, refused, lambda index: json.dumps(rows[index], default=str).encode(), parsed.positions)
 
     def _record_of(self, data: bytes) -> dict[str, Any]:
         if len(data) > self.max_record_bytes:
@@ -152,21 +204,35 @@ class CallDecoder:
 
 
 def _unpacked(record: dict[str, Any], name: str, count: int) -> np.ndarray:
-    typecode = PACKED[name][0]
-    buffer = record[name]
-    dtype = np.dtype(_DTYPES[typecode])
-    if len(buffer) != count * dtype.itemsize:
-        raise DecodeError("invalid_batch", f"column {name} holds {len(buffer)} bytes, expected {count} values")
-    return np.frombuffer(buffer, dtype=dtype)
+    _check_packed(record, name, count)
+    return np.frombuffer(record[name], dtype=_DTYPE_OF[name])
+
+
+def _check_packed(record: dict[str, Any], name: str, count: int) -> None:
+    if len(record[name]) != count * _DTYPE_OF[name].itemsize:
+        raise DecodeError("invalid_batch", f"column {name} holds {len(record[name])} bytes, expected {count} values")
 
 
 def _strings(column: dict[str, Any], name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.frombuffer(column["codes"], dtype="<i4") if len(column["codes"]) == 4 * count else None
+    _check_codes(column, name, count)
     values = np.empty(len(column["values"]) + 1, dtype=object)
     values[:-1] = column["values"]  # the extra last slot is None, which code -1 selects
-    if codes is None or (codes.size and (codes.min() < -1 or codes.max() >= len(values) - 1)):
-        raise DecodeError("invalid_batch", f"column {name} has codes that do not match its dictionary")
-    return codes, values
+    return np.frombuffer(column["codes"], dtype="<i4"), values
+
+
+def _check_codes(column: dict[str, Any], name: str, count: int) -> None:
+    """Every code picks a dictionary value or is -1 (none); a few are checked without numpy."""
+    buffer = column["codes"]
+    if len(buffer) == 4 * count:
+        if count <= _FEW_CODES:
+            codes = struct.unpack(f"<{count}i", buffer)
+            low, top = (min(codes), max(codes)) if count else (0, -1)
+        else:
+            array = np.frombuffer(buffer, dtype="<i4")
+            low, top = int(array.min()), int(array.max())
+        if low >= -1 and top < len(column["values"]):
+            return
+    raise DecodeError("invalid_batch", f"column {name} has codes that do not match its dictionary")
 
 
 def _nullable(column: list[Any] | None, name: str, count: int) -> np.ndarray:
@@ -182,9 +248,9 @@ def _check_unused(record: dict[str, Any], count: int) -> None:
     """Columns the detectors skip must still fit the batch: a refused call is re-encoded from all of them."""
     for name in _IGNORED:
         if name in PACKED:
-            _unpacked(record, name, count)
+            _check_packed(record, name, count)
         elif name in DICTIONARY:
-            _strings(record[name], name, count)
+            _check_codes(record[name], name, count)
         elif record[name] is not None and len(record[name]) != count:
             raise DecodeError("invalid_batch", f"column {name} has {len(record[name])} values, expected {count}")
 

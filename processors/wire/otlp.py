@@ -31,7 +31,7 @@ from llmpulse.processors.core.columns import (
     CallColumns,
 )
 from llmpulse.processors.core.validation import Limits
-from llmpulse.processors.wire.calls import Refused, split_invalid
+from llmpulse.processors.wire.calls import RecordReader, Refused, Unchecked
 from llmpulse.schemas.single_object import DecodeError
 
 ENCODINGS = ("otlp_proto", "otlp_json")
@@ -192,7 +192,7 @@ class _Columns:
         return json.dumps(row, default=str).encode()
 
 
-class OtlpDecoder:
+class OtlpDecoder(RecordReader):
     """Stateless per record; the attribute table is built once from the mapping."""
 
     def __init__(self, limits: Limits, max_record_bytes: int, encoding: str, mapping: SpanMapping,
@@ -212,20 +212,21 @@ class OtlpDecoder:
                 raise RuntimeError("reading otlp_proto needs the [otlp] extra: pip install 'llmpulse[otlp]'") from exc
             self._request = ExportTraceServiceRequest
 
-    def decode(self, data: bytes, now_ms: int) -> tuple[CallColumns | None, list[Refused]]:
+    def read(self, data: bytes) -> Unchecked:
         if len(data) > self.max_record_bytes:
-            return None, [Refused("oversized", f"record of {len(data)} bytes exceeds {self.max_record_bytes}", data)]
+            return Unchecked(None, [Refused("oversized", f"record of {len(data)} bytes exceeds {self.max_record_bytes}",
+                                            data)])
         out = _Columns()
         try:
             self._walk(data, out)
         except DecodeError as exc:
-            return None, [Refused(exc.code, str(exc), data)]
+            return Unchecked(None, [Refused(exc.code, str(exc), data)])
         if self._on_skipped is not None and (out.skipped.not_genai or out.skipped.not_model_call):
             self._on_skipped(out.skipped)
         if not len(out):
-            return None, []
+            return Unchecked(None)
         calls = out.columns()
-        return split_invalid(calls, self.limits, now_ms, lambda index: out.row(index, calls))
+        return Unchecked(calls, payload_of=lambda index: out.row(index, calls))
 
     # ---- otlp_proto ------------------------------------------------------------------------------------
     def _walk_proto(self, data: bytes, out: _Columns) -> None:

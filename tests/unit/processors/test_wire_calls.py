@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from typing import Any
@@ -318,3 +319,38 @@ def test_factorize_reconstructs_the_column(encoder: BatchEncoder, decoder: CallD
         codes, values = calls.factorize(name)
         assert codes.min() >= 0
         assert values[codes].tolist() == getattr(calls, name).tolist(), name
+
+
+def test_records_decoded_together_get_what_each_gets_decoded_alone(encoder: BatchEncoder, decoder: CallDecoder) -> None:
+    """The calls agent checks a partition's records in one pass (check_all): each record must still get exactly its
+    own accepted calls and refusals, whatever its neighbours hold."""
+    bad = iter(fields for fields, _reason in INVALID)
+    values = [
+        encoder.encode_batch([_call(0), _call(1, **next(bad)), _call(2)]),
+        encoder.encode_call(_call(3, **next(bad))),  # a single llm_call, refused whole
+        encoder.encode_batch([_call(4, service="search", labels={"a": "b"}), _call(5)]),  # all accepted
+        b"\x00\x01 not a call record",
+        encoder.encode_batch([_call(6, **next(bad)), _call(7, **next(bad))]),  # every call refused
+        # JSON: a call that misfits the schema, a good one, an invalid one
+        b'[{"event_id": "ev-8"}, ' + _json_call(9) + b", " + _json_call(10, confidence=2.0) + b"]",
+        encoder.encode_batch([_call(11, user_hash=f"u{n}", request_model=f"m{n % 3}") for n in range(30)]),
+        encoder.encode_batch([_call(12, **next(bad)), *[_call(13 + n) for n in range(4)]]),
+    ]
+    together = decoder.decode_all(values, NOW_MS)
+    alone = [decoder.decode(value, NOW_MS) for value in values]
+    assert [_summary(result) for result in together] == [_summary(result) for result in alone]
+    assert sum(len(refused) for _calls, refused in together) >= 8  # the refusals were really exercised
+    assert [calls.event_id.tolist() if calls is not None else None for calls, _ in together][:3] == [
+        ["ev-0", "ev-2"], None, ["ev-4", "ev-5"]]
+
+
+def _json_call(i: int, **fields: Any) -> bytes:
+    return json.dumps(_call(i, **fields)).encode()
+
+
+def _summary(result: tuple[CallColumns | None, list[Any]]) -> tuple[Any, ...]:
+    calls, refused = result
+    columns = None if calls is None else {name: [repr(v) for v in getattr(calls, name)]
+                                           for name in ("event_id", "service", "model", "latency_ms", "user_hash",
+                                                        "confidence", "timestamp_ms")} | {"labels": calls.labels}
+    return columns, [(r.code, r.reason, r.payload, r.batch_index) for r in refused]
