@@ -4,7 +4,8 @@ OTLP topic against the Avro batch topic in the same run.
 * ``decode_us_per_call_*``: the same realistic calls as Avro batches of 500 (the SDK), single-object Avro records
   (one call each), OTLP ``ExportTraceServiceRequest``s of 500 GenAI spans in protobuf and in OTLP/JSON (spans made
   as ``ReadableSpan``s and encoded by the real OpenTelemetry encoders, as the Collector's Kafka exporter writes
-  them), and JSON arrays of 500 calls; each decoded to CallColumns by the worker's own decoders, validation on.
+  them), and JSON arrays of 500 calls; each decoded to CallColumns by the worker's own decoders, validation on, in
+  groups of records as the calls agent takes them.
 * ``worker_otlp_vs_avro``: a real worker on a pre-loaded ``otlp_proto`` topic (its calls topic empty), calls/s
   against a real worker on the same calls as Avro batches, runs alternated.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from bench import dataset, throughput
 from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, ratio
 from llmpulse.processors import configure
+from llmpulse.processors.agents.calls import TAKE_MAX_RECORDS
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.otlp import OtlpDecoder
 from llmpulse.producers.batching import FIELDS, BatchEncoder
@@ -84,14 +86,17 @@ def encoded(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[bytes, int]]
     }
 
 
-def _decode_us(decode: Callable[[bytes, int], Any], records: Sequence[tuple[bytes, int]]) -> float:
+def _decode_us(decode_all: Callable[[Sequence[bytes], int], Any], records: Sequence[tuple[bytes, int]]) -> float:
+    """Microseconds per call, the records decoded in groups as the calls agent takes them (their calls checked at
+    once)."""
     now = now_ms()
     calls = sum(n for _, n in records)
+    values = [value for value, _n in records]
     started = time.perf_counter()
     accepted = 0
-    for value, _n in records:
-        columns, _refused = decode(value, now)
-        accepted += 0 if columns is None else len(columns)
+    for start in range(0, len(values), TAKE_MAX_RECORDS):
+        for columns, _refused in decode_all(values[start : start + TAKE_MAX_RECORDS], now):
+            accepted += 0 if columns is None else len(columns)
     elapsed = time.perf_counter() - started
     if accepted != calls:
         raise RuntimeError(f"decoded {accepted} of {calls} calls")
@@ -105,8 +110,9 @@ def decode_costs(rows: Sequence[dict[str, Any]], rounds: int) -> tuple[dict[str,
     otlp = {encoding: OtlpDecoder(limits, v.max_record_bytes, encoding, configure.span_mapping(settings))
             for encoding in ("otlp_proto", "otlp_json")}
     records = encoded(rows)
-    decoders = {"avro_batch": calls_decoder.decode, "avro_single": calls_decoder.decode, "json": calls_decoder.decode,
-                "otlp_proto": otlp["otlp_proto"].decode, "otlp_json": otlp["otlp_json"].decode}
+    decoders = {"avro_batch": calls_decoder.decode_all, "avro_single": calls_decoder.decode_all,
+                "json": calls_decoder.decode_all, "otlp_proto": otlp["otlp_proto"].decode_all,
+                "otlp_json": otlp["otlp_json"].decode_all}
     samples = alternating({name: (lambda name=name: _decode_us(decoders[name], records[name]))  # type: ignore[misc]
                            for name in decoders}, rounds)
     return medians(samples), describe(samples, unit="us/call")
