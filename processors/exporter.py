@@ -17,6 +17,7 @@ from llmpulse.processors.core.guard_monitor import GuardVerdicts
 from llmpulse.processors.core.health import HealthConfig, service_health
 from llmpulse.processors.core.incidents import IncidentEvent
 from llmpulse.processors.core.series_totals import SeriesTotals
+from llmpulse.processors.core.slots import series_parts
 from llmpulse.processors.metrics import BoundedLabels, WorkerMetrics
 from llmpulse.processors.wire.otlp import SpanCounts
 
@@ -165,8 +166,10 @@ class MetricsExporter:
         _set_all(m.alerts_firing, firing)
 
     def _refresh_series(self, engine: PartitionEngine, now_ms: int) -> None:
+        """Each series' window and drift gauges, computed only for the series a gauge can hold (``_held``)."""
         m = self.metrics
-        for row in engine.summary(now_ms):
+        windowed = (m.latency_quantile, m.ttft_quantile, m.error_ratio, m.no_answer_ratio, m.cache_hit_ratio)
+        for row in engine.summary(now_ms, _held(engine.latency.series(), windowed)):
             service, model = row["service"], row["model"]
             for gauge, windows in ((m.latency_quantile, row), (m.ttft_quantile, row["ttft"])):
                 for window, values in windows.items():
@@ -179,12 +182,14 @@ class MetricsExporter:
             m.error_ratio.child(service, model, rates["window"]).set(rates["error_ratio"])
             m.no_answer_ratio.child(service, model, rates["window"]).set(rates["no_answer_ratio"])
             m.cache_hit_ratio.child(service, model, rates["window"]).set(rates["cache_hit_ratio"])
-            drift = row["drift"]
+        for key in _held(engine.drift.series(), (m.confidence_drift, m.psi, m.ks)):
+            service, model = series_parts(key)[:2]
+            drift = engine.drift.figures(key)
             change = drift.get("confidence_change_pct")
-            if change is not None and not math.isnan(change):
+            if isinstance(change, float) and not math.isnan(change):
                 m.confidence_drift.child(service, model).set(change / 100.0)
             for feature in ("confidence", "latency", "tokens"):
-                if drift.get(f"{feature}_psi") is not None:
+                if f"{feature}_psi" in drift:
                     m.psi.child(service, model, feature).set(drift[f"{feature}_psi"])
                     m.ks.child(service, model, feature).set(drift[f"{feature}_ks"])
 
@@ -217,3 +222,16 @@ class MetricsExporter:
 def _set_all(gauge: BoundedLabels, values: Tally[tuple[str, str]]) -> None:
     for labels in set(gauge.known()) | set(values):
         gauge.child(*labels).set(values.get(labels, 0))
+
+
+def _held(series: list[str], gauges: tuple[BoundedLabels, ...]) -> list[str]:
+    """The series (service, model, ...) some of ``gauges`` can hold: every one while a gauge is below its series
+    cap, else those a gauge has a child of. The others are not computed: the cap, not the number of series, bounds a
+    refresh (at 10,000 series one took seconds, holding the event loop). Their samples count as folded, one per
+    series and gauge."""
+    if any(gauge.series() < gauge.max_series for gauge in gauges):
+        return series
+    held = [s for s in series if any(gauge.holds(*series_parts(s)[:2]) for gauge in gauges)]
+    for gauge in gauges:
+        gauge.fold(len(series) - len(held))
+    return held

@@ -28,6 +28,7 @@ class BoundedLabels:
         self.metric = metric
         self.max_series = max_series
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+        self._heads: set[tuple[str, ...]] = set()  # the (service, model) of every child, for ``holds``
         self._folded = folded.labels(metric=name)
         self._other: MetricWrapperBase | None = None
 
@@ -43,7 +44,16 @@ class BoundedLabels:
                 self._other = self.metric.labels(*([OTHER] * len(values)))
             return self._other
         child = self._children[values] = self.metric.labels(*values)
+        self._heads.add(values[:2])
         return child
+
+    def holds(self, service: str, model: str) -> bool:
+        """Whether a label set starting (service, model) has or can still get a child of its own (not ``other``)."""
+        return len(self._children) < self.max_series or (service, model) in self._heads
+
+    def fold(self, samples: int) -> None:
+        """Count samples folded without being looked up (the caller skipped label sets the cap left out)."""
+        self._folded.inc(samples)
 
     def series(self) -> int:
         return len(self._children)

@@ -26,7 +26,8 @@ class Ticker:
             now = now_ms()
             async with self.store.lock:  # never persist an engine while an agent is halfway through a group
                 await self.evaluate(now)
-            self.exporter.refresh(self.store.all_engines(), self.store.loaded_fleet(), now)
+            # at the time it starts: its share of the worker's time is reckoned from then (the lock may have waited)
+            self.exporter.refresh(self.store.all_engines(), self.store.loaded_fleet(), now_ms())
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready())

@@ -9,6 +9,7 @@ through ``drain_state`` as (store key, bytes).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -298,10 +299,11 @@ class PartitionEngine:
     def budget(self) -> BudgetLedger:
         return self._budget
 
-    def summary(self, now_ms: int) -> list[dict[str, Any]]:
-        """Per-series figures over every configured window (for /api/metrics and gauges)."""
+    def summary(self, now_ms: int, series: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Per-series figures over every configured window (for /api/metrics and gauges), of every series or of
+        the given ones."""
         rows = []
-        every = self.latency.series()
+        every = self.latency.series() if series is None else list(series)
         # every series' quantiles of a window at once (LatencyMonitor.window_quantiles), as merging its sketches
         windows = {(window_s, ttft): self.latency.window_quantiles(every, window_s, now_ms, ttft=ttft, guards=False)
                    for window_s in self.config.latency.windows_s for ttft in (False, True)}
