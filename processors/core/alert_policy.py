@@ -206,7 +206,7 @@ class AlertPolicy:
         if incident.status == FIRING:
             incident.status = ACKNOWLEDGED
             incident.acknowledged_by = actor
-            incident.updated_at_ms = now_ms
+            incident.updated_at_ms = max(incident.updated_at_ms, now_ms)  # see _resolve
             self._encoded.pop(incident.fingerprint, None)
         return self._event(incident)
 
@@ -292,7 +292,7 @@ class AlertPolicy:
         incident.severity = str(obs.severity)
         incident.status = FIRING
         incident.acknowledged_by = None
-        incident.updated_at_ms = obs.now_ms
+        incident.updated_at_ms = max(incident.updated_at_ms, obs.now_ms)  # see _resolve
         return [self._event(incident)]
 
     def _clear(self, incident: _Incident, obs: Observation) -> list[AlertEvent]:
@@ -308,7 +308,10 @@ class AlertPolicy:
 
     def _resolve(self, incident: _Incident, now_ms: int) -> AlertEvent:
         incident.status = RESOLVED
-        incident.updated_at_ms = now_ms
+        # An alert's events never go back in time: the timer decides on the wall clock, calls on their event time,
+        # which lags it while a worker catches up; a resolve stamped before the timer's escalation would read as
+        # older to the incidents (IncidentManager keeps an alert's newest event) and its incident never resolve.
+        incident.updated_at_ms = max(incident.updated_at_ms, now_ms)
         incident.clear_since_ms = None
         self._set_open(incident, False)
         self._resolved.add(incident.fingerprint)

@@ -298,3 +298,26 @@ def test_a_runaways_incident_takes_the_later_budget_crossings_of_the_service_it_
     assert later[0].incident_id == slow[0].incident_id and pages(later) == []  # its service's day budget
     elsewhere = manager.apply([alert("budget", "billing", None, None, severity="WARNING", at=41 * 60 * S)])
     assert elsewhere[0].incident_id != slow[0].incident_id and len(pages(elsewhere)) == 1
+
+
+def test_an_incident_resolves_when_a_member_escalated_by_the_timer_resolves_on_event_time() -> None:
+    """The timer judges on the wall clock, records on their event time, which lags it when a worker catches up
+    (or replays --fast traffic). A member escalated by the timer and then resolved by its calls must still resolve
+    its incident: an alert's events never go back in time."""
+    from llmpulse.processors.core.alert_policy import AlertConfig, AlertPolicy, Observation
+
+    policy = AlertPolicy(AlertConfig(resolve_hold_ms=15 * S))
+    labels = (("model", "gpt-4o"), ("service", "support-bot"))
+
+    def observe(severity: str | None, at_ms: int) -> list[dict[str, Any]]:
+        obs = Observation("confidence_drift", labels, severity, 0.2, 0.1, "", "drift", at_ms)
+        return [event.to_record() for event in policy.observe(obs)]
+
+    wall = T0 + 600 * S  # the timer's clock, ten minutes ahead of the calls' event time
+    records = observe("WARNING", T0) + observe("CRITICAL", wall)  # the timer sees it worse first
+    records += observe(None, T0 + 60 * S) + observe(None, T0 + 80 * S)  # the calls clear it, held 20 s
+    assert [r["status"] for r in records] == ["firing", "firing", "resolved"]
+    manager = manager_now()
+    events = [event for record in records for event in manager.apply([record])]  # each as its summary brings it
+    assert [e.status for e in events][0] == "opened" and events[-1].status == "resolved", \
+        [(e.status, e.summary) for e in events]
