@@ -319,5 +319,4 @@ def test_an_incident_resolves_when_a_member_escalated_by_the_timer_resolves_on_e
     assert [r["status"] for r in records] == ["firing", "firing", "resolved"]
     manager = manager_now()
     events = [event for record in records for event in manager.apply([record])]  # each as its summary brings it
-    assert [e.status for e in events][0] == "opened" and events[-1].status == "resolved", \
-        [(e.status, e.summary) for e in events]
+    assert events[0].status == "opened" and events[-1].status == "resolved", [(e.status, e.summary) for e in events]
