@@ -40,7 +40,7 @@ TAKE_WITHIN_S = 0.05
 
 class RecordDecoder(Protocol):
     """Records' bytes -> calls and refused parts per record (wire/calls.py for the calls topic, wire/otlp.py for
-    OTLP); the calls of all the records are checked at once."""
+    OTLP); the small records' calls are checked in one pass (wire/calls.py ``check_all``)."""
 
     def decode_all(self, values: Sequence[bytes], now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]: ...
 
@@ -137,7 +137,7 @@ class CallsAgent:
 
     async def _read(self, records: list[tuple[int, bytes | None]], now: int) -> list[_Record]:
         """A partition's records as the run cutter needs them: feedback stays raw (its run is its own), calls are
-        decoded, those of all the records checked at once."""
+        decoded, the small records' calls checked in one pass."""
         feedback = [bool(value) and self.feedback.knows(value) for _, value in records]
         calls_at = [i for i, (_, value) in enumerate(records) if value and not feedback[i]]
         decoded = dict(zip(calls_at, self.decoder.decode_all([records[i][1] or b"" for i in calls_at], now),
