@@ -17,16 +17,19 @@ faust's per-partition transactions here: timers and HTTP commands produce outsid
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from prometheus_client import CollectorRegistry
 
 from llmpulse import schemas
+from llmpulse.connection import client_config
 from llmpulse.processors import configure, loaders
 from llmpulse.processors.agents.calls import CallsAgent
 from llmpulse.processors.agents.commands import CommandsAgent
 from llmpulse.processors.agents.fleet import FleetAgent
 from llmpulse.processors.agents.ticks import Ticker
 from llmpulse.processors.alert_directory import AlertDirectory
+from llmpulse.processors.changelog_writer import ChangelogFailed, ChangelogWriter
 from llmpulse.processors.core.engine import PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor
 from llmpulse.processors.core.pricing import Pricer
@@ -48,6 +51,8 @@ from llmpulse.processors.writer_schemas import WriterSchemaCatalog
 
 __all__ = ["Worker"]
 
+log = logging.getLogger("llmpulse.worker")
+
 
 class Worker:
     """Builds the parts and the faust app (``app``); what an agent or a view may touch is what it is given."""
@@ -67,9 +72,15 @@ class Worker:
 
         wiring = wire(settings)
         self.app = app = wiring.app
+        # the calls engines' state records go through librdkafka (changelog_writer.py says why)
+        self.changelog = ChangelogWriter(
+            {**client_config(settings.bootstrap_servers, settings.kafka, "llmpulse.worker.changelog"),
+             "client.id": f"{settings.app_id}-state"},
+            wiring.state.changelog_topic.get_topic_name(), self._changelog_failed)
         self.store = store = EngineStore(
             wiring.state, wiring.fleet_state, lambda partition: PartitionEngine(partition, config, pricer, guard),
             configure.fleet_config(settings), checkpoint_ms=round(settings.state_checkpoint_s * 1000),
+            state_log=self.changelog,
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,
@@ -106,8 +117,19 @@ class Worker:
         # before faust seeks, the persisted source cursors are committed (ownership.py says why).
         app.on_partitions_revoked.connect(ownership.on_revoked)
         app.on_rebalance_complete.connect(ownership.commit_persisted_cursors)
+        app.on_before_shutdown.connect(self._close_changelog)
         app.task(self._start_directory)
         app.task(self._read_writer_schemas)
+
+    def _changelog_failed(self, failure: ChangelogFailed) -> None:
+        """From the writer's delivery thread: stop the worker (its state can no longer be written in order)."""
+        self.app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.app.crash(failure)))
+
+    async def _close_changelog(self, _sender: object, **_: object) -> None:
+        left = await asyncio.get_running_loop().run_in_executor(None, self.changelog.close)
+        if left:
+            log.warning("%d state records not delivered at shutdown; the next start replays from the cursors it "
+                        "finds", left)
 
     async def _start_directory(self) -> None:
         self.directory.start()

@@ -6,6 +6,10 @@ one-partition table. Engines are rebuilt from the recovered tables on first use 
 ``persist`` (the timer, commands) or ``checkpoint`` (agents: at most every ``checkpoint_ms``); a revoked
 partition's engine is dropped, so the next owner's writes are never shadowed here.
 
+The calls engines' records go through a ``StateLog``: in the worker a librdkafka writer of the state table's
+changelog (changelog_writer.py); without one, the table's own ``send_changelog``. The fleet blob, one record
+per persist, always takes the table's.
+
 Agents change and persist engines holding ``lock``; the web layer sees only ``EngineViews``.
 """
 
@@ -44,6 +48,34 @@ class ChangelogTable(Protocol):
                        value_serializer: Any = None) -> Any: ...
 
 
+class StateLog(Protocol):
+    """Where the calls engines' state records go: the changelog partition of each engine, in write order."""
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None: ...
+
+    def write_awaited(self, partition: int, key: bytes, value: bytes) -> Awaitable[Any]: ...
+
+    async def flush(self) -> int:
+        """Wait until what was written is delivered; returns how many records are still not."""
+        ...
+
+
+class TableChangelog:
+    """A ``StateLog`` through the faust table's own producer."""
+
+    def __init__(self, table: ChangelogTable) -> None:
+        self._table = table
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self._table.send_changelog(partition, key, value, "raw", "raw")
+
+    def write_awaited(self, partition: int, key: bytes, value: bytes) -> Awaitable[Any]:
+        return self._table.send_changelog(partition, key, value, "raw", "raw")
+
+    async def flush(self) -> int:
+        return 0  # faust flushes its producer itself before partitions are revoked and at shutdown
+
+
 class EngineViews(Protocol):
     """Read-only access for views and gauges: nothing here builds, caches or persists an engine."""
 
@@ -59,8 +91,9 @@ class EngineViews(Protocol):
 class EngineStore:
     def __init__(self, state: ChangelogTable, fleet_state: ChangelogTable,
                  new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig,
-                 checkpoint_ms: int = 0) -> None:
+                 checkpoint_ms: int = 0, state_log: StateLog | None = None) -> None:
         self._state = state
+        self._state_log = state_log or TableChangelog(state)
         self._fleet_state = fleet_state
         self._new_engine = new_engine
         self._fleet_config = fleet_config
@@ -116,7 +149,7 @@ class EngineStore:
                 self._state.data.pop(table_key, None)
             else:
                 self._state.data[table_key] = blob
-            self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
+            self._state_log.write(engine.partition, table_key, blob)
 
     def persist_run_plan(self, engine: PartitionEngine) -> Awaitable[Any]:
         """Write where the engine's runs end; returns the delivery to await before any output of those runs is
@@ -124,7 +157,12 @@ class EngineStore:
         table_key = f"{_prefix(engine.lane, engine.partition)}{RUN_PLAN_KEY}".encode()
         blob = engine.run_plan.to_bytes()
         self._state.data[table_key] = blob
-        return self._state.send_changelog(engine.partition, table_key, blob, "raw", "raw")
+        return self._state_log.write_awaited(engine.partition, table_key, blob)
+
+    async def flush(self) -> int:
+        """Wait until every state record written so far is on the broker (before revoked partitions move on);
+        returns how many are still not."""
+        return await self._state_log.flush()
 
     def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""

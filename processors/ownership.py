@@ -100,7 +100,12 @@ class PartitionOwnership:
 
     # ---- rebalance hooks (connected by the Worker) --------------------------------------------------------
     async def on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
-        """Drop the engines of revoked partitions: their next owner writes the tables from now on."""
+        """Drop the engines of revoked partitions: their next owner writes the tables from now on. What this
+        worker wrote of their state reaches the broker first, so the next owner recovers it."""
+        left = await self._store.flush()
+        if left:
+            log.warning("%d state records not yet delivered as partitions move; their next owner replays from "
+                        "the cursors it finds", left)
         for tp in revoked:
             if tp.topic in self._lanes:
                 self._store.drop(tp.partition, self._lanes[tp.topic])

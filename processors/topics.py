@@ -17,6 +17,9 @@ from llmpulse.connection import client_config
 
 log = logging.getLogger(__name__)
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
+# The largest record a worker reads or writes: calls batches, OTLP requests and state blobs (a budget bucket holds
+# every user's spend of the period). The topics allow it, the clients send and fetch it.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 class TopicLayoutError(ValueError):
@@ -30,7 +33,7 @@ def topic_specs(topics: Topics, partitions: int, otlp: bool = False) -> list[New
         return NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
 
     specs = [
-        topic(topics.calls, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(16 * 1024 * 1024)}),
+        topic(topics.calls, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(MAX_RECORD_BYTES)}),
         topic(topics.alerts, **{"retention.ms": str(30 * 24 * 3600 * 1000)}),
         topic(topics.dead_letter, **{"retention.ms": str(14 * 24 * 3600 * 1000)}),
         topic(topics.alert_commands, **{"retention.ms": _WEEK_MS}),
@@ -41,7 +44,7 @@ def topic_specs(topics: Topics, partitions: int, otlp: bool = False) -> list[New
         NewTopic(topics.schemas, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"}),
     ]
     if otlp:
-        specs.append(topic(topics.otlp, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(16 * 1024 * 1024)}))
+        specs.append(topic(topics.otlp, **{"retention.ms": _WEEK_MS, "max.message.bytes": str(MAX_RECORD_BYTES)}))
     return specs
 
 

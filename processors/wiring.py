@@ -12,6 +12,7 @@ from faust.types.auth import CredentialsT
 
 from llmpulse.config import KafkaSecurity
 from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.topics import MAX_RECORD_BYTES
 
 STATE_TABLE = "llmpulse-state"
 FLEET_TABLE = "llmpulse-fleet"
@@ -69,13 +70,14 @@ def wire(settings: ProcessorSettings) -> Wiring:
         web_host=s.web_host,
         web_port=s.web_port,
         web_in_thread=False,
-        producer_max_request_size=16 * 1024 * 1024,
-        consumer_max_fetch_size=16 * 1024 * 1024,
+        producer_max_request_size=MAX_RECORD_BYTES,
+        consumer_max_fetch_size=MAX_RECORD_BYTES,
         stream_buffer_maxsize=64,
         autodiscover=False,
     )
     topics = s.topics
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    changelog = {"max.message.bytes": str(MAX_RECORD_BYTES)}  # state blobs (topics.py); on topics faust creates
     return Wiring(
         app=app,
         calls=app.topic(topics.calls, partitions=partitions, **raw),
@@ -85,8 +87,10 @@ def wire(settings: ProcessorSettings) -> Wiring:
         provider_state=app.topic(topics.provider_state, partitions=partitions, **raw),
         budget_state=app.topic(topics.budget_state, partitions=partitions, **raw),
         fleet=app.topic(topics.fleet, partitions=1, **raw),
-        state=app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=partitions),
-        fleet_state=app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1),
+        state=app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
+                        extra_topic_configs=changelog),
+        fleet_state=app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1,
+                              extra_topic_configs=changelog),
         otlp=app.topic(topics.otlp, partitions=partitions, **raw) if s.otlp.enabled else None,
         model_routes=(app.topic(topics.model_routes, partitions=partitions, **raw)
                       if s.quality.rollback_enabled else None),

@@ -16,8 +16,10 @@ def read_topic(
     until: Callable[[list[Any]], bool],
     timeout: float = 30.0,
     decode: Callable[[bytes], Any] = lambda raw: raw,
+    records: bool = False,
 ) -> list[Any]:
-    """Decoded values of ``topic`` from the beginning, polling until ``until(values)`` or ``timeout``."""
+    """Decoded values of ``topic`` from the beginning, polling until ``until(values)`` or ``timeout``;
+    ``records``: ``(partition, key, decoded value)`` each (a tombstone's value is None, not decoded)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     values: list[Any] = []
@@ -32,7 +34,10 @@ def read_topic(
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while time.monotonic() < deadline and not until(values):
             for message in consumer.consume(num_messages=500, timeout=0.3):
-                if message.error() is None:
+                if message.error() is None and records:
+                    value = message.value()
+                    values.append((message.partition(), message.key(), None if value is None else decode(value)))
+                elif message.error() is None:
                     values.append(decode(message.value()))
                 elif message.error().code() != KafkaError._PARTITION_EOF:
                     raise AssertionError(message.error())

@@ -3,10 +3,12 @@ drop on revoke, read-only views that cache nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
@@ -14,6 +16,7 @@ from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorCon
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.engine_store import FLEET_KEY, EngineStore
 from llmpulse.processors.loaders import read_injection_model
+from llmpulse.processors.ownership import PartitionOwnership
 from tests.support.calls import decoded
 
 NOW = int(time.time() * 1000)
@@ -114,6 +117,61 @@ def test_persist_writes_the_partition_changelog_raw_with_tombstones_and_the_curs
         (2, b"2|attempts/gone", None, "raw", "raw"),
         (2, b"2|cursor/next", b"cursor", "raw", "raw"),
     ]
+
+
+class RecordingStateLog:
+    """A ``StateLog`` that records writes and flushes, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.events.append(("write", partition, key, value))
+
+    def write_awaited(self, partition: int, key: bytes, value: bytes) -> Any:
+        self.events.append(("awaited", partition, key, value))
+        return asyncio.sleep(0)
+
+    async def flush(self) -> int:
+        self.events.append(("flush",))
+        return 0
+
+
+def test_with_a_state_log_the_engines_records_go_there_and_the_fleet_blob_to_its_table(new_engine) -> None:  # type: ignore[no-untyped-def]
+    state, fleet, log = FakeTable(), FakeTable(), RecordingStateLog()
+    store = EngineStore(state, fleet, new_engine, FleetConfig(), state_log=log)
+    engine = store.engine(1)
+    engine.cursor.advance(41)  # as the calls agent does for each record it admits
+    engine.process(_calls(5), 41, NOW)
+    asyncio.run(_awaited(store.persist_run_plan(engine)))
+    store.persist(engine, NOW)
+    store.fleet()
+    store.persist_fleet()
+
+    kinds = [event[0] for event in log.events]
+    assert kinds[0] == "awaited" and log.events[0][2] == b"1|cursor/runs"
+    assert set(kinds[1:]) == {"write"} and all(event[1] == 1 for event in log.events)
+    assert log.events[-1][2] == b"1|cursor/next"  # the cursor after the state it covers
+    assert state.changelog == []  # nothing through the table's own producer
+    assert state.data[b"1|cursor/next"] == log.events[-1][3]  # the table still holds what was written
+    assert [key for _, key, *_ in fleet.changelog] == [FLEET_KEY]
+
+
+def test_revoked_partitions_state_records_are_delivered_before_their_engines_are_dropped() -> None:
+    log = RecordingStateLog()
+    store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(), state_log=log)  # type: ignore[arg-type]
+    store.engine(0)
+    dropped: list[Any] = []
+    drop = store.drop
+    store.drop = lambda partition, lane="": (dropped.append((partition, list(log.events))), drop(partition, lane))  # type: ignore[method-assign]
+    ownership = PartitionOwnership(None, "calls", "fleet", store, on_rewind=lambda _topic: None)  # type: ignore[arg-type]
+    asyncio.run(ownership.on_revoked(None, {TP("calls", 0)}))
+    assert dropped == [(0, [("flush",)])]
+    assert 0 not in store.engines()
+
+
+async def _awaited(delivery: Any) -> None:
+    await delivery
 
 
 def test_an_engine_is_restored_from_its_own_partition_keys_only() -> None:

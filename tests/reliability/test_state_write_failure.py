@@ -1,0 +1,41 @@
+"""A worker that cannot write its state stops, saying why, instead of going on with a gap in its changelog.
+
+The state table's changelog is created beforehand with a record limit too small for the state blobs (as a
+topic an operator made by hand might be): the first refused record must stop the worker, and nothing it
+writes after the refused record may land past it (docs/design.md, "Exactly-once state under at-least-once
+delivery")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.wiring import STATE_TABLE
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_worker_whose_state_records_are_refused_stops_and_says_why(
+    workers, priced_traffic, kafka_bootstrap
+) -> None:
+    worker = workers(start=False)
+    changelog = f"{worker.app_id}-{STATE_TABLE}-changelog"  # faust's name for the table's changelog topic
+    partitions = ProcessorSettings().topic_partitions
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    small = NewTopic(changelog, num_partitions=partitions, replication_factor=1,
+                     config={"cleanup.policy": "compact", "max.message.bytes": "400"})
+    admin.create_topics([small])[changelog].result(30)
+    worker.start(timeout=90)
+
+    priced_traffic(worker.topic("calls"), users=300).produce(20)  # budget buckets of 300 users: blobs > 400 bytes
+    deadline = time.monotonic() + 90
+    while worker.process is not None and worker.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert worker.process is not None and worker.process.poll() is not None, "the worker went on without its state"
+    assert worker.process.returncode != 0
+    log = worker.log_path.read_text(errors="replace")
+    assert f"state record not written to {changelog}" in log
+    assert "too large" in log
