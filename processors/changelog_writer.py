@@ -61,7 +61,7 @@ class ChangelogWriter:
             "enable.gapless.guarantee": True,  # a record lost for good stops the producer: no later record lands
             "message.timeout.ms": 0,  # never give a record up (the guarantee does not cover time-outs)
             "error_cb": self._on_error,
-            "linger.ms": 5,
+            "linger.ms": 0,  # an awaited write (the run plan) holds its group back until it is on the broker
             "message.max.bytes": MAX_RECORD_BYTES,
         })
         self._awaited: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
