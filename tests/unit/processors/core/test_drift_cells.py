@@ -84,3 +84,44 @@ def test_a_mean_drift_fed_one_value_at_a_time_matches_batches_of_one_bit_for_bit
             updated.rebaseline()
         assert added.to_bytes() == updated.to_bytes()
     assert added.percent_change() == updated.percent_change() and not math.isnan(added.percent_change())
+
+
+@pytest.mark.parametrize("config", [CONFIG, DriftConfig()], ids=["small-blocks", "defaults"])
+def test_narrow_counters_keep_the_bytes_and_verdicts_of_int32_ones(config: DriftConfig,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ring and window counters as narrow as a look's and a block's values allow (int8 and int16 by default)
+    decide and persist exactly what int32 counters did, through fills, freezes, judged looks and a restore."""
+    narrow = SeriesDrift(config)
+    with monkeypatch.context() as patched:
+        patched.setattr(drift_monitor, "count_dtype", lambda _bound: np.dtype(np.int32))
+        wide = SeriesDrift(config)
+    assert narrow.features["latency"].ring.dtype == np.int8  # a look holds at most 100 (20) values
+    assert narrow.features["latency"].window.dtype == (np.int16 if config.block_size > 127 else np.int8)
+    assert wide.features["latency"].ring.dtype == np.int32
+    rng = np.random.default_rng(23)
+    shifted = False
+    for step in range(300):
+        calls = batch(rng, int(rng.choice([1, 7, 60, 150])))
+        if step > 200:  # a shift, so judged looks find drift
+            calls["latency"] = calls["latency"] * 3.0
+            shifted = True
+        narrow.update(calls)
+        wide.update(calls)
+        assert narrow.to_bytes() == wide.to_bytes()
+        assert [narrow.features[f].verdict for f in FEATURES] == [wide.features[f].verdict for f in FEATURES]
+    assert shifted and narrow.features["latency"].frozen
+    restored = SeriesDrift.from_bytes(narrow.to_bytes(), config)
+    assert restored.to_bytes() == wide.to_bytes()
+    assert restored.features["latency"].ring.dtype == np.int8
+
+
+def test_sub_blocks_persisted_with_larger_looks_are_restored_wider_not_wrapped() -> None:
+    """A ring written while looks held 200 values, restored where they hold 100 (int8 counters): the counts
+    past 127 widen the counters instead of wrapping."""
+    before, after = DriftConfig(block_size=1000), DriftConfig(block_size=500)
+    drift = SeriesDrift(before)
+    drift.update({"confidence": np.full(190, 0.9), "latency": np.full(190, 1.5), "tokens": np.full(190, 100.0)})
+    restored = SeriesDrift.from_bytes(drift.to_bytes(), after)
+    kept = restored.features["latency"]
+    assert int(kept.ring.max()) == 190 and int(kept.window.max()) == 190
+    assert np.array_equal(kept.ring, drift.features["latency"].ring)
