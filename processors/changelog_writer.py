@@ -64,6 +64,7 @@ class ChangelogWriter:
             "linger.ms": 0,  # an awaited write (the run plan) holds its group back until it is on the broker
             "message.max.bytes": MAX_RECORD_BYTES,
         })
+        self.written = 0  # records handed to librdkafka so far
         self._awaited: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve_reports, name="llmpulse-changelog", daemon=True)
@@ -102,7 +103,7 @@ class ChangelogWriter:
         return left
 
     def pending(self) -> int:
-        """Records queued or in flight."""
+        """Records queued or in flight (until their delivery report is served: within ``POLL_S``)."""
         return len(self._producer)
 
     def close(self, timeout_s: float = 10.0) -> int:
@@ -124,6 +125,7 @@ class ChangelogWriter:
                 else:
                     self._producer.produce(self.topic, value=value, key=key, partition=partition,
                                            on_delivery=on_delivery)
+                self.written += 1
                 return
             except BufferError:  # librdkafka's queue is full: wait for deliveries to make room
                 self._poll(QUEUE_FULL_WAIT_S)

@@ -32,6 +32,7 @@ class MetricsExporter:
         self.health = health or HealthConfig()
         self._lag_seen: set[tuple[str, int]] = set()
         self._next_refresh_ms = 0
+        self._state_written = 0  # the state writer's total when last recorded
 
     def record_batch(self, totals: Iterable[SeriesTotals], accepted: int, records: int = 1) -> None:
         """Totals of one run of ``records`` Kafka records (core/run_plan.py) that held ``accepted`` calls."""
@@ -120,6 +121,12 @@ class MetricsExporter:
 
     def record_rewind(self, topic: str) -> None:
         self.metrics.source_rewinds.child(topic).inc()
+
+    def record_state_writes(self, written: int, pending: int) -> None:
+        """The state writer's running total of records written, and how many the broker has not acknowledged."""
+        self.metrics.state_written.inc(max(0, written - self._state_written))
+        self._state_written = max(written, self._state_written)
+        self.metrics.state_pending.set(pending)
 
     def record_ready(self, ready: bool) -> None:
         self.metrics.ready.set(1 if ready else 0)

@@ -217,6 +217,14 @@ class WorkerMetrics:
         self.lag = Gauge(
             "llmpulse_consumer_lag_records", "Records behind the log end", ["topic", "partition"], registry=registry
         )
+        self.state_written = Counter(
+            "llmpulse_state_records_written_total", "State records (blobs, tombstones, cursors, run plans) written "
+            "to the state changelog", registry=registry
+        )
+        self.state_pending = Gauge(
+            "llmpulse_state_records_pending", "State records written and not yet acknowledged by the broker",
+            registry=registry
+        )
 
     def _counter(self, name: str, doc: str, labels: Sequence[str]) -> BoundedLabels:
         return BoundedLabels(Counter(name, doc, labels, registry=self.registry), self.max_series, self.folded, name)

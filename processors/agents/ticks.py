@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import faust
 
@@ -13,12 +14,21 @@ from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.ownership import PartitionOwnership
 
 
+class StateWrites(Protocol):
+    """What the timer reports of the state writer (changelog_writer.py)."""
+
+    written: int
+
+    def pending(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Ticker:
     store: EngineStore
     emitter: Emitter
     ownership: PartitionOwnership
     exporter: MetricsExporter
+    state_writes: StateWrites | None = None
 
     def register(self, app: faust.App) -> None:
         @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
@@ -31,6 +41,8 @@ class Ticker:
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready())
+            if self.state_writes is not None:
+                self.exporter.record_state_writes(self.state_writes.written, self.state_writes.pending())
 
     async def evaluate(self, now: int) -> None:
         store, emitter, ownership = self.store, self.emitter, self.ownership

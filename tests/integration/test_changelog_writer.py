@@ -44,6 +44,7 @@ def test_state_records_reach_the_changelog_in_write_order_tombstones_included(ka
         return await writer.flush()
 
     assert asyncio.run(settle()) == 0
+    assert writer.written == len(written)
     seen = read_topic(kafka_bootstrap, topic, lambda values: len(values) >= len(written), records=True)
     assert len(seen) == len(written)
     for partition in (0, 1):

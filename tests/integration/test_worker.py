@@ -62,6 +62,15 @@ def test_fast_calls_raise_no_alert(worker: WorkerProcess) -> None:
     assert alerts == []
 
 
+def test_the_state_it_writes_and_the_broker_acknowledged_show_on_metrics(worker: WorkerProcess) -> None:
+    """On-call sees the state writer move and catch up (a pending count that only grows: the broker is slow)."""
+    _send_slow_calls(worker, "search", n=50, latency_ms=300.0)
+    assert wait_until(lambda: worker.metric("llmpulse_events_processed_total") >= 50, 30, step=0.3)
+    # the timer reports them (every 5 s): the calls' series, slots, usage, budgets and the cursor at least
+    assert wait_until(lambda: worker.metric("llmpulse_state_records_written_total") >= 5, 15, step=0.5)
+    assert wait_until(lambda: worker.metric("llmpulse_state_records_pending") == 0, 15, step=0.5)
+
+
 def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_still_count(worker: WorkerProcess) -> None:
     producer = Producer({"bootstrap.servers": worker.bootstrap})
     topic = worker.topic("calls")

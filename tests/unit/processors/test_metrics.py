@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
+from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import OTHER, BatchHistogram, BoundedLabels, WorkerMetrics
 
 FOLDED = "llmpulse_metric_series_folded_total"
@@ -139,3 +140,13 @@ def test_worker_metrics_register_once_and_share_the_cap() -> None:
                                                                     ("service", "svc")))] == 1
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         WorkerMetrics(registry)  # a second catalogue on the same registry is a wiring bug, caught early
+
+
+def test_state_writes_count_each_record_once_however_often_they_are_reported() -> None:
+    registry = CollectorRegistry()
+    exporter = MetricsExporter(WorkerMetrics(registry, 10))
+    for written, pending in ((0, 0), (120, 40), (120, 0), (300, 5)):  # the timer reports the writer's totals
+        exporter.record_state_writes(written, pending)
+    scraped = _scrape(registry)
+    assert scraped[("llmpulse_state_records_written_total", ())] == 300
+    assert scraped[("llmpulse_state_records_pending", ())] == 5
