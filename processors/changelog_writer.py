@@ -55,6 +55,7 @@ class ChangelogWriter:
         self.topic = topic
         self._on_failure = on_failure
         self._failure: ChangelogFailed | None = None
+        self._failing = threading.Lock()  # the first failure wins, whichever thread sees it (poll, flush, produce)
         self._producer = Producer({
             **config,
             "enable.idempotence": True,  # order per partition kept across retries
@@ -152,14 +153,15 @@ class ChangelogWriter:
             self._fail(error)
 
     def _fail(self, error: Any) -> None:
-        if self._failure is not None:
-            return
-        self._failure = ChangelogFailed(f"state record not written to {self.topic}: {error}")
-        log.error("%s; the worker stops, its next start replays from the persisted cursors", self._failure)
-        for loop, delivered in list(self._awaited):
-            loop.call_soon_threadsafe(_settle, delivered, self._failure)
-        self._awaited.clear()
-        self._on_failure(self._failure)
+        with self._failing:
+            if self._failure is not None:
+                return
+            failure = self._failure = ChangelogFailed(f"state record not written to {self.topic}: {error}")
+            awaited, self._awaited = self._awaited, set()
+        log.error("%s; the worker stops, its next start replays from the persisted cursors", failure)
+        for loop, delivered in awaited:
+            loop.call_soon_threadsafe(_settle, delivered, failure)
+        self._on_failure(failure)
 
     def _serve_reports(self) -> None:
         while not self._closed.is_set() and self._failure is None:
