@@ -32,6 +32,7 @@ firing again whenever its figures flap.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -144,8 +145,9 @@ def size_offsets(reference: np.ndarray) -> np.ndarray:
     return np.rint(np.interp(np.arange(classes), known, centre)).astype(np.int64)
 
 
+@functools.cache
 def count_dtype(bound: int) -> np.dtype[Any]:
-    """The narrowest signed integer type holding counts up to ``bound``."""
+    """The narrowest signed integer type holding counts up to ``bound`` (cached: asked per feature made)."""
     for dtype in (np.int8, np.int16, np.int32):
         if bound <= np.iinfo(dtype).max:
             return np.dtype(dtype)
