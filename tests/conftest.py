@@ -123,15 +123,16 @@ def _wait_for_leaders(admin: object, name: str, partitions: int, timeout: float 
 
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
-    """Create uniquely named topics (``make(prefix, partitions=3)``); they are deleted after the test."""
+    """Create uniquely named topics (``make(prefix, partitions=3, **config)``, config: topic properties such as
+    ``max.message.bytes``); they are deleted after the test."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
-    def make(prefix: str = "test", partitions: int = 3) -> str:
+    def make(prefix: str = "test", partitions: int = 3, **config: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        topic = NewTopic(name, num_partitions=partitions, replication_factor=1)
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
         admin.create_topics([topic])[name].result(30)
         created.append(name)
         _wait_for_leaders(admin, name, partitions)

@@ -28,7 +28,7 @@ class Ticker:
     emitter: Emitter
     ownership: PartitionOwnership
     exporter: MetricsExporter
-    state_writes: StateWrites | None = None
+    state_writes: StateWrites
 
     def register(self, app: faust.App) -> None:
         @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
@@ -41,8 +41,7 @@ class Ticker:
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready())
-            if self.state_writes is not None:
-                self.exporter.record_state_writes(self.state_writes.written, self.state_writes.pending())
+            self.exporter.record_state_writes(self.state_writes.written, self.state_writes.pending())
 
     async def evaluate(self, now: int) -> None:
         store, emitter, ownership = self.store, self.emitter, self.ownership

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from llmpulse.connection import client_config
 from llmpulse.processors.changelog_writer import ChangelogFailed, ChangelogWriter
@@ -18,19 +19,14 @@ from llmpulse.processors.wiring import FLEET_TABLE, STATE_TABLE
 from tests.support.kafka import read_topic
 
 
-def _topic(bootstrap: str, **config: str) -> str:
-    name = f"changelog-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1, config=config)])[name].result(30)
-    return name
-
-
 def _writer(bootstrap: str, topic: str, failures: list[ChangelogFailed]) -> ChangelogWriter:
     return ChangelogWriter(client_config(bootstrap, log_name="test.changelog"), topic, failures.append)
 
 
-def test_state_records_reach_the_changelog_in_write_order_tombstones_included(kafka_bootstrap: str) -> None:
-    topic = _topic(kafka_bootstrap)
+def test_state_records_reach_the_changelog_in_write_order_tombstones_included(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("changelog", 2)
     failures: list[ChangelogFailed] = []
     writer = _writer(kafka_bootstrap, topic, failures)
     written = []
@@ -53,8 +49,10 @@ def test_state_records_reach_the_changelog_in_write_order_tombstones_included(ka
     assert failures == []
 
 
-def test_an_awaited_write_is_on_the_broker_once_it_settles(kafka_bootstrap: str) -> None:
-    topic = _topic(kafka_bootstrap)
+def test_an_awaited_write_is_on_the_broker_once_it_settles(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("changelog", 2)
     writer = _writer(kafka_bootstrap, topic, [])
     probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}"})
 
@@ -72,10 +70,12 @@ def test_an_awaited_write_is_on_the_broker_once_it_settles(kafka_bootstrap: str)
     writer.close()
 
 
-def test_a_record_the_broker_refuses_stops_every_later_write_and_the_worker(kafka_bootstrap: str) -> None:
+def test_a_record_the_broker_refuses_stops_every_later_write_and_the_worker(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
     """A state blob over the topic's record limit (a changelog created without the worker's settings): later
     records of the partition, a cursor among them, must not land past it, and the worker must be told."""
-    topic = _topic(kafka_bootstrap, **{"max.message.bytes": "2000"})
+    topic = topic_factory("changelog", 2, **{"max.message.bytes": "2000"})
     failures: list[ChangelogFailed] = []
     writer = _writer(kafka_bootstrap, topic, failures)
 

@@ -7,13 +7,12 @@ delivery")."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wiring import STATE_TABLE
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,10 +30,9 @@ def test_a_worker_whose_state_records_are_refused_stops_and_says_why(
     worker.start(timeout=90)
 
     priced_traffic(worker.topic("calls"), users=300).produce(20)  # budget buckets of 300 users: blobs > 400 bytes
-    deadline = time.monotonic() + 90
-    while worker.process is not None and worker.process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert worker.process is not None and worker.process.poll() is not None, "the worker went on without its state"
+    assert worker.process is not None
+    stopped = wait_until(lambda: worker.process.poll() is not None, 90)
+    assert stopped, "the worker went on without its state"
     assert worker.process.returncode != 0
     log = worker.log_path.read_text(errors="replace")
     assert f"state record not written to {changelog}" in log
