@@ -160,9 +160,23 @@ class EngineStore:
         return self._state_log.write_awaited(engine.partition, table_key, blob)
 
     async def flush(self) -> int:
-        """Wait until every state record written so far is on the broker (before revoked partitions move on);
-        returns how many are still not."""
+        """Wait until every state record written so far is on the broker; returns how many are still not."""
         return await self._state_log.flush()
+
+    async def hand_over(self, partitions: Iterable[tuple[str, int]], now_ms: int) -> int:
+        """Revoked (lane, partition)s: write what their engines changed since the last checkpoint, wait until
+        every state record written so far is on the broker, then drop the engines, so the next owner recovers
+        all of it and replays nothing this worker absorbed. Returns how many records are still not delivered
+        (the next owner then replays from the cursors it finds). Call it holding ``lock``."""
+        moving = list(partitions)
+        for lane, partition in moving:
+            engine = self._engines.get(partition) if lane == CALLS_LANE else self._lanes.get((lane, partition))
+            if engine is not None:
+                self.persist(engine, now_ms)
+        left = await self.flush()
+        for lane, partition in moving:
+            self.drop(partition, lane)
+        return left
 
     def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.engine_store import CALLS_LANE, OTLP_LANE, EngineStore
 from llmpulse.processors.wiring import FLEET_PARTITION
@@ -100,17 +101,18 @@ class PartitionOwnership:
 
     # ---- rebalance hooks (connected by the Worker) --------------------------------------------------------
     async def on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
-        """Drop the engines of revoked partitions: their next owner writes the tables from now on. What this
-        worker wrote of their state reaches the broker first, so the next owner recovers it."""
-        left = await self._store.flush()
+        """Hand the revoked partitions over: their state as absorbed so far (checkpoints leave some unwritten)
+        reaches the broker, then their engines are dropped, so the next owner recovers it and writes the tables
+        from now on. faust sends this after the agents finished their events; the lock waits for a group still
+        persisting."""
+        moving = sorted((self._lanes[tp.topic], tp.partition) for tp in revoked if tp.topic in self._lanes)
+        async with self._store.lock:
+            left = await self._store.hand_over(moving, now_ms())
         if left:
             log.warning("%d state records not yet delivered as partitions move; their next owner replays from "
                         "the cursors it finds", left)
-        for tp in revoked:
-            if tp.topic in self._lanes:
-                self._store.drop(tp.partition, self._lanes[tp.topic])
-            elif tp.topic == self._fleet:
-                self._store.drop_fleet()
+        if any(tp.topic == self._fleet for tp in revoked):
+            self._store.drop_fleet()
 
     async def commit_persisted_cursors(self, sender: Any, **_: Any) -> None:
         """Once tables are recovered and before faust seeks to the committed offsets, commit each assigned

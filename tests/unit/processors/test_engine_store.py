@@ -13,6 +13,7 @@ from faust.types import TP
 from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionEngine
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
+from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.engine_store import FLEET_KEY, EngineStore
 from llmpulse.processors.loaders import read_injection_model
@@ -157,17 +158,40 @@ def test_with_a_state_log_the_engines_records_go_there_and_the_fleet_blob_to_its
     assert [key for _, key, *_ in fleet.changelog] == [FLEET_KEY]
 
 
-def test_revoked_partitions_state_records_are_delivered_before_their_engines_are_dropped() -> None:
+def test_a_revoked_partition_hands_over_what_it_absorbed_since_its_last_checkpoint(new_engine) -> None:  # type: ignore[no-untyped-def]
     log = RecordingStateLog()
-    store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(), state_log=log)  # type: ignore[arg-type]
-    store.engine(0)
+    store = EngineStore(FakeTable(), FakeTable(), new_engine, FleetConfig(), checkpoint_ms=60_000, state_log=log)
+    engine = store.engine(0)
+    engine.cursor.advance(41)
+    engine.process(_calls(5), 41, NOW)
+    assert store.checkpoint(engine, NOW)  # the first write is never put off
+    engine.cursor.advance(42)
+    engine.process(_calls(5), 42, NOW + 1)
+    assert not store.checkpoint(engine, NOW + 1)  # within the checkpoint interval: held in memory
+    written_before = len(log.events)
     dropped: list[Any] = []
     drop = store.drop
     store.drop = lambda partition, lane="": (dropped.append((partition, list(log.events))), drop(partition, lane))  # type: ignore[method-assign]
     ownership = PartitionOwnership(None, "calls", "fleet", store, on_rewind=lambda _topic: None)  # type: ignore[arg-type]
+
     asyncio.run(ownership.on_revoked(None, {TP("calls", 0)}))
-    assert dropped == [(0, [("flush",)])]
+
+    assert len(dropped) == 1 and dropped[0][0] == 0
+    handed = dropped[0][1][written_before:]
+    assert handed[-1] == ("flush",)  # delivered before the engine goes
+    assert handed[-2][2] == b"0|cursor/next"  # the cursor last, past the record absorbed since the checkpoint
+    assert SourceCursor.from_bytes(handed[-2][3]).next_offset == 43
+    assert {event[2].split(b"/")[0] for event in handed[:-2]} >= {b"0|latency", b"0|traffic"}
     assert 0 not in store.engines()
+
+
+def test_revoking_a_partition_never_built_here_writes_nothing_and_builds_nothing() -> None:
+    log = RecordingStateLog()
+    store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(), state_log=log)  # type: ignore[arg-type]
+    ownership = PartitionOwnership(None, "calls", "fleet", store, on_rewind=lambda _topic: None)  # type: ignore[arg-type]
+    asyncio.run(ownership.on_revoked(None, {TP("calls", 3)}))
+    assert log.events == [("flush",)]
+    assert store.engines() == {}
 
 
 def test_an_engine_is_restored_from_its_own_partition_keys_only() -> None:
