@@ -13,7 +13,7 @@ import pytest
 
 from bench import alert_latency, dataset, run
 from bench.alert_latency import Probe, p99_or_reason
-from bench.common import summarized_rate
+from bench.common import GroupResult, summarized_rate
 from bench.scaleout import settled
 from bench.traffic import SummaryProgress
 
@@ -78,6 +78,33 @@ def test_alert_p99_is_not_measured_when_it_falls_on_missing_alerts() -> None:
     value, note = p99_or_reason(Probe([0.2] * 18, 20, 0, 1_000.0))
     assert value is None
     assert "2 of 20" in note and f"{alert_latency.SETTLE_S:.0f} s" in note
+
+
+def _live(drained: float) -> alert_latency.LiveMax:
+    return alert_latency.LiveMax(drained, 1.25 * drained, 1_000.0)
+
+
+def test_the_80pct_latency_is_the_median_round_with_each_rounds_live_maximum_in_the_note() -> None:
+    probes = [Probe([seconds] * 20, 20, 0, 40_000.0) for seconds in (0.3, 2.5, 0.4)]
+    result = GroupResult()
+    alert_latency._put_rounds(result, "_80pct", [_live(50_000), _live(41_000), _live(52_000)], probes)
+    assert result.figures["alert_latency_p99_s_80pct"] == pytest.approx(0.4)
+    assert result.figures["alert_latency_p50_s_80pct"] == pytest.approx(0.4)
+    assert "live max 41,000 calls/s" in result.notes["alert_latency_p99_s_80pct"]
+    assert result.figures["alert_incidents_missed_80pct"] == 0
+
+
+def test_an_unmeasured_round_counts_as_the_slowest_and_a_median_on_one_is_not_measured() -> None:
+    missing = Probe([0.2] * 10, 20, 0, 40_000.0)  # half the incidents raised no alert: no p99
+    result = GroupResult()
+    alert_latency._put_rounds(result, "_80pct", [_live(5e4)] * 3, [Probe([0.3] * 20, 20, 0, 4e4), missing,
+                                                                    Probe([0.6] * 20, 20, 0, 4e4)])
+    assert result.figures["alert_latency_p99_s_80pct"] == pytest.approx(0.6)
+    result = GroupResult()
+    alert_latency._put_rounds(result, "_80pct", [_live(5e4)] * 3, [missing, missing, Probe([0.3] * 20, 20, 0, 4e4)])
+    assert result.figures["alert_latency_p99_s_80pct"] is None
+    assert result.notes["alert_latency_p99_s_80pct"].startswith("not measured")
+    assert result.figures["alert_incidents_missed_80pct"] == 20
 
 
 @pytest.mark.parametrize(("key", "group"), [
