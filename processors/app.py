@@ -126,6 +126,7 @@ class Worker:
         self.app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.app.crash(failure)))
 
     async def _close_changelog(self, _sender: object, **_: object) -> None:
+        await self.ownership.hand_over_all()  # what checkpoints left unwritten, before the writer closes
         left = await asyncio.get_running_loop().run_in_executor(None, self.changelog.close)
         if left:
             log.warning("%d state records not delivered at shutdown; the next start replays from the cursors it "

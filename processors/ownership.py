@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 
 from llmpulse.processors.clock import now_ms
 from llmpulse.processors.core.keyed_state import SourceCursor
@@ -106,13 +107,27 @@ class PartitionOwnership:
         from now on. faust sends this after the agents finished their events; the lock waits for a group still
         persisting."""
         moving = sorted((self._lanes[tp.topic], tp.partition) for tp in revoked if tp.topic in self._lanes)
+        await self._hand_over(moving)
+        if any(tp.topic == self._fleet for tp in revoked):
+            self._store.drop_fleet()
+
+    async def hand_over_all(self) -> None:
+        """At shutdown, once the agents finished their events and before the worker leaves the group: hand over
+        every partition still assigned here as a rebalance would, so a restart replays nothing. Engines of
+        partitions no longer assigned (this worker was expelled meanwhile) are not written."""
+        try:
+            assigned = self.assigned()
+        except ConsumerNotStarted:  # stopped before it started: nothing was absorbed
+            return
+        await self._hand_over(sorted((engine.lane, engine.partition) for engine in self._store.all_engines()
+                                     if (self._topics[engine.lane], engine.partition) in assigned))
+
+    async def _hand_over(self, moving: list[tuple[str, int]]) -> None:
         async with self._store.lock:
             left = await self._store.hand_over(moving, now_ms())
         if left:
             log.warning("%d state records not yet delivered as partitions move; their next owner replays from "
                         "the cursors it finds", left)
-        if any(tp.topic == self._fleet for tp in revoked):
-            self._store.drop_fleet()
 
     async def commit_persisted_cursors(self, sender: Any, **_: Any) -> None:
         """Once tables are recovered and before faust seeks to the committed offsets, commit each assigned

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from llmpulse.processors.core.engine import CURSOR_KEY, EngineConfig, PartitionEngine
@@ -183,6 +185,35 @@ def test_a_revoked_partition_hands_over_what_it_absorbed_since_its_last_checkpoi
     assert SourceCursor.from_bytes(handed[-2][3]).next_offset == 43
     assert {event[2].split(b"/")[0] for event in handed[:-2]} >= {b"0|latency", b"0|traffic"}
     assert 0 not in store.engines()
+
+
+def test_at_shutdown_the_partitions_still_assigned_are_handed_over_and_no_other(new_engine) -> None:  # type: ignore[no-untyped-def]
+    log = RecordingStateLog()
+    store = EngineStore(FakeTable(), FakeTable(), new_engine, FleetConfig(), checkpoint_ms=60_000, state_log=log)
+    for partition in (0, 1):
+        engine = store.engine(partition)
+        engine.cursor.advance(7)
+        engine.process(_calls(3), 7, NOW)
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: {TP("calls", 0)}))  # 1 moved on meanwhile
+    ownership = PartitionOwnership(app, "calls", "fleet", store, on_rewind=lambda _topic: None)  # type: ignore[arg-type]
+
+    asyncio.run(ownership.hand_over_all())
+
+    written = {event[2].split(b"|")[0] for event in log.events if event[0] == "write"}
+    assert written == {b"0"}  # partition 1's engine is not ours to write any more
+    assert log.events[-2][2] == b"0|cursor/next" and log.events[-1] == ("flush",)
+    assert 0 not in store.engines()
+
+
+def test_a_worker_stopped_before_its_consumer_started_hands_over_nothing() -> None:
+    def not_started() -> set[TP]:
+        raise ConsumerNotStarted("not started")
+
+    log = RecordingStateLog()
+    store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(), state_log=log)  # type: ignore[arg-type]
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=not_started))
+    asyncio.run(PartitionOwnership(app, "calls", "fleet", store, on_rewind=lambda _t: None).hand_over_all())  # type: ignore[arg-type]
+    assert log.events == []
 
 
 def test_revoking_a_partition_never_built_here_writes_nothing_and_builds_nothing() -> None:
