@@ -35,7 +35,7 @@ def worker(
 
     from llmpulse.processors.app import Worker
     from llmpulse.processors.settings import ProcessorSettings
-    from llmpulse.processors.startup import wait_for_kafka
+    from llmpulse.processors.startup import settle_heap, wait_for_kafka
     from llmpulse.processors.topics import TopicLayoutError, ensure_topics
 
     overrides = {
@@ -71,4 +71,5 @@ def worker(
     # No terminal spinner: at a level of warning or above, faust's spinner sets the root logger to DEBUG so that
     # it can spin on every record, and every aiokafka and faust debug line is then built (~5% of the CPU).
     runner.spinner = None
+    settle_heap()
     runner.execute_from_commandline()
