@@ -52,6 +52,7 @@ from llmpulse.processors.writer_schemas import WriterSchemaCatalog
 __all__ = ["Worker"]
 
 log = logging.getLogger("llmpulse.worker")
+SHUTDOWN_HAND_OVER_S = 30.0  # a stop waits at most this long for the state lock and the broker
 
 
 class Worker:
@@ -126,7 +127,11 @@ class Worker:
         self.app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.app.crash(failure)))
 
     async def _close_changelog(self, _sender: object, **_: object) -> None:
-        await self.ownership.hand_over_all()  # what checkpoints left unwritten, before the writer closes
+        try:  # what checkpoints left unwritten, before the writer closes; a stop never waits on it for long
+            await asyncio.wait_for(self.ownership.hand_over_all(), SHUTDOWN_HAND_OVER_S)
+        except (TimeoutError, ChangelogFailed) as exc:
+            log.warning("partitions not handed over at shutdown (%s); the next start replays from the cursors it "
+                        "finds", exc or "timed out")
         left = await asyncio.get_running_loop().run_in_executor(None, self.changelog.close)
         if left:
             log.warning("%d state records not delivered at shutdown; the next start replays from the cursors it "

@@ -339,9 +339,9 @@ class ProcessorSettings(BaseSettings):
     topic_partitions: int = 3
     max_series_per_metric: int = 2000
     # How often an agent writes a calls partition's changed state and cursor (the 5 s timer writes it too): a
-    # series touched by many runs meanwhile is encoded and sent once. A crash or a rebalance replays at most this
-    # much more of the source (as many runs as were cut since; the result is the same); a rebalance replays
-    # nothing (a revoked partition's state is written before it moves). 0: after every group of records.
+    # series touched by many runs meanwhile is encoded and sent once. A crash replays at most this much more of
+    # the source (as many runs as were cut since; the result is the same); a rebalance or a clean stop replays
+    # nothing (a partition's state is written before it moves). 0: after every group of records.
     state_checkpoint_s: float = Field(default=0.0, ge=0)
     # json: one JSON object a line with the ids a line carries (alert_id, incident_id; llmpulse/logs.py)
     log_format: LogFormat = "text"
