@@ -257,9 +257,9 @@ def _put_rounds(result: GroupResult, suffix: str, lives: list[LiveMax], probes: 
     method = (f"median of {len(probes)} rounds, each a live maximum measured as alert_latency_live_max_eps and then "
               f"{INCIDENTS} incidents ({INCIDENT_CALLS} calls at 6 s, new service each) under {share:.0%} of it; "
               f"produce -> first alert on the alerts topic; {rounds}")
+    p99 = _median_or_none(p99s)
     result.put(f"alert_latency_p50_s{suffix}", _median_or_none(p50s), method)
-    result.put(f"alert_latency_p99_s{suffix}", _median_or_none(p99s),
-               method if _median_or_none(p99s) is not None else
+    result.put(f"alert_latency_p99_s{suffix}", p99, method if p99 is not None else
                f"not measured: the median round raised no alert within {SETTLE_S:.0f} s for its slowest incident; "
                + method)
     result.put(f"alert_incidents_missed{suffix}", sum(probe.incidents - len(probe.latencies) for probe in probes),

@@ -131,7 +131,7 @@ class Worker:
             await asyncio.wait_for(self.ownership.hand_over_all(), SHUTDOWN_HAND_OVER_S)
         except (TimeoutError, ChangelogFailed) as exc:
             log.warning("partitions not handed over at shutdown (%s); the next start replays from the cursors it "
-                        "finds", exc or "timed out")
+                        "finds", str(exc) or "timed out")
         left = await asyncio.get_running_loop().run_in_executor(None, self.changelog.close)
         if left:
             log.warning("%d state records not delivered at shutdown; the next start replays from the cursors it "

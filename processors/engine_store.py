@@ -112,8 +112,7 @@ class EngineStore:
     # ---- calls partitions ----------------------------------------------------------------------------
     def engine(self, partition: int, lane: str = CALLS_LANE) -> PartitionEngine:
         """The partition's engine, rebuilt from the recovered state table on first use."""
-        engines: dict[Any, PartitionEngine] = self._engines if lane == CALLS_LANE else self._lanes
-        key: Any = partition if lane == CALLS_LANE else (lane, partition)
+        engines, key = self._slot(partition, lane)
         engine = engines.get(key)
         if engine is None:
             engine = engines[key] = self._new_engine(partition)
@@ -123,6 +122,10 @@ class EngineStore:
                 if key.startswith(prefix) and blob is not None:
                     engine.restore(key[len(prefix):].decode(), blob)
         return engine
+
+    def _slot(self, partition: int, lane: str) -> tuple[dict[Any, PartitionEngine], Any]:
+        """Where the partition's engine is kept: the calls engines by partition, other lanes' by (lane, partition)."""
+        return (self._engines, partition) if lane == CALLS_LANE else (self._lanes, (lane, partition))
 
     def adopt(self, partitions: Iterable[int], lane: str = CALLS_LANE) -> None:
         """Build the engines of these (assigned) partitions, so quiet partitions also tick and answer."""
@@ -170,7 +173,8 @@ class EngineStore:
         (the next owner then replays from the cursors it finds). Call it holding ``lock``."""
         moving = list(partitions)
         for lane, partition in moving:
-            engine = self._engines.get(partition) if lane == CALLS_LANE else self._lanes.get((lane, partition))
+            engines, key = self._slot(partition, lane)
+            engine = engines.get(key)
             if engine is not None:
                 self.persist(engine, now_ms)
         left = await self.flush()
@@ -181,10 +185,8 @@ class EngineStore:
     def drop(self, partition: int, lane: str = CALLS_LANE) -> None:
         """Forget a revoked partition's engine (its state stays in the table for the next owner)."""
         self._persisted_at.pop((lane, partition), None)
-        if lane == CALLS_LANE:
-            self._engines.pop(partition, None)
-        else:
-            self._lanes.pop((lane, partition), None)
+        engines, key = self._slot(partition, lane)
+        engines.pop(key, None)
 
     def persisted_cursor(self, partition: int, lane: str = CALLS_LANE) -> int | None:
         """The next source offset to process on this partition of the lane's topic, as persisted with its state."""
