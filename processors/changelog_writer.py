@@ -29,12 +29,14 @@ The faust table still holds the data (its recovery reads the same changelog topi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from llmpulse.processors.topics import MAX_RECORD_BYTES
 
@@ -42,6 +44,7 @@ log = logging.getLogger("llmpulse.worker.changelog")
 
 POLL_S = 0.1  # how long the delivery thread waits for reports at a time (also how soon it notices close)
 QUEUE_FULL_WAIT_S = 0.05  # librdkafka's queue is full: serve reports this long, then try again
+FATAL_REASON_WAIT_S = 2.0  # produce said only "Fatal error": wait this long for error_cb to bring the reason
 
 
 class ChangelogFailed(RuntimeError):
@@ -51,12 +54,14 @@ class ChangelogFailed(RuntimeError):
 class ChangelogWriter:
     """``write``/``write_awaited``/``flush`` state records of one changelog topic through a librdkafka producer."""
 
-    def __init__(self, config: dict[str, Any], topic: str, on_failure: Callable[[ChangelogFailed], None]) -> None:
+    def __init__(self, config: dict[str, Any], topic: str, on_failure: Callable[[ChangelogFailed], None],
+                 producer: Callable[[dict[str, Any]], Any] = Producer) -> None:
         self.topic = topic
         self._on_failure = on_failure
         self._failure: ChangelogFailed | None = None
         self._failing = threading.Lock()  # the first failure wins, whichever thread sees it (poll, flush, produce)
-        self._producer = Producer({
+        self._fatal: Any = None  # the producer's fatal error as error_cb reported it (with its reason)
+        self._producer = producer({
             **config,
             "enable.idempotence": True,  # order per partition kept across retries
             "enable.gapless.guarantee": True,  # a record lost for good stops the producer: no later record lands
@@ -150,9 +155,14 @@ class ChangelogWriter:
 
     def _on_error(self, error: Any) -> None:
         if error.fatal():  # others (a broker away, a retried request) librdkafka recovers from by itself
+            self._fatal = error
             self._fail(error)
 
     def _fail(self, error: Any) -> None:
+        if self._failure is not None:
+            return
+        if _says_only_fatal(error):
+            error = self._fatal_reason(error)
         with self._failing:
             if self._failure is not None:
                 return
@@ -163,9 +173,23 @@ class ChangelogWriter:
             loop.call_soon_threadsafe(_settle, delivered, failure)
         self._on_failure(failure)
 
+    def _fatal_reason(self, bare: Any) -> Any:
+        """The producer's fatal error with its reason (a refused record, say): produce, poll and flush raise only
+        "Fatal error" once the producer stopped, and the reason reaches error_cb, served by a poll (ours here or
+        the delivery thread's). ``bare`` if it does not come within ``FATAL_REASON_WAIT_S``."""
+        deadline = time.monotonic() + FATAL_REASON_WAIT_S
+        while self._fatal is None and time.monotonic() < deadline:
+            with contextlib.suppress(KafkaException):  # the same bare "Fatal error" again
+                self._producer.poll(POLL_S)
+        return self._fatal if self._fatal is not None else bare
+
     def _serve_reports(self) -> None:
         while not self._closed.is_set() and self._failure is None:
             self._poll(POLL_S)
+
+
+def _says_only_fatal(error: Any) -> bool:
+    return isinstance(error, KafkaError) and error.code() == KafkaError._FATAL
 
 
 def _settle(future: asyncio.Future[None], failure: ChangelogFailed | None) -> None:
