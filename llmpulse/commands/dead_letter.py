@@ -57,9 +57,15 @@ def _drain(consumer: Any, topic: str, bootstrap: str, reached: dict[int, int] | 
     if metadata is None or metadata.error is not None or not metadata.partitions:
         typer.echo(f"llmpulse: topic {topic} does not exist on {bootstrap} (nothing was refused yet?)", err=True)
         raise typer.Exit(1)
-    partitions = sorted(metadata.partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    consumer.assign([TopicPartition(topic, p) for p in partitions])  # from the committed offset, else earliest
+    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in metadata.partitions}
+    committed = consumer.committed([TopicPartition(topic, p) for p in sorted(marks)], timeout=10)
+    # from the group's committed offset, else the earliest; a partition with nothing past it is not read at all
+    # (its position would stay unknown until the idle time-out ends the command)
+    starts = [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else marks[tp.partition][0])
+              for tp in committed]
+    wanted = [tp for tp in starts if tp.offset < marks[tp.partition][1]]
+    consumer.assign(wanted)
+    ends = {tp.partition: marks[tp.partition][1] for tp in wanted}
     for message in records_until_ends(consumer, topic, ends, IDLE_TIMEOUT_S):
         yield message
         if reached is not None:
