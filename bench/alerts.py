@@ -135,25 +135,28 @@ def _seeds(seed: int) -> tuple[int, int, int, int]:
 
 
 def _run_all(settings: ProcessorSettings, seeds: tuple[int, int], lengths: tuple[float, float],
-             schedule: list[Injected], quick: bool, parallel: bool) -> tuple[Day, Day, tuple[dict[str, Any], str]]:
+             schedule: list[Injected], quick: bool, parallel: bool,
+             drift_sizes: tuple[int, int, int] | None) -> tuple[Day, Day, tuple[dict[str, Any], str]]:
     """The control day, the incident day and the drift figures; each in a process of its own when ``parallel``
     (on two cores three at once end sooner than the two days first and the drift figures after: the quick run in
     tests/unit/test_bench_alerts.py took 138 s against 158 s, one run each, side by side)."""
     control_job = (settings, seeds[0], lengths[0], [])
     incident_job = (settings, seeds[1], lengths[1], schedule)
     if not parallel:
-        return replay(*control_job), replay(*incident_job), _drift(quick)
+        return replay(*control_job), replay(*incident_job), _drift(quick, drift_sizes)
     with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
         incidents = pool.submit(replay, *incident_job)
         control = pool.submit(replay, *control_job)
-        drift = pool.submit(_drift, quick)
+        drift = pool.submit(_drift, quick, drift_sizes)
         return control.result(), incidents.result(), drift.result()
 
 
 def measure(quick: bool, seed: int = DEFAULT_SEED, schedule: Path | None = None,
-            parallel: bool | None = None, judged_control_s: float | None = None) -> dict[str, Any]:
+            parallel: bool | None = None, judged_control_s: float | None = None,
+            drift_sizes: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """Every figure (``FIGURES``), the per-kind detail (``DETAILS``) and a note per figure under ``notes``;
-    ``judged_control_s`` replaces the variant's control time after the warm-up."""
+    ``judged_control_s`` replaces the variant's control time after the warm-up, ``drift_sizes`` the drift
+    figures' (bench/drift_quality.py ``measure``)."""
     variant = QUICK if quick else FULL
     if judged_control_s is not None:
         variant = replace(variant, control_s=judged_control_s)
@@ -170,7 +173,7 @@ def measure(quick: bool, seed: int = DEFAULT_SEED, schedule: Path | None = None,
     if parallel is None:
         parallel = (os.cpu_count() or 1) >= 2
     control, incidents, (drift, drift_note) = _run_all(settings, (control_seed, incident_seed), (control_s, day_s),
-                                                       plan, quick, parallel)
+                                                       plan, quick, parallel, drift_sizes)
 
     judged_from = DAY_START_MS + int(min(WARMUP_S, min(i.start_s for i in plan)) * 1000)
     control_from = DAY_START_MS + int(WARMUP_S * 1000)
@@ -286,14 +289,14 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _drift(quick: bool) -> tuple[dict[str, Any], str]:
+def _drift(quick: bool, sizes: tuple[int, int, int] | None) -> tuple[dict[str, Any], str]:
     """The drift figures of bench/drift_quality.py (another part of issue #13), or why they are missing."""
     try:
         from bench import drift_quality  # type: ignore[attr-defined]
     except ImportError as exc:
         return {}, f"missing: bench/drift_quality.py not importable ({exc})"
     try:
-        return dict(drift_quality.measure(quick)), "from bench/drift_quality.py"
+        return dict(drift_quality.measure(quick, sizes=sizes)), "from bench/drift_quality.py"
     except Exception as exc:  # its failure must not cost this benchmark its figures
         return {}, f"missing: bench.drift_quality.measure failed: {type(exc).__name__}: {exc}"
 

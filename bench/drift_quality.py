@@ -245,8 +245,10 @@ def detection(setup: Setup, shift: str, trials: int, seed: int) -> dict[str, Any
             f"drift_detect_{shift}_fired_before_shift": early}
 
 
-def measure(quick: bool, make_monitor: Callable[[], Monitor] | None = None) -> dict[str, Any]:
-    """The figures above; quick: 16 series-days (8 more shuffled) and 8 trials per shift, else 104 (48) and 24."""
+def measure(quick: bool, make_monitor: Callable[[], Monitor] | None = None,
+            sizes: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """The figures above; quick: 16 series-days (8 more shuffled) and 8 trials per shift, else 104 (48) and 24;
+    ``sizes`` (series-days, shuffled series-days, trials per shift) replaces the variant's."""
     started = time.perf_counter()
     settings = ProcessorSettings()
     engine = configure.engine_config(settings)
@@ -254,7 +256,7 @@ def measure(quick: bool, make_monitor: Callable[[], Monitor] | None = None) -> d
     sources, source = load_sources()
     model = TrafficModel.load()
     setup = Setup(make, engine.alerts, model, sources, all_series(model))
-    days, shuffled_days, trials = (16, 8, 8) if quick else (104, 48, 24)
+    days, shuffled_days, trials = sizes or ((16, 8, 8) if quick else (104, 48, 24))
     out: dict[str, Any] = {"source": source, "rate_calls_per_s_per_series": RATE}
     out.update(false_alarms(setup, days, seed=11))
     if sources and any(s.trace is not None for s in sources.values()):
