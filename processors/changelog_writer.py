@@ -29,10 +29,8 @@ The faust table still holds the data (its recovery reads the same changelog topi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +59,7 @@ class ChangelogWriter:
         self._failure: ChangelogFailed | None = None
         self._failing = threading.Lock()  # the first failure wins, whichever thread sees it (poll, flush, produce)
         self._fatal: Any = None  # the producer's fatal error as error_cb reported it (with its reason)
+        self._fatal_heard = threading.Event()
         self._producer = producer({
             **config,
             "enable.idempotence": True,  # order per partition kept across retries
@@ -156,6 +155,7 @@ class ChangelogWriter:
     def _on_error(self, error: Any) -> None:
         if error.fatal():  # others (a broker away, a retried request) librdkafka recovers from by itself
             self._fatal = error
+            self._fatal_heard.set()
             self._fail(error)
 
     def _fail(self, error: Any) -> None:
@@ -175,12 +175,11 @@ class ChangelogWriter:
 
     def _fatal_reason(self, bare: Any) -> Any:
         """The producer's fatal error with its reason (a refused record, say): produce, poll and flush raise only
-        "Fatal error" once the producer stopped, and the reason reaches error_cb, served by a poll (ours here or
-        the delivery thread's). ``bare`` if it does not come within ``FATAL_REASON_WAIT_S``."""
-        deadline = time.monotonic() + FATAL_REASON_WAIT_S
-        while self._fatal is None and time.monotonic() < deadline:
-            with contextlib.suppress(KafkaException):  # the same bare "Fatal error" again
-                self._producer.poll(POLL_S)
+        "Fatal error" once the producer stopped, and the reason reaches error_cb on a poll, the delivery thread's
+        (a poll is never nested in a callback here). ``bare`` if it does not come within ``FATAL_REASON_WAIT_S``,
+        or on the delivery thread itself (its reports come after error_cb's, librdkafka serves them in order)."""
+        if threading.current_thread() is not self._thread:
+            self._fatal_heard.wait(FATAL_REASON_WAIT_S)
         return self._fatal if self._fatal is not None else bare
 
     def _serve_reports(self) -> None:

@@ -15,14 +15,15 @@ from confluent_kafka import KafkaError, KafkaException
 
 from llmpulse.processors import changelog_writer
 from llmpulse.processors.changelog_writer import ChangelogFailed, ChangelogWriter
+from tests.support.waiting import wait_until
 
 REASON = "ProduceRequest for changelog [0] with 3 message(s) failed: Broker: Message size too large"
 
 
 class StoppingProducer:
     """A producer the broker stops on its second record: ``produce`` then raises the bare fatal error, and the
-    reason waits for a poll. A poll that finds nothing to serve sleeps its whole timeout, as a report thread
-    would between events, so the writer's own thread cannot hand the reason over first."""
+    reason waits for the writer's delivery thread to poll. A poll that finds nothing to serve sleeps its whole
+    timeout, as librdkafka's would between events, so the reason always arrives after the bare error."""
 
     def __init__(self, config: dict[str, Any], reason: str | None = REASON) -> None:
         self._error_cb = config["error_cb"]
@@ -67,6 +68,8 @@ def test_the_worker_is_told_why_its_producer_stopped_not_only_that_it_did() -> N
         writer.write(0, b"big", b"x" * 1_000)
     with pytest.raises(ChangelogFailed, match="too large"):  # every later write says the same
         writer.write(0, b"cursor", b"after it")
+    # the worker is told by the thread that heard the reason, which may still be on its way there
+    assert wait_until(lambda: failures, 5, step=0.01)
     assert len(failures) == 1 and "too large" in str(failures[0])
     writer.close(timeout_s=0)
 
