@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ log = logging.getLogger("llmpulse.worker.changelog")
 
 POLL_S = 0.1  # how long the delivery thread waits for reports at a time (also how soon it notices close)
 QUEUE_FULL_WAIT_S = 0.05  # librdkafka's queue is full: serve reports this long, then try again
+FLUSH_STEP_S = 0.1  # a flush checks this often whether the writer failed meanwhile
 FATAL_REASON_WAIT_S = 2.0  # produce said only "Fatal error": wait this long for error_cb to bring the reason
 
 
@@ -146,11 +148,17 @@ class ChangelogWriter:
             self._fail(exc.args[0])
 
     def _flush(self, timeout_s: float) -> int:
-        try:
-            return int(self._producer.flush(timeout_s))
-        except KafkaException as exc:
-            self._fail(exc.args[0])
-            return len(self._producer)
+        """Flush in steps of ``FLUSH_STEP_S``: records left behind a failure are never delivered, so waiting stops
+        as soon as the writer failed instead of at ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                left = int(self._producer.flush(max(0.0, min(FLUSH_STEP_S, deadline - time.monotonic()))))
+            except KafkaException as exc:
+                self._fail(exc.args[0])
+                return len(self._producer)
+            if not left or self._failure is not None or time.monotonic() >= deadline:
+                return left
 
     def _on_error(self, error: Any) -> None:
         if error.fatal():  # others (a broker away, a retried request) librdkafka recovers from by itself

@@ -6,6 +6,7 @@ reason in the worker's last log line, whichever of the two the writer happened t
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -31,6 +32,7 @@ class StoppingProducer:
         self._produced = 0
         self._pending: KafkaError | None = None
         self._lock = threading.Lock()
+        self.flush_waited_s = 0.0  # how long flushes waited for records that never go
 
     def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, **_: Any) -> None:
         self._produced += 1
@@ -50,14 +52,26 @@ class StoppingProducer:
         return 1
 
     def flush(self, timeout: float) -> int:
-        return 0
+        """Records after the refused one are never delivered: a flush waits its whole timeout for them."""
+        stuck = max(0, self._produced - 1)
+        if stuck:
+            self.flush_waited_s += timeout
+            time.sleep(timeout)
+        return stuck
 
     def __len__(self) -> int:
         return 0
 
 
-def _writer(failures: list[ChangelogFailed], reason: str | None = REASON) -> ChangelogWriter:
-    return ChangelogWriter({}, "changelog", failures.append, producer=lambda config: StoppingProducer(config, reason))
+def _writer(failures: list[ChangelogFailed], reason: str | None = REASON,
+            made: list[StoppingProducer] | None = None) -> ChangelogWriter:
+    made = [] if made is None else made
+
+    def producer(config: dict[str, Any]) -> StoppingProducer:
+        made.append(StoppingProducer(config, reason))
+        return made[-1]
+
+    return ChangelogWriter({}, "changelog", failures.append, producer=producer)
 
 
 def test_the_worker_is_told_why_its_producer_stopped_not_only_that_it_did() -> None:
@@ -82,4 +96,18 @@ def test_a_reason_that_never_comes_leaves_the_bare_fatal_error(monkeypatch: pyte
     with pytest.raises(ChangelogFailed, match="Fatal error"):
         writer.write(0, b"big", b"x" * 1_000)
     assert len(failures) == 1
+    writer.close(timeout_s=0)
+
+
+def test_a_flush_behind_a_refused_record_ends_with_the_reason_not_at_its_timeout() -> None:
+    """A revoke or a stop flushes; behind a refused record nothing more is delivered, so waiting out the 30 s
+    would only hold the worker back from stopping."""
+    made: list[StoppingProducer] = []
+    writer = _writer([], made=made)
+    writer.write(0, b"series", b"state")
+    with pytest.raises(ChangelogFailed, match="too large"):
+        writer.write(0, b"big", b"x" * 1_000)
+    with pytest.raises(ChangelogFailed, match="too large"):
+        asyncio.run(writer.flush(timeout_s=30))
+    assert made[0].flush_waited_s < 1
     writer.close(timeout_s=0)
