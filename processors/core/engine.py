@@ -305,15 +305,17 @@ class PartitionEngine:
         rows = []
         every = self.latency.series() if series is None else list(series)
         # every series' quantiles of a window at once (LatencyMonitor.window_quantiles), as merging its sketches
-        windows = {(window_s, ttft): self.latency.window_quantiles(every, window_s, now_ms, ttft=ttft, guards=False)
-                   for window_s in self.config.latency.windows_s for ttft in (False, True)}
+        windows = {}  # (label, ttft) -> (counts, quantiles) as Python lists: a row is read per series below
+        for window_s in self.config.latency.windows_s:
+            for ttft in (False, True):
+                count, figures = self.latency.window_quantiles(every, window_s, now_ms, ttft=ttft, guards=False)
+                windows[(window_label(window_s), ttft)] = (count.tolist(), figures[:, : len(QUANTILES)].tolist())
         traffic = self.traffic.window_matrix(every, self.config.traffic.window_s, now_ms).tolist()
         for i, s in enumerate(every):
             row: dict[str, Any] = dict(zip(("service", "model", "provider"), series_parts(s), strict=True))
             row["ttft"] = {}  # time to first token of the streamed calls, per window like latency
-            for (window_s, ttft), (count, figures) in windows.items():
-                quantiles = _quantile_row(int(count[i]), figures[i, : len(QUANTILES)])
-                (row["ttft"] if ttft else row)[window_label(window_s)] = quantiles
+            for (label, ttft), (counts, figures) in windows.items():
+                (row["ttft"] if ttft else row)[label] = _quantile_row(counts[i], figures[i])
             totals = dict(zip(TRAFFIC_COLUMNS, traffic[i], strict=True))
             n = totals["requests"] or 1
             row["rates"] = {
@@ -387,9 +389,14 @@ class _PolicyState:
         return self.policy.to_bytes()  # compact JSON of to_dict(), unchanged incidents not encoded again
 
 
-def _quantile_row(count: int, values: np.ndarray) -> dict[str, Any]:
-    return {"count": count, **{f"p{int(q * 100)}": (None if np.isnan(v) else float(v))
-                               for q, v in zip(QUANTILES, values, strict=True)}}
+_QUANTILE_NAMES = tuple(f"p{int(q * 100)}" for q in QUANTILES)
+
+
+def _quantile_row(count: int, values: list[float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"count": count}
+    for name, value in zip(_QUANTILE_NAMES, values, strict=True):
+        row[name] = None if value != value else value  # NaN: no calls in the window
+    return row
 
 
 def _in_order(by_position: dict[int, list[Observation]]) -> list[Observation]:

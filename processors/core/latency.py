@@ -24,6 +24,7 @@ from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.sketch import LatencySketch
 from llmpulse.processors.core.slots import SlotSeries, series_parts
+from llmpulse.processors.core.window_cache import WindowCache
 
 OpenRules = Mapping[tuple[tuple[str, str], ...], frozenset[str]]  # AlertPolicy.open_rules()
 _NO_OPEN: OpenRules = {}
@@ -83,6 +84,7 @@ class LatencyMonitor:
                                   LatencySketch.merge, exact_s, config.fold_s)
         self.ttft = SlotSeries("ttft", config.interval_s, horizon, create, LatencySketch.from_bytes,
                                LatencySketch.merge, exact_s, config.fold_s)
+        self._windows: dict[tuple[int, bool, bool], WindowCache] = {}  # (window_s, ttft, guards) -> kept figures
 
     def update(
         self,
@@ -202,10 +204,27 @@ class LatencyMonitor:
         series has no calls; a guard is NaN when more breaching calls are needed than there are calls. ``ttft``:
         of time to first token instead of latency; ``guards=False`` leaves the guard columns NaN (not needed).
 
-        Exactly what merging each series' slot sketches and asking ``LatencySketch.quantiles`` gives, for all
-        series at once: every slot's counters concatenated, one sort by (series, bucket), sums per bucket by
-        ``reduceat``, and each rank found by one ``searchsorted`` over (series, cumulative count).
+        Exactly what merging each series' slot sketches and asking ``LatencySketch.quantiles`` gives
+        (``_computed_quantiles``), kept per series until its window changes (``WindowCache``): the timer asks
+        every series every few seconds, and most did not change since.
         """
+        slots = self.ttft if ttft else self.latency
+        cache = self._windows.get((window_s, ttft, guards))
+        if cache is None:
+            cache = self._windows[(window_s, ttft, guards)] = WindowCache(1 + len(QUANTILES) + 2)
+
+        def compute(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+            count, figures, until = self._computed_quantiles(keys, window_s, now_ms, ttft, guards)
+            return np.column_stack((count, figures)), until
+
+        rows = cache.rows(slots, series, self.index.codes(series), now_ms // slots.interval_ms, compute)
+        return rows[:, 0].astype(np.int64), rows[:, 1:]
+
+    def _computed_quantiles(self, series: Sequence[str], window_s: int, now_ms: int, ttft: bool,
+                            guards: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``window_quantiles`` computed, and the slot of time until which each series' window holds the same
+        slots: every slot's counters concatenated, one sort by (series, bucket), sums per bucket by
+        ``reduceat``, and each rank found by one ``searchsorted`` over (series, cumulative count)."""
         config = self.config
         n = len(series)
         # every slot sketch in a window as flat Python lists (an entry per sketch; no tuple per sketch for the
@@ -218,8 +237,10 @@ class LatencyMonitor:
         owners, los, blocks = [], [], []
         mapping = max_buckets = None
         slots = self.ttft if ttft else self.latency
+        until = np.zeros(n, dtype=np.int64)
         for i, key in enumerate(series):
-            for part in slots.window(key, window_s, now_ms):
+            parts, until[i] = slots.window_span(key, window_s, now_ms)
+            for part in parts:
                 store = part.store
                 mapping, max_buckets = part.mapping, store.max_buckets
                 if part.count:
@@ -243,7 +264,7 @@ class LatencyMonitor:
         figures = np.full((n, len(QUANTILES) + 2), np.nan)
         counted = np.flatnonzero(count)
         if counted.size == 0:
-            return count, figures
+            return count, figures, until
         qs = np.zeros((n, len(QUANTILES) + 2))
         qs[:, : len(QUANTILES)] = QUANTILES
         guards_off = np.zeros((n, 2), dtype=bool)
@@ -289,9 +310,8 @@ class LatencyMonitor:
         estimate = np.clip(estimate, low[:, None], high[:, None])
         estimate = np.where(qs == 0.0, low[:, None], np.where(qs == 1.0, high[:, None], estimate))
         figures[counted] = estimate[counted]
-        guards = figures[:, len(QUANTILES):]
-        guards[guards_off] = np.nan
-        return count, figures
+        figures[:, len(QUANTILES):][guards_off] = np.nan
+        return count, figures, until
 
     def series(self) -> list[str]:
         return self.latency.series()

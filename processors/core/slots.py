@@ -16,7 +16,7 @@ every call the horizon accepts is still counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic
 
 import numpy as np
@@ -25,6 +25,7 @@ from llmpulse.processors.core.keyed_state import KeyedState, T
 
 SEP = "\x1f"
 _NONE = -(1 << 62)  # before every slot
+_FAR = 1 << 62  # after every slot
 
 
 def series_key(parts: tuple[str | None, ...]) -> str:
@@ -61,6 +62,12 @@ class SlotSeries(Generic[T]):
         span = fold_s // interval_s if merge is not None else 0
         self.fold_slots = span if span > 1 and self.exact_slots + span < self.horizon_slots else 0  # 0: no folding
         self.dropped_late = 0
+        # Change stamps, for callers that keep what they derived from a series' slots (``window_span``): each
+        # series' stamp of its last change (a slot handed out for update, restored, folded or deleted), and the
+        # newest slot it holds (a slot ahead of now enters windows as time passes).
+        self._stamp = 0
+        self._changed: dict[str, int] = {}
+        self._newest: dict[str, int] = {}
 
     def slots_of(self, timestamps_ms: np.ndarray) -> np.ndarray:
         return timestamps_ms // self.interval_ms
@@ -74,11 +81,15 @@ class SlotSeries(Generic[T]):
             covering = self._covering(series, slot)
             if covering is not None:
                 first, last = covering
+                self._touch(series)
                 return self.state.for_update(f"{series}@{first}+{last - first + 1}", offset)
         key = f"{series}@{slot}"
         item = self.state.for_update(key, offset)
         if item is not None:
             self._by_series.setdefault(series, {})[slot] = item
+            self._touch(series)
+            if slot > self._newest.get(series, _NONE):
+                self._newest[series] = slot
         return item
 
     def restore(self, key: str, blob: bytes) -> None:
@@ -90,6 +101,7 @@ class SlotSeries(Generic[T]):
         if item is None:
             return
         slots = self._by_series.setdefault(series, {})
+        self._touch(series)
         first_text, folded, span_text = slot.partition("+")
         if folded:
             first = int(first_text)
@@ -103,6 +115,7 @@ class SlotSeries(Generic[T]):
             self.state.delete(key)
         else:
             slots[int(slot)] = item
+            self._newest[series] = max(self._newest.get(series, _NONE), int(slot))
 
     def window(self, series: str, window_s: int, now_ms: int) -> list[T]:
         """The slots of ``series`` covering the last ``window_s`` seconds up to ``now_ms`` (folded ones that
@@ -117,6 +130,50 @@ class SlotSeries(Generic[T]):
         if self._folded_to.get(series, _NONE) > oldest:
             parts += [item for first, (last, item) in self._folded[series].items() if last > oldest and first <= newest]
         return parts
+
+    def window_span(self, series: str, window_s: int, now_ms: int) -> tuple[list[T], int]:
+        """``window``'s slots, and the first slot of time (``now_ms // interval``) at which they change unless the
+        series does (``changed_since``): when the oldest of them leaves the window, or a slot ahead of now enters."""
+        slots = self._by_series.get(series, {})
+        newest = now_ms // self.interval_ms
+        width = window_s * 1000 // self.interval_ms
+        oldest = newest - width
+        until = newest + 1 if self._newest.get(series, _NONE) > newest else _FAR
+        if width < len(slots):  # a short window of a long history: look its slots up, oldest first
+            parts = []
+            for slot in range(oldest + 1, newest + 1):
+                item = slots.get(slot)
+                if item is not None:
+                    if not parts:
+                        until = min(until, slot + width)
+                    parts.append(item)
+        else:
+            inside = [slot for slot in slots if oldest < slot <= newest]
+            parts = [slots[slot] for slot in inside]
+            if inside:
+                until = min(until, min(inside) + width)
+        if self._folded_to.get(series, _NONE) > oldest:
+            for first, (last, item) in self._folded[series].items():
+                if last > oldest and first <= newest:
+                    parts.append(item)
+                    until = min(until, last + width)
+                elif first > newest:  # (ahead of now: only when the clock went back since it was folded)
+                    until = min(until, first)
+        return parts, until
+
+    def mark(self) -> int:
+        """A stamp later than every change so far and earlier than every later one (see ``changed_since``)."""
+        self._stamp += 1
+        return self._stamp
+
+    def changed_since(self, series: Sequence[str], marks: np.ndarray) -> np.ndarray:
+        """Per series, whether it changed after its ``marks`` entry (``mark``), or holds nothing (never marked)."""
+        changed = self._changed.get
+        return np.fromiter((changed(key, _FAR) for key in series), dtype=np.int64, count=len(series)) > marks
+
+    def _touch(self, series: str) -> None:
+        self._stamp += 1
+        self._changed[series] = self._stamp
 
     def series(self) -> list[str]:
         return list(self._by_series)
@@ -136,22 +193,27 @@ class SlotSeries(Generic[T]):
                         del slots[slot]
                         self.state.delete(f"{series}@{slot}")
                         removed += 1
+                    self._touch(series)
                 # fold every slot whose whole fold lies exact_slots behind the newest (or behind now, for a series
                 # with calls stamped in the future)
                 if span and slots:
                     boundary = (min(max(slots), now_slot) - self.exact_slots + 1) // span * span
                     if min(slots) < boundary:
                         self._fold(series, slots, sorted(s for s in slots if s < boundary))
+                        self._touch(series)
             folded = self._folded.get(series)
             if folded and folded[min(folded)][0] <= cutoff:  # folds never overlap: the first ends first
                 for first in [first for first, (last, _item) in folded.items() if last <= cutoff]:
                     last, _item = folded.pop(first)
                     self.state.delete(f"{series}@{first}+{last - first + 1}")
                     removed += 1
+                self._touch(series)
                 if not folded:
                     del self._folded[series], self._folded_to[series]
             if not slots and series not in self._folded:
                 del self._by_series[series]
+                self._changed.pop(series, None)
+                self._newest.pop(series, None)
         return removed
 
     def _fold(self, series: str, slots: dict[int, T], due: list[int]) -> None:

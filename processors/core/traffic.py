@@ -28,6 +28,7 @@ from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules,
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
+from llmpulse.processors.core.window_cache import WindowCache
 
 COLUMNS: tuple[str, ...] = (
     "requests", "errors", "timeouts", "rate_limited", "filtered", "cache_hits", "no_answer",
@@ -125,6 +126,7 @@ class TrafficMonitor:
         exact_s = max(config.exact_s, config.window_s, config.active_window_s)  # every window the rules read: exact
         self.slots = SlotSeries("traffic", config.interval_s, config.horizon_s, CounterVector, CounterVector.from_bytes,
                                 CounterVector.merge, exact_s, config.fold_s)
+        self._windows: dict[int, WindowCache] = {}  # window_s -> kept totals
 
     def update(self, series: list[str], inverse: np.ndarray, timestamps_ms: np.ndarray,
                counts: dict[str, np.ndarray], offset: int, now_ms: int) -> None:
@@ -147,10 +149,23 @@ class TrafficMonitor:
         return dict(zip(COLUMNS, summed.tolist(), strict=True))
 
     def window_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> np.ndarray:
-        """Totals over the window, one row per series, one column per COLUMNS."""
+        """Totals over the window, one row per series, one column per COLUMNS; kept per series until its window
+        changes (``WindowCache``)."""
+        cache = self._windows.get(window_s)
+        if cache is None:
+            cache = self._windows[window_s] = WindowCache(len(COLUMNS), np.int64)
+
+        def compute(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+            return self._computed_matrix(keys, window_s, now_ms)
+
+        return cache.rows(self.slots, series, self.index.codes(series), now_ms // self.slots.interval_ms, compute)
+
+    def _computed_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """``window_matrix`` computed, and the slot of time until which each series' window holds the same slots."""
         rows, owners = [], []  # every slot vector in a window, series by series
+        until = np.zeros(len(series), dtype=np.int64)
         for i, key in enumerate(series):
-            parts = self.slots.window(key, window_s, now_ms)
+            parts, until[i] = self.slots.window_span(key, window_s, now_ms)
             rows += [p.values for p in parts]
             owners += [i] * len(parts)
         out = np.zeros((len(series), len(COLUMNS)), dtype=np.int64)
@@ -158,7 +173,7 @@ class TrafficMonitor:
             owner = np.asarray(owners)
             starts = np.flatnonzero(first_of_runs(owner))
             out[owner[starts]] = np.add.reduceat(np.concatenate(rows).reshape(-1, len(COLUMNS)), starts, axis=0)
-        return out
+        return out, until
 
     def observe(self, series: str, now_ms: int) -> list[Observation]:
         """Every rule for one series (clear ones included)."""
