@@ -41,9 +41,9 @@ import numpy as np
 from llmpulse.processors.core.drift_monitor import DriftConfig
 from llmpulse.processors.core.latency import LatencyConfig, window_label
 from llmpulse.processors.core.quality import QualityConfig
-from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.sketch_union import SketchUnion
 from llmpulse.processors.core.slots import series_key, series_parts
-from llmpulse.processors.core.traffic import COLUMNS, INDEX, TrafficConfig
+from llmpulse.processors.core.traffic import INDEX, TrafficConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -186,7 +186,6 @@ class _Spend:
 
 @dataclass(slots=True)
 class _Service:
-    sketches: list[LatencySketch] = field(default_factory=list)
     totals: np.ndarray | None = None
     spend: _Spend = field(default_factory=_Spend)
     models: dict[str, _Spend] = field(default_factory=dict)
@@ -194,6 +193,9 @@ class _Service:
     change: float = math.nan
     drifted_psi: float = math.nan
     quality: list[tuple[int, float | None, float | None]] = field(default_factory=list)
+    latency_count: int = 0
+    p95_s: float = math.nan
+    p99_s: float = math.nan
 
 
 def cost_per_1k(cost_micros: int, requests: int) -> float | None:
@@ -203,29 +205,51 @@ def cost_per_1k(cost_micros: int, requests: int) -> float | None:
 
 def service_health(engines: Iterable[PartitionEngine], now_ms: int, config: HealthConfig) -> list[dict[str, Any]]:
     """Per service over ``config.window_s``: the health score with its components and the spend per 1,000 requests
-    (also per model), summed over the given engines (a worker's partitions). Sorted by service."""
+    (also per model), summed over the given engines (a worker's partitions). Sorted by service.
+
+    Read on columns: each engine's window totals of all its series at once (``TrafficMonitor.window_matrix``),
+    and the latency of every service as the union of its series' windows (``SketchUnion``), whatever the
+    number of engines holding them."""
     window = config.window_s
     services: dict[str, _Service] = {}
+    owner_of: dict[str, int] = {}  # service -> its row in the union
+    listed = []
     for engine in engines:
+        series = sorted({*engine.latency.series(), *engine.traffic.series()})
+        parts = [series_parts(key) for key in series]
+        for service, _model, _provider in parts:
+            if service not in owner_of:
+                owner_of[service] = len(owner_of)
+                services[service] = _Service()
+        listed.append((engine, series, parts))
+    union = SketchUnion(len(owner_of))
+    service_totals = np.zeros((len(owner_of), len(INDEX)), dtype=np.int64)
+    for engine, series, parts in listed:
+        owners = [owner_of[service] for service, _model, _provider in parts]
+        engine.latency.gather(union, owners, series, window, now_ms)
+        totals = engine.traffic.window_matrix(series, window, now_ms)
+        np.add.at(service_totals, owners, totals)
+        requests = totals[:, INDEX["requests"]].tolist()
+        cost = totals[:, INDEX["cost_micros"]].tolist()
         models_seen: set[tuple[str, str]] = set()
-        for series in sorted({*engine.latency.series(), *engine.traffic.series()}):
-            service, model, _provider = series_parts(series)
-            acc = services.setdefault(service, _Service())
-            sketch = engine.latency.window(series, window, now_ms)
-            if sketch.count:
-                acc.sketches.append(sketch)
-            counts = engine.traffic.totals(series, window, now_ms)
-            vector = np.array([counts[name] for name in COLUMNS], dtype=np.int64)
-            acc.totals = vector if acc.totals is None else acc.totals + vector
-            acc.spend.add(counts["requests"], counts["cost_micros"])
-            acc.models.setdefault(model, _Spend()).add(counts["requests"], counts["cost_micros"])
+        for i, (service, model, _provider) in enumerate(parts):
+            acc = services[service]
+            acc.spend.add(requests[i], cost[i])
+            acc.models.setdefault(model, _Spend()).add(requests[i], cost[i])
             if (service, model) not in models_seen:
                 models_seen.add((service, model))
                 _add_drift(acc, engine.drift.figures(series_key((service, model))))
-        for row in engine.quality.figures(now_ms):
+        for row in engine.quality.figures(now_ms, rated_only=True):
             acc = services.get(row["service"])
             if acc is not None and row["ratings"]:
                 acc.quality.append((row["ratings"], row["accuracy"], row["mean_score"]))
+    counts = union.counts().tolist()
+    tails = union.quantiles(np.tile((0.95, 0.99), (len(owner_of), 1))).tolist()
+    for service, owner in owner_of.items():
+        acc = services[service]
+        acc.totals = service_totals[owner]
+        acc.latency_count = counts[owner]
+        acc.p95_s, acc.p99_s = tails[owner]
     out = []
     for service in sorted(services):
         acc = services[service]
@@ -252,19 +276,13 @@ def _add_drift(acc: _Service, figures: dict[str, Any]) -> None:
 
 def _signals(acc: _Service) -> ServiceSignals:
     t = acc.totals if acc.totals is not None else np.zeros(len(INDEX), dtype=np.int64)
-    p95 = p99 = math.nan
-    count = 0
-    if acc.sketches:
-        merged = LatencySketch.merge_all(acc.sketches)
-        count = merged.count
-        p95, p99 = (float(v) for v in merged.quantiles((0.95, 0.99)))
     ratings = sum(n for n, _, _ in acc.quality)
     labelled = [(n, a) for n, a, _ in acc.quality if a is not None]
     scored = [(n, m) for n, _, m in acc.quality if m is not None]
     return ServiceSignals(
         requests=int(t[INDEX["requests"]]),
         failed=int(t[INDEX["errors"]] + t[INDEX["timeouts"]] + t[INDEX["rate_limited"]]),
-        latency_count=count, p95_s=p95, p99_s=p99,
+        latency_count=acc.latency_count, p95_s=acc.p95_s, p99_s=acc.p99_s,
         guard_flags=int(sum(t[INDEX[name]] for name in GUARD_FLAGS)),
         drift_judged=acc.drift_judged, confidence_change_pct=acc.change, drifted_psi=acc.drifted_psi,
         ratings=ratings, accuracy=_weighted(labelled), mean_score=_weighted(scored),

@@ -23,12 +23,12 @@ from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.sketch_union import SketchUnion
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 from llmpulse.processors.core.window_cache import WindowCache
 
 OpenRules = Mapping[tuple[tuple[str, str], ...], frozenset[str]]  # AlertPolicy.open_rules()
 _NO_OPEN: OpenRules = {}
-_RANK_BITS = 40  # composite (series, cumulative count) keys: counts stay below 2^40
 _SLOT_BITS = 40  # composite (series, slot) keys of one batch: slots of a batch span less than 2^40
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -222,96 +222,38 @@ class LatencyMonitor:
 
     def _computed_quantiles(self, series: Sequence[str], window_s: int, now_ms: int, ttft: bool,
                             guards: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``window_quantiles`` computed, and the slot of time until which each series' window holds the same
-        slots: every slot's counters concatenated, one sort by (series, bucket), sums per bucket by
-        ``reduceat``, and each rank found by one ``searchsorted`` over (series, cumulative count)."""
+        """``window_quantiles`` computed (the union of each series' slot sketches, ``SketchUnion``), and the slot
+        of time until which each series' window holds the same slots."""
         config = self.config
         n = len(series)
-        # every slot sketch in a window as flat Python lists (an entry per sketch; no tuple per sketch for the
-        # garbage collector to track), summed per series as arrays below
-        of: list[int] = []
-        counts_of: list[int] = []
-        zeros_of: list[int] = []
-        lows_of: list[float] = []
-        highs_of: list[float] = []
-        owners, los, blocks = [], [], []
-        mapping = max_buckets = None
+        union = SketchUnion(n)
         slots = self.ttft if ttft else self.latency
         until = np.zeros(n, dtype=np.int64)
         for i, key in enumerate(series):
             parts, until[i] = slots.window_span(key, window_s, now_ms)
-            for part in parts:
-                store = part.store
-                mapping, max_buckets = part.mapping, store.max_buckets
-                if part.count:
-                    of.append(i)
-                    counts_of.append(part.count)
-                    zeros_of.append(part._zero_count)
-                    lows_of.append(part._min)
-                    highs_of.append(part._max)
-                if store.counts.size:
-                    owners.append(i)
-                    los.append(store.lo)
-                    blocks.append(store.counts)
-        count = np.zeros(n, dtype=np.int64)
-        zeros = np.zeros(n, dtype=np.int64)
-        low, high = np.full(n, np.inf), np.full(n, -np.inf)
-        if of:
-            np.add.at(count, of, counts_of)
-            np.add.at(zeros, of, zeros_of)
-            np.minimum.at(low, of, lows_of)
-            np.maximum.at(high, of, highs_of)
-        figures = np.full((n, len(QUANTILES) + 2), np.nan)
-        counted = np.flatnonzero(count)
-        if counted.size == 0:
-            return count, figures, until
+            union.add(i, parts)
+        count = union.counts()
         qs = np.zeros((n, len(QUANTILES) + 2))
         qs[:, : len(QUANTILES)] = QUANTILES
         guards_off = np.zeros((n, 2), dtype=bool)
         guards_off[:] = not guards
         listed = count.tolist()
-        for i in counted.tolist() if guards else ():
+        for i in np.flatnonzero(count).tolist() if guards else ():
             c = listed[i]
             for j, (q, tail) in enumerate(((0.95, 0.05), (0.99, 0.01))):
                 rank = (c - breaching_calls_needed(c, tail, config.breach_alpha, config.min_breaching_calls)) / max(
                     c - 1, 1)
                 qs[i, len(QUANTILES) + j] = min(q, max(rank, 0.0))
                 guards_off[i, j] = rank < 0
-        ranks = qs * (count - 1)[:, None]
-        if blocks:
-            sizes = np.fromiter((b.size for b in blocks), dtype=np.int64, count=len(blocks))
-            top = np.full(n, np.iinfo(np.int64).min)
-            np.maximum.at(top, owners, np.asarray(los, dtype=np.int64) + sizes - 1)
-            owner = np.repeat(np.asarray(owners, dtype=np.int64), sizes)
-            keys = np.repeat(np.asarray(los, dtype=np.int64) - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(
-                int(sizes.sum()))
-            counts = np.concatenate(blocks)
-            assert max_buckets is not None
-            keys = np.maximum(keys, top[owner] - max_buckets + 1)  # the union's fold of its lowest buckets
-            order = np.lexsort((keys, owner))
-            owner, keys, counts = owner[order], keys[order], counts[order]
-            first = np.flatnonzero(np.r_[True, (owner[1:] != owner[:-1]) | (keys[1:] != keys[:-1])])
-            owner, keys, counts = owner[first], keys[first], np.add.reduceat(counts, first)
-            starts = np.searchsorted(owner, np.arange(n))
-            ends = np.searchsorted(owner, np.arange(n), side="right")
-            running = np.cumsum(counts)
-            before = np.r_[0, running][starts]  # cumulative count before each series' first bucket
-            cumulative = running - before[owner] + zeros[owner]
-            composite = (owner << _RANK_BITS) + cumulative
-            # first bucket whose cumulative count exceeds the rank: cumulative >= floor(rank) + 1
-            wanted = (np.arange(n)[:, None] << _RANK_BITS) + (np.floor(ranks).astype(np.int64) + 1)
-            at = np.searchsorted(composite, wanted, side="left")
-            at = np.clip(at, starts[:, None], np.maximum(ends - 1, starts)[:, None])
-            assert mapping is not None
-            bucket_values = mapping.values_of(keys[np.minimum(at, keys.size - 1)])
-        else:
-            bucket_values = np.zeros_like(ranks)
-        estimate = np.where(ranks < zeros[:, None], 0.0, bucket_values)
-        estimate = np.clip(estimate, low[:, None], high[:, None])
-        estimate = np.where(qs == 0.0, low[:, None], np.where(qs == 1.0, high[:, None], estimate))
-        figures[counted] = estimate[counted]
+        figures = union.quantiles(qs)
         figures[:, len(QUANTILES):][guards_off] = np.nan
         return count, figures, until
+
+    def gather(self, union: SketchUnion, owners: Sequence[int], series: Sequence[str], window_s: int,
+               now_ms: int) -> None:
+        """Add each series' latency window to ``union`` under its owner (e.g. its service's index)."""
+        for owner, key in zip(owners, series, strict=True):
+            union.add(owner, self.latency.window(key, window_s, now_ms))
 
     def series(self) -> list[str]:
         return self.latency.series()

@@ -491,11 +491,14 @@ class QualityMonitor:
         return out
 
     # ---- views ---------------------------------------------------------------------------------------------------
-    def figures(self, now_ms: int) -> list[dict[str, Any]]:
-        """Per series over the window: ratings, mean score, accuracy, label drift against the reference."""
+    def figures(self, now_ms: int, rated_only: bool = False) -> list[dict[str, Any]]:
+        """Per series over the window: ratings, mean score, accuracy, label drift against the reference; with
+        ``rated_only`` only the series with ratings in the window."""
         lo = now_ms - int(self.config.window_s * 1000)
         rows = []
         for name, slots in self.state.items():
+            if rated_only and slots.rated_ms < lo:
+                continue
             recent, ref = slots.total(lo, now_ms + 1), slots.total(lo - int(self.config.reference_s * 1000), lo)
             row: dict[str, Any] = dict(zip(SERIES_FIELDS, series_parts(name), strict=True))
             row.update(calls=int(recent[CALLS]), ratings=int(recent[RATED]),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.health import COMPONENTS, HealthConfig, ServiceSignals, health_score, ramp, service_health
 from llmpulse.processors.core.pricing import Pricer
+from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.slots import series_parts
 from llmpulse.processors.loaders import read_injection_model
 from tests.support.calls import decoded
 
@@ -152,3 +155,33 @@ def test_service_health_from_an_engine_pools_models_and_prices_per_1k_requests()
     # Calls older than the window: the service is known, without a score or a price.
     search = by_service["search"]
     assert search["score"] is None and search["requests"] == 0 and search["cost_per_1k_requests_usd"] is None
+
+
+def test_service_latency_and_totals_are_those_of_its_series_merged_across_engines() -> None:
+    """The columnar gathering (one sketch union for every service) gives what merging each series' window
+    sketches, then the service's, gives; a service whose series sit in two engines is pooled over both."""
+    rng = np.random.default_rng(5)
+    engines = [PartitionEngine(p, EngineConfig(), Pricer(), GuardMonitor(GuardMonitorConfig(), read_injection_model()))
+               for p in range(2)]
+    for offset, engine in enumerate(engines, start=1):
+        rows = [_row(i, service=f"svc-{rng.integers(0, 4)}", request_model=f"model-{rng.integers(0, 3)}",
+                     provider=("openai", "anthropic")[int(rng.integers(0, 2))],
+                     latency_ms=float(rng.lognormal(6.5, 1.2)), timestamp_ms=NOW - int(rng.integers(0, 900_000)),
+                     status="error" if rng.random() < 0.1 else "ok")
+                for i in range(400 * offset)]
+        _feed(engine, rows, offset)
+
+    by_service = {row["service"]: row for row in service_health(engines, NOW, CONFIG)}
+
+    window = CONFIG.window_s
+    for service, row in by_service.items():
+        windows = [engine.latency.window(series, window, NOW) for engine in engines
+                   for series in engine.latency.series() if series_parts(series)[0] == service]
+        merged = LatencySketch.merge_all([w for w in windows if w.count])
+        requests = sum(engine.traffic.totals(series, window, NOW)["requests"] for engine in engines
+                       for series in engine.traffic.series() if series_parts(series)[0] == service)
+        assert row["requests"] == requests > 0
+        latency = row["components"]["latency"]
+        assert latency is not None
+        p95, p99 = merged.quantiles((0.95, 0.99))
+        assert latency["measured"] == {"p95_s": pytest.approx(p95, rel=1e-12), "p99_s": pytest.approx(p99, rel=1e-12)}
