@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import dataset, throughput
-from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio
+from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, now_ms, ratio
 from bench.inprocess import Pipeline
 from llmpulse.processors import configure
 from llmpulse.processors.clock import TICK_SECONDS
@@ -42,7 +42,9 @@ from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.settings import ProcessorSettings
 
 FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "inprocess_cardinality_ratio",
-           "state_bytes_per_series", "rss_growth_second_hour", "replay_wall_s")
+           "timer_ms_100_series", "timer_ms_10k_series", "state_bytes_per_series", "rss_growth_second_hour",
+           "replay_wall_s")
+QUIET_TICKS = 6  # timer_ms: ticks measured after the calls, no call between them
 WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio")
 SPREADS = {"100": 100, "10k": 10_000}  # name -> (service, model, provider) series, and as many users
 WORKER_CALLS = 100_000  # both modes: the calls per record (the shape that sets the cost) stay the same
@@ -99,6 +101,25 @@ def side_by_side(records: dict[str, list[bytes]], chunk: int = 16) -> dict[str, 
                 accepted[name] += pipelines[name].feed(part, first_offset=start)
                 spent[name] += time.perf_counter() - began
     return {name: accepted[name] / spent[name] for name in names}
+
+
+def timer_ms(values: list[bytes]) -> list[float]:
+    """Milliseconds of each of ``QUIET_TICKS`` timer ticks (processors/agents/ticks.py: ``PartitionEngine.tick``,
+    then the gauges' refresh, here every tick rather than paced to a share of the worker's time) over an engine
+    that has absorbed ``values``, with no call between the ticks: what a worker pays per tick to hold its series."""
+    pipeline = Pipeline()
+    for start in range(0, len(values), 16):
+        pipeline.feed(values[start : start + 16], first_offset=start)
+    engine, exporter, now = pipeline.engine, pipeline.exporter, now_ms()
+    assert exporter is not None
+    spent = []
+    for tick in range(QUIET_TICKS):
+        at = now + tick * TICK_MS
+        began = time.perf_counter()
+        engine.tick(at)
+        exporter.refresh_now([engine], None, at)
+        spent.append((time.perf_counter() - began) * 1000.0)
+    return spent
 
 
 def _rss_bytes() -> int:
@@ -199,6 +220,14 @@ def run(quick: bool) -> GroupResult:
     result.put("inprocess_eps_10k_series", many, method)
     result.put("inprocess_cardinality_ratio", many / few,
                "inprocess_eps_10k_series / inprocess_eps_100_series (same run; the worker's is cardinality_ratio)")
+    timer = {name: timer_ms(values) for name, values in records.items()}
+    for name in records:
+        result.put(f"timer_ms_{name}_series", float(np.median(timer[name])),
+                   f"one {TICK_SECONDS:g} s timer tick once the same calls are in, in process: "
+                   f"PartitionEngine.tick (every series' rules) and MetricsExporter.refresh_now (window gauges of "
+                   f"the series they hold, the health score per service), {QUIET_TICKS} "
+                   f"ticks {TICK_SECONDS:g} s apart with no call between them, median; ticks (ms): "
+                   + " / ".join(f"{ms:.0f}" for ms in timer[name]))
     scale = QUICK_REPLAY if quick else FULL_REPLAY
     # in a fresh process: RSS is the replay's own, not the suite's (whose earlier groups would dilute the growth)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -138,11 +138,16 @@ class MetricsExporter:
         move about every 30 s instead of eating half of a core."""
         if now_ms < self._next_refresh_ms:
             return
+        took = self.refresh_now(engines, fleet, now_ms)
+        self._next_refresh_ms = now_ms + int(took / REFRESH_SHARE * 1000)
+
+    def refresh_now(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> float:
+        """Recompute the window gauges whatever the pacing; returns the seconds it took."""
         began = time.perf_counter()
         self._refresh(list(engines), fleet, now_ms)
         took = time.perf_counter() - began
         self.metrics.gauge_refresh.set(took)
-        self._next_refresh_ms = now_ms + int(took / REFRESH_SHARE * 1000)
+        return took
 
     def _refresh(self, engines: list[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         m = self.metrics

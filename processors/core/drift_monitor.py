@@ -509,6 +509,11 @@ class DriftMonitor:
         self._judged_at: dict[str, int] = {}
         self._updated_at: dict[str, int] = {}  # event time of each series' last update (in memory; see evict)
         self._said: dict[tuple[tuple[str, str], ...], tuple[Verdict | None, str]] = {}  # last verdict, in words
+        # What is derived from a series' state, kept until it changes (``_changed``): the series the timer judged
+        # with nothing to report, and ``figures``. At 10,000 mostly quiet series, judging every one every tick
+        # was most of a tick's drift time.
+        self._settled: set[str] = set()
+        self._figures: dict[str, dict[str, float | str]] = {}
 
     def series(self) -> list[str]:
         return [key for key, _ in self.state.items()]
@@ -526,6 +531,7 @@ class DriftMonitor:
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
             if drift is not None:
+                self._changed(key)
                 first, end = bounds[s], bounds[s + 1]
                 drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in cells.items()})
 
@@ -539,6 +545,7 @@ class DriftMonitor:
                 gone.append(key)
         for key in gone:
             self.state.delete(key)
+            self._changed(key)
             self._updated_at.pop(key, None)
             self._judged_at.pop(key, None)
             service, model = series_parts(key)[:2]
@@ -546,8 +553,18 @@ class DriftMonitor:
                 self._said.pop((("service", service), ("model", model), ("feature", feature)), None)
         return len(gone)
 
+    def restore(self, key: str, blob: bytes) -> None:
+        self.state.restore(key, blob)
+        self._changed(key)
+
     def figures(self, key: str) -> dict[str, float | str]:
         """The confidence mean change and each judged feature's last verdict (KS, PSI, whether it drifted)."""
+        kept = self._figures.get(key)
+        if kept is None:
+            kept = self._figures[key] = self._computed_figures(key)
+        return dict(kept)
+
+    def _computed_figures(self, key: str) -> dict[str, float | str]:
         drift = self.state.get(key)
         out: dict[str, float | str] = {}
         if drift is None:
@@ -560,6 +577,26 @@ class DriftMonitor:
             out[f"{feature}_ks"], out[f"{feature}_ks_p"] = v.ks, v.ks_p
             out[f"{feature}_psi"], out[f"{feature}_psi_band"] = v.psi, psi_band(v.psi)
             out[f"{feature}_ks_needed"], out[f"{feature}_drifted"] = v.ks_needed, float(v.drifted)
+        return out
+
+    def observe_all(self, now_ms: int,
+                    open_rules: Mapping[tuple[tuple[str, str], ...], frozenset[str]]) -> list[Observation]:
+        """The timer's judgement of every series (``observe``, forced, with ``open_rules``): a series judged with
+        nothing to report and unchanged since has nothing to report now either, unless an incident opened on it."""
+        held = set()
+        for labels, rules in open_rules.items():
+            if not rules.isdisjoint(DRIFT_RULES):
+                named = dict(labels)
+                held.add(series_key((named.get("service"), named.get("model"))))
+        out: list[Observation] = []
+        for key in self.series():
+            if key in self._settled and key not in held:
+                continue
+            found = self.observe(key, now_ms, force=True, open_rules=open_rules)
+            if found:
+                out += found
+            else:
+                self._settled.add(key)
         return out
 
     def observe(self, key: str, now_ms: int, force: bool = False,
@@ -629,7 +666,12 @@ class DriftMonitor:
         for f in FEATURES if feature is None else (feature,):
             drift.rebaseline(f, now_ms)
         self.state.touch(key)
+        self._changed(key)
         return True
+
+    def _changed(self, key: str) -> None:
+        self._settled.discard(key)
+        self._figures.pop(key, None)
 
     def rebaseline_for_alert(self, event: AlertEvent) -> bool:
         """After a drift incident is resolved or acknowledged, its feature's reference starts over (when

@@ -249,8 +249,7 @@ class PartitionEngine:
         open_rules = self.policy.open_rules()
         observations = _in_order(self.latency.observe_series(self.latency.series(), now_ms, open_rules))
         observations += _in_order(self.traffic.observe_series(self.traffic.series(), now_ms, open_rules))
-        for s in self.drift.series():
-            observations += self.drift.observe(s, now_ms, force=True, open_rules=open_rules)
+        observations += self.drift.observe_all(now_ms, open_rules)
         observations += self.quality.observe(now_ms)  # every series: windows move with time, not only with data
         attempts = self._attempts.get(ATTEMPTS_KEY)
         if attempts is not None and (attempts.attempts or attempts.reported):
@@ -371,7 +370,10 @@ class PartitionEngine:
             if slots.state.namespace == namespace:
                 slots.restore(key, blob)
                 return
-        for state in (self.drift.state, self._attempts, self._policy, *self.quality.states()):
+        if namespace == self.drift.state.namespace:
+            self.drift.restore(key, blob)
+            return
+        for state in (self._attempts, self._policy, *self.quality.states()):
             if state.namespace == namespace:
                 state.restore(key, blob)
                 return

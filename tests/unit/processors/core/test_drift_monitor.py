@@ -260,3 +260,63 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
         DriftConfig(looks_per_block=0)
     assert DriftConfig().look_alpha == pytest.approx(0.001 / 15)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_timer_judging_only_changed_or_held_series_reports_what_judging_every_series_would(seed: int) -> None:
+    """``observe_all`` skips series judged with nothing to say and unchanged since; through shifts that fire,
+    incidents opening and closing on quiet series, rebaselines, eviction and a restore, it reports exactly what
+    observing every series (forced) reports, and the kept ``figures`` are the computed ones."""
+    rng = np.random.default_rng(seed)
+    config = DriftConfig(reference_size=300, block_size=100, min_current=50, recent_size=20)
+    monitor = DriftMonitor(config)
+    keys = [f"svc-{i}\x1fmodel-{i % 2}" for i in range(8)]
+    shifted: set[str] = set()
+    open_rules: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
+    offset, now = 0, 1_700_000_000_000
+    fired = skipped = 0
+    snapshots: dict[str, bytes] = {}
+    for step in range(150):
+        if step == 80:  # references filled by now: three series shift
+            shifted.update(keys[:3])
+        action = rng.random()
+        if action < 0.6:
+            chosen = sorted(set(rng.choice(keys, size=int(rng.integers(1, 4))).tolist()))
+            n = int(rng.integers(20, 150))
+            inverse = rng.integers(0, len(chosen), n)
+            calls = traffic(n, rng)
+            for i, key in enumerate(chosen):
+                if key in shifted:
+                    calls["confidence"][inverse == i] *= 0.6
+                    calls["latency"][inverse == i] *= 3.0
+            offset += 1
+            monitor.update(chosen, inverse, calls, offset, now)
+        elif action < 0.7:  # an incident opens or closes on some series, quiet or not
+            service, model = rng.choice(keys).split("\x1f")
+            labels = tuple(sorted((("service", service), ("model", model),
+                                   *((("feature", "latency"),) if rng.random() < 0.5 else ()))))
+            rule = "distribution_drift" if len(labels) == 3 else "confidence_drift"
+            if labels in open_rules:
+                del open_rules[labels]
+            else:
+                open_rules[labels] = frozenset({rule})
+        elif action < 0.75:
+            monitor.rebaseline(str(rng.choice(keys)), str(rng.choice(FEATURES)), now)
+        elif action < 0.8:
+            monitor.evict(now, 200_000)
+        elif action < 0.85:  # a series' state taken now, or an earlier one restored (as after a reassignment)
+            key = str(rng.choice(keys))
+            state = monitor.state.get(key)
+            if key in snapshots and rng.random() < 0.5:
+                monitor.restore(key, b"\x00" * 8 + snapshots.pop(key))
+            elif state is not None:
+                snapshots[key] = state.to_bytes()
+        now += int(rng.choice([1_000, 5_000, 30_000]))
+        every = [obs for key in monitor.series() for obs in monitor.observe(key, now, force=True,
+                                                                             open_rules=open_rules)]
+        skipped += len(monitor._settled)
+        assert monitor.observe_all(now, open_rules) == every
+        fired += sum(obs.severity is not None for obs in every)
+        for key in keys:
+            assert monitor.figures(key) == monitor._computed_figures(key)
+    assert fired and skipped  # the history fired, and series were skipped
