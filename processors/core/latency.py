@@ -168,7 +168,7 @@ class LatencyMonitor:
             return {}
         config = self.config
         codes = self.index.codes(series)
-        count, figures = self.window_quantiles(series, config.alert_window_s, now_ms)
+        count, figures = self.window_quantiles(series, config.alert_window_s, now_ms, codes=codes)
         # the k-th slowest call must be over a threshold too, k from the binomial noise of that percentile
         p95, p99, guard95, guard99 = figures[:, 1], figures[:, 2], figures[:, 3], figures[:, 4]
         enough = count >= config.min_samples
@@ -199,10 +199,11 @@ class LatencyMonitor:
         return out
 
     def window_quantiles(self, series: Sequence[str], window_s: int, now_ms: int, *, ttft: bool = False,
-                         guards: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                         guards: bool = True, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(count per series, per series p50, p95, p99 and the two guard quantiles) over the window, NaN where a
         series has no calls; a guard is NaN when more breaching calls are needed than there are calls. ``ttft``:
-        of time to first token instead of latency; ``guards=False`` leaves the guard columns NaN (not needed).
+        of time to first token instead of latency; ``guards=False`` leaves the guard columns NaN (not needed);
+        ``codes``: the series' codes, when the caller has them.
 
         Exactly what merging each series' slot sketches and asking ``LatencySketch.quantiles`` gives
         (``_computed_quantiles``), kept per series until its window changes (``WindowCache``): the timer asks
@@ -217,7 +218,8 @@ class LatencyMonitor:
             count, figures, until = self._computed_quantiles(keys, window_s, now_ms, ttft, guards)
             return np.column_stack((count, figures)), until
 
-        rows = cache.rows(slots, series, self.index.codes(series), now_ms // slots.interval_ms, compute)
+        codes = self.index.codes(series) if codes is None else codes
+        rows = cache.rows(slots, series, codes, now_ms // slots.interval_ms, compute)
         return rows[:, 0].astype(np.int64), rows[:, 1:]
 
     def _computed_quantiles(self, series: Sequence[str], window_s: int, now_ms: int, ttft: bool,

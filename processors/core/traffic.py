@@ -148,9 +148,10 @@ class TrafficMonitor:
         summed = np.sum([p.values for p in parts], axis=0) if parts else np.zeros(len(COLUMNS), dtype=np.int64)
         return dict(zip(COLUMNS, summed.tolist(), strict=True))
 
-    def window_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> np.ndarray:
+    def window_matrix(self, series: Sequence[str], window_s: int, now_ms: int,
+                      codes: np.ndarray | None = None) -> np.ndarray:
         """Totals over the window, one row per series, one column per COLUMNS; kept per series until its window
-        changes (``WindowCache``)."""
+        changes (``WindowCache``). ``codes``: the series' codes, when the caller has them."""
         cache = self._windows.get(window_s)
         if cache is None:
             cache = self._windows[window_s] = WindowCache(len(COLUMNS), np.int64)
@@ -158,7 +159,8 @@ class TrafficMonitor:
         def compute(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
             return self._computed_matrix(keys, window_s, now_ms)
 
-        return cache.rows(self.slots, series, self.index.codes(series), now_ms // self.slots.interval_ms, compute)
+        codes = self.index.codes(series) if codes is None else codes
+        return cache.rows(self.slots, series, codes, now_ms // self.slots.interval_ms, compute)
 
     def _computed_matrix(self, series: Sequence[str], window_s: int, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """``window_matrix`` computed, and the slot of time until which each series' window holds the same slots."""
@@ -188,9 +190,9 @@ class TrafficMonitor:
             return {}
         c = self.config
         codes = self.index.codes(series)
-        t = self.window_matrix(series, c.window_s, now_ms)
+        t = self.window_matrix(series, c.window_s, now_ms, codes)
         short_s = min(c.active_window_s, c.window_s)
-        r = self.window_matrix(series, short_s, now_ms) if short_s < c.window_s else t  # the recent part
+        r = self.window_matrix(series, short_s, now_ms, codes) if short_s < c.window_s else t  # the recent part
         severity = self._severities(t, r)
         wanted = np.flatnonzero(severity.any(axis=1)) if not (emit_all or open_rules) else np.arange(len(series))
         out: dict[int, list[Observation]] = {}

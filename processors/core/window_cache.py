@@ -45,9 +45,13 @@ class WindowCache:
         self._grow(int(codes.max()) + 1)
         owners = self._owners
         valid = (self._since[codes] <= now_slot) & (now_slot < self._until[codes])
-        valid &= ~slots.changed_since(series, self._marks[codes])
-        valid &= np.fromiter((owners[code] == key for code, key in zip(codes.tolist(), series, strict=True)),
-                             dtype=bool, count=len(series))
+        kept = np.flatnonzero(valid)  # still in time: does the row hold this series, unchanged since?
+        if kept.size:
+            keys = [series[i] for i in kept.tolist()]
+            at = codes[kept]
+            valid[kept] = ~slots.changed_since(keys, self._marks[at]) & np.fromiter(
+                (owners[code] == key for code, key in zip(at.tolist(), keys, strict=True)), dtype=bool,
+                count=kept.size)
         missing = np.flatnonzero(~valid)
         if missing.size:
             mark = slots.mark()
