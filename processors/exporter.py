@@ -241,9 +241,10 @@ def _held(series: list[str], gauges: tuple[BoundedLabels, ...]) -> list[str]:
     cap, else those a gauge has a child of. The others are not computed: the cap, not the number of series, bounds a
     refresh (at 10,000 series one took seconds, holding the event loop). Their samples count as folded, one per
     series and gauge."""
-    if any(gauge.series() < gauge.max_series for gauge in gauges):
+    if not all(gauge.full() for gauge in gauges):
         return series
-    held = [s for s in series if any(gauge.holds(*series_parts(s)[:2]) for gauge in gauges)]
+    heads = set().union(*(gauge.heads() for gauge in gauges))
+    held = [s for s in series if series_parts(s)[:2] in heads]
     for gauge in gauges:
         gauge.fold(len(series) - len(held))
     return held

@@ -28,7 +28,7 @@ class BoundedLabels:
         self.metric = metric
         self.max_series = max_series
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
-        self._heads: set[tuple[str, ...]] = set()  # the (service, model) of every child, for ``holds``
+        self._heads: set[tuple[str, ...]] = set()  # the (service, model) of every child (``heads``)
         self._folded = folded.labels(metric=name)
         self._other: MetricWrapperBase | None = None
 
@@ -47,9 +47,13 @@ class BoundedLabels:
         self._heads.add(values[:2])
         return child
 
-    def holds(self, service: str, model: str) -> bool:
-        """Whether a label set starting (service, model) has or can still get a child of its own (not ``other``)."""
-        return len(self._children) < self.max_series or (service, model) in self._heads
+    def full(self) -> bool:
+        """No new label set gets a child of its own any more."""
+        return len(self._children) >= self.max_series
+
+    def heads(self) -> set[tuple[str, ...]]:
+        """The (service, model) every child's label set starts with (a copy)."""
+        return set(self._heads)
 
     def fold(self, samples: int) -> None:
         """Count samples folded without being looked up (the caller skipped label sets the cap left out)."""
