@@ -16,7 +16,7 @@ Figures (scoring in alert_scoring.py): recall per kind, pages per injected incid
 been if every firing member alert paged (``member_firings_per_incident``), false pages per control day by
 priority (quick scales its hours to a day), detection delay p50/p95 in event time, resolve delay after an
 incident ends (budget and A/B regressions excluded: they do not resolve by design), and the two drift figures
-of bench/drift_quality.py when that module is present.
+of bench/drift_quality.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import alert_budgets
+from bench import alert_budgets, drift_quality
 from bench.alert_fleet import (
     DEFAULT_RATE,
     PARTITIONS,
@@ -291,10 +291,6 @@ def _number(value: Any) -> float | None:
 
 def _drift(quick: bool, sizes: tuple[int, int, int] | None) -> tuple[dict[str, Any], str]:
     """The drift figures of bench/drift_quality.py (another part of issue #13), or why they are missing."""
-    try:
-        from bench import drift_quality  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return {}, f"missing: bench/drift_quality.py not importable ({exc})"
     try:
         return dict(drift_quality.measure(quick, sizes=sizes)), "from bench/drift_quality.py"
     except Exception as exc:  # its failure must not cost this benchmark its figures
