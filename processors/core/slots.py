@@ -120,16 +120,7 @@ class SlotSeries(Generic[T]):
     def window(self, series: str, window_s: int, now_ms: int) -> list[T]:
         """The slots of ``series`` covering the last ``window_s`` seconds up to ``now_ms`` (folded ones that
         reach into them included)."""
-        slots = self._by_series.get(series, {})
-        newest = now_ms // self.interval_ms
-        oldest = newest - window_s * 1000 // self.interval_ms
-        if newest - oldest < len(slots):  # a short window of a long history: look its slots up
-            parts = [item for item in map(slots.get, range(oldest + 1, newest + 1)) if item is not None]
-        else:
-            parts = [item for slot, item in slots.items() if oldest < slot <= newest]
-        if self._folded_to.get(series, _NONE) > oldest:
-            parts += [item for first, (last, item) in self._folded[series].items() if last > oldest and first <= newest]
-        return parts
+        return self.window_span(series, window_s, now_ms)[0]
 
     def window_span(self, series: str, window_s: int, now_ms: int) -> tuple[list[T], int]:
         """``window``'s slots, and the first slot of time (``now_ms // interval``) at which they change unless the
