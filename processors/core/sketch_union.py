@@ -66,25 +66,8 @@ class SketchUnion:
         if counted.size == 0:
             return figures
         ranks = qs * (count - 1)[:, None]
-        filled = np.zeros(0, dtype=np.int64)
-        if self._blocks:
-            blocks = self._blocks
-            sizes = np.fromiter((b.size for b in blocks), dtype=np.int64, count=len(blocks))
-            los = np.asarray(self._los, dtype=np.int64)
-            block_owners = np.asarray(self._block_owners, dtype=np.int64)
-            top = np.full(n, np.iinfo(np.int64).min)
-            np.maximum.at(top, block_owners, los + sizes - 1)
-            # Only the filled buckets: a store spans its lowest to its highest bucket (a few calls over ~2 decades
-            # of latency span hundreds of buckets, nearly all empty), and an empty bucket never holds a rank.
-            everything = np.concatenate(blocks)
-            filled = np.flatnonzero(everything)
-        if filled.size:
-            block_starts = np.r_[0, np.cumsum(sizes)[:-1]]
-            block = np.searchsorted(block_starts, filled, side="right") - 1
-            owner = block_owners[block]
-            keys = los[block] + (filled - block_starts[block])
-            counts = everything[filled]
-            keys = np.maximum(keys, top[owner] - self._max_buckets + 1)  # the union's fold of its lowest buckets
+        owner, keys, counts = self._filled_buckets()
+        if keys.size:
             order = np.lexsort((keys, owner))
             owner, keys, counts = owner[order], keys[order], counts[order]
             first = np.flatnonzero(np.r_[True, (owner[1:] != owner[:-1]) | (keys[1:] != keys[:-1])])
@@ -108,6 +91,27 @@ class SketchUnion:
         estimate = np.where(qs == 0.0, low[:, None], np.where(qs == 1.0, high[:, None], estimate))
         figures[counted] = estimate[counted]
         return figures
+
+    def _filled_buckets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(owner, bucket key, count) of every filled bucket of every sketch, each owner's lowest buckets folded as
+        its union folds them. Only the filled ones: a store spans its lowest to its highest bucket (a few calls
+        over ~2 decades of latency span hundreds of buckets, nearly all empty), and an empty one never holds a
+        rank."""
+        if not self._blocks:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        sizes = np.fromiter((b.size for b in self._blocks), dtype=np.int64, count=len(self._blocks))
+        los = np.asarray(self._los, dtype=np.int64)
+        block_owners = np.asarray(self._block_owners, dtype=np.int64)
+        top = np.full(self.owners, np.iinfo(np.int64).min)
+        np.maximum.at(top, block_owners, los + sizes - 1)
+        everything = np.concatenate(self._blocks)
+        filled = np.flatnonzero(everything)
+        block_starts = np.r_[0, np.cumsum(sizes)[:-1]]
+        block = np.searchsorted(block_starts, filled, side="right") - 1
+        owner = block_owners[block]
+        keys = np.maximum(los[block] + (filled - block_starts[block]), top[owner] - self._max_buckets + 1)
+        return owner, keys, everything[filled]
 
     def _summed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._totals is None:
