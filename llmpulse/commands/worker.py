@@ -35,7 +35,7 @@ def worker(
 
     from llmpulse.processors.app import Worker
     from llmpulse.processors.settings import ProcessorSettings
-    from llmpulse.processors.startup import settle_heap, wait_for_kafka
+    from llmpulse.processors.startup import one_native_thread, settle_heap, wait_for_kafka
     from llmpulse.processors.topics import TopicLayoutError, ensure_topics
 
     overrides = {
@@ -72,4 +72,5 @@ def worker(
     # it can spin on every record, and every aiokafka and faust debug line is then built (~5% of the CPU).
     runner.spinner = None
     settle_heap()
+    one_native_thread()
     runner.execute_from_commandline()

@@ -212,7 +212,7 @@ def _bits(indices: Iterable[int], words: int) -> np.ndarray:
 class Screen:
     """Candidate texts for each of a fixed list of regexes (see the module docstring)."""
 
-    __slots__ = ("_branch_mask", "_branch_regex", "_charmap", "_code_of", "_gram_index", "_gram_mask",
+    __slots__ = ("_branch_mask", "_branch_owner", "_charmap", "_code_of", "_gram_index", "_gram_mask",
                  "n_regexes")
 
     def __init__(self, regexes: Sequence[Screened]) -> None:
@@ -226,8 +226,7 @@ class Screen:
         branches = [branch for req in requirements for branch in req]
         # (words, branches): a branch is met when a text holds every literal set of its mask.
         self._branch_mask = np.column_stack([_bits((column[s] for s in b), words) for b in branches])
-        owner = np.repeat(np.arange(len(requirements)), [len(req) for req in requirements])
-        self._branch_regex = (owner[:, None] == np.arange(len(requirements))).astype(np.float32)
+        self._branch_owner = np.repeat(np.arange(len(requirements)), [len(req) for req in requirements])  # its regex
         self.n_regexes = len(requirements)
 
     def _codes(self, joined: str) -> np.ndarray:
@@ -251,8 +250,13 @@ class Screen:
             for word, masks in enumerate(self._gram_mask):
                 present[word, doc] = np.bitwise_or.reduceat(masks.take(slots), first)
         need = self._branch_mask[:, None, :]
-        met = ((present[:, :, None] & need) == need).all(axis=0)  # (texts, branches)
-        return met.astype(np.float32) @ self._branch_regex > 0
+        texts, branches = np.nonzero(((present[:, :, None] & need) == need).all(axis=0))  # (text, branch) met
+        # A regex may match where any of its branches is met. Scattered rather than a (texts x branches) @
+        # (branches x regexes) product: a float matmul runs in OpenBLAS, whose threads spin on another core
+        # after every large product (measured: half the worker's CPU time at a few thousand calls per batch).
+        candidates = np.zeros((n, self.n_regexes), dtype=bool)
+        candidates[texts, self._branch_owner.take(branches)] = True
+        return candidates
 
 
 def _runs(texts: Sequence[str], hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
