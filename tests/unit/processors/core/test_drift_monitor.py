@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from llmpulse.processors.core.alert_policy import Observation
-from llmpulse.processors.core.drift import BinnedDistribution, MeanDrift
+from llmpulse.processors.core.drift import BinnedDistribution, MeanDrift, ks_counts
 from llmpulse.processors.core.drift_monitor import (
     _EDGES,
     FEATURES,
     DriftConfig,
     DriftMonitor,
     SeriesDrift,
+    batch_cells,
+    residual_counts,
+    size_offsets,
 )
 
 KEY = "checkout\x1fgpt-4o"
@@ -320,3 +323,57 @@ def test_the_timer_judging_only_changed_or_held_series_reports_what_judging_ever
         for key in keys:
             assert monitor.figures(key) == monitor._computed_figures(key)
     assert fired and skipped  # the history fired, and series were skipped
+
+
+def _natural_look_by_look(cells: np.ndarray, config: DriftConfig, classes: int, bins: int) -> float:
+    """The natural variation as defined: at every look while the reference fills (each ``look_size`` values, up to
+    the look that completes it), the KS distance between the window (the latest ``looks_per_block`` looks' values)
+    and the reference values before it, once both hold ``block_size``; the largest. Computed afresh at each look
+    from the series' whole stream of cells, with no ring."""
+    size, ring, natural = config.look_size, config.looks_per_block, 0.0
+    look = 1
+    while look * size <= cells.size and (look - 1) * size < config.reference_size:
+        settled_end = max(0, look - ring) * size
+        reference = np.bincount(cells[:settled_end], minlength=classes * bins).reshape(classes, bins)
+        window = np.bincount(cells[settled_end : look * size], minlength=classes * bins).reshape(classes, bins)
+        if reference.sum() >= config.block_size and window.sum() >= config.block_size:
+            if classes > 1:
+                offsets = size_offsets(reference)
+                reference, window = residual_counts(reference, offsets), residual_counts(window, offsets)
+            else:
+                reference, window = reference[0], window[0]
+            natural = max(natural, ks_counts(reference, window).statistic)
+        look += 1
+    return natural
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_natural_variation_of_series_fed_together_in_batches_is_the_one_defined_look_by_look(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    config = DriftConfig(reference_size=1500, block_size=200, looks_per_block=int(rng.integers(2, 6)))
+    monitor, keys = DriftMonitor(config), [f"svc-{i}\x1fgpt-4o" for i in range(3)]
+    streams: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in keys}
+    offset = 0
+    while min(sum(len(part["latency"]) for part in streams[key]) for key in keys) < 1800:
+        n = int(rng.integers(1, 700))
+        inverse = rng.integers(0, len(keys), n)
+        calls = traffic(n, rng)
+        calls["latency"] *= np.where(rng.random(n) < 0.3, 2.0, 1.0) ** (offset % 3)  # the mix swings a little
+        offset += 1
+        monitor.update(keys, inverse, calls, offset)
+        for s, key in enumerate(keys):
+            streams[key].append({name: column[inverse == s] for name, column in calls.items()})
+    measured = 0
+    for key in keys:
+        whole = {name: np.concatenate([part[name] for part in streams[key]]) for name in FEATURES}
+        cells = batch_cells(whole["confidence"], whole["latency"], whole["tokens"])
+        state = dict(monitor.state.items())[key]
+        for feature in FEATURES:
+            drift = state.features[feature]
+            classes, bins = drift.reference.shape
+            expected = _natural_look_by_look(cells[feature][cells[feature] >= 0], config, classes, bins)
+            assert drift.frozen
+            assert drift.natural == expected  # bit for bit
+            measured += expected > 0
+    assert measured == len(keys) * len(FEATURES)
+
