@@ -10,11 +10,11 @@ import pytest
 
 from llmpulse.processors.core.counter_bytes import (
     _pack_array,
-    _pack_listed,
     decode_bucket_counts,
     encode_bucket_counts,
     encode_counts,
     pack_counts,
+    pack_listed,
     pack_varints,
     read_varint,
     unpack_counts,
@@ -87,7 +87,7 @@ def test_varint_counts_round_trip_and_python_and_numpy_write_the_same_bytes(seed
     np.testing.assert_array_equal(decoded, counts)
     assert end == len(blob)
     where = np.flatnonzero(counts)
-    listed = _pack_listed(counts.size, where.tolist(), counts[where].tolist())
+    listed = pack_listed(counts.size, where.tolist(), counts[where].tolist())
     assert listed == blob  # the plain-Python path (a slot's few counters) and numpy's agree byte for byte
     if where.size:
         assert _pack_array(counts.size, where, counts[where], counts != 0) == blob

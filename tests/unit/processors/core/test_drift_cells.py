@@ -125,3 +125,85 @@ def test_sub_blocks_persisted_with_larger_looks_are_restored_wider_not_wrapped()
     kept = restored.features["latency"]
     assert int(kept.ring.max()) == 190 and int(kept.window.max()) == 190
     assert np.array_equal(kept.ring, drift.features["latency"].ring)
+
+
+def _allocated(config: DriftConfig) -> SeriesDrift:
+    """A series whose features hold their counter arrays from the start, as every feature did before features
+    counted their first look in a dict: the oracle."""
+    drift = SeriesDrift(config)
+    for feature in drift.features.values():
+        feature._allocate()
+    return drift
+
+
+@pytest.mark.parametrize("config", [CONFIG, DriftConfig()], ids=["small-blocks", "defaults"])
+@pytest.mark.parametrize("seed", [5, 19])
+def test_a_series_counting_its_first_look_in_a_dict_persists_and_decides_what_counter_arrays_did(
+        config: DriftConfig, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lazy, eager = SeriesDrift(config), _allocated(config)
+    held_first = allocated = restored_first = 0
+    for step in range(160):
+        calls = batch(rng, int(rng.choice([1, 2, 3, 9, 40, 150])))
+        if step > 120:
+            calls["latency"] = calls["latency"] * 3.0
+        lazy.update(calls)
+        eager.update(calls)
+        assert lazy.to_bytes() == eager.to_bytes()
+        assert [lazy.features[f].verdict for f in FEATURES] == [eager.features[f].verdict for f in FEATURES]
+        assert [lazy.features[f].reference_count for f in FEATURES] == [
+            eager.features[f].reference_count for f in FEATURES]
+        held_first += sum(feature._first is not None for feature in lazy.features.values())
+        if rng.random() < 0.15:  # a restart: the persisted state restored, a first look again as a dict
+            lazy = SeriesDrift.from_bytes(lazy.to_bytes(), config)
+            restored_first += sum(feature._first is not None for feature in lazy.features.values())
+            assert lazy.to_bytes() == eager.to_bytes()
+        if rng.random() < 0.05:  # a resolved drift incident: the feature starts over, a dict again
+            lazy.rebaseline("latency", step)
+            eager.rebaseline("latency", step)
+            assert lazy.features["latency"]._first == {}
+        allocated += sum(feature._first is None for feature in lazy.features.values())
+    assert held_first and allocated
+    if config is CONFIG:  # looks every 20 values: judged looks, and restores inside a first look
+        assert restored_first and lazy.features["tokens"].verdict is not None
+
+
+def test_series_that_saw_few_calls_hold_no_counter_arrays() -> None:
+    """Most series of a large fleet see few calls: their drift state stays small (the arrays come at a look)."""
+    rng = np.random.default_rng(2)
+    few = [SeriesDrift(DriftConfig()) for _ in range(200)]
+    for drift in few:
+        drift.update(batch(rng, 30))
+    held = sum(array.nbytes for drift in few for feature in drift.features.values()
+               for array in (feature._reference, feature._window, feature._ring) if array is not None)
+    assert held == 0
+    busy = SeriesDrift(DriftConfig())
+    busy.update(batch(rng, 150))  # past its first look
+    assert busy.features["latency"].ring.nbytes > 10_000
+
+
+@pytest.mark.parametrize("config", [CONFIG, DriftConfig()], ids=["small-blocks", "defaults"])
+def test_the_value_that_completes_the_first_look_takes_the_look(config: DriftConfig) -> None:
+    lazy, eager = SeriesDrift(config), _allocated(config)
+    size = config.look_size
+    for n in (size // 3, size - size // 3):  # the second batch ends the first look exactly
+        calls = {"confidence": np.full(n, 0.9), "latency": np.full(n, 1.0), "tokens": np.full(n, 100.0)}
+        lazy.update(calls)
+        eager.update(calls)
+        assert lazy.to_bytes() == eager.to_bytes()
+    assert [lazy.features[f].ring_pos for f in FEATURES] == [1, 1, 1]
+
+
+def test_odd_persisted_counts_outside_a_first_look_are_restored_as_they_were() -> None:
+    """A blob whose position and settled count say "first look" but whose counts say otherwise (written by hand, or
+    by a version that kept its counters another way) is held as counter arrays, as before, not cut to a dict."""
+    for odd in ("later sub-block", "reference"):
+        drift = _allocated(CONFIG)
+        feature = drift.features["tokens"]
+        if odd == "later sub-block":
+            feature.ring[2, 0, 5] = 3
+        else:
+            feature.reference[0, 5] = 3
+        restored = SeriesDrift.from_bytes(drift.to_bytes(), CONFIG)
+        assert restored.features["tokens"]._first is None
+        assert restored.to_bytes() == drift.to_bytes()
