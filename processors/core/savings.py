@@ -381,8 +381,12 @@ class SavingsTracker:
         targets = group_service * spread + group_day  # (service, day) of each group
         if spread == 1 and group_service[0] == group_service[-1]:  # one day and service (the usual record)
             splits: list[tuple[int, np.ndarray]] = [(int(targets[0]), np.arange(groups.shape[0]))]
-        else:
-            splits = [(int(t), np.flatnonzero(targets == t)) for t in np.unique(targets).tolist()]
+        else:  # each (service, day)'s groups in their order: one stable sort, not a mask per (service, day)
+            order = np.argsort(targets, kind="stable")
+            firsts, starts = np.unique(targets[order], return_index=True)
+            ends = [*starts[1:].tolist(), order.shape[0]]
+            splits = [(target, order[start:end])
+                      for target, start, end in zip(firsts.tolist(), starts.tolist(), ends, strict=True)]
         per_key: dict[str, list[np.ndarray]] = {}
         for target, members in splits:
             service = service_values[target // spread]
