@@ -36,7 +36,7 @@ from llmpulse.schemas.single_object import DecodeError, SchemaCodec
 
 _DTYPES = {"q": "<i8", "d": "<f8", "i": "<i4", "B": "u1"}
 _DTYPE_OF = {name: np.dtype(_DTYPES[typecode]) for name, (typecode, _fill) in PACKED.items()}
-_FEW_CODES = 32  # up to this many codes, their range is checked in Python
+_FEW_CODES = 64  # up to this many codes, their range is checked in Python (numpy is faster from ~90)
 _RENAMED = {"request_model": "model"}
 CHECKED_TOGETHER_BELOW = 128  # calls: smaller records are checked together (check_all)
 _IGNORED = {"prompt_chars", "response_chars", "feature_version", "response_model",
