@@ -316,15 +316,15 @@ class FeatureDrift:
                 # verdict would be replaced unread (a later look holds at least as many values).
                 self._look(judge=flat.size - start < size)
 
-    def _first_look_of(self, settled: int, pos: int, fill: int, natural: float, verdict: Verdict | None,
-                       reference: np.ndarray, ring: np.ndarray) -> bool:
+    def _first_look_of(self, frozen: bool, settled: int, pos: int, fill: int, natural: float,
+                       verdict: Verdict | None, reference: np.ndarray, ring: np.ndarray) -> bool:
         """Restore persisted counts that are still the first look (as ``_first``, no arrays); False otherwise."""
         looks = self._config.looks_per_block
-        if (settled or pos or natural or verdict is not None or fill >= self._config.look_size
+        if (frozen or settled or pos or natural or verdict is not None or fill >= self._config.look_size
                 or ring.size != looks * reference.size or reference.any()):
             return False
         cells = np.flatnonzero(ring)
-        if cells.size and (int(cells[-1]) >= reference.size or int(ring.sum()) != fill):
+        if cells.size and (int(cells[-1]) >= reference.size or int(ring.sum()) != fill or int(ring.min()) < 0):
             return False  # counts beyond sub-block 0, or not the first look's
         self._first = dict(zip(cells.tolist(), ring[cells].tolist(), strict=True))
         self.ring_fill = fill
@@ -468,7 +468,7 @@ class FeatureDrift:
         out.rebaselined_at_ms = rebaselined
         if reference.size != out._cells[0] * out._cells[1]:
             return out, offset  # other bins (an older layout): this feature's reference starts over
-        if out._first_look_of(settled, pos, fill, natural, verdict, reference, ring):
+        if out._first_look_of(bool(frozen), settled, pos, fill, natural, verdict, reference, ring):
             return out, offset
         out.reference[:] = reference.reshape(out.reference.shape)
         out.settled, out.frozen, out.natural, out.verdict = settled, bool(frozen), natural, verdict

@@ -197,13 +197,17 @@ def test_the_value_that_completes_the_first_look_takes_the_look(config: DriftCon
 def test_odd_persisted_counts_outside_a_first_look_are_restored_as_they_were() -> None:
     """A blob whose position and settled count say "first look" but whose counts say otherwise (written by hand, or
     by a version that kept its counters another way) is held as counter arrays, as before, not cut to a dict."""
-    for odd in ("later sub-block", "reference"):
+    for odd in ("later sub-block", "reference", "negative count", "frozen with nothing settled"):
         drift = _allocated(CONFIG)
         feature = drift.features["tokens"]
         if odd == "later sub-block":
             feature.ring[2, 0, 5] = 3
-        else:
+        elif odd == "reference":
             feature.reference[0, 5] = 3
+        elif odd == "negative count":
+            feature.ring[0, 0, 5], feature.ring[0, 0, 7], feature.ring_fill = 2, -1, 1
+        else:
+            feature.frozen = True
         restored = SeriesDrift.from_bytes(drift.to_bytes(), CONFIG)
         assert restored.features["tokens"]._first is None
         assert restored.to_bytes() == drift.to_bytes()
