@@ -9,6 +9,7 @@ one dict lookup per (metric, label set) per batch, never per call.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -51,9 +52,9 @@ class BoundedLabels:
         """No new label set gets a child of its own any more."""
         return len(self._children) >= self.max_series
 
-    def heads(self) -> set[tuple[str, ...]]:
-        """The (service, model) every child's label set starts with (a copy)."""
-        return set(self._heads)
+    def heads(self) -> AbstractSet[tuple[str, ...]]:
+        """The (service, model) every child's label set starts with (read-only: the gauge's own set)."""
+        return self._heads
 
     def fold(self, samples: int) -> None:
         """Count samples folded without being looked up (the caller skipped label sets the cap left out)."""

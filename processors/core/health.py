@@ -186,7 +186,7 @@ class _Spend:
 
 @dataclass(slots=True)
 class _Service:
-    totals: np.ndarray | None = None
+    totals: np.ndarray = field(default_factory=lambda: np.zeros(len(INDEX), dtype=np.int64))
     spend: _Spend = field(default_factory=_Spend)
     models: dict[str, _Spend] = field(default_factory=dict)
     drift_judged: bool = False
@@ -275,7 +275,7 @@ def _add_drift(acc: _Service, figures: dict[str, Any]) -> None:
 
 
 def _signals(acc: _Service) -> ServiceSignals:
-    t = acc.totals if acc.totals is not None else np.zeros(len(INDEX), dtype=np.int64)
+    t = acc.totals
     ratings = sum(n for n, _, _ in acc.quality)
     labelled = [(n, a) for n, a, _ in acc.quality if a is not None]
     scored = [(n, m) for n, _, m in acc.quality if m is not None]
