@@ -358,10 +358,10 @@ class BudgetLedger:
             bucket = self._buckets[period][-1]
             for scope in SCOPES:
                 limit = self.limits.limit(scope, period)
-                ranked = sorted(bucket.spend[scope].to_dict().items(), key=lambda kv: -kv[1][0])[:top]
                 rows.extend({"scope": scope, "key": key, "period": period, "bucket_start_ms": bucket.start_ms,
-                             "spent_micros": entry[0], "limit_micros": limit,
-                             "used_ratio": entry[0] / limit if limit else None} for key, entry in ranked)
+                             "spent_micros": spent, "limit_micros": limit,
+                             "used_ratio": spent / limit if limit else None}
+                            for key, spent in bucket.spend[scope].top(top))
         return rows
 
     def to_dict(self) -> dict[str, Any]:

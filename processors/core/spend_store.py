@@ -105,6 +105,20 @@ class SpendTable:
         pairs = np.stack([self.spent[order], self.level[order]], axis=1).tolist()  # nested lists built in C
         return dict(zip(map(self.keys.__getitem__, order.tolist()), pairs, strict=True))
 
+    def top(self, count: int) -> list[tuple[str, int]]:
+        """The ``count`` keys that spent the most, with their spend, most first (of equal spend the least recently
+        charged first, as ``to_dict`` lists them): a partition and a sort of the few that can make it, not of all."""
+        live = np.flatnonzero(self.stamp[: len(self.keys)] != _UNUSED)
+        spent = self.spent[live]
+        if count <= 0:
+            return []
+        if live.shape[0] > count:
+            at_least = np.partition(spent, live.shape[0] - count)[live.shape[0] - count]
+            contenders = spent >= at_least
+            live, spent = live[contenders], spent[contenders]
+        chosen = live[np.lexsort((self.stamp[live], -spent))[:count]].tolist()
+        return [(self.keys[slot], int(self.spent[slot])) for slot in chosen]  # type: ignore[misc]
+
     @classmethod
     def load(cls, entries: dict[str, list[int]], first_stamp: int) -> SpendTable:
         """From ``to_dict``'s shape, whose order is the charge order."""

@@ -192,6 +192,24 @@ def test_user_keys_are_capped_least_recent_first() -> None:
     assert ledger.spent("global", "all", "day", T0) == 300  # global totals are unaffected
 
 
+def test_snapshot_lists_the_top_spenders_as_a_full_sort_would_ties_and_evicted_keys_included() -> None:
+    """The top spenders are chosen without sorting every key: the same keys, spend and order (most first, of equal
+    spend the least recently charged first) as sorting them all, with keys evicted meanwhile left out."""
+    rng = np.random.default_rng(7)
+    ledger = BudgetLedger(BudgetLimits(max_keys_per_scope=400))
+    for batch in range(6):  # 600 users charged over 6 batches, capped at 400: the first ones evicted
+        users = np.array([f"u{i}" for i in rng.permutation(600)[:200]], dtype=object)
+        n = users.shape[0]
+        ledger.apply_batch(np.full(n, T0 + batch, dtype=np.int64), np.array(["s"] * n, dtype=object), users,
+                           np.array(["m"] * n, dtype=object), rng.integers(1, 6, n).astype(np.int64) * 1000)
+    table = ledger.to_dict()["buckets"]["day"][-1]["spend"]["user"]  # least recently charged first
+    full_sort = sorted(table.items(), key=lambda kv: -kv[1][0])
+    for top in (1, 7, 50, 400, 1000):
+        rows = [row for row in ledger.snapshot(top=top) if row["scope"] == "user" and row["period"] == "day"]
+        assert [(row["key"], row["spent_micros"]) for row in rows] == [(k, v[0]) for k, v in full_sort[:top]]
+    assert len({entry[0] for entry in table.values()}) < len(table)  # ties were there to be ordered
+
+
 def test_snapshot_reports_ratio_and_round_trips_through_json() -> None:
     ledger = BudgetLedger(NO_REQUEST_LIMIT)
     charge(ledger, [2_500_000], service="a")
