@@ -22,7 +22,7 @@ import numpy as np
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
-from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.sketch import LatencySketch, add_groups
 from llmpulse.processors.core.sketch_union import SketchUnion
 from llmpulse.processors.core.slots import SlotSeries, series_parts
 from llmpulse.processors.core.window_cache import WindowCache
@@ -78,7 +78,6 @@ class LatencyMonitor:
         def create() -> LatencySketch:
             return LatencySketch(config.relative_accuracy)
 
-        self.sketch_mapping = create().mapping  # the mapping every slot sketch shares
         exact_s = max([config.exact_s, config.alert_window_s, *(w for w in config.windows_s if w < horizon)])
         self.latency = SlotSeries("latency", config.interval_s, horizon, create, LatencySketch.from_bytes,
                                   LatencySketch.merge, exact_s, config.fold_s)
@@ -117,35 +116,14 @@ class LatencyMonitor:
         elif streamed.any():
             self._absorb(self.ttft, keys, group_slots, group[streamed], ttft[streamed], offset, now_ms)
 
-    def _absorb(self, slots: SlotSeries[LatencySketch], keys: list[str], group_slots: list[int], group: np.ndarray,
+    @staticmethod
+    def _absorb(slots: SlotSeries[LatencySketch], keys: list[str], group_slots: list[int], group: np.ndarray,
                 seconds: np.ndarray, offset: int, now_ms: int) -> None:
-        """``LatencySketch.add_many`` of each group's values (``group`` sorted, naming an entry of ``keys`` and
-        ``group_slots``) into its slot sketch, with the figures of every group computed at once."""
+        """Each group's values (``group`` sorted, naming an entry of ``keys`` and ``group_slots``) into its slot
+        sketch, the figures of every group computed at once (``add_groups``)."""
         starts = np.flatnonzero(first_of_runs(group))
-        edges = [*starts.tolist(), group.size]
-        mapping = self.sketch_mapping
-        indexable = seconds > mapping.min_indexable
-        bucket = np.zeros(seconds.size, dtype=np.int64)
-        bucket[indexable] = mapping.keys_of(seconds[indexable])
-        finite = np.isfinite(seconds)
-        all_finite = finite.all()
-        clean = seconds if all_finite else np.where(finite, seconds, 0.0)
-        low = np.minimum.reduceat(clean, starts).tolist()
-        high = np.maximum.reduceat(clean, starts).tolist()
-        indexed = np.add.reduceat(indexable, starts).tolist()
-        fast = [True] * len(edges) if all_finite else (np.add.reduceat(finite, starts) == np.diff(edges)).tolist()
-        for g, code in enumerate(group[starts].tolist()):
-            sketch = slots.for_update(keys[code], group_slots[code], offset, now_ms)
-            if sketch is None:
-                continue
-            lo, hi = edges[g], edges[g + 1]
-            values = seconds[lo:hi]
-            if not fast[g]:  # infinities among them: add_many leaves them out
-                sketch.add_many(values)
-                continue
-            zeros = hi - lo - indexed[g]
-            sketch.add_summarized(hi - lo, float(values.sum()), low[g], high[g], zeros,
-                                  bucket[lo:hi] if not zeros else bucket[lo:hi][indexable[lo:hi]])
+        sketches = [slots.for_update(keys[code], group_slots[code], offset, now_ms) for code in group[starts].tolist()]
+        add_groups(sketches, seconds, starts)
 
     def window(self, series: str, window_s: int, now_ms: int, ttft: bool = False) -> LatencySketch:
         parts = (self.ttft if ttft else self.latency).window(series, window_s, now_ms)

@@ -33,7 +33,7 @@ import numpy as np
 from llmpulse.processors.core.columns import ERROR, FILTERED, OK, RATE_LIMITED, TIMEOUT, CallColumns
 from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.pricing import PICO_PER_MICRO, Rate
-from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.sketch import LatencySketch, add_groups
 from llmpulse.processors.core.slots import SEP
 
 DAY_MS = 86_400_000
@@ -142,8 +142,11 @@ class UserSpend:
         if not codes.shape[0]:
             return
         sort = np.argsort(codes, kind="stable")
-        at = np.searchsorted(self.codes, codes[sort])
         order = np.arange(len(self), len(self) + codes.shape[0], dtype=np.int32)[sort]
+        if not len(self):  # a day's first users (most records of a sparse service): nothing to insert between
+            self.codes, self.micros, self.order = codes[sort].astype(np.int32), micros[sort].astype(np.int64), order
+            return
+        at = np.searchsorted(self.codes, codes[sort])
         self.codes = np.insert(self.codes, at, codes[sort].astype(np.int32))
         self.micros = np.insert(self.micros, at, micros[sort])
         self.order = np.insert(self.order, at, order)
@@ -194,14 +197,16 @@ class DayUsage:
             name = OTHER_OUTCOMES
         self.outcomes[name] = self.outcomes.get(name, 0) + 1
 
-    def add(self, model: str, provider: str, counts: np.ndarray, latency_s: np.ndarray) -> None:
+    def add_counts(self, model: str, provider: str, counts: np.ndarray) -> LatencySketch:
+        """Add to the (model, provider)'s counters (``COUNTERS`` order); returns its latency sketch, for the caller to
+        add those calls' latencies to (``sketch.add_groups`` for many at once)."""
         key = (model, provider)
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = np.zeros(len(COUNTERS), dtype=np.int64)
             self.latency[key] = LatencySketch(self.accuracy)
         row += counts
-        self.latency[key].add_many(latency_s)
+        return self.latency[key]
 
     def charge_users(self, users: Sequence[str], micros: Sequence[int] | np.ndarray, max_users: int) -> None:
         """Add each user's spend; once ``max_users`` names are kept, new users share ``OTHER_USERS``.
@@ -323,16 +328,16 @@ class SavingsTracker:
         order = np.argsort(group_of, kind="stable")
         bounds = np.searchsorted(group_of[order], np.arange(len(groups) + 1))
         matrix = self._counters(calls, cost_micros, order, bounds)
-        latency_s = calls.latency_ms[order] / 1000.0
         touched: dict[str, DayUsage | None] = {}
+        sketches: list[LatencySketch | None] = []  # each group's latency sketch (None: a replayed day)
         for g, code in enumerate(groups.tolist()):
             service, model, provider = keys[code >> _DAY_BITS]
             key = usage_key(day0 + (code & ((1 << _DAY_BITS) - 1)), service or "")
             if key not in touched:  # for_update stamps the offset: ask once per key and batch
                 touched[key] = self.state.for_update(key, offset)
             usage = touched[key]
-            if usage is not None:
-                usage.add(model or "", provider or "", matrix[g], latency_s[bounds[g] : bounds[g + 1]])
+            sketches.append(None if usage is None else usage.add_counts(model or "", provider or "", matrix[g]))
+        add_groups(sketches, calls.latency_ms[order] / 1000.0, bounds[:-1])
         self._charge_users(calls, cost_micros, days, touched)
         self._count_outcomes(calls, days, touched)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmpulse.processors.core.counter_bytes import decode_counts, encode_counts
-from llmpulse.processors.core.sketch import LatencySketch
+from llmpulse.processors.core.sketch import LatencySketch, add_groups
 from tests.support.shared_data import shared_data
 
 ACCURACY = 0.01
@@ -100,6 +100,39 @@ def test_many_small_batches_equal_one_batch() -> None:
     batch.add_many(values)
     np.testing.assert_array_equal(in_pieces.quantiles(QS), batch.quantiles(QS))
     assert in_pieces.to_bytes() == batch.to_bytes()
+
+
+def test_adding_groups_at_once_equals_add_many_per_group() -> None:
+    """``add_groups`` (a monitor's batch: one group per series and slot) leaves every sketch exactly as ``add_many``
+    of its own values would, bytes and all: zeros and negatives, groups holding infinities or NaN, sketches that
+    already hold values, one of another accuracy, and groups whose sketch is None (a replayed record)."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 9, 60)
+    values = rng.lognormal(-0.5, 1.2, int(sizes.sum()))
+    values[rng.choice(values.size, 12, replace=False)] = 0.0
+    values[rng.choice(values.size, 5, replace=False)] = -0.25
+    values[rng.choice(values.size, 4, replace=False)] = math.inf
+    values[rng.choice(values.size, 3, replace=False)] = math.nan
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    edges = [*starts.tolist(), values.size]
+
+    def fresh(g: int) -> LatencySketch | None:
+        if g % 7 == 3:
+            return None
+        sketch = LatencySketch(0.02 if g == 5 else 0.01)
+        if g % 4 == 0:
+            sketch.add_many(np.array([0.3, 1.7, 12.0]))
+        return sketch
+
+    grouped, one_by_one = [fresh(g) for g in range(sizes.size)], [fresh(g) for g in range(sizes.size)]
+    add_groups(grouped, values, starts)
+    for g, sketch in enumerate(one_by_one):
+        if sketch is not None:
+            sketch.add_many(values[edges[g] : edges[g + 1]])
+    assert [s is None or s.to_bytes() for s in grouped] == [s is None or s.to_bytes() for s in one_by_one]
+    assert [s is None or (s.count, s.sum, s.min, s.max) for s in grouped] == [
+        s is None or (s.count, s.sum, s.min, s.max) for s in one_by_one]
+    assert sum(s is not None and s.count > 3 for s in grouped) > 20  # the groups were filled
 
 
 def test_merge_equals_sketch_of_union() -> None:
