@@ -118,6 +118,18 @@ class QualitySlots:
         if vector[RATED] and start_ms > self.rated_ms:
             self.rated_ms = start_ms
 
+    def add_all(self, starts: np.ndarray, vectors: np.ndarray) -> None:
+        """``add`` of each (slot start, vector) in turn (starts distinct); a series holding no slot yet (the first
+        record of each of many series) takes them as they are."""
+        if self.starts.shape[0]:
+            for start_ms, vector in zip(starts.tolist(), vectors, strict=True):
+                self.add(start_ms, vector)
+            return
+        self.starts, self.matrix = starts.astype(np.int64), np.array(vectors, dtype=np.float64)
+        rated = starts[vectors[:, RATED] != 0]
+        if rated.shape[0]:
+            self.rated_ms = max(self.rated_ms, int(rated.max()))
+
     def evict(self, oldest_ms: int) -> None:
         if self.starts.shape[0] and int(self.starts.min()) < oldest_ms:
             kept = self.starts >= oldest_ms
@@ -156,7 +168,7 @@ class VersionBook:
         self.last_route_ms = -1
 
     def seen(self, version: str, first_ms: int, last_ms: int) -> None:
-        row = self.versions.setdefault(version, [first_ms, last_ms, 0, 0, 0, 0])
+        row = self.versions.setdefault(version, [first_ms, last_ms, 0.0, 0.0, 0.0, 0.0])  # floats, as rated() sums
         row[0], row[1] = min(row[0], first_ms), max(row[1], last_ms)
 
     def rated(self, version: str, totals: np.ndarray) -> None:
@@ -367,6 +379,7 @@ class QualityMonitor:
         # cells are sorted by (name, start): each name's cells are one run, found by one search
         bounds = np.searchsorted(cells // unique_starts.size, np.arange(unique_names.size + 1)).tolist()
         called = np.bincount(name_of[:n_calls], minlength=unique_names.size) > 0
+        rated = np.bincount(name_of[n_calls:], minlength=unique_names.size) > 0
         first_ms = np.full(unique_names.size, np.iinfo(np.int64).max, dtype=np.int64)
         last_ms = np.full(unique_names.size, np.iinfo(np.int64).min, dtype=np.int64)
         np.minimum.at(first_ms, name_of[:n_calls], call_ms)
@@ -374,11 +387,10 @@ class QualityMonitor:
         horizon = self.newest_ms - int((self.config.window_s + self.config.reference_s + self.config.slot_s) * 1000)
         books: dict[str, VersionBook | None] = {}
         for i, name in enumerate(unique_names.tolist()):
-            mine = range(bounds[i], bounds[i + 1])
             target = self.state.for_update(name, offset)
             if target is not None:
-                for c in mine:
-                    target.add(int(unique_starts[cells[c] % unique_starts.size]), sums[c])
+                mine = slice(bounds[i], bounds[i + 1])
+                target.add_all(unique_starts[cells[mine] % unique_starts.size], sums[mine])
                 target.evict(horizon)
             service, model, prompt_version = series_parts(name)[:3]
             self._changed[service] = None
@@ -393,7 +405,8 @@ class QualityMonitor:
                 version = version_of(model, prompt_version)
                 if called[i]:
                     book.seen(version, int(first_ms[i]), int(last_ms[i]))
-                book.rated(version, sums[bounds[i] : bounds[i + 1]].sum(axis=0))
+                if rated[i]:  # (a series no feedback joined adds zeros: nothing)
+                    book.rated(version, sums[bounds[i] : bounds[i + 1]].sum(axis=0))
 
     # ---- decisions -------------------------------------------------------------------------------------------
     def observe(self, now_ms: int, services: Iterable[str] | None = None) -> list[Observation]:

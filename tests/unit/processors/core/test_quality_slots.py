@@ -55,3 +55,24 @@ def test_a_slot_costs_its_numbers_and_little_more() -> None:
     for minute in range(76):  # a series' whole reach: window + reference + a slot
         slots.add(minute * MINUTE, np.ones(WIDTH))
     assert slots.starts.nbytes + slots.matrix.nbytes == 76 * 8 * (WIDTH + 1)
+
+
+def test_adding_a_records_slots_at_once_equals_adding_them_one_by_one() -> None:
+    """``add_all`` (a record's slots of one series) leaves a series as ``add`` of each slot in turn would: a new
+    series takes them as they are, one already holding slots gets them added and appended."""
+    rng = np.random.default_rng(5)
+    for earlier in (0, 3):
+        at_once, one_by_one = QualitySlots(), QualitySlots()
+        for k in range(earlier):
+            vector = _vector(rng, rated=k == 1)
+            at_once.add(k * MINUTE, vector)
+            one_by_one.add(k * MINUTE, vector)
+        starts = np.array([2, 3, 5, 9], dtype=np.int64) * MINUTE
+        vectors = np.stack([_vector(rng, rated=k in (1, 2)) for k in range(4)])
+        at_once.add_all(starts, vectors)
+        for start, vector in zip(starts.tolist(), vectors, strict=True):
+            one_by_one.add(start, vector)
+        assert at_once.to_bytes() == one_by_one.to_bytes()
+        assert at_once.rated_ms == one_by_one.rated_ms == 5 * MINUTE
+        vectors[:] = 0.0  # the series keeps its own copy
+        assert at_once.to_bytes() == one_by_one.to_bytes()
