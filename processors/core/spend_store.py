@@ -108,10 +108,10 @@ class SpendTable:
     def top(self, count: int) -> list[tuple[str, int]]:
         """The ``count`` keys that spent the most, with their spend, most first (of equal spend the least recently
         charged first, as ``to_dict`` lists them): a partition and a sort of the few that can make it, not of all."""
-        live = np.flatnonzero(self.stamp[: len(self.keys)] != _UNUSED)
-        spent = self.spent[live]
         if count <= 0:
             return []
+        live = np.flatnonzero(self.stamp[: len(self.keys)] != _UNUSED)
+        spent = self.spent[live]
         if live.shape[0] > count:
             at_least = np.partition(spent, live.shape[0] - count)[live.shape[0] - count]
             contenders = spent >= at_least
