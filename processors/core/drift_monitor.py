@@ -36,7 +36,7 @@ import functools
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -54,14 +54,12 @@ from llmpulse.processors.core.counter_bytes import (
 from llmpulse.processors.core.drift import (
     BinnedDistribution,
     MeanDrift,
-    ks_counts,
-    ks_from_cdf,
     linear_edges,
     log_edges,
     psi_band,
     quantile_groups,
-    smoothed_psi,
 )
+from llmpulse.processors.core.drift_looks import Looks, Verdict, residual_counts, size_offsets
 from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.slots import series_key, series_parts
 
@@ -74,8 +72,6 @@ _EDGES = {
 }
 TOKEN_CLASSES = np.geomspace(1.0, 2.0**20, 21)  # size classes: 0 tokens, [1, 2), [2, 4), ..., 2^20 and more
 _CLASSES = {"latency": TOKEN_CLASSES.size + 1}  # features judged per size class; the others have one class
-MIN_CLASS_VALUES = 10  # a size class with fewer reference values borrows its offset from its neighbours
-MIN_EXPECTED = 5  # PSI uses fewer bins when the window would expect fewer values per bin
 NEVER = -1
 FEW_CELLS = 16  # up to this many values, a feature counts them one by one instead of with a bincount of its cells
 _SERIES = struct.Struct("<4sI")  # magic, length of the MeanDrift state
@@ -122,30 +118,6 @@ class DriftConfig:
         return self.alpha / (self.looks_per_block * len(FEATURES))
 
 
-class Verdict(NamedTuple):
-    """The last look at one feature: sizes compared, KS, PSI, the KS distance it had to reach, the outcome."""
-
-    reference: int
-    current: int
-    ks: float
-    ks_p: float
-    psi: float
-    ks_needed: float
-    drifted: bool
-
-
-def size_offsets(reference: np.ndarray) -> np.ndarray:
-    """Per size class (rows), the reference's mean fine-bin index, rounded: what is typical for that size.
-    Classes with fewer than MIN_CLASS_VALUES values are interpolated from their neighbours."""
-    classes, bins = reference.shape
-    counts = reference.sum(axis=1)
-    known = np.flatnonzero(counts >= MIN_CLASS_VALUES)
-    if classes == 1 or known.size == 0:
-        return np.zeros(classes, dtype=np.int64)
-    centre = (reference[known] @ np.arange(bins)) / counts[known]
-    return np.rint(np.interp(np.arange(classes), known, centre)).astype(np.int64)
-
-
 @functools.cache
 def _zero_counts(size: int) -> bytes:
     """pack_counts of ``size`` zero counters (a reference not yet started)."""
@@ -180,13 +152,6 @@ def batch_cells(confidence: np.ndarray, latency: np.ndarray, tokens: np.ndarray)
             "tokens": _cells(tokens, _EDGES["tokens"])}
 
 
-def residual_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Counts per (size class, fine bin) -> counts per bin relative to the class's offset (2 x bins - 1)."""
-    bins = counts.shape[1]
-    index = (bins - 1 - offsets)[:, None] + np.arange(bins)[None, :]
-    return np.bincount(index.ravel(), weights=counts.ravel(), minlength=2 * bins - 1).astype(np.int64)
-
-
 class FeatureDrift:
     """Reference, current window and last verdict of one feature of one series (see the module docstring).
 
@@ -201,13 +166,13 @@ class FeatureDrift:
     and is created, counted and persisted without numpy.
     """
 
-    __slots__ = ("_cells", "_config", "_dtypes", "_edges", "_first", "_groups", "_offsets", "_reference",
-                 "_reference_bytes", "_reference_cdf", "_reference_residuals", "_ring", "_ring_cells", "_window",
-                 "_window_cells", "frozen", "natural", "rebaselined_at_ms", "ring_fill", "ring_pos", "settled",
-                 "verdict")
+    __slots__ = ("_cells", "_dtypes", "_edges", "_first", "_reference", "_reference_bytes", "_ring", "_ring_cells",
+                 "_window", "_window_cells", "config", "frozen", "natural", "offsets", "psi_groups",
+                 "rebaselined_at_ms", "reference_cdf", "reference_psi", "reference_residuals", "ring_fill", "ring_pos",
+                 "settled", "verdict")
 
     def __init__(self, config: DriftConfig, edges: np.ndarray, classes: int = 1) -> None:
-        self._config = config
+        self.config = config
         self._edges = edges
         self._cells = (classes, edges.size + 1)
         # Counters as narrow as their bound: a sub-block of the ring never holds more than a look's values, the
@@ -235,7 +200,7 @@ class FeatureDrift:
         """The counter arrays, holding the first look's counts so far."""
         if self._first is None:
             return
-        looks, (window_dtype, ring_dtype) = self._config.looks_per_block, self._dtypes
+        looks, (window_dtype, ring_dtype) = self.config.looks_per_block, self._dtypes
         self._reference = np.zeros(self._cells, dtype=np.int32)
         self._window = np.zeros(self._cells, dtype=window_dtype)  # the ring's sum
         self._ring = np.zeros((looks, *self._cells), dtype=ring_dtype)
@@ -268,9 +233,9 @@ class FeatureDrift:
         self.frozen = False
         self.natural = 0.0
         self.verdict: Verdict | None = None
-        self._offsets = np.zeros(self._cells[0], dtype=np.int64)
+        self.offsets = np.zeros(self._cells[0], dtype=np.int64)
         # the complete reference's figures every look compares with, derived once (_derive)
-        self._reference_residuals = self._reference_cdf = self._groups = np.zeros(0)
+        self.reference_residuals = self.reference_cdf = self.psi_groups = self.reference_psi = np.zeros(0)
 
     @property
     def reference_count(self) -> int:
@@ -285,9 +250,11 @@ class FeatureDrift:
         cells = _cells(v, self._edges, None if classes is None else np.asarray(classes).ravel())
         self.add_cells(cells[cells >= 0])
 
-    def add_cells(self, cells: np.ndarray | list[int]) -> None:
-        """Add values already in their cells (``batch_cells``, NaN left out), in arrival order."""
-        size = self._config.look_size
+    def add_cells(self, cells: np.ndarray | list[int], looks: Looks | None = None) -> None:
+        """Add values already in their cells (``batch_cells``, NaN left out), in arrival order. The figures of the
+        looks crossed are left to ``looks`` (the batch's, run once every series is counted) or, without, figured
+        before this returns."""
+        size = self.config.look_size
         if self._first is not None:
             if len(cells) < size - self.ring_fill:  # still the first look: counted in the dict
                 first = self._first
@@ -303,6 +270,8 @@ class FeatureDrift:
                 window[cell] += 1
             self.ring_fill += len(cells)
             return
+        own = looks is None
+        looks = Looks() if looks is None else looks
         flat, start = np.asarray(cells, dtype=np.int64), 0
         while start < flat.size:  # one pass per look crossed, never per value
             take = min(size - self.ring_fill, flat.size - start)
@@ -314,13 +283,15 @@ class FeatureDrift:
             if self.ring_fill >= size:
                 # A verdict is read after the batch, so only the batch's last look is judged: an earlier one's
                 # verdict would be replaced unread (a later look holds at least as many values).
-                self._look(judge=flat.size - start < size)
+                self._look(looks, judge=flat.size - start < size)
+        if own:
+            looks.run()
 
     def _first_look_of(self, frozen: bool, settled: int, pos: int, fill: int, natural: float,
                        verdict: Verdict | None, reference: np.ndarray, ring: np.ndarray) -> bool:
         """Restore persisted counts that are still the first look (as ``_first``, no arrays); False otherwise."""
-        looks = self._config.looks_per_block
-        if (frozen or settled or pos or natural or verdict is not None or fill >= self._config.look_size
+        looks = self.config.looks_per_block
+        if (frozen or settled or pos or natural or verdict is not None or fill >= self.config.look_size
                 or ring.size != looks * reference.size or reference.any()):
             return False
         cells = np.flatnonzero(ring)
@@ -343,21 +314,15 @@ class FeatureDrift:
         self.ring[:] = ring
         self.window[:] = window
 
-    def _residuals(self, counts: np.ndarray) -> np.ndarray:
-        """Counts per fine bin relative to each size class's typical bin (the plain counts for one class)."""
-        return counts[0] if counts.shape[0] == 1 else residual_counts(counts, self._offsets)
-
-    def _look(self, judge: bool = True) -> None:
-        c = self._config
+    def _look(self, looks: Looks, judge: bool) -> None:
+        """The window's turn: what it compares is left to ``looks``, then the oldest sub-block leaves the ring."""
+        c = self.config
         n = int(self.window.sum())
         if self.frozen:
             if judge and n >= c.min_current:
-                self.verdict = self._judge(n)
+                looks.judge(self, self.window.copy())
         elif self.settled >= c.block_size and n >= c.block_size:  # how far a window strays from the ones before
-            self._offsets = size_offsets(self.reference)
-            distance = ks_counts(self._residuals(self.reference), self._residuals(self.window)).statistic
-            if distance == distance:
-                self.natural = max(self.natural, distance)
+            looks.compare(self, self.reference.copy(), self.window.copy())
         self.ring_pos = (self.ring_pos + 1) % self.ring.shape[0]
         self.ring_fill = 0
         oldest = self.ring[self.ring_pos]
@@ -370,17 +335,6 @@ class FeatureDrift:
                 self._freeze()
         oldest[:] = 0
 
-    def _judge(self, n: int) -> Verdict:
-        c = self._config
-        current = self._residuals(self.window)
-        ks = ks_from_cdf(self._reference_cdf, self.settled, current)
-        k = min(c.psi_bins, n // MIN_EXPECTED)
-        groups = self._groups if k >= c.psi_bins else quantile_groups(self._reference_residuals, max(2, k))
-        value = smoothed_psi(np.add.reduceat(self._reference_residuals, groups), np.add.reduceat(current, groups))
-        needed = c.natural_margin * self.natural
-        drifted = ks.p_value < c.look_alpha and ks.statistic >= needed and value >= c.psi_warning
-        return Verdict(self.settled, n, ks.statistic, ks.p_value, value, needed, bool(drifted))
-
     def _freeze(self) -> None:
         """The reference is complete: everything counted so far, and the window starts empty."""
         self._reference += self.window
@@ -392,10 +346,12 @@ class FeatureDrift:
         self._derive()
 
     def _derive(self) -> None:
-        self._offsets = size_offsets(self.reference)
-        self._reference_residuals = self._residuals(self.reference)
-        self._reference_cdf = np.cumsum(self._reference_residuals) / max(1, self.settled)
-        self._groups = quantile_groups(self._reference_residuals, self._config.psi_bins)
+        self.offsets = size_offsets(self.reference)
+        self.reference_residuals = (self.reference[0] if self._cells[0] == 1
+                                    else residual_counts(self.reference, self.offsets))
+        self.reference_cdf = np.cumsum(self.reference_residuals) / max(1, self.settled)
+        self.psi_groups = quantile_groups(self.reference_residuals, self.config.psi_bins)
+        self.reference_psi = np.add.reduceat(self.reference_residuals, self.psi_groups)
 
     def rebaseline(self, now_ms: int) -> None:
         """Forget the reference and the window: the next ``reference_size`` values are the new normal."""
@@ -419,7 +375,7 @@ class FeatureDrift:
             parts += [varint(v.reference), varint(v.current), _FIGURES.pack(v.ks, v.ks_p, v.psi, v.ks_needed)]
         if self._first is not None:  # the first look: no reference yet, the ring's counts all in sub-block 0
             cells = sorted(self._first)
-            ring_size = self._config.looks_per_block * self._cells[0] * self._cells[1]
+            ring_size = self.config.looks_per_block * self._cells[0] * self._cells[1]
             parts += [_zero_counts(self._cells[0] * self._cells[1]),
                       pack_listed(ring_size, cells, [self._first[cell] for cell in cells])]
             return b"".join(parts)
@@ -498,9 +454,10 @@ class SeriesDrift:
         cells = batch_cells(confidence, values["latency"], values["tokens"])
         self.absorb(confidence, {feature: column.tolist() for feature, column in cells.items()})
 
-    def absorb(self, confidence: np.ndarray, cells: Mapping[str, list[int]]) -> None:
+    def absorb(self, confidence: np.ndarray, cells: Mapping[str, list[int]], looks: Looks | None = None) -> None:
         """Add a batch of calls already in their cells (``batch_cells``, -1 for NaN); ``confidence`` the raw values
-        for the mean. A lone call (most series of a batch, at many series) takes no numpy call."""
+        for the mean; the looks crossed figured by ``looks`` (``FeatureDrift.add_cells``). A lone call (most series
+        of a batch, at many series) takes no numpy call."""
         if confidence.size == 1:
             self.mean.add(float(confidence[0]))
         else:
@@ -508,7 +465,7 @@ class SeriesDrift:
             if present.size:
                 self.mean.update(present)
         for feature in FEATURES:
-            self.features[feature].add_cells([cell for cell in cells[feature] if cell >= 0])
+            self.features[feature].add_cells([cell for cell in cells[feature] if cell >= 0], looks)
 
     def rebaseline(self, feature: str, now_ms: int) -> None:
         self.features[feature].rebaseline(now_ms)
@@ -603,12 +560,15 @@ class DriftMonitor:
         # every call binned at once; each series then takes its slice of plain lists
         cells = {feature: column.tolist() for feature, column in
                  batch_cells(confidence, values["latency"][order], values["tokens"][order]).items()}
+        looks = Looks()  # every series' looks in this batch, figured together
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
             if drift is not None:
                 self._changed(key)
                 first, end = bounds[s], bounds[s + 1]
-                drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in cells.items()})
+                drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in cells.items()},
+                             looks)
+        looks.run()
 
     def evict(self, now_ms: int, idle_ms: int) -> int:
         """Delete the series not updated for ``idle_ms`` (a series restored from the changelog counts from the

@@ -9,6 +9,7 @@ import pytest
 
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.drift import BinnedDistribution, MeanDrift, ks_counts
+from llmpulse.processors.core.drift_looks import residual_counts, size_offsets
 from llmpulse.processors.core.drift_monitor import (
     _EDGES,
     FEATURES,
@@ -16,8 +17,6 @@ from llmpulse.processors.core.drift_monitor import (
     DriftMonitor,
     SeriesDrift,
     batch_cells,
-    residual_counts,
-    size_offsets,
 )
 
 KEY = "checkout\x1fgpt-4o"
