@@ -360,22 +360,21 @@ class QualityMonitor:
         times = np.concatenate([call_ms, joined.call_ms])
         slot_ms = int(self.config.slot_s * 1000)
         starts = times // slot_ms * slot_ms
-        rows = np.zeros((name_of.size, WIDTH))
-        rows[:n_calls, CALLS] = 1.0
-        in_bin = np.clip(np.floor(np.log2(np.maximum(input_tokens, 1))).astype(np.int64) - 5, 0, IN_BINS - 1)
-        rows[np.arange(n_calls), IN_HIST + in_bin] = 1.0
-        fb = slice(n_calls, None)
-        rows[fb, RATED] = 1.0
-        rows[fb, SCORE] = joined.score
-        rows[fb, BINARY] = joined.binary
-        rows[fb, CORRECT] = joined.binary & (joined.score >= 0.5)
-        label_bin = np.minimum((joined.score * LABEL_BINS).astype(np.int64), LABEL_BINS - 1)
-        rows[np.arange(n_calls, name_of.size), LABEL_HIST + label_bin] = 1.0
         unique_starts, start_of = np.unique(starts, return_inverse=True)
         cell = name_of * unique_starts.size + start_of
         cells, cell_of = np.unique(cell, return_inverse=True)
-        sums = np.zeros((cells.size, WIDTH))
-        np.add.at(sums, cell_of, rows)
+        # Each call and joined rating adds to a few columns of its (series, slot) cell: one weighted count over
+        # (cell, column), in row order per column as adding whole rows would
+        in_bin = np.clip(np.floor(np.log2(np.maximum(input_tokens, 1))).astype(np.int64) - 5, 0, IN_BINS - 1)
+        label_bin = np.minimum((joined.score * LABEL_BINS).astype(np.int64), LABEL_BINS - 1)
+        call_at, rating_at = cell_of[:n_calls] * WIDTH, cell_of[n_calls:] * WIDTH
+        binary = joined.binary.astype(np.float64)
+        columns = np.concatenate([call_at + CALLS, call_at + IN_HIST + in_bin, rating_at + RATED, rating_at + SCORE,
+                                  rating_at + BINARY, rating_at + CORRECT, rating_at + LABEL_HIST + label_bin])
+        ones = np.ones(n_calls)
+        added = np.concatenate([ones, ones, np.ones(len(joined)), joined.score, binary,
+                                binary * (joined.score >= 0.5), np.ones(len(joined))])
+        sums = np.bincount(columns, weights=added, minlength=cells.size * WIDTH).reshape(cells.size, WIDTH)
         # cells are sorted by (name, start): each name's cells are one run, found by one search
         bounds = np.searchsorted(cells // unique_starts.size, np.arange(unique_names.size + 1)).tolist()
         called = np.bincount(name_of[:n_calls], minlength=unique_names.size) > 0

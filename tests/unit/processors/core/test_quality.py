@@ -12,7 +12,20 @@ from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.feedback_join import FeedbackColumns
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
 from llmpulse.processors.core.pricing import Pricer
-from llmpulse.processors.core.quality import QualityConfig
+from llmpulse.processors.core.quality import (
+    BINARY,
+    CALLS,
+    CORRECT,
+    IN_BINS,
+    IN_HIST,
+    LABEL_BINS,
+    LABEL_HIST,
+    RATED,
+    SCORE,
+    WIDTH,
+    QualityConfig,
+)
+from llmpulse.processors.core.slots import series_key
 from llmpulse.processors.loaders import read_injection_model
 from llmpulse.processors.wire.feedback import FeedbackDecoder
 from llmpulse.producers.feedback import FeedbackEncoder, feedback_row
@@ -190,3 +203,46 @@ def test_join_slots_persist_in_parts_by_record_and_slots_persisted_whole_still_j
         whole.restore(key.removesuffix(".0") if key.startswith("qjoin/") else key, blob)
     whole.process_feedback(_feedback(ids, np.ones(30), NOW - 4000), offset=1, now_ms=NOW)
     assert whole.quality.joined == 30
+
+
+def test_each_call_and_joined_rating_adds_its_columns_to_its_series_slot(shared) -> None:  # type: ignore[no-untyped-def]
+    """What a record adds to each (series, slot): a call its count and input-size bin, a joined rating its count,
+    score, whether it was binary and correct, and its score bin."""
+    engine, rng = _engine(shared), np.random.default_rng(7)
+    slot_ms = int(FAST.slot_s * 1000)
+    n = 120
+    ids, services = [f"q{i}" for i in range(n)], [f"svc-{i % 3}" for i in range(n)]
+    stamps = (NOW - 40_000 + rng.integers(0, 30_000, n)).tolist()
+    tokens = rng.integers(1, 20_000, n).tolist()
+    kinds = rng.integers(0, 3, n).tolist()  # rated 1..5, judged correct or not, or no feedback
+    ratings, correct = rng.integers(1, 6, n).tolist(), (rng.random(n) < 0.6).tolist()
+    rows = [feedback_row(ids[i], rating=ratings[i], timestamp_ms=stamps[i]) if kinds[i] == 0
+            else feedback_row(ids[i], correct=correct[i], timestamp_ms=stamps[i]) for i in range(n) if kinds[i] < 2]
+    feedback, refused = FeedbackDecoder().decode(FeedbackEncoder("t").encode("svc-0", rows))  # type: ignore[arg-type]
+    assert not refused and feedback is not None
+    engine.process_feedback(feedback, offset=0, now_ms=NOW)  # first: it waits for its calls
+    calls = decoded([{"event_id": ids[i], "timestamp_ms": stamps[i], "service": services[i], "provider": "openai",
+                      "request_model": "gpt-4o-mini", "status": "ok", "latency_ms": 300.0,
+                      "input_tokens": tokens[i], "output_tokens": 80} for i in range(n)], NOW)
+    engine.process(calls, offset=1, now_ms=NOW)
+
+    expected: dict[tuple[str, int], np.ndarray] = {}
+    for i in range(n):
+        vector = expected.setdefault((services[i], stamps[i] // slot_ms * slot_ms), np.zeros(WIDTH))
+        vector[CALLS] += 1
+        vector[IN_HIST + min(max(int(np.floor(np.log2(tokens[i]))) - 5, 0), IN_BINS - 1)] += 1
+        if kinds[i] < 2:
+            score = (ratings[i] - 1) / 4 if kinds[i] == 0 else float(correct[i])
+            vector[RATED] += 1
+            vector[SCORE] += score
+            vector[BINARY] += kinds[i] == 1
+            vector[CORRECT] += kinds[i] == 1 and score >= 0.5
+            vector[LABEL_HIST + min(int(score * LABEL_BINS), LABEL_BINS - 1)] += 1
+    found = {}
+    for service in sorted(set(services)):
+        slots = engine.quality.state.get(series_key((service, "gpt-4o-mini", None, None, None)))
+        assert slots is not None
+        found.update({(service, start): vector for start, vector in slots.slots.items()})
+    assert found.keys() == expected.keys()
+    for key, vector in expected.items():
+        assert found[key].tolist() == vector.tolist(), key
