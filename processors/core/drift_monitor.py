@@ -454,10 +454,11 @@ class SeriesDrift:
         cells = batch_cells(confidence, values["latency"], values["tokens"])
         self.absorb(confidence, {feature: column.tolist() for feature, column in cells.items()})
 
-    def absorb(self, confidence: np.ndarray, cells: Mapping[str, list[int]], looks: Looks | None = None) -> None:
+    def absorb(self, confidence: np.ndarray, cells: Mapping[str, list[int] | np.ndarray],
+               looks: Looks | None = None) -> None:
         """Add a batch of calls already in their cells (``batch_cells``, -1 for NaN); ``confidence`` the raw values
         for the mean; the looks crossed figured by ``looks`` (``FeatureDrift.add_cells``). A lone call (most series
-        of a batch, at many series) takes no numpy call."""
+        of a batch, at many series) takes no numpy call; many come as arrays."""
         if confidence.size == 1:
             self.mean.add(float(confidence[0]))
         else:
@@ -465,7 +466,9 @@ class SeriesDrift:
             if present.size:
                 self.mean.update(present)
         for feature in FEATURES:
-            self.features[feature].add_cells([cell for cell in cells[feature] if cell >= 0], looks)
+            column = cells[feature]
+            kept = column[column >= 0] if isinstance(column, np.ndarray) else [cell for cell in column if cell >= 0]
+            self.features[feature].add_cells(kept, looks)
 
     def rebaseline(self, feature: str, now_ms: int) -> None:
         self.features[feature].rebaseline(now_ms)
@@ -557,16 +560,18 @@ class DriftMonitor:
         order = np.argsort(inverse, kind="stable")  # each series' rows contiguous, in arrival order
         bounds = np.searchsorted(inverse[order], np.arange(len(series) + 1)).tolist()
         confidence = np.asarray(values["confidence"], dtype=np.float64)[order]
-        # every call binned at once; each series then takes its slice of plain lists
-        cells = {feature: column.tolist() for feature, column in
-                 batch_cells(confidence, values["latency"][order], values["tokens"][order]).items()}
+        # every call binned at once; each series then takes its slice: of plain lists when it has few calls (most
+        # series of a batch at many series), of the arrays when it has many
+        cells = batch_cells(confidence, values["latency"][order], values["tokens"][order])
+        listed = {feature: column.tolist() for feature, column in cells.items()}
         looks = Looks()  # every series' looks in this batch, figured together
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
             if drift is not None:
                 self._changed(key)
                 first, end = bounds[s], bounds[s + 1]
-                drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in cells.items()},
+                sliced = cells if end - first > FEW_CELLS else listed
+                drift.absorb(confidence[first:end], {feature: column[first:end] for feature, column in sliced.items()},
                              looks)
         looks.run()
 
