@@ -121,9 +121,9 @@ def _pii_screen(patterns: tuple[PiiPattern, ...]) -> Screen:
 
 def scan_pii(
     texts: list[str], patterns: tuple[PiiPattern, ...], candidates: Sequence[Sequence[int]] | None = None
-) -> list[list[str]]:
-    """PII kinds per text, with the patterns the SDK redacts with (``llmpulse.pii``), each run on the texts the
-    screen passes.
+) -> dict[int, list[str]]:
+    """PII kinds of the texts holding some, by position in ``texts`` (the others: none), with the patterns the SDK
+    redacts with (``llmpulse.pii``), each run on the texts the screen passes.
 
     ``candidates``: per pattern, the texts it may match (see ``guards.screen``); computed here when not
     given. As in ``llmpulse.pii.find_pii``, a text where a kind is found has that kind's matches redacted
@@ -132,7 +132,7 @@ def scan_pii(
     """
     if candidates is None:
         candidates = candidate_lists(_pii_screen(patterns).candidates([t.lower() for t in texts]))
-    found: list[list[str]] = [[] for _ in texts]
+    found: dict[int, list[str]] = {}
     texts = list(texts)
     for pattern, docs in zip(patterns, candidates, strict=True):
         if len(docs) > JOIN_ABOVE:  # many candidates: one joined scan finds the few that match
@@ -140,7 +140,7 @@ def scan_pii(
         for i in docs:  # a few: masking is the scan (one pass, each match judged once)
             texts[i], hit = mask(pattern, texts[i])
             if hit:
-                found[i].append(pattern.kind)
+                found.setdefault(i, []).append(pattern.kind)
     return found
 
 
@@ -231,10 +231,10 @@ class TextGuard:
         toxic = np.zeros(n, dtype=bool)
         if not texts:
             return pii, toxic
-        for i, kinds in zip(index.tolist(), scan_pii(texts, self._pii_patterns, pii_candidates), strict=True):
-            if kinds:  # union of prompt and response kinds, kept in PII_PATTERNS order
-                seen = set(kinds).union(pii[i])
-                pii[i] = [p.kind for p in self._pii_patterns if p.kind in seen]
+        for text, kinds in scan_pii(texts, self._pii_patterns, pii_candidates).items():
+            i = int(index[text])  # union of prompt and response kinds, kept in PII_PATTERNS order
+            seen = set(kinds).union(pii[i])
+            pii[i] = [p.kind for p in self._pii_patterns if p.kind in seen]
         toxic[index[self.toxicity.flag(texts, lowered, toxic_candidates)]] = True
         return pii, toxic
 
