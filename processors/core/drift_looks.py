@@ -140,7 +140,6 @@ class Looks:
     @staticmethod
     def _judge_all(items: list[tuple[FeatureDrift, np.ndarray]]) -> None:
         features = [feature for feature, _ in items]
-        config = features[0].config
         current = _residuals(np.stack([window for _, window in items]),
                              np.stack([feature.offsets for feature in features]))
         sizes = current.sum(axis=1)
@@ -150,8 +149,8 @@ class Looks:
         running = np.concatenate([np.zeros((len(items), 1), dtype=np.int64), np.cumsum(current, axis=1)], axis=1)
         by_count: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
         for row, (feature, n) in enumerate(zip(features, sizes.tolist(), strict=True)):
-            k = min(config.psi_bins, n // MIN_EXPECTED)
-            if k >= config.psi_bins:
+            k = min(feature.config.psi_bins, n // MIN_EXPECTED)
+            if k >= feature.config.psi_bins:
                 starts, reference = feature.psi_groups, feature.reference_psi
             else:
                 starts = quantile_groups(feature.reference_residuals, max(2, k))
@@ -164,14 +163,13 @@ class Looks:
             ends = np.concatenate([starts[:, 1:], np.full((len(rows), 1), current.shape[1])], axis=1)
             sums = np.take_along_axis(running[rows], ends, axis=1) - np.take_along_axis(running[rows], starts, axis=1)
             psis[rows] = smoothed_psis(np.stack([reference for _, _, reference in grouped]), sums)
-        look_alpha, margin, warning = config.look_alpha, config.natural_margin, config.psi_warning
         for feature, n, distance, psi in zip(features, sizes.tolist(), distances, psis.tolist(), strict=True):
-            settled = feature.settled
+            config, settled = feature.config, feature.settled
             if settled == 0 or n == 0:
                 distance = p_value = math.nan
             else:
                 root = math.sqrt(settled * n / (settled + n))
                 p_value = kolmogorov_sf((root + 0.12 + 0.11 / root) * distance)
-            needed = margin * feature.natural
-            drifted = p_value < look_alpha and distance >= needed and psi >= warning
+            needed = config.natural_margin * feature.natural
+            drifted = p_value < config.look_alpha and distance >= needed and psi >= config.psi_warning
             feature.verdict = Verdict(settled, n, distance, p_value, psi, needed, bool(drifted))

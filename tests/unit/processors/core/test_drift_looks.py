@@ -19,6 +19,7 @@ from llmpulse.processors.core.drift_looks import (
 from llmpulse.processors.core.drift_monitor import _CLASSES, _EDGES, FEATURES, DriftConfig, FeatureDrift
 
 CONFIG = DriftConfig()
+STRICTER = DriftConfig(alpha=0.0001, natural_margin=2.0, psi_warning=0.3, psi_bins=8)  # one batch may hold both
 
 
 def _offsets_as_defined(reference: np.ndarray) -> np.ndarray:
@@ -68,11 +69,11 @@ def test_stacked_offsets_and_residuals_are_the_ones_defined_per_reference(seed: 
     assert np.array_equal(size_offsets(references[5]), offsets[5])  # one reference as it is
 
 
-def _frozen(rng: np.random.Generator, feature: str) -> FeatureDrift:
-    drift = FeatureDrift(CONFIG, _EDGES[feature], _CLASSES.get(feature, 1))
+def _frozen(rng: np.random.Generator, feature: str, config: DriftConfig) -> FeatureDrift:
+    drift = FeatureDrift(config, _EDGES[feature], _CLASSES.get(feature, 1))
     classes, bins = drift.reference.shape
-    drift.add_cells(np.flatnonzero(_counts(rng, classes, bins, 2_000).ravel() > 0).repeat(3)[: CONFIG.reference_size])
-    drift.add_cells(rng.integers(0, classes * bins, CONFIG.reference_size).tolist())
+    drift.add_cells(np.flatnonzero(_counts(rng, classes, bins, 2_000).ravel() > 0).repeat(3)[: config.reference_size])
+    drift.add_cells(rng.integers(0, classes * bins, config.reference_size).tolist())
     drift.natural = float(rng.uniform(0.0, 0.2))
     assert drift.frozen
     return drift
@@ -80,7 +81,7 @@ def _frozen(rng: np.random.Generator, feature: str) -> FeatureDrift:
 
 def _verdict_as_defined(drift: FeatureDrift, window: np.ndarray) -> Verdict:
     """drift_monitor's look at one feature, from drift.py's one-pair functions."""
-    c, n = CONFIG, int(window.sum())
+    c, n = drift.config, int(window.sum())
     current = window[0] if window.shape[0] == 1 else residual_counts(window, drift.offsets)
     ks = ks_from_cdf(drift.reference_cdf, drift.settled, current)
     k = min(c.psi_bins, n // MIN_EXPECTED)
@@ -97,7 +98,7 @@ def test_judgements_figured_together_are_the_ones_figured_one_by_one(seed: int) 
     looks, expected = Looks(), []
     for _ in range(60):
         feature = str(rng.choice(FEATURES))
-        drift = _frozen(rng, feature)
+        drift = _frozen(rng, feature, CONFIG if rng.random() < 0.5 else STRICTER)
         classes, bins = drift.reference.shape
         # windows of every size a judgement sees: fewer than psi_bins x MIN_EXPECTED values use fewer PSI groups
         window = _counts(rng, classes, bins, int(rng.choice([20, 60, 500])))
