@@ -369,9 +369,23 @@ def ks_from_cdf(reference_cdf: np.ndarray, n1: int, current: np.ndarray) -> KSRe
     n2 = int(current.sum())
     if n1 == 0 or n2 == 0:
         return KSResult(math.nan, math.nan)
-    d = float(np.abs(reference_cdf - np.cumsum(current) / n2).max())
+    d = float(ks_distances(np.asarray(reference_cdf)[None], np.asarray(current)[None])[0])
+    return KSResult(d, ks_p_value(d, n1, n2))
+
+
+def ks_distances(reference_cdfs: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Per row, the largest gap between a reference's cumulative shares and those of the current counts (NaN for
+    an empty current row): ``ks_from_cdf``'s statistic of many pairs at once."""
+    totals = current.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(reference_cdfs - np.cumsum(current, axis=1) / totals[:, None]).max(axis=1)
+
+
+def ks_p_value(distance: float, n1: int, n2: int) -> float:
+    """The asymptotic p-value of a KS distance between samples of n1 and n2 values (both > 0), with n_eff =
+    n1 n2 / (n1 + n2) and Stephens' small-sample correction."""
     root = math.sqrt(n1 * n2 / (n1 + n2))
-    return KSResult(d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d))
+    return kolmogorov_sf((root + 0.12 + 0.11 / root) * distance)
 
 
 def smoothed_psi(reference: np.ndarray, current: np.ndarray, smoothing: float = SMOOTHING) -> float:
@@ -380,13 +394,18 @@ def smoothed_psi(reference: np.ndarray, current: np.ndarray, smoothing: float = 
     floor that turns a handful of values into a large index. NaN when either side is empty."""
     if smoothing <= 0:
         raise ValueError("smoothing must be positive")
-    r = np.asarray(reference, dtype=np.float64)
-    c = np.asarray(current, dtype=np.float64)
-    if r.sum() == 0 or c.sum() == 0:
-        return math.nan
-    e = (r + smoothing) / (r.sum() + smoothing * r.size)
-    a = (c + smoothing) / (c.sum() + smoothing * c.size)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return float(smoothed_psis(np.asarray(reference)[None], np.asarray(current)[None], smoothing)[0])
+
+
+def smoothed_psis(reference: np.ndarray, current: np.ndarray, smoothing: float = SMOOTHING) -> np.ndarray:
+    """``smoothed_psi`` of each row pair (rows of one length)."""
+    r, c = reference.astype(np.float64), current.astype(np.float64)
+    r_total, c_total = r.sum(axis=1), c.sum(axis=1)
+    e = (r + smoothing) / (r_total + smoothing * r.shape[1])[:, None]
+    a = (c + smoothing) / (c_total + smoothing * c.shape[1])[:, None]
+    out = np.sum((a - e) * np.log(a / e), axis=1)
+    out[(r_total == 0) | (c_total == 0)] = math.nan
+    return out
 
 
 def quantile_groups(reference: np.ndarray, groups: int) -> np.ndarray:

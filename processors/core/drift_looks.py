@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from llmpulse.processors.core.drift import SMOOTHING, kolmogorov_sf, quantile_groups
+from llmpulse.processors.core.drift import ks_distances, ks_p_value, quantile_groups, smoothed_psis
 
 if TYPE_CHECKING:
     from llmpulse.processors.core.drift_monitor import FeatureDrift
@@ -74,26 +74,7 @@ def residual_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out.astype(np.int64).reshape(*lead, width)
 
 
-def ks_distances(reference_cdfs: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Per row, the largest gap between a reference's cumulative shares and those of the current counts (NaN for
-    an empty current row)."""
-    totals = current.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.abs(reference_cdfs - np.cumsum(current, axis=1) / totals[:, None]).max(axis=1)
-
-
-def smoothed_psis(reference: np.ndarray, current: np.ndarray, smoothing: float = SMOOTHING) -> np.ndarray:
-    """``drift.smoothed_psi`` of each row pair (rows of one length), the same figures bit for bit."""
-    r, c = reference.astype(np.float64), current.astype(np.float64)
-    r_total, c_total = r.sum(axis=1), c.sum(axis=1)
-    e = (r + smoothing) / (r_total + smoothing * r.shape[1])[:, None]
-    a = (c + smoothing) / (c_total + smoothing * c.shape[1])[:, None]
-    out = np.sum((a - e) * np.log(a / e), axis=1)
-    out[(r_total == 0) | (c_total == 0)] = math.nan
-    return out
-
-
-def _residuals(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def look_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Stacked counts (rows, classes, bins) as the rows a look compares: relative to the offsets for several size
     classes, as they are for one."""
     return counts[:, 0] if counts.shape[1] == 1 else residual_counts(counts, offsets)
@@ -129,7 +110,7 @@ class Looks:
         references = np.stack([reference for _, reference, _ in items])
         windows = np.stack([window for _, _, window in items])
         offsets = size_offsets(references)
-        references, windows = _residuals(references, offsets), _residuals(windows, offsets)
+        references, windows = look_counts(references, offsets), look_counts(windows, offsets)
         totals = references.sum(axis=1)
         distances = ks_distances(np.cumsum(references, axis=1) / np.maximum(totals, 1)[:, None], windows)
         distances[totals == 0] = math.nan
@@ -140,8 +121,8 @@ class Looks:
     @staticmethod
     def _judge_all(items: list[tuple[FeatureDrift, np.ndarray]]) -> None:
         features = [feature for feature, _ in items]
-        current = _residuals(np.stack([window for _, window in items]),
-                             np.stack([feature.offsets for feature in features]))
+        current = look_counts(np.stack([window for _, window in items]),
+                              np.stack([feature.offsets for feature in features]))
         sizes = current.sum(axis=1)
         distances = ks_distances(np.stack([feature.reference_cdf for feature in features]), current).tolist()
         # PSI over the reference's quantile groups; the groups of each judged window's size, rows of one group count
@@ -168,8 +149,7 @@ class Looks:
             if settled == 0 or n == 0:
                 distance = p_value = math.nan
             else:
-                root = math.sqrt(settled * n / (settled + n))
-                p_value = kolmogorov_sf((root + 0.12 + 0.11 / root) * distance)
+                p_value = ks_p_value(distance, settled, n)
             needed = config.natural_margin * feature.natural
             drifted = p_value < config.look_alpha and distance >= needed and psi >= config.psi_warning
             feature.verdict = Verdict(settled, n, distance, p_value, psi, needed, bool(drifted))

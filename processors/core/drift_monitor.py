@@ -59,7 +59,7 @@ from llmpulse.processors.core.drift import (
     psi_band,
     quantile_groups,
 )
-from llmpulse.processors.core.drift_looks import Looks, Verdict, residual_counts, size_offsets
+from llmpulse.processors.core.drift_looks import Looks, Verdict, look_counts, size_offsets
 from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.slots import series_key, series_parts
 
@@ -347,8 +347,7 @@ class FeatureDrift:
 
     def _derive(self) -> None:
         self.offsets = size_offsets(self.reference)
-        self.reference_residuals = (self.reference[0] if self._cells[0] == 1
-                                    else residual_counts(self.reference, self.offsets))
+        self.reference_residuals = look_counts(self.reference[None], self.offsets[None])[0]
         self.reference_cdf = np.cumsum(self.reference_residuals) / max(1, self.settled)
         self.psi_groups = quantile_groups(self.reference_residuals, self.config.psi_bins)
         self.reference_psi = np.add.reduceat(self.reference_residuals, self.psi_groups)
@@ -558,12 +557,14 @@ class DriftMonitor:
         if now_ms is not None:
             self._updated_at.update(dict.fromkeys(series, now_ms))
         order = np.argsort(inverse, kind="stable")  # each series' rows contiguous, in arrival order
-        bounds = np.searchsorted(inverse[order], np.arange(len(series) + 1)).tolist()
+        edges = np.searchsorted(inverse[order], np.arange(len(series) + 1))
+        bounds = edges.tolist()
         confidence = np.asarray(values["confidence"], dtype=np.float64)[order]
         # every call binned at once; each series then takes its slice: of plain lists when it has few calls (most
         # series of a batch at many series), of the arrays when it has many
         cells = batch_cells(confidence, values["latency"][order], values["tokens"][order])
-        listed = {feature: column.tolist() for feature, column in cells.items()}
+        few = bool((np.diff(edges) <= FEW_CELLS).any())  # lists only when some series takes them
+        listed = {feature: column.tolist() for feature, column in cells.items()} if few else cells
         looks = Looks()  # every series' looks in this batch, figured together
         for s, key in enumerate(series):
             drift = self.state.for_update(key, offset)
