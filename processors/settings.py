@@ -9,17 +9,22 @@ the YAML file, a variable wins over the file field by field), the Schema Registr
 ``..._AUTH``) and ``KAFKA_BOOTSTRAP_SERVERS``, which is only the default of ``bootstrap_servers`` (the YAML file
 wins over it).
 
-Each default is declared once. A setting the pure core uses takes its default from the core config it feeds
-(processors/core/*, where the user's seed thresholds are declared in the core's units: milliseconds,
-micro-dollars); ``processors/configure.py`` builds those configs back from these groups by keyword.
+Each setting is declared once. A group the pure core takes as it is (the same names and units) is made from that
+core config's fields (``_group_of``): its names, types, defaults and their comments live in processors/core/*
+alone. The other groups restate the core's defaults in seconds and dollars, taking each from the core config it
+feeds (where the user's seed thresholds are declared in the core's units: milliseconds, micro-dollars).
+``processors/configure.py`` builds the core configs back from the groups by keyword.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -47,12 +52,9 @@ from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.wire.otlp import SpanMapping
 
-# The core's defaults, which the groups below restate in seconds and dollars.
-_LATENCY, _TRAFFIC, _LIMITS, _DRIFT = LatencyConfig(), TrafficConfig(), BudgetLimits(), DriftConfig()
-_GUARDING, _BREAKER, _EXPERIMENTS, _SAVINGS = GuardMonitorConfig(), BreakerConfig(), ExperimentConfig(), SavingsConfig()
-_ALERTS, _INCIDENTS, _VALIDATION = AlertConfig(), IncidentConfig(), Limits()
-_SPANS = SpanMapping()
-_QUALITY, _HEALTH = QualityConfig(), HealthConfig()
+# The core's defaults, which the hand-written groups below restate in seconds and dollars.
+_TRAFFIC, _LIMITS, _GUARDING, _HEALTH = TrafficConfig(), BudgetLimits(), GuardMonitorConfig(), HealthConfig()
+_ALERTS, _INCIDENTS, _SPANS = AlertConfig(), IncidentConfig(), SpanMapping()
 
 
 def _s(ms: int) -> int:
@@ -67,21 +69,44 @@ class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LatencyRules(_Group):
-    p95_warning_s: float = _LATENCY.p95_warning_s
-    p99_critical_s: float = _LATENCY.p99_critical_s
-    alert_window_s: int = _LATENCY.alert_window_s
-    windows_s: tuple[int, ...] = _LATENCY.windows_s  # the longest is also the traffic rates' horizon
-    interval_s: int = _LATENCY.interval_s  # one slot of the latency sketches and the traffic counters
-    min_samples: int = _LATENCY.min_samples
-    # A percentile breaches only when this many calls are over its threshold ...
-    min_breaching_calls: int = _LATENCY.min_breaching_calls
-    breach_alpha: float = _LATENCY.breach_alpha  # ... and more than chance allows (binomial tail) if it sat there
-    relative_accuracy: float = _LATENCY.relative_accuracy
-    # Latency and traffic slots further than this behind their series' newest call fold into slots of fold_s (0:
-    # never), which only the longest window reads; the other windows stay exact (core/slots.py).
-    exact_s: int = _LATENCY.exact_s
-    fold_s: int = _LATENCY.fold_s
+def _group_of(name: str, config: type, doc: str, *, only: tuple[str, ...] = (), leave_out: tuple[str, ...] = (),
+              more: dict[str, Any] | None = None) -> type[_Group]:
+    """A settings group that is a core config as it is: its fields' names, types and defaults, read from the config
+    (where they are declared and documented), all of them or ``only`` some, less ``leave_out``, plus ``more``
+    (name -> (type, default)) the core takes elsewhere."""
+    types, defaults = typing.get_type_hints(config), config()
+    fields: dict[str, Any] = {f.name: (types[f.name], getattr(defaults, f.name)) for f in dataclasses.fields(config)
+                              if (not only or f.name in only) and f.name not in leave_out}
+    return pydantic.create_model(name, __base__=_Group, __doc__=doc, __module__=__name__, **fields, **(more or {}))
+
+
+# The groups the core takes as they are (processors/core/* documents each field).
+LatencyRules = _group_of("LatencyRules", LatencyConfig, "Latency percentiles per (service, model, provider) "
+                         "(processors/core/latency.py); the slot grid the traffic rates share.")
+DriftRules = _group_of("DriftRules", DriftConfig, "Confidence and distribution drift per (service, model) "
+                       "(processors/core/drift_monitor.py says how).", leave_out=("psi_bins", "evaluate_every_ms"))
+CircuitRules = _group_of("CircuitRules", BreakerConfig, "Provider circuit state from the calls (llmpulse/"
+                         "circuit_breaker.py), as the SDK's breaker judges it.",
+                         only=("failure_threshold", "error_rate_threshold", "open_seconds", "success_threshold"))
+ExperimentRules = _group_of("ExperimentRules", ExperimentConfig, "A/B verdicts per (experiment, variant) against "
+                            "the control (processors/core/experiments.py).")
+QualityRules = _group_of("QualityRules", QualityConfig, "Feedback joined to calls, answer quality and rollback "
+                         "(processors/core/quality.py).")
+SavingsRules = _group_of("SavingsRules", SavingsConfig, 'What counts as an "easy" call a cheaper model could have '
+                         "answered (seed 003's model routing; processors/core/savings.py).",
+                         leave_out=("relative_accuracy",))
+# The core's ``weights`` mapping as one documented setting (LLMPULSE_HEALTH__WEIGHT_<COMPONENT>) per component;
+# configure.health_config gathers them back into the mapping.
+HealthRules = _group_of("HealthRules", HealthConfig, "The AI health score per service (processors/core/health.py): "
+                        "a component is 1 within its threshold and 0 at ``zero_at`` times it; the score is the "
+                        "weighted mean of the components that have data, x 100.", leave_out=("weights",),
+                        more={f"weight_{c}": (float, weight) for c, weight in _HEALTH.weights.items()})
+# The core's limits (processors/core/validation.py) and the decoder's and the dead-letter topic's own
+# (processors/wire/calls.py, records.py).
+ValidationLimits = _group_of("ValidationLimits", Limits, "What a well-formed call looks like; anything outside goes "
+                             "to the dead-letter topic with a reason.",
+                             more={"max_record_bytes": (int, 8 * 1024 * 1024), "max_calls_per_batch": (int, 10_000),
+                                   "dead_letter_payload_bytes": (int, 64 * 1024)})
 
 
 class ErrorRules(_Group):
@@ -143,29 +168,6 @@ class BudgetRules(_Group):
     max_keys_per_scope: int = _LIMITS.max_keys_per_scope
 
 
-class DriftRules(_Group):
-    """Confidence and distribution drift per (service, model); processors/core/drift_monitor.py says how.
-
-    The reference is each feature's first ``reference_size`` values: let it span the traffic's usual cycle, since
-    how far its windows stray from one another (KS distance) sets how large a shift must be to alert. A
-    distribution alert needs KS p < alpha / (looks_per_block x 3 features), PSI >= psi_warning and a KS distance
-    of at least natural_margin x those strays.
-    """
-
-    reference_size: int = _DRIFT.reference_size
-    block_size: int = _DRIFT.block_size
-    min_current: int = _DRIFT.min_current
-    recent_size: int = _DRIFT.recent_size  # confidence_drift clears once the latest recent_size..2x calls recover
-    confidence_warning_pct: float = _DRIFT.confidence_warning_pct
-    confidence_critical_pct: float = _DRIFT.confidence_critical_pct
-    psi_warning: float = _DRIFT.psi_warning
-    looks_per_block: int = _DRIFT.looks_per_block  # judgements per block of values, each over the latest block
-    alpha: float = _DRIFT.alpha  # false-alarm budget per block of calls from sampling noise (Bonferroni over looks)
-    natural_margin: float = _DRIFT.natural_margin
-    # A resolved or acknowledged drift incident restarts its reference.
-    rebaseline_after_incident: bool = _DRIFT.rebaseline_after_incident
-
-
 class GuardRules(_Group):
     injection_threshold: float = _GUARDING.guard.injection_threshold
     hallucination_min_level: str = _GUARDING.guard.hallucination_min_level
@@ -174,78 +176,6 @@ class GuardRules(_Group):
     incident_attempts: int = _GUARDING.incident_attempts
     incident_window_s: int = _GUARDING.incident_window_s
     incident_quiet_s: int = _GUARDING.incident_quiet_s  # no attempt for this long: the campaign is over
-
-
-class CircuitRules(_Group):
-    failure_threshold: int = _BREAKER.failure_threshold
-    error_rate_threshold: float = _BREAKER.error_rate_threshold
-    open_seconds: float = _BREAKER.open_seconds
-    success_threshold: int = _BREAKER.success_threshold
-
-
-class ExperimentRules(_Group):
-    control_variants: tuple[str, ...] = _EXPERIMENTS.control_variants
-    min_samples: int = _EXPERIMENTS.min_samples
-    alpha: float = _EXPERIMENTS.alpha
-    min_effect: float = _EXPERIMENTS.min_effect
-    mixture_sd: float = _EXPERIMENTS.mixture_sd
-
-
-class QualityRules(_Group):
-    """Feedback joined to calls, answer quality and rollback (processors/core/quality.py)."""
-
-    join_window_s: float = _QUALITY.join_window_s
-    join_slot_s: float = _QUALITY.join_slot_s
-    max_joined_calls: int = _QUALITY.max_joined_calls
-    max_pending_feedback: int = _QUALITY.max_pending_feedback
-    slot_s: float = _QUALITY.slot_s
-    window_s: float = _QUALITY.window_s
-    reference_s: float = _QUALITY.reference_s
-    min_ratings: int = _QUALITY.min_ratings
-    accuracy_threshold: float = _QUALITY.accuracy_threshold
-    min_mean_score: float = _QUALITY.min_mean_score
-    concept_drop: float = _QUALITY.concept_drop
-    input_stable_psi: float = _QUALITY.input_stable_psi
-    min_version_ratings: int = _QUALITY.min_version_ratings
-    rollback_enabled: bool = _QUALITY.rollback_enabled  # publish route-back decisions (topics.model_routes)
-    rollback_cooldown_s: float = _QUALITY.rollback_cooldown_s
-
-
-class SavingsRules(_Group):
-    """What counts as an "easy" call a cheaper model could have answered (seed 003's model routing)."""
-
-    easy_max_input_tokens: int = _SAVINGS.easy_max_input_tokens
-    easy_max_output_tokens: int = _SAVINGS.easy_max_output_tokens
-    # "provider/model" or "model"; empty: the models a service already uses.
-    target_models: tuple[str, ...] = _SAVINGS.target_models
-    retention_days: int = _SAVINGS.retention_days
-    max_users: int = _SAVINGS.max_users
-    max_outcomes: int = _SAVINGS.max_outcomes  # outcome names (labels["outcome"]) per day and service
-
-
-class HealthRules(_Group):
-    """The AI health score per service (processors/core/health.py): a component is 1 within its threshold and 0 at
-    ``zero_at`` times it; the score is the weighted mean of the components that have data, x 100."""
-
-    window_s: int = _HEALTH.window_s
-    latency_p95_s: float = _HEALTH.latency_p95_s
-    latency_p99_s: float = _HEALTH.latency_p99_s
-    error_ratio: float = _HEALTH.error_ratio
-    drift_confidence_pct: float = _HEALTH.drift_confidence_pct
-    drift_psi: float = _HEALTH.drift_psi
-    guard_flag_ratio: float = _HEALTH.guard_flag_ratio  # guard flags (injection, PII, toxic, hallucination) per call
-    quality_accuracy: float = _HEALTH.quality_accuracy
-    quality_mean_score: float = _HEALTH.quality_mean_score
-    zero_at: float = _HEALTH.zero_at
-    min_requests: int = _HEALTH.min_requests  # calls in the window before latency, errors and guard count
-    min_ratings: int = _HEALTH.min_ratings  # joined ratings in the window before quality counts
-    # The core's ``weights`` mapping, one documented setting (LLMPULSE_HEALTH__WEIGHT_<COMPONENT>) per component;
-    # configure.health_config gathers them back into the mapping.
-    weight_latency: float = _HEALTH.weights["latency"]
-    weight_errors: float = _HEALTH.weights["errors"]
-    weight_drift: float = _HEALTH.weights["drift"]
-    weight_guard: float = _HEALTH.weights["guard"]
-    weight_quality: float = _HEALTH.weights["quality"]
 
 
 class AlertRules(_Group):
@@ -264,24 +194,6 @@ class IncidentRules(_Group):
     group_window_s: int = _s(_INCIDENTS.group_window_ms)
     cooldown_s: int = _s(_INCIDENTS.cooldown_ms)  # a resolved incident reopens (without paging) for members this soon
     stale_s: int = _s(_INCIDENTS.stale_ms)  # no member news for this long: the incident resolves
-
-
-class ValidationLimits(_Group):
-    """What a well-formed call looks like; anything outside goes to the dead-letter topic with a reason."""
-
-    # The decoder's and the dead-letter topic's own limits (processors/wire/calls.py, records.py) ...
-    max_record_bytes: int = 8 * 1024 * 1024
-    max_calls_per_batch: int = 10_000
-    dead_letter_payload_bytes: int = 64 * 1024
-    # ... and the core's (processors/core/validation.py).
-    max_name_chars: int = _VALIDATION.max_name_chars
-    max_text_chars: int = _VALIDATION.max_text_chars
-    max_labels: int = _VALIDATION.max_labels
-    max_label_chars: int = _VALIDATION.max_label_chars
-    max_latency_ms: float = _VALIDATION.max_latency_ms
-    max_tokens: int = _VALIDATION.max_tokens
-    max_future_skew_s: int = _VALIDATION.max_future_skew_s
-    max_age_s: int = _VALIDATION.max_age_s
 
 
 class OtlpIngest(_Group):

@@ -87,19 +87,24 @@ _V1_HEADER = struct.Struct("<qI")  # first format: rows in the filling block, le
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriftConfig:
+    """The reference is each feature's first ``reference_size`` values: let it span the traffic's usual cycle, since
+    how far its windows stray from one another (KS distance) sets how large a shift must be to alert. A
+    distribution alert needs KS p < alpha / (looks_per_block x 3 features), PSI >= psi_warning and a KS distance
+    of at least natural_margin x those strays."""
+
     reference_size: int = 4000
-    block_size: int = 500
-    min_current: int = 100
+    block_size: int = 500  # the current window: the latest block_size values of a feature
+    min_current: int = 100  # values in the current window before a feature is judged
     recent_size: int = 50  # confidence_drift keeps firing only while the latest 50-100 calls show the change too
-    confidence_warning_pct: float = 10.0
-    confidence_critical_pct: float = 15.0
+    confidence_warning_pct: float = 10.0  # mean confidence moved this much from its reference: WARNING ...
+    confidence_critical_pct: float = 15.0  # ... and CRITICAL
     psi_warning: float = 0.2
     psi_bins: int = 10
     evaluate_every_ms: int = 5_000  # observations at most this often per series (verdicts change once per look)
-    looks_per_block: int = 5
-    alpha: float = 0.001
+    looks_per_block: int = 5  # judgements per block of values, each over the latest block
+    alpha: float = 0.001  # false-alarm budget per block of calls from sampling noise (Bonferroni over looks)
     natural_margin: float = 1.5
-    rebaseline_after_incident: bool = True
+    rebaseline_after_incident: bool = True  # a resolved or acknowledged drift incident restarts its reference
 
     def __post_init__(self) -> None:
         if self.reference_size < 1 or self.block_size < 1 or self.min_current < 1 or self.looks_per_block < 1:

@@ -30,11 +30,11 @@ PRIMARY_METRIC = "quality"  # the winner is decided on it
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExperimentConfig:
-    control_variants: tuple[str, ...] = ("control", "a", "baseline")
-    min_samples: int = 50
+    control_variants: tuple[str, ...] = ("control", "a", "baseline")  # variant names that mean "the control"
+    min_samples: int = 50  # calls in each arm before a metric is compared
     alpha: float = 0.05  # always-valid: holds however often the experiment is looked at
-    min_effect: float = 0.2
-    mixture_sd: float = MIXTURE_SD
+    min_effect: float = 0.2  # |Cohen's d| a significant difference needs to count (0.2: a small effect)
+    mixture_sd: float = MIXTURE_SD  # the mSPRT mixture's spread, in pooled standard deviations
 
 
 _VERDICT = struct.Struct("<dd")

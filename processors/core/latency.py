@@ -37,15 +37,16 @@ SERIES_LABELS = ("service", "model", "provider")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LatencyConfig:
-    p95_warning_s: float = 2.0
-    p99_critical_s: float = 5.0
-    alert_window_s: int = 60
-    windows_s: tuple[int, ...] = (60, 300, 3600)
-    interval_s: int = 10
-    min_samples: int = 20
+    p95_warning_s: float = 2.0  # latency_p95 is WARNING above it (seed 000)
+    p99_critical_s: float = 5.0  # latency_p99 is CRITICAL above it (seed 000)
+    alert_window_s: int = 60  # the window the two rules read; one of windows_s
+    windows_s: tuple[int, ...] = (60, 300, 3600)  # the longest is also the traffic rates' horizon
+    interval_s: int = 10  # one slot of the latency sketches and the traffic counters
+    min_samples: int = 20  # calls in the alert window before a percentile is judged
+    # A percentile breaches only when this many calls are over its threshold ...
     min_breaching_calls: int = 3
-    breach_alpha: float = 0.001
-    relative_accuracy: float = 0.01
+    breach_alpha: float = 0.001  # ... and more than chance allows (binomial tail) if it sat there
+    relative_accuracy: float = 0.01  # of every percentile the sketches return (0.01: 1%)
     # Slots more than exact_s behind their series' newest call fold into slots of fold_s (slots.py; 0: never), so
     # a sparse series persists ~3x fewer bytes. exact_s is raised to cover every window but the longest (the hour,
     # whose far edge may then reach up to fold_s further back); a window stays exact when read up to exact_s minus

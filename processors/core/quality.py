@@ -53,20 +53,20 @@ _COUNT = struct.Struct("<i")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QualityConfig:
     join_window_s: float = 900.0  # feedback more than this after its call is not joined
-    join_slot_s: float = 10.0
+    join_slot_s: float = 10.0  # calls wait for their feedback in slots of this much event time
     max_joined_calls: int = 1_000_000  # per partition: oldest join slots go first beyond it
-    max_pending_feedback: int = 100_000
-    slot_s: float = 60.0
-    window_s: float = 900.0
-    reference_s: float = 3600.0
-    min_ratings: int = 30
-    accuracy_threshold: float = 0.80
-    min_mean_score: float = 0.60
-    concept_drop: float = 0.10
-    input_stable_psi: float = 0.10
-    min_version_ratings: int = 30
-    rollback_enabled: bool = False
-    rollback_cooldown_s: float = 1800.0
+    max_pending_feedback: int = 100_000  # feedback waiting for its call, per partition
+    slot_s: float = 60.0  # one slot of each series' quality vectors
+    window_s: float = 900.0  # the recent window the rules judge ...
+    reference_s: float = 3600.0  # ... against the reference just before it
+    min_ratings: int = 30  # ratings in the window (binary ones for accuracy) before judging
+    accuracy_threshold: float = 0.80  # quality_drop below this share of correct answers ...
+    min_mean_score: float = 0.60  # ... or, without binary labels, below this mean score (0..1)
+    concept_drop: float = 0.10  # concept_drift: quality this much below the reference ...
+    input_stable_psi: float = 0.10  # ... while the input sizes' PSI stays under this
+    min_version_ratings: int = 30  # a version needs this many ratings to be a rollback target
+    rollback_enabled: bool = False  # publish route-back decisions (topics.model_routes)
+    rollback_cooldown_s: float = 1800.0  # at most one route-back per service this often
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,14 +16,14 @@ from llmpulse.processors.core.columns import NO_COST, STATUSES, CallColumns
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    max_name_chars: int = 256
-    max_text_chars: int = 100_000
+    max_name_chars: int = 256  # service, provider and model
+    max_text_chars: int = 100_000  # prompt and response
     max_labels: int = 32
-    max_label_chars: int = 256
+    max_label_chars: int = 256  # each label's key and value
     max_latency_ms: float = 3_600_000.0
-    max_tokens: int = 10_000_000
-    max_future_skew_s: int = 300
-    max_age_s: int = 7 * 24 * 3600
+    max_tokens: int = 10_000_000  # input, output and cached tokens each
+    max_future_skew_s: int = 300  # a call stamped later than this after the worker's clock is refused ...
+    max_age_s: int = 7 * 24 * 3600  # ... and one older than this
 
 
 NAMES = ("service", "provider", "model")  # the name columns find_invalid checks (by their dictionary when coded)

@@ -1,9 +1,9 @@
 """Each default is declared once, and every setting reaches the core config it is for.
 
-The core configs (processors/core/*) hold the defaults; the settings groups (processors/settings.py) restate them
-in seconds and dollars, and processors/configure.py builds the configs back by keyword. These tests fail when a
-default is written down a second time, when a setting is not carried over, and when a core field has neither a
-setting nor a place in ``CORE_ONLY``.
+The core configs (processors/core/*) hold the defaults; the settings groups (processors/settings.py) are made from
+them or restate them in seconds and dollars, and processors/configure.py builds the configs back by keyword. These
+tests fail when a default is written down a second time, when a setting is not carried over, and when a core
+field has neither a setting nor a place in ``CORE_ONLY``.
 """
 
 from __future__ import annotations
