@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import dataset, throughput
-from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, now_ms, ratio
+from bench.common import FULL, GroupResult, Scale, alternated_runs, alternating, medians, now_ms, ratio
 from bench.inprocess import Pipeline
 from llmpulse.processors import configure
 from llmpulse.processors.clock import TICK_SECONDS
@@ -270,11 +270,11 @@ def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
     coverage = "; ".join(f"{name}: {min(done)}-{max(done)} of {len(records[name])} records timed"
                          for name, done in timed.items())
     cap = "every record" if max_s is None else f"stopped after {max_s:g} s of processing"
+    spread = (f"~100 series/100 users and ~10,000 series/10,000 users, records keyed by service ({sizes['100']:.0f} "
+              f"and {sizes['10k']:.0f} calls per record)")
     method = (f"llmpulse worker subprocess draining {WORKER_CALLS:,} realistic calls from a pre-loaded topic, spread "
-              f"over ~100 series/100 users and ~10,000 series/10,000 users, records keyed by service "
-              f"({sizes['100']:.0f} and {sizes['10k']:.0f} calls per record); first to last record processed "
-              f"({cap}; {coverage}), timed by its fleet summaries' send stamps (as worker_eps); runs alternated, "
-              f"median of {scale.rounds}; " + describe(samples))
+              f"over {spread}; first to last record processed ({cap}; {coverage}), timed by its fleet summaries' "
+              f"send stamps (as worker_eps); {alternated_runs(samples)}")
     result.put("worker_eps_100_series", mid["100"], method)
     result.put("worker_eps_10k_series", mid["10k"], method)
     result.put("cardinality_ratio", ratio(mid["10k"], mid["100"]),

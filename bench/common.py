@@ -98,6 +98,12 @@ def describe(samples: Mapping[str, Sequence[float]], unit: str = "calls/s") -> s
     return f"runs ({unit}): " + "; ".join(parts)
 
 
+def alternated_runs(samples: Mapping[str, Sequence[float]], unit: str = "calls/s") -> str:
+    """The end of a note on medians from ``alternating``: how many runs each is of, and every run."""
+    rounds = max(len(values) for values in samples.values())
+    return f"runs alternated, median of {rounds}; " + describe(samples, unit)
+
+
 def round_floats(payload: Any, digits: int = 6) -> Any:
     if isinstance(payload, float):
         return round(payload, digits)

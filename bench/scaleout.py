@@ -26,7 +26,7 @@ from types import TracebackType
 
 from bench import dataset, workerproc
 from bench.cardinality import spread
-from bench.common import FULL, GroupResult, Scale, alternating, describe, medians, ratio, summarized_rate
+from bench.common import FULL, GroupResult, Scale, alternated_runs, alternating, medians, ratio, summarized_rate
 from bench.traffic import SummaryProgress, TopicWatcher
 
 FIGURES = ("scaleout_eps_1_worker", "scaleout_eps_2_workers", "scaleout_ratio_2_workers")
@@ -140,11 +140,11 @@ def run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
         samples = alternating({"1": partial(one.timed, timed), "2": partial(two.timed, timed)}, scale.rounds)
     mid = medians(samples)
     splits = " / ".join(":".join(f"{share:.2f}" for share in batch) for batch in two.shares)
+    groups = (f"one group of 1 worker and one of 2 (one app id), each settled first (two workers held {two.held}), "
+              "the same timed calls produced to each in turn")
     method = (f"{calls:,} realistic calls over ~{SERIES} series/{SERIES} users in {len(timed)} records keyed by "
-              f"service, on {PARTITIONS}-partition topics; one group of 1 worker and one of 2 (one app id), each "
-              f"settled first (two workers held {two.held}), the same timed calls produced to each in turn; first "
-              f"to last timed record processed, by the fleet summaries' send stamps; runs alternated, median of "
-              f"{scale.rounds}; " + describe(samples))
+              f"service, on {PARTITIONS}-partition topics; {groups}; first to last timed record processed, by the "
+              f"fleet summaries' send stamps; {alternated_runs(samples)}")
     result.put("scaleout_eps_1_worker", mid["1"], method)
     result.put("scaleout_eps_2_workers", mid["2"], f"{method}; each worker's share of the timed calls: {splits}")
     result.put("scaleout_ratio_2_workers", ratio(mid["2"], mid["1"]),

@@ -25,12 +25,12 @@ from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits, PeriodLimits
 from llmpulse.processors.core.quality import QualityConfig
 from llmpulse.processors.core.savings import SavingsConfig
+from llmpulse.processors.core.spend_store import PERIODS
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.otlp import SpanMapping
 
-PERIODS = ("hour", "day", "month")
 GUARD_FIELDS = frozenset({"injection_threshold", "hallucination_min_level", "max_prompt_chars", "max_response_chars"})
 # ValidationLimits the decoder and the dead-letter records take directly (processors/app.py), not the core.
 DECODER_FIELDS = frozenset({"max_record_bytes", "max_calls_per_batch", "dead_letter_payload_bytes"})

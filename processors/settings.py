@@ -48,6 +48,7 @@ from llmpulse.processors.core.latency import LatencyConfig
 from llmpulse.processors.core.ledger import USD, BudgetLimits
 from llmpulse.processors.core.quality import QualityConfig
 from llmpulse.processors.core.savings import SavingsConfig
+from llmpulse.processors.core.spend_store import PERIODS, SCOPES
 from llmpulse.processors.core.traffic import TrafficConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.wire.otlp import SpanMapping
@@ -144,28 +145,26 @@ class TrafficRules(_Group):
     unsafe_warning_count: int = _TRAFFIC.unsafe_warning_count
 
 
-class BudgetRules(_Group):
+# One limit per scope and calendar period, ``<scope>_<period>_usd`` (e.g. LLMPULSE_BUDGETS__USER_DAY_USD): the
+# global scope is all calls together; the service, user (hashed id) and model scopes are each key's own calls.
+_PERIOD_LIMITS: dict[str, Any] = {f"{scope}_{period}_usd": (float | None, _usd(_LIMITS.limit(scope, period)))
+                                  for scope in SCOPES for period in PERIODS}
+
+
+class _BudgetRules(_Group):
     """Limits in US dollars; None = tracked, never alerted. Thresholds are fractions of each limit."""
 
     per_request_usd: float | None = _usd(_LIMITS.per_request_micros)
-    global_hour_usd: float | None = _usd(_LIMITS.global_limits.hour)
-    global_day_usd: float | None = _usd(_LIMITS.global_limits.day)
-    global_month_usd: float | None = _usd(_LIMITS.global_limits.month)
-    service_hour_usd: float | None = _usd(_LIMITS.service_limits.hour)
-    service_day_usd: float | None = _usd(_LIMITS.service_limits.day)
-    service_month_usd: float | None = _usd(_LIMITS.service_limits.month)
-    user_hour_usd: float | None = _usd(_LIMITS.user_limits.hour)
-    user_day_usd: float | None = _usd(_LIMITS.user_limits.day)
-    user_month_usd: float | None = _usd(_LIMITS.user_limits.month)
-    model_hour_usd: float | None = _usd(_LIMITS.model_limits.hour)
-    model_day_usd: float | None = _usd(_LIMITS.model_limits.day)
-    model_month_usd: float | None = _usd(_LIMITS.model_limits.month)
     thresholds: tuple[float, ...] = _LIMITS.thresholds
     # A key that spends this fraction of its hour limit within one minute is a runaway (``budget_burn``, P1: at
     # that pace the hour's budget lasts 1 / burn_fraction minutes); None turns it off.
     burn_fraction: float | None = _LIMITS.burn_fraction
     projection_month_usd: float | None = _usd(_LIMITS.projection_limit_micros)
     max_keys_per_scope: int = _LIMITS.max_keys_per_scope
+
+
+BudgetRules = pydantic.create_model("BudgetRules", __base__=_BudgetRules, __doc__=_BudgetRules.__doc__,
+                                    __module__=__name__, **_PERIOD_LIMITS)
 
 
 class GuardRules(_Group):

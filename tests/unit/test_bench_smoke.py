@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import accuracy, batch_layout, detectors, inprocess, report, run
-from bench.common import GroupResult, Scale, percentile
+from bench.common import GroupResult, Scale, alternated_runs, alternating, percentile
 
 TINY = Scale("smoke", calls=1_500, faust_records=10, sdk_calls=10, detector_calls=1_500, stability_s=None, rounds=1)
 
@@ -69,6 +69,15 @@ def test_goals_judge_known_values(figures: dict[str, float], key: str, expected:
 def test_percentile_is_the_lower_order_statistic() -> None:
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
     assert percentile([1.0, 2.0], 0.99) == 1.0
+
+
+
+def test_a_note_on_alternated_runs_names_their_count_and_every_run() -> None:
+    values = iter([3.0, 1000.0, 2000.0, 4.0])
+    samples = alternating({"a": lambda: next(values), "b": lambda: next(values)}, rounds=2)
+
+    assert samples == {"a": [3.0, 4.0], "b": [1000.0, 2000.0]}  # the second round runs b first
+    assert alternated_runs(samples) == "runs alternated, median of 2; runs (calls/s): a 3 / 4; b 1,000 / 2,000"
 
 
 def test_partial_run_writes_every_required_key(tmp_path: Path) -> None:
