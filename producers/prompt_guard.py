@@ -33,10 +33,10 @@ class PromptBlocked(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    flagged: bool
-    reason: str
-    score: float
-    patterns: tuple[str, ...] = ()
+    flagged: bool  # the score reached the worker's threshold
+    reason: str  # the detector that flagged it ("injection"); empty when not flagged
+    score: float  # in [0, 1]
+    patterns: tuple[str, ...] = ()  # names of the injection patterns that matched, when flagged
 
 
 CLEAN = Verdict(False, "", 0.0)

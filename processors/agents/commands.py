@@ -25,9 +25,9 @@ log = logging.getLogger("llmpulse.worker.commands")
 
 @dataclass(frozen=True, slots=True)
 class CommandsAgent:
-    store: EngineStore
-    emitter: Emitter
-    ownership: PartitionOwnership
+    store: EngineStore  # the engine that holds the alert, changed and persisted under the state lock
+    emitter: Emitter  # the acknowledged event, to the alerts topic and to the fleet stage
+    ownership: PartitionOwnership  # whether the fleet stage is this worker's, or a command is passed on
     codec: SchemaCodec  # the alert-command schema
 
     def register(self, app: faust.App, topic: faust.TopicT) -> None:

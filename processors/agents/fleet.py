@@ -29,9 +29,9 @@ log = logging.getLogger("llmpulse.worker.fleet")
 
 @dataclass(frozen=True, slots=True)
 class FleetAgent:
-    store: EngineStore
-    emitter: Emitter
-    ownership: PartitionOwnership
+    store: EngineStore  # the fleet engine
+    emitter: Emitter  # its alerts, incidents, provider states and budget states
+    ownership: PartitionOwnership  # summaries are applied only while the fleet stage's one partition is ours
     # operator commands another worker passed on (agents/commands.py): Avro among the JSON summaries
     commands: SchemaCodec = field(default_factory=lambda: SchemaCodec(schemas.ALERT_COMMAND))
 

@@ -108,14 +108,14 @@ class _Incident:
     status: str
     started_at_ms: int
     updated_at_ms: int
-    last_seen_ms: int
+    last_seen_ms: int  # the newest observation of it, active or clear (stale_ms runs from here)
     observed: float
     threshold: float
     window: str
     summary: str
-    clear_since_ms: int | None = None
+    clear_since_ms: int | None = None  # reported clear since, without turning active again (resolve_hold_ms)
     acknowledged_by: str | None = None
-    suppressed: int = 0
+    suppressed: int = 0  # starts on its fingerprint the cooldown kept silent
 
 
 class AlertPolicy:

@@ -73,10 +73,10 @@ _KEY = struct.Struct("<I")
 class Comparison:
     experiment: str
     variant: str
-    metric: str
-    t: float
+    metric: str  # one of METRICS
+    t: float  # Welch's t, variant against control
     p_value: float  # always-valid (running minimum over every look)
-    effect_size: float
+    effect_size: float  # Cohen's d, variant against control
     control_mean: float
     variant_mean: float
     regression: bool

@@ -36,10 +36,10 @@ _OK_ROWS_FOR_HEALTHY_KEYS = 20  # enough successes to close a half-open breaker 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetConfig:
-    limits: BudgetLimits = field(default_factory=BudgetLimits)
-    breaker: BreakerConfig = field(default_factory=BreakerConfig)
-    alerts: AlertConfig = field(default_factory=AlertConfig)
-    incidents: IncidentConfig = field(default_factory=IncidentConfig)
+    limits: BudgetLimits = field(default_factory=BudgetLimits)  # the scopes judged here (fleet_scopes)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)  # one circuit per provider/model
+    alerts: AlertConfig = field(default_factory=AlertConfig)  # the lifecycle of this stage's own alerts
+    incidents: IncidentConfig = field(default_factory=IncidentConfig)  # grouping every alert of the fleet
 
 
 def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: int, offset: int,

@@ -18,16 +18,18 @@ _STATUS_RANK = {FIRING: 0, ACKNOWLEDGED: 1, RESOLVED: 2}
 
 @dataclass(slots=True)
 class Member:
+    # the alert's identity and series, which its later events never change ...
     alert_id: str
     rule: str
-    severity: str
-    status: str
     service: str | None
     model: str | None
     provider: str | None
+    started_at_ms: int
+    # ... and what they may (``_news``)
+    status: str
+    severity: str
     summary: str
     observed: float
-    started_at_ms: int
     updated_at_ms: int
 
     @classmethod

@@ -26,8 +26,8 @@ class Scenario:
     name: str
     description: str
     inject: Injector
-    start_s: float = 20.0
-    duration_s: float = 60.0
+    start_s: float = 20.0  # the window opens this long after the run starts ...
+    duration_s: float = 60.0  # ... and lasts this long
     share: float = 1.0  # of the eligible calls in the window
     calls_per_s: float | None = None  # absolute: share = calls_per_s / rate, capped at 1
     eligible: Callable[[TrafficModel, CallBlock], np.ndarray] | None = None  # default: answered calls

@@ -75,9 +75,9 @@ class Workload:
     rate_per_min: float
     input_tokens: TokenFit
     output_tokens: TokenFit
-    log_corr: float = 0.0
-    prefix_cache_share: float = 0.0
-    prefix_cache_fraction: float = 0.0
+    log_corr: float = 0.0  # correlation of log input and log output tokens
+    prefix_cache_share: float = 0.0  # share of calls that read a cached prompt prefix ...
+    prefix_cache_fraction: float = 0.0  # ... and the mean share of their input tokens it covers
 
 
 @dataclass(frozen=True, slots=True)

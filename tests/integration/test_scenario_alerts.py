@@ -20,7 +20,7 @@ import pytest
 
 from llmpulse.schemas.alerts_topic import AlertsTopicCodec
 from tests.support.kafka import read_topic
-from tests.support.worker import WorkerProcess
+from tests.support.worker import NO_GLOBAL_BUDGET, WorkerProcess
 
 pytestmark = pytest.mark.timeout(300)
 ALERTS_TOPIC = AlertsTopicCodec()
@@ -33,10 +33,7 @@ QUIET = {
     "LLMPULSE_DRIFT__BLOCK_SIZE": "150",
     "LLMPULSE_DRIFT__MIN_CURRENT": "100",
     "LLMPULSE_TRAFFIC__TOKEN_AVERAGE_LIMIT": "1000000",
-    "LLMPULSE_BUDGETS__GLOBAL_HOUR_USD": "1000000",
-    "LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "1000000",
-    "LLMPULSE_BUDGETS__GLOBAL_MONTH_USD": "1000000",
-    "LLMPULSE_BUDGETS__PROJECTION_MONTH_USD": "1000000000",
+    **NO_GLOBAL_BUDGET,
 }
 # scenario -> (rules that must fire, must they resolve?, extra worker settings)
 EXPECTED: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {

@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any
 
 API_TOKEN = "test-token"
+# The seed's global budgets ($10/h, $50/day, $500/month, a $1,000 month projection) lifted out of reach, for tests
+# whose minutes of simulated traffic would otherwise also page on spend.
+NO_GLOBAL_BUDGET = {
+    "LLMPULSE_BUDGETS__GLOBAL_HOUR_USD": "1000000",
+    "LLMPULSE_BUDGETS__GLOBAL_DAY_USD": "1000000",
+    "LLMPULSE_BUDGETS__GLOBAL_MONTH_USD": "1000000",
+    "LLMPULSE_BUDGETS__PROJECTION_MONTH_USD": "1000000000",
+}
 
 
 def free_port() -> int:
