@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -278,6 +279,11 @@ class ProcessorSettings(BaseSettings):
     schema_registry_url: str | None = None  # read Confluent-framed records too (docs: README, Reports and export)
     schema_registry_auth: SecretStr | None = None  # "user:password" for the registry's basic auth
     prices_file: Path | None = None  # YAML of local/negotiated prices; wins over the genai-prices catalogue
+
+    def as_yaml(self) -> str:
+        """Every setting in effect, in the YAML file's layout (``LLMPULSE_CONFIG_FILE``; a group's field is also the
+        variable ``LLMPULSE_<GROUP>__<FIELD>``), secrets masked."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
     def settings_customise_sources(

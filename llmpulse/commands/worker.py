@@ -23,6 +23,8 @@ def worker(
     web_host: Annotated[str | None, typer.Option(help="Address to bind the HTTP server (default 127.0.0.1).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Worker data directory (default LLMPULSE_DATA_DIR).")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
+    print_settings: Annotated[bool, typer.Option(
+        "--print-settings", help="Print every setting in effect as YAML (secrets masked) and exit.")] = False,
 ) -> None:
     """Consume LLM calls from Kafka, keep windowed statistics, emit alerts and serve Prometheus metrics.
 
@@ -49,6 +51,9 @@ def worker(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         typer.echo(f"llmpulse worker: invalid settings: {problems}", err=True)
         raise typer.Exit(2) from None
+    if print_settings:
+        typer.echo(settings.as_yaml(), nl=False)
+        raise typer.Exit(0)
     # LLMPULSE_LOG_FORMAT=json: one JSON object a line (llmpulse/logs.py)
     logging.config.dictConfig(logging_config(loglevel, settings.log_format))
     # Without a broker, say why once in a while and answer /health/ready with 503 until it is there.

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr, ValidationError
 
 from llmpulse.processors.settings import LatencyRules, ProcessorSettings
+from tests.support.cli import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +132,28 @@ def test_settings_are_frozen() -> None:
         settings.app_id = "changed"  # type: ignore[misc]
     with pytest.raises(ValidationError):
         settings.latency.p95_warning_s = 0.1  # type: ignore[misc]
+
+
+def test_the_worker_prints_the_settings_in_effect_as_a_config_file_without_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = {"LLMPULSE_LATENCY__P95_WARNING_S": "1.5", "LLMPULSE_BUDGETS__USER_DAY_USD": "3",
+                 "LLMPULSE_QUALITY__ROLLBACK_ENABLED": "true", "LLMPULSE_API_TOKEN": "tok-s3cret"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LLMPULSE_", "KAFKA_"))}, **overrides}
+
+    printed = run_cli("worker", "--print-settings", env=env)
+
+    assert printed.returncode == 0, printed.stderr
+    assert "tok-s3cret" not in printed.stdout
+    layout = yaml.safe_load(printed.stdout)
+    assert layout["latency"]["p95_warning_s"] == 1.5 and layout["budgets"]["user_day_usd"] == 3.0
+    assert layout["api_token"] == "**********"
+    # Read back as the YAML file (the masked secret left out), it is the settings the variables gave.
+    for name, value in overrides.items():
+        monkeypatch.setenv(name, value)
+    from_variables = ProcessorSettings()
+    for name in overrides:
+        monkeypatch.delenv(name)
+    _yaml(tmp_path, yaml.safe_dump({k: v for k, v in layout.items() if k != "api_token"}), monkeypatch)
+    from_file = ProcessorSettings()
+    assert from_file.model_dump(exclude={"api_token"}) == from_variables.model_dump(exclude={"api_token"})
+    assert from_file.latency.p95_warning_s == 1.5 and from_file.quality.rollback_enabled  # not the defaults
