@@ -35,15 +35,18 @@ PROFILE_DAMPING = 0.5  # 0: flat, 1: the trace's per-minute swing as recorded
 # fleet keeps the traces' workload mix. Every model serves four services, every provider eight series. Output
 # caps keep each series' baseline p99 under 2 s as the traffic model does for its own services (docs-qa's long
 # Mooncake prompts on claude-3-5-sonnet with 400 output tokens sat at p95 1.6 s / p99 2.2 s and paged daily).
-EXTRA_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("email-drafter", "azure-conv", 0.2, (("gpt-4o-mini", 0.5), ("claude-3-5-sonnet-20241022", 0.5)),
-                400, 0.6, "reply-draft"),
-    ServiceSpec("triage-agent", "azure-conv", 0.2, (("claude-3-haiku-20240307", 0.5), ("gpt-4o", 0.5)),
-                256, 0.3, "ticket-triage"),
-    ServiceSpec("sql-helper", "azure-code", 0.4, (("gpt-4o", 0.5), ("claude-3-haiku-20240307", 0.5)),
-                512, 0.2, "query-assist"),
-    ServiceSpec("docs-qa", "mooncake-conv", 0.5, (("claude-3-5-sonnet-20241022", 0.5), ("gpt-4o-mini", 0.5)),
-                256, 0.5, "docs-answer"),
+EXTRA_SERVICES: tuple[ServiceSpec, ...] = tuple(
+    ServiceSpec(name, workload, workload_share, models, max_output_tokens, stream_share, feature)
+    for name, workload, workload_share, models, max_output_tokens, stream_share, feature in (
+        ("email-drafter", "azure-conv", 0.2, (("gpt-4o-mini", 0.5), ("claude-3-5-sonnet-20241022", 0.5)), 400, 0.6,
+         "reply-draft"),
+        ("triage-agent", "azure-conv", 0.2, (("claude-3-haiku-20240307", 0.5), ("gpt-4o", 0.5)), 256, 0.3,
+         "ticket-triage"),
+        ("sql-helper", "azure-code", 0.4, (("gpt-4o", 0.5), ("claude-3-haiku-20240307", 0.5)), 512, 0.2,
+         "query-assist"),
+        ("docs-qa", "mooncake-conv", 0.5, (("claude-3-5-sonnet-20241022", 0.5), ("gpt-4o-mini", 0.5)), 256, 0.5,
+         "docs-answer"),
+    )
 )
 SHARES = {"checkout-assistant": 0.25, "support-bot": 0.35, "code-review": 0.6, "search-summarizer": 0.5}
 

@@ -80,6 +80,16 @@ def id_hashes(ids: np.ndarray) -> np.ndarray:
     return h
 
 
+class _Filled:
+    """One of a JoinSlot's columns (``_JOIN_COLUMNS`` order), as a view of its filled part."""
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+    def __get__(self, slot: JoinSlot, owner: type | None = None) -> np.ndarray:
+        return slot._columns[self.column][: slot._n]
+
+
 class JoinSlot:
     """Calls of one ``slot_ms`` of event time: hash, source offset, time and series code per call.
 
@@ -96,21 +106,7 @@ class JoinSlot:
         self._names: tuple[int, bytes] = (0, b"")  # the first n names as JSON array items (``series`` only grows)
         self._order: np.ndarray | None = None
 
-    @property
-    def hashes(self) -> np.ndarray:
-        return self._columns[0][: self._n]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return self._columns[1][: self._n]
-
-    @property
-    def times(self) -> np.ndarray:
-        return self._columns[2][: self._n]
-
-    @property
-    def codes(self) -> np.ndarray:
-        return self._columns[3][: self._n]
+    hashes, offsets, times, codes = (_Filled(column) for column in range(len(_JOIN_COLUMNS)))
 
     def __len__(self) -> int:
         return self._n
