@@ -11,8 +11,9 @@ export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 started_broker=""
 cleanup() {
     if [[ -n "$started_broker" ]]; then
-        echo "== stopping the broker the benchmarks started"
+        echo "== stopping the broker the benchmarks started (and deleting its topics: ~2 GB of benchmark data)"
         llmpulse broker stop --port "$BROKER_PORT" --data-dir "$BENCH_DIR/broker" >/dev/null 2>&1 || true
+        rm -rf "$BENCH_DIR/broker" || true
     fi
 }
 trap cleanup EXIT
