@@ -16,6 +16,7 @@ STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
 # DENIED: refused by the SDK before any request (budget, limits, guard); not a request to the provider.
 OK, ERROR, TIMEOUT, RATE_LIMITED, FILTERED, DENIED = range(len(STATUSES))
 NO_COST = -1
+_NOT_ARRAYS = ("labels", "codes", "_groups", "_range_of")
 
 
 @dataclass(slots=True)
@@ -52,16 +53,29 @@ class CallColumns:
     _groups: dict[tuple[str, ...], tuple[list[tuple[str | None, ...]], np.ndarray]] = field(
         default_factory=dict, repr=False
     )
+    # (whole, start, end) when these calls are ``whole.rows(start, end)``: views of its arrays, so ``concat`` of
+    # adjacent ranges of one whole (a run of records decoded together) is a view again instead of a copy.
+    _range_of: tuple[CallColumns, int, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.latency_ms.shape[0])
+
+    def rows(self, start: int, end: int) -> CallColumns:
+        """Calls ``start`` to ``end`` (exclusive) as views of these arrays (nothing is copied)."""
+        whole, offset = (self, 0) if self._range_of is None else (self._range_of[0], self._range_of[1])
+        picked = {name: getattr(self, name)[start:end]
+                  for name in self.__dataclass_fields__ if name not in _NOT_ARRAYS and getattr(self, name) is not None}
+        labels = self.labels[start:end]
+        picked["labels"] = labels if any(labels) else []  # as a batch without labels has them
+        picked["codes"] = {name: (codes[start:end], values) for name, (codes, values) in self.codes.items()}
+        return CallColumns(**picked, _range_of=(whole, offset + start, offset + end))
 
     def take(self, index: np.ndarray) -> CallColumns:
         """The calls selected by a boolean mask or integer index, as a new CallColumns."""
         picked = {
             name: getattr(self, name)[index]
             for name in self.__dataclass_fields__
-            if name not in ("labels", "codes", "_groups") and getattr(self, name) is not None
+            if name not in _NOT_ARRAYS and getattr(self, name) is not None
         }
         positions = np.arange(len(self))[index]
         picked["labels"] = [self.labels[i] for i in positions] if self.labels else []
@@ -75,9 +89,12 @@ class CallColumns:
         renumbered over the union of their values."""
         if len(parts) == 1:
             return parts[0]
+        spanned = _spanned(parts)
+        if spanned is not None:
+            return spanned
         arrays: dict[str, object] = {}
         for name in cls.__dataclass_fields__:
-            if name in ("labels", "codes", "_groups"):
+            if name in _NOT_ARRAYS:
                 continue
             columns = [getattr(part, name) for part in parts]
             if all(column is None for column in columns):
@@ -126,6 +143,20 @@ class CallColumns:
                 parts.append(values[part])
             keys.append(tuple(reversed(parts)))
         return keys, inverse
+
+
+def _spanned(parts: Sequence[CallColumns]) -> CallColumns | None:
+    """The calls of ``parts`` as one range of their whole when they are adjacent ranges of the same one, else None."""
+    first, last = parts[0]._range_of, parts[-1]._range_of
+    if first is None or last is None:
+        return None
+    end = first[1]
+    for part in parts:
+        span = part._range_of
+        if span is None or span[0] is not first[0] or span[1] != end:
+            return None
+        end = span[2]
+    return first[0].rows(first[1], last[2])
 
 
 def _merged_codes(coded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

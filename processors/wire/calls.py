@@ -14,6 +14,7 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,36 @@ class CallDecoder(RecordReader):
         self._packer = BatchEncoder(producer_id="llmpulse-processor")
         self._json = JsonCalls(max_calls_per_batch)
 
+    def decode_all(self, values: Sequence[bytes], now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]:
+        """As ``RecordReader.decode_all``; the SDK's batch records among ``values`` are made columns together
+        (``columns_of``), each record's calls a range of them, so a run of them is one range again (no copy)."""
+        read: list[Unchecked | None] = []
+        batches: list[tuple[int, dict[str, Any]]] = []  # position in values, the decoded record
+        for k, data in enumerate(values):
+            batch = self._batch_record(data)
+            if isinstance(batch, dict):
+                batches.append((k, batch))
+            read.append(batch if isinstance(batch, Unchecked) else None if batch is not None else self.read(data))
+        if batches:
+            whole, start = columns_of([record for _, record in batches]), 0
+            for k, record in batches:
+                end = start + record["count"]
+                read[k] = Unchecked(whole.rows(start, end), payload_of=partial(self._reencode, record))
+                start = end
+        return check_all(read, self.limits, now_ms)  # type: ignore[arg-type]
+
+    def _batch_record(self, data: bytes) -> dict[str, Any] | Unchecked | None:
+        """An ``llm_call_batch`` record in the plain framing, decoded and checked (or refused, why); None for the
+        other shapes, which ``read`` takes one by one."""
+        if len(data) > self.max_record_bytes or not self.batch_codec.knows(data):
+            return None
+        try:
+            record = self._checked(self.batch_codec.decode(data))
+            check_columns(record)
+        except DecodeError as exc:
+            return Unchecked(None, [Refused(exc.code, str(exc), data)])
+        return record
+
     def read(self, data: bytes) -> Unchecked:
         if len(data) <= self.max_record_bytes and looks_like_json(data):
             return self._read_json(data)
@@ -147,7 +178,7 @@ class CallDecoder(RecordReader):
             calls = to_call_columns(record)
         except DecodeError as exc:
             return Unchecked(None, [Refused(exc.code, str(exc), data)])
-        return Unchecked(calls, payload_of=lambda index: self._reencode(record, index))
+        return Unchecked(calls, payload_of=partial(self._reencode, record))
 
     def _read_json(self, data: bytes) -> Unchecked:
         """JSON calls (json_calls.py): schema misfits refused one by one, the rest down the columnar path."""
@@ -203,21 +234,9 @@ class CallDecoder(RecordReader):
             return repr(call).encode("utf-8", "replace")[:4096]
 
 
-def _unpacked(record: dict[str, Any], name: str, count: int) -> np.ndarray:
-    _check_packed(record, name, count)
-    return np.frombuffer(record[name], dtype=_DTYPE_OF[name])
-
-
 def _check_packed(record: dict[str, Any], name: str, count: int) -> None:
     if len(record[name]) != count * _DTYPE_OF[name].itemsize:
         raise DecodeError("invalid_batch", f"column {name} holds {len(record[name])} bytes, expected {count} values")
-
-
-def _strings(column: dict[str, Any], name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    _check_codes(column, name, count)
-    values = np.empty(len(column["values"]) + 1, dtype=object)
-    values[:-1] = column["values"]  # the extra last slot is None, which code -1 selects
-    return np.frombuffer(column["codes"], dtype="<i4"), values
 
 
 def _check_codes(column: dict[str, Any], name: str, count: int) -> None:
@@ -235,54 +254,88 @@ def _check_codes(column: dict[str, Any], name: str, count: int) -> None:
     raise DecodeError("invalid_batch", f"column {name} has codes that do not match its dictionary")
 
 
-def _nullable(column: list[Any] | None, name: str, count: int) -> np.ndarray:
-    array = np.full(count, None, dtype=object)
-    if column is not None:
-        if len(column) != count:
-            raise DecodeError("invalid_batch", f"column {name} has {len(column)} values, expected {count}")
-        array[:] = column
-    return array
+def _check_listed(column: list[Any] | None, name: str, count: int) -> None:
+    if column is not None and len(column) != count:
+        raise DecodeError("invalid_batch", f"column {name} has {len(column)} values, expected {count}")
 
 
-def _check_unused(record: dict[str, Any], count: int) -> None:
-    """Columns the detectors skip must still fit the batch: a refused call is re-encoded from all of them."""
-    for name in _IGNORED:
-        if name in PACKED:
-            _check_packed(record, name, count)
-        elif name in DICTIONARY:
-            _check_codes(record[name], name, count)
-        elif record[name] is not None and len(record[name]) != count:
-            raise DecodeError("invalid_batch", f"column {name} has {len(record[name])} values, expected {count}")
-
-
-def to_call_columns(record: dict[str, Any]) -> CallColumns:
-    """A decoded batch record -> typed numpy arrays; DecodeError when its columns disagree in length."""
+def check_columns(record: dict[str, Any]) -> None:
+    """DecodeError unless every column of a decoded batch record holds ``count`` calls (the ones the detectors
+    skip too: a refused call is re-encoded from all of them) and every dictionary code picks a value."""
     count = record["count"]
-    _check_unused(record, count)
+    for name in PACKED:
+        _check_packed(record, name, count)
+    for name in DICTIONARY:
+        _check_codes(record[name], name, count)
+    for name in (*NULLABLE_STRINGS, *(name for name in _IGNORED if name not in PACKED and name not in DICTIONARY),
+                 "event_id", "labels"):
+        _check_listed(record.get(name), name, count)
+
+
+def columns_of(records: Sequence[dict[str, Any]]) -> CallColumns:
+    """Decoded batch records that passed ``check_columns`` -> one CallColumns of all their calls, in order: each
+    packed column joined and read once, each dictionary column over the union of the records' values (numbered
+    as ``CallColumns.concat`` numbers them), so a group of small records costs one set of numpy calls, not one
+    per record."""
+    counts = [record["count"] for record in records]
     arrays: dict[str, Any] = {}
     for name in PACKED:
         if name not in _IGNORED:
-            arrays[name] = _unpacked(record, name, count)
+            arrays[name] = np.frombuffer(b"".join([record[name] for record in records]), dtype=_DTYPE_OF[name])
     codes = {}
     for name in DICTIONARY:
         if name not in _IGNORED:
             column_name = _RENAMED.get(name, name)
-            codes[column_name] = _strings(record[name], name, count)
+            codes[column_name] = _strings([record[name] for record in records], counts)
             arrays[column_name] = codes[column_name][1][codes[column_name][0]]
-    for name in NULLABLE_STRINGS:
+    for name in (*NULLABLE_STRINGS, "event_id"):
         if name not in _IGNORED:
-            arrays[name] = _nullable(record[name], name, count)
-    arrays["event_id"] = _nullable(record["event_id"], "event_id", count)
+            arrays[name] = _nullable([record[name] for record in records], counts)
     arrays["status"] = arrays["status"].astype(np.int8)
     arrays["cache_hit"] = arrays["cache_hit"].astype(bool)
     arrays["no_answer"] = arrays["no_answer"].astype(bool)
     for name in ("input_tokens", "output_tokens", "cached_tokens"):
         arrays[name] = arrays[name].astype(np.int64)
-    labels = record.get("labels")
-    if labels is not None and len(labels) != count:
-        raise DecodeError("invalid_batch", f"labels has {len(labels)} values, expected {count}")
-    arrays["labels"] = labels or []
+    labelled = any(record.get("labels") for record in records)
+    arrays["labels"] = ([labels for record, count in zip(records, counts, strict=True)
+                         for labels in (record.get("labels") or [{}] * count)] if labelled else [])
     return CallColumns(**arrays, codes=codes)
+
+
+def _strings(columns: list[dict[str, Any]], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 codes, values with a trailing None for code -1) of a dictionary column over several records."""
+    if len(columns) == 1:
+        values = np.empty(len(columns[0]["values"]) + 1, dtype=object)
+        values[:-1] = columns[0]["values"]  # the extra last slot is None, which code -1 selects
+        return np.frombuffer(columns[0]["codes"], dtype="<i4"), values
+    position: dict[object, int] = {}
+    remaps = []  # per record: its codes' numbers in the union, then -1 for its own -1
+    for column in columns:
+        remaps.extend([position.setdefault(value, len(position)) for value in column["values"]])
+        remaps.append(-1)
+    sizes = np.array([len(column["values"]) for column in columns])
+    starts = np.concatenate(([0], np.cumsum(sizes + 1)[:-1]))
+    own = np.frombuffer(b"".join([column["codes"] for column in columns]), dtype="<i4")
+    at = np.repeat(starts, counts) + np.where(own < 0, np.repeat(sizes, counts), own)
+    values = np.empty(len(position) + 1, dtype=object)
+    values[:-1] = list(position)
+    return np.array(remaps, dtype="<i4")[at], values
+
+
+def _nullable(columns: list[list[Any] | None], counts: list[int]) -> np.ndarray:
+    array = np.full(sum(counts), None, dtype=object)
+    at = 0
+    for column, count in zip(columns, counts, strict=True):
+        if column is not None:
+            array[at : at + count] = column
+        at += count
+    return array
+
+
+def to_call_columns(record: dict[str, Any]) -> CallColumns:
+    """A decoded batch record -> typed numpy arrays; DecodeError when its columns disagree in length."""
+    check_columns(record)
+    return columns_of([record])
 
 
 def row_at(record: dict[str, Any], index: int) -> dict[str, Any]:

@@ -335,6 +335,8 @@ def test_records_decoded_together_get_what_each_gets_decoded_alone(encoder: Batc
         b'[{"event_id": "ev-8"}, ' + _json_call(9) + b", " + _json_call(10, confidence=2.0) + b"]",
         encoder.encode_batch([_call(11, user_hash=f"u{n}", request_model=f"m{n % 3}") for n in range(30)]),
         encoder.encode_batch([_call(12, **next(bad)), *[_call(13 + n) for n in range(4)]]),
+        _tampered(encoder, {"service": {"values": ["a"], "codes": b"\x05\x00\x00\x00" * 2}}),  # refused whole
+        encoder.encode_batch([_call(20, service="search", user_hash=None), _call(21, service="chat")]),
     ]
     together = decoder.decode_all(values, NOW_MS)
     alone = [decoder.decode(value, NOW_MS) for value in values]
@@ -342,6 +344,29 @@ def test_records_decoded_together_get_what_each_gets_decoded_alone(encoder: Batc
     assert sum(len(refused) for _calls, refused in together) >= 8  # the refusals were really exercised
     assert [calls.event_id.tolist() if calls is not None else None for calls, _ in together][:3] == [
         ["ev-0", "ev-2"], None, ["ev-4", "ev-5"]]
+
+
+def test_a_run_of_records_decoded_together_reads_as_their_calls_in_order(encoder: BatchEncoder,
+                                                                         decoder: CallDecoder) -> None:
+    """The agent absorbs a run of adjacent records as one batch: decoded together, their calls are ranges of one
+    set of columns, and the run is one range again rather than a copy. It must read exactly as the records' calls
+    copied end to end, dictionary columns and their groups included."""
+    services, models = ["chat", "search", "ocr"], ["m1", "m2"]
+    values = [encoder.encode_batch([_call(10 * r + n, service=services[(r + n) % 3], request_model=models[n % 2],
+                                          user_hash=None if n == 2 else f"u{r}") for n in range(3 + r)])
+              for r in range(4)]
+    parts = [calls for calls, _refused in decoder.decode_all(values, NOW_MS)]
+    assert all(part is not None for part in parts)
+    run = CallColumns.concat(parts)  # type: ignore[arg-type]
+    copied = CallColumns.concat([part.take(np.arange(len(part))) for part in parts])  # type: ignore[union-attr]
+    assert np.shares_memory(run.latency_ms, parts[0].latency_ms)  # one range of the columns decoded together
+    assert _summary((run, [])) == _summary((copied, []))
+    for names in (("service",), ("service", "model"), ("user_hash",)):
+        assert _members(*run.group_by(*names)) == _members(*copied.group_by(*names)), names
+    skipping = CallColumns.concat([parts[0], parts[2]])  # type: ignore[list-item]
+    assert skipping.event_id.tolist() == parts[0].event_id.tolist() + parts[2].event_id.tolist()  # type: ignore[union-attr]
+    assert _members(*skipping.group_by("service")) == _members(
+        *CallColumns.concat([parts[0].take(np.arange(len(parts[0]))), parts[2]]).group_by("service"))  # type: ignore[union-attr]
 
 
 def _json_call(i: int, **fields: Any) -> bytes:
