@@ -47,12 +47,16 @@ _NARROW = ("<u1", "<u2", "<u4")
 class SpendTable:
     """One scope's spend in one bucket; freed slots are reused."""
 
-    __slots__ = ("free", "index", "keys", "level", "spent", "stamp")
+    __slots__ = ("_joined", "_joined_keys", "free", "index", "keys", "level", "spent", "stamp")
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.keys: list[str | None] = []  # slot -> key; None for a free slot
         self.free: list[int] = []
+        # The first ``_joined_keys`` keys NUL-joined as UTF-8, kept between writes while no slot is freed: keys are
+        # only appended then, so a write encodes the new names, not every user's again (None: start over).
+        self._joined: bytearray | None = None
+        self._joined_keys = 0
         self.spent = np.zeros(8, dtype=np.int64)
         self.level = np.zeros(8, dtype=np.int64)  # thresholds already reported
         self.stamp = np.full(8, _UNUSED, dtype=np.int64)
@@ -72,6 +76,8 @@ class SpendTable:
         reused = [self.free.pop() for _ in range(min(len(names), len(self.free)))]
         for slot, name in zip(reused, names, strict=False):
             self.keys[slot] = name
+        if reused:
+            self._joined = None
         first = len(self.keys)
         self.keys.extend(names[len(reused) :])
         slots = reused + list(range(first, len(self.keys)))
@@ -91,6 +97,7 @@ class SpendTable:
         """Forget the ``count`` least recently charged keys."""
         used = len(self.keys)
         victims = np.argpartition(self.stamp[:used], count - 1)[:count] if count < used else np.arange(used)
+        self._joined = None
         for slot in victims.tolist():
             name = self.keys[slot]
             if name is not None:
@@ -137,14 +144,30 @@ class SpendTable:
         if self.free:
             live = np.flatnonzero(self.stamp[:used] != _UNUSED)
             names = [key for key in self.keys if key is not None]
-        text = "\x00".join(names)
-        codec = "nul" if text.count("\x00") == max(len(names) - 1, 0) else "json"
-        encoded = (text if codec == "nul" else json.dumps(names)).encode("utf-8")
+            joined = _nul_joined(names)
+        else:
+            joined = self._joined_names()
+        codec = "json" if joined is None else "nul"
+        encoded = json.dumps(names).encode("utf-8") if joined is None else joined
         stamps = self.stamp[live]
         columns = [_narrow(self.spent[live]), _narrow(self.level[live]),
                    _narrow(stamps - stamps.min() if stamps.shape[0] else stamps)]
         header = {"n": len(names), "names": [codec, len(encoded)], "columns": [[d, len(b)] for d, b in columns]}
         return _framed(header, [encoded, *(b for _, b in columns)])
+
+    def _joined_names(self) -> bytes | None:
+        """Every key NUL-joined (no slot is free), the ones added since the last write appended to the kept join;
+        None when a key holds a NUL (the names are then written as JSON)."""
+        fresh = _nul_joined(self.keys[self._joined_keys :]) if self._joined is not None else None  # type: ignore[arg-type]
+        if fresh is None:
+            whole = _nul_joined(self.keys)  # type: ignore[arg-type]
+            self._joined = None if whole is None else bytearray(whole)
+            self._joined_keys = len(self.keys)
+            return whole
+        if fresh:
+            self._joined += b"\x00" + fresh if self._joined_keys else fresh  # type: ignore[operator]
+            self._joined_keys = len(self.keys)
+        return bytes(self._joined)  # type: ignore[arg-type]
 
     @classmethod
     def from_bytes(cls, blob: bytes | memoryview, first_stamp: int) -> SpendTable:
@@ -165,6 +188,12 @@ class SpendTable:
         live = self.stamp[: len(self.keys)]
         live = live[live != _UNUSED]
         return int(live.max()) if live.shape[0] else NEVER
+
+
+def _nul_joined(names: list[str]) -> bytes | None:
+    """The names NUL-joined as UTF-8, or None when one of them holds a NUL itself."""
+    text = "\x00".join(names)
+    return text.encode("utf-8") if text.count("\x00") == max(len(names) - 1, 0) else None
 
 
 @dataclass(slots=True, eq=False)

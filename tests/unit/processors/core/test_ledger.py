@@ -18,6 +18,7 @@ from llmpulse.processors.core.ledger import (
     bucket_starts,
     month_bounds,
 )
+from llmpulse.processors.core.spend_store import SpendTable
 
 
 def ms(*args: int) -> int:
@@ -478,6 +479,33 @@ def test_buckets_round_trip_any_key_name_and_keep_the_eviction_order() -> None:
     assert again.to_dict() == ledger.to_dict()
     charge_at(again, [1], T0 + 10, 6, user="e")  # evicts the least recently charged: ""
     assert [again.spent("user", u, "day", T0) for u in ("", "c", "d", "a\x00b", "e")] == [0, 13, 14, 15, 1]
+
+
+def test_every_drain_restores_the_names_as_they_are_then_while_users_come_and_go() -> None:
+    """A drain writes a bucket's user names without encoding the ones already written again, as long as no name was
+    evicted; each drain must still restore exactly the names and spend of that moment: through new users, evictions,
+    evicted slots taken by newcomers, and a name holding a NUL (written as JSON)."""
+    limits = BudgetLimits(per_request_micros=None, max_keys_per_scope=12)
+    ledger, store = BudgetLedger(limits), {}
+    arrivals = [[f"u{i}" for i in range(5)], ["u5", "u6"], [], ["u0", "u7", "u8", "u9"], ["u10", "u11", "u12", "u13"],
+                ["u14", "u15"], ["u16"], ["a\x00b", "u17"], ["u2", "u18"], ["u19"]]
+    for offset, users in enumerate(arrivals):
+        charge_at(ledger, [7 + offset] * max(len(users), 1), T0 + offset, offset,
+                  user=users or "u1")  # type: ignore[arg-type]
+        persist(store, ledger.drain())
+        assert restored(store, limits).to_dict() == ledger.to_dict(), offset
+
+
+def test_a_table_written_again_after_its_freed_slots_were_taken_names_the_newcomers() -> None:
+    table = SpendTable()
+    for names in (["a", "b", "c"], ["d"]):
+        slots = table.slots(names)
+        table.spent[slots] += 5
+        assert SpendTable.from_bytes(table.to_bytes(), 0).to_dict() == table.to_dict()
+    table.evict_oldest(2)
+    slots = table.slots(["e", "f"])  # the two freed slots, taken again: no slot is free now
+    table.spent[slots] += 3
+    assert SpendTable.from_bytes(table.to_bytes(), 0).to_dict() == table.to_dict()
 
 
 RUNAWAY_LIMITS = BudgetLimits(per_request_micros=None, global_limits=PeriodLimits(), projection_limit_micros=None,
