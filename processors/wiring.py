@@ -11,6 +11,7 @@ from faust.types import TableT
 from faust.types.auth import CredentialsT
 
 from llmpulse.config import KafkaSecurity
+from llmpulse.processors.prompt_fetch import use_prompt_fetches
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.topics import MAX_RECORD_BYTES
 
@@ -75,6 +76,7 @@ def wire(settings: ProcessorSettings) -> Wiring:
         stream_buffer_maxsize=64,
         autodiscover=False,
     )
+    use_prompt_fetches(app)
     topics = s.topics
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     changelog = {"max.message.bytes": str(MAX_RECORD_BYTES)}  # state blobs (topics.py); on topics faust creates
