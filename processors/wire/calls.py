@@ -141,12 +141,12 @@ class CallDecoder(RecordReader):
         self._json = JsonCalls(max_calls_per_batch)
 
     def decode_all(self, values: Sequence[bytes], now_ms: int) -> list[tuple[CallColumns | None, list[Refused]]]:
-        """As ``RecordReader.decode_all``; the SDK's batch records among ``values`` are made columns together
+        """As ``RecordReader.decode_all``; the Avro records among ``values`` are made columns together
         (``columns_of``), each record's calls a range of them, so a run of them is one range again (no copy)."""
         read: list[Unchecked | None] = []
         batches: list[tuple[int, dict[str, Any]]] = []  # position in values, the decoded record
         for k, data in enumerate(values):
-            batch = self._batch_record(data)
+            batch = self._avro_record(data)
             if isinstance(batch, dict):
                 batches.append((k, batch))
             read.append(batch if isinstance(batch, Unchecked) else None if batch is not None else self.read(data))
@@ -158,13 +158,19 @@ class CallDecoder(RecordReader):
                 start = end
         return check_all(read, self.limits, now_ms)  # type: ignore[arg-type]
 
-    def _batch_record(self, data: bytes) -> dict[str, Any] | Unchecked | None:
-        """An ``llm_call_batch`` record in the plain framing, decoded and checked (or refused, why); None for the
-        other shapes, which ``read`` takes one by one."""
-        if len(data) > self.max_record_bytes or not self.batch_codec.knows(data):
+    def _avro_record(self, data: bytes) -> dict[str, Any] | Unchecked | None:
+        """An Avro record in the plain framing in the batch layout (an ``llm_call_batch``, or a single ``llm_call``
+        packed as a batch of one), decoded and checked, or refused and why; None for the other shapes (JSON, the
+        registry framing, unknown bytes), which ``read`` takes one by one."""
+        if len(data) > self.max_record_bytes:
             return None
         try:
-            record = self._checked(self.batch_codec.decode(data))
+            if self.batch_codec.knows(data):
+                record = self._checked(self.batch_codec.decode(data))
+            elif self.call_codec.knows(data):
+                record = self._packed(self.call_codec.decode(data))
+            else:
+                return None
             check_columns(record)
         except DecodeError as exc:
             return Unchecked(None, [Refused(exc.code, str(exc), data)])
