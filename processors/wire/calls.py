@@ -149,7 +149,9 @@ class CallDecoder(RecordReader):
             batch = self._avro_record(data)
             if isinstance(batch, dict):
                 batches.append((k, batch))
-            read.append(batch if isinstance(batch, Unchecked) else None if batch is not None else self.read(data))
+                read.append(None)  # its calls come below, once the group's columns are made
+            else:
+                read.append(self.read(data) if batch is None else batch)
         if batches:
             whole, start = columns_of([record for _, record in batches]), 0
             for k, record in batches:
