@@ -146,12 +146,12 @@ class CallDecoder(RecordReader):
         read: list[Unchecked | None] = []
         batches: list[tuple[int, dict[str, Any]]] = []  # position in values, the decoded record
         for k, data in enumerate(values):
-            batch = self._avro_record(data)
-            if isinstance(batch, dict):
-                batches.append((k, batch))
-                read.append(None)  # its calls come below, once the group's columns are made
+            record = self._record_or_refused(data)
+            if isinstance(record, Unchecked):
+                read.append(record)
             else:
-                read.append(self.read(data) if batch is None else batch)
+                batches.append((k, record))
+                read.append(None)  # its calls come below, once the group's columns are made
         if batches:
             whole, start = columns_of([record for _, record in batches]), 0
             for k, record in batches:
@@ -160,33 +160,23 @@ class CallDecoder(RecordReader):
                 start = end
         return check_all(read, self.limits, now_ms)  # type: ignore[arg-type]
 
-    def _avro_record(self, data: bytes) -> dict[str, Any] | Unchecked | None:
-        """An Avro record in the plain framing in the batch layout (an ``llm_call_batch``, or a single ``llm_call``
-        packed as a batch of one), decoded and checked, or refused and why; None for the other shapes (JSON, the
-        registry framing, unknown bytes), which ``read`` takes one by one."""
-        if len(data) > self.max_record_bytes:
-            return None
-        try:
-            if self.batch_codec.knows(data):
-                record = self._checked(self.batch_codec.decode(data))
-            elif self.call_codec.knows(data):
-                record = self._packed(self.call_codec.decode(data))
-            else:
-                return None
-            check_columns(record)
-        except DecodeError as exc:
-            return Unchecked(None, [Refused(exc.code, str(exc), data)])
-        return record
-
     def read(self, data: bytes) -> Unchecked:
+        record = self._record_or_refused(data)
+        if isinstance(record, Unchecked):
+            return record
+        return Unchecked(columns_of([record]), payload_of=partial(self._reencode, record))
+
+    def _record_or_refused(self, data: bytes) -> dict[str, Any] | Unchecked:
+        """A record in the batch layout, decoded and checked (an ``llm_call_batch``, or a single ``llm_call`` packed
+        as a batch of one, in either framing); JSON, read on its own path (``_read_json``); or why it is refused."""
         if len(data) <= self.max_record_bytes and looks_like_json(data):
             return self._read_json(data)
         try:
             record = self._record_of(data)
-            calls = to_call_columns(record)
+            check_columns(record)
         except DecodeError as exc:
             return Unchecked(None, [Refused(exc.code, str(exc), data)])
-        return Unchecked(calls, payload_of=partial(self._reencode, record))
+        return record
 
     def _read_json(self, data: bytes) -> Unchecked:
         """JSON calls (json_calls.py): schema misfits refused one by one, the rest down the columnar path."""
