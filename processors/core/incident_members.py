@@ -1,14 +1,14 @@
 """What an incident keeps of each member alert: a few fields of its alert.v1 record, and the series it is on.
 
 Kept apart from the grouping (incidents.py): a member is built from, and updated by, the alert events of one
-alert, whatever incident it belongs to. Its fields are persisted with the incident state (``asdict``), so they
+alert, whatever incident it belongs to. Its fields are persisted with the incident state (``to_dict``), so they
 are a stored format: a new field needs a default for the state written before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from llmpulse.processors.core.alert_policy import ACKNOWLEDGED, FIRING, RESOLVED, SEVERITY_RANK
@@ -47,6 +47,11 @@ class Member:
                   SEVERITY_RANK.get(str(record["severity"]), 0))
         return theirs > ours
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, in declaration order (what ``dataclasses.asdict`` gives, without its deep copy: the fields
+        are plain values, and an incident of thousands of members is written on every change)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def take(self, record: Mapping[str, Any]) -> None:
         """Take in a later event of this alert."""
         for name, value in _news(record).items():
@@ -55,6 +60,9 @@ class Member:
     @property
     def series(self) -> tuple[str | None, str | None, str | None]:
         return self.service, self.model, self.provider
+
+
+_FIELDS = tuple(f.name for f in fields(Member))
 
 
 def _news(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from typing import Any
 
 from llmpulse.processors.core.alert_policy import (
@@ -74,7 +75,12 @@ SCOPES = ("series", "service", "model", "provider", "fleet")
 
 
 def _symptom(member: Member) -> bool:
-    return symptom_family(family_of(member.rule))
+    return _symptom_rule(member.rule)
+
+
+@cache
+def _symptom_rule(rule: str) -> bool:
+    return symptom_family(family_of(rule))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,15 +144,34 @@ class _Incident:
     severity_since_ms: int = 0  # event time the worst severity was reached (the group wait restarts there)
     paged: bool = False  # an event of this incident paged
     paged_urgent: bool = False  # ... at an urgent priority (P0/P1): later escalations are updates
-    members: dict[str, Member] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)  # change it through ``add`` and ``drop``
+    # Kept for reading, never persisted: the members' services, models and providers, and scope(). A member's
+    # series never changes, so only joining (added to the sets) and leaving (both read again) move them.
+    _series_values: tuple[set[str | None], ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _scope: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def add(self, member: Member) -> None:
+        self.members[member.alert_id] = member
+        if self._series_values is not None:
+            for values, value in zip(self._series_values, member.series, strict=True):
+                values.add(value)
+        self._scope = None
+
+    def drop(self, alert_id: str) -> None:
+        self.members.pop(alert_id, None)
+        self._series_values = self._scope = None
 
     def scope(self) -> tuple[str, str]:
-        members = list(self.members.values())
-        services = {m.service for m in members}
-        models = {m.model for m in members}
-        providers = {m.provider for m in members}
+        if self._scope is None:
+            self._scope = self._narrowest_scope()
+        return self._scope
+
+    def _narrowest_scope(self) -> tuple[str, str]:
+        if self._series_values is None:
+            self._series_values = tuple({m.series[part] for m in self.members.values()} for part in range(3))
+        services, models, providers = self._series_values
         if None not in services | models and len(services) == len(models) == 1 and len(providers) == 1:
-            service, model, provider = members[0].series
+            service, model, provider = (next(iter(values)) for values in self._series_values)
             return "series", "/".join(v for v in (service, model, provider) if v)
         for scope, values in (("service", services), ("model", models), ("provider", providers)):
             if len(values) == 1 and None not in values:
@@ -161,10 +186,29 @@ class _Incident:
             return "/".join(v for v in member.series if v) == key
         return getattr(member, scope) == key
 
+    def causes_resolved(self) -> bool:
+        """Every member of a cause family has resolved (every member, in an incident of symptoms alone); stops at
+        the first live cause, so a live incident of thousands of members is not read whole on every event."""
+        any_cause = False
+        for member in self.members.values():
+            if not _symptom(member):
+                if member.status != RESOLVED:
+                    return False
+                any_cause = True
+        return any_cause or all(member.status == RESOLVED for member in self.members.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The persisted fields (every one but the scope kept for reading), members last, as ``asdict`` orders them."""
+        return {**{name: getattr(self, name) for name in _PERSISTED},
+                "members": [member.to_dict() for member in self.members.values()]}
+
     def worst(self) -> list[Member]:
         """Members, most severe first, then the earliest."""
         return sorted(self.members.values(),
                       key=lambda m: (-SEVERITY_RANK.get(m.severity, 0), m.started_at_ms, m.alert_id))
+
+
+_PERSISTED = tuple(f.name for f in fields(_Incident) if f.name != "members" and not f.name.startswith("_"))
 
 
 class IncidentManager:
@@ -243,7 +287,7 @@ class IncidentManager:
         if incident is None:
             incident = self._open(member)
             return incident.incident_id, OPENED
-        incident.members[member.alert_id] = member
+        incident.add(member)
         self._member_of[member.alert_id] = incident.incident_id
         incident.last_member_start_ms = max(incident.last_member_start_ms, member.started_at_ms)
         if incident.status == RESOLVED:
@@ -254,7 +298,7 @@ class IncidentManager:
 
     def _leave(self, incident: _Incident, alert_id: str) -> None:
         """Take a member out of an informational incident (which never paged); drop the incident once empty."""
-        incident.members.pop(alert_id, None)
+        incident.drop(alert_id)
         self._member_of.pop(alert_id, None)
         if not incident.members:
             self._incidents.pop(incident.incident_id, None)
@@ -329,8 +373,7 @@ class IncidentManager:
             incident.status = FIRING
             incident.acknowledged_by = None
             return ESCALATED if incident.announced else UPDATED
-        causes = [m for m in incident.members.values() if not _symptom(m)] or list(incident.members.values())
-        if incident.status != RESOLVED and all(m.status == RESOLVED for m in causes):
+        if incident.status != RESOLVED and incident.causes_resolved():
             incident.status = RESOLVED
             incident.resolved_at_ms = incident.updated_at_ms
             return RESOLVED
@@ -376,11 +419,7 @@ class IncidentManager:
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"clock_ms": self._clock_ms, "incidents": [
-            {**{k: v for k, v in asdict(i).items() if k != "members"},
-             "members": [asdict(m) for m in i.members.values()]}
-            for i in self._incidents.values()
-        ]}
+        return {"clock_ms": self._clock_ms, "incidents": [i.to_dict() for i in self._incidents.values()]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: IncidentConfig | None = None) -> IncidentManager:

@@ -175,6 +175,30 @@ def test_replays_and_stale_events_change_nothing_and_ids_are_stable() -> None:
     assert [e.incident_id for e in again] == [e.incident_id for e in events]
 
 
+def test_the_stored_state_keeps_its_format() -> None:
+    """Workers of earlier versions wrote this (fields in declaration order, members last); the state still reads
+    and writes as they did, and nothing kept only for reading (an incident's scope) is written."""
+    manager = manager_now()
+    manager.apply([alert("error_rate", "chat", "gpt-4o", "openai", observed=0.25)])
+    manager.get(manager.active()[0].incident_id)  # the scope is worked out, and kept
+    stored = manager.to_dict()
+    assert stored == {"clock_ms": T0, "incidents": [{
+        "incident_id": manager.active()[0].incident_id, "family": "availability", "status": "firing",
+        "severity": "WARNING", "started_at_ms": T0, "updated_at_ms": T0, "last_member_start_ms": T0,
+        "resolved_at_ms": None, "acknowledged_by": None, "announced": True, "severity_since_ms": 0, "paged": True,
+        "paged_urgent": False, "members": [{
+            "alert_id": f"error_rate-chat-gpt-4o-openai-{T0}", "rule": "error_rate", "service": "chat",
+            "model": "gpt-4o", "provider": "openai", "started_at_ms": T0, "status": "firing", "severity": "WARNING",
+            "summary": "error_rate on chat/gpt-4o", "observed": 0.25, "updated_at_ms": T0}]}]}
+    assert list(stored["incidents"][0]) == [  # the order too: the blob's bytes stay what they were
+        "incident_id", "family", "status", "severity", "started_at_ms", "updated_at_ms", "last_member_start_ms",
+        "resolved_at_ms", "acknowledged_by", "announced", "severity_since_ms", "paged", "paged_urgent", "members"]
+    assert list(stored["incidents"][0]["members"][0]) == [
+        "alert_id", "rule", "service", "model", "provider", "started_at_ms", "status", "severity", "summary",
+        "observed", "updated_at_ms"]
+    assert IncidentManager.from_dict(stored, manager.config).to_dict() == stored
+
+
 def test_acknowledge_is_idempotent_and_escalation_clears_it() -> None:
     manager = manager_now()
     incident = manager.apply([alert("error_rate", "chat", "gpt-4o", "openai")])[0]
@@ -233,7 +257,9 @@ def test_an_informational_member_that_turns_paging_leaves_the_informational_inci
     paged = manager.apply([{**early, "severity": "CRITICAL", "updated_at_ms": T0 + 60 * S}])  # 100 %
     assert [(e.status, e.priority, e.member_count) for e in pages(paged)] == [("opened", "P0", 1)]
     assert paged[0].incident_id != info.incident_id and paged[0].rules == ["budget"]
-    assert manager.get(info.incident_id).member_count == 1  # type: ignore[union-attr]
+    left = manager.get(info.incident_id)
+    assert left is not None and left.member_count == 1
+    assert (left.scope, left.scope_key) == ("series", "chat/gpt-4o/openai")  # narrowed again once the budget left
 
 
 def test_a_drift_symptom_does_not_hold_its_cause_open_and_lingers_silently() -> None:
