@@ -18,6 +18,7 @@ partition running far behind the others delivers late ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,10 +116,18 @@ class StreamCircuitTracker:
         status_ok: np.ndarray,
     ) -> list[CircuitTransition]:
         """Feed one batch; returns the state changes it caused, in event-time order."""
+        if int(status_ok.shape[0]) == 0:
+            return []
+        codes, keys = factorize(provider, model)
+        return self.apply_keyed(timestamp_ms, codes, keys, status_ok)
+
+    def apply_keyed(self, timestamp_ms: np.ndarray, codes: np.ndarray,
+                    keys: Sequence[tuple[str | None, str | None]], status_ok: np.ndarray) -> list[CircuitTransition]:
+        """``apply_batch`` with each call's (provider, model) as a code into ``keys``; None becomes "unknown"."""
         n = int(status_ok.shape[0])
         if n == 0:
             return []
-        codes, keys = _group_codes(provider, model)
+        named = [(p or "unknown", m or "unknown") for p, m in keys]
         order = np.lexsort((timestamp_ms, codes))
         sorted_codes = codes[order]
         bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
@@ -128,7 +137,7 @@ class StreamCircuitTracker:
         ok_sorted = np.asarray(status_ok, dtype=bool)[order]
         out: list[CircuitTransition] = []
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            key = keys[int(sorted_codes[start])]
+            key = named[int(sorted_codes[start])]
             out.extend(self._replay(key, ts_sorted[start:end], ok_sorted[start:end]))
         self._evict()
         out.sort(key=lambda t: t.updated_at_ms)
@@ -255,7 +264,3 @@ class StreamCircuitTracker:
             del self._entries[key]
 
 
-def _group_codes(provider: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, list[Key]]:
-    """Integer group code per call and the (provider, model) of each code; None becomes "unknown"."""
-    codes, keys = factorize(provider, model)
-    return codes, [(p or "unknown", m or "unknown") for p, m in keys]

@@ -194,17 +194,20 @@ class FleetEngine:
         return out
 
     def _circuits(self, outcomes: Outcomes) -> list[CircuitTransition]:
-        return self.circuits.apply_batch(outcomes.timestamp_ms, outcomes.provider, outcomes.model, outcomes.ok)
+        return self.circuits.apply_keyed(outcomes.timestamp_ms, outcomes.key, outcomes.keys, outcomes.ok)
 
 
 def _outcomes(rows: list[list[Any]]) -> Outcomes:
-    """A summary's ``[provider, model, timestamps, "1"/"0" per call]`` rows as columns."""
+    """A summary's ``[provider, model, timestamps, "1"/"0" per call]`` rows as columns (a row per key, usually;
+    rows of one key share its code)."""
     if not rows:
         return Outcomes.empty()
     counts = [len(row[2]) for row in rows]
+    index: dict[tuple[str | None, str | None], int] = {}
+    codes = [index.setdefault((row[0], row[1]), len(index)) for row in rows]
     return Outcomes(
         np.fromiter((t for row in rows for t in row[2]), np.int64, sum(counts)),
-        np.repeat(np.array([row[0] for row in rows], dtype=object), counts),
-        np.repeat(np.array([row[1] for row in rows], dtype=object), counts),
+        np.repeat(np.array(codes, np.int64), counts),
         np.frombuffer("".join(row[3] for row in rows).encode(), np.uint8) == ord("1"),
+        tuple(index),
     )

@@ -28,33 +28,58 @@ MAX_SOURCE_LAG_MS = 10_000
 MAX_BUFFERED = 200_000  # outcomes; beyond it the oldest are released early, in order
 
 
+Key = tuple[str | None, str | None]  # (provider, model)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcomes:
-    """Call outcomes as columns (one row per call, or per kept success of a healthy key)."""
+    """Call outcomes as columns (one row per call, or per kept success of a healthy key); each row's (provider,
+    model) as a code into ``keys``, so the circuits group them without hashing a pair per call."""
 
     timestamp_ms: np.ndarray  # int64
-    provider: np.ndarray  # object
-    model: np.ndarray  # object
+    key: np.ndarray  # int64, into keys
     ok: np.ndarray  # bool
+    keys: tuple[Key, ...]
 
     def __len__(self) -> int:
         return int(self.ok.shape[0])
 
     @classmethod
     def empty(cls) -> Outcomes:
-        return cls(np.empty(0, np.int64), np.empty(0, object), np.empty(0, object), np.empty(0, bool))
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), ())
+
+    @classmethod
+    def of_pairs(cls, timestamp_ms: np.ndarray, provider: list[str | None], model: list[str | None],
+                 ok: np.ndarray) -> Outcomes:
+        """From a (provider, model) per row."""
+        pairs = list(zip(provider, model, strict=True))
+        index = {pair: code for code, pair in enumerate(dict.fromkeys(pairs))}
+        return cls(timestamp_ms, np.fromiter(map(index.__getitem__, pairs), np.int64, len(pairs)), ok, tuple(index))
 
     @classmethod
     def concat(cls, parts: list[Outcomes]) -> Outcomes:
+        """End to end; the keys are the union of the parts' (first seen first), the codes renumbered to it."""
         parts = [part for part in parts if len(part)]
         if not parts:
             return cls.empty()
         if len(parts) == 1:
             return parts[0]
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__slots__))
+        keys = tuple(dict.fromkeys(pair for part in parts for pair in part.keys))
+        index = {pair: code for code, pair in enumerate(keys)}
+        codes = [part.key if part.keys == keys[: len(part.keys)]  # numbered alike already
+                 else np.array([index[pair] for pair in part.keys], np.int64)[part.key] for part in parts]
+        return cls(np.concatenate([part.timestamp_ms for part in parts]), np.concatenate(codes),
+                   np.concatenate([part.ok for part in parts]), keys)
 
     def take(self, rows: np.ndarray) -> Outcomes:
-        return Outcomes(self.timestamp_ms[rows], self.provider[rows], self.model[rows], self.ok[rows])
+        return Outcomes(self.timestamp_ms[rows], self.key[rows], self.ok[rows], self.keys)
+
+    def pairs(self) -> tuple[list[str | None], list[str | None]]:
+        """The provider and the model of each row."""
+        providers = [provider for provider, _model in self.keys]
+        models = [model for _provider, model in self.keys]
+        codes = self.key.tolist()
+        return [providers[code] for code in codes], [models[code] for code in codes]
 
 
 class OutcomeOrder:
@@ -122,8 +147,7 @@ class OutcomeOrder:
         held = Outcomes.concat(self._chunks)
         return {
             "sources": {str(source): latest for source, latest in self.source_latest.items()},
-            "held": [held.timestamp_ms.tolist(), held.provider.tolist(), held.model.tolist(),
-                     (held.ok.view(np.uint8) + 48).tobytes().decode()],
+            "held": [held.timestamp_ms.tolist(), *held.pairs(), (held.ok.view(np.uint8) + 48).tobytes().decode()],
         }
 
     @classmethod
@@ -133,8 +157,7 @@ class OutcomeOrder:
             return order
         order.source_latest = {int(source): int(latest) for source, latest in data["sources"].items()}
         ts, provider, model, ok = data["held"]
-        order._hold(Outcomes(np.array(ts, np.int64), np.array(provider, object), np.array(model, object),
-                             np.array([c == "1" for c in ok], bool)))
+        order._hold(Outcomes.of_pairs(np.array(ts, np.int64), provider, model, np.array([c == "1" for c in ok], bool)))
         return order
 
     def _hold(self, outcomes: Outcomes) -> None:

@@ -134,6 +134,35 @@ def test_partitions_a_few_seconds_apart_reach_the_circuit_in_event_time_order() 
     assert reference[0][0] == "OPEN" and reference[-1][0] == "CLOSED"
 
 
+def test_outcomes_of_several_keys_keep_their_keys_while_held_merged_and_restored() -> None:
+    # Each summary names its keys in its own order; partition 1 runs a summary behind, so its outcomes and
+    # partition 0's wait together, are merged and released, some across a restart of the stage.
+    def summary(partition: int, chunk: int) -> bytes:
+        ts = [NOW + chunk * 4_000 + i * 500 + partition * 250 for i in range(8)]
+        failing = "".join("0" if 60_000 <= t - NOW < 180_000 else "1" for t in ts)
+        rows = [["anthropic", "claude", ts, failing], ["openai", "gpt-4o", ts, "1" * len(ts)],
+                [None, "local-llm", ts, "0" * len(ts)]]
+        return json.dumps({"p": partition, "o": chunk, "spend": [],
+                           "outcomes": rows if partition == 0 else rows[::-1]}).encode()
+
+    order = [summary(0, 0)] + [s for chunk in range(1, 60) for s in (summary(0, chunk), summary(1, chunk - 1))]
+    straight = FleetEngine(FleetConfig())
+    expected = [(t.provider, t.model, t.state, t.updated_at_ms) for s in order for t in straight.apply(s).transitions]
+    restarted, seen, held = FleetEngine(FleetConfig()), [], []
+    for i, s in enumerate(order):
+        if i % 7 == 6:
+            held.append(restarted.outcomes.held)  # outcomes waiting for partition 1 as the stage restarts
+            restarted = FleetEngine.from_bytes(restarted.to_bytes(), FleetConfig())
+        seen += [(t.provider, t.model, t.state, t.updated_at_ms) for t in restarted.apply(s).transitions]
+    assert seen == expected and min(held) > 0
+    assert {(provider, model) for provider, model, _, _ in expected} == {("anthropic", "claude"),
+                                                                        ("unknown", "local-llm")}
+    claude = [state for provider, _, state, _ in expected if provider == "anthropic"]
+    assert claude[0] == "OPEN" and claude[-1] == "CLOSED"  # its outage, then the recovery: no one else's failures
+    assert straight.circuits.state("openai", "gpt-4o") == "CLOSED"
+    assert straight.circuits.state("unknown", "local-llm") == "OPEN"
+
+
 def test_outcomes_held_for_a_slower_partition_reach_the_circuit_on_a_quiet_tick() -> None:
     def summary(partition: int, offset: int, first_ms: int, oks: str) -> bytes:
         return _summary(partition, offset, [NOW + first_ms + i * 100 for i in range(len(oks))], oks,
