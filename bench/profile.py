@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import dataset
 from bench.inprocess import Pipeline
-from llmpulse.processors.agents.calls import TAKE_MAX_RECORDS
+from llmpulse.processors.agents.calls import record_groups
 
 PROFILE_CALLS = 50_000
 
@@ -28,8 +28,8 @@ def hot_spots(path: Path, calls: int = PROFILE_CALLS) -> list[str]:
     pipeline.feed(values[: len(values) // 10])  # warm caches, price lookups and first-seen series
     profiler = Profiler(interval=0.0005)
     profiler.start()
-    for start in range(0, len(values), TAKE_MAX_RECORDS):  # groups of records, as the calls agent takes them
-        pipeline.feed(values[start : start + TAKE_MAX_RECORDS], first_offset=len(values) + start)
+    for group in record_groups([len(value) for value in values]):  # groups of records, as the calls agent makes them
+        pipeline.feed(values[group.start : group.stop], first_offset=len(values) + group.start)
     session = profiler.stop()
     flat = ConsoleRenderer(flat=True, flat_time="self", time="percent_of_total", show_all=False).render(session)
     tree = ConsoleRenderer(time="percent_of_total").render(session)

@@ -23,7 +23,7 @@ from typing import Any
 from bench import dataset, throughput
 from bench.common import GroupResult, Scale, alternating, describe, medians, now_ms, ratio
 from llmpulse.processors import configure
-from llmpulse.processors.agents.calls import TAKE_MAX_RECORDS
+from llmpulse.processors.agents.calls import record_groups
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.otlp import OtlpDecoder
 from llmpulse.producers.batching import FIELDS, BatchEncoder
@@ -94,8 +94,8 @@ def _decode_us(decode_all: Callable[[Sequence[bytes], int], Any], records: Seque
     values = [value for value, _n in records]
     started = time.perf_counter()
     accepted = 0
-    for start in range(0, len(values), TAKE_MAX_RECORDS):
-        for columns, _refused in decode_all(values[start : start + TAKE_MAX_RECORDS], now):
+    for group in record_groups([len(value) for value in values]):
+        for columns, _refused in decode_all(values[group.start : group.stop], now):
             accepted += 0 if columns is None else len(columns)
     elapsed = time.perf_counter() - started
     if accepted != calls:

@@ -1,6 +1,9 @@
 """Agent: llm-calls records -> engine of each record's partition -> alerts, dead letters, metrics, state.
 
-Records are taken in small groups (``take_events``); a partition's records in a group are cut into runs that
+Records are taken up to ``TAKE_MAX_RECORDS`` at once (``take_events``) and processed in groups of at most
+``GROUP_MAX_BYTES`` (``record_groups``): many small records (a few dozen calls each, as at many series) make one
+group and share its fixed costs, large ones (hundreds of calls) make groups of ~64, so no group holds the
+alerts it decides for longer than a large group's processing. A partition's records in a group are cut into runs that
 its engine absorbs as one batch each (core/run_plan.py), the runs' ends persisted before any of their output
 is sent. Then alerts, dead letters and fleet summaries are sent and their delivery awaited; at a checkpoint
 (``state_checkpoint_s`` since the engine's last write; the timer writes every engine on each tick) the changed
@@ -34,8 +37,23 @@ from llmpulse.processors.wire.calls import Refused
 from llmpulse.processors.wire.feedback import FeedbackDecoder
 
 log = logging.getLogger("llmpulse.worker.calls")
-TAKE_MAX_RECORDS = 64
+TAKE_MAX_RECORDS = 192
 TAKE_WITHIN_S = 0.05
+GROUP_MAX_BYTES = 5 << 20  # ~64 records of ~470 calls; 192 of ~40 calls take ~1.4 MB
+
+
+def record_groups(sizes: Sequence[int], max_bytes: int = GROUP_MAX_BYTES) -> list[range]:
+    """Taken records (their sizes in bytes, in order) cut into the groups processed together: consecutive, each
+    holding as many records as fit in ``max_bytes`` (at least one)."""
+    groups, start, held = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and held + size > max_bytes:
+            groups.append(range(start, i))
+            start, held = i, 0
+        held += size
+    if start < len(sizes):
+        groups.append(range(start, len(sizes)))
+    return groups
 
 
 class RecordDecoder(Protocol):
@@ -88,8 +106,9 @@ class CallsAgent:
         @app.agent(topic, name=f"llmpulse.{self.lane or 'calls'}")
         async def process_calls(stream: faust.StreamT) -> None:
             async for events in stream.take_events(TAKE_MAX_RECORDS, within=TAKE_WITHIN_S):
-                async with self.store.lock:  # no timer or command may persist an engine halfway through a group
-                    await self.process_group(topic_name, events)
+                for group in record_groups([len(event.value or b"") for event in events]):
+                    async with self.store.lock:  # no timer or command may persist an engine halfway through a group
+                        await self.process_group(topic_name, events[group.start : group.stop])
 
     async def process_group(self, topic_name: str, events: Sequence[faust.EventT]) -> None:
         store, ownership, lane = self.store, self.ownership, self.lane
