@@ -132,10 +132,11 @@ class MetricsExporter:
         self.metrics.ready.set(1 if ready else 0)
 
     def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
-        """Recompute sliding-window gauges (called on a timer and before each scrape), with at most
+        """Recompute sliding-window gauges (called before each scrape, web.py), with at most
         ``REFRESH_SHARE`` of the worker's time: after a refresh that took t seconds, the next waits t /
-        REFRESH_SHARE. A few hundred series refresh on every call; at 10,000 series (~3 s a refresh) the gauges
-        move about every 30 s instead of eating half of a core."""
+        REFRESH_SHARE. A few hundred series refresh on every scrape, and at 10,000 series (~0.3 s a refresh, ~1.3 s
+        the first, which creates the label children) one every 15 s does too; a slower refresh, or faster scrapes,
+        get the last figures until the pacing allows another."""
         if now_ms < self._next_refresh_ms:
             return
         took = self.refresh_now(engines, fleet, now_ms)

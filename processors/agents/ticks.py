@@ -1,4 +1,6 @@
-"""Timer: evaluate windows without new data (quiet series clear, alerts resolve), refresh gauges."""
+"""Timer: evaluate windows without new data (quiet series clear, alerts resolve); lag, readiness and state-write
+gauges. The window gauges are computed when scraped (web.py ``/metrics``), not here: between two scrapes (15 s in
+deploy/prometheus) nobody reads them, and at 10,000 series a computation takes ~0.3 s."""
 
 from __future__ import annotations
 
@@ -36,8 +38,6 @@ class Ticker:
             now = now_ms()
             async with self.store.lock:  # never persist an engine while an agent is halfway through a group
                 await self.evaluate(now)
-            # at the time it starts: its share of the worker's time is reckoned from then (the lock may have waited)
-            self.exporter.refresh(self.store.all_engines(), self.store.loaded_fleet(), now_ms())
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready())
