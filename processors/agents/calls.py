@@ -1,9 +1,10 @@
 """Agent: llm-calls records -> engine of each record's partition -> alerts, dead letters, metrics, state.
 
-Records are taken up to ``TAKE_MAX_RECORDS`` at once (``take_events``) and processed in groups of at most
-``GROUP_MAX_BYTES`` (``record_groups``): many small records (a few dozen calls each, as at many series) make one
-group and share its fixed costs, large ones (hundreds of calls) make groups of ~64, so no group holds the
-alerts it decides for longer than a large group's processing. A partition's records in a group are cut into runs that
+Records are taken up to ``TAKE_MAX_RECORDS`` at once (``take_events``) and processed in groups (``record_groups``)
+of ``GROUP_RECORDS``, or more while they fit in ``GROUP_MAX_BYTES``: many small records (a few dozen calls each, as
+at many series) make one group and share its fixed costs; large ones (hundreds of calls, in any wire format) make
+groups of 64 as they always did, so no group holds the alerts it decides much longer than a group of large records
+takes. A partition's records in a group are cut into runs that
 its engine absorbs as one batch each (core/run_plan.py), the runs' ends persisted before any of their output
 is sent. Then alerts, dead letters and fleet summaries are sent and their delivery awaited; at a checkpoint
 (``state_checkpoint_s`` since the engine's last write; the timer writes every engine on each tick) the changed
@@ -39,15 +40,16 @@ from llmpulse.processors.wire.feedback import FeedbackDecoder
 log = logging.getLogger("llmpulse.worker.calls")
 TAKE_MAX_RECORDS = 192
 TAKE_WITHIN_S = 0.05
-GROUP_MAX_BYTES = 5 << 20  # ~64 records of ~470 calls; 192 of ~40 calls take ~1.4 MB
+GROUP_RECORDS = 64
+GROUP_MAX_BYTES = 2 << 20  # ~11k Avro calls: 192 records of ~40 calls (~1.4 MB) are one group, 64 of ~470 are 5 MB
 
 
-def record_groups(sizes: Sequence[int], max_bytes: int = GROUP_MAX_BYTES) -> list[range]:
-    """Taken records (their sizes in bytes, in order) cut into the groups processed together: consecutive, each
-    holding as many records as fit in ``max_bytes`` (at least one)."""
+def record_groups(sizes: Sequence[int], records: int = GROUP_RECORDS, max_bytes: int = GROUP_MAX_BYTES) -> list[range]:
+    """Taken records (their sizes in bytes, in order) cut into the groups processed together: consecutive, each of
+    ``records`` records, or more while the group holds at most ``max_bytes``."""
     groups, start, held = [], 0, 0
     for i, size in enumerate(sizes):
-        if i > start and held + size > max_bytes:
+        if i - start >= records and held + size > max_bytes:
             groups.append(range(start, i))
             start, held = i, 0
         held += size

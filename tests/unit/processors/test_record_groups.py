@@ -3,10 +3,11 @@ the size they always had, so a group's alerts wait no longer than before."""
 
 from __future__ import annotations
 
-from llmpulse.processors.agents.calls import GROUP_MAX_BYTES, TAKE_MAX_RECORDS, record_groups
+from llmpulse.processors.agents.calls import GROUP_MAX_BYTES, GROUP_RECORDS, TAKE_MAX_RECORDS, record_groups
 
 SMALL = 7_400  # ~40 calls: a service's record at ~10,000 series
 LARGE = 80_000  # ~470 calls: a service's record at ~100 series
+OTLP_JSON = 330_000  # 500 spans in OTLP/JSON
 
 
 def _sizes_of(groups: list[range], sizes: list[int]) -> list[int]:
@@ -18,15 +19,15 @@ def test_a_whole_take_of_small_records_is_one_group() -> None:
     assert record_groups(sizes) == [range(0, TAKE_MAX_RECORDS)]
 
 
-def test_large_records_make_groups_of_about_64_in_order() -> None:
-    sizes = [LARGE] * TAKE_MAX_RECORDS
-    groups = record_groups(sizes)
-    assert [i for group in groups for i in group] == list(range(TAKE_MAX_RECORDS))
-    assert [len(group) for group in groups] == [65, 65, 62]
-    assert max(_sizes_of(groups, sizes)) <= GROUP_MAX_BYTES
+def test_large_records_of_any_wire_format_make_groups_of_64_in_order() -> None:
+    for size in (LARGE, OTLP_JSON):
+        groups = record_groups([size] * TAKE_MAX_RECORDS)
+        assert [i for group in groups for i in group] == list(range(TAKE_MAX_RECORDS))
+        assert [len(group) for group in groups] == [GROUP_RECORDS] * 3
 
 
-def test_mixed_sizes_cut_where_the_next_record_would_not_fit_and_an_oversized_one_stands_alone() -> None:
-    sizes = [SMALL, 6 << 20, SMALL, SMALL, 3 << 20, 3 << 20, 0, 0]
-    assert record_groups(sizes) == [range(0, 1), range(1, 2), range(2, 5), range(5, 8)]
-    assert record_groups([]) == []
+def test_a_group_grows_past_64_records_only_while_it_fits_in_its_bytes() -> None:
+    sizes = [SMALL] * 64 + [GROUP_MAX_BYTES - 64 * SMALL] + [1] + [SMALL] * 10
+    assert record_groups(sizes) == [range(0, 65), range(65, 76)]
+    assert _sizes_of(record_groups(sizes), sizes)[0] == GROUP_MAX_BYTES
+    assert record_groups([SMALL] * 3) == [range(0, 3)] and record_groups([]) == []
