@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse.processors.core.pricing import factorize
+
 MAX_SOURCE_LAG_MS = 10_000
 MAX_BUFFERED = 200_000  # outcomes; beyond it the oldest are released early, in order
 
@@ -52,9 +54,8 @@ class Outcomes:
     def of_pairs(cls, timestamp_ms: np.ndarray, provider: list[str | None], model: list[str | None],
                  ok: np.ndarray) -> Outcomes:
         """From a (provider, model) per row."""
-        pairs = list(zip(provider, model, strict=True))
-        index = {pair: code for code, pair in enumerate(dict.fromkeys(pairs))}
-        return cls(timestamp_ms, np.fromiter(map(index.__getitem__, pairs), np.int64, len(pairs)), ok, tuple(index))
+        codes, keys = factorize(np.array(provider, dtype=object), np.array(model, dtype=object))
+        return cls(timestamp_ms, codes, ok, tuple(keys))
 
     @classmethod
     def concat(cls, parts: list[Outcomes]) -> Outcomes:
