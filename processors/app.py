@@ -81,7 +81,7 @@ class Worker:
         self.store = store = EngineStore(
             wiring.state, wiring.fleet_state, lambda partition: PartitionEngine(partition, config, pricer, guard),
             configure.fleet_config(settings), checkpoint_ms=round(settings.state_checkpoint_s * 1000),
-            state_log=self.changelog,
+            fleet_checkpoint_ms=round(settings.fleet_checkpoint_s * 1000), state_log=self.changelog,
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,

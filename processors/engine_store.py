@@ -91,7 +91,7 @@ class EngineViews(Protocol):
 class EngineStore:
     def __init__(self, state: ChangelogTable, fleet_state: ChangelogTable,
                  new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig,
-                 checkpoint_ms: int = 0, state_log: StateLog | None = None) -> None:
+                 checkpoint_ms: int = 0, state_log: StateLog | None = None, fleet_checkpoint_ms: int = 0) -> None:
         self._state = state
         self._state_log = state_log or TableChangelog(state)
         self._fleet_state = fleet_state
@@ -105,6 +105,11 @@ class EngineStore:
         # sent once, and a crash replays from the last persisted cursor (every run cut as planned).
         self._checkpoint_ms = checkpoint_ms
         self._persisted_at: dict[tuple[str, int], int] = {}  # (lane, partition) -> when its state was last written
+        # The fleet blob likewise, at most every ``fleet_checkpoint_ms`` while summaries arrive: it holds every
+        # member of every incident, ~2.5 MB for an informational incident of 10,000 series.
+        self._fleet_checkpoint_ms = fleet_checkpoint_ms
+        self._fleet_persisted_at: int | None = None  # None: not written since this worker took the fleet stage
+        self._fleet_changed = False
         # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
         # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
         self.lock = asyncio.Lock()
@@ -222,14 +227,38 @@ class EngineStore:
         mid-recovery)."""
         return self._fleet if self._fleet is not None else self._restore_fleet()
 
-    def persist_fleet(self) -> None:
+    def checkpoint_fleet(self, now_ms: int) -> bool:
+        """The fleet engine changed: write it if ``fleet_checkpoint_ms`` passed since its last write, or it was not
+        written since this worker took the fleet stage (its cursor must be on the broker early)."""
+        self._fleet_changed = True
+        last = self._fleet_persisted_at
+        if last is not None and now_ms - last < self._fleet_checkpoint_ms:
+            return False
+        self.persist_fleet(now_ms)
+        return True
+
+    def persist_fleet(self, now_ms: int) -> None:
+        """Write the fleet engine now (its outputs are on the broker already: the blob says they were decided)."""
         if self._fleet is not None:
             blob = self._fleet.to_bytes()
             self._fleet_state.data[FLEET_KEY] = blob
             self._fleet_state.send_changelog(0, FLEET_KEY, blob, "raw", "raw")
+            self._fleet_persisted_at, self._fleet_changed = now_ms, False
+
+    def persist_fleet_changes(self, now_ms: int) -> None:
+        """Write the fleet engine if it changed since its last write (the timer; a hand-over)."""
+        if self._fleet_changed:
+            self.persist_fleet(now_ms)
+
+    def hand_over_fleet(self, now_ms: int) -> None:
+        """The fleet partition leaves this worker: write what changed since the last checkpoint, then forget the
+        engine (the next owner rebuilds it from the table). Call it holding ``lock``."""
+        self.persist_fleet_changes(now_ms)
+        self.drop_fleet()
 
     def drop_fleet(self) -> None:
         self._fleet = None
+        self._fleet_persisted_at, self._fleet_changed = None, False
 
     def persisted_fleet_cursor(self) -> int | None:
         """The next fleet-topic offset to apply, as persisted in the fleet blob."""

@@ -109,7 +109,8 @@ class PartitionOwnership:
         moving = sorted((self._lanes[tp.topic], tp.partition) for tp in revoked if tp.topic in self._lanes)
         await self._hand_over(moving)
         if any(tp.topic == self._fleet for tp in revoked):
-            self._store.drop_fleet()
+            async with self._store.lock:  # what the fleet stage changed since its last checkpoint goes first
+                self._store.hand_over_fleet(now_ms())
 
     async def hand_over_all(self) -> None:
         """At shutdown, once the agents finished their events and before the worker leaves the group: hand over
@@ -121,6 +122,9 @@ class PartitionOwnership:
             return
         await self._hand_over(sorted((engine.lane, engine.partition) for engine in self._store.all_engines()
                                      if (self._topics[engine.lane], engine.partition) in assigned))
+        if (self._fleet, FLEET_PARTITION) in assigned:
+            async with self._store.lock:
+                self._store.persist_fleet_changes(now_ms())
 
     async def _hand_over(self, moving: list[tuple[str, int]]) -> None:
         async with self._store.lock:

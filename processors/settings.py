@@ -255,6 +255,12 @@ class ProcessorSettings(BaseSettings):
     # the source (as many runs as were cut since; the result is the same); a rebalance or a clean stop replays
     # nothing (a partition's state is written before it moves). 0: after every group of records.
     state_checkpoint_s: float = Field(default=0.0, ge=0)
+    # How often the fleet stage writes its state (one blob: fleet budgets, circuits, alert policy, incidents with
+    # every member) while summaries arrive; the timer writes it too when it changed, and so does a worker handing
+    # the fleet partition over (a rebalance, a clean stop). A crash replays the fleet topic from the cursor in the
+    # last blob: up to this much of it (summaries carry their source offsets, so nothing is counted twice, and an
+    # alert or incident decided again has the same id). 0: after every group of summaries.
+    fleet_checkpoint_s: float = Field(default=1.0, ge=0)
     # json: one JSON object a line with the ids a line carries (alert_id, incident_id; llmpulse/logs.py)
     log_format: LogFormat = "text"
 

@@ -63,6 +63,6 @@ class CommandsAgent:
             if alerts or incidents:
                 await emitter.send_alerts(alerts, partition)
                 await emitter.send_incidents(incidents, wait=True)
-                store.persist_fleet()
+                store.persist_fleet(now_ms())
         else:  # another worker owns the fleet stage: it applies the command from the fleet topic
             await (await emitter.send_command_to_fleet(alert_id, "acknowledge", actor))

@@ -82,7 +82,7 @@ class FleetAgent:
         if changed:  # a budget that changed state leaves now; new spend waits for the refresh timer
             await self.emitter.send_budget_states(fleet.budget_records(now_ms(), refresh=False))
         if changed:
-            self.store.persist_fleet()
+            self.store.checkpoint_fleet(now_ms())
         if hole:
             await self.ownership.rewind_fleet(fleet.cursor)
 

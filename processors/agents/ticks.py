@@ -65,4 +65,6 @@ class Ticker:
                 await emitter.send_fleet_alerts(outcome.alerts, wait=True)
                 await emitter.send_incidents(outcome.incidents, wait=True)
                 await emitter.send_provider_states(outcome.transitions)
-                store.persist_fleet()
+                store.persist_fleet(now)
+            else:  # what summaries changed since the last checkpoint
+                store.persist_fleet_changes(now)

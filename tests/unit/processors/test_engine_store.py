@@ -149,7 +149,7 @@ def test_with_a_state_log_the_engines_records_go_there_and_the_fleet_blob_to_its
     asyncio.run(store.persist_run_plan(engine))  # type: ignore[arg-type]  # the recording log's coroutine
     store.persist(engine, NOW)
     store.fleet()
-    store.persist_fleet()
+    store.persist_fleet(NOW)
 
     kinds = [event[0] for event in log.events]
     assert kinds[0] == "awaited" and log.events[0][2] == b"1|cursor/runs"
@@ -185,6 +185,47 @@ def test_a_revoked_partition_hands_over_what_it_absorbed_since_its_last_checkpoi
     assert SourceCursor.from_bytes(handed[-2][3]).next_offset == 43
     assert {event[2].split(b"/")[0] for event in handed[:-2]} >= {b"0|latency", b"0|traffic"}
     assert 0 not in store.engines()
+
+
+def test_the_fleet_blob_is_written_at_checkpoints_by_the_timer_and_when_handed_over() -> None:
+    fleet_table = FakeTable()
+    store = EngineStore(FakeTable(), fleet_table, ScriptedEngine, FleetConfig(),  # type: ignore[arg-type]
+                        fleet_checkpoint_ms=1_000)
+    fleet = store.fleet()
+    fleet.cursor.advance(10)
+    assert store.checkpoint_fleet(NOW)  # the first write since taking the fleet stage is never put off
+    fleet.cursor.advance(11)
+    assert not store.checkpoint_fleet(NOW + 500)  # within the interval: held in memory
+    assert store.persisted_fleet_cursor() == 11
+    store.persist_fleet_changes(NOW + 600)  # the timer writes what changed
+    assert store.persisted_fleet_cursor() == 12 and len(fleet_table.changelog) == 2
+    store.persist_fleet_changes(NOW + 700)  # nothing changed since: nothing written
+    assert len(fleet_table.changelog) == 2
+    fleet.cursor.advance(12)
+    assert not store.checkpoint_fleet(NOW + 800)
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: {TP("fleet", 0)}))
+    ownership = PartitionOwnership(app, "calls", "fleet", store, on_rewind=lambda _topic: None)  # type: ignore[arg-type]
+
+    asyncio.run(ownership.on_revoked(None, {TP("fleet", 0)}))
+
+    assert store.persisted_fleet_cursor() == 13 and store.loaded_fleet() is None  # written, then forgotten
+    assert store.fleet().cursor.next_offset == 13  # the next owner (here, this worker again) resumes there
+    assert store.checkpoint_fleet(NOW + 900)  # taken again: written at once
+
+
+def test_at_shutdown_the_fleet_stage_writes_what_changed_since_its_checkpoint() -> None:
+    store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(),  # type: ignore[arg-type]
+                        fleet_checkpoint_ms=60_000)
+    fleet = store.fleet()
+    fleet.cursor.advance(4)
+    assert store.checkpoint_fleet(NOW)
+    fleet.cursor.advance(5)
+    assert not store.checkpoint_fleet(NOW + 1)
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: {TP("fleet", 0)}))
+
+    asyncio.run(PartitionOwnership(app, "calls", "fleet", store, on_rewind=lambda _t: None).hand_over_all())  # type: ignore[arg-type]
+
+    assert store.persisted_fleet_cursor() == 6
 
 
 def test_at_shutdown_the_partitions_still_assigned_are_handed_over_and_no_other(new_engine) -> None:  # type: ignore[no-untyped-def]
@@ -259,14 +300,14 @@ def test_adopt_builds_missing_engines_and_engines_is_a_snapshot() -> None:
 def test_the_fleet_engine_round_trips_and_views_cache_nothing() -> None:
     fleet_table = FakeTable()
     store = _scripted_store(fleet=fleet_table)
-    store.persist_fleet()  # nothing built yet: nothing to write
+    store.persist_fleet(NOW)  # nothing built yet: nothing to write
     assert fleet_table.changelog == [] and store.loaded_fleet() is None
     assert store.persisted_fleet_cursor() is None
 
     fleet = store.fleet()
     fleet.cursor.advance(41)
     fleet.applied[3] = 7
-    store.persist_fleet()
+    store.persist_fleet(NOW)
     assert store.persisted_fleet_cursor() == 42
     assert fleet_table.changelog == [(0, FLEET_KEY, fleet_table.data[FLEET_KEY], "raw", "raw")]
 

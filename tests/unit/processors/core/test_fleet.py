@@ -44,6 +44,40 @@ def test_global_budget_counts_each_summary_once_and_alerts_once_at_the_highest_t
     assert restored.ledger.spent("global", "all", "hour", NOW) == 15 * USD
 
 
+def test_a_crash_between_fleet_checkpoints_replays_to_the_same_spend_and_the_same_alert_ids() -> None:
+    # The fleet blob is written at checkpoints: a worker that dies after absorbing summaries (and sending the
+    # alerts they decided) but before writing them leaves the next owner an older blob, and it replays the fleet
+    # topic from that blob's cursor.
+    limits = BudgetLimits(global_limits=PeriodLimits(hour=40 * USD, day=None, month=None),
+                          projection_limit_micros=None, burn_fraction=None)
+    config = FleetConfig(limits=limits)
+    calls = _calls(100, cost_micros=50_000)  # $5 per summary, $60 in all: past every threshold of $40
+    topic = [summarize_for_fleet(calls, calls.cost_micros, partition=i % 3, offset=i // 3) for i in range(12)]
+
+    def run(fleet: FleetEngine, first: int, last: int) -> list[str]:
+        decided = []
+        for position in range(first, last):
+            decided += [alert.alert_id for alert in fleet.apply(topic[position]).alerts]
+            fleet.cursor.advance(position)
+        return decided
+
+    straight = FleetEngine(config)
+    expected = run(straight, 0, len(topic))
+    crashed = FleetEngine(config)
+    sent = run(crashed, 0, 4)
+    checkpoint = crashed.to_bytes()  # the last blob written
+    sent += run(crashed, 4, 10)  # absorbed, its alerts sent, never written: the worker dies here
+    restored = FleetEngine.from_bytes(checkpoint, config)
+    resume = FleetEngine.cursor_of(checkpoint)
+    sent += run(restored, resume or 0, len(topic))
+
+    assert resume == 4 and len(expected) >= 2
+    assert restored.ledger.spent("global", "all", "hour", NOW) == straight.ledger.spent("global", "all", "hour",
+                                                                                           NOW) == 60 * USD
+    assert set(sent) == set(expected)  # an alert decided again carries the same id: a repeat, never a new one
+    assert restored.to_bytes() == straight.to_bytes()
+
+
 def test_provider_outage_opens_the_circuit_and_publishes_a_transition() -> None:
     fleet = FleetEngine(FleetConfig())
     failing = _calls(6, status="error", error_type="APIError:500")
