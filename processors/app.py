@@ -67,6 +67,7 @@ class Worker:
                               registry=registry_decoder(settings.schema_registry_url, auth))
         codecs = RecordCodecs(v.dead_letter_payload_bytes)
         pricer = Pricer(loaders.read_price_overrides(settings.prices_file))
+        pricer.load_catalogue()  # before the first record, and before the startup heap is frozen (startup.py)
         guard = GuardMonitor(config.guarding, loaders.read_injection_model())
         health = configure.health_config(settings)
         exporter = MetricsExporter(WorkerMetrics(self.registry, settings.max_series_per_metric), health)
