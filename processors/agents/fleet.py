@@ -81,7 +81,6 @@ class FleetAgent:
         await self.emitter.send_provider_states(transitions)
         if changed:  # a budget that changed state leaves now; new spend waits for the refresh timer
             await self.emitter.send_budget_states(fleet.budget_records(now_ms(), refresh=False))
-        if changed:
             self.store.checkpoint_fleet(now_ms())
         if hole:
             await self.ownership.rewind_fleet(fleet.cursor)

@@ -116,8 +116,6 @@ class StreamCircuitTracker:
         status_ok: np.ndarray,
     ) -> list[CircuitTransition]:
         """Feed one batch; returns the state changes it caused, in event-time order."""
-        if int(status_ok.shape[0]) == 0:
-            return []
         codes, keys = factorize(provider, model)
         return self.apply_keyed(timestamp_ms, codes, keys, status_ok)
 
