@@ -274,12 +274,12 @@ def pack_listed(n: int, where: list[int], values: list[int]) -> bytes:
     if form == _REPEATS:
         if total == k:  # every count 1: the gaps are the repeats
             return header + varint(total) + coded_gaps
-        repeated = bytearray()
+        repeated = []  # each gap, then a zero gap per further count (the same position again)
         for gap, count in zip(gaps, values, strict=True):
-            repeated += varint(gap)
+            repeated.append(gap)
             if count > 1:
-                repeated += bytes(count - 1)  # zero gaps: the same position again
-        return header + varint(total) + bytes(repeated)
+                repeated += [0] * (count - 1)
+        return header + varint(total) + _varints(repeated)
     dense = [0] * n
     for i, v in zip(where, values, strict=True):
         dense[i] = v

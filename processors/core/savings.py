@@ -168,7 +168,7 @@ class DayUsage:
     """One service's calls of one UTC day: counters and latency per (model, provider), spend per user, and
     calls per business outcome (``labels["outcome"]``)."""
 
-    __slots__ = ("_names", "_spend", "accuracy", "latency", "outcomes", "rows")
+    __slots__ = ("_encoded", "_names", "_spend", "accuracy", "latency", "outcomes", "rows")
 
     def __init__(self, accuracy: float = 0.01, names: UserNames | None = None) -> None:
         self.accuracy = accuracy
@@ -177,6 +177,9 @@ class DayUsage:
         self.outcomes: dict[str, int] = {}
         self._names = UserNames() if names is None else names  # a tracker's days share one
         self._spend = UserSpend()
+        # each (model, provider)'s sketch bytes as last written, with the sketch and its count then: a day is
+        # rewritten whenever its service has calls, mostly with a few of its sketches changed (values only add)
+        self._encoded: dict[tuple[str, str], tuple[LatencySketch, int, bytes]] = {}
 
     @property
     def users(self) -> dict[str, int]:
@@ -249,9 +252,19 @@ class DayUsage:
         head = json.dumps(fields, separators=(",", ":")).encode()
         parts = [_LEN.pack(len(head)), head]
         for key in keys:
-            blob = self.latency[key].to_bytes(fixed_width=True)  # rewritten per record: the faster form
-            parts += [_LEN.pack(len(blob)), blob]
+            parts += [_LEN.pack(len(blob := self._sketch_bytes(key))), blob]
         return b"".join(parts)
+
+    def _sketch_bytes(self, key: tuple[str, str]) -> bytes:
+        """The sketch's bytes in the fixed-width form (rewritten per record: the faster form), encoded again only
+        when it holds other values than when last encoded (a sketch's count grows with every value added)."""
+        sketch = self.latency[key]
+        kept = self._encoded.get(key)
+        if kept is not None and kept[0] is sketch and kept[1] == sketch.count:
+            return kept[2]
+        blob = sketch.to_bytes(fixed_width=True)
+        self._encoded[key] = (sketch, sketch.count, blob)
+        return blob
 
     @classmethod
     def from_bytes(cls, blob: bytes, names: UserNames | None = None) -> DayUsage:

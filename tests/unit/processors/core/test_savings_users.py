@@ -9,6 +9,7 @@ import struct
 import numpy as np
 
 from llmpulse.processors.core.savings import (
+    COUNTERS,
     DAY_MS,
     OTHER_USERS,
     DayUsage,
@@ -95,3 +96,21 @@ def test_a_restarted_tracker_reports_the_same_users_and_shares_their_names() -> 
     again = restored(SavingsTracker(), tracker.state.drain())
     assert Usage.collect([again], DAY0, DAY0 + DAY_MS).users == Usage.collect([tracker], DAY0, DAY0 + DAY_MS).users
     assert len(again.user_names) == 7
+
+
+def test_a_day_written_again_carries_the_latencies_added_since_and_the_same_bytes_as_a_fresh_encoding() -> None:
+    # A day's sketches are encoded again only when they changed (their bytes are kept between writes): the sketch
+    # that gained values must be written with them, the untouched one as before.
+    day = DayUsage()
+    day.add_counts("gpt-4o", "openai", np.ones(len(COUNTERS), dtype=np.int64)).add_many(np.array([0.5, 0.7, 0.9]))
+    day.add_counts("claude", "anthropic", np.ones(len(COUNTERS), dtype=np.int64)).add_many(np.array([1.5, 2.5, 3.5]))
+    first = day.to_bytes()
+    day.add_counts("gpt-4o", "openai", np.ones(len(COUNTERS), dtype=np.int64)).add_many(np.array([4.0, 8.0]))
+    second = day.to_bytes()
+
+    restored_day = DayUsage.from_bytes(second)
+    assert restored_day.latency[("gpt-4o", "openai")].count == 5
+    assert restored_day.latency[("gpt-4o", "openai")].quantile(1.0) == 8.0
+    assert restored_day.latency[("claude", "anthropic")].count == 3
+    assert second != first
+    assert second == DayUsage.from_bytes(second).to_bytes()  # what a day never encoded before writes
