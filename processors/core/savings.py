@@ -255,6 +255,11 @@ class DayUsage:
             parts += [_LEN.pack(len(blob := self._sketch_bytes(key))), blob]
         return b"".join(parts)
 
+    def forget_encoded(self) -> None:
+        """Drop the kept sketch bytes (a day no longer current is seldom written again; its bytes would only take
+        memory for the rest of the retention)."""
+        self._encoded.clear()
+
     def _sketch_bytes(self, key: tuple[str, str]) -> bytes:
         """The sketch's bytes in the fixed-width form (rewritten per record: the faster form), encoded again only
         when it holds other values than when last encoded (a sketch's count grows with every value added)."""
@@ -428,15 +433,19 @@ class SavingsTracker:
                     usage.count_outcome(str(name), self.config.max_outcomes)
 
     def evict(self) -> None:
-        """Drop days that left the retention window (called when a newer day first appears)."""
+        """Drop days that left the retention window, and the kept sketch bytes of every day before the newest
+        (called when a newer day first appears)."""
         oldest = self._newest_day - self.config.retention_days
         kept, dropped = [], 0
         for key, usage in self.state.items():
-            if int(key.split(SEP, 1)[0]) <= oldest:
+            day = int(key.split(SEP, 1)[0])
+            if day <= oldest:
                 self.state.delete(key)
                 dropped += 1
             else:
                 kept.append(usage)
+                if day < self._newest_day:
+                    usage.forget_encoded()
         if dropped:  # names only the dropped days used go too
             self.user_names.retain(kept)
 

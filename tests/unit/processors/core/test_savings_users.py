@@ -114,3 +114,19 @@ def test_a_day_written_again_carries_the_latencies_added_since_and_the_same_byte
     assert restored_day.latency[("claude", "anthropic")].count == 3
     assert second != first
     assert second == DayUsage.from_bytes(second).to_bytes()  # what a day never encoded before writes
+
+
+def test_days_before_the_newest_keep_no_encoded_sketches_and_a_late_call_is_still_written() -> None:
+    # Kept sketch bytes only speed up the current day's rewrites; 35 days of them would only take memory.
+    tracker = SavingsTracker()
+    tracker.update(*priced_calls([{"latency_ms": 200.0}]), offset=0)
+    [(first_key, first_day)] = tracker.state.items()
+    first_day.to_bytes()  # the day is written: its sketch bytes are kept
+    assert first_day._encoded
+
+    tracker.update(*priced_calls([{"timestamp_ms": DAY0 + DAY_MS + 60_000}]), offset=1)  # the next day starts
+    assert not first_day._encoded
+    tracker.update(*priced_calls([{"latency_ms": 900.0}]), offset=2)  # a late call of the first day
+    late = DayUsage.from_bytes(first_day.to_bytes())
+    assert late.latency[("big", "p")].count == 2
+    assert tracker.state.get(first_key) is first_day
