@@ -18,6 +18,7 @@ import numpy as np
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from llmpulse.broker import answers
 from llmpulse.producers.batching import BatchEncoder, new_event_id
 
 CALLS_PER_RECORD = 500
@@ -152,8 +153,6 @@ def preload(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes, in
 
 
 def broker_up(bootstrap: str, timeout: float = 5.0) -> bool:
-    try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
-    except KafkaException:
-        return False
-    return True
+    """Whether a broker answers at ``bootstrap`` (``llmpulse.broker.answers``: a closed port is told by a plain
+    connect, so nothing is logged when there is no broker, as there usually is not for a newcomer's first run)."""
+    return answers(bootstrap, timeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -132,3 +133,15 @@ def test_a_fleet_figure_without_a_broker_fails_the_run_with_its_reason(
         assert "no Kafka broker" in payload["notes"][key]
     err = capsys.readouterr().err
     assert "not measured: scaleout_ratio_2_workers" in err and "not measured: cardinality_ratio" in err
+
+
+def test_asking_for_a_broker_where_none_listens_says_no_quietly(capfd: pytest.CaptureFixture[str]) -> None:
+    """``make bench`` asks first and starts its own broker on a no: a newcomer's first run must not open with pages
+    of client connection errors."""
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert not dataset.broker_up(f"127.0.0.1:{port}", timeout=2.0)
+
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
