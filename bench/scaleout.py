@@ -16,10 +16,14 @@ keys hash evenly to the partitions.
 from __future__ import annotations
 
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +33,14 @@ from bench.cardinality import spread
 from bench.common import FULL, GroupResult, Scale, alternated_runs, alternating, medians, ratio, summarized_rate
 from bench.traffic import SummaryProgress, TopicWatcher
 
-FIGURES = ("scaleout_eps_1_worker", "scaleout_eps_2_workers", "scaleout_ratio_2_workers")
+CPU_FIGURES = ("scaleout_cpu_us_per_call_1_worker", "scaleout_cpu_us_per_call_2_workers",
+               "scaleout_cpu_efficiency_2_workers", "scaleout_worker_cores_1_worker", "scaleout_worker_cores_2_workers")
+# The machine's own reference for scaleout_cpu_efficiency_2_workers: CPU time of a fixed piece of plain Python work
+# in one process alone against in each of two at once (shared caches and a busy host tax both).
+SPIN = ("import time\nt = time.process_time()\nx = 0\nfor i in range(15_000_000): x += i * i\n"
+        "print(time.process_time() - t)")
+FIGURES = ("scaleout_eps_1_worker", "scaleout_eps_2_workers", "scaleout_ratio_2_workers", *CPU_FIGURES,
+           "scaleout_machine_efficiency_2_processes")
 PARTITIONS = 4
 SERIES = 400  # 100 services x 4 (model, provider) pairs, and as many users
 QUICK_CALLS, FULL_CALLS = 200_000, 1_000_000
@@ -72,6 +83,7 @@ class WorkerGroup:
                         for k in range(size)]
         self.held: list[set[int]] = []
         self.shares: list[list[float]] = []  # per timed batch, each worker's share of its calls
+        self.cpu: list[BatchCpu] = []  # per timed batch, where the machine's CPU went
 
     def __enter__(self) -> WorkerGroup:
         return self
@@ -117,14 +129,85 @@ class WorkerGroup:
         """Calls/s over ``records``, produced at once; fails when a worker died or the partitions moved meanwhile."""
         calls = sum(n for _, _, n in records)
         before = [workerproc.processed(worker) or 0.0 for worker in self.workers]
+        cpu_before, busy_before = self._worker_cpu(), workerproc.machine_busy_seconds()
         start, done = self._feed(records, BATCH_TIMEOUT_S)
+        cpu_after, busy_after = self._worker_cpu(), workerproc.machine_busy_seconds()
         after = [workerproc.processed(worker) or 0.0 for worker in self.workers]
         held = self._holding()
         if not done or held != self.held:
             raise RuntimeError(f"{self.size} workers: {self.progress.records(start)} of {len(records)} timed records "
                                f"done, partitions held {self.held} before and {held} after")
         self.shares.append([(b - a) / calls for a, b in zip(before, after, strict=True)])
-        return summarized_rate(self.progress.runs[start:], calls / len(records))
+        rate = summarized_rate(self.progress.runs[start:], calls / len(records))
+        if None not in (cpu_before, cpu_after, busy_before, busy_after):
+            workers = cpu_after - cpu_before  # type: ignore[operator]
+            self.cpu.append(BatchCpu(calls, rate, workers, busy_after - busy_before - workers))  # type: ignore[operator]
+        return rate
+
+    def _worker_cpu(self) -> float | None:
+        """CPU seconds the group's workers have used so far (None when /proc cannot tell)."""
+        spent = [workerproc.cpu_seconds(worker) for worker in self.workers]
+        return None if None in spent else sum(spent)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCpu:
+    """Where the machine's CPU went while one group took a timed batch (produced, processed, then quiet)."""
+
+    calls: int
+    rate: float  # calls/s, first to last record processed
+    workers_s: float  # CPU seconds of the group's workers
+    others_s: float  # CPU seconds of everything else: the broker, the benchmark, the idle group
+
+    @property
+    def worker_cores(self) -> float:
+        """Cores the workers kept busy while processing (their CPU over the batch's processing time; the batch's
+        quiet end adds the little an idle worker spends)."""
+        return self.workers_s * self.rate / self.calls
+
+    @property
+    def us_per_call(self) -> float:
+        return self.workers_s / self.calls * 1e6
+
+
+def spin_cpu_seconds(together: int) -> list[float]:
+    """CPU seconds of ``SPIN`` in each of ``together`` processes started at once."""
+    spinning = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True)
+                for _ in range(together)]
+    return [float(process.communicate()[0]) for process in spinning]
+
+
+def machine_efficiency(rounds: int) -> tuple[float, str]:
+    """CPU per unit of work of one process alone over that of each of two at once, median of alternated rounds."""
+    samples = alternating({"alone": lambda: spin_cpu_seconds(1)[0] * 1000,
+                           "two": lambda: statistics.mean(spin_cpu_seconds(2)) * 1000}, rounds)
+    mid = medians(samples)
+    return mid["alone"] / mid["two"], alternated_runs(samples, "CPU ms a process")
+
+
+def cpu_figures(result: GroupResult, batches: dict[str, list[BatchCpu]], cores: int) -> None:
+    """CPU per call and cores used, per group (medians over its batches), and what they say of the rate ratio: the
+    efficiency is the CPU per call of one worker over that of two (1.0: splitting the partitions costs nothing),
+    so the ratio is about that times the cores the two got over the cores the one got."""
+    if not all(batches.values()):
+        for key in CPU_FIGURES:
+            result.put(key, None, "not measured: no /proc to read CPU time from")
+        return
+    us = {name: statistics.median(b.us_per_call for b in group) for name, group in batches.items()}
+    used = {name: statistics.median(b.worker_cores for b in group) for name, group in batches.items()}
+    others = {name: statistics.median(b.others_s / b.calls * 1e6 for b in group) for name, group in batches.items()}
+    how = ("CPU time of the workers' processes (/proc) over each timed batch, from producing it to the quiet after "
+           "it; median over the batches")
+    result.put("scaleout_cpu_us_per_call_1_worker", us["1"], how)
+    result.put("scaleout_cpu_us_per_call_2_workers", us["2"], how)
+    result.put("scaleout_cpu_efficiency_2_workers", ratio(us["1"], us["2"]),
+               "scaleout_cpu_us_per_call_1_worker / scaleout_cpu_us_per_call_2_workers (1.0: two workers spend "
+               "per call what one does)")
+    cores_note = (f"the workers' CPU seconds per second of processing (calls / rate); the machine has {cores} cores; "
+                  f"everything else (the broker, the benchmark, the idle group) spent {others['1']:.1f} us a call "
+                  f"beside one worker and {others['2']:.1f} beside two")
+    result.put("scaleout_worker_cores_1_worker", used["1"], cores_note)
+    result.put("scaleout_worker_cores_2_workers", used["2"], cores_note)
 
 
 def run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
@@ -151,4 +234,9 @@ def run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
                f"scaleout_eps_2_workers / scaleout_eps_1_worker (same run, same data); the machine has "
                f"{os.cpu_count()} cores, shared with the broker, the benchmark process and the idle group, and one "
                "of the two workers also runs the fleet stage (every record's summary)")
+    cpu_figures(result, {"1": one.cpu, "2": two.cpu}, os.cpu_count() or 1)
+    efficiency, runs = machine_efficiency(scale.rounds)
+    result.put("scaleout_machine_efficiency_2_processes", efficiency,
+               "a fixed piece of plain Python work: CPU time in one process alone / in each of two at once (1.0: two "
+               f"busy processes do not slow each other; the reference for scaleout_cpu_efficiency_2_workers); {runs}")
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -60,6 +61,33 @@ def wait_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"worker not ready after {timeout} s:\n{worker.log_tail()}")
+
+
+def cpu_seconds(worker: WorkerProcess) -> float | None:
+    """CPU time (user + system) the worker process has used, from /proc (Linux); None elsewhere."""
+    if worker.process is None:
+        return None
+    return process_cpu_seconds(worker.process.pid)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` from /proc/<pid>/stat, in seconds; None when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O), from /proc/stat."""
+    try:
+        head = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(value) for value in head[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(worker: WorkerProcess) -> float | None:

@@ -15,7 +15,7 @@ import pytest
 from bench import alert_latency, dataset, run
 from bench.alert_latency import Probe, p99_or_reason
 from bench.common import GroupResult, summarized_rate
-from bench.scaleout import settled
+from bench.scaleout import BatchCpu, cpu_figures, settled
 from bench.traffic import SummaryProgress
 
 
@@ -145,3 +145,28 @@ def test_asking_for_a_broker_where_none_listens_says_no_quietly(capfd: pytest.Ca
 
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_scaleout_cpu_figures_tell_the_cost_of_splitting_from_the_cores_the_machine_gave() -> None:
+    """Two workers that spend per call what one does (efficiency 1.0) but get 1.5 cores where one got 1.0 scale by
+    1.5: the figures say which of the two limits the ratio."""
+    one = [BatchCpu(calls=100_000, rate=50_000.0, workers_s=2.0, others_s=0.4)]  # 2 s of processing, 1 core
+    two = [BatchCpu(calls=100_000, rate=75_000.0, workers_s=2.0, others_s=0.6)]  # 1.33 s, 1.5 cores
+    result = GroupResult()
+
+    cpu_figures(result, {"1": one, "2": two}, cores=2)
+
+    assert result.figures["scaleout_cpu_us_per_call_1_worker"] == pytest.approx(20.0)
+    assert result.figures["scaleout_cpu_efficiency_2_workers"] == pytest.approx(1.0)
+    assert result.figures["scaleout_worker_cores_1_worker"] == pytest.approx(1.0)
+    assert result.figures["scaleout_worker_cores_2_workers"] == pytest.approx(1.5)
+    assert "4.0 us a call beside one worker and 6.0 beside two" in result.notes["scaleout_worker_cores_2_workers"]
+
+
+def test_scaleout_cpu_figures_are_not_measured_without_proc() -> None:
+    result = GroupResult()
+
+    cpu_figures(result, {"1": [], "2": []}, cores=2)
+
+    assert result.figures["scaleout_cpu_efficiency_2_workers"] is None
+    assert "no /proc" in result.notes["scaleout_cpu_efficiency_2_workers"]
