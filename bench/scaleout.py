@@ -129,9 +129,9 @@ class WorkerGroup:
         """Calls/s over ``records``, produced at once; fails when a worker died or the partitions moved meanwhile."""
         calls = sum(n for _, _, n in records)
         before = [workerproc.processed(worker) or 0.0 for worker in self.workers]
-        cpu_before, busy_before = self._worker_cpu(), workerproc.machine_busy_seconds()
+        cpu_before = self._cpu_reading()
         start, done = self._feed(records, BATCH_TIMEOUT_S)
-        cpu_after, busy_after = self._worker_cpu(), workerproc.machine_busy_seconds()
+        cpu_after = self._cpu_reading()
         after = [workerproc.processed(worker) or 0.0 for worker in self.workers]
         held = self._holding()
         if not done or held != self.held:
@@ -139,15 +139,20 @@ class WorkerGroup:
                                f"done, partitions held {self.held} before and {held} after")
         self.shares.append([(b - a) / calls for a, b in zip(before, after, strict=True)])
         rate = summarized_rate(self.progress.runs[start:], calls / len(records))
-        if None not in (cpu_before, cpu_after, busy_before, busy_after):
-            workers = cpu_after - cpu_before  # type: ignore[operator]
-            self.cpu.append(BatchCpu(calls, rate, workers, busy_after - busy_before - workers))  # type: ignore[operator]
+        if cpu_before is not None and cpu_after is not None:
+            workers, busy, preempted = (after_ - before_ for before_, after_ in zip(cpu_before, cpu_after, strict=True))
+            self.cpu.append(BatchCpu(calls, rate, workers, busy - workers, int(preempted)))
         return rate
 
-    def _worker_cpu(self) -> float | None:
-        """CPU seconds the group's workers have used so far (None when /proc cannot tell)."""
+    def _cpu_reading(self) -> tuple[float, float, int] | None:
+        """(CPU seconds of the group's workers, busy seconds of the machine, the workers' preemptions) so far, from
+        /proc; None where it cannot be read."""
         spent = [workerproc.cpu_seconds(worker) for worker in self.workers]
-        return None if None in spent else sum(spent)  # type: ignore[arg-type]
+        preempted = [workerproc.preemptions(worker) for worker in self.workers]
+        busy = workerproc.machine_busy_seconds()
+        if busy is None or None in spent or None in preempted:
+            return None
+        return sum(spent), busy, sum(preempted)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,7 @@ class BatchCpu:
     rate: float  # calls/s, first to last record processed
     workers_s: float  # CPU seconds of the group's workers
     others_s: float  # CPU seconds of everything else: the broker, the benchmark, the idle group
+    preempted: int  # times a worker was taken off a core while it could have run on
 
     @property
     def worker_cores(self) -> float:
@@ -168,6 +174,11 @@ class BatchCpu:
     @property
     def us_per_call(self) -> float:
         return self.workers_s / self.calls * 1e6
+
+    @property
+    def preempted_per_s(self) -> float:
+        """Preemptions a second of processing, per worker's share (summed over the group's workers)."""
+        return self.preempted * self.rate / self.calls
 
 
 def spin_cpu_seconds(together: int) -> list[float]:
@@ -196,13 +207,16 @@ def cpu_figures(result: GroupResult, batches: dict[str, list[BatchCpu]], cores: 
     us = {name: statistics.median(b.us_per_call for b in group) for name, group in batches.items()}
     used = {name: statistics.median(b.worker_cores for b in group) for name, group in batches.items()}
     others = {name: statistics.median(b.others_s / b.calls * 1e6 for b in group) for name, group in batches.items()}
+    preempted = {name: statistics.median(b.preempted_per_s for b in group) for name, group in batches.items()}
     how = ("CPU time of the workers' processes (/proc) over each timed batch, from producing it to the quiet after "
            "it; median over the batches")
     result.put("scaleout_cpu_us_per_call_1_worker", us["1"], how)
     result.put("scaleout_cpu_us_per_call_2_workers", us["2"], how)
     result.put("scaleout_cpu_efficiency_2_workers", ratio(us["1"], us["2"]),
                "scaleout_cpu_us_per_call_1_worker / scaleout_cpu_us_per_call_2_workers (1.0: two workers spend "
-               "per call what one does)")
+               f"per call what one does); the workers were taken off a core while they could have run on (a "
+               f"neighbour's turn) {preempted['1']:,.0f} times a second of processing alone and {preempted['2']:,.0f} "
+               "as two (every such switch refills the caches)")
     cores_note = (f"the workers' CPU seconds per second of processing (calls / rate); the machine has {cores} cores; "
                   f"everything else (the broker, the benchmark, the idle group) spent {others['1']:.1f} us a call "
                   f"beside one worker and {others['2']:.1f} beside two")

@@ -80,6 +80,21 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def preemptions(worker: WorkerProcess) -> int | None:
+    """Times the worker process was taken off a core while it could have run on (nonvoluntary context switches,
+    /proc); None elsewhere."""
+    if worker.process is None:
+        return None
+    try:
+        status = Path(f"/proc/{worker.process.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return None
+
+
 def machine_busy_seconds() -> float | None:
     """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O), from /proc/stat."""
     try:

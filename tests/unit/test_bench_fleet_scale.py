@@ -150,8 +150,9 @@ def test_asking_for_a_broker_where_none_listens_says_no_quietly(capfd: pytest.Ca
 def test_scaleout_cpu_figures_tell_the_cost_of_splitting_from_the_cores_the_machine_gave() -> None:
     """Two workers that spend per call what one does (efficiency 1.0) but get 1.5 cores where one got 1.0 scale by
     1.5: the figures say which of the two limits the ratio."""
-    one = [BatchCpu(calls=100_000, rate=50_000.0, workers_s=2.0, others_s=0.4)]  # 2 s of processing, 1 core
-    two = [BatchCpu(calls=100_000, rate=75_000.0, workers_s=2.0, others_s=0.6)]  # 1.33 s, 1.5 cores
+    # 2 s of processing on 1 core, then 1.33 s on 1.5 cores
+    one = [BatchCpu(calls=100_000, rate=50_000.0, workers_s=2.0, others_s=0.4, preempted=400)]
+    two = [BatchCpu(calls=100_000, rate=75_000.0, workers_s=2.0, others_s=0.6, preempted=3000)]
     result = GroupResult()
 
     cpu_figures(result, {"1": one, "2": two}, cores=2)
@@ -161,6 +162,8 @@ def test_scaleout_cpu_figures_tell_the_cost_of_splitting_from_the_cores_the_mach
     assert result.figures["scaleout_worker_cores_1_worker"] == pytest.approx(1.0)
     assert result.figures["scaleout_worker_cores_2_workers"] == pytest.approx(1.5)
     assert "4.0 us a call beside one worker and 6.0 beside two" in result.notes["scaleout_worker_cores_2_workers"]
+    efficiency_note = result.notes["scaleout_cpu_efficiency_2_workers"]
+    assert "200 times a second of processing alone and 2,250 as two" in efficiency_note
 
 
 def test_scaleout_cpu_figures_are_not_measured_without_proc() -> None:
