@@ -22,7 +22,7 @@ from llmpulse.processors.core.experiments import ExperimentConfig, ExperimentMon
 from llmpulse.processors.core.feedback_join import FeedbackColumns
 from llmpulse.processors.core.fleet import summarize_for_fleet
 from llmpulse.processors.core.guard_monitor import AttemptLog, GuardMonitor, GuardMonitorConfig, GuardVerdicts
-from llmpulse.processors.core.keyed_state import KeyedState, SourceCursor
+from llmpulse.processors.core.keyed_state import KeyedState, PersistedState, SourceCursor
 from llmpulse.processors.core.latency import QUANTILES, SERIES_LABELS, LatencyConfig, LatencyMonitor, window_label
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
 from llmpulse.processors.core.pricing import Pricer
@@ -341,7 +341,7 @@ class PartitionEngine:
         ]
 
     # ---- persistence -------------------------------------------------------------------------------------
-    def _states(self) -> list[KeyedState]:  # type: ignore[type-arg]
+    def _states(self) -> list[PersistedState]:
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
                 self.experiments.state, self.savings.state, self._attempts, self._policy, *self.quality.states()]
 

@@ -5,8 +5,8 @@ partition, and the engine, that absorbed its call (docs/design.md, "Feedback and
 remembered for ``window_ms`` of event time:
 
 - every call's request id (its ``event_id``, hashed to 64 bits), the source offset of its record, its time and
-  its quality series, in join slots of ``slot_ms`` (``JoinSlot``; only the newest slot changes, so a group of
-  records rewrites one small blob);
+  its quality series, in join slots of ``slot_ms`` (``JoinSlot``), persisted append-only (``JoinLog``: a group of
+  records writes the calls it added, not the slots they went into);
 - feedback whose call has not arrived yet (out of order: another process, another SDK instance), in
   ``PendingFeedback``.
 
@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from llmpulse.processors.core.keyed_state import NEVER, OFFSET
 
 KINDS: tuple[str, ...] = ("thumbs", "rating", "evaluator", "label")
 THUMBS, RATING, EVALUATOR, LABEL = range(len(KINDS))
@@ -96,14 +99,13 @@ class JoinSlot:
     The columns grow by doubling (a record appends in amortised time proportional to its own calls, not to the
     slot's); ``hashes``, ``offsets``, ``times`` and ``codes`` are views of the filled part."""
 
-    __slots__ = ("_codes", "_columns", "_n", "_names", "_order", "series")
+    __slots__ = ("_codes", "_columns", "_n", "_order", "series")
 
     def __init__(self) -> None:
         self._columns = [np.zeros(0, dtype=dtype) for dtype in _JOIN_COLUMNS]
         self._n = 0
         self.series: list[str] = []
         self._codes: dict[str, int] | None = None  # series -> its position in ``series`` (built when first needed)
-        self._names: tuple[int, bytes] = (0, b"")  # the first n names as JSON array items (``series`` only grows)
         self._order: np.ndarray | None = None
 
     hashes, offsets, times, codes = (_Filled(column) for column in range(len(_JOIN_COLUMNS)))
@@ -125,8 +127,9 @@ class JoinSlot:
         self._n = n + k
         self._order = None
 
-    def add(self, hashes: np.ndarray, offset: int, times: np.ndarray, series: list[str],
+    def add(self, hashes: np.ndarray, offset: int | np.ndarray, times: np.ndarray, series: list[str],
             codes: np.ndarray) -> None:
+        """Append calls: their hashes, source offset (one, or one each), times and codes into ``series``."""
         known = self._codes
         if known is None or len(known) != len(self.series):
             known = self._codes = {s: i for i, s in enumerate(self.series)}
@@ -157,19 +160,18 @@ class JoinSlot:
         out[ok] = rows[ok]
         return out
 
-    def _names_json(self) -> bytes:
-        """``series`` as a JSON array; names already encoded are not encoded again."""
-        known, items = self._names
-        if known < len(self.series):
-            more = json.dumps(self.series[known:], separators=(",", ":")).encode()[1:-1]
-            items = items + b"," + more if known else more
-            self._names = (len(self.series), items)
-        return b"[" + items + b"]"
+    def extend(self, other: JoinSlot) -> None:
+        """Append ``other``'s calls (a part of this slot persisted apart), their codes renumbered into ours."""
+        self.add(other.hashes, other.offsets, other.times, other.series, other.codes)
 
-    def to_bytes(self) -> bytes:
-        names = self._names_json()
-        return (_HEAD.pack(len(self), len(names)) + names + self.hashes.tobytes() + self.offsets.tobytes()
-                + self.times.tobytes() + self.codes.tobytes())
+    def to_bytes(self, first: int = 0) -> bytes:
+        """The calls from row ``first`` on, with the names of their series only (a slot of a fleet's calls holds
+        thousands), numbered anew: ``from_bytes`` reads them as a slot of their own."""
+        used, codes = np.unique(self.codes[first:], return_inverse=True)
+        names = json.dumps([self.series[code] for code in used.tolist()], separators=(",", ":")).encode()
+        return (_HEAD.pack(len(self) - first, len(names)) + names + self.hashes[first:].tobytes()
+                + self.offsets[first:].tobytes() + self.times[first:].tobytes()
+                + codes.astype(_JOIN_COLUMNS[3]).tobytes())
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> JoinSlot:
@@ -184,6 +186,73 @@ class JoinSlot:
             at += n * size
         slot._append(*columns)
         return slot
+
+
+class JoinLog:
+    """One partition's join slots by slot start, persisted append-only.
+
+    A slot takes calls for ``slot_ms`` of event time, and late ones after. Written whole after every group of
+    records, each call was written again with every later record of its slot: with a record a group (a worker
+    below its top rate) ~0.7 MB a write, ~9 times the calls' own bytes. Each write now holds only the calls a slot
+    gained since its last write, under ``<start>+<first row>``; a slot's writes are deleted together when it goes.
+    Exactly once per slot: a record at or below the newest offset the slot absorbed is not added again. A slot's
+    writes reach the broker in the order they were made (one producer, one changelog partition), so after a crash
+    the persisted ones are its first rows, and a replay adds the rest under the same keys. Keys of the earlier
+    layouts (``<start>`` whole, ``<start>.<part>`` by record range) are read as parts of their slot."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._slots: dict[int, JoinSlot] = {}
+        self._applied: dict[int, int] = {}  # start -> the newest source offset the slot absorbed
+        self._written: dict[int, int] = {}  # start -> rows persisted (written or restored): the next write's first
+        self._keys: dict[int, list[str]] = {}  # start -> the keys its rows are persisted under
+        self._deleted: list[str] = []
+
+    def for_update(self, start: int, offset: int) -> JoinSlot | None:
+        """The slot to add the record at ``offset``'s calls to, or None when it absorbed that record already."""
+        if self._applied.get(start, NEVER) >= offset:
+            return None
+        self._applied[start] = offset
+        slot = self._slots.get(start)
+        if slot is None:
+            slot = self._slots[start] = JoinSlot()
+        return slot
+
+    def items(self) -> list[tuple[int, JoinSlot]]:
+        return list(self._slots.items())
+
+    def drop(self, start: int) -> None:
+        """Forget the slot; every key it was persisted under is deleted at the next drain."""
+        if self._slots.pop(start, None) is not None:
+            self._applied.pop(start, None)
+            self._written.pop(start, None)
+            self._deleted += self._keys.pop(start, [])
+
+    def drain(self) -> Iterator[tuple[str, bytes | None]]:
+        """(key, stamp || calls) for every slot's calls since its last write, then (key, None) for dropped ones."""
+        for start, slot in self._slots.items():
+            first = self._written.get(start, 0)
+            if len(slot) > first:
+                key = f"{start}+{first}"
+                self._keys.setdefault(start, []).append(key)
+                self._written[start] = len(slot)
+                yield key, OFFSET.pack(self._applied[start]) + slot.to_bytes(first)
+        deleted, self._deleted = self._deleted, []
+        for key in deleted:
+            yield key, None
+
+    def restore(self, key: str, blob: bytes) -> None:
+        """Add persisted calls to their slot (in any order: a slot's rows are a set to the join)."""
+        start = int(key.partition("+")[0].partition(".")[0])
+        (offset,) = OFFSET.unpack_from(blob, 0)
+        part = JoinSlot.from_bytes(blob[OFFSET.size :])
+        slot = self._slots.get(start)
+        if slot is None:
+            slot = self._slots[start] = JoinSlot()
+        slot.extend(part)
+        self._applied[start] = max(self._applied.get(start, NEVER), offset)
+        self._written[start] = len(slot)
+        self._keys.setdefault(start, []).append(key)
 
 
 class PendingFeedback:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
-_OFFSET = struct.Struct("<q")
+OFFSET = struct.Struct("<q")  # the stamp in front of every persisted object: the last source offset it absorbed
 NEVER = -1
 
 
@@ -22,6 +22,17 @@ class Serializable(Protocol):
 
 
 T = TypeVar("T", bound=Serializable)
+
+
+class PersistedState(Protocol):
+    """What an engine drains after a group of records and restores at start: one namespace of keys, each blob
+    stamped with the last source offset it absorbed (``OFFSET``)."""
+
+    namespace: str
+
+    def drain(self) -> Iterator[tuple[str, bytes | None]]: ...
+
+    def restore(self, key: str, blob: bytes) -> None: ...
 
 
 class KeyedState(Generic[T]):
@@ -38,8 +49,8 @@ class KeyedState(Generic[T]):
 
     def restore(self, key: str, blob: bytes) -> None:
         """Load a persisted object (from the changelog) into memory."""
-        (offset,) = _OFFSET.unpack_from(blob, 0)
-        self._items[key] = self._load(blob[_OFFSET.size :])
+        (offset,) = OFFSET.unpack_from(blob, 0)
+        self._items[key] = self._load(blob[OFFSET.size :])
         self._applied[key] = offset
 
     def for_update(self, key: str, offset: int) -> T | None:
@@ -96,7 +107,7 @@ class KeyedState(Generic[T]):
     def drain(self) -> Iterator[tuple[str, bytes | None]]:
         """(key, blob) for every changed object and (key, None) for every deleted one; then clean."""
         for key in self._dirty:
-            yield key, _OFFSET.pack(self._applied.get(key, NEVER)) + self._items[key].to_bytes()
+            yield key, OFFSET.pack(self._applied.get(key, NEVER)) + self._items[key].to_bytes()
         for key in self._deleted:
             yield key, None
         self._dirty.clear()
@@ -163,8 +174,8 @@ class SourceCursor:
         if not self._dirty or self.next_offset is None:
             return None
         self._dirty = False
-        return _OFFSET.pack(self.next_offset)
+        return OFFSET.pack(self.next_offset)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> SourceCursor:
-        return cls(_OFFSET.unpack_from(blob, 0)[0])
+        return cls(OFFSET.unpack_from(blob, 0)[0])

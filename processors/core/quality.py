@@ -32,8 +32,8 @@ import numpy as np
 
 from llmpulse.processors.core.alert_policy import FIRING, AlertEvent, Observation
 from llmpulse.processors.core.columns import CallColumns
-from llmpulse.processors.core.feedback_join import FeedbackColumns, Joined, JoinSlot, PendingFeedback, id_hashes
-from llmpulse.processors.core.keyed_state import KeyedState
+from llmpulse.processors.core.feedback_join import FeedbackColumns, Joined, JoinLog, PendingFeedback, id_hashes
+from llmpulse.processors.core.keyed_state import KeyedState, PersistedState
 from llmpulse.processors.core.slots import series_key, series_parts
 
 QUALITY_RULES = ("quality_drop", "concept_drift")
@@ -46,7 +46,6 @@ PENDING_KEY = "pending"
 # A join slot is kept in parts of this many records' calls (key "<slot start>.<offset // this>", chosen by the
 # record, so a replay finds the part it went to): a group of records rewrites its own part, not the whole slot.
 # Slots persisted whole before parts (key "<slot start>") are still read, and age out as before.
-JOIN_PART_RECORDS = 128
 _COUNT = struct.Struct("<i")
 
 
@@ -234,7 +233,7 @@ def psi(reference: np.ndarray, current: np.ndarray, smoothing: float = 0.5) -> f
 class QualityMonitor:
     def __init__(self, config: QualityConfig) -> None:
         self.config = config
-        self.joins: KeyedState[JoinSlot] = KeyedState("qjoin", lambda _k: JoinSlot(), JoinSlot.from_bytes)
+        self.joins = JoinLog("qjoin")
         self.pending: KeyedState[PendingFeedback] = KeyedState(
             "qpending", lambda _k: PendingFeedback(), PendingFeedback.from_bytes)
         self.state: KeyedState[QualitySlots] = KeyedState("quality", lambda _k: QualitySlots(), QualitySlots.from_bytes)
@@ -246,7 +245,7 @@ class QualityMonitor:
         self._members: dict[str, dict[str, None]] = {}  # service -> its series names (in memory, see _by_service)
         self._indexed = 0  # names in _members
 
-    def states(self) -> list[KeyedState]:  # type: ignore[type-arg]
+    def states(self) -> list[PersistedState]:
         return [self.joins, self.pending, self.state, self.versions]
 
     @property
@@ -308,16 +307,15 @@ class QualityMonitor:
         for start in np.unique(starts).tolist():
             if start + slot_ms < oldest:
                 continue  # older than any feedback may still be joined to
-            slot = self.joins.for_update(f"{start}.{offset // JOIN_PART_RECORDS}", offset)
+            slot = self.joins.for_update(start, offset)
             if slot is not None:
                 rows = np.flatnonzero(starts == start)
                 slot.add(hashes[rows], offset, times[rows], series.tolist(), inverse[rows])
-        kept = sorted(((_join_part(key), key, len(slot)) for key, slot in self.joins.items()), reverse=True)
         total = 0
-        for (start, _part), key, size in kept:
-            total += size
+        for start, slot in sorted(self.joins.items(), key=lambda item: item[0], reverse=True):  # newest first
+            total += len(slot)
             if start + slot_ms < oldest or total > self.config.max_joined_calls:
-                self.joins.delete(key)
+                self.joins.drop(start)
 
     def _join_pending(self, hashes: np.ndarray, times: np.ndarray, series: np.ndarray, offset: int) -> Joined:
         pending = self.pending.get(PENDING_KEY)
@@ -526,12 +524,6 @@ class QualityMonitor:
             return {}
         return {name: {"first_ms": int(row[0]), "last_ms": int(row[1]), "ratings": int(row[2]),
                        "quality": book.quality(name, 1)} for name, row in book.versions.items()}
-
-
-def _join_part(key: str) -> tuple[int, int]:
-    """(slot start, part) of a join key; a slot persisted whole is part -1."""
-    start, _, part = key.partition(".")
-    return int(start), int(part) if part else -1
 
 
 def _quality(vector: np.ndarray, accuracy: bool) -> float:

@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from llmpulse.processors.core.keyed_state import NEVER
+from llmpulse.processors.core.keyed_state import NEVER, OFFSET
 
 SCOPES: tuple[str, ...] = ("global", "service", "user", "model")
 PERIODS: tuple[str, ...] = ("hour", "day", "month")  # the calendar periods budgets are set for
 BURN_PERIOD = "minute"  # spend per minute, against a fraction of the hour limit: how fast a budget goes
 TRACKED_PERIODS: tuple[str, ...] = (*PERIODS, BURN_PERIOD)
-OFFSET = struct.Struct("<q")
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

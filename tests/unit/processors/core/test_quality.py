@@ -191,18 +191,81 @@ def test_a_quality_alert_the_timer_fires_yields_its_route_back_decision(shared) 
     assert engine.drain_timer_routes() == []
 
 
-def test_join_slots_persist_in_parts_by_record_and_slots_persisted_whole_still_join(shared) -> None:  # type: ignore[no-untyped-def]
+def _joins(state: list[tuple[str, bytes | None]]) -> dict[str, bytes | None]:
+    return {key: blob for key, blob in state if key.startswith("qjoin/")}
+
+
+def test_a_write_holds_only_the_calls_its_join_slot_gained_and_the_slots_parts_restore_whole(shared) -> None:  # type: ignore[no-untyped-def]
+    """A join slot rewritten whole after every record wrote each call again with every later record of its slot
+    (~0.7 MB a write at one record a group); a write now carries only the slot's new calls."""
     engine = _engine(shared)
-    ids = [f"p{i}" for i in range(30)]
-    engine.process(_calls(ids, NOW - 5000), offset=0, now_ms=NOW)
-    persisted = {key: blob for key, blob in engine.drain_state() if blob is not None}
-    parts = [key for key in persisted if key.startswith("qjoin/")]
-    assert parts and all(key.endswith(".0") for key in parts)  # records 0..127 share part 0 of their slot
-    whole = _engine(shared)  # as persisted before parts: one key per slot start
-    for key, blob in persisted.items():
-        whole.restore(key.removesuffix(".0") if key.startswith("qjoin/") else key, blob)
-    whole.process_feedback(_feedback(ids, np.ones(30), NOW - 4000), offset=1, now_ms=NOW)
-    assert whole.quality.joined == 30
+    first, second = [f"a{i}" for i in range(30)], [f"b{i}" for i in range(20)]
+    engine.process(_calls(first, NOW - 5000), offset=0, now_ms=NOW)
+    written = _joins(engine.drain_state())
+    engine.process(_calls(second, NOW - 4000), offset=1, now_ms=NOW)  # the same 10 s slot
+    later = _joins(engine.drain_state())
+
+    assert len(written) == 1 and len(later) == 1 and written.keys() != later.keys()
+    (blob,), (more,) = written.values(), later.values()
+    assert blob is not None and more is not None
+    assert len(more) < len(blob)  # 20 calls, not 50
+    restored = _engine(shared)
+    for key, part in {**written, **later}.items():
+        restored.restore(key, part)  # type: ignore[arg-type]
+    restored.process_feedback(_feedback(first + second, np.ones(50), NOW - 3000), offset=2, now_ms=NOW)
+    assert restored.quality.joined == 50
+
+
+def test_a_replayed_record_adds_no_call_its_slot_has_and_a_lost_write_is_made_again(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+    first, second = [f"c{i}" for i in range(10)], [f"d{i}" for i in range(10)]
+    engine.process(_calls(first, NOW - 5000), offset=0, now_ms=NOW)
+    written = _joins(engine.drain_state())
+    engine.process(_calls(second, NOW - 5000), offset=1, now_ms=NOW)
+    lost = _joins(engine.drain_state())  # the crash came before this write reached the broker
+
+    restarted = _engine(shared)
+    for key, blob in written.items():
+        restarted.restore(key, blob)  # type: ignore[arg-type]
+    restarted.process(_calls(first, NOW - 5000), offset=0, now_ms=NOW)  # the replay: already absorbed
+    restarted.process(_calls(second, NOW - 5000), offset=1, now_ms=NOW)
+    again = _joins(restarted.drain_state())
+
+    assert again.keys() == lost.keys()  # the lost write, under the same key
+    restarted.process_feedback(_feedback(first + second, np.ones(20), NOW - 4000), offset=2, now_ms=NOW)
+    assert restarted.quality.joined == 20
+    assert sum(len(slot) for _start, slot in restarted.quality.joins.items()) == 20  # no call twice
+
+
+def test_a_dropped_join_slot_deletes_every_write_it_was_persisted_in(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)  # join window 120 s: a slot goes once calls 240 s newer arrive
+    written = []
+    for offset, call in enumerate(["e0", "e1", "e2"]):  # one slot, written after each record
+        engine.process(_calls([call], NOW - 400_000), offset=offset, now_ms=NOW)
+        written += [key for key, blob in _joins(engine.drain_state()).items() if blob is not None]
+    engine.process(_calls(["e3"], NOW - 100_000), offset=3, now_ms=NOW)
+
+    deleted = [key for key, blob in _joins(engine.drain_state()).items() if blob is None]
+
+    assert len(written) == 3 and sorted(deleted) == sorted(written)
+
+
+def test_join_slots_persisted_in_the_earlier_layouts_still_join(shared) -> None:  # type: ignore[no-untyped-def]
+    """Before the append-only writes a slot was persisted whole (``<start>``), then in parts by record range
+    (``<start>.<part>``): both are read as parts of their slot."""
+    engine = _engine(shared)
+    ids = [f"f{i}" for i in range(30)]
+    engine.process(_calls(ids[:20], NOW - 5000), offset=0, now_ms=NOW)
+    (key, whole), = _joins(engine.drain_state()).items()
+    engine.process(_calls(ids[20:], NOW - 5000), offset=200, now_ms=NOW)
+    (_, part), = _joins(engine.drain_state()).items()
+    start = key.removeprefix("qjoin/").partition("+")[0]
+
+    restored = _engine(shared)
+    restored.restore(f"qjoin/{start}", whole)  # type: ignore[arg-type]
+    restored.restore(f"qjoin/{start}.1", part)  # type: ignore[arg-type]
+    restored.process_feedback(_feedback(ids, np.ones(30), NOW - 4000), offset=201, now_ms=NOW)
+    assert restored.quality.joined == 30
 
 
 def test_each_call_and_joined_rating_adds_its_columns_to_its_series_slot(shared) -> None:  # type: ignore[no-untyped-def]
