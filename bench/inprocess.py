@@ -8,6 +8,7 @@ off) and once without ``MetricsExporter`` calls (metrics off), against the full 
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ class Pipeline:
             self.engine.latency.update = _noop  # type: ignore[method-assign]
         registry = CollectorRegistry()
         self.exporter = MetricsExporter(WorkerMetrics(registry, settings.max_series_per_metric)) if metrics else None
+        self._ledger_every_s = settings.ledger_checkpoint_s
+        self._ledger_written = -math.inf
 
     def feed(self, values: Sequence[bytes], first_offset: int = 0) -> int:
         """Process the records as the calls agent processes a group of them: decoded (their calls checked at once),
@@ -49,12 +52,19 @@ class Pipeline:
         if not parts:
             return 0
         calls = CallColumns.concat(parts)
-        outcome = self.engine.process(calls, first_offset + len(values) - 1, now)
+        last = first_offset + len(values) - 1
+        self.engine.cursor.advance(last)
+        outcome = self.engine.process(calls, last, now)
         if self.exporter is not None:
             self.exporter.record_batch(outcome.totals, outcome.accepted, records=len(values))
             self.exporter.record_guard(outcome.guard, calls)
             self.exporter.record_unpriced(outcome.unpriced_models)
-        self.engine.drain_state()  # the agent persists the changed state once per group of records
+        # the agent persists the changed state once per group of records, the budget ledger at most every
+        # ledger_checkpoint_s (EngineStore.checkpoint)
+        hold = time.monotonic() - self._ledger_written < self._ledger_every_s
+        self.engine.drain_state(hold_ledger=hold)
+        if not hold:
+            self._ledger_written = time.monotonic()
         return outcome.accepted
 
 

@@ -83,6 +83,7 @@ class Worker:
             wiring.state, wiring.fleet_state, lambda partition: PartitionEngine(partition, config, pricer, guard),
             configure.fleet_config(settings), checkpoint_ms=round(settings.state_checkpoint_s * 1000),
             fleet_checkpoint_ms=round(settings.fleet_checkpoint_s * 1000), state_log=self.changelog,
+            ledger_checkpoint_ms=round(settings.ledger_checkpoint_s * 1000),
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,

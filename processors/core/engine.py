@@ -345,9 +345,17 @@ class PartitionEngine:
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
                 self.experiments.state, self.savings.state, self._attempts, self._policy, *self.quality.states()]
 
-    def drain_state(self) -> list[tuple[str, bytes | None]]:
-        """Changed state, then the cursor: written in this order, a persisted cursor implies its state is."""
+    def drain_state(self, hold_ledger: bool = False) -> list[tuple[str, bytes | None]]:
+        """Changed state, then the cursor: written in this order, a persisted cursor implies its state is.
+
+        ``hold_ledger`` (after a group of records; the timer writes everything every tick): the budget ledger is
+        not written, nor then the cursor, which stays where the ledger was last written whole (a crash replays
+        from there; the buckets' offset stamps keep every charge once). A bucket holds every user's spend of its
+        period, ~0.6 MB at 10,000 users, which a write after every group rewrote whole. Until a cursor has been
+        persisted everything is written (without one a new owner would start from Kafka's committed offset)."""
         changed = [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
+        if hold_ledger and self.cursor.persisted and self._budget.unwritten():
+            return changed
         changed += [(f"{BUDGET_NAMESPACE}/{key}", blob) for key, blob in self._budget.drain()]
         cursor = self.cursor.drain()
         return changed if cursor is None else [*changed, (CURSOR_KEY, cursor)]

@@ -138,6 +138,7 @@ class SourceCursor:
     def __init__(self, next_offset: int | None = None) -> None:
         self.next_offset = next_offset
         self._dirty = False
+        self._persisted = False
         self._rewinding_past: int | None = None  # the offset that revealed a hole, while seeking back
 
     def admit(self, offset: int) -> Admission:
@@ -169,13 +170,21 @@ class SourceCursor:
         self.next_offset = offset
         self._dirty = True
 
+    @property
+    def persisted(self) -> bool:
+        """Has a cursor been persisted (drained, or restored) yet?"""
+        return self._persisted
+
     def drain(self) -> bytes | None:
         """The blob to persist if the cursor moved since the last drain, else None."""
         if not self._dirty or self.next_offset is None:
             return None
         self._dirty = False
+        self._persisted = True
         return OFFSET.pack(self.next_offset)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> SourceCursor:
-        return cls(OFFSET.unpack_from(blob, 0)[0])
+        cursor = cls(OFFSET.unpack_from(blob, 0)[0])
+        cursor._persisted = True
+        return cursor

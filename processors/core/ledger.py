@@ -394,6 +394,10 @@ class BudgetLedger:
 
     # -- persistence per bucket ------------------------------------------------------------------------------
 
+    def unwritten(self) -> bool:
+        """Does ``drain`` have anything to write?"""
+        return self._ring.unwritten() or self._meta_dirty or bool(self._whole_keys)
+
     def drain(self) -> Iterator[tuple[str, bytes | None]]:
         """Changed state as (key, offset || bytes): buckets (``<period>/<start_ms>``) and tombstones of those
         rotated out, ``META_KEY``, and last tombstones of restored whole-ledger blobs (all they held is above)."""

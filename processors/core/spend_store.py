@@ -312,6 +312,10 @@ class BucketRing:
 
     # -- persistence -----------------------------------------------------------------------------------------
 
+    def unwritten(self) -> bool:
+        """Does ``drain`` have anything to write?"""
+        return bool(self._dirty or self._deleted)
+
     def drain(self) -> Iterator[tuple[str, bytes | None]]:
         """(key, offset || bucket) for every changed bucket, then (key, None) for every one rotated out."""
         for key in sorted(self._dirty):

@@ -108,12 +108,12 @@ class Worker:
     """One worker's calls agent over one partition, restored from ``table``; state written at checkpoints
     ``checkpoint_ms`` apart (0: after every group)."""
 
-    def __init__(self, table: Table, checkpoint_ms: int = 0) -> None:
+    def __init__(self, table: Table, checkpoint_ms: int = 0, ledger_checkpoint_ms: int = 0) -> None:
         config = configure.engine_config(SETTINGS)
         guard = GuardMonitor(config.guarding)
         self.table = table
         self.store = EngineStore(table, Table(), lambda p: PartitionEngine(p, config, Pricer(), guard), FleetConfig(),
-                                 checkpoint_ms=checkpoint_ms)
+                                 checkpoint_ms=checkpoint_ms, ledger_checkpoint_ms=ledger_checkpoint_ms)
         self.emitter = Emitter()
         self.ownership = Ownership()
         limits = configure.validation_limits(SETTINGS)
@@ -150,12 +150,12 @@ def _spend(summaries: list[dict[str, Any]]) -> int:
     return total
 
 
-def _crash(records: list[bytes], sizes: list[int], crash_group: int, checkpoint_ms: int = 0
-           ) -> tuple[Worker, dict[bytes, bytes], tuple[int, int], tuple[int, int]]:
+def _crash(records: list[bytes], sizes: list[int], crash_group: int, checkpoint_ms: int = 0,
+           ledger_checkpoint_ms: int = 0) -> tuple[Worker, dict[bytes, bytes], tuple[int, int], tuple[int, int]]:
     """A first attempt that dies after group ``crash_group`` sent its output and before it persisted. Returns
     the worker (every group run, for reference), the table as the crash left it, and where the crash group's
     summaries and alerts are in what the worker sent (first, end)."""
-    first = Worker(Table(), checkpoint_ms)
+    first = Worker(Table(), checkpoint_ms, ledger_checkpoint_ms)
     position = 0
     for turn, size in enumerate(sizes):
         persisted = dict(first.table.data)
@@ -209,6 +209,24 @@ def test_between_checkpoints_a_replay_repeats_every_run_since_the_persisted_curs
     assert replay.emitter.alerts[: len(crash_alerts)] == crash_alerts, "the same alerts, with the same ids"
     assert _spend(first.emitter.summaries[: summaries[1]] + replay.emitter.summaries) == \
         _spend(first.emitter.summaries) > 0
+
+
+def test_a_held_budget_ledger_keeps_the_cursor_back_and_a_replay_charges_every_call_once() -> None:
+    """The partition's budget ledger written at most once an hour (``ledger_checkpoint_ms``), the rest after every
+    group: the cursor stays where the ledger was last written (after the first group), so the replay after the
+    crash charges the four groups since, and the ledger ends as the first attempt's did."""
+    records = _records()
+    first, crashed, _summaries, _alerts = _crash(records, FIRST_SIZES, crash_group=3,
+                                                 ledger_checkpoint_ms=3_600_000)
+    cursor = SourceCursor.from_bytes(crashed[f"0|{CURSOR_KEY}".encode()]).next_offset
+    assert cursor == FIRST_SIZES[0], "the ledger was last written with the first group"
+
+    replay = Worker(Table(crashed))
+    replay.feed(records, [4, 7, 40])
+
+    charged = replay.store.engine(0).budget.snapshot()
+    assert charged == first.store.engine(0).budget.snapshot()
+    assert sum(row["spent_micros"] for row in charged if row["scope"] == "service" and row["period"] == "day") > 0
 
 
 def test_without_the_plan_a_replay_in_other_groups_charges_records_twice() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from llmpulse.processors.core.engine import EngineConfig, PartitionEngine
 from llmpulse.processors.core.guard_monitor import GuardMonitor, GuardMonitorConfig
+from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
 from llmpulse.processors.core.pricing import Pricer
 from llmpulse.processors.core.validation import Limits
@@ -187,3 +188,22 @@ def test_a_crash_between_bucket_writes_charges_only_the_buckets_left_behind(shar
     assert restored.budget.spent("service", "checkout", "hour", AT) == 100 + 200 + 400
     assert restored.budget.spent("service", "checkout", "day", AT) == 700 + 2400  # not persisted: charged now
     assert restored.budget.spent("service", "checkout", "month", AT) == 700 + 2400
+
+
+def test_a_held_budget_ledger_is_not_written_nor_the_cursor_past_it(shared) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(shared)
+
+    def absorb(offset: int) -> list[str]:
+        engine.cursor.advance(offset)  # as the calls agent does for every record it admits
+        engine.process(_calls(20, seed=offset, cost_micros=1000), offset=offset, now_ms=NOW)
+        return [key for key, _blob in engine.drain_state(hold_ledger=True)]
+
+    first = absorb(0)
+    assert "cursor/next" in first and any(key.startswith("budget/") for key in first), \
+        "no cursor persisted yet: everything is written"
+    held = absorb(1)
+    assert "cursor/next" not in held and not any(key.startswith("budget/") for key in held)
+    assert any(key.startswith("latency/") for key in held), "the rest of the state is written after every group"
+    whole = dict(engine.drain_state())
+    assert any(key.startswith("budget/") for key in whole)
+    assert SourceCursor.from_bytes(whole["cursor/next"]).next_offset == 2  # type: ignore[arg-type]
