@@ -59,10 +59,10 @@ class Pipeline:
             self.exporter.record_batch(outcome.totals, outcome.accepted, records=len(values))
             self.exporter.record_guard(outcome.guard, calls)
             self.exporter.record_unpriced(outcome.unpriced_models)
-        # the agent persists the changed state once per group of records, the budget ledger at most every
+        # the agent persists the changed state once per group of records, the ledgers at most every
         # ledger_checkpoint_s (EngineStore.checkpoint)
         hold = time.monotonic() - self._ledger_written < self._ledger_every_s
-        self.engine.drain_state(hold_ledger=hold)
+        self.engine.drain_state(hold_ledgers=hold)
         if not hold:
             self._ledger_written = time.monotonic()
         return outcome.accepted

@@ -106,9 +106,10 @@ class EngineStore:
         # sent once, and a crash replays from the last persisted cursor (every run cut as planned).
         self._checkpoint_ms = checkpoint_ms
         self._persisted_at: dict[tuple[str, int], int] = {}  # (lane, partition) -> when its state was last written
-        # A calls partition's budget ledger (every user's spend per period: ~0.6 MB at 10,000 users), at most this
-        # often while charges arrive, its cursor then no further (``PartitionEngine.drain_state``); the timer,
-        # commands and hand-overs write it whenever they write the rest.
+        # A calls partition's ledgers (budget buckets, savings days, the alert policy: records holding every key of
+        # their period, ~0.6 MB for a budget bucket at 10,000 users), at most this often while records change them,
+        # its cursor then no further (``PartitionEngine.drain_state``); the timer, commands and hand-overs write
+        # them whenever they write the rest.
         self._ledger_checkpoint_ms = ledger_checkpoint_ms
         self._ledger_persisted_at: dict[tuple[str, int], int] = {}
         # The fleet blob likewise, at most every ``fleet_checkpoint_ms`` while summaries arrive: it holds every
@@ -151,19 +152,19 @@ class EngineStore:
         if last is not None and now_ms - last < self._checkpoint_ms:
             return False
         ledger_at = self._ledger_persisted_at.get(key)
-        self.persist(engine, now_ms, hold_ledger=ledger_at is not None
+        self.persist(engine, now_ms, hold_ledgers=ledger_at is not None
                      and now_ms - ledger_at < self._ledger_checkpoint_ms)
         return True
 
-    def persist(self, engine: PartitionEngine, now_ms: int, hold_ledger: bool = False) -> None:
+    def persist(self, engine: PartitionEngine, now_ms: int, hold_ledgers: bool = False) -> None:
         """Write the engine's changed state to the table and its changelog (tombstones for deletions); the
         engine drains its cursor last, so a persisted cursor implies the state it covers is persisted.
-        ``hold_ledger``: its budget ledger, and so its cursor, wait (``PartitionEngine.drain_state``)."""
+        ``hold_ledgers``: its ledgers, and so its cursor, wait (``PartitionEngine.drain_state``)."""
         self._persisted_at[(engine.lane, engine.partition)] = now_ms
-        if not hold_ledger:
+        if not hold_ledgers:
             self._ledger_persisted_at[(engine.lane, engine.partition)] = now_ms
         prefix = _prefix(engine.lane, engine.partition)
-        for key, blob in engine.drain_state(hold_ledger):
+        for key, blob in engine.drain_state(hold_ledgers):
             table_key = f"{prefix}{key}".encode()
             if blob is None:
                 self._state.data.pop(table_key, None)

@@ -255,12 +255,13 @@ class ProcessorSettings(BaseSettings):
     # the source (as many runs as were cut since; the result is the same); a rebalance or a clean stop replays
     # nothing (a partition's state is written before it moves). 0: after every group of records.
     state_checkpoint_s: float = Field(default=0.0, ge=0)
-    # How often, at most, an agent writes a calls partition's budget ledger while charges arrive: it holds every
-    # user's spend per period (~0.6 MB at 10,000 users a partition), so written after every group it was most of
-    # the state a worker wrote, many times the calls' own bytes at one record a group. Meanwhile the partition's
-    # cursor stays where the ledger was last written: a crash replays up to this much more of the source
-    # (every charge counted once: buckets carry offset stamps); a rebalance or a clean stop replays nothing.
-    # 0: after every group.
+    # How often, at most, an agent writes a calls partition's ledgers while records change them: its budget buckets
+    # (every user's spend per period: ~0.6 MB at 10,000 users a partition), its services' savings days (every user's
+    # spend of the day) and its alert policy (every open rule and incident). Each is one record that grows with its
+    # keys, not with the calls a group brings, so written after every group they were most of the state a worker
+    # wrote, many times the calls' own bytes at one record a group. Meanwhile the partition's cursor stays where
+    # they were last written: a crash replays up to this much more of the source (offset stamps keep every charge
+    # once; an alert decided again keeps its id); a rebalance or a clean stop replays nothing. 0: after every group.
     ledger_checkpoint_s: float = Field(default=1.0, ge=0)
     # How often the fleet stage writes its state (one blob: fleet budgets, circuits, alert policy, incidents with
     # every member) while summaries arrive; the timer writes it too when it changed, and so does a worker handing

@@ -342,20 +342,31 @@ class PartitionEngine:
 
     # ---- persistence -------------------------------------------------------------------------------------
     def _states(self) -> list[PersistedState]:
+        """Every namespace but the ledgers (``_ledgers``)."""
         return [self.latency.latency.state, self.latency.ttft.state, self.traffic.slots.state, self.drift.state,
-                self.experiments.state, self.savings.state, self._attempts, self._policy, *self.quality.states()]
+                self.experiments.state, self._attempts, *self.quality.states()]
 
-    def drain_state(self, hold_ledger: bool = False) -> list[tuple[str, bytes | None]]:
+    def _ledgers(self) -> list[KeyedState]:  # type: ignore[type-arg]
+        """The namespaces whose records each hold every key of a period, whatever a record of calls touched: a
+        service's savings day (every user's spend) and the alert policy (every open rule and incident). With the
+        budget ledger they are what ``drain_state`` may hold back."""
+        return [self.savings.state, self._policy]
+
+    def drain_state(self, hold_ledgers: bool = False) -> list[tuple[str, bytes | None]]:
         """Changed state, then the cursor: written in this order, a persisted cursor implies its state is.
 
-        ``hold_ledger`` (after a group of records; the timer writes everything every tick): the budget ledger is
-        not written, nor then the cursor, which stays where the ledger was last written whole (a crash replays
-        from there; the buckets' offset stamps keep every charge once). A bucket holds every user's spend of its
-        period, ~0.6 MB at 10,000 users, which a write after every group rewrote whole. Until a cursor has been
+        ``hold_ledgers`` (after a group of records; the timer writes everything every tick): the ledgers (the
+        budget ledger and ``_ledgers``) are not written, nor then the cursor, which stays where they were last
+        written (a crash replays from there; their offset stamps keep every charge and decision once, and an alert
+        decided again carries its id). Their records hold every key of their period: a budget bucket every user's
+        spend, ~0.6 MB at 10,000 users, which a write after every group rewrote whole. Until a cursor has been
         persisted everything is written (without one a new owner would start from Kafka's committed offset)."""
         changed = [(f"{state.namespace}/{key}", blob) for state in self._states() for key, blob in state.drain()]
-        if hold_ledger and self.cursor.persisted and self._budget.unwritten():
+        ledgers = self._ledgers()
+        if hold_ledgers and self.cursor.persisted and (
+                self._budget.unwritten() or any(ledger.unwritten() for ledger in ledgers)):
             return changed
+        changed += [(f"{state.namespace}/{key}", blob) for state in ledgers for key, blob in state.drain()]
         changed += [(f"{BUDGET_NAMESPACE}/{key}", blob) for key, blob in self._budget.drain()]
         cursor = self.cursor.drain()
         return changed if cursor is None else [*changed, (CURSOR_KEY, cursor)]

@@ -104,6 +104,10 @@ class KeyedState(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def unwritten(self) -> bool:
+        """Does ``drain`` have anything to write?"""
+        return bool(self._dirty or self._deleted)
+
     def drain(self) -> Iterator[tuple[str, bytes | None]]:
         """(key, blob) for every changed object and (key, None) for every deleted one; then clean."""
         for key in self._dirty:

@@ -44,10 +44,10 @@ class ScriptedEngine:
         self.partition = partition
         self.drained: list[tuple[str, bytes | None]] = []
         self.restored: dict[str, bytes] = {}
-        self.held_ledger = False  # whether the last drain was asked to hold the budget ledger
+        self.held_ledgers = False  # whether the last drain was asked to hold the ledgers
 
-    def drain_state(self, hold_ledger: bool = False) -> list[tuple[str, bytes | None]]:
-        self.held_ledger = hold_ledger
+    def drain_state(self, hold_ledgers: bool = False) -> list[tuple[str, bytes | None]]:
+        self.held_ledgers = hold_ledgers
         drained, self.drained = self.drained, []
         return drained
 
@@ -108,20 +108,20 @@ def test_agents_write_an_engine_at_checkpoints_and_a_new_or_retaken_engine_at_on
     assert changed(10_500), "an engine taken again is written at once"
 
 
-def test_agents_hold_a_partitions_budget_ledger_for_its_checkpoint_interval_and_the_timer_writes_it() -> None:
+def test_agents_hold_a_partitions_ledgers_for_their_checkpoint_interval_and_the_timer_writes_them() -> None:
     store = EngineStore(FakeTable(), FakeTable(), ScriptedEngine, FleetConfig(),  # type: ignore[arg-type]
                         ledger_checkpoint_ms=1_000)
 
     def held(at: int) -> bool:
         engine = store.engine(1)
         store.checkpoint(engine, at)
-        return engine.held_ledger  # type: ignore[attr-defined,no-any-return]
+        return engine.held_ledgers  # type: ignore[attr-defined,no-any-return]
 
     assert not held(0), "never written: written whole at once"
     assert held(400) and held(999)
     assert not held(1_000)
     store.persist(store.engine(1), 1_500)  # the timer's write holds nothing and starts the interval again
-    assert not store.engine(1).held_ledger  # type: ignore[attr-defined]
+    assert not store.engine(1).held_ledgers  # type: ignore[attr-defined]
     assert held(2_400)
     store.drop(1)
     assert not held(2_500), "an engine taken again is written whole at once"
