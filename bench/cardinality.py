@@ -10,6 +10,9 @@ accelerated event-time replay (in process).
   (bench/throughput.py's ``worker_run``, timed by its fleet summaries) draining the same calls, spread the same two
   ways, from two pre-loaded topics; the runs alternate (100, 10k, 10k, 100, ...) and each figure is the median.
   ``cardinality_ratio`` = worker_eps_10k_series / worker_eps_100_series.
+* ``state_written_bytes_per_call_<n>_series``: the state an engine writes per call when each record is a group of
+  its own (a worker below its top rate), the ledgers held as the worker holds them; beside it in the note, the same
+  with the ledgers written after every group.
 * The replay: one partition engine driven in event time for more than two hours (the 1-hour window fills and
   rolls), ``series`` series and as many users, a record per 500 calls, the 5 s timer ticking; RSS after the first
   and the second hour gives ``rss_growth_second_hour``; the state it persisted (latency and TTFT slots, traffic
@@ -43,7 +46,7 @@ from llmpulse.processors.settings import ProcessorSettings
 
 FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "inprocess_cardinality_ratio",
            "timer_ms_100_series", "timer_ms_10k_series", "state_bytes_per_series", "rss_growth_second_hour",
-           "replay_wall_s")
+           "replay_wall_s", "state_written_bytes_per_call_100_series", "state_written_bytes_per_call_10k_series")
 QUIET_TICKS = 6  # timer_ms: ticks measured after the calls, no call between them
 WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio")
 SPREADS = {"100": 100, "10k": 10_000}  # name -> (service, model, provider) series, and as many users
@@ -101,6 +104,19 @@ def side_by_side(records: dict[str, list[bytes]], chunk: int = 16) -> dict[str, 
                 accepted[name] += pipelines[name].feed(part, first_offset=start)
                 spent[name] += time.perf_counter() - began
     return {name: accepted[name] / spent[name] for name in names}
+
+
+def state_written(values: list[bytes], held_s: float | None = None) -> tuple[float, float, str]:
+    """State bytes written per call with one record a group: with the ledgers held ``held_s`` (default: as the
+    worker holds them), with them written after every group, and the first's three largest namespaces."""
+    per_call = []
+    for every_s in (held_s, 0.0):
+        pipeline = Pipeline(ledger_every_s=every_s)
+        accepted = sum(pipeline.feed([value], first_offset=offset) for offset, value in enumerate(values))
+        per_call.append((sum(pipeline.written.values()) / accepted, pipeline.written, accepted))
+    (held, written, accepted), (every_group, _, _) = per_call
+    largest = ", ".join(f"{ns} {size / accepted:,.0f}" for ns, size in written.most_common(3))
+    return held, every_group, largest
 
 
 def timer_ms(values: list[bytes]) -> list[float]:
@@ -228,6 +244,13 @@ def run(quick: bool) -> GroupResult:
                    f"the series they hold, the health score per service), {QUIET_TICKS} "
                    f"ticks {TICK_SECONDS:g} s apart with no call between them, median; ticks (ms): "
                    + " / ".join(f"{ms:.0f}" for ms in timer[name]))
+    for name, values in records.items():
+        written, every_group, by_namespace = state_written(values)
+        result.put(f"state_written_bytes_per_call_{name}_series", written,
+                   f"state bytes an engine writes per call at one record a group (a worker below its top rate), in "
+                   f"process, the same records as above ({sizes[name]:.0f} calls each, "
+                   f"{sum(map(len, values)) / calls:.0f} bytes a call on the wire); most: {by_namespace}; with the "
+                   f"ledgers written after every group too (ledger_checkpoint_s 0): {every_group:,.0f}")
     scale = QUICK_REPLAY if quick else FULL_REPLAY
     # in a fresh process: RSS is the replay's own, not the suite's (whose earlier groups would dilute the growth)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -11,6 +11,7 @@ import gc
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
@@ -31,7 +32,8 @@ from llmpulse.processors.settings import ProcessorSettings
 class Pipeline:
     """One worker's per-record work without Kafka or faust; ``sketches``/``metrics`` switch those parts."""
 
-    def __init__(self, sketches: bool = True, metrics: bool = True) -> None:
+    def __init__(self, sketches: bool = True, metrics: bool = True, ledger_every_s: float | None = None) -> None:
+        """``ledger_every_s``: how often the ledgers are written (default ``ledger_checkpoint_s``)."""
         settings = ProcessorSettings()
         config = configure.engine_config(settings)
         self.decoder = build_decoder(settings)
@@ -41,8 +43,9 @@ class Pipeline:
             self.engine.latency.update = _noop  # type: ignore[method-assign]
         registry = CollectorRegistry()
         self.exporter = MetricsExporter(WorkerMetrics(registry, settings.max_series_per_metric)) if metrics else None
-        self._ledger_every_s = settings.ledger_checkpoint_s
+        self._ledger_every_s = settings.ledger_checkpoint_s if ledger_every_s is None else ledger_every_s
         self._ledger_written = -math.inf
+        self.written: Counter[str] = Counter()  # state bytes drained, by namespace
 
     def feed(self, values: Sequence[bytes], first_offset: int = 0) -> int:
         """Process the records as the calls agent processes a group of them: decoded (their calls checked at once),
@@ -62,7 +65,8 @@ class Pipeline:
         # the agent persists the changed state once per group of records, the ledgers at most every
         # ledger_checkpoint_s (EngineStore.checkpoint)
         hold = time.monotonic() - self._ledger_written < self._ledger_every_s
-        self.engine.drain_state(hold_ledgers=hold)
+        for key, blob in self.engine.drain_state(hold_ledgers=hold):
+            self.written[key.partition("/")[0]] += len(blob or b"")
         if not hold:
             self._ledger_written = time.monotonic()
         return outcome.accepted

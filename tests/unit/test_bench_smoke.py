@@ -49,6 +49,19 @@ def test_inprocess_pipeline_accepts_every_generated_call() -> None:
     assert inprocess.Pipeline().feed([value for _, value, _ in records]) == 1_200
 
 
+def test_held_ledgers_write_a_fraction_of_the_state_per_call_at_many_users() -> None:
+    """One record a group, 2,000 users over 10 services: budget buckets and savings days rewritten after every
+    group carry every user each time; held (here for the whole run) they are written once."""
+    from bench import dataset
+    from bench.cardinality import spread, state_written
+
+    rows = spread(dataset.realistic_rows(2_000), series=40, users=2_000)
+    records = [value for _, value, _ in dataset.batch_records(rows, per_record=20)]
+    held, every_group, largest = state_written(records, held_s=math.inf)
+    assert 0 < held < every_group / 4
+    assert not any(ledger in largest for ledger in ("budget", "usage"))
+
+
 def test_batch_layout_reports_all_three_layouts() -> None:
     result = batch_layout.run(TINY, repeats=2)
     _numbers(result, tuple(f"layout_{name}_us_per_call" for name in ("rowwise", "arrays", "packed")))
