@@ -64,16 +64,11 @@ def wait_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
 
 
 def cpu_seconds(worker: WorkerProcess) -> float | None:
-    """CPU time (user + system) the worker process has used, from /proc (Linux); None elsewhere."""
+    """CPU time (user + system) the worker process has used, from /proc/<pid>/stat (Linux); None elsewhere."""
     if worker.process is None:
         return None
-    return process_cpu_seconds(worker.process.pid)
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of ``pid`` from /proc/<pid>/stat, in seconds; None when it cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{worker.process.pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
@@ -83,16 +78,8 @@ def process_cpu_seconds(pid: int) -> float | None:
 def preemptions(worker: WorkerProcess) -> int | None:
     """Times the worker process was taken off a core while it could have run on (nonvoluntary context switches,
     /proc); None elsewhere."""
-    if worker.process is None:
-        return None
-    try:
-        status = Path(f"/proc/{worker.process.pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("nonvoluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    return None
+    value = _status_field(worker, "nonvoluntary_ctxt_switches")
+    return None if value is None else int(value.split()[0])
 
 
 def machine_busy_seconds() -> float | None:
@@ -107,6 +94,12 @@ def machine_busy_seconds() -> float | None:
 
 def rss_mb(worker: WorkerProcess) -> float | None:
     """Resident set size of the worker process from /proc (Linux); None elsewhere."""
+    value = _status_field(worker, "VmRSS")
+    return None if value is None else int(value.split()[0]) / 1024.0
+
+
+def _status_field(worker: WorkerProcess, name: str) -> str | None:
+    """The value of one line of the worker process's /proc/<pid>/status; None where there is none."""
     if worker.process is None:
         return None
     try:
@@ -114,6 +107,6 @@ def rss_mb(worker: WorkerProcess) -> float | None:
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
     return None

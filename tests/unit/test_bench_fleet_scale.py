@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from bench import alert_latency, dataset, run
+from bench import alert_latency, dataset, run, workerproc
 from bench.alert_latency import Probe, p99_or_reason
 from bench.common import GroupResult, summarized_rate
 from bench.scaleout import BatchCpu, cpu_figures, settled
@@ -173,3 +174,16 @@ def test_scaleout_cpu_figures_are_not_measured_without_proc() -> None:
 
     assert result.figures["scaleout_cpu_efficiency_2_workers"] is None
     assert "no /proc" in result.notes["scaleout_cpu_efficiency_2_workers"]
+
+
+def test_a_worker_process_cpu_preemptions_and_rss_are_read_from_proc_and_none_without_a_process() -> None:
+    running = SimpleNamespace(process=SimpleNamespace(pid=os.getpid()))
+    sum(i * i for i in range(200_000))  # some CPU time of our own
+
+    assert workerproc.cpu_seconds(running) > 0  # type: ignore[arg-type,operator]
+    assert workerproc.preemptions(running) >= 0  # type: ignore[arg-type,operator]
+    assert workerproc.rss_mb(running) > 1  # type: ignore[arg-type,operator]
+    assert workerproc.machine_busy_seconds() > 0  # type: ignore[operator]
+    idle = SimpleNamespace(process=None)
+    assert workerproc.cpu_seconds(idle) is None and workerproc.preemptions(idle) is None  # type: ignore[arg-type]
+    assert workerproc.rss_mb(idle) is None  # type: ignore[arg-type]
