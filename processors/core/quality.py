@@ -43,9 +43,6 @@ IN_BINS, LABEL_BINS = 10, 5
 IN_HIST, LABEL_HIST = 5, 5 + IN_BINS
 WIDTH = LABEL_HIST + LABEL_BINS
 PENDING_KEY = "pending"
-# A join slot is kept in parts of this many records' calls (key "<slot start>.<offset // this>", chosen by the
-# record, so a replay finds the part it went to): a group of records rewrites its own part, not the whole slot.
-# Slots persisted whole before parts (key "<slot start>") are still read, and age out as before.
 _COUNT = struct.Struct("<i")
 
 
