@@ -163,7 +163,7 @@ class BatchCpu:
     rate: float  # calls/s, first to last record processed
     workers_s: float  # CPU seconds of the group's workers
     others_s: float  # CPU seconds of everything else: the broker, the benchmark, the idle group
-    preempted: int  # times a worker was taken off a core while it could have run on
+    preempted: int  # times a worker's main thread was taken off a core while it could have run on (all workers)
 
     @property
     def worker_cores(self) -> float:
@@ -177,7 +177,7 @@ class BatchCpu:
 
     @property
     def preempted_per_s(self) -> float:
-        """Preemptions a second of processing, per worker's share (summed over the group's workers)."""
+        """Preemptions of the group's workers' main threads together, per second of processing."""
         return self.preempted * self.rate / self.calls
 
 

@@ -76,8 +76,8 @@ def cpu_seconds(worker: WorkerProcess) -> float | None:
 
 
 def preemptions(worker: WorkerProcess) -> int | None:
-    """Times the worker process was taken off a core while it could have run on (nonvoluntary context switches,
-    /proc); None elsewhere."""
+    """Times the worker's main thread was taken off a core while it could have run on (its nonvoluntary context
+    switches, /proc/<pid>/status); None elsewhere."""
     value = _status_field(worker, "nonvoluntary_ctxt_switches")
     return None if value is None else int(value.split()[0])
 
