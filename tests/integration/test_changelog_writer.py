@@ -5,6 +5,7 @@ refused record stopping every later one) is what a consumer of the changelog see
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 
@@ -81,7 +82,7 @@ def test_a_record_the_broker_refuses_stops_every_later_write_and_the_worker(
 
     async def write() -> None:
         await writer.write_awaited(0, b"before", b"fits")
-        writer.write(0, b"big", b"x" * 10_000)
+        writer.write(0, b"big", os.urandom(10_000))  # over the limit however the writer compresses it
         writer.write(0, b"cursor", b"after the refused record")
         with pytest.raises(ChangelogFailed, match="too large"):
             await writer.flush(timeout_s=20)
