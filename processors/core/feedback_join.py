@@ -206,6 +206,7 @@ class JoinLog:
         self._applied: dict[int, int] = {}  # start -> the newest source offset the slot absorbed
         self._written: dict[int, int] = {}  # start -> rows persisted (written or restored): the next write's first
         self._keys: dict[int, list[str]] = {}  # start -> the keys its rows are persisted under
+        self._dirty: set[int] = set()  # starts that gained calls since the last drain
         self._deleted: list[str] = []
 
     def for_update(self, start: int, offset: int) -> JoinSlot | None:
@@ -213,6 +214,7 @@ class JoinLog:
         if self._applied.get(start, NEVER) >= offset:
             return None
         self._applied[start] = offset
+        self._dirty.add(start)
         slot = self._slots.get(start)
         if slot is None:
             slot = self._slots[start] = JoinSlot()
@@ -226,17 +228,19 @@ class JoinLog:
         if self._slots.pop(start, None) is not None:
             self._applied.pop(start, None)
             self._written.pop(start, None)
+            self._dirty.discard(start)
             self._deleted += self._keys.pop(start, [])
 
     def drain(self) -> Iterator[tuple[str, bytes | None]]:
         """(key, stamp || calls) for every slot's calls since its last write, then (key, None) for dropped ones."""
-        for start, slot in self._slots.items():
-            first = self._written.get(start, 0)
+        for start in sorted(self._dirty):  # only the slots that gained calls, not every slot of the window
+            slot, first = self._slots[start], self._written.get(start, 0)
             if len(slot) > first:
                 key = f"{start}+{first}"
                 self._keys.setdefault(start, []).append(key)
                 self._written[start] = len(slot)
                 yield key, OFFSET.pack(self._applied[start]) + slot.to_bytes(first)
+        self._dirty.clear()
         deleted, self._deleted = self._deleted, []
         for key in deleted:
             yield key, None
