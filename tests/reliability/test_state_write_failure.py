@@ -25,11 +25,11 @@ def test_a_worker_whose_state_records_are_refused_stops_and_says_why(
     partitions = ProcessorSettings().topic_partitions
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     small = NewTopic(changelog, num_partitions=partitions, replication_factor=1,
-                     config={"cleanup.policy": "compact", "max.message.bytes": "400"})
+                     config={"cleanup.policy": "compact", "max.message.bytes": "200"})
     admin.create_topics([small])[changelog].result(30)
     worker.start(timeout=90)
 
-    priced_traffic(worker.topic("calls"), users=300).produce(20)  # budget buckets of 300 users: blobs > 400 bytes
+    priced_traffic(worker.topic("calls"), users=300).produce(20)  # blobs > 200 B even as lz4
     assert worker.process is not None
     stopped = wait_until(lambda: worker.process.poll() is not None, 90)
     assert stopped, "the worker went on without its state"
