@@ -7,6 +7,8 @@ Shared by every state that persists histograms or sketches (latency sketches, tr
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 
 import numpy as np
@@ -215,6 +217,21 @@ def unpack_varints(buf: bytes | memoryview, offset: int, n: int) -> tuple[np.nda
     return np.add.reduceat(parts, firsts), offset + int(last[-1]) + 1
 
 
+def pack_deltas(values: np.ndarray) -> bytes:
+    """Integers as the first, then each one's difference from the one before, as zigzag varints (pack_varints):
+    a byte or two each for close values, such as the timestamps of a record's calls (~1.5 bytes instead of 14
+    digits and a comma in JSON)."""
+    v = np.asarray(values, dtype=np.int64).ravel()
+    deltas = np.diff(v, prepend=np.int64(0))
+    return pack_varints(((deltas << 1) ^ (deltas >> 63)).view(np.uint64))
+
+
+def unpack_deltas(buf: bytes | memoryview, offset: int, n: int) -> tuple[np.ndarray, int]:
+    """(``n`` int64 values, offset past them): the inverse of pack_deltas."""
+    coded, end = unpack_varints(buf, offset, n)
+    return np.cumsum(_signed(coded, True)), end
+
+
 def pack_counts(counts: np.ndarray) -> bytes:
     """Integer counters as a varint header (length, form) and the fewest bytes of four forms: every counter
     (dense), a bitmap of the non-zero ones and their values, the gaps between their positions and their values,
@@ -251,24 +268,26 @@ def _choose(n: int, k: int, value_bytes: int, gap_bytes: int, total: int) -> int
     return form
 
 
+def _coded(values: list[int]) -> bytes:
+    """Non-negative integers as consecutive varints: one byte each, in C, when all are below 128."""
+    return bytes(values) if max(values) < 0x80 else _varints(values)
+
+
 def pack_listed(n: int, where: list[int], values: list[int]) -> bytes:
     """pack_counts of ``n`` counters given the positions (ascending) and values of the non-zero ones, on Python
     lists: the same bytes (pack_counts takes this path for few of them)."""
     k = len(where)
-    signed = k > 0 and min(values) < 0
+    if not k:
+        return _no_counts(n)
+    signed = min(values) < 0
     if signed:
         values = [zigzag(v) for v in values]
-    coded = _varints(values)
-    gaps = [b - a for a, b in zip([0, *where], where, strict=False)]
-    coded_gaps = _varints(gaps)
+    coded = _coded(values)
+    gaps = [where[0], *map(operator.sub, where[1:], where)]
+    coded_gaps = _coded(gaps)
     total = -1 if signed else sum(values)
     form = _choose(n, k, len(coded), len(coded_gaps), total)
     header = varint(n << _HEADER_BITS | (_SIGNED if signed else 0) | form)
-    if form == _BITMAP:
-        bits = bytearray((n + 7) // 8)
-        for i in where:
-            bits[i >> 3] |= 0x80 >> (i & 7)
-        return header + bytes(bits) + coded
     if form == _GAPS:
         return header + varint(k) + coded_gaps + coded
     if form == _REPEATS:
@@ -280,10 +299,25 @@ def pack_listed(n: int, where: list[int], values: list[int]) -> bytes:
             if count > 1:
                 repeated += [0] * (count - 1)
         return header + varint(total) + _varints(repeated)
+    if form == _BITMAP:
+        bits = bytearray((n + 7) // 8)
+        for i in where:
+            bits[i >> 3] |= 0x80 >> (i & 7)
+        return header + bytes(bits) + coded
     dense = [0] * n
     for i, v in zip(where, values, strict=True):
         dense[i] = v
     return header + _varints(dense)
+
+
+@functools.lru_cache(maxsize=64)
+def _no_counts(n: int) -> bytes:
+    """pack_listed of ``n`` counters all zero (asked for the same few layouts over and over)."""
+    form = _choose(n, 0, 0, 0, 0)
+    header = varint(n << _HEADER_BITS | form)
+    if form in (_GAPS, _REPEATS):  # no positions (or no repeats) follow
+        return header + varint(0)
+    return header + bytes((n + 7) // 8 if form == _BITMAP else n)
 
 
 def _pack_array(n: int, where: np.ndarray, values: np.ndarray, present: np.ndarray) -> bytes:

@@ -14,6 +14,8 @@ alone carry no offset: incidents merge them idempotently (a repeat changes nothi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from llmpulse.processors.core.alert_policy import AlertConfig, AlertEvent, Alert
 from llmpulse.processors.core.budget_state import BudgetStatePublisher
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
+from llmpulse.processors.core.counter_bytes import pack_deltas, unpack_deltas
 from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
@@ -46,8 +49,10 @@ def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: 
                         alerts: list[AlertEvent] | None = None, by_user: bool = False) -> bytes:
     """The fleet summary of one run of records: spend per (model, service, hour), or per (model, service, user,
     hour) with ``by_user`` (user budgets configured), as ``[model, max ts, cost, service, user]``; ordered outcomes
-    per provider/model, and the alert events the run decided. Groups come from one sort each, not a mask per
-    group: a run can hold thousands of series."""
+    per provider/model as ``[provider, model, timestamps, "1"/"0" per call]`` (the timestamps as base64 of
+    pack_deltas: a list of numbers made the summary ~15 bytes a call, its JSON most of the cost of writing and
+    reading it), and the alert events the run decided. Groups come from one sort each, not a mask per group: a run
+    can hold thousands of series."""
     spend: list[list[Any]] = []
     priced = np.flatnonzero(cost_micros >= 0)
     if priced.size:
@@ -71,7 +76,8 @@ def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: 
             ok, ts = ok_all[bounds[g]:bounds[g + 1]], ts_all[bounds[g]:bounds[g + 1]]
             if ok.all():  # healthy keys travel as a handful of successes, not one row per call
                 ts, ok = ts[-_OK_ROWS_FOR_HEALTHY_KEYS:], ok[-_OK_ROWS_FOR_HEALTHY_KEYS:]
-            outcomes.append([provider, model, ts.tolist(), (ok.view(np.uint8) + 48).tobytes().decode()])  # "1"/"0"
+            outcomes.append([provider, model, base64.b64encode(pack_deltas(ts)).decode("ascii"),
+                             (ok.view(np.uint8) + 48).tobytes().decode()])  # "1"/"0"
     return json.dumps({"p": partition, "o": offset, "spend": spend, "outcomes": outcomes,
                        "alerts": [event.to_record() for event in alerts or ()]}, separators=(",", ":")).encode()
 
@@ -199,15 +205,33 @@ class FleetEngine:
 
 def _outcomes(rows: list[list[Any]]) -> Outcomes:
     """A summary's ``[provider, model, timestamps, "1"/"0" per call]`` rows as columns (a row per key, usually;
-    rows of one key share its code)."""
+    rows of one key share its code). Timestamps come as base64 of pack_deltas, or as a list of numbers (summaries
+    written before it)."""
     if not rows:
         return Outcomes.empty()
-    counts = [len(row[2]) for row in rows]
+    counts = [len(row[3]) for row in rows]
     index: dict[tuple[str | None, str | None], int] = {}
     codes = [index.setdefault((row[0], row[1]), len(index)) for row in rows]
     return Outcomes(
-        np.fromiter((t for row in rows for t in row[2]), np.int64, sum(counts)),
+        np.concatenate([_timestamps(row[2], n) for row, n in zip(rows, counts, strict=True)]),
         np.repeat(np.array(codes, np.int64), counts),
         np.frombuffer("".join(row[3] for row in rows).encode(), np.uint8) == ord("1"),
         tuple(index),
     )
+
+
+def _timestamps(written: str | list[int], n: int) -> np.ndarray:
+    """The ``n`` timestamps of an outcomes row."""
+    if not isinstance(written, str):
+        times = np.array(written, dtype=np.int64)
+        if times.size != n:
+            raise ValueError(f"an outcomes row has {times.size} timestamps for {n} outcomes")
+        return times
+    try:
+        raw = base64.b64decode(written, validate=True)
+        times, end = unpack_deltas(raw, 0, n)
+    except (binascii.Error, ValueError, IndexError) as exc:
+        raise ValueError(f"unreadable timestamps in an outcomes row: {exc}") from None
+    if end != len(raw):
+        raise ValueError(f"an outcomes row has more timestamps than its {n} outcomes")
+    return times

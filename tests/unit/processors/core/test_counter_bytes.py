@@ -14,10 +14,12 @@ from llmpulse.processors.core.counter_bytes import (
     encode_bucket_counts,
     encode_counts,
     pack_counts,
+    pack_deltas,
     pack_listed,
     pack_varints,
     read_varint,
     unpack_counts,
+    unpack_deltas,
     unpack_varints,
     unzigzag,
     varint,
@@ -126,3 +128,18 @@ def test_garbage_varint_counts_are_refused() -> None:
     gaps_beyond = varint(4 << 3 | 2) + varint(1) + varint(9) + varint(1)  # a counter at position 9 of 4
     with pytest.raises(ValueError):
         unpack_counts(gaps_beyond)
+
+
+def test_deltas_round_trip_close_values_in_a_byte_or_two() -> None:
+    """Timestamps of a record's calls, out of order now and then, and the extremes of int64."""
+    times = 1_796_649_864_136 + np.cumsum(np.random.default_rng(5).integers(-40, 120, 5_000))
+    blob = pack_deltas(times)
+    decoded, end = unpack_deltas(blob + b"next", 0, times.size)
+    np.testing.assert_array_equal(decoded, times)
+    assert end == len(blob)
+    assert len(blob) < 2 * times.size  # the first value takes 6 bytes, each later one 1 or 2
+    for edge in ([], [0], [-(1 << 63), (1 << 63) - 1, 0, -1]):
+        values = np.array(edge, dtype=np.int64)
+        np.testing.assert_array_equal(unpack_deltas(pack_deltas(values), 0, values.size)[0], values)
+    with pytest.raises(ValueError):
+        unpack_deltas(blob[:-1], 0, times.size)

@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 from llmpulse.processors.core.fleet import FleetConfig, FleetEngine, summarize_for_fleet
 from llmpulse.processors.core.ledger import BudgetLimits, PeriodLimits
@@ -84,6 +85,29 @@ def test_provider_outage_opens_the_circuit_and_publishes_a_transition() -> None:
     outcome = fleet.apply(summarize_for_fleet(failing, np.full(6, -1), partition=2, offset=1))
     assert [(t.provider, t.model, t.state) for t in outcome.transitions] == [("openai", "gpt-4o", "OPEN")]
     assert [a.rule for a in outcome.alerts] == ["provider_circuit"]
+
+
+def test_outcomes_travel_compactly_and_summaries_written_before_still_apply() -> None:
+    """Every call's outcome reaches the circuits from a summary of ~2-3 bytes a call (it carried each timestamp as
+    JSON digits, ~15 bytes a call); a summary of the earlier layout, still on the topic after an upgrade, applies
+    alike; a damaged one is refused with its reason."""
+    status = np.where(np.arange(2_000) < 1_500, "ok", "error")  # failures: every call's outcome travels
+    rows = [{"event_id": str(i), "timestamp_ms": NOW - 5_000 + 2 * i + (i % 7), "service": "svc",
+             "provider": "openai", "request_model": "gpt-4o", "status": str(status[i]), "latency_ms": 100.0,
+             **({"error_type": "APIError:500"} if status[i] == "error" else {})} for i in range(2_000)]
+    calls = decoded(rows, NOW)
+    summary = summarize_for_fleet(calls, np.full(len(calls), -1), partition=0, offset=1)
+    assert len(summary) < 3 * len(calls)
+    written = json.loads(summary)
+    earlier = dict(written, outcomes=[[provider, model, [row["timestamp_ms"] for row in rows], oks]
+                                      for provider, model, _times, oks in written["outcomes"]])
+    now, before = FleetEngine(FleetConfig()), FleetEngine(FleetConfig())
+    assert [t.state for t in now.apply(summary).transitions] == ["OPEN"]
+    assert [t.state for t in before.apply(json.dumps(earlier).encode()).transitions] == ["OPEN"]
+    assert now.to_bytes() == before.to_bytes()
+    damaged = dict(written, o=2, outcomes=[[*row[:2], row[2][:-8], row[3]] for row in written["outcomes"]])
+    with pytest.raises(ValueError, match="timestamps"):
+        FleetEngine(FleetConfig()).apply(json.dumps(damaged).encode())
 
 
 def test_member_alerts_from_every_partition_become_one_incident_once() -> None:
