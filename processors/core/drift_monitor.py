@@ -124,8 +124,9 @@ class DriftConfig:
 
 
 @functools.cache
+@functools.cache
 def _zero_counts(size: int) -> bytes:
-    """pack_counts of ``size`` zero counters (a reference not yet started)."""
+    """pack_counts of ``size`` zero counters (a reference not yet started; one per feature layout, kept)."""
     return pack_counts(np.zeros(size, dtype=np.int64))
 
 

@@ -412,9 +412,10 @@ class LatencySketch:
 def add_groups(sketches: Sequence[LatencySketch | None], values: np.ndarray, starts: np.ndarray) -> None:
     """``sketches[g].add_many(values[starts[g]:starts[g + 1]])`` for every group g (the last one runs to the end;
     groups are not empty; a None sketch is left out), with the bucket keys, extremes and counts of every group
-    computed at once: a group of finite values then costs one ``add_summarized``, not a dozen numpy calls. Keys
-    are those of the first sketch's mapping (a monitor's sketches share one); a sketch of another one (restored
-    from a run with other settings) takes ``add_many``."""
+    computed at once: a group of finite values then costs one ``add_summarized``, not a dozen numpy calls, and an
+    empty sketch (a new slot: most of them at many series) takes its counters from one bincount over all such
+    groups. Keys are those of the first sketch's mapping (a monitor's sketches share one); a sketch of another one
+    (restored from a run with other settings) takes ``add_many``."""
     live = [g for g, sketch in enumerate(sketches) if sketch is not None]
     if not live:
         return
@@ -432,16 +433,44 @@ def add_groups(sketches: Sequence[LatencySketch | None], values: np.ndarray, sta
     high = np.maximum.reduceat(clean, starts).tolist()
     indexed = np.add.reduceat(indexable, starts).tolist()
     fast = [True] * len(edges) if all_finite else (np.add.reduceat(finite, starts) == np.diff(edges)).tolist()
+    fresh = []  # groups of empty sketches, all of whose values are indexable: counted together below
     for g in live:
         sketch = sketches[g]
         lo, hi = edges[g], edges[g + 1]
-        part = values[lo:hi]
         if not fast[g] or sketch.mapping is not mapping:  # type: ignore[union-attr]
-            sketch.add_many(part)  # type: ignore[union-attr]
+            sketch.add_many(values[lo:hi])  # type: ignore[union-attr]
             continue
-        zeros = hi - lo - indexed[g]
-        sketch.add_summarized(hi - lo, float(part.sum()), low[g], high[g], zeros,  # type: ignore[union-attr]
+        size = hi - lo
+        total = float(values[lo:hi].sum())  # (ndarray.sum's order of additions: reduceat's differs in the last bit)
+        zeros = size - indexed[g]
+        if not zeros and not sketch._count and not sketch.store.counts.size:  # type: ignore[union-attr]
+            sketch._add_totals(size, total, low[g], high[g])  # type: ignore[union-attr]
+            fresh.append(g)
+            continue
+        sketch.add_summarized(size, total, low[g], high[g], zeros,  # type: ignore[union-attr]
                               bucket[lo:hi] if not zeros else bucket[lo:hi][indexable[lo:hi]])
+    if fresh:
+        _count_fresh([sketches[g].store for g in fresh], bucket, starts[fresh],  # type: ignore[union-attr]
+                     np.asarray(edges)[np.asarray(fresh) + 1])
+
+
+def _count_fresh(stores: list[BucketStore], keys: np.ndarray, firsts: np.ndarray, ends: np.ndarray) -> None:
+    """Counters of empty stores from their groups' keys (``keys[firsts[i]:ends[i]]``, every value indexable):
+    one bincount over all of them, each store's key range laid end to end. A range wider than its store's
+    ``max_buckets`` takes ``add_keys`` (it collapses)."""
+    sizes = ends - firsts
+    owner = np.repeat(np.arange(firsts.size), sizes)
+    picked = keys[np.repeat(firsts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))]
+    lows = np.minimum.reduceat(picked, np.cumsum(sizes) - sizes)
+    widths = np.maximum.reduceat(picked, np.cumsum(sizes) - sizes) - lows + 1
+    offsets = np.cumsum(widths) - widths
+    counts = np.bincount(offsets[owner] + picked - lows[owner], minlength=int(widths.sum()))
+    for store, lo, width, at, first, end in zip(stores, lows.tolist(), widths.tolist(), offsets.tolist(),
+                                                firsts.tolist(), ends.tolist(), strict=True):
+        if width > store.max_buckets:
+            store.add_keys(keys[first:end])
+        else:
+            store.counts, store.lo = counts[at : at + width].copy(), lo
 
 
 _DEFAULT_MAPPING = LogMapping(DEFAULT_RELATIVE_ACCURACY)

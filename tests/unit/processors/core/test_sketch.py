@@ -135,6 +135,31 @@ def test_adding_groups_at_once_equals_add_many_per_group() -> None:
     assert sum(s is not None and s.count > 3 for s in grouped) > 20  # the groups were filled
 
 
+def test_new_sketches_filled_together_equal_add_many_per_group() -> None:
+    """Empty sketches (new slots) take their counters from one count over all their groups: the same bytes as
+    ``add_many``, for groups of one to 40 values, stores too narrow for their group's range (they collapse), and
+    empty sketches beside filled ones."""
+    rng = np.random.default_rng(21)
+    sizes = rng.integers(1, 41, 80)
+    values = rng.lognormal(0.0, 2.0, int(sizes.sum()))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    edges = [*starts.tolist(), values.size]
+
+    def fresh(g: int) -> LatencySketch:
+        sketch = LatencySketch(max_buckets=3 if g % 5 == 1 else 2048)
+        if g % 6 == 0:
+            sketch.add_many(np.array([0.02, 40.0]))
+        return sketch
+
+    grouped, one_by_one = [fresh(g) for g in range(sizes.size)], [fresh(g) for g in range(sizes.size)]
+    add_groups(grouped, values, starts)
+    for g, sketch in enumerate(one_by_one):
+        sketch.add_many(values[edges[g] : edges[g + 1]])
+    assert [s.to_bytes() for s in grouped] == [s.to_bytes() for s in one_by_one]
+    assert [s.num_buckets for s in grouped] == [s.num_buckets for s in one_by_one]
+    assert min(s.num_buckets for s in grouped if s.store.max_buckets == 3) == 3  # (they collapsed)
+
+
 def test_merge_equals_sketch_of_union() -> None:
     rng = np.random.default_rng(11)
     a, b, c = rng.lognormal(2, 1, 5000), rng.lognormal(6, 0.3, 3000), rng.exponential(1.0, 100)
