@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmpulse.processors.core.grouping import unique_inverse
+
 STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "rate_limited", "filtered", "denied")
 STATUS_CODE: dict[str, int] = {name: code for code, name in enumerate(STATUSES)}
 # DENIED: refused by the SDK before any request (budget, limits, guard); not a request to the provider.
@@ -134,7 +136,7 @@ class CallColumns:
             codes, values = self.factorize(name)
             combined = combined * len(values) + codes
             factors.append(values)
-        uniques, inverse = np.unique(combined, return_inverse=True)
+        uniques, inverse = unique_inverse(combined)
         keys = []
         for code in uniques.tolist():
             parts = []

@@ -28,6 +28,7 @@ from llmpulse.processors.core.budget_state import BudgetStatePublisher
 from llmpulse.processors.core.circuit import CircuitTransition, StreamCircuitTracker
 from llmpulse.processors.core.columns import OK, CallColumns
 from llmpulse.processors.core.counter_bytes import pack_deltas, unpack_deltas
+from llmpulse.processors.core.grouping import first_of_runs, unique_inverse
 from llmpulse.processors.core.incidents import IncidentConfig, IncidentEvent, IncidentManager
 from llmpulse.processors.core.keyed_state import SourceCursor
 from llmpulse.processors.core.ledger import BudgetLedger, BudgetLimits, PeriodLimits, highest_crossings
@@ -57,10 +58,12 @@ def summarize_for_fleet(calls: CallColumns, cost_micros: np.ndarray, partition: 
     priced = np.flatnonzero(cost_micros >= 0)
     if priced.size:
         keys, inverse = calls.group_by("model", "service", *(("user_hash",) if by_user else ()))
-        hours, hour_of = np.unique(calls.timestamp_ms[priced] // _HOUR_MS, return_inverse=True)
+        hours, hour_of = unique_inverse(calls.timestamp_ms[priced] // _HOUR_MS)
         cell = inverse[priced] * len(hours) + hour_of  # (group, hour), ordered as group then hour
         order = np.argsort(cell, kind="stable")
-        cell, starts = np.unique(cell[order], return_index=True)
+        cell = cell[order]
+        starts = np.flatnonzero(first_of_runs(cell))
+        cell = cell[starts]
         latest = np.maximum.reduceat(calls.timestamp_ms[priced][order], starts).tolist()
         cost = np.add.reduceat(cost_micros[priced][order], starts).tolist()
         for i, g in enumerate((cell // len(hours)).tolist()):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
+from llmpulse.processors.core.grouping import first_of_runs
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.sketch import LatencySketch, add_groups
@@ -53,13 +54,6 @@ class LatencyConfig:
     # its length behind its series' newest call (e.g. for a record that late: 180 s for the 5 m traffic window).
     exact_s: int = 480
     fold_s: int = 300
-
-
-def first_of_runs(values: np.ndarray) -> np.ndarray:
-    """True where a non-empty sorted array starts a run of equal values (each group's first row)."""
-    first = np.empty(values.size, dtype=bool)
-    first[0], first[1:] = True, values[1:] != values[:-1]
-    return first
 
 
 def window_label(seconds: int) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 from llmpulse.processors.core.alert_policy import FIRING, AlertEvent, Observation
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.feedback_join import FeedbackColumns, Joined, JoinLog, PendingFeedback, id_hashes
+from llmpulse.processors.core.grouping import unique_inverse
 from llmpulse.processors.core.keyed_state import KeyedState, PersistedState
 from llmpulse.processors.core.slots import series_key, series_parts
 
@@ -355,9 +356,9 @@ class QualityMonitor:
         times = np.concatenate([call_ms, joined.call_ms])
         slot_ms = int(self.config.slot_s * 1000)
         starts = times // slot_ms * slot_ms
-        unique_starts, start_of = np.unique(starts, return_inverse=True)
+        unique_starts, start_of = unique_inverse(starts)
         cell = name_of * unique_starts.size + start_of
-        cells, cell_of = np.unique(cell, return_inverse=True)
+        cells, cell_of = unique_inverse(cell)
         # Each call and joined rating adds to a few columns of its (series, slot) cell: one weighted count over
         # (cell, column), in row order per column as adding whole rows would
         in_bin = np.clip(np.floor(np.log2(np.maximum(input_tokens, 1))).astype(np.int64) - 5, 0, IN_BINS - 1)

@@ -31,6 +31,7 @@ from itertools import repeat
 import numpy as np
 
 from llmpulse.processors.core.columns import ERROR, FILTERED, OK, RATE_LIMITED, TIMEOUT, CallColumns
+from llmpulse.processors.core.grouping import unique_inverse
 from llmpulse.processors.core.keyed_state import KeyedState
 from llmpulse.processors.core.pricing import PICO_PER_MICRO, Rate
 from llmpulse.processors.core.sketch import LatencySketch, add_groups
@@ -341,8 +342,7 @@ class SavingsTracker:
         if int(days.max()) == day0:  # one day: group_by's codes are already dense and sorted
             groups, group_of = np.arange(len(keys), dtype=np.int64) << _DAY_BITS, inverse
         else:
-            groups, group_of = np.unique((inverse.astype(np.int64) << _DAY_BITS) + (days - day0),
-                                         return_inverse=True)
+            groups, group_of = unique_inverse((inverse.astype(np.int64) << _DAY_BITS) + (days - day0))
         order = np.argsort(group_of, kind="stable")
         bounds = np.searchsorted(group_of[order], np.arange(len(groups) + 1))
         matrix = self._counters(calls, cost_micros, order, bounds)
@@ -397,7 +397,7 @@ class SavingsTracker:
             groups = np.flatnonzero(totals)  # every charged cost is > 0: a group exists iff its total does
             sums = np.rint(totals[groups]).astype(np.int64)
         else:
-            groups, group_of = np.unique(dense, return_inverse=True)
+            groups, group_of = unique_inverse(dense)
             sums = np.rint(np.bincount(group_of, weights=cost[charged], minlength=len(groups))).astype(np.int64)
         pair, group_day = np.divmod(groups, spread)
         group_service, group_user = np.divmod(pair, users)

@@ -24,7 +24,8 @@ import numpy as np
 
 from llmpulse.processors.core.alert_policy import Observation
 from llmpulse.processors.core.counter_bytes import decode_bucket_counts, pack_counts, unpack_counts
-from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, first_of_runs, window_label
+from llmpulse.processors.core.grouping import first_of_runs, unique_inverse
+from llmpulse.processors.core.latency import _NO_OPEN, LatencyConfig, OpenRules, window_label
 from llmpulse.processors.core.series_index import SeriesIndex
 from llmpulse.processors.core.significance import breaching_calls_needed
 from llmpulse.processors.core.slots import SlotSeries, series_parts
@@ -134,7 +135,7 @@ class TrafficMonitor:
         slots = self.slots.slots_of(timestamps_ms)
         base = int(slots.min())
         combined = inverse.astype(np.int64) * (1 << 40) + (slots - base)
-        groups, group_of = np.unique(combined, return_inverse=True)
+        groups, group_of = unique_inverse(combined)
         matrix = np.zeros((len(groups), len(COLUMNS)), dtype=np.int64)
         for name, values in counts.items():
             np.add.at(matrix[:, INDEX[name]], group_of, values.astype(np.int64))
