@@ -459,10 +459,11 @@ def _count_fresh(stores: list[BucketStore], keys: np.ndarray, firsts: np.ndarray
     one bincount over all of them, each store's key range laid end to end. A range wider than its store's
     ``max_buckets`` takes ``add_keys`` (it collapses)."""
     sizes = ends - firsts
+    starts = np.cumsum(sizes) - sizes  # each group's first row among the picked keys
+    picked = keys[np.arange(int(sizes.sum())) + np.repeat(firsts - starts, sizes)]
     owner = np.repeat(np.arange(firsts.size), sizes)
-    picked = keys[np.repeat(firsts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))]
-    lows = np.minimum.reduceat(picked, np.cumsum(sizes) - sizes)
-    widths = np.maximum.reduceat(picked, np.cumsum(sizes) - sizes) - lows + 1
+    lows = np.minimum.reduceat(picked, starts)
+    widths = np.maximum.reduceat(picked, starts) - lows + 1
     offsets = np.cumsum(widths) - widths
     counts = np.bincount(offsets[owner] + picked - lows[owner], minlength=int(widths.sum()))
     for store, lo, width, at, first, end in zip(stores, lows.tolist(), widths.tolist(), offsets.tolist(),
