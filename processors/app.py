@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 
 from prometheus_client import CollectorRegistry
 
@@ -53,6 +55,11 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("llmpulse.worker")
 SHUTDOWN_HAND_OVER_S = 30.0  # a stop waits at most this long for the state lock and the broker
+# After the state writer failed, the process exits by itself if the graceful stop has not ended it this much later:
+# faust's stop waits for its streams to drain, and a stream sought back during the crash never did (seen about once
+# in ten runs of tests/reliability/test_state_write_failure.py: the worker hung in "Wait for streams" for good).
+FAILED_STOP_EXIT_S = SHUTDOWN_HAND_OVER_S + 15.0
+FAILED_STOP_EXIT_CODE = 70  # EX_SOFTWARE
 
 
 class Worker:
@@ -125,8 +132,13 @@ class Worker:
         app.task(self._read_writer_schemas)
 
     def _changelog_failed(self, failure: ChangelogFailed) -> None:
-        """From the writer's delivery thread: stop the worker (its state can no longer be written in order)."""
+        """From the writer's delivery thread: stop the worker (its state can no longer be written in order), and
+        make sure it stops: nothing a longer stop could do would be written anyway, and the next start replays
+        from the cursors on the broker."""
         self.app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.app.crash(failure)))
+        timer = threading.Timer(FAILED_STOP_EXIT_S, _exit_after_failed_stop)
+        timer.daemon = True
+        timer.start()
 
     async def _close_changelog(self, _sender: object, **_: object) -> None:
         try:  # what checkpoints left unwritten, before the writer closes; a stop never waits on it for long
@@ -145,3 +157,11 @@ class Worker:
     async def _read_writer_schemas(self) -> None:
         """The writer schemas SDKs announced so far, before records that need them are likely to arrive."""
         await asyncio.get_running_loop().run_in_executor(None, self.writer_schemas.read_to_end)
+
+
+def _exit_after_failed_stop() -> None:
+    log.critical("the worker is still stopping %.0f s after its state writer failed; exiting now (the next start "
+                 "replays from the persisted cursors)", FAILED_STOP_EXIT_S)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(FAILED_STOP_EXIT_CODE)

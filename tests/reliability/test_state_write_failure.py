@@ -32,7 +32,7 @@ def test_a_worker_whose_state_records_are_refused_stops_and_says_why(
     priced_traffic(worker.topic("calls"), users=300).produce(20)  # blobs > 200 B even as lz4
     assert worker.process is not None
     stopped = wait_until(lambda: worker.process.poll() is not None, 90)
-    assert stopped, "the worker went on without its state"
+    assert stopped, f"the worker went on without its state:\n{worker.log_tail()}"
     assert worker.process.returncode != 0
     log = worker.log_path.read_text(errors="replace")
     assert f"state record not written to {changelog}" in log
