@@ -124,13 +124,6 @@ class DriftConfig:
 
 
 @functools.cache
-@functools.cache
-def _zero_counts(size: int) -> bytes:
-    """pack_counts of ``size`` zero counters (a reference not yet started; one per feature layout, kept)."""
-    return pack_counts(np.zeros(size, dtype=np.int64))
-
-
-@functools.cache
 def count_dtype(bound: int) -> np.dtype[Any]:
     """The narrowest signed integer type holding counts up to ``bound`` (cached: asked per feature made)."""
     for dtype in (np.int8, np.int16, np.int32):
@@ -381,7 +374,7 @@ class FeatureDrift:
         if self._first is not None:  # the first look: no reference yet, the ring's counts all in sub-block 0
             cells = sorted(self._first)
             ring_size = self.config.looks_per_block * self._cells[0] * self._cells[1]
-            parts += [_zero_counts(self._cells[0] * self._cells[1]),
+            parts += [pack_listed(self._cells[0] * self._cells[1], [], []),  # (all zero: kept per layout)
                       pack_listed(ring_size, cells, [self._first[cell] for cell in cells])]
             return b"".join(parts)
         if self._reference_bytes is None:

@@ -355,8 +355,8 @@ class QualityMonitor:
         name_of = ranked[np.concatenate([call_codes.astype(np.int64), joined_codes])]
         times = np.concatenate([call_ms, joined.call_ms])
         slot_ms = int(self.config.slot_s * 1000)
-        starts = times // slot_ms * slot_ms
-        unique_starts, start_of = unique_inverse(starts)
+        slots, start_of = unique_inverse(times // slot_ms)  # (slot numbers span a small range: counted, not sorted)
+        unique_starts = slots * slot_ms
         cell = name_of * unique_starts.size + start_of
         cells, cell_of = unique_inverse(cell)
         # Each call and joined rating adds to a few columns of its (series, slot) cell: one weighted count over
