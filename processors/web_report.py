@@ -51,9 +51,9 @@ class Reports:
         found = (getattr(engine, "savings", None) for engine in self.engines.all_engines())
         return [tracker for tracker in found if tracker is not None]
 
-    def period_usage(self, period: str, now_ms: int) -> Usage:
+    def period_usage(self, period: str, now_ms: int, counts_only: bool = False) -> Usage:
         start, end = period_bounds(period, now_ms)
-        return Usage.collect(self._trackers(), start, end + 1)
+        return Usage.collect(self._trackers(), start, end + 1, counts_only)
 
     def savings_for(self, usage: Usage) -> list[ServiceSavings]:
         trackers = self._trackers()
@@ -64,7 +64,7 @@ class Reports:
         """Per service and period (day, month): the routing estimate, for ``GET /api/metrics``."""
         rows = []
         for period in SAVINGS_PERIODS:
-            for saving in self.savings_for(self.period_usage(period, now_ms)):
+            for saving in self.savings_for(self.period_usage(period, now_ms, counts_only=True)):
                 rows.append({"period": period, **saving.as_dict()})
         return rows
 
@@ -77,7 +77,7 @@ class Reports:
         if not self.kpis:
             return []
         return [{"period": period, **row} for period in SAVINGS_PERIODS
-                for row in kpi_rows(self.period_usage(period, now_ms), self.kpis)]
+                for row in kpi_rows(self.period_usage(period, now_ms, counts_only=True), self.kpis)]
 
     def report(self, period: str, now_ms: int, top: int = 10) -> dict[str, Any]:
         usage = self.period_usage(period, now_ms)

@@ -479,28 +479,35 @@ class Usage:
     users: dict[str, dict[str, int]] = field(default_factory=dict)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, service: str, day: DayUsage) -> None:
+    def add(self, service: str, day: DayUsage, counts_only: bool = False) -> None:
+        """Add a service's day; ``counts_only``: its counters and outcomes, not its latency or its users' spend."""
         for (model, provider), counts in day.rows.items():
             row = self.rows.get((service, model, provider))
             if row is None:
                 row = self.rows[(service, model, provider)] = UsageRow(
                     service, model, provider, np.zeros(len(COUNTERS), dtype=np.int64), LatencySketch(day.accuracy))
             row.counts += counts
-            row.latency.merge(day.latency[(model, provider)])
-        spend = self.users.setdefault(service, {})
-        for user, micros in day.users.items():
-            spend[user] = spend.get(user, 0) + micros
+            if not counts_only:
+                row.latency.merge(day.latency[(model, provider)])
         if day.outcomes:
             counted = self.outcomes.setdefault(service, {})
             for name, count in day.outcomes.items():
                 counted[name] = counted.get(name, 0) + count
+        if counts_only:
+            return
+        spend = self.users.setdefault(service, {})
+        for user, micros in day.users.items():
+            spend[user] = spend.get(user, 0) + micros
 
     @classmethod
-    def collect(cls, trackers: Iterable[SavingsTracker], start_ms: int, end_ms: int) -> Usage:
+    def collect(cls, trackers: Iterable[SavingsTracker], start_ms: int, end_ms: int,
+                counts_only: bool = False) -> Usage:
+        """The trackers' days in [start_ms, end_ms). ``counts_only`` (the savings and KPI figures, computed at every
+        scrape): rows without latency and no users, which at 10,000 users were most of a scrape's cost."""
         out = cls()
         for tracker in trackers:
             for service, day in tracker.days(start_ms, end_ms):
-                out.add(service, day)
+                out.add(service, day, counts_only)
         return out
 
 

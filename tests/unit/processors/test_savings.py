@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmpulse.processors.core.columns import CallColumns
+from llmpulse.processors.core.kpis import Kpi, kpi_rows
 from llmpulse.processors.core.savings import (
     DAY_MS,
     INDEX,
@@ -157,3 +158,24 @@ def test_user_spend_is_kept_per_day_and_service() -> None:
     today, tomorrow = _usage(tracker).users, Usage.collect([tracker], DAY0 + DAY_MS, DAY0 + 2 * DAY_MS).users
     assert today == {"chat": {"u1": 5000, "u2": 2500, OTHER_USERS: 2500}, "search": {"u2": 2500}}
     assert tomorrow == {"chat": {"u3": 2500}}
+
+
+def test_counts_only_usage_gives_the_same_savings_and_kpis_without_latency_or_users() -> None:
+    """What every scrape computes (the savings gauges, the KPI rows) from counters alone: the same figures as the
+    full usage a report reads, without merging latency sketches or summing every user's spend."""
+    tracker = SavingsTracker()
+    calls, cost = _mixed_traffic()
+    tracker.update(calls, cost, offset=1)
+    tracker.update(*priced_calls([{"service": "search", "request_model": "small", "labels": {"outcome": "follow"}},
+                                  {"timestamp_ms": DAY0 + DAY_MS + 5, "user_hash": "u-2"}]), offset=2)
+    full = Usage.collect([tracker], DAY0, DAY0 + 2 * DAY_MS)
+    light = Usage.collect([tracker], DAY0, DAY0 + 2 * DAY_MS, counts_only=True)
+
+    assert estimate_savings(light, PRICER.rate) == estimate_savings(full, PRICER.rate)
+    kpis = (Kpi(name="cost_per_follow", outcome="follow"),)
+    assert kpi_rows(light, kpis) == kpi_rows(full, kpis) and kpi_rows(full, kpis)[0]["outcomes"] == 1
+    assert {key: row.counts.tolist() for key, row in light.rows.items()} == {
+        key: row.counts.tolist() for key, row in full.rows.items()}
+    assert full.users and not light.users
+    assert full.rows[("chat", "big", "p")].latency.count > 0
+    assert light.rows[("chat", "big", "p")].latency.count == 0
