@@ -16,10 +16,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
 
 OTHER = "other"
+_BOUNDS = (*(str(b) for b in SECONDS_BUCKETS), "+Inf")  # the histograms' ``le`` labels
 
 
 class BoundedLabels:
@@ -93,11 +95,18 @@ class BatchHistogram(Collector):
         entry[1][0] += total
 
     def collect(self) -> Iterator[Metric]:
+        """The samples ``HistogramMetricFamily.add_metric`` would add (each bucket, then count and sum), made here
+        with one label dict per series: add_metric zips the labels anew for each of a series' 17 samples."""
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        bounds = [*(str(b) for b in SECONDS_BUCKETS), "+Inf"]
+        bucket, count, total_name = f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum"
+        append = family.samples.append
         for label_values, (counts, total) in list(self._series.items()):
+            labels = dict(zip(self.labels, label_values, strict=True))
             cumulative = np.cumsum(counts).tolist()
-            family.add_metric(list(label_values), list(zip(bounds, cumulative, strict=True)), total[0])
+            for bound, value in zip(_BOUNDS, cumulative, strict=True):
+                append(Sample(bucket, {**labels, "le": bound}, value))
+            append(Sample(count, labels, cumulative[-1]))
+            append(Sample(total_name, dict(labels), total[0]))
         yield family
 
     def describe(self) -> Iterator[Metric]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import SecretStr
 
 from llmpulse.processors.alert_directory import AlertDirectory
@@ -30,6 +30,7 @@ from llmpulse.processors.clock import now_ms
 from llmpulse.processors.emitter import Emitter
 from llmpulse.processors.engine_store import EngineViews
 from llmpulse.processors.exporter import MetricsExporter
+from llmpulse.processors.metrics_text import MetricsText
 from llmpulse.processors.ownership import PartitionOwnership
 from llmpulse.processors.web_report import Reports
 
@@ -69,11 +70,13 @@ def check_token(configured: SecretStr | None, header: str | None) -> tuple[int, 
 def register_views(app: faust.App, api: ApiParts) -> None:
     engines, ownership, directory = api.engines, api.ownership, api.directory
 
+    page = MetricsText()  # keeps label sets' text between scrapes
+
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             api.exporter.refresh(engines.all_engines(), engines.loaded_fleet(), now_ms())
-            response = self.bytes(generate_latest(api.registry))
+            response = self.bytes(page.render(api.registry))
             response.headers["Content-Type"] = CONTENT_TYPE_LATEST
             return response
 
