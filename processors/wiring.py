@@ -74,6 +74,7 @@ def wire(settings: ProcessorSettings) -> Wiring:
         producer_max_request_size=MAX_RECORD_BYTES,
         consumer_max_fetch_size=MAX_RECORD_BYTES,
         stream_buffer_maxsize=64,
+        table_standby_replicas=s.standby_replicas,
         autodiscover=False,
     )
     use_prompt_fetches(app)

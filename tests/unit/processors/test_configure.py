@@ -25,6 +25,7 @@ from llmpulse.processors.core.health import HealthConfig
 from llmpulse.processors.core.validation import Limits
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.wire.otlp import SpanMapping
+from llmpulse.processors.wiring import wire
 
 SETTINGS_PY = Path(configure.__file__).with_name("settings.py")
 
@@ -161,3 +162,11 @@ def test_core_configs_are_built_by_keyword_only() -> None:
     configs |= {type(EngineConfig().guarding.guard), type(EngineConfig().limits.global_limits)}
     positional = sorted(c.__name__ for c in configs if not all(f.kw_only for f in dataclasses.fields(c)))
     assert not positional, f"configs that accept positional arguments (a reordered field breaks silently): {positional}"
+
+
+def test_standby_replicas_reach_the_faust_app(tmp_path: Path) -> None:
+    """Each state partition's standby copies are the operator's choice: one by default (faust's), none to spare
+    the CPU a standby spends applying its partition's every state record."""
+    default = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
+    none = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, standby_replicas=0))
+    assert (default.app.conf.table_standby_replicas, none.app.conf.table_standby_replicas) == (1, 0)
