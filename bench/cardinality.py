@@ -48,7 +48,9 @@ FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "inprocess_ca
            "timer_ms_100_series", "timer_ms_10k_series", "state_bytes_per_series", "rss_growth_second_hour",
            "replay_wall_s", "state_written_bytes_per_call_100_series", "state_written_bytes_per_call_10k_series")
 QUIET_TICKS = 6  # timer_ms: ticks measured after the calls, no call between them
-WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio")
+WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio", "metrics_scrape_s_100_series",
+                  "metrics_scrape_s_10k_series")
+SCRAPES = 4  # /metrics reads after each worker run (metrics_scrape_s_*)
 SPREADS = {"100": 100, "10k": 10_000}  # name -> (service, model, provider) series, and as many users
 WORKER_CALLS = 100_000  # both modes: the calls per record (the shape that sets the cost) stay the same
 QUICK_WORKER_MAX_S = 8.0  # quick mode stops a run after this much processing (the 10k variant is the slow one)
@@ -279,13 +281,15 @@ def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
         dataset.preload(bootstrap, topic, records[name])
     max_s = None if scale.name == FULL.name else QUICK_WORKER_MAX_S
     timed: dict[str, list[int]] = {name: [] for name in records}
+    scraped: dict[str, list[tuple[float, float, int]]] = {name: [] for name in records}
     with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as tmp:
 
         def drain(name: str) -> float:
             run = throughput.worker_run(bootstrap, topics[name], len(records[name]), WORKER_CALLS, tag, Path(tmp),
-                                        max_s=max_s)
+                                        max_s=max_s, scrapes=SCRAPES)
             timed[name].append(int(run["records_timed"]))
-            return run["eps"]
+            scraped[name] += run["scrapes"]
+            return float(run["eps"])
 
         samples = alternating({name: partial(drain, name) for name in records}, scale.rounds)
     mid = medians(samples)
@@ -303,4 +307,11 @@ def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
     result.put("cardinality_ratio", ratio(mid["10k"], mid["100"]),
                "worker_eps_10k_series / worker_eps_100_series: the real worker, same calls, same run "
                "(the in-process pipeline's is inprocess_cardinality_ratio)")
+    for name, costs in scraped.items():
+        walls, cpus, sizes = (np.array(column, dtype=np.float64) for column in zip(*costs, strict=True))
+        result.put(f"metrics_scrape_s_{name}_series", float(np.median(walls)),
+                   f"GET /metrics of the worker just after each of its runs above, {SCRAPES} times in a row: median "
+                   f"of {walls.size} (wall {walls.min():.2f}-{walls.max():.2f} s; the worker's CPU "
+                   f"{np.nanmedian(cpus):.2f} s; {np.median(sizes) / 1e6:.1f} MB); computed and written on the "
+                   "worker's event loop, so no call is processed meanwhile")
     return result

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
 
@@ -89,7 +90,8 @@ def consume_rate(bootstrap: str, topic: str, total_records: int, total_calls: in
 
 
 def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, workdir: Path,
-               extra_env: dict[str, str] | None = None, max_s: float | None = None) -> dict[str, float]:
+               extra_env: dict[str, str] | None = None, max_s: float | None = None,
+               scrapes: int = 0) -> dict[str, Any]:
     """Start a worker on the pre-loaded topic; rate from its first processed record to its last.
 
     Timed by the worker's fleet summaries (one per run of records, producer-stamped when sent; each names its
@@ -97,7 +99,8 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
     scraping /metrics at a high rate: each scrape refreshes every gauge, ~15 ms of the worker's CPU, which
     at 20 Hz would slow it by a quarter. /metrics is read once at the end to confirm the processed count.
     With ``max_s`` the run stops once that many seconds of processing are stamped; the rate then covers the
-    records stamped so far, at the topic's mean calls per record (a time cap for slow variants).
+    records stamped so far, at the topic's mean calls per record (a time cap for slow variants). With ``scrapes``
+    the worker's /metrics is then read that many times (``workerproc.scrape_costs``, under "scrapes").
     """
     app_id = f"{tag}-w{uuid.uuid4().hex[:6]}"
     fleet = workerproc.fleet_topic(tag, app_id)
@@ -120,6 +123,7 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
         # make a capped run look complete with a counter read earlier).
         done = min(progress.records(), records)
         processed = workerproc.processed(worker) or 0.0
+        scraped = workerproc.scrape_costs(worker, scrapes)
     finally:
         worker.stop()
         watcher.stop()
@@ -130,7 +134,8 @@ def worker_run(bootstrap: str, topic: str, records: int, calls: int, tag: str, w
     covered = min(sum(count for _, count in timed), records)
     counted, last = calls * covered / records, max(stamp for stamp, _ in timed) / 1000.0
     return {"eps": summarized_rate(timed, calls / records), "startup_s": min(timed)[0] / 1000.0 - launched,
-            "wall_eps": counted / (last - launched), "processed": processed, "records_timed": covered}
+            "wall_eps": counted / (last - launched), "processed": processed, "records_timed": covered,
+            "scrapes": scraped}
 
 
 _FAUST_NOOP_APP = textwrap.dedent(

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.support.worker import WorkerProcess
@@ -50,6 +51,20 @@ def calls_partitions(worker: WorkerProcess) -> set[int] | None:
     if status != 200 or not isinstance(body, dict):
         return None
     return {int(key) for key in body["partitions"] if key.isdigit()}  # OTLP lanes are "otlp:<n>"
+
+
+def scrape_costs(worker: WorkerProcess, scrapes: int) -> list[tuple[float, float, int]]:
+    """``scrapes`` GETs of /metrics one after the other: (wall seconds, the worker's CPU seconds, bytes) of each.
+    The page is computed and written on the worker's event loop, so its wall time is time no call is processed."""
+    costs = []
+    for _ in range(scrapes):
+        cpu, began = cpu_seconds(worker), time.perf_counter()
+        request = urllib.request.Request(worker.url + "/metrics")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            size = len(response.read())
+        wall, after = time.perf_counter() - began, cpu_seconds(worker)
+        costs.append((wall, after - cpu if after is not None and cpu is not None else float("nan"), size))
+    return costs
 
 
 def wait_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
