@@ -533,43 +533,59 @@ class ServiceSavings:
 
 
 RateLookup = Callable[[str, str], Rate | None]
+_TOTALS = ("requests", "easy", "cost_micros", "easy_cost_micros")  # a service's figures summed over its rows
 
 
 def estimate_savings(usage: Usage, rate_of: RateLookup, targets: tuple[str, ...] = ()) -> list[ServiceSavings]:
-    """Per service: the routing saving described in the module docstring, largest saving first."""
-    by_service: dict[str, list[UsageRow]] = {}
-    for row in usage.rows.values():
-        by_service.setdefault(row.service, []).append(row)
-    out = [_service_savings(service, rows, rate_of, targets) for service, rows in by_service.items()]
-    return sorted(out, key=lambda s: (-s.savings_micros, s.service))
-
-
-def _candidates(rows: list[UsageRow], targets: tuple[str, ...]) -> list[tuple[str, str]]:
-    if not targets:
-        return sorted({(row.provider, row.model) for row in rows})
-    return [tuple(t.split("/", 1)) if "/" in t else ("", t) for t in targets]  # type: ignore[misc]
-
-
-def _service_savings(service: str, rows: list[UsageRow], rate_of: RateLookup,
-                     targets: tuple[str, ...]) -> ServiceSavings:
-    def total(name: str) -> int:
-        return int(sum(row[name] for row in rows))
-
+    """Per service: the routing saving described in the module docstring, largest saving first. Every service at
+    once, on arrays of its rows (a scrape asks this of every service for the day and the month: one numpy pass
+    each per service was ~30 µs, ~0.15 s a scrape at ~2,500 services)."""
+    rows = list(usage.rows.values())
+    if not rows:
+        return []
+    names, service_of = np.unique(np.array([row.service for row in rows], dtype=object), return_inverse=True)
+    n = len(names)
+    counts = np.stack([row.counts for row in rows])
+    totals = np.zeros((n, len(_TOTALS)), dtype=np.int64)
+    np.add.at(totals, service_of, counts[:, [INDEX[name] for name in _TOTALS]])
+    easy_input, easy_output, easy_cached = (counts[:, INDEX[name]].astype(np.float64) for name in
+                                            ("easy_input_tokens", "easy_output_tokens", "easy_cached_tokens"))
     # Easy tokens per source row as (uncached input, output, cache read): the pricer's three components.
-    tokens = np.array([[max(r["easy_input_tokens"] - r["easy_cached_tokens"], 0), r["easy_output_tokens"],
-                        r["easy_cached_tokens"]] for r in rows], dtype=np.float64)
-    actual = np.array([r["easy_cost_micros"] for r in rows], dtype=np.float64)
-    priced = [(c, rate) for c in _candidates(rows, targets) if (rate := rate_of(*c)) is not None]
-    base = dict(service=service, requests=total("requests"), easy_calls=total("easy"),
-                cost_micros=total("cost_micros"), easy_cost_micros=total("easy_cost_micros"))
-    if not priced:
-        return ServiceSavings(target=None, routed_easy_cost_micros=base["easy_cost_micros"], savings_micros=0,
-                              **base)  # type: ignore[arg-type]
-    rates = np.array([[r.input, r.output, r.cached] for _, r in priced], dtype=np.float64).T  # (3, candidates)
-    routed = tokens @ rates / PICO_PER_MICRO  # (rows, candidates) micro-dollars; float: an estimate, no overflow
-    best = int(np.argmin(routed.sum(axis=0)))
-    per_row = np.minimum(routed[:, best], actual)  # a row already cheaper than the target stays where it is
-    provider, model = priced[best][0]
-    return ServiceSavings(target=f"{provider}/{model}" if provider else model,
-                          routed_easy_cost_micros=round(float(per_row.sum())),
-                          savings_micros=round(float((actual - per_row).sum())), **base)  # type: ignore[arg-type]
+    tokens = np.stack([np.maximum(easy_input - easy_cached, 0), easy_output, easy_cached], axis=1)
+    actual = counts[:, INDEX["easy_cost_micros"]].astype(np.float64)
+    if targets:
+        candidates = [tuple(t.split("/", 1)) if "/" in t else ("", t) for t in targets]
+        allowed = np.ones((n, len(candidates)), dtype=bool)
+    else:  # every model a service already uses, in (provider, model) order
+        candidates = sorted({(row.provider, row.model) for row in rows})
+        column = {candidate: i for i, candidate in enumerate(candidates)}
+        allowed = np.zeros((n, len(candidates)), dtype=bool)
+        allowed[service_of, [column[(row.provider, row.model)] for row in rows]] = True
+    rated = [(i, rate) for i, candidate in enumerate(candidates) if (rate := rate_of(*candidate)) is not None]
+    allowed = allowed[:, [i for i, _ in rated]]
+    priced = allowed.any(axis=1)
+    routed = tokens @ np.array([[r.input, r.output, r.cached] for _, r in rated], dtype=np.float64).reshape(-1, 3).T
+    routed /= PICO_PER_MICRO  # (rows, priced candidates) micro-dollars; float: an estimate, no overflow
+    whole = np.zeros((n, len(rated)))
+    np.add.at(whole, service_of, routed)
+    if rated:
+        best = np.argmin(np.where(allowed, whole, np.inf), axis=1)  # the first cheapest in candidate order
+        chosen = routed[np.arange(len(rows)), best[service_of]]
+    else:
+        best, chosen = np.zeros(n, dtype=np.int64), actual
+    per_row = np.minimum(chosen, actual)  # a row already cheaper than the target stays where it is
+    routed_micros = np.zeros(n)
+    np.add.at(routed_micros, service_of, per_row)
+    saved = np.zeros(n)
+    np.add.at(saved, service_of, actual - per_row)
+    out = []
+    for s, service in enumerate(names.tolist()):
+        requests, easy, cost, easy_cost = totals[s].tolist()
+        if priced[s]:
+            provider, model = candidates[rated[int(best[s])][0]]
+            target: str | None = f"{provider}/{model}" if provider else model
+            routed_cost, savings = round(float(routed_micros[s])), round(float(saved[s]))
+        else:
+            target, routed_cost, savings = None, easy_cost, 0
+        out.append(ServiceSavings(service, target, requests, easy, cost, easy_cost, routed_cost, savings))
+    return sorted(out, key=lambda s: (-s.savings_micros, s.service))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from llmpulse.processors.core.columns import CallColumns
 from llmpulse.processors.core.kpis import Kpi, kpi_rows
+from llmpulse.processors.core.pricing import Rate
 from llmpulse.processors.core.savings import (
     DAY_MS,
     INDEX,
@@ -14,9 +17,12 @@ from llmpulse.processors.core.savings import (
     DayUsage,
     SavingsConfig,
     SavingsTracker,
+    ServiceSavings,
     Usage,
+    UsageRow,
     estimate_savings,
 )
+from llmpulse.processors.core.sketch import LatencySketch
 from tests.support import persisted
 from tests.support.priced_calls import DAY0, PRICER, priced_calls
 
@@ -179,3 +185,56 @@ def test_counts_only_usage_gives_the_same_savings_and_kpis_without_latency_or_us
     assert full.users and not light.users
     assert full.rows[("chat", "big", "p")].latency.count > 0
     assert light.rows[("chat", "big", "p")].latency.count == 0
+
+
+def _one_service_at_a_time(usage: Usage, rate_of: Any, targets: tuple[str, ...] = ()) -> list[ServiceSavings]:
+    """The estimate as it was written first, one service at a time: the specification the array version keeps."""
+    by_service: dict[str, list[UsageRow]] = {}
+    for row in usage.rows.values():
+        by_service.setdefault(row.service, []).append(row)
+    out = []
+    for service, rows in by_service.items():
+        def total(name: str, rows: list[UsageRow] = rows) -> int:
+            return int(sum(row[name] for row in rows))
+
+        tokens = np.array([[max(r["easy_input_tokens"] - r["easy_cached_tokens"], 0), r["easy_output_tokens"],
+                            r["easy_cached_tokens"]] for r in rows], dtype=np.float64)
+        actual = np.array([r["easy_cost_micros"] for r in rows], dtype=np.float64)
+        candidates = ([tuple(t.split("/", 1)) if "/" in t else ("", t) for t in targets] if targets
+                      else sorted({(row.provider, row.model) for row in rows}))
+        priced = [(c, rate) for c in candidates if (rate := rate_of(*c)) is not None]
+        base = (service, total("requests"), total("easy"), total("cost_micros"), total("easy_cost_micros"))
+        if not priced:
+            out.append(ServiceSavings(base[0], None, *base[1:], base[4], 0))
+            continue
+        rates = np.array([[r.input, r.output, r.cached] for _, r in priced], dtype=np.float64).T
+        routed = tokens @ rates / 1_000_000
+        best = int(np.argmin(routed.sum(axis=0)))
+        per_row = np.minimum(routed[:, best], actual)
+        provider, model = priced[best][0]
+        out.append(ServiceSavings(base[0], f"{provider}/{model}" if provider else model, *base[1:],
+                                  round(float(per_row.sum())), round(float((actual - per_row).sum()))))
+    return sorted(out, key=lambda s: (-s.savings_micros, s.service))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_service_at_once_decides_what_one_service_at_a_time_decided(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    models = [("p", "big"), ("p", "small"), ("q", "mid"), ("q", "unpriced"), ("", "bare")]
+    rates = {("p", "big"): Rate(10_000_000, 30_000_000, 1_000_000), ("p", "small"): Rate(500_000, 1_500_000, 50_000),
+             ("q", "mid"): Rate(3_000_000, 6_000_000, 300_000), ("", "bare"): Rate(2_000_000, 2_000_000, 0)}
+    usage = Usage()
+    for service in [f"svc-{k}" for k in range(40)]:
+        for i in rng.choice(len(models), size=int(rng.integers(1, len(models) + 1)), replace=False).tolist():
+            counts = np.zeros(len(INDEX), dtype=np.int64)
+            for name in ("requests", "easy", "cost_micros", "easy_cost_micros", "easy_input_tokens",
+                         "easy_output_tokens", "easy_cached_tokens"):
+                counts[INDEX[name]] = int(rng.integers(0, 50_000))
+            provider, model = models[i]
+            usage.rows[(service, model, provider)] = UsageRow(service, model, provider, counts, LatencySketch())
+    def rate_of(provider: str, model: str) -> Rate | None:
+        return rates.get((provider, model))
+
+    for targets in ((), ("p/small", "q/mid"), ("bare", "q/unpriced"), ("q/unpriced",)):
+        assert estimate_savings(usage, rate_of, targets) == _one_service_at_a_time(usage, rate_of, targets)
+    assert estimate_savings(Usage(), rate_of) == []
