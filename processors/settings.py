@@ -274,7 +274,7 @@ class ProcessorSettings(BaseSettings):
     # records its standby had not applied yet; with none, its next owner first reads the partition's whole changelog
     # (a new worker: ~15-20 s at 10,000 series after 400k calls). A
     # standby applies every state record its partition's owner writes: in a group of two workers at ~100 series,
-    # 12-25% more CPU per call for each worker (docs/operations.md).
+    # 14-32% more CPU per call for each worker (docs/operations.md).
     standby_replicas: int = Field(default=1, ge=0)
     # json: one JSON object a line with the ids a line carries (alert_id, incident_id; llmpulse/logs.py)
     log_format: LogFormat = "text"
