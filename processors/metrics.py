@@ -106,7 +106,7 @@ class BatchHistogram(Collector):
             for bound, value in zip(_BOUNDS, cumulative, strict=True):
                 append(Sample(bucket, {**labels, "le": bound}, value))
             append(Sample(count, labels, cumulative[-1]))
-            append(Sample(total_name, dict(labels), total[0]))
+            append(Sample(total_name, labels, total[0]))
         yield family
 
     def describe(self) -> Iterator[Metric]:

@@ -574,10 +574,8 @@ def estimate_savings(usage: Usage, rate_of: RateLookup, targets: tuple[str, ...]
     else:
         best, chosen = np.zeros(n, dtype=np.int64), actual
     per_row = np.minimum(chosen, actual)  # a row already cheaper than the target stays where it is
-    routed_micros = np.zeros(n)
-    np.add.at(routed_micros, service_of, per_row)
-    saved = np.zeros(n)
-    np.add.at(saved, service_of, actual - per_row)
+    routed_micros = np.bincount(service_of, per_row, n)
+    saved = np.bincount(service_of, actual - per_row, n)
     out = []
     for s, service in enumerate(names.tolist()):
         requests, easy, cost, easy_cost = totals[s].tolist()
