@@ -25,6 +25,7 @@ class Grant(NamedTuple):
 _RW = ("READ", "WRITE", "DESCRIBE")
 _READ = ("READ", "DESCRIBE")
 _WRITE = ("WRITE", "DESCRIBE")
+_CONFIGS = ("DESCRIBE_CONFIGS", "ALTER_CONFIGS")  # compaction of the compacted topics it writes (processors/topics.py)
 DEFAULT_APP_ID = "llmpulse"
 ALERT_DIRECTORY_GROUP = "llmpulse-alert-directory"  # the worker's reader of every alert (processors/alert_directory.py)
 # consumer groups the on-call commands join (llmpulse/commands: alerts tail, alerts forward, export)
@@ -39,7 +40,8 @@ def grants(topics: Topics | None = None, app_id: str = DEFAULT_APP_ID,
 
     The worker reads calls (and OTLP spans), reads and writes what it keeps for itself (alerts, commands, the
     fleet topic), writes what others follow (dead letters, provider and budget state, model routes), owns the
-    topics and the consumer group faust names after its app id, and creates the topics it uses. The SDK writes
+    topics and the consumer group faust names after its app id, and creates the topics it uses; it sets the
+    compaction of the compacted topics it writes (DESCRIBE_CONFIGS, ALTER_CONFIGS). The SDK writes
     calls and its writer schemas, and reads the compacted topics its router and admission gate follow; it assigns
     partitions itself and never joins a group. On-call tools read alerts, in their own groups."""
     t = topics or Topics()
@@ -47,9 +49,10 @@ def grants(topics: Topics | None = None, app_id: str = DEFAULT_APP_ID,
     return tuple(grant._replace(principal=named[grant.principal]) for grant in (
         *(Grant("worker", "topic", topic, _READ) for topic in (t.calls, t.otlp, t.schemas)),
         *(Grant("worker", "topic", topic, _RW) for topic in (t.alerts, t.alert_commands, t.fleet)),
-        *(Grant("worker", "topic", topic, _WRITE)
-          for topic in (t.dead_letter, t.provider_state, t.budget_state, t.model_routes)),
-        Grant("worker", "topic", f"{app_id}-", ("CREATE", *_RW), prefixed=True),  # faust changelogs, leader
+        Grant("worker", "topic", t.dead_letter, _WRITE),
+        *(Grant("worker", "topic", topic, (*_WRITE, *_CONFIGS))
+          for topic in (t.provider_state, t.budget_state, t.model_routes)),
+        Grant("worker", "topic", f"{app_id}-", ("CREATE", *_RW, *_CONFIGS), prefixed=True),  # faust changelogs, leader
         Grant("worker", "group", app_id, ("READ",)),
         Grant("worker", "group", ALERT_DIRECTORY_GROUP, ("READ",)),
         Grant("worker", "cluster", "kafka-cluster", ("CREATE",)),
@@ -109,7 +112,12 @@ def kafka_acls_commands(grants: tuple[Grant, ...] = GRANTS) -> list[str]:
     return [" ".join([
         'kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" --command-config admin.properties --add',
         f"--allow-principal User:{grant.principal}",
-        *(f"--operation {operation.capitalize()}" for operation in grant.operations),
+        *(f"--operation {_camel(operation)}" for operation in grant.operations),
         options[grant.resource].format(grant.name),
         *(["--resource-pattern-type prefixed"] if grant.prefixed else []),
     ]) for grant in grants]
+
+
+def _camel(operation: str) -> str:
+    """kafka-acls.sh's name of an operation: DESCRIBE_CONFIGS -> DescribeConfigs."""
+    return "".join(word.capitalize() for word in operation.split("_"))

@@ -13,10 +13,8 @@ from faust.types.auth import CredentialsT
 from llmpulse.config import KafkaSecurity
 from llmpulse.processors.prompt_fetch import use_prompt_fetches
 from llmpulse.processors.settings import ProcessorSettings
-from llmpulse.processors.topics import MAX_RECORD_BYTES
+from llmpulse.processors.topics import COMPACTION, FLEET_TABLE, MAX_RECORD_BYTES, STATE_TABLE
 
-STATE_TABLE = "llmpulse-state"
-FLEET_TABLE = "llmpulse-fleet"
 FLEET_PARTITION = 0  # the fleet topic (and table) has one partition: one owner, one order
 FLEET_ALERTS_PARTITION = 0  # the alerts-topic partition for the fleet stage's alerts and every incident
 
@@ -80,7 +78,8 @@ def wire(settings: ProcessorSettings) -> Wiring:
     use_prompt_fetches(app)
     topics = s.topics
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    changelog = {"max.message.bytes": str(MAX_RECORD_BYTES)}  # state blobs (topics.py); on topics faust creates
+    # on the topics faust creates: state blobs up to MAX_RECORD_BYTES, compaction a restart reads little of (topics.py)
+    changelog = {"max.message.bytes": str(MAX_RECORD_BYTES), **COMPACTION}
     return Wiring(
         app=app,
         calls=app.topic(topics.calls, partitions=partitions, **raw),

@@ -61,7 +61,7 @@ def worker(
     wait_for_kafka(settings.bootstrap_servers, settings.kafka, settings.web_host, settings.web_port)
     try:
         ensure_topics(settings.bootstrap_servers, settings.kafka, settings.topics, settings.topic_partitions,
-                      otlp=settings.otlp.enabled)
+                      otlp=settings.otlp.enabled, app_id=settings.app_id)
     except TopicLayoutError as exc:
         typer.echo(f"llmpulse worker: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -15,8 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from llmpulse.connection import client_config
 from llmpulse.processors.changelog_writer import ChangelogFailed, ChangelogWriter
-from llmpulse.processors.topics import MAX_RECORD_BYTES
-from llmpulse.processors.wiring import FLEET_TABLE, STATE_TABLE
+from llmpulse.processors.topics import COMPACTION, MAX_RECORD_BYTES, changelog_topics
 from tests.support.kafka import read_topic
 
 
@@ -100,9 +99,12 @@ def test_a_record_the_broker_refuses_stops_every_later_write_and_the_worker(
 
 def test_a_workers_state_changelogs_take_the_records_it_writes(worker, kafka_bootstrap: str) -> None:
     """faust creates the tables' changelogs; the worker asks for its record limit on them (a budget bucket holds
-    every user's spend of its period: well over the broker's default 1 MB at ~40k users)."""
+    every user's spend of its period: well over the broker's default 1 MB at ~40k users), and for compaction a
+    restart reads little of (processors/topics.py)."""
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    names = [f"{worker.app_id}-{table}-changelog" for table in (STATE_TABLE, FLEET_TABLE)]
+    names = changelog_topics(worker.app_id)
     described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name) for name in names])
     for resource, future in described.items():
-        assert future.result(30)["max.message.bytes"].value == str(MAX_RECORD_BYTES), resource.name
+        configs = future.result(30)
+        assert configs["max.message.bytes"].value == str(MAX_RECORD_BYTES), resource.name
+        assert {key: configs[key].value for key in COMPACTION} == COMPACTION, resource.name

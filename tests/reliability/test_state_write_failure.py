@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmpulse.processors.settings import ProcessorSettings
-from llmpulse.processors.wiring import STATE_TABLE
+from llmpulse.processors.topics import changelog_topics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -21,7 +21,7 @@ def test_a_worker_whose_state_records_are_refused_stops_and_says_why(
     workers, priced_traffic, kafka_bootstrap
 ) -> None:
     worker = workers(start=False)
-    changelog = f"{worker.app_id}-{STATE_TABLE}-changelog"  # faust's name for the table's changelog topic
+    changelog = changelog_topics(worker.app_id)[0]  # the calls engines' table's
     partitions = ProcessorSettings().topic_partitions
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     small = NewTopic(changelog, num_partitions=partitions, replication_factor=1,

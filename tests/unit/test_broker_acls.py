@@ -58,4 +58,5 @@ def test_acls_prints_kafka_acls_commands_for_the_environment(monkeypatch) -> Non
     assert lines == kafka_acls_commands(grants(Topics(calls="team-calls"), "team-pulse", {"sdk": "checkout-svc"}))
     assert ("--allow-principal User:checkout-svc --operation Write --operation Describe --topic team-calls"
             in "\n".join(lines))
-    assert any(line.endswith("--topic team-pulse- --resource-pattern-type prefixed") for line in lines)
+    assert any(line.endswith("--operation DescribeConfigs --operation AlterConfigs --topic team-pulse- "
+                             "--resource-pattern-type prefixed") for line in lines)

@@ -4,7 +4,7 @@ state partition p, and its alerts, dead letters and state go to partition p of t
 from __future__ import annotations
 
 from llmpulse.config import Topics
-from llmpulse.processors.topics import layout_problems, topic_specs
+from llmpulse.processors.topics import COMPACTION, MAX_RECORD_BYTES, layout_problems, topic_specs
 
 TOPICS = Topics()
 
@@ -25,3 +25,14 @@ def test_output_topics_need_at_least_the_calls_partitions_and_otlp_exactly_when_
     assert layout_problems(TOPICS, 6, existing) == [f"{TOPICS.dead_letter} has 1 partition, fewer than 6"]
     assert layout_problems(TOPICS, 6, existing, otlp=True) == [
         f"{TOPICS.otlp} has 3 partitions, not 6", f"{TOPICS.dead_letter} has 1 partition, fewer than 6"]
+
+
+def test_compacted_topics_close_segments_and_drop_tombstones_sooner_than_a_brokers_defaults() -> None:
+    """Whoever starts on a compacted topic reads all it keeps: closed segments compacted, tombstones an hour."""
+    specs = {spec.topic: spec.config for spec in topic_specs(TOPICS, 3)}
+    compacted = {name for name, config in specs.items() if config.get("cleanup.policy") == "compact"}
+    assert compacted == {TOPICS.provider_state, TOPICS.budget_state, TOPICS.model_routes, TOPICS.schemas}
+    for name in compacted:
+        assert {key: specs[name][key] for key in COMPACTION} == COMPACTION, name
+    assert int(COMPACTION["segment.bytes"]) >= MAX_RECORD_BYTES  # a segment holds the largest record
+    assert int(COMPACTION["segment.bytes"]) < 1 << 30 and int(COMPACTION["delete.retention.ms"]) < 86_400_000
