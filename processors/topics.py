@@ -8,9 +8,9 @@ by whoever starts on them: a worker taking over a state partition, a restarted w
 an SDK loading budget state. A worker reads ~10,000 state records a second when it starts. With a broker's
 defaults a changelog keeps far more than its live keys: Kafka compacts only closed segments, which close at 1 GiB
 or after 7 days, and keeps a deleted key's tombstone a day after compacting it (the slots of the latency and
-traffic windows are deleted as they fold and expire: at 1,000 series and 50 calls/s, ~460,000 tombstones an
-hour against ~100,000 live keys). Such topics get ``COMPACTION`` when created, and when they exist with the
-broker's values (``ensure_compaction``).
+traffic windows are deleted as they fold and expire: at 1,000 series and 50 calls/s, ~430,000 tombstones an
+hour against ~100,000 live keys; docs/operations.md, "What a start reads"). Such topics get ``COMPACTION``
+when created, and when they exist with the broker's values (``ensure_compaction``).
 """
 
 from __future__ import annotations
