@@ -128,8 +128,9 @@ class MetricsExporter:
         self._state_written = max(written, self._state_written)
         self.metrics.state_pending.set(pending)
 
-    def record_ready(self, ready: bool) -> None:
+    def record_ready(self, ready: bool, recovery_left: int) -> None:
         self.metrics.ready.set(1 if ready else 0)
+        self.metrics.recovery_left.set(recovery_left)
 
     def refresh(self, engines: Iterable[PartitionEngine], fleet: FleetEngine | None, now_ms: int) -> None:
         """Recompute sliding-window gauges (called before each scrape, web.py), with at most

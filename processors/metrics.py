@@ -223,6 +223,11 @@ class WorkerMetrics:
             "llmpulse_batches_processed_total", "Kafka records (micro-batches) processed", registry=registry
         )
         self.ready = Gauge("llmpulse_worker_ready", "1 once assigned partitions are recovered", registry=registry)
+        self.recovery_left = Gauge(
+            "llmpulse_state_recovery_offsets_left",
+            "State changelog offsets still to read before the assigned partitions are recovered (0 when ready)",
+            registry=registry,
+        )
         self.gauge_refresh = Gauge(
             "llmpulse_gauge_refresh_seconds",
             "How long the last refresh of the window gauges took; the next one waits ten times as long",

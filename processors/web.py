@@ -89,7 +89,9 @@ def register_views(app: faust.App, api: ApiParts) -> None:
     class Ready(View):
         async def get(self, request: Request) -> Response:
             ready = ownership.ready()
-            return self.json({"ready": ready}, status=200 if ready else 503)
+            if ready:
+                return self.json({"ready": True})
+            return self.json({"ready": False, "recovery_offsets_left": ownership.recovery_left()}, status=503)
 
     @app.page("/api/metrics")
     class ApiMetrics(View):

@@ -40,7 +40,7 @@ class Ticker:
                 await self.evaluate(now)
             self.exporter.record_lag(app.monitor.tp_end_offsets, app.monitor.tp_read_offsets,
                                      self.ownership.assigned())
-            self.exporter.record_ready(self.ownership.ready())
+            self.exporter.record_ready(self.ownership.ready(), self.ownership.recovery_left())
             self.exporter.record_state_writes(self.state_writes.written, self.state_writes.pending())
 
     async def evaluate(self, now: int) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmpulse import schemas
+from llmpulse.processors.topics import changelog_topics
 from llmpulse.producers import Pulse
 from llmpulse.schemas.single_object import SchemaCodec
 from tests.support.cli import run_cli
@@ -136,3 +138,28 @@ def test_a_calls_topic_the_worker_cannot_serve_stops_it_in_one_line(
     assert len(problem) == 1 and "Traceback" not in started.stderr, started.stderr
     assert f"{worker.topic('calls')} has 6 partitions, not 3" in problem[0]
     assert "LLMPULSE_TOPIC_PARTITIONS" in problem[0]
+
+
+def test_a_recovering_worker_says_how_much_changelog_it_has_left_to_read(
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """A restarted worker reads its partitions' changelogs before any call (docs/operations.md, "What a start
+    reads"); meanwhile /health/ready answers 503 with the changelog offsets it still has to read, falling to the
+    200 it answers once ready."""
+    worker = worker_factory(start=False)
+    changelog = changelog_topics(worker.app_id)[0]
+    admin = AdminClient({"bootstrap.servers": worker.bootstrap})
+    admin.create_topics([NewTopic(changelog, 3, 1, config={"cleanup.policy": "compact"})])[changelog].result(30)
+    written = 150_000  # tombstones of slots long gone: read like any state record, nothing to restore
+    producer = Producer({"bootstrap.servers": worker.bootstrap, "linger.ms": 50,
+                         "queue.buffering.max.messages": written})
+    for n in range(written):
+        producer.produce(changelog, key=f"0|latency/gone@{n}".encode(), value=None, partition=0)
+    assert producer.flush(60) == 0
+
+    answers: list[tuple[int, Any]] = []
+    worker.start(timeout=180, answers=answers)
+    left = [body["recovery_offsets_left"] for status, body in answers if status == 503]
+    reading = [n for n in left if n > 0]
+    assert reading, answers  # seen while it read
+    assert max(reading) <= written and reading[-1] < reading[0], reading  # and falling
+    assert answers[-1] == (200, {"ready": True})

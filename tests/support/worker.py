@@ -79,7 +79,8 @@ class WorkerProcess:
     def log_path(self) -> Path:
         return self.workdir / f"worker-{self.port}.log"
 
-    def start(self, timeout: float = 60.0) -> WorkerProcess:
+    def start(self, timeout: float = 60.0, answers: list[tuple[int, Any]] | None = None) -> WorkerProcess:
+        """Start the worker and wait until /health/ready answers 200; ``answers`` collects every (status, body)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -90,7 +91,9 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            status, _ = self.get("/health/ready")
+            status, body = self.get("/health/ready")
+            if answers is not None and status:
+                answers.append((status, body))
             if status == 200:
                 return self
             time.sleep(0.3)
