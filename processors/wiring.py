@@ -72,11 +72,7 @@ def wire(settings: ProcessorSettings) -> Wiring:
         producer_max_request_size=MAX_RECORD_BYTES,
         consumer_max_fetch_size=MAX_RECORD_BYTES,
         stream_buffer_maxsize=64,
-        # No standby copies. faust's in-memory tables re-read a partition's whole changelog whenever it becomes a
-        # worker's active one, standby or not (a caught-up standby of 60k records: 5.1 s to take over, against
-        # 4.9 s without one; docs/operations.md), while a standby applies every record its partition's owner
-        # writes: 14-32% more CPU per call in a group of two workers.
-        table_standby_replicas=0,
+        table_standby_replicas=s.standby_replicas,
         autodiscover=False,
     )
     use_prompt_fetches(app)

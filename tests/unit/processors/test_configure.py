@@ -164,8 +164,9 @@ def test_core_configs_are_built_by_keyword_only() -> None:
     assert not positional, f"configs that accept positional arguments (a reordered field breaks silently): {positional}"
 
 
-def test_workers_keep_no_standby_copies(tmp_path: Path) -> None:
-    """A standby costs CPU for every state record of its partition and shortens no takeover: faust's in-memory
-    tables re-read the whole changelog of a partition that becomes active (docs/operations.md)."""
-    wiring = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
-    assert wiring.app.conf.table_standby_replicas == 0
+def test_standby_replicas_reach_the_faust_app(tmp_path: Path) -> None:
+    """Each state partition's standby copies are the operator's choice: one by default (faust's), none to spare
+    the CPU a standby spends applying its partition's every state record."""
+    default = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
+    none = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, standby_replicas=0))
+    assert (default.app.conf.table_standby_replicas, none.app.conf.table_standby_replicas) == (1, 0)
