@@ -40,6 +40,7 @@ from llmpulse.processors.engine_store import OTLP_LANE, EngineStore
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import WorkerMetrics
 from llmpulse.processors.ownership import PartitionOwnership
+from llmpulse.processors.session_fence import SessionFence
 from llmpulse.processors.settings import ProcessorSettings
 from llmpulse.processors.web import ApiParts, register_views
 from llmpulse.processors.web_report import Reports, register_report_views
@@ -86,11 +87,15 @@ class Worker:
             {**client_config(settings.bootstrap_servers, settings.kafka, "llmpulse.worker.changelog"),
              "client.id": f"{settings.app_id}-state"},
             wiring.state.changelog_topic.get_topic_name(), self._changelog_failed)
+        # a stall past the consumer session may have cost the worker its partitions unnoticed: in doubt, it owns
+        # none and writes no state until the group says (session_fence.py)
+        self.fence = fence = SessionFence(app.conf.broker_session_timeout, lambda: app.consumer_generation_id)
         self.store = store = EngineStore(
             wiring.state, wiring.fleet_state, lambda partition: PartitionEngine(partition, config, pricer, guard),
             configure.fleet_config(settings), checkpoint_ms=round(settings.state_checkpoint_s * 1000),
             fleet_checkpoint_ms=round(settings.fleet_checkpoint_s * 1000), state_log=self.changelog,
             ledger_checkpoint_ms=round(settings.ledger_checkpoint_s * 1000),
+            may_write=lambda: not fence.in_doubt(),
         )
         self.emitter = emitter = Emitter(
             alerts=wiring.alerts, dead_letter=wiring.dead_letter, commands=wiring.commands,
@@ -99,7 +104,7 @@ class Worker:
         )
         self.ownership = ownership = PartitionOwnership(
             app, wiring.calls.get_topic_name(), wiring.fleet.get_topic_name(), store, exporter.record_rewind,
-            otlp_topic=wiring.otlp.get_topic_name() if wiring.otlp is not None else None,
+            otlp_topic=wiring.otlp.get_topic_name() if wiring.otlp is not None else None, in_doubt=fence.in_doubt,
         )
         self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts,
                                                     settings.kafka)
@@ -128,6 +133,8 @@ class Worker:
         app.on_partitions_revoked.connect(ownership.on_revoked)
         app.on_rebalance_complete.connect(ownership.commit_persisted_cursors)
         app.on_before_shutdown.connect(self._close_changelog)
+        app.task(self._start_fence)
+        app.on_before_shutdown.connect(self._stop_fence)
         app.task(self._start_directory)
         app.task(self._read_writer_schemas)
 
@@ -150,6 +157,12 @@ class Worker:
         if left:
             log.warning("%d state records not delivered at shutdown; the next start replays from the cursors it "
                         "finds", left)
+
+    async def _start_fence(self) -> None:
+        self.fence.start()
+
+    async def _stop_fence(self, _sender: object, **_: object) -> None:
+        self.fence.stop()
 
     async def _start_directory(self) -> None:
         self.directory.start()

@@ -92,7 +92,7 @@ class EngineStore:
     def __init__(self, state: ChangelogTable, fleet_state: ChangelogTable,
                  new_engine: Callable[[int], PartitionEngine], fleet_config: FleetConfig,
                  checkpoint_ms: int = 0, state_log: StateLog | None = None, fleet_checkpoint_ms: int = 0,
-                 ledger_checkpoint_ms: int = 0) -> None:
+                 ledger_checkpoint_ms: int = 0, may_write: Callable[[], bool] = lambda: True) -> None:
         self._state = state
         self._state_log = state_log or TableChangelog(state)
         self._fleet_state = fleet_state
@@ -120,6 +120,9 @@ class EngineStore:
         # Held by whoever changes and persists engine state (agents per group of records, the timer, commands):
         # a persist in the middle of a group would write a cursor past records whose output is not yet sent.
         self.lock = asyncio.Lock()
+        # False while the worker may have lost its partitions without knowing it (session_fence.py): nothing is
+        # written then, and what changed stays to be written (or dropped with the engine on the revoke)
+        self._may_write = may_write
 
     # ---- calls partitions ----------------------------------------------------------------------------
     def engine(self, partition: int, lane: str = CALLS_LANE) -> PartitionEngine:
@@ -159,7 +162,10 @@ class EngineStore:
     def persist(self, engine: PartitionEngine, now_ms: int, hold_ledgers: bool = False) -> None:
         """Write the engine's changed state to the table and its changelog (tombstones for deletions); the
         engine drains its cursor last, so a persisted cursor implies the state it covers is persisted.
-        ``hold_ledgers``: its ledgers, and so its cursor, wait (``PartitionEngine.drain_state``)."""
+        ``hold_ledgers``: its ledgers, and so its cursor, wait (``PartitionEngine.drain_state``). Nothing is written
+        (or drained) while ``may_write`` says no."""
+        if not self._may_write():
+            return
         self._persisted_at[(engine.lane, engine.partition)] = now_ms
         if not hold_ledgers:
             self._ledger_persisted_at[(engine.lane, engine.partition)] = now_ms
@@ -252,8 +258,9 @@ class EngineStore:
         return True
 
     def persist_fleet(self, now_ms: int) -> None:
-        """Write the fleet engine now (its outputs are on the broker already: the blob says they were decided)."""
-        if self._fleet is not None:
+        """Write the fleet engine now (its outputs are on the broker already: the blob says they were decided);
+        nothing while ``may_write`` says no."""
+        if self._fleet is not None and self._may_write():
             blob = self._fleet.to_bytes()
             self._fleet_state.data[FLEET_KEY] = blob
             self._fleet_state.send_changelog(0, FLEET_KEY, blob, "raw", "raw")

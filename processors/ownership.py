@@ -25,8 +25,12 @@ log = logging.getLogger("llmpulse.worker")
 
 class PartitionOwnership:
     def __init__(self, app: faust.App, calls_topic: str, fleet_topic: str, store: EngineStore,
-                 on_rewind: Callable[[str], None], otlp_topic: str | None = None) -> None:
+                 on_rewind: Callable[[str], None], otlp_topic: str | None = None,
+                 in_doubt: Callable[[], bool] = lambda: False) -> None:
         self._app = app
+        # True while a stall past the consumer session may have cost this worker its partitions unnoticed
+        # (session_fence.py): it then owns none and is not ready, whatever faust's assignment still says
+        self._in_doubt = in_doubt
         self._calls = calls_topic
         # source topic -> its lane of engines (engine_store.py); the OTLP topic only when its ingest is on
         self._lanes = {calls_topic: CALLS_LANE, **({otlp_topic: OTLP_LANE} if otlp_topic else {})}
@@ -40,10 +44,10 @@ class PartitionOwnership:
         """Is this partition of the lane's topic (default: calls) assigned to us right now? Records buffered
         before a rebalance may still reach the agent afterwards; processing them would rebuild an engine from a
         table the new owner is writing, and persisting it would overwrite that owner's totals."""
-        return self._assigned(self._topics[lane], partition) is not None
+        return self._assigned(self._topics[lane], partition) is not None and not self._in_doubt()
 
     def owns_fleet(self) -> bool:
-        return self._assigned(self._fleet, FLEET_PARTITION) is not None
+        return self._assigned(self._fleet, FLEET_PARTITION) is not None and not self._in_doubt()
 
     def assigned_calls(self, lane: str = CALLS_LANE) -> list[int]:
         """The calls partitions (or another lane's topic partitions) assigned to us now."""
@@ -66,7 +70,7 @@ class PartitionOwnership:
         recovery = app.tables.recovery
         return bool(
             app.consumer is not None and not app.rebalancing and not recovery.in_recovery
-            and recovery.completed.is_set()
+            and recovery.completed.is_set() and not self._in_doubt()
         )
 
     def recovery_left(self) -> int:
@@ -116,6 +120,9 @@ class PartitionOwnership:
         from now on. faust sends this after the agents finished their events; the lock waits for a group still
         persisting."""
         moving = sorted((self._lanes[tp.topic], tp.partition) for tp in revoked if tp.topic in self._lanes)
+        if self._in_doubt():
+            log.warning("partitions revoked after this worker stood still past its consumer session: their state "
+                        "is left as their new owner wrote it (this worker's unwritten changes are dropped)")
         await self._hand_over(moving)
         if any(tp.topic == self._fleet for tp in revoked):
             async with self._store.lock:  # what the fleet stage changed since its last checkpoint goes first

@@ -130,6 +130,12 @@ class CallsAgent:
             admitted.setdefault(message.partition, []).append((message.offset, event.value))
         now = now_ms()
         decoded = {partition: await self._read(records, now) for partition, records in admitted.items()}
+        for partition in [partition for partition in decoded if not ownership.owns(partition, lane)]:
+            # lost while its records were read (a revoke, or a stall past the consumer session: session_fence.py):
+            # its engine took their offsets and nothing else; rebuilt from the table, it replays them if it is
+            # still ours. No await from here to the run plan's write below.
+            store.drop(partition, lane)
+            del decoded[partition]
         cuts = {partition: self._cut(store.engine(partition, lane), records, store.persisted_cursor(partition, lane))
                 for partition, records in decoded.items()}
         plans = [store.persist_run_plan(store.engine(partition, lane))

@@ -49,6 +49,8 @@ class Ticker:
             for lane in ownership.lanes():
                 store.adopt(ownership.assigned_calls(lane), lane)
         for engine in store.all_engines():
+            if not ownership.owns(engine.partition, engine.lane):
+                continue  # revoked, or this worker stood still past its session (session_fence.py): not ours to act
             events = engine.tick(now)
             # on the broker before the state saying they were decided: a crash repeats them, never loses one
             await emitter.send_alerts(events, engine.partition, wait=True)

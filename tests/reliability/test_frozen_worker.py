@@ -1,6 +1,8 @@
 """Freeze one of two workers (SIGSTOP) past its consumer session while priced calls keep arriving, then let it
 run again (SIGCONT): its partitions moved on while it was frozen, and what it does on waking (timers firing,
-a group finishing) must not write state over the partitions' new owner. Every budget total stays exact."""
+records buffered before the stop, the revoke's hand-over) must not write state over the partitions' new owner
+(processors/session_fence.py). Every budget total stays exact, and no partition's persisted cursor ever goes
+back on the changelog."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import time
 
 import pytest
 
+from llmpulse.processors.core.engine import CURSOR_KEY
+from llmpulse.processors.core.keyed_state import SourceCursor
+from llmpulse.processors.topics import changelog_topics
+
 pytestmark = pytest.mark.timeout(240)
 PHASE_BATCHES, BATCH_SIZE = 40, 500  # 20k calls per phase, 60k in all
 FROZEN_S = 15  # past the fast session timeout (8 s): the group expels the frozen worker
@@ -17,7 +23,7 @@ LOW_LIMITS = {"LLMPULSE_BUDGETS__SERVICE_DAY_USD": "15", "LLMPULSE_BUDGETS__USER
 
 
 def test_budgets_stay_exact_when_a_worker_freezes_past_its_session_and_wakes(
-    workers, priced_traffic, budgets, lag_of, waiter
+    workers, priced_traffic, budgets, lag_of, waiter, topic_reader
 ) -> None:
     first = workers(fast_restart=True, **LOW_LIMITS)
     second = workers(app_id=first.app_id, fast_restart=True, **LOW_LIMITS)
@@ -43,3 +49,13 @@ def test_budgets_stay_exact_when_a_worker_freezes_past_its_session_and_wakes(
     assert caught_up, f"lag={lag_of(first)} global={spent['global']} expected={expected['global']}"
     assert spent == expected
     assert not set(owners[0]["partitions"]) & set(owners[1]["partitions"])
+
+    # the changelog in the order it was written: each partition's cursor only moves on (a woken worker that wrote
+    # its stale state set partition 0's back from 29 to 12, and its next owner replayed from there)
+    cursors: dict[int, list[int]] = {}
+    for partition, key, value in topic_reader(changelog_topics(first.app_id)[0]):
+        if key is not None and key.decode().endswith(f"|{CURSOR_KEY}") and value:
+            offset = SourceCursor.from_bytes(value).next_offset
+            cursors.setdefault(partition, []).append(-1 if offset is None else offset)
+    assert cursors, "no cursor was persisted"
+    assert all(seq == sorted(seq) for seq in cursors.values()), cursors

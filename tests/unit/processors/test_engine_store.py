@@ -208,6 +208,49 @@ def test_a_revoked_partition_hands_over_what_it_absorbed_since_its_last_checkpoi
     assert 0 not in store.engines()
 
 
+def test_in_doubt_a_worker_owns_nothing_writes_nothing_and_a_revoke_drops_its_changes(new_engine) -> None:  # type: ignore[no-untyped-def]
+    doubt = [False]
+    log = RecordingStateLog()
+    store = EngineStore(FakeTable(), FakeTable(), new_engine, FleetConfig(), state_log=log,
+                        may_write=lambda: not doubt[0])
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: {TP("calls", 0), TP("fleet", 0)}),
+                          rebalancing=False,
+                          tables=SimpleNamespace(recovery=SimpleNamespace(
+                              in_recovery=False, completed=SimpleNamespace(is_set=lambda: True))))
+    ownership = PartitionOwnership(app, "calls", "fleet", store, on_rewind=lambda _topic: None,  # type: ignore[arg-type]
+                                   in_doubt=lambda: doubt[0])
+    engine = store.engine(0)
+    engine.cursor.advance(29)
+    engine.process(_calls(5), 29, NOW)
+    store.persist(engine, NOW)
+    assert store.persisted_cursor(0) == 30
+    assert ownership.owns(0) and ownership.owns_fleet() and ownership.ready()
+
+    engine.cursor.advance(30)  # absorbed just before the process stood still
+    engine.process(_calls(5), 30, NOW + 1)
+    doubt[0] = True
+    written = len(log.events)
+    assert not ownership.owns(0) and not ownership.owns_fleet() and not ownership.ready()
+    store.persist(engine, NOW + 2)  # the timer, woken: nothing written
+    fleet = store.fleet()
+    fleet.cursor.advance(7)
+    store.persist_fleet(NOW + 2)
+    assert len(log.events) == written and store.persisted_cursor(0) == 30 and store.persisted_fleet_cursor() is None
+
+    doubt[0] = False  # a false alarm: what changed meanwhile is still written, cursor last
+    store.persist(engine, NOW + 3)
+    assert store.persisted_cursor(0) == 31
+    assert log.events[-1][2] == b"0|cursor/next" and SourceCursor.from_bytes(log.events[-1][3]).next_offset == 31
+
+    engine.cursor.advance(31)
+    engine.process(_calls(5), 31, NOW + 4)
+    doubt[0] = True  # this time the group did give the partition away: the revoke writes nothing
+    written = len(log.events)
+    asyncio.run(ownership.on_revoked(None, {TP("calls", 0)}))
+    assert [event for event in log.events[written:] if event != ("flush",)] == []
+    assert 0 not in store.engines() and store.persisted_cursor(0) == 31
+
+
 def test_the_fleet_blob_is_written_at_checkpoints_by_the_timer_and_when_handed_over() -> None:
     fleet_table = FakeTable()
     store = EngineStore(FakeTable(), fleet_table, ScriptedEngine, FleetConfig(),  # type: ignore[arg-type]
