@@ -105,6 +105,7 @@ class Worker:
         self.ownership = ownership = PartitionOwnership(
             app, wiring.calls.get_topic_name(), wiring.fleet.get_topic_name(), store, exporter.record_rewind,
             otlp_topic=wiring.otlp.get_topic_name() if wiring.otlp is not None else None, in_doubt=fence.in_doubt,
+            bulk_left=lambda: wiring.changelog_reader.left,
         )
         self.directory = directory = AlertDirectory(settings.bootstrap_servers, settings.topics.alerts,
                                                     settings.kafka)

@@ -26,11 +26,12 @@ log = logging.getLogger("llmpulse.worker")
 class PartitionOwnership:
     def __init__(self, app: faust.App, calls_topic: str, fleet_topic: str, store: EngineStore,
                  on_rewind: Callable[[str], None], otlp_topic: str | None = None,
-                 in_doubt: Callable[[], bool] = lambda: False) -> None:
+                 in_doubt: Callable[[], bool] = lambda: False, bulk_left: Callable[[], int] = lambda: 0) -> None:
         self._app = app
         # True while a stall past the consumer session may have cost this worker its partitions unnoticed
         # (session_fence.py): it then owns none and is not ready, whatever faust's assignment still says
         self._in_doubt = in_doubt
+        self._bulk_left = bulk_left  # changelog offsets the bulk read under way has left (state_recovery.py)
         self._calls = calls_topic
         # source topic -> its lane of engines (engine_store.py); the OTLP topic only when its ingest is on
         self._lanes = {calls_topic: CALLS_LANE, **({otlp_topic: OTLP_LANE} if otlp_topic else {})}
@@ -75,12 +76,12 @@ class PartitionOwnership:
 
     def recovery_left(self) -> int:
         """Changelog offsets still to read before the assigned partitions are recovered (faust's highwaters less
-        what it read; compaction leaves gaps, so the records left are at most this): 0 once ready, and before a
-        recovery has looked up its highwaters. A restarted worker reads ~10,000 records a second (docs/operations.md,
-        "What a start reads")."""
+        what it read, and what the bulk read under way has left: state_recovery.py; compaction leaves gaps, so the
+        records left are at most this): 0 once ready, and before a read has looked up where its partitions end
+        (docs/operations.md, "What a start reads")."""
         if self.ready():
             return 0
-        return max(0, int(self._app.tables.recovery.active_remaining_total()))
+        return self._bulk_left() + max(0, int(self._app.tables.recovery.active_remaining_total()))
 
     def _assigned(self, topic: str, partition: int) -> Any:
         """The consumer's TopicPartition for (topic, partition) if it is assigned to us now, else None."""

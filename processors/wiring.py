@@ -11,8 +11,10 @@ from faust.types import TableT
 from faust.types.auth import CredentialsT
 
 from llmpulse.config import KafkaSecurity
+from llmpulse.connection import client_config
 from llmpulse.processors.prompt_fetch import use_prompt_fetches
 from llmpulse.processors.settings import ProcessorSettings
+from llmpulse.processors.state_recovery import BulkReadTable, ChangelogReader
 from llmpulse.processors.topics import COMPACTION, FLEET_TABLE, MAX_RECORD_BYTES, STATE_TABLE
 
 FLEET_PARTITION = 0  # the fleet topic (and table) has one partition: one owner, one order
@@ -31,6 +33,7 @@ class Wiring:
     fleet: faust.TopicT
     state: TableT  # per calls partition, keys ``<partition>|<namespace>/<key>``
     fleet_state: TableT  # the fleet stage's blob
+    changelog_reader: ChangelogReader  # reads both tables' changelogs in bulk on assignment (``offsets_left``)
     model_routes: faust.TopicT | None = None  # route-back decisions (quality rollback), when that is turned on
     otlp: faust.TopicT | None = None  # OTLP spans from the Collector, when that ingest is on (co-partitioned)
 
@@ -76,6 +79,8 @@ def wire(settings: ProcessorSettings) -> Wiring:
         autodiscover=False,
     )
     use_prompt_fetches(app)
+    # the state tables' changelogs are read in bulk when their partitions are assigned (state_recovery.py)
+    reader = ChangelogReader(client_config(s.bootstrap_servers, s.kafka, "llmpulse.worker.recovery"))
     topics = s.topics
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     # on the topics faust creates: state blobs up to MAX_RECORD_BYTES, compaction a restart reads little of (topics.py)
@@ -89,11 +94,18 @@ def wire(settings: ProcessorSettings) -> Wiring:
         provider_state=app.topic(topics.provider_state, partitions=partitions, **raw),
         budget_state=app.topic(topics.budget_state, partitions=partitions, **raw),
         fleet=app.topic(topics.fleet, partitions=1, **raw),
-        state=app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
-                        extra_topic_configs=changelog),
-        fleet_state=app.Table(FLEET_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=1,
-                              extra_topic_configs=changelog),
+        state=_table(app, reader, STATE_TABLE, partitions, changelog),
+        fleet_state=_table(app, reader, FLEET_TABLE, 1, changelog),
+        changelog_reader=reader,
         otlp=app.topic(topics.otlp, partitions=partitions, **raw) if s.otlp.enabled else None,
         model_routes=(app.topic(topics.model_routes, partitions=partitions, **raw)
                       if s.quality.rollback_enabled else None),
     )
+
+
+def _table(app: faust.App, reader: ChangelogReader, name: str, partitions: int,
+           changelog: dict[str, str]) -> TableT:
+    """A table of raw bytes as ``app.Table`` declares one, on a store recovered in bulk."""
+    table = BulkReadTable(app, reader=reader, name=name, default=None, beacon=app.tables.beacon,
+                          partitions=partitions, key_type=bytes, value_type=bytes, extra_topic_configs=changelog)
+    return app.tables.add(table)

@@ -149,7 +149,7 @@ def test_a_recovering_worker_says_how_much_changelog_it_has_left_to_read(
     changelog = changelog_topics(worker.app_id)[0]
     admin = AdminClient({"bootstrap.servers": worker.bootstrap})
     admin.create_topics([NewTopic(changelog, 3, 1, config={"cleanup.policy": "compact"})])[changelog].result(30)
-    written = 150_000  # tombstones of slots long gone: read like any state record, nothing to restore
+    written = 600_000  # tombstones of slots long gone: read like any state record, nothing to restore
     producer = Producer({"bootstrap.servers": worker.bootstrap, "linger.ms": 50,
                          "queue.buffering.max.messages": written})
     for n in range(written):
