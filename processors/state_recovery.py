@@ -36,6 +36,7 @@ log = logging.getLogger("llmpulse.worker.recovery")
 
 BULK_READ_BUDGET_S = 30.0  # at most this long in a rebalance (half faust's 60 s rebalance timeout)
 CONSUME_BATCH = 10_000  # records a consume call returns at most
+CONSUME_WAIT_S = 0.05  # ... or what it has after this long (a partial last batch waits out the whole time)
 WATERMARK_TIMEOUT_S = 10.0
 
 
@@ -75,7 +76,7 @@ class ChangelogReader:
             deadline = time.monotonic() + self._budget_s
             while todo and time.monotonic() < deadline:
                 self.left = sum(ends[p] - 1 - last_read[p] for p in todo)
-                for message in consumer.consume(CONSUME_BATCH, 0.5):
+                for message in consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S):
                     error = message.error()
                     partition = message.partition()
                     if error is not None:
