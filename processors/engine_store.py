@@ -123,6 +123,8 @@ class EngineStore:
         # False while the worker may have lost its partitions without knowing it (session_fence.py): nothing is
         # written then, and what changed stays to be written (or dropped with the engine on the revoke)
         self._may_write = may_write
+        self._starts: dict[tuple[str, int], int] = {}  # ``set_starts``
+        self._fleet_start: int | None = None
 
     # ---- calls partitions ----------------------------------------------------------------------------
     def engine(self, partition: int, lane: str = CALLS_LANE) -> PartitionEngine:
@@ -136,7 +138,18 @@ class EngineStore:
             for key, blob in list(self._state.data.items()):
                 if key.startswith(prefix) and blob is not None:
                     engine.restore(key[len(prefix):].decode(), blob)
+            start = self._starts.get((lane, partition))
+            if start is not None and engine.cursor.next_offset is None:
+                engine.cursor = SourceCursor(start)
         return engine
+
+    def set_starts(self, starts: Mapping[tuple[str, int], int], fleet: int | None = None) -> None:
+        """Where each assigned partition without a persisted cursor begins (its log's first offset; ``fleet``: the
+        fleet topic's): an engine built without a cursor starts from there, so a record faust fails to deliver
+        right after a rebalance is a hole its cursor finds (the agent seeks back), not a call never counted. Set
+        on every assignment; without it such an engine takes whatever offset comes first."""
+        self._starts = dict(starts)
+        self._fleet_start = fleet
 
     def _slot(self, partition: int, lane: str) -> tuple[dict[Any, PartitionEngine], Any]:
         """Where the partition's engine is kept: the calls engines by partition, other lanes' by (lane, partition)."""
@@ -288,4 +301,9 @@ class EngineStore:
 
     def _restore_fleet(self) -> FleetEngine:
         blob = self._fleet_state.data.get(FLEET_KEY)
-        return FleetEngine.from_bytes(blob, self._fleet_config) if blob else FleetEngine(self._fleet_config)
+        if blob:
+            return FleetEngine.from_bytes(blob, self._fleet_config)
+        fleet = FleetEngine(self._fleet_config)
+        if self._fleet_start is not None:
+            fleet.cursor = SourceCursor(self._fleet_start)
+        return fleet

@@ -155,11 +155,17 @@ class PartitionOwnership:
         partition's persisted cursor: Kafka's commit may run ahead of persisted state (keyed_state.py says
         why), and resuming from it would skip records for good. A cursor behind the commit replays a few
         records; one ahead of it saves replaying what is already absorbed."""
-        offsets = {}
+        offsets, unread = {}, []
         for tp in self._app.consumer.assignment():
             cursor = self._persisted_cursor(tp.topic, tp.partition)
             if cursor is not None:
                 offsets[tp] = cursor
+            elif tp.topic in self._lanes or tp.topic == self._fleet:
+                unread.append(tp)  # never absorbed anywhere: every record from the log's start is due
+        starts = await self._app.consumer.earliest_offsets(*unread) if unread else {}
+        self._store.set_starts({(self._lanes[tp.topic], tp.partition): offset for tp, offset in starts.items()
+                                if tp.topic in self._lanes and offset is not None},
+                               fleet=next((offset for tp, offset in starts.items() if tp.topic == self._fleet), None))
         if offsets:
             log.info("resuming from persisted cursors: %s",
                      ", ".join(f"{tp.topic}:{tp.partition}@{offset}" for tp, offset in sorted(offsets.items())))

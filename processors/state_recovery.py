@@ -116,6 +116,9 @@ class BulkReadStore(memory.Store):
         self._actives = actives
         if not after:
             return
+        # what faust's recovery does first: records its producer still holds (the fleet blob a hand-over just
+        # wrote) reach the broker, so the read ends past them; read without them, an older blob would replace it
+        await self.app.producer.flush()
         began = time.monotonic()
         try:
             reads = await asyncio.get_running_loop().run_in_executor(None, self._reader.read, topic, after)

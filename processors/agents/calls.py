@@ -132,9 +132,13 @@ class CallsAgent:
         decoded = {partition: await self._read(records, now) for partition, records in admitted.items()}
         for partition in [partition for partition in decoded if not ownership.owns(partition, lane)]:
             # lost while its records were read (a revoke, or a stall past the consumer session: session_fence.py):
-            # its engine took their offsets and nothing else; rebuilt from the table, it replays them if it is
-            # still ours. No await from here to the run plan's write below.
-            store.drop(partition, lane)
+            # nothing of them is absorbed, and the cursor goes back to the first (if the partition is still ours,
+            # the next record reveals the hole and the agent seeks back). No await from here to the run plan's
+            # write below.
+            log.info("%s:%d: not ours while its records were read; they are left for the cursor's next reader",
+                     topic_name, partition)
+            store.engine(partition, lane).cursor.hold_back(admitted[partition][0][0])
+            holes.add(partition)
             del decoded[partition]
         cuts = {partition: self._cut(store.engine(partition, lane), records, store.persisted_cursor(partition, lane))
                 for partition, records in decoded.items()}

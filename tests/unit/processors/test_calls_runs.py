@@ -250,6 +250,47 @@ def test_records_of_a_group_are_absorbed_as_one_run_and_feed_the_same_totals() -
     assert _spend(whole.emitter.summaries) == _spend(one_by_one.emitter.summaries) > 0
 
 
+def test_records_of_a_partition_lost_while_they_were_read_are_left_to_the_cursor_and_absorbed_once() -> None:
+    """The partition is not ours once the first group's records are decoded (a revoke, or a stall past the
+    session: session_fence.py): nothing of them is absorbed or sent, the cursor goes back to the first, and
+    owned again the partition is read from there, every call charged once."""
+    records = _records()
+    reference, worker = Worker(Table()), Worker(Table())
+    reference.feed(records, [6])
+    looks = []
+
+    def owns(partition: int, lane: str = "") -> bool:
+        looks.append(partition)
+        return len(looks) != 7  # the first group's 6 records are admitted; the 7th look follows their decoding
+
+    worker.ownership.owns = owns  # type: ignore[method-assign]
+    worker.group(records, 0, 6)
+    assert worker.emitter.summaries == [] and worker.store.engine(0).cursor.next_offset == 0
+    assert worker.ownership.rewinds == [0]  # ours again at the group's end: read from the first record again
+    worker.ownership.rewinds.clear()
+    worker.feed(records, [6])
+    assert _spend(worker.emitter.summaries) == _spend(reference.emitter.summaries) > 0
+    assert [s["o"] for s in worker.emitter.summaries] == [s["o"] for s in reference.emitter.summaries]
+
+
+def test_a_first_record_faust_fails_to_deliver_is_a_hole_the_cursor_finds() -> None:
+    """A partition never absorbed anywhere starts at its log's first offset (set on assignment): when the first
+    record delivered after a rebalance is not that one, the agent seeks back instead of counting from there."""
+    records = _records()
+    reference, worker = Worker(Table()), Worker(Table())
+    reference.feed(records, [6])
+    worker.store.set_starts({("", 0): 0})
+    worker.group(records, 1, 6)  # record 0 never reached the agent
+    assert worker.emitter.summaries == [] and worker.ownership.rewinds == [0]
+    worker.ownership.rewinds.clear()
+    worker.feed(records, [6])
+    assert _spend(worker.emitter.summaries) == _spend(reference.emitter.summaries) > 0
+
+    unseeded = Worker(Table())  # as before: the first record delivered was taken for the first there is
+    unseeded.group(records, 1, 6)
+    assert unseeded.ownership.rewinds == [] and len(unseeded.emitter.summaries) == 1
+
+
 # ---- the plan alone -------------------------------------------------------------------------------------------
 def test_fresh_records_make_one_run_split_by_records_that_stand_alone() -> None:
     plan = RunPlan()

@@ -382,3 +382,12 @@ def test_the_fleet_engine_round_trips_and_views_cache_nothing() -> None:
     assert store.loaded_fleet() is None
     restored = store.fleet()
     assert restored is store.loaded_fleet() is store.fleet_view() and restored.applied == {3: 7}
+
+
+def test_a_fleet_stage_never_written_starts_at_the_fleet_topics_first_offset() -> None:
+    store = _scripted_store()
+    store.set_starts({}, fleet=5)
+    assert store.fleet().cursor.next_offset == 5
+    store.drop_fleet()
+    store.set_starts({})  # a later assignment that found the fleet blob written, or no fleet partition
+    assert store.fleet().cursor.next_offset is None
