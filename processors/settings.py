@@ -271,11 +271,10 @@ class ProcessorSettings(BaseSettings):
     fleet_checkpoint_s: float = Field(default=1.0, ge=0)
     # Standby copies of each state partition other workers of the group keep up to date (faust's
     # table_standby_replicas). With faust's in-memory tables a standby shortens no takeover: a partition that becomes
-    # a worker's active one is read from the start of its changelog either way (measured: 5.1 s with a caught-up
-    # standby of 60k records, 4.9 s without). A standby applies every state record its partition's owner writes: in a
-    # group of two workers at ~100 series, 14-32% more CPU per call for each worker. 1 until a failure seen with 0 is
-    # understood (a worker frozen past its session and woken left a partition unprocessed; docs/operations.md).
-    standby_replicas: int = Field(default=1, ge=0)
+    # a worker's active one is read from the start of its changelog either way (now in bulk: state_recovery.py).
+    # A standby applies every state record its partition's owner writes: in a group of two workers at ~100 series,
+    # 14-32% more CPU per call for each worker. So none by default.
+    standby_replicas: int = Field(default=0, ge=0)
     # json: one JSON object a line with the ids a line carries (alert_id, incident_id; llmpulse/logs.py)
     log_format: LogFormat = "text"
 

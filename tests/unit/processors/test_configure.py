@@ -165,8 +165,8 @@ def test_core_configs_are_built_by_keyword_only() -> None:
 
 
 def test_standby_replicas_reach_the_faust_app(tmp_path: Path) -> None:
-    """Each state partition's standby copies are the operator's choice: one by default (faust's), none to spare
-    the CPU a standby spends applying its partition's every state record."""
+    """Each state partition's standby copies are the operator's choice: none by default (a standby spends CPU
+    applying its partition's every state record and shortens no takeover), one when asked."""
     default = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
-    none = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, standby_replicas=0))
-    assert (default.app.conf.table_standby_replicas, none.app.conf.table_standby_replicas) == (1, 0)
+    one = wire(ProcessorSettings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, standby_replicas=1))
+    assert (default.app.conf.table_standby_replicas, one.app.conf.table_standby_replicas) == (0, 1)
