@@ -5,8 +5,8 @@ faust's recovery reads a changelog one record at a time through asyncio (per rec
 wait, a queue hand-off, a ``wait_for`` on the queue, debug strings formatted): ~10,000 records a second. It
 reads what a partition's next owner needs (the whole changelog) and, at every rebalance, what each partition
 kept by this worker was written since the last one (its own writes among them: faust's offsets do not move with
-the writes of changelog_writer.py). At 10,000 series a changelog holds ~400k live keys, so a start, a takeover
-and each rebalance took ~40 s. librdkafka reads the same records in batches (``ChangelogReader``).
+the writes of changelog_writer.py). At 10,000 series a changelog holds ~400k live keys, so a start or a takeover
+took ~40 s, and a rebalance up to as long. librdkafka reads the same records in batches (``ChangelogReader``).
 
 ``BulkReadStore`` is faust's in-memory store with one change: when partitions are assigned, before faust's
 recovery asks where each active partition's reading starts (``persisted_offset``), it reads them from where
