@@ -33,7 +33,7 @@ class Wiring:
     fleet: faust.TopicT
     state: TableT  # per calls partition, keys ``<partition>|<namespace>/<key>``
     fleet_state: TableT  # the fleet stage's blob
-    changelog_reader: ChangelogReader  # reads both tables' changelogs in bulk on assignment (``offsets_left``)
+    changelog_reader: ChangelogReader  # reads both tables' changelogs in bulk on assignment (its ``left``)
     model_routes: faust.TopicT | None = None  # route-back decisions (quality rollback), when that is turned on
     otlp: faust.TopicT | None = None  # OTLP spans from the Collector, when that ingest is on (co-partitioned)
 
