@@ -123,7 +123,7 @@ class Worker:
             CallsAgent(store, emitter, ownership, spans, exporter, lane=OTLP_LANE).register(app, wiring.otlp)
         FleetAgent(store, emitter, ownership).register(app, wiring.fleet)
         CommandsAgent(store, emitter, ownership, codecs.command).register(app, wiring.commands)
-        Ticker(store, emitter, ownership, exporter, self.changelog).register(app)
+        Ticker(store, emitter, ownership, exporter, self.changelog, fence).register(app)
         reports = Reports(store, pricer.rate, directory, health, settings.kpis)
         register_views(app, ApiParts(engines=store, ownership=ownership, directory=directory, emitter=emitter,
                                      exporter=exporter, registry=self.registry, reports=reports,

@@ -33,6 +33,7 @@ class MetricsExporter:
         self._lag_seen: set[tuple[str, int]] = set()
         self._next_refresh_ms = 0
         self._state_written = 0  # the state writer's total when last recorded
+        self._stalls = 0  # the session fence's total when last recorded
 
     def record_batch(self, totals: Iterable[SeriesTotals], accepted: int, records: int = 1) -> None:
         """Totals of one run of ``records`` Kafka records (core/run_plan.py) that held ``accepted`` calls."""
@@ -127,6 +128,12 @@ class MetricsExporter:
         self.metrics.state_written.inc(max(0, written - self._state_written))
         self._state_written = max(written, self._state_written)
         self.metrics.state_pending.set(pending)
+
+    def record_stalls(self, stalls: int, in_doubt: bool) -> None:
+        """The session fence's running total of stalls, and whether the worker is in doubt now."""
+        self.metrics.stalls.inc(max(0, stalls - self._stalls))
+        self._stalls = max(stalls, self._stalls)
+        self.metrics.in_doubt.set(1 if in_doubt else 0)
 
     def record_ready(self, ready: bool, recovery_left: int) -> None:
         self.metrics.ready.set(1 if ready else 0)

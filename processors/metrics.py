@@ -228,6 +228,18 @@ class WorkerMetrics:
             "State changelog offsets still to read before the assigned partitions are recovered (0 when ready)",
             registry=registry,
         )
+        self.stalls = Counter(
+            "llmpulse_worker_stalls_total",
+            "Times the whole worker process stood still for more than half its consumer session (CPU throttling, "
+            "swapping, a paused VM): each time it acted for no partition and wrote no state until the group "
+            "confirmed or reassigned them",
+            registry=registry,
+        )
+        self.in_doubt = Gauge(
+            "llmpulse_worker_in_doubt",
+            "1 while the worker, after standing still, waits for the group to confirm or reassign its partitions",
+            registry=registry,
+        )
         self.gauge_refresh = Gauge(
             "llmpulse_gauge_refresh_seconds",
             "How long the last refresh of the window gauges took; the next one waits ten times as long",

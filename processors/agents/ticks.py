@@ -1,5 +1,5 @@
-"""Timer: evaluate windows without new data (quiet series clear, alerts resolve); lag, readiness and state-write
-gauges. The window gauges are computed when scraped (web.py ``/metrics``), not here: between two scrapes (15 s in
+"""Timer: evaluate windows without new data (quiet series clear, alerts resolve); lag, readiness, state-write and
+stall gauges. The window gauges are computed when scraped (web.py ``/metrics``), not here: between two scrapes (15 s in
 deploy/prometheus) nobody reads them, and at 10,000 series a computation takes ~0.3 s."""
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ class StateWrites(Protocol):
     def pending(self) -> int: ...
 
 
+class Stalls(Protocol):
+    """What the timer reports of the session fence (session_fence.py)."""
+
+    stalls: int
+
+    def in_doubt(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Ticker:
     store: EngineStore
@@ -31,6 +39,7 @@ class Ticker:
     ownership: PartitionOwnership
     exporter: MetricsExporter
     state_writes: StateWrites
+    fence: Stalls
 
     def register(self, app: faust.App) -> None:
         @app.timer(interval=TICK_SECONDS, name="llmpulse.tick")
@@ -42,6 +51,8 @@ class Ticker:
                                      self.ownership.assigned())
             self.exporter.record_ready(self.ownership.ready(), self.ownership.recovery_left())
             self.exporter.record_state_writes(self.state_writes.written, self.state_writes.pending())
+            in_doubt = self.fence.in_doubt()  # first: it notes a stall the fence's thread has not seen yet
+            self.exporter.record_stalls(self.fence.stalls, in_doubt)
 
     async def evaluate(self, now: int) -> None:
         store, emitter, ownership = self.store, self.emitter, self.ownership

@@ -49,6 +49,10 @@ def test_budgets_stay_exact_when_a_worker_freezes_past_its_session_and_wakes(
     assert caught_up, f"lag={lag_of(first)} global={spent['global']} expected={expected['global']}"
     assert spent == expected
     assert not set(owners[0]["partitions"]) & set(owners[1]["partitions"])
+    # the woken worker says it stood still (reported every 5 s), and its doubt is over
+    said = waiter(lambda: second.metric("llmpulse_worker_stalls_total") >= 1
+                  and second.metric("llmpulse_worker_in_doubt") == 0, timeout=15, step=1.0)
+    assert said, second.get("/metrics")[1]
 
     # the changelog in the order it was written: each partition's cursor only moves on (a woken worker that wrote
     # its stale state set partition 0's back from 29 to 12, and its next owner replayed from there)

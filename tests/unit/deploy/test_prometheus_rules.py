@@ -37,6 +37,7 @@ REQUIRED_ALERTS = {
 # health, read from these metrics (and up{job="llmpulse-worker"}); LLM-traffic rules are dashboards only.
 WORKER_HEALTH_METRICS = {
     "llmpulse_worker_ready",
+    "llmpulse_worker_stalls_total",
     "llmpulse_consumer_lag_records",
     "llmpulse_events_processed_total",
     "llmpulse_batches_processed_total",

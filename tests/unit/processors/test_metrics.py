@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmpulse.processors.core.series_totals import SECONDS_BUCKETS
 from llmpulse.processors.exporter import MetricsExporter
 from llmpulse.processors.metrics import OTHER, BatchHistogram, BoundedLabels, WorkerMetrics
+from llmpulse.processors.session_fence import SessionFence
 
 FOLDED = "llmpulse_metric_series_folded_total"
 
@@ -150,3 +151,27 @@ def test_state_writes_count_each_record_once_however_often_they_are_reported() -
     scraped = _scrape(registry)
     assert scraped[("llmpulse_state_records_written_total", ())] == 300
     assert scraped[("llmpulse_state_records_pending", ())] == 5
+
+
+def test_a_stall_counts_once_and_the_doubt_shows_until_the_group_assigns_again() -> None:
+    registry = CollectorRegistry()
+    exporter = MetricsExporter(WorkerMetrics(registry, 10))
+    now, generation = [1000.0], [3]
+    fence = SessionFence(8.0, lambda: generation[0], clock=lambda: now[0])
+    fence.arm()
+
+    def tick() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # the timer reports, then a scrape
+        now[0] += 0.25
+        in_doubt = fence.in_doubt()  # as the timer asks: first, so a stall not yet noted is counted now
+        exporter.record_stalls(fence.stalls, in_doubt)
+        return _scrape(registry)
+
+    assert tick()[("llmpulse_worker_stalls_total", ())] == 0
+    now[0] += 15.0  # SIGSTOP past the session
+    for _ in range(3):  # reported on every tick while in doubt: still one stall
+        scraped = tick()
+        assert scraped[("llmpulse_worker_stalls_total", ())] == 1
+        assert scraped[("llmpulse_worker_in_doubt", ())] == 1
+    generation[0] += 1  # the group assigned partitions again
+    scraped = tick()
+    assert scraped[("llmpulse_worker_stalls_total", ())] == 1 and scraped[("llmpulse_worker_in_doubt", ())] == 0
