@@ -9,7 +9,11 @@ accelerated event-time replay (in process).
 * ``worker_eps_100_series`` / ``worker_eps_10k_series`` (``worker_run``, needs Kafka): the real worker subprocess
   (bench/throughput.py's ``worker_run``, timed by its fleet summaries) draining the same calls, spread the same two
   ways, from two pre-loaded topics; the runs alternate (100, 10k, 10k, 100, ...) and each figure is the median.
-  ``cardinality_ratio`` = worker_eps_10k_series / worker_eps_100_series.
+  ``cardinality_ratio`` = worker_eps_10k_series / worker_eps_100_series. Each service's calls are packed in
+  records of up to 500 there, so at ~10,000 series a record holds a service's ~40 calls.
+* ``worker_eps_<n>_series_sdk_records`` and ``cardinality_ratio_sdk_records``: the same, alternated with those runs,
+  on the same calls in records as the services' SDKs send them (``dataset.sdk_records``: a flush every
+  ``linger_ms``), ~40 calls a record at ~100 series and ~1.2 at ~10,000: what a fleet of quiet services sends.
 * ``state_written_bytes_per_call_<n>_series``: the state an engine writes per call when each record is a group of
   its own (a worker below its top rate), the ledgers held as the worker holds them; beside it in the note, the same
   with the ledgers written after every group.
@@ -48,8 +52,10 @@ FIGURES = ("inprocess_eps_100_series", "inprocess_eps_10k_series", "inprocess_ca
            "timer_ms_100_series", "timer_ms_10k_series", "state_bytes_per_series", "rss_growth_second_hour",
            "replay_wall_s", "state_written_bytes_per_call_100_series", "state_written_bytes_per_call_10k_series")
 QUIET_TICKS = 6  # timer_ms: ticks measured after the calls, no call between them
+SDK_SUFFIX = "_sdk"  # the variants whose records are as the SDK sends them (``sdk_spread_records``)
 WORKER_FIGURES = ("worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio", "metrics_scrape_s_100_series",
-                  "metrics_scrape_s_10k_series")
+                  "metrics_scrape_s_10k_series", "worker_eps_100_series_sdk_records",
+                  "worker_eps_10k_series_sdk_records", "cardinality_ratio_sdk_records")
 SCRAPES = 4  # /metrics reads after each worker run (metrics_scrape_s_*)
 SPREADS = {"100": 100, "10k": 10_000}  # name -> (service, model, provider) series, and as many users
 WORKER_CALLS = 100_000  # both modes: the calls per record (the shape that sets the cost) stay the same
@@ -87,8 +93,17 @@ def spread(rows: list[dict[str, Any]], series: int, users: int, seed: int = 16) 
 
 
 def spread_records(rows: list[dict[str, Any]]) -> dict[str, list[tuple[bytes, bytes, int]]]:
-    """The rows spread each way of ``SPREADS``, packed as the SDK packs them (records of <= 500, keyed by service)."""
+    """The rows spread each way of ``SPREADS``, each service's calls packed in records of up to 500 (keyed by
+    service): at ~10,000 series a record holds a service's ~40 calls over the topic's ~10 s of event time, where its
+    SDK would have sent ~40 records of one call (``sdk_spread_records``)."""
     return {name: dataset.batch_records(spread(rows, series, series)) for name, series in SPREADS.items()}
+
+
+def sdk_spread_records(rows: list[dict[str, Any]]) -> dict[str, list[tuple[bytes, bytes, int]]]:
+    """The rows spread each way of ``SPREADS``, in records as each service's SDK sends them (``dataset.sdk_records``:
+    a flush every ``linger_ms`` of event time): ~40 calls a record at ~100 series, ~1.2 at ~10,000."""
+    return {f"{name}{SDK_SUFFIX}": dataset.sdk_records(spread(rows, series, series))
+            for name, series in SPREADS.items()}
 
 
 def side_by_side(records: dict[str, list[bytes]], chunk: int = 16) -> dict[str, float]:
@@ -275,7 +290,8 @@ def run(quick: bool) -> GroupResult:
 def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
     """The real worker on the same ``WORKER_CALLS`` calls at ~100 and at ~10,000 series, runs alternated."""
     result = GroupResult()
-    records = spread_records(dataset.realistic_rows(WORKER_CALLS))
+    rows = dataset.realistic_rows(WORKER_CALLS)
+    records = {**spread_records(rows), **sdk_spread_records(rows)}
     topics = {name: f"{tag}-card-{name}" for name in records}
     for name, topic in topics.items():
         dataset.preload(bootstrap, topic, records[name])
@@ -286,7 +302,7 @@ def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
 
         def drain(name: str) -> float:
             run = throughput.worker_run(bootstrap, topics[name], len(records[name]), WORKER_CALLS, tag, Path(tmp),
-                                        max_s=max_s, scrapes=SCRAPES)
+                                        max_s=max_s, scrapes=0 if name.endswith(SDK_SUFFIX) else SCRAPES)
             timed[name].append(int(run["records_timed"]))
             scraped[name] += run["scrapes"]
             return float(run["eps"])
@@ -307,7 +323,16 @@ def worker_run(scale: Scale, bootstrap: str, tag: str) -> GroupResult:
     result.put("cardinality_ratio", ratio(mid["10k"], mid["100"]),
                "worker_eps_10k_series / worker_eps_100_series: the real worker, same calls, same run "
                "(the in-process pipeline's is inprocess_cardinality_ratio)")
-    for name, costs in scraped.items():
+    sdk = SDK_SUFFIX
+    sdk_method = (f"as worker_eps_<n>_series, the same calls in records as each service's SDK sends them (a flush "
+                  f"every linger_ms of event time: {sizes['100' + sdk]:.1f} and {sizes['10k' + sdk]:.1f} calls per "
+                  f"record), alternated with those runs; {alternated_runs(samples)}")
+    result.put("worker_eps_100_series_sdk_records", mid["100" + sdk], sdk_method)
+    result.put("worker_eps_10k_series_sdk_records", mid["10k" + sdk], sdk_method)
+    result.put("cardinality_ratio_sdk_records", ratio(mid["10k" + sdk], mid["100" + sdk]),
+               "worker_eps_10k_series_sdk_records / worker_eps_100_series_sdk_records (same run)")
+    for name in SPREADS:
+        costs = scraped[name]
         walls, cpus, sizes = (np.array(column, dtype=np.float64) for column in zip(*costs, strict=True))
         result.put(f"metrics_scrape_s_{name}_series", float(np.median(walls)),
                    f"GET /metrics of the worker just after each of its runs above, {SCRAPES} times in a row: median "

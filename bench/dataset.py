@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmpulse.broker import answers
 from llmpulse.producers.batching import BatchEncoder, new_event_id
+from llmpulse.producers.settings import PulseSettings
 
 CALLS_PER_RECORD = 500
 TEXT_SHARE = 0.10
@@ -88,6 +89,35 @@ def batch_records(rows: Sequence[dict[str, Any]], per_record: int = CALLS_PER_RE
         for start in range(0, len(group), per_record):
             chunk = group[start : start + per_record]
             records.append((service.encode(), encoder.encode_batch(chunk), len(chunk)))
+    return records
+
+
+def sdk_records(rows: Sequence[dict[str, Any]], linger_ms: int | None = None,
+                per_record: int = CALLS_PER_RECORD) -> list[tuple[bytes, bytes, int]]:
+    """(key, value, calls) per llm_call_batch record as services' SDKs send them: each service's calls pending
+    since its last flush go out every ``linger_ms`` of event time (default: the SDK's ``linger_ms``), or at
+    ``per_record`` calls; the records in the order they are sent. A quiet service sends records of a call or two."""
+    linger = PulseSettings().linger_ms if linger_ms is None else linger_ms
+    encoder = BatchEncoder(producer_id="bench")
+    pending: dict[str, list[dict[str, Any]]] = {}
+    records: list[tuple[bytes, bytes, int]] = []
+
+    def send(service: str, calls: list[dict[str, Any]]) -> None:
+        records.append((service.encode(), encoder.encode_batch(calls), len(calls)))
+
+    flushed_at: int | None = None
+    for row in sorted(rows, key=lambda row: row["timestamp_ms"]):
+        now = row["timestamp_ms"]
+        if flushed_at is None or now - flushed_at >= linger:
+            for service, calls in pending.items():
+                send(service, calls)
+            pending, flushed_at = {}, now
+        calls = pending.setdefault(row["service"], [])
+        calls.append(row)
+        if len(calls) >= per_record:
+            send(row["service"], pending.pop(row["service"]))
+    for service, calls in pending.items():
+        send(service, calls)
     return records
 
 

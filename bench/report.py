@@ -58,6 +58,7 @@ GOALS: dict[str, Goal] = {
     "resolve_delay_p95_s": Goal("<= 300 s after the end", _at_most(300.0)),
     # issue #16: cost per call flat in cardinality, bounded state (bench/cardinality.py), scale-out (bench/scaleout.py)
     "cardinality_ratio": Goal(">= 0.5", _at_least(0.5)),
+    "cardinality_ratio_sdk_records": Goal(">= 0.5 (the same goal, records as the SDK sends them)", _at_least(0.5)),
     "state_bytes_per_series": Goal("<= 4 KiB", _at_most(4096.0)),
     "rss_growth_second_hour": Goal("< 5%", lambda value, _figures: value < 0.05),
     "scaleout_ratio_2_workers": Goal(">= 1.7 (2 cores)", _at_least(1.7)),
@@ -80,6 +81,7 @@ REQUIRED = (
     "worker_eps_100_series", "worker_eps_10k_series", "cardinality_ratio", "scaleout_ratio_2_workers",
     "alert_latency_p99_s_80pct", "state_bytes_per_series", "rss_growth_second_hour",
     "prom_histogram_rel_err_max_default", "prom_histogram_rel_err_max_tuned",
+    "worker_eps_100_series_sdk_records", "worker_eps_10k_series_sdk_records", "cardinality_ratio_sdk_records",
 )
 
 
