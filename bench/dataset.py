@@ -92,32 +92,38 @@ def batch_records(rows: Sequence[dict[str, Any]], per_record: int = CALLS_PER_RE
     return records
 
 
-def sdk_records(rows: Sequence[dict[str, Any]], linger_ms: int | None = None,
-                per_record: int = CALLS_PER_RECORD) -> list[tuple[bytes, bytes, int]]:
-    """(key, value, calls) per llm_call_batch record as services' SDKs send them: each service's calls pending
-    since its last flush go out every ``linger_ms`` of event time (default: the SDK's ``linger_ms``), or at
-    ``per_record`` calls; the records in the order they are sent. A quiet service sends records of a call or two."""
-    linger = PulseSettings().linger_ms if linger_ms is None else linger_ms
+def sdk_records(rows: Sequence[dict[str, Any]],
+                settings: PulseSettings | None = None) -> list[tuple[bytes, bytes, int]]:
+    """(key, value, calls) per llm_call_batch record as each service's SDK sends them (``settings``: the SDK's
+    defaults): every ``linger_ms`` of event time, a service's pending calls go out when ``batch_min_calls`` of them
+    wait or the oldest has waited ``max_linger_ms``, and at once at ``batch_max_calls``; the records in the order
+    they are sent. A quiet service sends a record of its calls of about a second."""
+    settings = settings or PulseSettings()
+    enough = min(settings.batch_min_calls, settings.batch_max_calls)
     encoder = BatchEncoder(producer_id="bench")
     pending: dict[str, list[dict[str, Any]]] = {}
     records: list[tuple[bytes, bytes, int]] = []
 
-    def send(service: str, calls: list[dict[str, Any]]) -> None:
+    def send(service: str) -> None:
+        calls = pending.pop(service)
         records.append((service.encode(), encoder.encode_batch(calls), len(calls)))
 
-    flushed_at: int | None = None
+    def wake(now: int) -> None:
+        for service in [service for service, calls in pending.items()
+                        if len(calls) >= enough or now - calls[0]["timestamp_ms"] >= settings.max_linger_ms]:
+            send(service)
+
+    woke: int | None = None
     for row in sorted(rows, key=lambda row: row["timestamp_ms"]):
         now = row["timestamp_ms"]
-        if flushed_at is None or now - flushed_at >= linger:
-            for service, calls in pending.items():
-                send(service, calls)
-            pending, flushed_at = {}, now
-        calls = pending.setdefault(row["service"], [])
-        calls.append(row)
-        if len(calls) >= per_record:
-            send(row["service"], pending.pop(row["service"]))
-    for service, calls in pending.items():
-        send(service, calls)
+        if woke is None or now - woke >= settings.linger_ms:
+            wake(now)
+            woke = now
+        pending.setdefault(row["service"], []).append(row)
+        if len(pending[row["service"]]) >= settings.batch_max_calls:
+            send(row["service"])
+    for service in list(pending):
+        send(service)
     return records
 
 

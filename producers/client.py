@@ -75,6 +75,8 @@ class Pulse:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pending = 0  # queued + in flight, the quantity the buffer bound applies to
+        self._first_queued_at: float | None = None  # monotonic time the oldest queued call was recorded
+        self._flush_asked = False  # flush() or close(): send what is queued now, however few
         self._counts = dict.fromkeys(
             ("recorded", "delivered", "buffer_full", "delivery_failed", "encoding", "broker_errors",
              "schemas_announced"), 0
@@ -103,6 +105,8 @@ class Pulse:
                     return False
                 self._pending += 1
                 self._counts["recorded"] += 1
+                if self._first_queued_at is None:
+                    self._first_queued_at = time.monotonic()
             call.setdefault("timestamp_ms", int(time.time() * 1000))
             self._queue.append(call)
             if len(self._queue) >= self.settings.batch_max_calls:
@@ -151,13 +155,14 @@ class Pulse:
     def flush(self, timeout: float = 10.0) -> int:
         """Send everything queued and wait up to ``timeout`` s for delivery; returns calls still pending."""
         deadline = time.monotonic() + timeout
-        self._wake.set()
         while time.monotonic() < deadline:
             if not self._queue:
                 self._producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
                 if self._pending == 0:
                     break
             else:
+                self._flush_asked = True
+                self._wake.set()
                 time.sleep(0.005)
         return self._pending
 
@@ -204,7 +209,8 @@ class Pulse:
             self._wake.wait(linger)
             self._wake.clear()
             try:
-                self._drain()
+                if self._due():
+                    self._drain()
                 self._producer.poll(0)
             except Exception:
                 log.exception("llmpulse: background sender error (continuing)")
@@ -238,7 +244,21 @@ class Pulse:
             log.warning("llmpulse: writer schemas not yet delivered to %s after %.0f s; sending calls meanwhile",
                         self.settings.schemas_topic, self.settings.schema_announce_timeout_s)
 
+    def _due(self) -> bool:
+        """Send what is queued now? When asked to (flush, close), when enough calls wait
+        (``batch_min_calls``, or a full batch), or when the oldest has waited ``max_linger_ms``."""
+        settings = self.settings
+        with self._lock:
+            queued, since = len(self._queue), self._first_queued_at
+            asked, self._flush_asked = self._flush_asked, False
+        if not queued:
+            return False
+        return (asked or queued >= min(settings.batch_min_calls, settings.batch_max_calls)
+                or since is None or time.monotonic() - since >= settings.max_linger_ms / 1000.0)
+
     def _drain(self) -> None:
+        with self._lock:  # what is recorded from now on starts a new wait
+            self._first_queued_at = None
         while self._queue:
             rows = self._take(self.settings.batch_max_calls)
             by_service: dict[str, list[dict[str, Any]]] = {}
@@ -251,6 +271,9 @@ class Pulse:
                 by_service.setdefault(service, []).append(row)
             for service, group in by_service.items():
                 self._send(service, group)
+        with self._lock:
+            if not self._queue:
+                self._first_queued_at = None
 
     def _take(self, limit: int) -> list[dict[str, Any]]:
         rows = []

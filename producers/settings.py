@@ -46,6 +46,12 @@ class PulseSettings:
     service: str = ""  # empty: detected (see detect_service)
     batch_max_calls: int = field(default_factory=lambda: _env_int("SDK_BATCH_MAX_CALLS", 500))
     linger_ms: int = field(default_factory=lambda: _env_int("SDK_LINGER_MS", 100))
+    # Fewer calls than batch_min_calls wait for more, up to max_linger_ms after the oldest of them: a busy service
+    # still sends every linger_ms, a quiet one a record of a few calls a second instead of one of a call or two
+    # every linger_ms. A worker's cost at many quiet services follows its records more than its calls
+    # (docs/operations.md, "Sizing for many series"). batch_min_calls 1: every linger_ms, whatever is pending.
+    batch_min_calls: int = field(default_factory=lambda: _env_int("SDK_BATCH_MIN_CALLS", 50))
+    max_linger_ms: int = field(default_factory=lambda: _env_int("SDK_MAX_LINGER_MS", 1000))
     max_buffered_calls: int = field(default_factory=lambda: _env_int("SDK_MAX_BUFFERED_CALLS", 100_000))
     capture_text: bool = field(default_factory=lambda: _env_bool("SDK_CAPTURE_TEXT", False))
     redact_pii: bool = field(default_factory=lambda: _env_bool("SDK_REDACT_PII", True))

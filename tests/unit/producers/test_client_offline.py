@@ -31,6 +31,8 @@ def _settings(**fields: Any) -> PulseSettings:
         "service": "checkout",
         "batch_max_calls": 500,
         "linger_ms": 5,
+        "batch_min_calls": 1,  # every linger_ms, as these tests expect unless they say otherwise
+        "max_linger_ms": 1000,
         "max_buffered_calls": 100_000,
         "capture_text": False,
         "redact_pii": True,
@@ -120,6 +122,29 @@ def test_record_never_raises(make_pulse: Callable[..., Pulse]) -> None:
         for fields in garbage:
             assert pulse.record(**fields) is True
     assert pulse.stats().recorded == 1000
+
+
+def test_a_quiet_service_sends_a_few_calls_together_after_max_linger(make_pulse: Callable[..., Pulse]) -> None:
+    pulse = make_pulse(batch_min_calls=50, max_linger_ms=400)  # wakes every 5 ms
+    for i in range(3):
+        pulse.record(**_good(i))
+    time.sleep(0.15)  # thirty wakes: too few calls, and the oldest has not waited 400 ms
+    assert _handover(pulse).calls == 0
+    _wait_until(lambda: _handover(pulse).calls == 3)
+    assert _handover(pulse).records == 1  # one record of three, not three of one
+
+
+def test_enough_calls_or_a_flush_send_at_once(make_pulse: Callable[..., Pulse]) -> None:
+    pulse = make_pulse(batch_min_calls=5, max_linger_ms=60_000)
+    for i in range(5):
+        pulse.record(**_good(i))
+    _wait_until(lambda: _handover(pulse).calls == 5)  # five waiting: sent at the next wake, not in a minute
+    for i in range(2):
+        pulse.record(**_good(i))
+    time.sleep(0.1)
+    assert _handover(pulse).calls == 5  # two wait for more
+    pulse.flush(timeout=0.2)  # the broker is down: delivery cannot finish, but the two are handed over
+    assert _handover(pulse).calls == 7 and _handover(pulse).records == 2
 
 
 def test_garbage_calls_are_counted_as_encoding_drops(make_pulse: Callable[..., Pulse]) -> None:
