@@ -240,6 +240,11 @@ class EngineStore:
         """Every engine built so far, the calls partitions' and the other lanes' (a snapshot)."""
         return [*self._engines.values(), *self._lanes.values()]
 
+    def built(self, partition: int, lane: str = CALLS_LANE) -> PartitionEngine | None:
+        """The partition's engine if it is built (``engine`` builds it); None after ``drop``."""
+        engines, key = self._slot(partition, lane)
+        return engines.get(key)
+
     def lane_engines(self, partition: int) -> list[PartitionEngine]:
         """The engines of other lanes already built for this partition number (no engine is built here)."""
         return [engine for (_lane, number), engine in list(self._lanes.items()) if number == partition]

@@ -132,12 +132,15 @@ class CallsAgent:
         decoded = {partition: await self._read(records, now) for partition, records in admitted.items()}
         for partition in [partition for partition in decoded if not ownership.owns(partition, lane)]:
             # lost while its records were read (a revoke, or a stall past the consumer session: session_fence.py):
-            # nothing of them is absorbed, and the cursor goes back to the first (if the partition is still ours,
-            # the next record reveals the hole and the agent seeks back). No await from here to the run plan's
-            # write below.
+            # nothing of them is absorbed. A stall leaves the engine: its cursor goes back to the first (if the
+            # partition is still ours, the next record reveals the hole and the agent seeks back). A revoke dropped
+            # it, and none is built again here: its next owner reads from the persisted cursor, and one built now
+            # would be found, stale, if the partition came back. No await from here to the run plan's write below.
             log.info("%s:%d: not ours while its records were read; they are left for the cursor's next reader",
                      topic_name, partition)
-            store.engine(partition, lane).cursor.hold_back(admitted[partition][0][0])
+            engine = store.built(partition, lane)
+            if engine is not None:
+                engine.cursor.hold_back(admitted[partition][0][0])
             holes.add(partition)
             del decoded[partition]
         cuts = {partition: self._cut(store.engine(partition, lane), records, store.persisted_cursor(partition, lane))

@@ -273,6 +273,24 @@ def test_records_of_a_partition_lost_while_they_were_read_are_left_to_the_cursor
     assert [s["o"] for s in worker.emitter.summaries] == [s["o"] for s in reference.emitter.summaries]
 
 
+def test_a_partition_revoked_while_its_records_were_read_gets_no_engine_built_again() -> None:
+    """The revoke dropped the engine while the group's records were decoded: none is built again for them (one
+    built from the table now would be found, stale, if the partition came back), and nothing is absorbed or sent."""
+    records = _records()
+    worker = Worker(Table())
+    looks = []
+
+    def owns(partition: int, lane: str = "") -> bool:
+        looks.append(partition)
+        if len(looks) == 7:  # the revoke came while the first group's 6 records were decoded
+            worker.store.drop(partition)
+        return len(looks) < 7  # and the partition stays another worker's
+
+    worker.ownership.owns = owns  # type: ignore[method-assign]
+    worker.group(records, 0, 6)
+    assert worker.emitter.summaries == [] and 0 not in worker.store.engines()
+
+
 def test_a_first_record_faust_fails_to_deliver_is_a_hole_the_cursor_finds() -> None:
     """A partition never absorbed anywhere starts at its log's first offset (set on assignment): when the first
     record delivered after a rebalance is not that one, the agent seeks back instead of counting from there."""
